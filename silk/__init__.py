@@ -1,0 +1,93 @@
+"""SilkGateway: an OpenAI-compatible LLM gateway that meters and bills every token."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from silk.config import load_config
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the WSGI app; each step below is short and named for what it adds."""
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, test_config)
+    register_json(app)
+    register_extensions(app)
+    register_catalogue(app)
+    register_request_hooks(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    return app
+
+
+def register_json(app: Flask) -> None:
+    """Serialise with orjson, showing Decimal money as JSON numbers."""
+    from silk.jsonio import OrjsonProvider
+
+    app.json = OrjsonProvider(app)
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the database, migrations and the shared services to this app."""
+    from silk import models  # noqa: F401 - every table must be known to migrations
+    from silk.database_events import install_engine_events
+    from silk.extensions import db, migrate
+    from silk.limits import build_limiter
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=_migrations_dir())
+    with app.app_context():
+        install_engine_events(db.engine)
+    app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
+
+
+def register_catalogue(app: Flask) -> None:
+    """Build the model catalogue and upstream clients from configuration."""
+    from silk.catalog.catalogue import build_catalogue
+    from silk.upstream.client import build_clients
+
+    catalogue = build_catalogue(app.config)
+    app.extensions["silk.catalogue"] = catalogue
+    app.extensions["silk.upstreams"] = build_clients(catalogue, app.config)
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Give every request an id, echoed as `x-request-id`, and log one line per request."""
+    from silk.requestlog import install_request_hooks
+
+    install_request_hooks(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the API, the operator API and the web pages."""
+    from silk.account.views import bp as account_bp
+    from silk.admin.views import bp as admin_bp
+    from silk.billing.views import bp as billing_bp
+    from silk.catalog.views import bp as models_bp
+    from silk.chat.views import bp as chat_bp
+    from silk.ops.views import bp as ops_bp
+    from silk.web.views import bp as web_bp
+
+    for blueprint in (chat_bp, models_bp, account_bp, billing_bp, admin_bp, ops_bp, web_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every failure with the one OpenAI-style envelope."""
+    from silk.errors import register_error_handlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    """Add the `flask silk ...` operator commands."""
+    from silk.cli import silk_cli
+
+    app.cli.add_command(silk_cli)
+
+
+def _migrations_dir() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")

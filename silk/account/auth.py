@@ -1,0 +1,161 @@
+"""Who is calling: read the key from the request, look it up (briefly cached), check it."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app, g, request
+from sqlalchemy import select, update
+
+from silk.account.keys import hash_secret
+from silk.account.models import Account, ApiKey
+from silk.database import utcnow
+from silk.errors import AuthenticationFailed, PermissionDenied
+from silk.extensions import db
+
+_MAX_KEY_LENGTH = 256
+_LAST_USED_EVERY = 60.0  # seconds between last_used_at writes for one key
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated key and the facts about its account that every request needs."""
+
+    key_id: int
+    key_hash: str
+    account_id: int
+    is_admin: bool
+    allowed_models: frozenset[str] | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    expires_at: datetime | None
+
+    def may_use(self, model_id: str) -> bool:
+        """True when the key is not limited to other models."""
+        return self.allowed_models is None or model_id in self.allowed_models
+
+
+class KeyCache:
+    """Per-process cache of key lookups, so the hot path seldom touches the database."""
+
+    def __init__(self, ttl: float, max_entries: int = 50_000):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._last_used: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> tuple[bool, Principal | None]:
+        """Return (hit, principal); a cached None means a known-bad key."""
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def put(self, key_hash: str, principal: Principal | None, ttl: float | None = None) -> None:
+        """Remember a lookup; bad keys are remembered briefly to blunt guessing."""
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key_hash] = (time.monotonic() + (self.ttl if ttl is None else ttl),
+                                       principal)
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a key, e.g. after it was revoked in this process."""
+        self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self._entries.clear()
+
+    def due_for_touch(self, key_id: int) -> bool:
+        """True at most once a minute per key: time to write last_used_at."""
+        now = time.monotonic()
+        if now - self._last_used.get(key_id, 0.0) < _LAST_USED_EVERY:
+            return False
+        self._last_used[key_id] = now
+        return True
+
+
+def key_cache() -> KeyCache:
+    """The app's key cache, made on first use."""
+    cache = current_app.extensions.get("silk.keycache")
+    if cache is None:
+        cache = current_app.extensions["silk.keycache"] = KeyCache(
+            current_app.config["SILK_KEY_CACHE_TTL"])
+    return cache
+
+
+def presented_key() -> str | None:
+    """Read the key from `Authorization: Bearer`, then `X-Api-Key`, then `?api_key=`."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    value = request.headers.get("X-Api-Key", "").strip()
+    if value:
+        return value
+    value = request.args.get("api_key", "").strip()
+    return value or None
+
+
+def _load(key_hash: str) -> Principal | None:
+    row = db.session.execute(
+        select(ApiKey, Account.is_admin, Account.disabled)
+        .join(Account, Account.id == ApiKey.account_id)
+        .where(ApiKey.key_hash == key_hash)
+    ).first()
+    db.session.close()
+    if row is None:
+        return None
+    key, is_admin, disabled = row
+    # The index found the row; compare again in constant time, as if it had not.
+    if not hmac.compare_digest(key.key_hash, key_hash) or key.revoked_at or disabled:
+        return None
+    return Principal(
+        key_id=key.id, key_hash=key_hash, account_id=key.account_id, is_admin=is_admin,
+        allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
+        rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit, expires_at=key.expires_at,
+    )
+
+
+def authenticate() -> Principal:
+    """Return the caller's principal or raise 401; caches both good and bad answers."""
+    secret = presented_key()
+    if not secret:
+        raise AuthenticationFailed(
+            "Missing API key. Send 'Authorization: Bearer sk-...', an X-Api-Key header "
+            "or the api_key query parameter.", code="missing_api_key")
+    if len(secret) > _MAX_KEY_LENGTH:
+        raise AuthenticationFailed("Invalid API key.")
+    key_hash = hash_secret(secret)
+    cache = key_cache()
+    hit, principal = cache.get(key_hash)
+    if not hit:
+        principal = _load(key_hash)
+        cache.put(key_hash, principal, ttl=None if principal else 2.0)
+    if principal is None:
+        raise AuthenticationFailed("Invalid API key.")
+    if principal.expires_at is not None and principal.expires_at <= utcnow():
+        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    if cache.due_for_touch(principal.key_id):
+        db.session.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
+                           .values(last_used_at=utcnow()))
+        db.session.commit()
+        db.session.close()
+    g.principal = principal
+    g.account_id = principal.account_id
+    return principal
+
+
+def require_admin() -> Principal:
+    """Return the caller's principal if it holds an admin key, else 403."""
+    principal = authenticate()
+    if not principal.is_admin:
+        raise PermissionDenied("This endpoint needs an admin key.")
+    return principal

@@ -1,0 +1,1 @@
+"""Operator API guarded by admin keys."""

@@ -1,0 +1,1 @@
+"""Balance, usage and billing reports, tiers, top-up and redemption codes."""

@@ -1,0 +1,90 @@
+"""Pure model catalogue: public model id -> provider route, upstream name, extras and price."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from silk.pricing import Price, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """An upstream provider as the operator configured it."""
+
+    id: str
+    name: str
+    base_url: str
+    keys: tuple[str, ...]
+
+    @property
+    def configured(self) -> bool:
+        """True when the operator gave at least one key."""
+        return bool(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """One public model id and how to reach and price it."""
+
+    id: str
+    provider: str
+    upstream: str
+    price: Price
+    max_output_tokens: int
+    context: int | None = None
+    reasoning_budget: int = 0
+    extra_body: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """Every model, provider and tier the gateway serves."""
+
+    models: Mapping[str, Model]
+    providers: Mapping[str, Provider]
+    tiers: Mapping[str, Tier]
+
+    def model(self, model_id: str) -> Model | None:
+        """Return the model for a public id, or None."""
+        return self.models.get(model_id)
+
+    def price_of(self, model_id: str) -> Price | None:
+        """Return a model's price, or None for a model no longer in the catalogue."""
+        model = self.models.get(model_id)
+        return model.price if model else None
+
+    def provider_of(self, model: Model) -> Provider:
+        """Return the provider that serves a model."""
+        return self.providers[model.provider]
+
+
+def tier_from_config(name: str, spec: Mapping) -> Tier:
+    """Build a Tier from its config entry (discount given in per cent)."""
+    return Tier(name=name, discount=Decimal(str(spec["discount_percent"])) / 100,
+                monthly_free_tokens=int(spec["monthly_free_tokens"]))
+
+
+def build_catalogue(config: Mapping) -> Catalogue:
+    """Build the catalogue from validated configuration."""
+    providers = {
+        pid: Provider(id=pid, name=spec["name"],
+                      base_url=config["SILK_UPSTREAMS"][pid]["base_url"].rstrip("/"),
+                      keys=tuple(config["SILK_UPSTREAMS"][pid]["keys"]))
+        for pid, spec in config["SILK_PROVIDERS"].items()
+    }
+    models = {
+        mid: Model(
+            id=mid, provider=spec["provider"], upstream=spec.get("upstream", mid),
+            price=Price(input=Decimal(str(spec["input"])), output=Decimal(str(spec["output"])),
+                        cache_hit=(Decimal(str(spec["cache_hit"])) if "cache_hit" in spec
+                                   else None)),
+            max_output_tokens=int(spec["max_output_tokens"]), context=spec.get("context"),
+            reasoning_budget=int(spec.get("reasoning_budget", 0)),
+            extra_body=dict(spec.get("extra_body") or {}),
+        )
+        for mid, spec in config["SILK_MODELS"].items()
+    }
+    tiers = {name: tier_from_config(name, spec) for name, spec in config["SILK_TIERS"].items()}
+    return Catalogue(models=models, providers=providers, tiers=tiers)

@@ -1,0 +1,1 @@
+"""Chat completions: validation, the relay, and its blueprint."""

@@ -1,0 +1,279 @@
+"""The relay: turn a validated request into an upstream call, stream it back, settle once.
+
+Data walks one way: plan -> reserve -> upstream -> client -> settle. The stream generator
+holds no database connection; settlement opens its own short transaction when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import orjson
+import requests
+import urllib3.exceptions
+from sqlalchemy.engine import Engine
+
+from silk.catalog.catalogue import Model
+from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
+from silk.errors import InvalidRequest, UpstreamError
+from silk.metering.service import Hold, Outcome, Settlement, settle
+from silk.pricing import Tier, Usage
+from silk.sse import DONE, DONE_EVENT, SSEParser, encode_comment, encode_data
+from silk.upstream.client import UpstreamClient
+from silk.upstream.dialects import scrub, stream_error_event
+
+log = logging.getLogger("silk.relay")
+_READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything decided before the upstream is called."""
+
+    model: Model
+    body: bytes
+    stream: bool
+    client_wants_usage: bool
+    prompt_bound: int
+    prompt_estimate: int
+    max_output: int
+
+
+def make_plan(model: Model, request: dict, *, stream: bool, image_allowance: int) -> Plan:
+    """Rewrite the client's body for the upstream and bound what it can cost."""
+    body = dict(request)
+    body["model"] = model.upstream
+    body.update(model.extra_body)  # the catalogue's route is the operator's word
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if limit is None:
+        body["max_tokens"] = limit = model.max_output_tokens
+    elif limit > model.max_output_tokens:
+        param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        raise InvalidRequest(f"{param} is {limit}, above this model's maximum of "
+                             f"{model.max_output_tokens}.", param=param)
+    choices = body.get("n") or 1
+    client_wants_usage = False
+    if stream:
+        options = dict(body.get("stream_options") or {})
+        client_wants_usage = bool(options.get("include_usage"))
+        options["include_usage"] = True  # the gateway bills from the upstream's usage
+        body["stream"] = True
+        body["stream_options"] = options
+    else:
+        body["stream"] = False
+        body.pop("stream_options", None)
+    return Plan(model=model, body=orjson.dumps(body), stream=stream,
+                client_wants_usage=client_wants_usage,
+                prompt_bound=prompt_bound(body, image_allowance),
+                prompt_estimate=prompt_estimate(body),
+                max_output=(limit + model.reasoning_budget) * choices)
+
+
+def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:
+    """Read an OpenAI-style usage object (with DeepSeek's cache fields); None if absent."""
+    if not isinstance(data, Mapping):
+        return None
+    prompt = int(data.get("prompt_tokens") or 0)
+    completion = int(data.get("completion_tokens") or 0)
+    hit = data.get("prompt_cache_hit_tokens")
+    if hit is None:
+        hit = (data.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (data.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return Usage(prompt, completion, int(hit)), int(reasoning)
+
+
+class Meter:
+    """One request's bookkeeping: what arrived, what was delivered, and settling exactly once."""
+
+    def __init__(self, engine: Engine, tiers: Mapping[str, Tier], hold: Hold, plan: Plan,
+                 provider: str, on_settled=None):
+        self.engine = engine
+        self.tiers = tiers
+        self.hold = hold
+        self.plan = plan
+        self.provider = provider
+        self.on_settled = on_settled
+        self.started = time.perf_counter()
+        self.first_token: float | None = None
+        self.usage: Usage | None = None
+        self.reasoning_tokens = 0
+        self.upstream_model = ""
+        self.delivered = DeliveredText()
+        self.delivered_any = False
+        self.settlement: Settlement | None = None
+        self.billed: Usage | None = None
+        self.usage_sent = False
+        self.finished = False
+
+    def finish(self, status: str, *, http_status: int = 200,
+               billable: bool = True) -> Settlement | None:
+        """Settle the hold with what is known now; later calls return the first result."""
+        if self.finished:
+            return self.settlement
+        self.finished = True
+        estimated = False
+        usage = self.usage
+        if usage is None and billable and self.delivered_any:
+            usage = Usage(self.plan.prompt_estimate, self.delivered.tokens)
+            estimated = True
+        billable = billable and usage is not None
+        self.billed = usage
+        elapsed = time.perf_counter() - self.started
+        outcome = Outcome(
+            status=status, http_status=http_status, usage=usage,
+            reasoning_tokens=self.reasoning_tokens, estimated=estimated, billable=billable,
+            upstream_model=self.upstream_model, provider=self.provider, stream=self.plan.stream,
+            latency_ms=int(elapsed * 1000),
+            ttft_ms=int((self.first_token - self.started) * 1000) if self.first_token else None)
+        try:
+            self.settlement = settle(self.engine, self.tiers, self.hold, outcome)
+        except Exception:  # noqa: BLE001 - the sweep settles a hold we could not
+            log.exception("settlement failed; the sweep will settle it",
+                          extra={"fields": {"request_id": self.hold.request_id}})
+            return None
+        if self.on_settled:
+            self.on_settled(self, outcome)
+        return self.settlement
+
+    def usage_fields(self) -> dict:
+        """A usage object for a response whose upstream reported none (marked estimated)."""
+        usage = self.billed or Usage(0, 0)
+        return {"prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens, "estimated": True,
+                "cost": self.settlement.cost_usd if self.settlement else 0}
+
+
+def complete(client: UpstreamClient, meter: Meter) -> tuple[dict, Settlement | None]:
+    """Run a non-streaming request to the end and settle it."""
+    response = client.open(meter.plan.body, stream=False)
+    try:
+        raw = response.content
+        data = orjson.loads(raw)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise ValueError("not a chat completion")
+    except (requests.RequestException, ValueError):
+        meter.finish("upstream_error", http_status=502, billable=False)
+        raise UpstreamError("The provider sent an incomplete or invalid response.",
+                            code="upstream_bad_response") from None
+    finally:
+        response.close()
+    meter.first_token = time.perf_counter()
+    meter.upstream_model = str(data.get("model") or meter.plan.model.upstream)
+    parsed = usage_from(data.get("usage"))
+    if parsed:
+        meter.usage, meter.reasoning_tokens = parsed
+    else:
+        for choice in data.get("choices") or ():
+            if isinstance(choice, dict):
+                meter.delivered.add_chunk({"choices": [{"delta": choice.get("message") or {}}]})
+        meter.delivered_any = True
+    settlement = meter.finish("ok")
+    if not parsed:
+        data["usage"] = meter.usage_fields()
+    data["usage"]["cost"] = settlement.cost_usd if settlement else 0
+    return data, settlement
+
+
+def stream(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
+    """Relay upstream SSE events as they arrive; settle in `finally`, however the stream ends."""
+    parser = SSEParser()
+    raw = client_response.raw
+    status, error = "cut", None
+    done = False
+    try:
+        while not done:
+            try:
+                chunk = raw.read1(_READ_SIZE)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                status, error = "timeout", ("The provider stopped sending in time.",
+                                            "upstream_timeout")
+                break
+            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+                error = ("The provider ended the stream early.", "upstream_stream_cut")
+                break
+            if not chunk:
+                error = ("The provider ended the stream early.", "upstream_stream_cut")
+                break
+            for kind, payload in parser.feed(chunk):
+                if kind == "comment":
+                    yield encode_comment(payload)
+                    continue
+                if payload == DONE:
+                    done = True
+                    break
+                try:
+                    out = _observe(meter, payload)
+                except _UpstreamReportedError as exc:
+                    status, error = "upstream_error", (str(exc), "upstream_error")
+                    break
+                if out is not None:
+                    yield out
+            if error:
+                break
+        if done:
+            meter.finish("ok")
+            if meter.plan.client_wants_usage and not meter.usage_sent:
+                yield encode_data(orjson.dumps(_usage_chunk(meter), default=float))
+            yield DONE_EVENT
+        else:
+            meter.finish(status, http_status=502)
+            yield encode_data(stream_error_event(*error))
+    except GeneratorExit:
+        meter.finish("client_closed", http_status=499)
+        raise
+    finally:
+        client_response.close()
+        if not meter.finished:  # an unexpected exception inside this generator
+            meter.finish("error", http_status=500)
+
+
+class _UpstreamReportedError(Exception):
+    """The provider sent an error event inside a stream."""
+
+
+def _usage_chunk(meter: Meter) -> dict:
+    """The final usage chunk a client asked for when the provider sent none."""
+    return {"id": f"chatcmpl-{meter.hold.request_id}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": meter.upstream_model, "choices": [],
+            "usage": meter.usage_fields()}
+
+
+def _observe(meter: Meter, payload: bytes) -> bytes | None:
+    """Account for one upstream chunk and return the bytes to send on (None to drop it)."""
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return encode_data(payload)  # not ours to judge; the client sees what came
+    if not isinstance(chunk, dict):
+        return encode_data(payload)
+    if "error" in chunk and "choices" not in chunk:
+        message = ""
+        if isinstance(chunk["error"], dict):
+            message = str(chunk["error"].get("message") or "")
+        raise _UpstreamReportedError(
+            f"The provider reported an error mid-stream: {scrub(message)}")
+    if meter.first_token is None:
+        meter.first_token = time.perf_counter()
+        meter.upstream_model = str(chunk.get("model") or meter.plan.model.upstream)
+    meter.delivered.add_chunk(chunk)
+    if chunk.get("choices"):
+        meter.delivered_any = True
+    usage = chunk.get("usage")
+    if not usage:
+        return encode_data(payload)
+    parsed = usage_from(usage)
+    if parsed:
+        meter.usage, meter.reasoning_tokens = parsed
+    if meter.plan.client_wants_usage:
+        settlement = meter.finish("ok")
+        usage["cost"] = settlement.cost_usd if settlement else 0
+        meter.usage_sent = True
+        return encode_data(orjson.dumps(chunk, default=float))
+    if chunk.get("choices"):
+        chunk["usage"] = None
+        return encode_data(orjson.dumps(chunk))
+    return None

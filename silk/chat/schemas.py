@@ -1,0 +1,139 @@
+"""Input validation for chat completions: strict types for what we read, the rest passes."""
+
+from __future__ import annotations
+
+import math
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+
+class StrictNumber(fields.Field):
+    """A JSON number (not a string, not a boolean, not NaN)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("must be a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("must be a finite number")
+        return value
+
+
+class StrictInteger(fields.Field):
+    """A JSON integer."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("must be an integer")
+        return value
+
+
+class StrictBool(fields.Field):
+    """A JSON boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class StrictString(fields.Field):
+    """A JSON string."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("must be a string")
+        return value
+
+
+class OneOf(fields.Field):
+    """A value of one of several JSON types."""
+
+    def __init__(self, *types, **kwargs):
+        super().__init__(**kwargs)
+        self.types = types
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) and bool not in self.types:
+            raise ValidationError("has the wrong type")
+        if not isinstance(value, self.types):
+            names = " or ".join(_TYPE_NAMES[t] for t in self.types)
+            raise ValidationError(f"must be {names}")
+        return value
+
+
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", type(None): "null",
+               int: "an integer", float: "a number", bool: "a boolean"}
+_ROLES = ("system", "user", "assistant", "tool", "function", "developer")
+
+
+def _content_ok(content) -> bool:
+    if content is None or isinstance(content, str):
+        return True
+    if isinstance(content, list):
+        return all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content)
+    return False
+
+
+class MessageSchema(Schema):
+    """One chat message: a role and string or multi-part content."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    role = StrictString(required=True, validate=validate.OneOf(_ROLES))
+    content = fields.Raw(load_default=None)
+    name = StrictString()
+    tool_calls = OneOf(list)
+    tool_call_id = StrictString()
+
+    @validates_schema
+    def _content(self, data, **kwargs):
+        if not _content_ok(data.get("content")):
+            raise ValidationError("must be a string, null or an array of content parts",
+                                  "content")
+        if data.get("content") is None and data["role"] in ("user", "system", "developer"):
+            raise ValidationError(f"is required for a {data['role']} message", "content")
+
+
+class ChatRequestSchema(Schema):
+    """A chat completion request: what the gateway reads is typed; the rest passes through."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = StrictString(required=True, validate=validate.Length(min=1, max=128))
+    messages = fields.List(fields.Nested(MessageSchema), required=True,
+                           validate=validate.Length(min=1, max=10_000))
+    stream = StrictBool()
+    stream_options = OneOf(dict, type(None))
+    temperature = StrictNumber(validate=validate.Range(0, 2))
+    top_p = StrictNumber(validate=validate.Range(0, 1))
+    max_tokens = StrictInteger(validate=validate.Range(min=1))
+    max_completion_tokens = StrictInteger(validate=validate.Range(min=1))
+    n = StrictInteger(validate=validate.Range(1, 16))
+    presence_penalty = StrictNumber(validate=validate.Range(-2, 2))
+    frequency_penalty = StrictNumber(validate=validate.Range(-2, 2))
+    seed = StrictInteger()
+    stop = OneOf(str, list, type(None))
+    logprobs = OneOf(bool, type(None))
+    top_logprobs = StrictInteger(validate=validate.Range(0, 20))
+    user = StrictString()
+    tools = OneOf(list)
+    tool_choice = OneOf(str, dict)
+    response_format = OneOf(dict)
+    reasoning_effort = StrictString()
+    thinking = OneOf(dict)
+
+
+chat_request_schema = ChatRequestSchema()
+
+
+def first_error(messages: dict, prefix: str = "") -> tuple[str, str]:
+    """Flatten marshmallow's nested error dict to (param path, message) of the first error."""
+    key, value = next(iter(messages.items()))
+    path = f"{prefix}.{key}" if prefix and not isinstance(key, int) else (
+        f"{prefix}[{key}]" if isinstance(key, int) else str(key))
+    if isinstance(value, dict):
+        return first_error(value, path)
+    text = value[0] if isinstance(value, list) and value else str(value)
+    return path, text.rstrip(".")

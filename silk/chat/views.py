@@ -1,0 +1,25 @@
+"""The chat blueprint: POST /v1/chat/completions, thin over the chat service."""
+
+from flask import Blueprint, Response, request
+
+from silk.account.auth import authenticate
+from silk.chat import relay, service
+from silk.jsonio import dumps_bytes
+
+bp = Blueprint("chat", __name__, url_prefix="/v1")
+
+
+@bp.post("/chat/completions")
+def create_chat_completion():
+    """Relay a chat completion, streaming as server-sent events or answering JSON."""
+    principal = authenticate()
+    started = service.start(principal, request.get_data(cache=False),
+                            request.headers.get("Accept", ""))
+    if started.stream:
+        return Response(relay.stream(started.response, started.meter), status=200,
+                        mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    settlement = started.meter.settlement
+    response = Response(dumps_bytes(started.response), status=200, mimetype="application/json")
+    response.headers["x-silk-cost"] = str(settlement.cost_usd if settlement else 0)
+    return response

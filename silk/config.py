@@ -1,0 +1,128 @@
+"""Configuration in the flaskr order: package defaults, instance file, test config, environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlparse
+
+from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from silk.defaults import Defaults
+
+INSTANCE_FILE = "silk.cfg"
+
+
+class ConfigError(RuntimeError):
+    """A configuration the gateway cannot start with; the message says what to fix."""
+
+
+def load_config(app: Flask, test_config: dict | None) -> None:
+    """Fill app.config from every source, then refuse to start on a bad value."""
+    app.config.from_object(Defaults)
+    app.config.from_pyfile(INSTANCE_FILE, silent=True)
+    if test_config:
+        app.config.update(test_config)
+    _apply_environment(app)
+    validate(app.config)
+
+
+def _apply_environment(app: Flask) -> None:
+    env = os.environ
+    cfg = app.config
+    if env.get("SECRET_KEY"):
+        cfg["SECRET_KEY"] = env["SECRET_KEY"]
+    if env.get("DATABASE_URL") and not cfg.get("SILK_IGNORE_ENV_DATABASE"):
+        cfg["SQLALCHEMY_DATABASE_URI"] = env["DATABASE_URL"]
+    if env.get("REDIS_URL"):
+        cfg["REDIS_URL"] = env["REDIS_URL"]
+    # SILK_FOO=value overrides a scalar setting named SILK_FOO.
+    for name, raw in env.items():
+        if name.startswith("SILK_") and name in cfg and not isinstance(cfg[name], dict):
+            cfg[name] = _coerce(raw, cfg[name])
+
+    if not cfg.get("SQLALCHEMY_DATABASE_URI"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        cfg["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "silk.db")
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith(("postgres://", "postgresql://")):
+        # psycopg 3 cooperates with gevent; make it the driver for a bare postgresql URL.
+        cfg["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + uri.split("://", 1)[1]
+    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(cfg["SQLALCHEMY_DATABASE_URI"]))
+    if not cfg.get("SECRET_KEY"):
+        cfg["SECRET_KEY"] = secrets.token_hex(32)
+
+    cfg["SILK_UPSTREAMS"] = {
+        pid: {
+            "base_url": env.get(f"{p['env']}_BASE_URL") or p["base_url"],
+            # Secrets come only from the environment, never from a file in the repository.
+            "keys": [k.strip() for k in env.get(f"{p['env']}_API_KEY", "").split(",") if k.strip()],
+        }
+        for pid, p in cfg["SILK_PROVIDERS"].items()
+    }
+
+
+def _engine_options(uri: str) -> dict:
+    if uri.startswith("sqlite"):
+        # Writers wait for each other instead of failing; see database events for WAL.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 1800,
+            "pool_timeout": 10}
+
+
+def _coerce(raw: str, current):
+    if isinstance(current, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
+
+
+def validate(cfg) -> None:
+    """Check every setting an operator can get wrong, naming the setting to fix."""
+    problems: list[str] = []
+    try:
+        make_url(cfg["SQLALCHEMY_DATABASE_URI"])
+    except ArgumentError:
+        problems.append("DATABASE_URL is not a SQLAlchemy URL, e.g. "
+                        "postgresql+psycopg://user@host/db or sqlite:////path/silk.db")
+    for pid, upstream in cfg["SILK_UPSTREAMS"].items():
+        parsed = urlparse(upstream["base_url"])
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            env = cfg["SILK_PROVIDERS"][pid]["env"]
+            problems.append(f"{env}_BASE_URL must be an http(s) URL, got {upstream['base_url']!r}")
+    for mid, model in cfg["SILK_MODELS"].items():
+        if model.get("provider") not in cfg["SILK_PROVIDERS"]:
+            problems.append(f"model {mid!r}: provider {model.get('provider')!r} is not one of "
+                            f"{sorted(cfg['SILK_PROVIDERS'])}")
+        for field in ("input", "output", "cache_hit"):
+            if field in model and not _money_ok(model[field]):
+                problems.append(f"model {mid!r}: {field} price must be a non-negative number")
+        if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
+            problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
+    for name, tier in cfg["SILK_TIERS"].items():
+        if not _money_ok(tier.get("discount_percent")) or Decimal(
+                str(tier["discount_percent"])) > 100:
+            problems.append(f"tier {name!r}: discount_percent must be between 0 and 100")
+        if not isinstance(tier.get("monthly_free_tokens"), int) or tier["monthly_free_tokens"] < 0:
+            problems.append(f"tier {name!r}: monthly_free_tokens must be a whole number >= 0")
+    if cfg["SILK_DEFAULT_TIER"] not in cfg["SILK_TIERS"]:
+        problems.append(f"SILK_DEFAULT_TIER {cfg['SILK_DEFAULT_TIER']!r} is not a tier")
+    if cfg["SILK_REGISTRATION"] not in ("open", "invite", "closed"):
+        problems.append("SILK_REGISTRATION must be open, invite or closed")
+    if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
+        problems.append("SILK_TOPUP_MAX must be a positive USD amount")
+    if problems:
+        raise ConfigError("SilkGateway cannot start:\n  - " + "\n  - ".join(problems))
+
+
+def _money_ok(value) -> bool:
+    try:
+        return Decimal(str(value)) >= 0
+    except (InvalidOperation, TypeError):
+        return False

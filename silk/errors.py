@@ -1,0 +1,133 @@
+"""One error hierarchy and one OpenAI-style JSON envelope for every failure the API returns."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("silk.errors")
+
+
+class SilkError(Exception):
+    """An error a client may see: HTTP status, OpenAI `type` and `code`, safe message."""
+
+    status = 500
+    type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict:
+        """The envelope: {"error": {"message", "type", "param", "code"}}."""
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(SilkError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class AuthenticationFailed(SilkError):
+    status, type, code = 401, "authentication_error", "invalid_api_key"
+
+
+class InsufficientBalance(SilkError):
+    status, type, code = 402, "insufficient_quota", "insufficient_quota"
+
+    def __init__(self, message: str, **kw):
+        super().__init__(message, **kw)
+        self.headers.setdefault("x-should-retry", "false")
+
+
+class PermissionDenied(SilkError):
+    status, type, code = 403, "permission_error", "permission_denied"
+
+
+class NotFound(SilkError):
+    status, type, code = 404, "invalid_request_error", "not_found"
+
+
+class Conflict(SilkError):
+    status, type, code = 409, "invalid_request_error", "conflict"
+
+
+class PayloadTooLarge(SilkError):
+    status, type, code = 413, "invalid_request_error", "payload_too_large"
+
+
+class RateLimited(SilkError):
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw):
+        super().__init__(message, **kw)
+        self.headers.setdefault("retry-after", str(max(1, int(retry_after))))
+
+
+class UpstreamError(SilkError):
+    status, type, code = 502, "api_error", "upstream_error"
+
+
+class ServiceUnavailable(SilkError):
+    status, type, code = 503, "api_error", "service_unavailable"
+
+
+class UpstreamTimeout(SilkError):
+    status, type, code = 504, "api_error", "upstream_timeout"
+
+
+_HTTP_TYPES = {401: ("authentication_error", "invalid_api_key"), 403: ("permission_error", None),
+               404: ("invalid_request_error", "not_found"),
+               405: ("invalid_request_error", "method_not_allowed"),
+               413: ("invalid_request_error", "payload_too_large"),
+               429: ("rate_limit_error", "rate_limit_exceeded")}
+
+
+def error_response(status: int, body: dict, headers: dict[str, str] | None = None):
+    """Build the JSON response for an error envelope."""
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every failure with the one envelope; never show an exception's text."""
+
+    @app.errorhandler(SilkError)
+    def _silk(err: SilkError):
+        g.error_code = err.code
+        return error_response(err.status, err.body(), err.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):
+        status = err.code or 500
+        kind, code = _HTTP_TYPES.get(status, ("invalid_request_error" if status < 500
+                                               else "api_error", None))
+        message = {404: "Unknown path.", 405: "Method not allowed for this path.",
+                   413: "Request body too large."}.get(status, err.description or err.name)
+        g.error_code = code
+        return error_response(status, {"error": {"message": message, "type": kind,
+                                                 "param": None, "code": code}})
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        from silk.extensions import db
+
+        log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the session may be unusable; answering matters more
+            log.warning("rollback after unhandled error failed")
+        g.error_code = "internal_error"
+        return error_response(500, {"error": {"message": "Internal error.", "type": "api_error",
+                                              "param": None, "code": "internal_error"}})

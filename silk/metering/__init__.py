@@ -1,0 +1,1 @@
+"""Ledger, reservations and usage records: the only code that moves money."""

@@ -1,0 +1,247 @@
+"""Reserve, settle and credit: the only code that changes a balance.
+
+Every function here runs one short transaction on its own connection, so a stream holds
+no database connection while it runs. The first statement of each transaction is an
+UPDATE of the account row: it takes the row lock on PostgreSQL and the write lock on
+SQLite, so concurrent requests on any number of workers or hosts see each other's holds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from silk.account.models import Account
+from silk.database import utcnow
+from silk.errors import InsufficientBalance, InvalidRequest, NotFound
+from silk.metering.models import LedgerEntry, Reservation, UsageRecord
+from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd, worst_case
+
+ACCOUNTS = Account.__table__
+RESERVATIONS = Reservation.__table__
+LEDGER = LedgerEntry.__table__
+USAGE = UsageRecord.__table__
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An open reservation: money and free-quota tokens set aside for one request."""
+
+    reservation_id: int
+    account_id: int
+    key_id: int | None
+    request_id: str
+    model: str
+    price: Price
+    hold_units: int
+    quota_tokens: int
+    prompt_estimate: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended, as the relay saw it."""
+
+    status: str  # ok, cut, client_closed, timeout, upstream_error, rejected, swept
+    http_status: int = 200
+    usage: Usage | None = None
+    reasoning_tokens: int = 0
+    estimated: bool = False
+    billable: bool = True  # False when nothing was delivered: the hold is released whole
+    upstream_model: str = ""
+    provider: str = ""
+    stream: bool = False
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What settling charged."""
+
+    cost: Cost
+    charged_units: int
+    balance_after_units: int
+
+    @property
+    def cost_usd(self):
+        """The amount charged, in USD."""
+        return units_to_usd(self.charged_units)
+
+
+def month_of(moment: datetime) -> str:
+    """The quota month of a moment, as YYYY-MM (UTC)."""
+    return moment.strftime("%Y-%m")
+
+
+def _lock_account(conn: Connection, account_id: int, **changes):
+    """Apply `changes` to the account row and return it; the UPDATE takes the lock."""
+    values = changes or {"reserved_units": ACCOUNTS.c.reserved_units}
+    return conn.execute(
+        update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(**values).returning(
+            ACCOUNTS.c.balance_units, ACCOUNTS.c.reserved_units, ACCOUNTS.c.tier,
+            ACCOUNTS.c.quota_month, ACCOUNTS.c.quota_used, ACCOUNTS.c.quota_held,
+            ACCOUNTS.c.disabled)
+    ).first()
+
+
+def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
+    used = row.quota_used if row.quota_month == month else 0
+    return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
+
+
+def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_id: int | None,
+            request_id: str, model: str, price: Price, prompt_worst: int, max_output: int,
+            prompt_estimate: int, ttl_seconds: int) -> Hold:
+    """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered."""
+    now = utcnow()
+    month = month_of(now)
+    with engine.begin() as conn:
+        row = _lock_account(conn, account_id)
+        if row is None or row.disabled:
+            raise NotFound("Account not found.")
+        tier = tiers[row.tier]
+        used, free = _free_available(row, tier, month)
+        bound = worst_case(price, prompt_worst, max_output, tier, free)
+        spendable = row.balance_units - row.reserved_units
+        if bound.total > spendable:
+            raise InsufficientBalance(
+                f"Insufficient balance: this request may cost up to "
+                f"${units_to_usd(bound.total)} ({max_output} output tokens at most) and "
+                f"${units_to_usd(max(spendable, 0))} is available. Top up, or lower max_tokens.")
+        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(
+            reserved_units=ACCOUNTS.c.reserved_units + bound.total,
+            quota_held=ACCOUNTS.c.quota_held + bound.free_tokens,
+            quota_month=month, quota_used=used))
+        reservation_id = conn.execute(insert(RESERVATIONS).values(
+            account_id=account_id, key_id=key_id, request_id=request_id, model=model,
+            hold_units=bound.total, quota_tokens=bound.free_tokens,
+            prompt_estimate=prompt_estimate, state="open", worker=WORKER_ID, created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        ).returning(RESERVATIONS.c.id)).scalar_one()
+    return Hold(reservation_id, account_id, key_id, request_id, model, price, bound.total,
+                bound.free_tokens, prompt_estimate)
+
+
+def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
+           outcome: Outcome) -> Settlement | None:
+    """Release a hold and charge the real cost, exactly once; None if already settled."""
+    now = utcnow()
+    month = month_of(now)
+    usage = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            update(RESERVATIONS)
+            .where(RESERVATIONS.c.id == hold.reservation_id, RESERVATIONS.c.state == "open")
+            .values(state="settled", settled_at=now)
+        ).rowcount
+        if claimed != 1:
+            return None
+        row = _lock_account(conn, hold.account_id,
+                            reserved_units=ACCOUNTS.c.reserved_units - hold.hold_units,
+                            quota_held=ACCOUNTS.c.quota_held - hold.quota_tokens)
+        tier = tiers[row.tier]
+        used, free = _free_available(row, tier, month)
+        cost = quote(hold.price, usage, tier, free)
+        # The hold bounds the cost; the clamp only guards a catalogue edited mid-request.
+        charged = max(0, min(cost.total, row.balance_units - row.reserved_units))
+        balance_after = row.balance_units - charged
+        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == hold.account_id).values(
+            balance_units=ACCOUNTS.c.balance_units - charged,
+            quota_month=month, quota_used=used + cost.free_tokens))
+        if outcome.billable:
+            conn.execute(insert(LEDGER).values(
+                account_id=hold.account_id, kind="charge", amount_units=-charged,
+                balance_after_units=balance_after, request_id=hold.request_id,
+                note=hold.model, actor="gateway", created_at=now))
+        conn.execute(insert(USAGE).values(
+            request_id=hold.request_id, account_id=hold.account_id, key_id=hold.key_id,
+            model=hold.model, upstream_model=outcome.upstream_model, provider=outcome.provider,
+            stream=outcome.stream, status=outcome.status, http_status=outcome.http_status,
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            reasoning_tokens=outcome.reasoning_tokens if outcome.billable else 0,
+            cache_hit_tokens=usage.cache_hit_tokens, total_tokens=usage.total_tokens,
+            free_tokens=cost.free_tokens, subtotal_units=cost.subtotal,
+            discount_units=cost.discount, cost_units=charged,
+            written_off_units=cost.total - charged, estimated=outcome.estimated,
+            latency_ms=outcome.latency_ms, ttft_ms=outcome.ttft_ms, created_at=now,
+            day=now.date()))
+    return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
+
+
+def credit(conn: Connection, account_id: int, amount_units: int, *, kind: str, note: str = "",
+           actor: str = "", request_id: str | None = None) -> int:
+    """Add (or, negative, remove) money inside the caller's transaction; returns the balance.
+
+    A removal never takes money that open holds have set aside, so the balance stays
+    covered and non-negative.
+    """
+    row = conn.execute(
+        update(ACCOUNTS)
+        .where(ACCOUNTS.c.id == account_id,
+               ACCOUNTS.c.balance_units + amount_units >= ACCOUNTS.c.reserved_units)
+        .values(balance_units=ACCOUNTS.c.balance_units + amount_units)
+        .returning(ACCOUNTS.c.balance_units)
+    ).first()
+    if row is None:
+        exists = conn.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.id == account_id)).first()
+        if exists is None:
+            raise NotFound("Account not found.")
+        raise InvalidRequest("The adjustment would take the balance below zero.",
+                             param="amount", code="balance_would_go_negative")
+    conn.execute(insert(LEDGER).values(
+        account_id=account_id, kind=kind, amount_units=amount_units,
+        balance_after_units=row.balance_units, request_id=request_id, note=note[:200],
+        actor=actor[:100], created_at=utcnow()))
+    return row.balance_units
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def abandoned(row, now: datetime, host: str) -> bool:
+    """True for a reservation whose worker is gone or whose time ran out."""
+    if row.expires_at <= now:
+        return True
+    worker_host, _, pid = row.worker.rpartition(":")
+    return worker_host == host and pid.isdigit() and not _pid_alive(int(pid))
+
+
+def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], Price | None],
+          *, everything: bool = False) -> int:
+    """Settle reservations left open by a killed worker or past their time; returns how many.
+
+    What a killed worker delivered is unknown, so the sweep bills the prompt estimate alone
+    and marks it estimated: the customer never pays for output nobody can show was sent.
+    """
+    now = utcnow()
+    host = socket.gethostname()
+    with engine.connect() as conn:
+        rows = conn.execute(select(RESERVATIONS).where(RESERVATIONS.c.state == "open")).all()
+    settled = 0
+    for row in rows:
+        if not everything and not abandoned(row, now, host):
+            continue
+        price = price_of(row.model) or Price(0, 0)
+        hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
+                    row.hold_units, row.quota_tokens, row.prompt_estimate)
+        outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
+                          estimated=True)
+        if settle(engine, tiers, hold, outcome) is not None:
+            settled += 1
+    return settled

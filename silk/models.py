@@ -1,0 +1,8 @@
+"""Every SQLAlchemy model in one import, so migrations and the shell see the whole schema."""
+
+from silk.account.models import Account, ApiKey, InviteCode
+from silk.billing.models import IdempotencyRecord, RedemptionCode, TierRecord
+from silk.metering.models import LedgerEntry, Reservation, UsageRecord
+
+__all__ = ["Account", "ApiKey", "IdempotencyRecord", "InviteCode", "LedgerEntry",
+           "RedemptionCode", "Reservation", "TierRecord", "UsageRecord"]

@@ -1,0 +1,123 @@
+"""Pure pricing: tokens, prices and a tier in, an exact cost out; no Flask, no database.
+
+Money is counted in integer nano-dollars ("units", 1 USD = 10**9 units) so that every
+per-token price of the catalogue is a whole number and sums never drift.
+"""
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+UNITS_PER_USD = 10**9
+_UNITS_PER_TOKEN_PER_MUSD = Decimal(UNITS_PER_USD) / Decimal(10**6)
+
+
+def usd_to_units(usd: Decimal | str | int) -> int:
+    """Convert a USD amount to whole units, rounding half up at the nano-dollar."""
+    value = Decimal(str(usd)) * UNITS_PER_USD
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def units_to_usd(units: int) -> Decimal:
+    """Convert whole units back to an exact USD Decimal."""
+    return (Decimal(units) / UNITS_PER_USD).normalize() if units else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for one model."""
+
+    input: Decimal
+    output: Decimal
+    cache_hit: Decimal | None = None
+
+    @property
+    def cache_hit_price(self) -> Decimal:
+        """Price of a cache-hit prompt token (the input price when the model sets none)."""
+        return self.input if self.cache_hit is None else self.cache_hit
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A plan: a discount on list price and a monthly free token quota."""
+
+    name: str
+    discount: Decimal  # a fraction: 0.10 is ten per cent
+    monthly_free_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one request, as the upstream reports them (reasoning inside completion)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cache_hit_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a request costs: free tokens, list price of what is charged, discount, total."""
+
+    free_tokens: int
+    billable_tokens: int
+    subtotal: int  # units: list price of the billable tokens
+    discount: int  # units
+    total: int  # units: what the balance pays
+
+    @property
+    def total_usd(self) -> Decimal:
+        """The total in USD."""
+        return units_to_usd(self.total)
+
+
+def _units(tokens: int, usd_per_million: Decimal) -> Decimal:
+    return Decimal(tokens) * usd_per_million * _UNITS_PER_TOKEN_PER_MUSD
+
+
+def quote(price: Price, usage: Usage, tier: Tier, free_available: int) -> Cost:
+    """Price one request's tokens for a tier with `free_available` quota tokens left.
+
+    The free quota covers the request's tokens in the order they were made: cache-hit
+    prompt tokens, other prompt tokens, then completion tokens. Because every token that
+    comes later is priced at least as high, the cost never decreases as tokens are added,
+    which is what lets a worst-case hold bound the real cost.
+    """
+    hit = min(max(usage.cache_hit_tokens, 0), usage.prompt_tokens)
+    miss = usage.prompt_tokens - hit
+    completion = usage.completion_tokens
+    free_left = max(0, min(free_available, usage.total_tokens))
+    free_tokens = free_left
+
+    charged = Decimal(0)
+    order = ((hit, price.cache_hit_price), (miss, price.input), (completion, price.output))
+    for tokens, rate in order:
+        covered = min(tokens, free_left)
+        free_left -= covered
+        charged += _units(tokens - covered, rate)
+
+    subtotal = int(charged.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    discount = int((subtotal * tier.discount).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return Cost(
+        free_tokens=free_tokens,
+        billable_tokens=usage.total_tokens - free_tokens,
+        subtotal=subtotal,
+        discount=discount,
+        total=subtotal - discount,
+    )
+
+
+def worst_case(price: Price, prompt_tokens: int, max_output: int, tier: Tier,
+               free_available: int) -> Cost:
+    """Bound the cost of a request before it runs: all prompt tokens uncached, full output.
+
+    Each token is priced at the highest rate any token in its place could cost, so the bound
+    holds even for a catalogue whose output or cache-hit price is below its input price.
+    """
+    prompt_rate = max(price.input, price.cache_hit_price)
+    bound = Price(input=prompt_rate, output=max(prompt_rate, price.output))
+    return quote(bound, Usage(prompt_tokens, max_output), tier, free_available)

@@ -1,0 +1,1 @@
+"""Provider clients: pooled sessions, key failover, error dialects."""

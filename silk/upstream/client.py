@@ -1,0 +1,119 @@
+"""Provider clients: one pooled HTTP session per provider, key rotation with rest and failover."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from silk.catalog.catalogue import Catalogue, Provider
+from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
+from silk.upstream.dialects import translate
+
+log = logging.getLogger("silk.upstream")
+
+# Before the first byte reaches the client these mean "this key or host, now": try another.
+FAILOVER_STATUSES = frozenset({401, 402, 403, 429, 500, 502, 503, 504, 520, 529})
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamClient:
+    """Talks to one provider's `{base}/chat/completions`."""
+
+    def __init__(self, provider: Provider, *, connect_timeout: float, read_timeout: float,
+                 pool_size: int, cooldown: float):
+        self.provider = provider
+        self.url = provider.base_url + "/chat/completions"
+        self.timeout = (connect_timeout, read_timeout)
+        self.cooldown = cooldown
+        self.session = requests.Session()
+        self.session.trust_env = False  # destinations come only from operator configuration
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._resting: dict[str, float] = {}
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self.failovers = 0
+
+    def keys_in_order(self) -> list[str]:
+        """Keys to try: round-robin start, resting keys last (tried only if all rest)."""
+        keys = self.provider.keys
+        if not keys:
+            return []
+        start = next(self._turn) % len(keys)
+        rotated = keys[start:] + keys[:start]
+        now = time.monotonic()
+        ready = [k for k in rotated if self._resting.get(k, 0.0) <= now]
+        return ready + [k for k in rotated if k not in ready]
+
+    def rest(self, key: str, seconds: float | None = None) -> None:
+        """Take a key out of rotation for a while after it failed."""
+        with self._lock:
+            self._resting[key] = time.monotonic() + (self.cooldown if seconds is None else seconds)
+
+    def open(self, body: bytes, *, stream: bool) -> requests.Response:
+        """POST the body, failing over across keys until one answers 200; else raise."""
+        keys = self.keys_in_order()
+        if not keys:
+            raise ServiceUnavailable("This model's provider is not configured on the gateway.",
+                                     code="provider_not_configured")
+        last: SilkError | None = None
+        for attempt, key in enumerate(keys):
+            if attempt:
+                self.failovers += 1
+            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                       "Accept": "text/event-stream" if stream else "application/json",
+                       "Accept-Encoding": "identity"}
+            try:
+                response = self.session.post(self.url, data=body, headers=headers, stream=True,
+                                             timeout=self.timeout)
+            except requests.Timeout:
+                self.rest(key)
+                last = UpstreamTimeout("The provider did not answer in time.")
+                continue
+            except requests.RequestException:
+                self.rest(key)
+                last = UpstreamError("The provider could not be reached.",
+                                     code="upstream_unreachable")
+                continue
+            if response.status_code == 200:
+                return response
+            error_body = _read_limited(response)
+            error = translate(response.status_code, error_body,
+                              response.headers.get("retry-after"))
+            log.warning("upstream error", extra={"fields": {
+                "provider": self.provider.id, "status": response.status_code,
+                "key": key[:6] + "...", "failover": response.status_code in FAILOVER_STATUSES}})
+            if response.status_code not in FAILOVER_STATUSES:
+                raise error
+            retry_after = response.headers.get("retry-after", "")
+            self.rest(key, float(retry_after) if retry_after.isdigit() else None)
+            last = error
+        raise last or UpstreamError("The provider failed.")
+
+
+def _read_limited(response: requests.Response) -> bytes:
+    try:
+        data = response.raw.read(_MAX_ERROR_BODY)
+    except Exception:  # noqa: BLE001 - an unreadable error body still is an error
+        data = b""
+    finally:
+        response.close()
+    return data
+
+
+def build_clients(catalogue: Catalogue, config: Mapping) -> dict[str, UpstreamClient]:
+    """One client per provider, sized for a gevent worker's connections."""
+    return {
+        pid: UpstreamClient(provider, connect_timeout=config["SILK_UPSTREAM_CONNECT_TIMEOUT"],
+                            read_timeout=config["SILK_UPSTREAM_READ_TIMEOUT"],
+                            pool_size=config["SILK_UPSTREAM_POOL_SIZE"],
+                            cooldown=config["SILK_KEY_COOLDOWN"])
+        for pid, provider in catalogue.providers.items()
+    }

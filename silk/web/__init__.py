@@ -1,0 +1,1 @@
+"""Server-rendered pages: registration and the dashboard."""

@@ -1,0 +1,9 @@
+"""Entry point for gunicorn (`gunicorn wsgi:app`): gevent patches everything first."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from silk import create_app  # noqa: E402 - must come after patching
+
+app = create_app()
