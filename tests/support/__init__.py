@@ -1,0 +1,1 @@
+"""Test support: databases, accounts, a gunicorn-run gateway."""
