@@ -20,6 +20,7 @@ from silk.catalog.catalogue import Model
 from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
 from silk.errors import InvalidRequest, UpstreamError
 from silk.metering.service import Hold, Outcome, Settlement, settle
+from silk.ops import metrics
 from silk.pricing import Tier, Usage
 from silk.sse import DONE, DONE_EVENT, SSEParser, encode_comment, encode_data
 from silk.upstream.client import UpstreamClient
@@ -184,6 +185,7 @@ def stream(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
     raw = client_response.raw
     status, error = "cut", None
     done = False
+    metrics.stream_opened(meter.hold.model)
     try:
         while not done:
             try:
@@ -227,6 +229,7 @@ def stream(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
         raise
     finally:
         client_response.close()
+        metrics.stream_closed(meter.hold.model)
         if not meter.finished:  # an unexpected exception inside this generator
             meter.finish("error", http_status=500)
 

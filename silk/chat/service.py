@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -16,6 +17,7 @@ from silk.chat.schemas import chat_request_schema, first_error
 from silk.errors import InvalidRequest, NotFound, PermissionDenied, SilkError
 from silk.extensions import db
 from silk.metering.service import reserve
+from silk.ops import metrics
 
 
 def parse_body(raw: bytes) -> dict:
@@ -57,6 +59,7 @@ def _after_settle(limiter, key_id: int):
     def done(meter: relay.Meter, outcome) -> None:
         if meter.billed is not None:
             limiter.add_tokens(f"key:{key_id}", meter.billed.total_tokens)
+        metrics.settled(meter, outcome)
 
     return done
 
@@ -94,10 +97,15 @@ def start(principal: Principal, raw: bytes, accept: str) -> Started:
     client = current_app.extensions["silk.upstreams"][model.provider]
     try:
         if stream:
-            return Started(meter, True, client.open(plan.body, stream=True))
+            response = client.open(plan.body, stream=True)
+            metrics.upstream_answered(model.provider, model.id,
+                                      time.perf_counter() - meter.started, 200)
+            return Started(meter, True, response)
         data, _ = relay.complete(client, meter)
         return Started(meter, False, data)
     except SilkError as err:
+        metrics.upstream_answered(model.provider, model.id,
+                                  time.perf_counter() - meter.started, err.status)
         meter.finish("upstream_error", http_status=err.status, billable=False)
         raise
     except BaseException:

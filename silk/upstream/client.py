@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
+from silk.ops import metrics
 from silk.upstream.dialects import translate
 
 log = logging.getLogger("silk.upstream")
@@ -39,7 +40,6 @@ class UpstreamClient:
         self._resting: dict[str, float] = {}
         self._turn = itertools.count()
         self._lock = threading.Lock()
-        self.failovers = 0
 
     def keys_in_order(self) -> list[str]:
         """Keys to try: round-robin start, resting keys last (tried only if all rest)."""
@@ -66,7 +66,7 @@ class UpstreamClient:
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
             if attempt:
-                self.failovers += 1
+                metrics.failover(self.provider.id, last.code if last else "unknown")
             headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                        "Accept": "text/event-stream" if stream else "application/json",
                        "Accept-Encoding": "identity"}
