@@ -1,0 +1,52 @@
+"""Small helpers for chat tests: expected costs computed independently, SSE reading."""
+
+from __future__ import annotations
+
+import json
+from decimal import ROUND_HALF_UP, Decimal
+
+from tests.fakes.upstream import count_prompt_tokens
+
+PRICES = {  # USD per million tokens, from the seed document
+    "deepseek-chat": ("0.14", "0.28"), "deepseek-reasoner": ("0.55", "2.19"),
+    "ark-code-latest": ("0.11", "0.43"), "doubao-seed-2.0-pro": ("0.11", "0.43"),
+    "mimo-v2.5": ("0.10", "0.30"), "mimo-v2.5-pro": ("0.10", "0.30"),
+}
+DISCOUNTS = {"free": Decimal("0"), "pro": Decimal("0.10"), "team": Decimal("0.20")}
+NANO = Decimal("0.000000001")
+
+
+def expected_cost(model: str, prompt: int, completion: int, tier: str = "free") -> Decimal:
+    """List price of the tokens less the tier discount, in USD (no free quota)."""
+    price_in, price_out = (Decimal(p) for p in PRICES[model])
+    subtotal = (prompt * price_in + completion * price_out) / Decimal(10**6)
+    subtotal = subtotal.quantize(NANO, rounding=ROUND_HALF_UP)
+    discount = (subtotal * DISCOUNTS[tier]).quantize(NANO, rounding=ROUND_HALF_UP)
+    return subtotal - discount
+
+
+def units(usd: Decimal) -> int:
+    """USD to the gateway's integer units (nano-dollars)."""
+    return int(usd / NANO)
+
+
+def messages(text: str = "Hello there", directive: str = "") -> list[dict]:
+    """A one-message conversation, optionally steering the fake upstream."""
+    content = f"{text} [[fake: {directive}]]" if directive else text
+    return [{"role": "user", "content": content}]
+
+
+def prompt_tokens(msgs: list[dict]) -> int:
+    """Prompt tokens the fake upstream will report."""
+    return count_prompt_tokens(msgs)
+
+
+def sse_events(raw: bytes) -> list:
+    """Parse an SSE body into a list of decoded data payloads ('[DONE]' kept as a string)."""
+    events = []
+    for block in raw.decode().split("\n\n"):
+        data = [line[5:].lstrip() for line in block.split("\n") if line.startswith("data:")]
+        if data:
+            payload = "\n".join(data)
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
