@@ -15,12 +15,15 @@ from silk.errors import (
 )
 
 _URL = re.compile(r"https?://\S+|\b[\w.-]+\.(?:com|cn|net|io|ai)(?:/\S*)?", re.I)
+_TRACE = re.compile(r"\s*\((?:[^()]*?\b(?:request[ _-]?id|trace|req[ _-]?id)\b[^()]*)\)"
+                    r"|\b(?:request[ _-]?id|trace(?:[ _-]?id)?)\s*[:=]?\s*[\w-]+", re.I)
 _SECRETISH = re.compile(r"\b(?:sk|ak|key|ark|mimo)[-_][\w*.-]{4,}|\b[A-Za-z0-9_-]{24,}\b", re.I)
 
 
 def scrub(message: str, limit: int = 400) -> str:
-    """Remove URLs and anything shaped like a key from an upstream message."""
-    cleaned = _SECRETISH.sub("[redacted]", _URL.sub("[upstream]", message or ""))
+    """Remove URLs, provider trace ids and anything shaped like a key from a message."""
+    cleaned = _TRACE.sub("", message or "")
+    cleaned = _SECRETISH.sub("[redacted]", _URL.sub("[upstream]", cleaned))
     return cleaned[:limit].strip() or "The provider rejected the request."
 
 

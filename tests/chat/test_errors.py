@@ -1,0 +1,162 @@
+"""Bad input and upstream failures: the right status, one envelope, nothing charged, no leaks."""
+
+import json
+
+import pytest
+
+from tests.chat.helpers import messages
+
+JSON = {"Accept": "application/json"}
+
+
+def _post(client, acct, body, **headers):
+    return client.post("/v1/chat/completions", headers={**acct.headers, **JSON, **headers},
+                       data=body if isinstance(body, (bytes, str)) else json.dumps(body),
+                       content_type="application/json")
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+    ({"model": "deepseek-chat"}, "messages"),
+    ({"model": "deepseek-chat", "messages": []}, "messages"),
+    ({"model": "deepseek-chat", "messages": "hi"}, "messages"),
+    ({"model": "deepseek-chat", "messages": [{"content": "x"}]}, "messages[0].role"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": 5}]},
+     "messages[0].content"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user"}]}, "messages[0].content"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "temperature": 2.5}, "temperature"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "temperature": "0.5"}, "temperature"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "max_tokens": 0}, "max_tokens"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "max_tokens": 1.5}, "max_tokens"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "max_tokens": 100000}, "max_tokens"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "stream": "yes"}, "stream"),
+    ({"model": "deepseek-chat", "messages": [{"role": "user", "content": "x"}],
+      "n": True}, "n"),
+    ({"model": 42, "messages": [{"role": "user", "content": "x"}]}, "model"),
+])
+def test_bad_bodies_are_400_naming_the_field(client, accounts, upstream, body, param):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, body)
+    assert response.status_code == 400, response.json
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert set(error) == {"message", "type", "param", "code"}
+    assert upstream.requests == []
+    assert accounts.usage_records(acct.id) == []
+
+
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"[1,2]", b"null", b"\xff\xfe"])
+def test_unparseable_bodies_are_400(client, accounts, upstream, raw):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, raw)
+    assert response.status_code == 400
+    assert response.json["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_404(client, accounts):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, {"model": "gpt-9", "messages": messages()})
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "model_not_found"
+
+
+def test_model_outside_the_keys_list_is_403(app, client, accounts, upstream):
+    from silk.account.service import create_key
+
+    acct = accounts.make(credit="1")
+    with app.app_context():
+        key = create_key(acct.id, name="mimo only", allowed_models=["mimo-v2.5"])
+    headers = {"Authorization": f"Bearer {key.secret}", **JSON}
+    response = client.post("/v1/chat/completions", headers=headers,
+                           json={"model": "deepseek-chat", "messages": messages()})
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "model_not_allowed"
+    ok = client.post("/v1/chat/completions", headers=headers,
+                     json={"model": "mimo-v2.5", "messages": messages()})
+    assert ok.status_code == 200
+    listed = client.get("/v1/models", headers=headers).json["data"]
+    assert [m["id"] for m in listed] == ["mimo-v2.5"]
+
+
+def test_body_over_the_limit_is_413(app, client, accounts):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, {"model": "deepseek-chat",
+                                    "messages": messages("x" * 5000)})
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "payload_too_large"
+
+
+def _assert_no_leak(upstream, response):
+    text = response.get_data(as_text=True)
+    for marker in upstream.leak_markers():
+        assert marker not in text, marker
+
+
+@pytest.mark.parametrize("provider_model,status,expected_status,code", [
+    ("deepseek-chat", 400, 400, "upstream_invalid_request"),
+    ("ark-code-latest", 400, 400, "upstream_invalid_request"),
+    ("mimo-v2.5", 400, 400, "upstream_invalid_request"),
+    ("ark-code-latest", 500, 502, "upstream_error"),
+    ("mimo-v2.5", 503, 503, "upstream_unavailable"),
+    ("ark-code-latest", 401, 502, "upstream_auth_error"),
+    ("mimo-v2.5", 429, 429, "upstream_rate_limited"),
+    ("deepseek-chat", 402, 503, "upstream_unavailable"),
+])
+def test_upstream_errors_are_translated_refunded_and_scrubbed(client, accounts, upstream,
+                                                              provider_model, status,
+                                                              expected_status, code):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, {"model": provider_model,
+                                    "messages": messages("x", f"status={status}")})
+    assert response.status_code == expected_status, response.json
+    assert response.json["error"]["code"] == code
+    assert set(response.json["error"]) == {"message", "type", "param", "code"}
+    _assert_no_leak(upstream, response)
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "upstream_error" and record.cost_units == 0
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.balance_units(acct.id) == 10**9
+    assert accounts.audit() == []
+
+
+def test_stream_request_upstream_error_before_first_byte_is_plain_json(client, accounts,
+                                                                      upstream):
+    acct = accounts.make(credit="1")
+    response = client.post("/v1/chat/completions", headers=acct.headers, json={
+        "model": "ark-code-latest", "stream": True, "messages": messages("x", "status=400")})
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    _assert_no_leak(upstream, response)
+
+
+def test_garbage_from_upstream_is_502_and_free(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, {"model": "deepseek-chat",
+                                    "messages": messages("x", "garbage=1")})
+    assert response.status_code == 502
+    assert accounts.balance_units(acct.id) == 10**9
+    assert accounts.audit() == []
+
+
+def test_upstream_hang_is_504(app, client, accounts, upstream):
+    app.extensions["silk.upstreams"]["mimo"].timeout = (1.0, 0.5)
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, {"model": "mimo-v2.5", "messages": messages("x", "hang=1")})
+    assert response.status_code == 504
+    assert response.json["error"]["code"] == "upstream_timeout"
+    assert accounts.audit() == []
+
+
+def test_unknown_path_is_404_envelope(client):
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert response.headers["x-request-id"]
