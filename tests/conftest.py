@@ -102,3 +102,29 @@ def runner(app):
 def accounts(app):
     """Make accounts and keys through the real service (money via the ledger)."""
     return AccountMaker(app)
+
+
+def upstream_env_dict(fake: FakeUpstream, keys=None) -> dict[str, str]:
+    """The provider variables pointing at the fake upstream, for a gateway subprocess."""
+    keys = keys or UPSTREAM_KEYS
+    env = {}
+    for provider, prefix in (("deepseek", "DEEPSEEK"), ("ark", "ARK"), ("mimo", "MIMO")):
+        env[f"{prefix}_BASE_URL"] = fake.base_url(provider)
+        env[f"{prefix}_API_KEY"] = ",".join(keys[provider])
+    return env
+
+
+@pytest.fixture
+def gateway_env(upstream):
+    """Environment for a gunicorn-run gateway; tests may add to it before `gateway`."""
+    return {**upstream_env_dict(upstream), "SILK_SWEEP_INTERVAL": "0"}
+
+
+@pytest.fixture
+def gateway(app, database_url, gateway_env, tmp_path):
+    """The real gateway under gunicorn with two gevent workers, on the test's database."""
+    from tests.support.gateway import Gateway
+
+    with Gateway(database_url, gateway_env, workers=2,
+                 log_path=tmp_path / "gunicorn.log") as running:
+        yield running

@@ -61,11 +61,11 @@ class Gateway:
                              text=True, check=False).stdout
         return [int(p) for p in out.split()]
 
-    def stop(self) -> None:
-        """Stop gunicorn gracefully, then firmly."""
+    def stop(self, graceful: bool = False) -> None:
+        """Stop gunicorn: SIGTERM waits for open requests, SIGINT (default) does not."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(self.process.pid, signal.SIGTERM if graceful else signal.SIGINT)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,954 @@
+"""A real loopback HTTP server that impersonates the gateway's upstream LLM providers.
+
+Why a real server and not a mocked ``requests`` session: the gateway is also tested as gunicorn
+worker processes, and the interesting failures (keep-alive reuse, half-sent bodies, clients that
+hang up mid-stream, refused connections, slow first tokens) only exist on a real socket.
+
+Usage::
+
+    with FakeUpstream() as fake:
+        # e.g. DEEPSEEK_BASE_URL / DEEPSEEK_API_KEY in a gunicorn worker's environment
+        app.config["SILK_UPSTREAMS"]["deepseek"]["base_url"] = fake.base_url("deepseek")
+        fake.enqueue("deepseek", status=429)          # next deepseek call gets a 429
+        ...
+        assert fake.requests[-1].body["model"] == "deepseek-v4-flash"
+
+Providers and paths (the gateway appends ``/chat/completions`` to the base URL):
+
+* ``deepseek`` -> ``http://127.0.0.1:PORT/deepseek`` (``/deepseek/v1/...`` works too)
+* ``ark``      -> ``http://127.0.0.1:PORT/ark/api/v3``
+* ``mimo``     -> ``http://127.0.0.1:PORT/mimo/v1``
+
+Token accounting is deterministic so tests can compute the exact bill:
+
+* ``prompt_tokens`` = sum over messages of (whitespace-separated words in the text + 4), where
+  the text is a string ``content`` or the ``text`` of each content part. A ``[[fake: ...]]``
+  directive is ordinary text and counts too; :func:`count_prompt_tokens` applies the same rule.
+* ``completion_tokens`` = number of reply pieces + number of reasoning pieces. A piece is one
+  word of the reply (every piece after the first carries its leading space, so the concatenated
+  pieces equal ``" ".join(reply.split())``). Reasoning pieces are also reported as
+  ``completion_tokens_details.reasoning_tokens``.
+* Reasoning is produced when the body has ``"thinking": {"type": "enabled"}``, or when the model
+  name contains ``reasoner`` and thinking is not explicitly ``disabled``.
+
+Fault options (see :data:`OPTION_TYPES`) come from four layers, later ones winning: constructor
+defaults < :meth:`FakeUpstream.behave` < one queued entry (per key if one is queued for the
+request's key, else per provider) < the ``[[fake: k=v ...]]`` directive(s) in the LAST
+message's text. The directive is the cross-process channel: a gunicorn worker forwards the
+client's messages, so a test can steer a single request from anywhere. Values are parsed with
+shell quoting, e.g. ``[[fake: reply="Hi there" chunk_delay=0.01]]``; a bare name is a true flag.
+
+Stream shape: a role chunk (``{"role": "assistant", "content": ""}``), one chunk per reasoning
+piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a finish chunk
+(empty delta, ``finish_reason: "stop"``), then with ``stream_options.include_usage`` a
+``choices: []`` usage chunk (earlier chunks carry ``"usage": null``), then ``data: [DONE]``.
+``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
+
+Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
+applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
+final by the time the client has read the whole response.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import re
+import select
+import shlex
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .dialects import PROVIDERS, error_body, mask_key
+
+DEFAULT_KEYS = {"deepseek": ["sk-ds-good"], "ark": ["ark-good"], "mimo": ["mimo-good"]}
+DEFAULT_REPLY = "Hello from the fake upstream ."
+DEFAULT_REASONING = "Let me think ."
+
+# Path prefix of each provider's base URL, relative to the server root.
+BASE_PATHS = {"deepseek": "/deepseek", "ark": "/ark/api/v3", "mimo": "/mimo/v1"}
+# Every path that is a chat-completions endpoint, mapped to its provider.
+CHAT_PATHS = {
+    "/deepseek/chat/completions": "deepseek",
+    "/deepseek/v1/chat/completions": "deepseek",
+    "/ark/api/v3/chat/completions": "ark",
+    "/mimo/v1/chat/completions": "mimo",
+}
+HEALTH_PATH = "/_fake/health"
+
+_DIRECTIVE_RE = re.compile(r"\[\[fake:(.*?)\]\]", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return bool(value)
+
+
+def _non_negative(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        out = conv(value)
+        if out < 0:
+            raise ValueError(f"must be >= 0, got {value!r}")
+        return out
+    return check
+
+
+OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
+    "status": int,                      # non-200: error body in the provider's dialect
+    "delay": _non_negative(float),      # seconds before the response headers
+    "first_token_delay": _non_negative(float),  # after headers, before the first chunk
+    "chunk_delay": _non_negative(float),        # between stream chunks
+    "keepalive_interval": _non_negative(float),  # deepseek keep-alive cadence while waiting
+    "cut_after": _non_negative(int),    # stream: close after n data events; else half body
+    "rst": _to_bool,                    # make cuts a TCP RST instead of a FIN
+    "hang": _to_bool,                   # never answer; wait for the client to give up
+    "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE
+    "no_usage": _to_bool,               # omit usage even when stream_options asks for it
+    "reply": str,                       # reply text, split into word pieces
+    "pieces": _non_negative(int),       # reply of n pieces: "w0 w1 ... w{n-1}"
+    "reasoning": str,                   # reasoning text (when thinking is on)
+    "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
+    "retry_after": str,                 # Retry-After header value sent with a 429
+}
+
+
+def normalize_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and convert fault options; ``pieces=n`` is turned into the equivalent ``reply``.
+
+    Raises ValueError on an unknown name or bad value, so a typo in a test fails loudly instead
+    of silently producing a normal response.
+    """
+    out: dict[str, Any] = {}
+    for name, value in opts.items():
+        if name not in OPTION_TYPES:
+            raise ValueError(f"unknown fake option {name!r}; known: {sorted(OPTION_TYPES)}")
+        try:
+            out[name] = OPTION_TYPES[name](value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad value for fake option {name!r}: {exc}") from exc
+    if "pieces" in out:
+        out["reply"] = pieces_reply(out.pop("pieces"))
+    return out
+
+
+def parse_directives(text: str) -> dict[str, Any]:
+    """Parse every ``[[fake: k=v ...]]`` in ``text`` into normalized options (later wins)."""
+    raw: dict[str, str] = {}
+    for match in _DIRECTIVE_RE.finditer(text):
+        for token in shlex.split(match.group(1)):
+            name, sep, value = token.partition("=")
+            if not sep:
+                value = "1"  # a bare flag such as [[fake: hang]]
+            raw[name.strip()] = value
+    return normalize_options(raw)
+
+
+# --------------------------------------------------------------------------- token helpers
+
+
+def message_text(content: Any) -> str:
+    """The text of a message ``content``: a string, or the ``text`` of each content part."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [part["text"] for part in content
+                 if isinstance(part, dict) and isinstance(part.get("text"), str)]
+        return " ".join(texts)
+    return ""
+
+
+def count_prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """Prompt tokens the fake reports: per message, its word count plus 4."""
+    return sum(len(message_text(m.get("content")).split()) + 4 for m in messages)
+
+
+def reply_pieces(text: str) -> list[str]:
+    """Split a reply into stream pieces, one token each; they concatenate back to the text."""
+    return [word if i == 0 else " " + word for i, word in enumerate(text.split())]
+
+
+def pieces_reply(n: int) -> str:
+    """A reply of exactly ``n`` pieces: ``"w0 w1 ... w{n-1}"``."""
+    return " ".join(f"w{i}" for i in range(n))
+
+
+def wants_reasoning(body: Mapping[str, Any]) -> bool:
+    """Whether the fake answers ``body`` with reasoning content (see module docstring)."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled"):
+        return thinking["type"] == "enabled"
+    return "reasoner" in str(body.get("model", ""))
+
+
+def build_usage(provider: str, prompt_tokens: int, completion_tokens: int,
+                reasoning_tokens: int = 0, cache_hit: int = 0) -> dict[str, Any]:
+    """The ``usage`` object in ``provider``'s shape; DeepSeek adds its cache hit/miss split."""
+    hit = min(cache_hit, prompt_tokens)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": hit},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+    if provider == "deepseek":
+        usage["prompt_cache_hit_tokens"] = hit
+        usage["prompt_cache_miss_tokens"] = prompt_tokens - hit
+    return usage
+
+
+def expected_usage(provider: str, messages: Iterable[Mapping[str, Any]], *,
+                   reply: str = DEFAULT_REPLY, reasoning: str | None = None,
+                   cache_hit: int = 0) -> dict[str, Any]:
+    """The usage the fake will report, for tests that check billing exactly.
+
+    Pass ``reasoning`` (e.g. :data:`DEFAULT_REASONING`) when the request has thinking on.
+    """
+    n_reasoning = len(reply_pieces(reasoning)) if reasoning else 0
+    return build_usage(provider, count_prompt_tokens(messages),
+                       len(reply_pieces(reply)) + n_reasoning, n_reasoning, cache_hit)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class RequestRecord:
+    """One request the fake received, recorded before any fault is applied."""
+
+    request_id: str
+    provider: str | None
+    method: str
+    path: str
+    key: str | None
+    headers: dict[str, str]          # lower-cased names
+    body: Any                        # parsed JSON, or None if it did not parse
+    raw_body: bytes
+    time: float
+    peer: tuple = ()                 # client (host, port): equal ports = a reused connection
+    options: dict[str, Any] = field(default_factory=dict)  # effective fault options
+    status: int | None = None        # status line sent (None if no headers were sent)
+    outcome: str | None = None       # ok | error | garbage | cut | client_gone | dropped
+
+    @property
+    def model(self) -> str | None:
+        return self.body.get("model") if isinstance(self.body, dict) else None
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream")) if isinstance(self.body, dict) else False
+
+    @property
+    def messages(self) -> list:
+        body = self.body if isinstance(self.body, dict) else {}
+        messages = body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+
+@dataclass
+class DisconnectRecord:
+    """A client that went away before the fake finished answering.
+
+    ``chunks_sent`` counts SSE data events written before the departure was noticed (keep-alive
+    comments excluded). The fake checks the socket before every event, so with any chunk delay
+    this is exact; without one the kernel may have accepted an event or two more.
+    """
+
+    request_id: str
+    provider: str | None
+    path: str
+    key: str | None
+    model: str | None
+    stream: bool
+    phase: str                       # delay | hang | first_token | stream | body
+    chunks_sent: int
+    time: float
+
+
+class _ClientGone(Exception):
+    """The peer closed the connection (or the fake is stopping)."""
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # re-listen on the same port right after refuse()
+    request_queue_size = 1024   # hundreds of simultaneous connects must not be refused
+
+    def __init__(self, address: tuple[str, int], fake: FakeUpstream) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError | _ClientGone):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeUpstream/1.0"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection must not pin a thread forever
+
+    server: _Server
+
+    # -- connection bookkeeping
+
+    def setup(self) -> None:
+        super().setup()
+        self.fake = self.server.fake
+        self.record: RequestRecord | None = None
+        self.dropped = False  # set when the fake itself hangs up (refuse/stop)
+        self.fake._track(self, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.fake._track(self, False)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.fake.verbose:
+            super().log_message(format, *args)
+
+    # -- request entry points
+
+    def do_GET(self) -> None:
+        self.record = None
+        if self.path.split("?", 1)[0] == HEALTH_PATH:
+            self._send_bytes(200, b'{"status":"ok"}', "application/json")
+            return
+        self._send_json(404, error_body(None, 404, url=self._url(), request_id="fakereq-get"))
+
+    def do_POST(self) -> None:
+        self.chunks_sent = 0
+        self.phase = "delay"
+        path = self.path.split("?", 1)[0]
+        provider = CHAT_PATHS.get(path)
+        raw = self._read_body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        key = self._auth_key(provider)
+        self.record = self.fake._record_request(
+            provider=provider, method="POST", path=path, key=key, peer=self.client_address[:2],
+            headers={k.lower(): v for k, v in self.headers.items()}, body=body, raw_body=raw)
+        try:
+            self._answer(provider, key, body)
+        except _ClientGone:
+            self._client_left()
+        except OSError:
+            # BrokenPipe / ConnectionReset surfacing outside the stream writer.
+            self._client_left()
+
+    # -- the exchange
+
+    def _answer(self, provider: str | None, key: str | None, body: Any) -> None:
+        rid = self.record.request_id
+        if provider is None:
+            self._send_error(None, 404, key, message=f"No route for POST {self._url()}")
+            return
+        try:
+            opts = self.fake._options_for(provider, key)
+            if isinstance(body, dict) and isinstance(body.get("messages"), list) \
+                    and body["messages"] and isinstance(body["messages"][-1], dict):
+                opts.update(parse_directives(message_text(body["messages"][-1].get("content"))))
+        except ValueError as exc:
+            self._send_error(provider, 400, key, message=f"fake directive error: {exc}")
+            return
+        self.record.options = opts
+
+        if opts.get("delay"):
+            self._wait(opts["delay"])
+        if opts.get("hang"):
+            self.phase = "hang"
+            while True:
+                self._wait(3600)
+        if key not in self.fake.keys.get(provider, ()):
+            self._send_error(provider, 401, key)
+            return
+        status = opts.get("status", 200)
+        if status != 200:
+            self._send_error(provider, status, key, retry_after=opts.get("retry_after"))
+            return
+        problem = _validate(body)
+        if problem:
+            self._send_error(provider, 400, key, message=problem)
+            return
+        if opts.get("garbage"):
+            self._send_garbage(bool(body.get("stream")))
+            return
+
+        reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
+        content = reply_pieces(opts.get("reply", ""))
+        usage = build_usage(provider, count_prompt_tokens(body["messages"]),
+                            len(content) + len(reasoning), len(reasoning),
+                            opts.get("cache_hit", 0))
+        if opts.get("no_usage"):
+            usage = None
+        meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
+                "model": body["model"]}
+        if provider == "deepseek":
+            meta["system_fingerprint"] = "fp_fake_upstream"
+        if body.get("stream"):
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            self._stream(provider, opts, meta, reasoning, content,
+                         usage if include_usage else None, include_usage and usage is not None)
+        else:
+            self._complete(provider, opts, meta, reasoning, content, usage)
+
+    def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
+                  content: list[str], usage: dict | None) -> None:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        doc: dict[str, Any] = {
+            "id": meta["id"], "object": "chat.completion", "created": meta["created"],
+            "model": meta["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+        if "system_fingerprint" in meta:
+            doc["system_fingerprint"] = meta["system_fingerprint"]
+        if provider == "ark":
+            doc["service_tier"] = "default"
+        if usage is not None:
+            doc["usage"] = usage
+        data = json.dumps(doc).encode()
+
+        if opts.get("cut_after") is not None:
+            # Promise the whole body, deliver half, hang up: a truncated response.
+            self._start(200, "application/json", length=len(data))
+            self.phase = "body"
+            self.record.outcome = "cut"
+            self._write(data[: len(data) // 2])
+            self._cut(opts.get("rst", False))
+            return
+        if opts.get("first_token_delay"):
+            # Headers go out at once; DeepSeek then trickles blank lines until the JSON is ready.
+            self._start(200, "application/json", length=None)
+            self.phase = "first_token"
+            self._wait_with_keepalive(provider, opts, b"\n")
+            self.phase = "body"
+            self.record.outcome = "ok"
+            self._chunk(data, last=True)
+        else:
+            self._start(200, "application/json", length=len(data))
+            self.phase = "body"
+            self.record.outcome = "ok"
+            self._write(data)
+
+    def _stream(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
+                content: list[str], usage: dict | None, usage_chunk: bool) -> None:
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            doc = {"id": meta["id"], "object": "chat.completion.chunk",
+                   "created": meta["created"], "model": meta["model"]}
+            if "system_fingerprint" in meta:
+                doc["system_fingerprint"] = meta["system_fingerprint"]
+            doc["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+            if usage_chunk:
+                doc["usage"] = None
+            return doc
+
+        def events() -> Iterator[dict]:
+            yield chunk({"role": "assistant", "content": ""})
+            for piece in reasoning:
+                yield chunk({"reasoning_content": piece})
+            for piece in content:
+                yield chunk({"content": piece})
+            yield chunk({}, "stop")
+            if usage_chunk:
+                final = chunk({})
+                final["choices"] = []
+                final["usage"] = usage
+                yield final
+
+        self._start(200, "text/event-stream", length=None)
+        self.phase = "first_token"
+        if opts.get("first_token_delay"):
+            self._wait_with_keepalive(provider, opts, b": keep-alive\n\n")
+        self.phase = "stream"
+        cut_after = opts.get("cut_after")
+        chunk_delay = opts.get("chunk_delay", 0)
+        for index, event in enumerate(events()):
+            if cut_after is not None and self.chunks_sent >= cut_after:
+                break
+            if index and chunk_delay:
+                self._wait(chunk_delay)
+            self._event(("data: " + json.dumps(event) + "\n\n").encode())
+        if cut_after is not None:
+            self.record.outcome = "cut"
+            self._cut(opts.get("rst", False))
+            return
+        # Outcome first: a test may inspect the record as soon as its client sees [DONE].
+        self.record.outcome = "ok"
+        self._event(b"data: [DONE]\n\n", last=True)
+
+    def _send_garbage(self, stream: bool) -> None:
+        if stream:
+            self._start(200, "text/event-stream", length=None)
+            self.phase = "stream"
+            self._event(b'data: {"id": "chatcmpl-garbage", "choices": [{"delta": {"con\n\n')
+            self._event(b"this is not server-sent events at all\n\n")
+            self.record.outcome = "garbage"
+            self._event(b"data: [DONE]\n\n", last=True)
+        else:
+            self.record.outcome = "garbage"
+            self._send_bytes(200, b'<html><body>upstream says hi</body></html>{"choices": [',
+                             "application/json")
+
+    def _send_error(self, provider: str | None, status: int, key: str | None, *,
+                    message: str | None = None, retry_after: str | None = None) -> None:
+        doc = error_body(provider, status, message=message, key=key, url=self._url(),
+                         request_id=self.record.request_id)
+        headers = {}
+        if status == 429:
+            headers["Retry-After"] = retry_after or "1"
+        if self.record:
+            self.record.outcome = "error"
+        self._send_json(status, doc, headers)
+
+    # -- waiting
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but notice the client leaving or the fake stopping (raises _ClientGone)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.fake._stopping.is_set() or self._peer_closed(min(remaining, 0.05)):
+                raise _ClientGone
+
+    def _wait_with_keepalive(self, provider: str, opts: dict, ping: bytes) -> None:
+        delay = opts["first_token_delay"]
+        interval = opts.get("keepalive_interval") or 0
+        if provider != "deepseek" or interval <= 0:
+            self._wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wait(min(interval, remaining))
+            if time.monotonic() < deadline:
+                self._chunk(ping)
+
+    def _peer_closed(self, timeout: float = 0.0) -> bool:
+        """True if the client has closed its end (readable and a peek returns EOF)."""
+        poller = select.poll()
+        try:
+            poller.register(self.connection, select.POLLIN | select.POLLERR | select.POLLHUP)
+        except (ValueError, OSError):
+            return True
+        events = poller.poll(timeout * 1000)
+        if not events:
+            return False
+        if events[0][1] & (select.POLLERR | select.POLLNVAL):
+            return True
+        try:
+            data = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if data:
+            time.sleep(timeout)  # pipelined bytes, not a hang-up; don't spin on them
+            return False
+        return True
+
+    # -- writing
+
+    def _start(self, status: int, content_type: str, *, length: int | None,
+               headers: Mapping[str, str] | None = None) -> None:
+        """Send the status line and headers; ``length=None`` means a streamed body."""
+        self.chunked = length is None and self.request_version != "HTTP/1.0"
+        rid = self.record.request_id if self.record else "fakereq-0"
+        if self.record:
+            self.record.status = status
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("x-request-id", rid)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if length is not None:
+                self.send_header("Content-Length", str(length))
+            else:
+                self.send_header("Cache-Control", "no-cache")
+            if self.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            elif length is None:
+                self.send_header("Connection", "close")  # HTTP/1.0: EOF ends the body
+                self.close_connection = True
+            self.end_headers()
+        except OSError as exc:
+            raise _ClientGone from exc
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone from exc
+
+    def _chunk(self, data: bytes, last: bool = False) -> None:
+        """Write one piece of a streamed body (framed as an HTTP chunk when chunked).
+
+        ``last`` also ends a chunked body, in the same write, so the client cannot finish
+        reading before the fake is done with the response.
+        """
+        if self.chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+            if last:
+                data += b"0\r\n\r\n"
+        self._write(data)
+
+    def _event(self, data: bytes, last: bool = False) -> None:
+        """Write one SSE event, checking first that the client is still there."""
+        if self._peer_closed():
+            raise _ClientGone
+        self._chunk(data, last)
+        self.chunks_sent += 1
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str,
+                    headers: Mapping[str, str] | None = None) -> None:
+        self._start(status, content_type, length=len(data), headers=headers)
+        self._write(data)
+
+    def _send_json(self, status: int, doc: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(doc).encode(), "application/json", headers)
+
+    def _cut(self, rst: bool) -> None:
+        """Hang up mid-response: FIN by default, TCP RST with ``rst=1``."""
+        self.close_connection = True
+        conn = self.connection
+        with contextlib.suppress(OSError):
+            if rst:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.rfile.close()
+                conn.close()  # last reference: the kernel discards the socket with a RST
+            else:
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def _client_left(self) -> None:
+        self.close_connection = True
+        if self.dropped or self.fake._stopping.is_set():
+            self.record.outcome = "dropped"  # our own hang-up, not the client's
+            return
+        self.record.outcome = "client_gone"
+        self.fake._record_disconnect(self.record, self.phase, self.chunks_sent)
+
+    # -- reading
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _auth_key(self, provider: str | None) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        if provider == "mimo" and self.headers.get("api-key"):
+            return self.headers["api-key"].strip()  # MiMo also accepts an api-key header
+        return None
+
+    def _url(self) -> str:
+        return f"http://{self.fake.host}:{self.fake.port}{self.path}"
+
+
+def _validate(body: Any) -> str | None:
+    """Why ``body`` is not a chat-completions request, or None if it is one."""
+    if not isinstance(body, dict):
+        return "Failed to parse the request body as JSON"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "Failed to deserialize the JSON body into the target type: missing field `model`"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return ("Failed to deserialize the JSON body into the target type: "
+                "missing field `messages`")
+    return None
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeUpstream:
+    """DeepSeek, Ark and MiMo chat-completions endpoints on one loopback port, with faults.
+
+    ``keys`` maps provider -> valid Bearer keys (providers left out keep their default key).
+    ``fake.keys`` stays mutable while running, for key-rotation tests. ``reply``, ``reasoning``,
+    ``cache_hit`` and ``keepalive_interval`` are the lowest-priority option layer.
+    """
+
+    def __init__(self, keys: Mapping[str, Iterable[str]] | None = None, *,
+                 reply: str = DEFAULT_REPLY, reasoning: str = DEFAULT_REASONING,
+                 cache_hit: int = 0, keepalive_interval: float = 0.05,
+                 host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+        self.keys: dict[str, list[str]] = {p: list(v) for p, v in DEFAULT_KEYS.items()}
+        for provider, values in (keys or {}).items():
+            if provider not in PROVIDERS:
+                raise ValueError(f"unknown provider {provider!r}")
+            self.keys[provider] = list(values)
+        self.host = host
+        self.verbose = verbose
+        self._port = port
+        self._defaults = normalize_options({
+            "reply": reply, "reasoning": reasoning, "cache_hit": cache_hit,
+            "keepalive_interval": keepalive_interval})
+        self._lock = threading.Lock()
+        self._behaviour: dict[str, Any] = {}
+        self._provider_queues: dict[str, collections.deque] = collections.defaultdict(
+            collections.deque)
+        self._key_queues: dict[str, collections.deque] = collections.defaultdict(
+            collections.deque)
+        self._requests: list[RequestRecord] = []
+        self._disconnects: list[DisconnectRecord] = []
+        self._connections: set[_Handler] = set()
+        self._ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle
+
+    def start(self) -> FakeUpstream:
+        """Bind (an ephemeral port unless one was given) and serve in a daemon thread."""
+        self._stopping.clear()
+        self._listen()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop every open connection, unblocking hung or slow answers."""
+        self._stopping.set()
+        self._close_listener()
+        self._drop_connections()
+
+    def refuse(self, drop_connections: bool = True) -> None:
+        """Stop listening, so new connections are refused, as if the provider were down.
+
+        Open connections are dropped too by default, because a client's keep-alive pool would
+        otherwise keep reaching the "down" server.
+        """
+        self._close_listener()
+        if drop_connections:
+            self._drop_connections()
+
+    def accept(self) -> None:
+        """Listen again on the same port after :meth:`refuse`."""
+        self._listen()
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    def base_url(self, provider: str) -> str:
+        """The base URL to configure for ``provider``; the gateway appends /chat/completions."""
+        return self.url + BASE_PATHS[provider]
+
+    def chat_url(self, provider: str) -> str:
+        return self.base_url(provider) + "/chat/completions"
+
+    def leak_markers(self) -> list[str]:
+        """Strings that must never reach a gateway client: address, keys, masked keys, ids."""
+        markers = [f"{self.host}:{self._port}", "fakereq-"]
+        for keys in self.keys.values():
+            for key in keys:
+                markers += [key, mask_key(key)]
+        return markers
+
+    # -- behaviour
+
+    def behave(self, **opts: Any) -> None:
+        """Set server-wide fault options (merged into earlier ones) until :meth:`reset`."""
+        checked = normalize_options(opts)
+        with self._lock:
+            self._behaviour.update(checked)
+
+    def enqueue(self, provider: str | None = None, *, key: str | None = None, times: int = 1,
+                **opts: Any) -> None:
+        """Queue options for the next ``times`` requests to ``provider`` (or bearing ``key``).
+
+        A request consumes one entry from its key's queue if that is non-empty, otherwise one
+        from its provider's queue. Entries are consumed even by requests then failing auth.
+        """
+        if (provider is None) == (key is None):
+            raise ValueError("enqueue() needs exactly one of provider or key")
+        if provider is not None and provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}")
+        checked = normalize_options(opts)
+        with self._lock:
+            queue = self._provider_queues[provider] if key is None else self._key_queues[key]
+            queue.extend(dict(checked) for _ in range(times))
+
+    def reset(self) -> None:
+        """Forget :meth:`behave` options and all queued entries (records are kept)."""
+        with self._lock:
+            self._behaviour.clear()
+            self._provider_queues.clear()
+            self._key_queues.clear()
+
+    def pending(self, provider: str | None = None, *, key: str | None = None) -> int:
+        """How many queued entries are still unconsumed for ``provider`` or ``key``."""
+        with self._lock:
+            queue = self._provider_queues if key is None else self._key_queues
+            found = queue.get(provider if key is None else key)
+            return len(found) if found else 0
+
+    # -- records
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every request received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def disconnects(self) -> list[DisconnectRecord]:
+        """A snapshot of the answers clients abandoned, oldest first."""
+        with self._lock:
+            return list(self._disconnects)
+
+    def requests_for(self, provider: str) -> list[RequestRecord]:
+        return [r for r in self.requests if r.provider == provider]
+
+    def clear(self) -> None:
+        """Forget recorded requests and disconnects (behaviour is kept)."""
+        with self._lock:
+            self._requests.clear()
+            self._disconnects.clear()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
+                 interval: float = 0.005) -> Any:
+        """Poll ``predicate()`` until truthy and return its value; TimeoutError otherwise.
+
+        Useful because the fake records a disconnect only when it next touches the socket,
+        which is after the client's call has already returned.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            time.sleep(interval)
+
+    # -- internals used by the handler
+
+    def _listen(self) -> None:
+        if self._server is not None:
+            return
+        server = _Server((self.host, self._port), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={
+            "poll_interval": 0.05}, name=f"fake-upstream-{self._port}", daemon=True)
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _drop_connections(self) -> None:
+        with self._lock:
+            handlers = list(self._connections)
+        for handler in handlers:
+            handler.dropped = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def _track(self, handler: _Handler, alive: bool) -> None:
+        with self._lock:
+            if alive:
+                self._connections.add(handler)
+            else:
+                self._connections.discard(handler)
+
+    def _options_for(self, provider: str, key: str | None) -> dict[str, Any]:
+        with self._lock:
+            opts = dict(self._defaults)
+            opts.update(self._behaviour)
+            key_queue = self._key_queues.get(key) if key is not None else None
+            if key_queue:
+                opts.update(key_queue.popleft())
+            else:
+                provider_queue = self._provider_queues.get(provider)
+                if provider_queue:
+                    opts.update(provider_queue.popleft())
+        return opts
+
+    def _record_request(self, **fields: Any) -> RequestRecord:
+        record = RequestRecord(request_id=f"fakereq-{next(self._ids):08x}", time=time.time(),
+                               **fields)
+        with self._lock:
+            self._requests.append(record)
+        return record
+
+    def _record_disconnect(self, record: RequestRecord, phase: str, chunks_sent: int) -> None:
+        entry = DisconnectRecord(
+            request_id=record.request_id, provider=record.provider, path=record.path,
+            key=record.key, model=record.model, stream=record.stream, phase=phase,
+            chunks_sent=chunks_sent, time=time.time())
+        with self._lock:
+            self._disconnects.append(entry)
