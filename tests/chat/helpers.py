@@ -50,3 +50,19 @@ def sse_events(raw: bytes) -> list:
             payload = "\n".join(data)
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
+
+
+def set_quota_left(app, account_id: int, left: int = 0) -> None:
+    """Mark this month's free quota as used up but for `left` tokens."""
+    from silk.account.models import Account
+    from silk.billing.tiers import tiers
+    from silk.database import utcnow
+    from silk.extensions import db
+    from silk.metering.service import month_of
+
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        quota = tiers()[account.tier].monthly_free_tokens
+        account.quota_month, account.quota_used = month_of(utcnow()), quota - left
+        db.session.commit()
+        db.session.remove()

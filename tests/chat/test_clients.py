@@ -6,7 +6,7 @@ from decimal import Decimal
 import openai
 import pytest
 
-from tests.chat.helpers import expected_cost, prompt_tokens
+from tests.chat.helpers import expected_cost, prompt_tokens, set_quota_left
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,8 @@ def test_openai_sdk_non_streaming(gateway, accounts, upstream):
 
 
 def test_openai_sdk_streaming_with_usage(app, gateway, accounts, upstream):
-    from tests.chat.test_streaming import _use_up_quota
-
     acct = accounts.make(tier="free", credit="1")
-    _use_up_quota(app, acct.id)
+    set_quota_left(app, acct.id)
     sdk = _sdk(gateway, acct.key)
     msgs = [{"role": "user", "content": "stream please [[fake: pieces=20 chunk_delay=0.01]]"}]
     stream = sdk.chat.completions.create(model="deepseek-chat", messages=msgs, stream=True,

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.chat.helpers import expected_cost, messages, prompt_tokens, units
+from tests.chat.helpers import expected_cost, messages, prompt_tokens, set_quota_left, units
 
 JSON = {"Accept": "application/json"}
 
@@ -65,15 +65,7 @@ def test_every_provider_relays(client, accounts, upstream, model, provider, upst
 def test_cost_is_exact_and_charged_once_beyond_free_quota(app, client, accounts, upstream):
     acct = accounts.make(tier="pro", credit="2")
     # Use up the free quota so the whole request is charged.
-    with app.app_context():
-        from silk.account.models import Account
-        from silk.extensions import db
-        from silk.metering.service import month_of
-        from silk.database import utcnow
-
-        account = db.session.get(Account, acct.id)
-        account.quota_month, account.quota_used = month_of(utcnow()), 1_000_000
-        db.session.commit()
+    set_quota_left(app, acct.id)
     msgs = messages("one two three", "pieces=40")
     response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                            json={"model": "deepseek-chat", "messages": msgs})
@@ -114,15 +106,7 @@ def test_request_crossing_the_quota_pays_for_the_tokens_beyond_it(app, client, a
     msgs = messages("a b c d e f", "pieces=50")
     prompt = prompt_tokens(msgs)
     left = prompt + 20  # quota covers the prompt and 20 completion tokens
-    with app.app_context():
-        from silk.account.models import Account
-        from silk.database import utcnow
-        from silk.extensions import db
-        from silk.metering.service import month_of
-
-        account = db.session.get(Account, acct.id)
-        account.quota_month, account.quota_used = month_of(utcnow()), 100_000 - left
-        db.session.commit()
+    set_quota_left(app, acct.id, left)
     response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                            json={"model": "deepseek-chat", "messages": msgs})
     assert response.status_code == 200
@@ -135,15 +119,7 @@ def test_request_crossing_the_quota_pays_for_the_tokens_beyond_it(app, client, a
 
 def test_insufficient_balance_is_402_and_costs_nothing(app, client, accounts, upstream):
     acct = accounts.make(tier="free", credit="0")
-    with app.app_context():
-        from silk.account.models import Account
-        from silk.database import utcnow
-        from silk.extensions import db
-        from silk.metering.service import month_of
-
-        account = db.session.get(Account, acct.id)
-        account.quota_month, account.quota_used = month_of(utcnow()), 100_000
-        db.session.commit()
+    set_quota_left(app, acct.id)
     response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                            json={"model": "deepseek-chat", "messages": messages()})
     assert response.status_code == 402
@@ -157,15 +133,7 @@ def test_insufficient_balance_is_402_and_costs_nothing(app, client, accounts, up
 def test_small_max_tokens_makes_a_small_hold(app, client, accounts, upstream):
     """A balance too small for the model's default bound still serves a bounded request."""
     acct = accounts.make(tier="free", credit="0.0001")
-    with app.app_context():
-        from silk.account.models import Account
-        from silk.database import utcnow
-        from silk.extensions import db
-        from silk.metering.service import month_of
-
-        account = db.session.get(Account, acct.id)
-        account.quota_month, account.quota_used = month_of(utcnow()), 100_000
-        db.session.commit()
+    set_quota_left(app, acct.id)
     body = {"model": "deepseek-reasoner", "messages": messages("x")}
     assert client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                        json=body).status_code == 402

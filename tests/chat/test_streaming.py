@@ -2,25 +2,19 @@
 
 from decimal import Decimal
 
-from tests.chat.helpers import expected_cost, messages, prompt_tokens, sse_events, units
+from tests.chat.helpers import (
+    expected_cost,
+    messages,
+    prompt_tokens,
+    set_quota_left,
+    sse_events,
+    units,
+)
 
 
 def _stream(client, acct, msgs, model="deepseek-chat", **extra):
     body = {"model": model, "messages": msgs, "stream": True, **extra}
     return client.post("/v1/chat/completions", headers=acct.headers, json=body, buffered=True)
-
-
-def _use_up_quota(app, account_id):
-    from silk.account.models import Account
-    from silk.database import utcnow
-    from silk.extensions import db
-    from silk.metering.service import month_of
-
-    with app.app_context():
-        account = db.session.get(Account, account_id)
-        tier_quota = {"free": 100_000, "pro": 1_000_000, "team": 5_000_000}[account.tier]
-        account.quota_month, account.quota_used = month_of(utcnow()), tier_quota
-        db.session.commit()
 
 
 def test_stream_is_default_and_ends_with_done(client, accounts, upstream):
@@ -53,7 +47,7 @@ def test_omitted_stream_with_accept_json_gets_json(client, accounts, upstream):
 
 def test_usage_chunk_carries_cost_when_asked(app, client, accounts, upstream):
     acct = accounts.make(tier="team", credit="1")
-    _use_up_quota(app, acct.id)
+    set_quota_left(app, acct.id)
     msgs = messages("hello world", "pieces=12")
     response = _stream(client, acct, msgs, stream_options={"include_usage": True})
     events = sse_events(response.data)
@@ -90,7 +84,7 @@ def test_keepalive_comments_are_passed_on(client, accounts, upstream):
 def test_cut_stream_bills_delivered_text_estimated_and_ends_with_error(app, client, accounts,
                                                                       upstream):
     acct = accounts.make(credit="1")
-    _use_up_quota(app, acct.id)
+    set_quota_left(app, acct.id)
     msgs = messages("cut me", "pieces=30 cut_after=11")
     response = _stream(client, acct, msgs)
     events = sse_events(response.data)
@@ -109,7 +103,7 @@ def test_cut_stream_bills_delivered_text_estimated_and_ends_with_error(app, clie
 
 def test_client_disconnect_closes_upstream_and_bills_what_was_delivered(app, accounts, upstream):
     acct = accounts.make(credit="1")
-    _use_up_quota(app, acct.id)
+    set_quota_left(app, acct.id)
     client = app.test_client()
     response = client.post("/v1/chat/completions", headers=acct.headers, buffered=False, json={
         "model": "deepseek-chat", "stream": True,
@@ -142,7 +136,7 @@ def test_upstream_silence_times_out_mid_stream(app, client, accounts, upstream):
 def test_upstream_without_usage_is_estimated_and_client_still_gets_usage(app, client, accounts,
                                                                          upstream):
     acct = accounts.make(credit="1")
-    _use_up_quota(app, acct.id)
+    set_quota_left(app, acct.id)
     response = _stream(client, acct, messages("x", "no_usage=1 pieces=8"),
                        stream_options={"include_usage": True})
     events = sse_events(response.data)
