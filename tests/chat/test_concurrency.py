@@ -4,10 +4,9 @@ The balance must never go below zero, every admitted request must be settled exa
 and the books must balance at the end, on SQLite and on PostgreSQL alike.
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
