@@ -179,7 +179,30 @@ def complete(client: UpstreamClient, meter: Meter) -> tuple[dict, Settlement | N
     return data, settlement
 
 
-def stream(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
+class RelayStream:
+    """The response body of a stream: iterates the relay, and settles even if never iterated.
+
+    A WSGI server calls `close()` when the client is gone; a generator closed before it
+    started runs no `finally`, so the hold and the upstream connection are released here.
+    """
+
+    def __init__(self, client_response: requests.Response, meter: Meter):
+        self._response = client_response
+        self._meter = meter
+        self._events = _relay(client_response, meter)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        """End the stream now: stop relaying, close the upstream, settle if nobody did."""
+        self._events.close()
+        if not self._meter.finished:
+            self._response.close()
+            self._meter.finish("client_closed", http_status=499)
+
+
+def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
     """Relay upstream SSE events as they arrive; settle in `finally`, however the stream ends."""
     parser = SSEParser()
     raw = client_response.raw

@@ -16,7 +16,7 @@ def create_chat_completion():
     started = service.start(principal, request.get_data(cache=False),
                             request.headers.get("Accept", ""))
     if started.stream:
-        return Response(relay.stream(started.response, started.meter), status=200,
+        return Response(relay.RelayStream(started.response, started.meter), status=200,
                         mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     settlement = started.meter.settlement

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -93,6 +94,11 @@ def _lock_account(conn: Connection, account_id: int, **changes):
     ).first()
 
 
+def tier_of(tiers: Mapping[str, Tier], name: str) -> Tier:
+    """The account's tier; a tier an operator removed bills at list price with no quota."""
+    return tiers.get(name) or Tier(name=name, discount=Decimal(0), monthly_free_tokens=0)
+
+
 def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     used = row.quota_used if row.quota_month == month else 0
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
@@ -108,7 +114,7 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
         row = _lock_account(conn, account_id)
         if row is None or row.disabled:
             raise NotFound("Account not found.")
-        tier = tiers[row.tier]
+        tier = tier_of(tiers, row.tier)
         used, free = _free_available(row, tier, month)
         bound = worst_case(price, prompt_worst, max_output, tier, free)
         spendable = row.balance_units - row.reserved_units
@@ -148,7 +154,7 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
         row = _lock_account(conn, hold.account_id,
                             reserved_units=ACCOUNTS.c.reserved_units - hold.hold_units,
                             quota_held=ACCOUNTS.c.quota_held - hold.quota_tokens)
-        tier = tiers[row.tier]
+        tier = tier_of(tiers, row.tier)
         used, free = _free_available(row, tier, month)
         cost = quote(hold.price, usage, tier, free)
         # The hold bounds the cost; the clamp only guards a catalogue edited mid-request.

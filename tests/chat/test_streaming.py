@@ -147,3 +147,18 @@ def test_upstream_without_usage_is_estimated_and_client_still_gets_usage(app, cl
     assert record.estimated and record.status == "ok"
     assert record.cost_units == units(Decimal(str(usage["cost"])))
     assert accounts.audit() == []
+
+
+def test_stream_closed_before_its_first_chunk_still_settles(app, accounts, upstream):
+    """A WSGI server may close a response it never iterated; the hold must not linger."""
+    acct = accounts.make(credit="1")
+    response = app.test_client().post("/v1/chat/completions", headers=acct.headers,
+                                      buffered=False, json={"model": "deepseek-chat",
+                                                            "stream": True,
+                                                            "messages": messages()})
+    assert response.status_code == 200
+    response.close()
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.cost_units == 0
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
