@@ -1,0 +1,110 @@
+"""Authentication: three ways to present a key, and every way a key can be bad."""
+
+from datetime import timedelta
+
+import pytest
+
+from silk.account.keys import hash_secret
+
+
+def test_bearer_header(client, accounts):
+    acct = accounts.make()
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {acct.key}"}
+                      ).status_code == 200
+
+
+def test_x_api_key_header(client, accounts):
+    acct = accounts.make()
+    assert client.get("/v1/models", headers={"X-Api-Key": acct.key}).status_code == 200
+
+
+def test_query_parameter(client, accounts):
+    acct = accounts.make()
+    assert client.get(f"/v1/models?api_key={acct.key}").status_code == 200
+
+
+def test_bearer_wins_over_the_other_forms(client, accounts):
+    acct = accounts.make()
+    response = client.get("/v1/models?api_key=sk-bad", headers={
+        "Authorization": f"Bearer {acct.key}", "X-Api-Key": "sk-also-bad"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("headers,query", [
+    ({}, ""),
+    ({"Authorization": "Bearer sk-unknown-key-000000000000000000000000000000"}, ""),
+    ({"Authorization": "Basic dXNlcjpwYXNz"}, ""),
+    ({"Authorization": "Bearer "}, ""),
+    ({"X-Api-Key": "x" * 5000}, ""),
+    ({}, "?api_key=sk-nope"),
+])
+def test_missing_and_unknown_keys_are_401(client, accounts, headers, query):
+    accounts.make()
+    response = client.get("/v1/models" + query, headers=headers)
+    assert response.status_code == 401
+    error = response.json["error"]
+    assert error["type"] == "authentication_error"
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_revoked_key_is_401(app, client, accounts):
+    from silk.account.auth import key_cache
+    from silk.account.service import revoke_key
+
+    acct = accounts.make()
+    assert client.get("/v1/models", headers=acct.headers).status_code == 200
+    with app.app_context():
+        revoke_key(acct.key_id)
+        key_cache().clear()  # other workers see it within SILK_KEY_CACHE_TTL
+    assert client.get("/v1/models", headers=acct.headers).status_code == 401
+
+
+def test_revocation_reaches_a_cached_key_within_the_ttl(app, client, accounts):
+    import time
+
+    from silk.account.service import revoke_key
+
+    app.extensions.pop("silk.keycache", None)
+    app.config["SILK_KEY_CACHE_TTL"] = 0.3
+    acct = accounts.make()
+    assert client.get("/v1/models", headers=acct.headers).status_code == 200
+    with app.app_context():
+        revoke_key(acct.key_id)
+    time.sleep(0.4)
+    assert client.get("/v1/models", headers=acct.headers).status_code == 401
+
+
+def test_expired_key_is_401(app, client, accounts):
+    from silk.account.service import create_key
+    from silk.database import utcnow
+
+    acct = accounts.make()
+    with app.app_context():
+        soon = create_key(acct.id, name="soon", expires_at=utcnow() + timedelta(hours=1))
+        gone = create_key(acct.id, name="gone", expires_at=utcnow() - timedelta(seconds=1))
+    assert client.get("/v1/models", headers={"X-Api-Key": soon.secret}).status_code == 200
+    response = client.get("/v1/models", headers={"X-Api-Key": gone.secret})
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "expired_api_key"
+
+
+def test_keys_are_stored_only_as_hashes(app, accounts):
+    from sqlalchemy import text
+
+    from silk.extensions import db
+
+    acct = accounts.make()
+    with app.app_context():
+        rows = db.session.execute(text("SELECT key_hash, prefix FROM api_keys")).all()
+    assert rows == [(hash_secret(acct.key), acct.key[:10])]
+    assert acct.key.startswith("sk-") and len(acct.key) >= 43
+
+
+def test_last_used_is_recorded(app, client, accounts):
+    from silk.account.models import ApiKey
+    from silk.extensions import db
+
+    acct = accounts.make()
+    client.get("/v1/models", headers=acct.headers)
+    with app.app_context():
+        assert db.session.get(ApiKey, acct.key_id).last_used_at is not None

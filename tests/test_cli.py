@@ -1,0 +1,91 @@
+"""The `flask silk` commands: accounts, keys, audit, sweep."""
+
+import socket
+import subprocess
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from silk.database import utcnow
+from tests.chat.helpers import set_quota_left
+
+
+def test_create_account_prints_the_key_last(runner, client):
+    result = runner.invoke(args=["silk", "create-account", "Ops@Example.com", "--tier", "team",
+                                 "--credit", "12.5", "--admin"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert key.startswith("sk-") and " " not in key
+    assert client.get("/v1/balance", headers={"X-Api-Key": key}).json == {
+        "balance": 12.5, "currency": "USD"}
+
+
+def test_create_account_rejects_bad_input(runner, accounts):
+    accounts.make(email="taken@example.com")
+    for args, message in ((["taken@example.com"], "already exists"),
+                          (["new@example.com", "--tier", "gold"], "Unknown tier"),
+                          (["not-an-email"], "valid email"),
+                          (["x@example.com", "--credit", "abc"], "USD amount")):
+        result = runner.invoke(args=["silk", "create-account", *args])
+        assert result.exit_code != 0
+        assert message in result.output
+
+
+def test_list_and_revoke_keys(runner, client, accounts):
+    acct = accounts.make(email="k@example.com")
+    made = runner.invoke(args=["silk", "create-key", "k@example.com", "--name", "ci",
+                               "--models", "mimo-v2.5", "--rpm", "5"])
+    assert made.exit_code == 0, made.output
+    second = made.output.strip().splitlines()[-1]
+    listing = runner.invoke(args=["silk", "list-keys", "--account", "k@example.com"]).output
+    assert "ci" in listing and second[:10] in listing and acct.key not in listing
+    assert second not in listing  # only the prefix is ever shown again
+    key_id = int(listing.splitlines()[0].split("\t")[0])
+    assert runner.invoke(args=["silk", "revoke-key", str(key_id)]).exit_code == 0
+    assert "revoked" in runner.invoke(args=["silk", "list-keys"]).output
+
+
+def test_audit_passes_then_names_a_tampered_account(app, runner, accounts):
+    accounts.make(credit="3", email="good@example.com")
+    bad = accounts.make(credit="3", email="bad@example.com")
+    ok = runner.invoke(args=["silk", "audit"])
+    assert ok.exit_code == 0 and "audit ok" in ok.output
+    from silk.extensions import db
+
+    with app.app_context():
+        db.session.execute(text("UPDATE accounts SET balance_units = balance_units + 5 "
+                                "WHERE id = :id"), {"id": bad.id})
+        db.session.commit()
+    failed = runner.invoke(args=["silk", "audit"])
+    assert failed.exit_code == 1
+    assert "bad@example.com" in failed.output and "good@example.com" not in failed.output
+
+
+def test_sweep_settles_a_dead_workers_reservation(app, runner, accounts):
+    from silk.extensions import db
+    from silk.metering.models import Reservation
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs on this host
+    later = utcnow() + timedelta(hours=1)
+    with app.app_context():
+        for request_id, worker in (("live-elsewhere", "other-host:1"),
+                                   ("orphan", f"{socket.gethostname()}:{dead.pid}")):
+            db.session.add(Reservation(account_id=acct.id, request_id=request_id,
+                                       model="deepseek-chat", hold_units=5000, quota_tokens=0,
+                                       prompt_estimate=10, worker=worker, expires_at=later))
+        db.session.execute(text("UPDATE accounts SET reserved_units = 10000 WHERE id = :id"),
+                           {"id": acct.id})
+        db.session.commit()
+    assert runner.invoke(args=["silk", "sweep"]).output.strip() == "settled 1 reservation(s)"
+    assert accounts.row(acct.id).reserved_units == 5000  # the other host's hold is kept
+    result = runner.invoke(args=["silk", "sweep", "--all"])
+    assert result.output.strip() == "settled 1 reservation(s)"
+    row = accounts.row(acct.id)
+    assert row.reserved_units == 0
+    assert row.balance_units == 10**9 - 2 * 10 * 140  # prompt estimates at the input price
+    records = accounts.usage_records(acct.id)
+    assert [r.status for r in records] == ["swept", "swept"] and records[0].estimated
+    assert runner.invoke(args=["silk", "audit"]).exit_code == 0
