@@ -141,3 +141,11 @@ def test_small_max_tokens_makes_a_small_hold(app, client, accounts, upstream):
     response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON}, json=body)
     assert response.status_code == 200, response.json
     assert accounts.audit() == []
+
+
+def test_deepseek_blank_line_keepalives_before_json_are_tolerated(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON}, json={
+        "model": "deepseek-chat", "messages": messages("x", "first_token_delay=0.2")})
+    assert response.status_code == 200, response.json
+    assert response.json["choices"][0]["message"]["content"] == "Hello from the fake upstream ."

@@ -91,11 +91,19 @@ def test_cut_stream_bills_delivered_text_estimated_and_ends_with_error(app, clie
     assert "[DONE]" not in events
     assert events[-1]["error"]["code"] == "upstream_stream_cut"
     delivered = [e for e in events[:-1] if e.get("choices")]
-    assert len(delivered) == 11
+    assert len(delivered) == 11  # the role chunk and ten one-token pieces
     [record] = accounts.usage_records(acct.id)
     assert record.status == "cut" and record.estimated
-    assert 0 < record.completion_tokens <= 11
-    assert record.cost_units > 0
+    assert record.completion_tokens == 10  # "w0", " w1" ... " w9": one token each
+    # The prompt is estimated from its text: "cut me [[fake: pieces=30 cut_after=11]]"
+    # is 39 ASCII characters (10 tokens) plus 4 for the message.
+    assert record.prompt_tokens == 14
+    cost = expected_cost("deepseek-chat", 14, 10)
+    assert record.cost_units == units(cost)
+    ledger = accounts.ledger(acct.id)
+    assert [(e.kind, e.amount_units) for e in ledger] == [("topup", 10**9),
+                                                          ("charge", -units(cost))]
+    assert ledger[-1].balance_after_units == 10**9 - units(cost)
     assert accounts.balance_units(acct.id) == units(Decimal(1)) - record.cost_units
     assert accounts.row(acct.id).reserved_units == 0
     assert accounts.audit() == []
@@ -117,7 +125,12 @@ def test_client_disconnect_closes_upstream_and_bills_what_was_delivered(app, acc
     assert disconnects[0].chunks_sent < 200
     [record] = accounts.usage_records(acct.id)
     assert record.status == "client_closed" and record.estimated
-    assert record.cost_units > 0
+    assert 4 <= record.completion_tokens < 200  # what reached the client, not what was asked
+    assert record.cost_units == units(expected_cost("deepseek-chat", record.prompt_tokens,
+                                                    record.completion_tokens))
+    ledger = accounts.ledger(acct.id)
+    assert [(e.kind, e.amount_units) for e in ledger] == [("topup", 10**9),
+                                                          ("charge", -record.cost_units)]
     assert accounts.row(acct.id).reserved_units == 0
     assert accounts.audit() == []
 
