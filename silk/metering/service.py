@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from silk.account.models import Account
@@ -83,15 +83,30 @@ def month_of(moment: datetime) -> str:
     return moment.strftime("%Y-%m")
 
 
-def _lock_account(conn: Connection, account_id: int, **changes):
-    """Apply `changes` to the account row and return it; the UPDATE takes the lock."""
-    values = changes or {"reserved_units": ACCOUNTS.c.reserved_units}
-    return conn.execute(
-        update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(**values).returning(
-            ACCOUNTS.c.balance_units, ACCOUNTS.c.reserved_units, ACCOUNTS.c.tier,
-            ACCOUNTS.c.quota_month, ACCOUNTS.c.quota_used, ACCOUNTS.c.quota_held,
-            ACCOUNTS.c.disabled)
-    ).first()
+# Statements are built once: building and cache-keying a Core statement per call cost more
+# than running it. Parameters prefixed p_ keep bind names apart from column names.
+_STATE = (ACCOUNTS.c.balance_units, ACCOUNTS.c.reserved_units, ACCOUNTS.c.tier,
+          ACCOUNTS.c.quota_month, ACCOUNTS.c.quota_used, ACCOUNTS.c.quota_held,
+          ACCOUNTS.c.disabled)
+_THIS_ACCOUNT = ACCOUNTS.c.id == bindparam("p_account")
+_LOCK = (update(ACCOUNTS).where(_THIS_ACCOUNT)
+         .values(reserved_units=ACCOUNTS.c.reserved_units).returning(*_STATE))
+_HOLD = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
+    reserved_units=ACCOUNTS.c.reserved_units + bindparam("p_hold"),
+    quota_held=ACCOUNTS.c.quota_held + bindparam("p_quota"),
+    quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
+_RELEASE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
+    reserved_units=ACCOUNTS.c.reserved_units - bindparam("p_hold"),
+    quota_held=ACCOUNTS.c.quota_held - bindparam("p_quota")).returning(*_STATE)
+_CHARGE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
+    balance_units=ACCOUNTS.c.balance_units - bindparam("p_charge"),
+    quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
+_CLAIM = update(RESERVATIONS).where(
+    RESERVATIONS.c.id == bindparam("p_reservation"), RESERVATIONS.c.state == "open"
+).values(state="settled", settled_at=bindparam("p_now"))
+_NEW_RESERVATION = insert(RESERVATIONS).returning(RESERVATIONS.c.id)
+_NEW_LEDGER_ENTRY = insert(LEDGER)
+_NEW_USAGE_RECORD = insert(USAGE)
 
 
 def tier_of(tiers: Mapping[str, Tier], name: str) -> Tier:
@@ -111,7 +126,7 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
     now = utcnow()
     month = month_of(now)
     with engine.begin() as conn:
-        row = _lock_account(conn, account_id)
+        row = conn.execute(_LOCK, {"p_account": account_id}).first()
         if row is None or row.disabled:
             raise NotFound("Account not found.")
         tier = tier_of(tiers, row.tier)
@@ -123,16 +138,14 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
                 f"Insufficient balance: this request may cost up to "
                 f"${units_to_usd(bound.total)} ({max_output} output tokens at most) and "
                 f"${units_to_usd(max(spendable, 0))} is available. Top up, or lower max_tokens.")
-        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == account_id).values(
-            reserved_units=ACCOUNTS.c.reserved_units + bound.total,
-            quota_held=ACCOUNTS.c.quota_held + bound.free_tokens,
-            quota_month=month, quota_used=used))
-        reservation_id = conn.execute(insert(RESERVATIONS).values(
-            account_id=account_id, key_id=key_id, request_id=request_id, model=model,
-            hold_units=bound.total, quota_tokens=bound.free_tokens,
-            prompt_estimate=prompt_estimate, state="open", worker=WORKER_ID, created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds),
-        ).returning(RESERVATIONS.c.id)).scalar_one()
+        conn.execute(_HOLD, {"p_account": account_id, "p_hold": bound.total,
+                             "p_quota": bound.free_tokens, "p_month": month, "p_used": used})
+        reservation_id = conn.execute(_NEW_RESERVATION, {
+            "account_id": account_id, "key_id": key_id, "request_id": request_id,
+            "model": model, "hold_units": bound.total, "quota_tokens": bound.free_tokens,
+            "prompt_estimate": prompt_estimate, "state": "open", "worker": WORKER_ID,
+            "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds),
+            "settled_at": None}).scalar_one()
     return Hold(reservation_id, account_id, key_id, request_id, model, price, bound.total,
                 bound.free_tokens, prompt_estimate)
 
@@ -144,42 +157,39 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
     month = month_of(now)
     usage = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
     with engine.begin() as conn:
-        claimed = conn.execute(
-            update(RESERVATIONS)
-            .where(RESERVATIONS.c.id == hold.reservation_id, RESERVATIONS.c.state == "open")
-            .values(state="settled", settled_at=now)
-        ).rowcount
+        claimed = conn.execute(_CLAIM, {"p_reservation": hold.reservation_id,
+                                        "p_now": now}).rowcount
         if claimed != 1:
             return None
-        row = _lock_account(conn, hold.account_id,
-                            reserved_units=ACCOUNTS.c.reserved_units - hold.hold_units,
-                            quota_held=ACCOUNTS.c.quota_held - hold.quota_tokens)
+        row = conn.execute(_RELEASE, {"p_account": hold.account_id, "p_hold": hold.hold_units,
+                                      "p_quota": hold.quota_tokens}).first()
         tier = tier_of(tiers, row.tier)
         used, free = _free_available(row, tier, month)
         cost = quote(hold.price, usage, tier, free)
         # The hold bounds the cost; the clamp only guards a catalogue edited mid-request.
         charged = max(0, min(cost.total, row.balance_units - row.reserved_units))
         balance_after = row.balance_units - charged
-        conn.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == hold.account_id).values(
-            balance_units=ACCOUNTS.c.balance_units - charged,
-            quota_month=month, quota_used=used + cost.free_tokens))
+        conn.execute(_CHARGE, {"p_account": hold.account_id, "p_charge": charged,
+                               "p_month": month, "p_used": used + cost.free_tokens})
         if outcome.billable:
-            conn.execute(insert(LEDGER).values(
-                account_id=hold.account_id, kind="charge", amount_units=-charged,
-                balance_after_units=balance_after, request_id=hold.request_id,
-                note=hold.model, actor="gateway", created_at=now))
-        conn.execute(insert(USAGE).values(
-            request_id=hold.request_id, account_id=hold.account_id, key_id=hold.key_id,
-            model=hold.model, upstream_model=outcome.upstream_model, provider=outcome.provider,
-            stream=outcome.stream, status=outcome.status, http_status=outcome.http_status,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            reasoning_tokens=outcome.reasoning_tokens if outcome.billable else 0,
-            cache_hit_tokens=usage.cache_hit_tokens, total_tokens=usage.total_tokens,
-            free_tokens=cost.free_tokens, subtotal_units=cost.subtotal,
-            discount_units=cost.discount, cost_units=charged,
-            written_off_units=cost.total - charged, estimated=outcome.estimated,
-            latency_ms=outcome.latency_ms, ttft_ms=outcome.ttft_ms, created_at=now,
-            day=now.date()))
+            conn.execute(_NEW_LEDGER_ENTRY, {
+                "account_id": hold.account_id, "kind": "charge", "amount_units": -charged,
+                "balance_after_units": balance_after, "request_id": hold.request_id,
+                "note": hold.model, "actor": "gateway", "created_at": now})
+        conn.execute(_NEW_USAGE_RECORD, {
+            "request_id": hold.request_id, "account_id": hold.account_id,
+            "key_id": hold.key_id, "model": hold.model,
+            "upstream_model": outcome.upstream_model, "provider": outcome.provider,
+            "stream": outcome.stream, "status": outcome.status,
+            "http_status": outcome.http_status, "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "reasoning_tokens": outcome.reasoning_tokens if outcome.billable else 0,
+            "cache_hit_tokens": usage.cache_hit_tokens, "total_tokens": usage.total_tokens,
+            "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
+            "discount_units": cost.discount, "cost_units": charged,
+            "written_off_units": cost.total - charged, "estimated": outcome.estimated,
+            "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "created_at": now,
+            "day": now.date()})
     return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
 
 
