@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from silk.account.models import Account
@@ -45,6 +45,7 @@ class Hold:
     hold_units: int
     quota_tokens: int
     prompt_estimate: int
+    tier: Tier
 
 
 @dataclass(slots=True)
@@ -95,12 +96,14 @@ _HOLD = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     reserved_units=ACCOUNTS.c.reserved_units + bindparam("p_hold"),
     quota_held=ACCOUNTS.c.quota_held + bindparam("p_quota"),
     quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
-_RELEASE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
+# Every right-hand side reads the row as it was, so quota_used is reset by the old month.
+_SETTLE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     reserved_units=ACCOUNTS.c.reserved_units - bindparam("p_hold"),
-    quota_held=ACCOUNTS.c.quota_held - bindparam("p_quota")).returning(*_STATE)
-_CHARGE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
+    quota_held=ACCOUNTS.c.quota_held - bindparam("p_quota"),
     balance_units=ACCOUNTS.c.balance_units - bindparam("p_charge"),
-    quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
+    quota_used=case((ACCOUNTS.c.quota_month == bindparam("p_month"),
+                     ACCOUNTS.c.quota_used + bindparam("p_free")), else_=bindparam("p_free")),
+    quota_month=bindparam("p_month")).returning(ACCOUNTS.c.balance_units)
 _CLAIM = update(RESERVATIONS).where(
     RESERVATIONS.c.id == bindparam("p_reservation"), RESERVATIONS.c.state == "open"
 ).values(state="settled", settled_at=bindparam("p_now"))
@@ -147,12 +150,16 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
             "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds),
             "settled_at": None}).scalar_one()
     return Hold(reservation_id, account_id, key_id, request_id, model, price, bound.total,
-                bound.free_tokens, prompt_estimate)
+                bound.free_tokens, prompt_estimate, tier)
 
 
 def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
            outcome: Outcome) -> Settlement | None:
-    """Release a hold and charge the real cost, exactly once; None if already settled."""
+    """Release a hold and charge the real cost, exactly once; None if already settled.
+
+    One claim of the reservation (which makes a second settlement a no-op), one update of
+    the account, the ledger entry and the usage record, in one transaction.
+    """
     now = utcnow()
     month = month_of(now)
     usage = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
@@ -161,16 +168,14 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
                                         "p_now": now}).rowcount
         if claimed != 1:
             return None
-        row = conn.execute(_RELEASE, {"p_account": hold.account_id, "p_hold": hold.hold_units,
-                                      "p_quota": hold.quota_tokens}).first()
-        tier = tier_of(tiers, row.tier)
-        used, free = _free_available(row, tier, month)
-        cost = quote(hold.price, usage, tier, free)
-        # The hold bounds the cost; the clamp only guards a catalogue edited mid-request.
-        charged = max(0, min(cost.total, row.balance_units - row.reserved_units))
-        balance_after = row.balance_units - charged
-        conn.execute(_CHARGE, {"p_account": hold.account_id, "p_charge": charged,
-                               "p_month": month, "p_used": used + cost.free_tokens})
+        # The request may use the free tokens it held, no more: then its cost is priced
+        # exactly as its hold was, so it never exceeds the hold (pricing.quote is monotone).
+        cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
+        charged = min(cost.total, hold.hold_units)
+        balance_after = conn.execute(_SETTLE, {
+            "p_account": hold.account_id, "p_hold": hold.hold_units,
+            "p_quota": hold.quota_tokens, "p_charge": charged, "p_free": cost.free_tokens,
+            "p_month": month}).scalar_one()
         if outcome.billable:
             conn.execute(_NEW_LEDGER_ENTRY, {
                 "account_id": hold.account_id, "kind": "charge", "amount_units": -charged,
@@ -248,14 +253,18 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
     now = utcnow()
     host = socket.gethostname()
     with engine.connect() as conn:
-        rows = conn.execute(select(RESERVATIONS).where(RESERVATIONS.c.state == "open")).all()
+        rows = conn.execute(
+            select(RESERVATIONS, ACCOUNTS.c.tier)
+            .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
+            .where(RESERVATIONS.c.state == "open")).all()
     settled = 0
     for row in rows:
         if not everything and not abandoned(row, now, host):
             continue
         price = price_of(row.model) or Price(0, 0)
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
-                    row.hold_units, row.quota_tokens, row.prompt_estimate)
+                    row.hold_units, row.quota_tokens, row.prompt_estimate,
+                    tier_of(tiers, row.tier))
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
                           estimated=True)
         if settle(engine, tiers, hold, outcome) is not None:
