@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
@@ -34,9 +35,9 @@ class UpstreamClient:
         self.cooldown = cooldown
         self.session = requests.Session()
         self.session.trust_env = False  # destinations come only from operator configuration
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
         self._resting: dict[str, float] = {}
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -57,6 +58,25 @@ class UpstreamClient:
         with self._lock:
             self._resting[key] = time.monotonic() + (self.cooldown if seconds is None else seconds)
 
+    def _prepare(self, key: str, body: bytes, stream: bool) -> requests.PreparedRequest:
+        """Build the request by hand and send it on the pooled adapter.
+
+        Session.request would merge environment settings, cookies and hooks and re-parse the
+        URL on every call: work a fixed POST to a configured URL does not need, and a good
+        share of the gateway's own time per request.
+        """
+        prepared = requests.PreparedRequest()
+        prepared.method = "POST"
+        prepared.url = self.url
+        prepared.headers = CaseInsensitiveDict({
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "Accept-Encoding": "identity", "Content-Length": str(len(body)),
+            "User-Agent": "SilkGateway"})
+        prepared.body = body
+        prepared.hooks = {"response": []}
+        return prepared
+
     def open(self, body: bytes, *, stream: bool) -> requests.Response:
         """POST the body, failing over across keys until one answers 200; else raise."""
         keys = self.keys_in_order()
@@ -67,11 +87,8 @@ class UpstreamClient:
         for attempt, key in enumerate(keys):
             if attempt:
                 metrics.failover(self.provider.id, last.code if last else "unknown")
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                       "Accept": "text/event-stream" if stream else "application/json",
-                       "Accept-Encoding": "identity"}
             try:
-                response = self.session.post(self.url, data=body, headers=headers, stream=True,
+                response = self.adapter.send(self._prepare(key, body, stream), stream=True,
                                              timeout=self.timeout)
             except requests.Timeout:
                 self.rest(key)
