@@ -4,32 +4,27 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from silk.cliutil import fail, parse_usd, usd
 from silk.errors import SilkError
 from silk.extensions import db
-from silk.pricing import units_to_usd, usd_to_units
+from silk.pricing import usd_to_units
 
 silk_cli = AppGroup("silk", help="Operate SilkGateway: accounts, keys, money, audits.")
 
 
 def _usd(value: str) -> int:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a USD amount") from None
-    if not amount.is_finite() or amount.as_tuple().exponent < -9:
+    amount = parse_usd(value)
+    if amount.as_tuple().exponent < -9:
         raise click.BadParameter(f"{value!r} is not a USD amount")
     return usd_to_units(amount)
 
 
-def _fail(err: SilkError):
-    click.echo(f"error: {err.message}", err=True)
-    sys.exit(1)
+_fail = fail
 
 
 @silk_cli.command("create-account")
@@ -50,7 +45,7 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
         _fail(err)
     click.echo(f"account {account.id} {account.email} tier={account.tier} "
                f"admin={'yes' if account.is_admin else 'no'} "
-               f"balance=${units_to_usd(_usd(credit))}")
+               f"balance={usd(_usd(credit))}")
     click.echo("API key (shown once; store it now):")
     click.echo(key.secret)
 
@@ -132,3 +127,16 @@ def sweep_cmd(everything: bool):
 
     count = sweep(db.engine, tiers(), catalogue().price_of, everything=everything)
     click.echo(f"settled {count} reservation(s)")
+
+
+def _add_domain_commands() -> None:
+    """Each domain keeps its commands beside its services; all appear under `flask silk`."""
+    from silk.account.commands import commands as account_commands
+    from silk.billing.commands import commands as billing_commands
+
+    for group in (account_commands, billing_commands):
+        for command in group.commands.values():
+            silk_cli.add_command(command)
+
+
+_add_domain_commands()

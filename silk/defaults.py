@@ -72,6 +72,7 @@ class Defaults:
     SILK_SWEEP_INTERVAL = 30.0  # seconds between sweeps in each worker
     SILK_KEY_CACHE_TTL = 10.0  # seconds an API key lookup is trusted without the database
 
+    SILK_AUTH_FAILURES_PER_MINUTE = 30  # failed key checks per client address, then 429
     SILK_DEFAULT_RPM = None  # per-key requests per minute when the key sets none
     SILK_DEFAULT_TPM = None  # per-key tokens per minute when the key sets none
 

@@ -13,12 +13,14 @@ from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, ApiKey
+from silk.clientaddr import client_address
 from silk.database import utcnow
-from silk.errors import AuthenticationFailed, PermissionDenied
+from silk.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from silk.extensions import db
 
 _MAX_KEY_LENGTH = 256
 _LAST_USED_EVERY = 60.0  # seconds between last_used_at writes for one key
+_FAILURE_WINDOW = 60  # seconds over which an address's failed key checks are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class KeyCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, Principal | None]] = {}
         self._last_used: dict[int, float] = {}
+        self._blocked: dict[str, float] = {}  # address -> monotonic time its block ends
         self._lock = threading.Lock()
 
     def get(self, key_hash: str) -> tuple[bool, Principal | None]:
@@ -71,6 +74,24 @@ class KeyCache:
     def clear(self) -> None:
         """Drop everything."""
         self._entries.clear()
+
+    def blocked_for(self, address: str) -> float:
+        """Seconds left on an address's block for failed key checks (0 when not blocked)."""
+        until = self._blocked.get(address)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            self._blocked.pop(address, None)
+            return 0.0
+        return left
+
+    def block(self, address: str, seconds: float) -> None:
+        """Refuse key checks from an address for a while."""
+        with self._lock:
+            if len(self._blocked) >= self.max_entries:
+                self._blocked.clear()
+            self._blocked[address] = time.monotonic() + seconds
 
     def due_for_touch(self, key_id: int) -> bool:
         """True at most once a minute per key: time to write last_used_at."""
@@ -124,15 +145,55 @@ def _load(key_hash: str) -> Principal | None:
     )
 
 
+def guard_address() -> None:
+    """Refuse (429) any key check from an address that failed too many of them lately.
+
+    Checked before the key is looked at, so a blocked guesser learns nothing, not even
+    whether a guess was right.
+    """
+    left = key_cache().blocked_for(client_address())
+    if left:
+        raise _too_many_failures(left)
+
+
+def count_failure() -> None:
+    """Count a failed key check against the caller's address; block it past the limit.
+
+    The count is shared by every worker and host through the limiter (Redis), and each
+    worker remembers a block locally, so a blocked address costs no round trip.
+    """
+    limit = current_app.config.get("SILK_AUTH_FAILURES_PER_MINUTE")
+    if not limit:
+        return
+    address = client_address()
+    limiter = current_app.extensions["silk.limiter"]
+    if limiter.hit(f"authfail:{address}", limit, _FAILURE_WINDOW) > limit:
+        left = _FAILURE_WINDOW - time.time() % _FAILURE_WINDOW
+        key_cache().block(address, left)
+        raise _too_many_failures(left)
+
+
+def _too_many_failures(seconds: float) -> RateLimited:
+    return RateLimited("Too many failed authentication attempts from this address; "
+                       "try again later.", retry_after=int(seconds) + 1,
+                       code="too_many_failed_authentications")
+
+
+def _reject(message: str, **kw) -> AuthenticationFailed:
+    count_failure()
+    return AuthenticationFailed(message, **kw)
+
+
 def authenticate() -> Principal:
     """Return the caller's principal or raise 401; caches both good and bad answers."""
+    guard_address()
     secret = presented_key()
     if not secret:
         raise AuthenticationFailed(
             "Missing API key. Send 'Authorization: Bearer sk-...', an X-Api-Key header "
             "or the api_key query parameter.", code="missing_api_key")
     if len(secret) > _MAX_KEY_LENGTH:
-        raise AuthenticationFailed("Invalid API key.")
+        raise _reject("Invalid API key.")
     key_hash = hash_secret(secret)
     cache = key_cache()
     hit, principal = cache.get(key_hash)
@@ -140,9 +201,9 @@ def authenticate() -> Principal:
         principal = _load(key_hash)
         cache.put(key_hash, principal, ttl=None if principal else 2.0)
     if principal is None:
-        raise AuthenticationFailed("Invalid API key.")
+        raise _reject("Invalid API key.")
     if principal.expires_at is not None and principal.expires_at <= utcnow():
-        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        raise _reject("This API key has expired.", code="expired_api_key")
     if cache.due_for_touch(principal.key_id):
         db.session.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
                            .values(last_used_at=utcnow()))

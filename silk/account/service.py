@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from silk.account.auth import Principal, key_cache
 from silk.account.keys import display_prefix, generate_key, hash_secret
 from silk.account.models import Account, ApiKey
 from silk.database import utcnow
-from silk.errors import Conflict, InvalidRequest, NotFound
+from silk.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from silk.extensions import db
 from silk.metering.service import credit
 
@@ -38,12 +40,19 @@ def create_account(email: str, *, tier: str, known_tiers, credit_units: int = 0,
     account = Account(email=email, tier=tier, is_admin=is_admin, balance_units=0,
                       reserved_units=0, quota_used=0, quota_held=0, quota_month="")
     db.session.add(account)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        # Two sign-ups with one email raced past the check above; the unique index decides.
+        db.session.rollback()
+        raise Conflict(f"An account for {email} already exists.", param="email") from None
     key = _new_key(account.id, name="default")
     if credit_units:
         credit(db.session.connection(), account.id, credit_units, kind="topup",
                note="initial credit", actor=actor)
     db.session.commit()
+    if credit_units:
+        db.session.refresh(account)  # the credit changed the row behind the ORM's back
     return account, key
 
 
@@ -81,10 +90,12 @@ def revoke_key(key_id: int, account_id: int | None = None) -> ApiKey:
     """Revoke a key (of `account_id`, when given); revoking twice is harmless."""
     key = db.session.get(ApiKey, key_id)
     if key is None or (account_id is not None and key.account_id != account_id):
-        raise NotFound("API key not found.")
+        raise NotFound("API key not found.", param="id", code="key_not_found")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         db.session.commit()
+    # Other workers notice within the key cache TTL; this one at once.
+    key_cache().forget(key.key_hash)
     return key
 
 
@@ -93,7 +104,74 @@ def find_account(ref: str | int) -> Account:
     if isinstance(ref, int) or str(ref).isdigit():
         account = db.session.get(Account, int(ref))
     else:
-        account = db.session.scalar(select(Account).where(Account.email == str(ref).lower()))
+        account = db.session.scalar(
+            select(Account).where(Account.email == str(ref).strip().lower()))
     if account is None:
-        raise NotFound(f"No account {ref}.")
+        raise NotFound(f"No account {ref}.", param="account", code="account_not_found")
     return account
+
+
+def list_accounts(*, email_contains: str | None = None, limit: int = 100,
+                  offset: int = 0) -> list[Account]:
+    """Accounts in id order, optionally those whose email contains a string."""
+    query = select(Account).order_by(Account.id).limit(limit).offset(offset)
+    if email_contains:
+        query = query.where(Account.email.contains(email_contains.strip().lower(),
+                                                   autoescape=True))
+    return list(db.session.scalars(query))
+
+
+def update_account(account_id: int, *, known_tiers, tier: str | None = None,
+                   disabled: bool | None = None) -> Account:
+    """Change an account's tier (applies from its next request) or disable/enable it."""
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account {account_id}.", param="account", code="account_not_found")
+    if tier is not None:
+        if tier not in known_tiers:
+            raise InvalidRequest(f"Unknown tier '{tier}'; known: {', '.join(sorted(known_tiers))}.",
+                                 param="tier", code="unknown_tier")
+        account.tier = tier
+    if disabled is not None:
+        account.disabled = disabled
+    db.session.commit()
+    if disabled is not None:  # cached answers, good or bad, are stale either way
+        cache = key_cache()
+        for key_hash in db.session.scalars(select(ApiKey.key_hash)
+                                           .where(ApiKey.account_id == account_id)):
+            cache.forget(key_hash)
+    return account
+
+
+def key_options(data: dict, known_models, limit_to: Principal | None = None) -> dict:
+    """Turn a key request into create_key options, never wider than `limit_to`'s key."""
+    # A key limited to some models, an expiry or a rate must not mint one without them.
+    models = list(dict.fromkeys(data["models"])) if data.get("models") else None
+    unknown = [m for m in models or () if m not in known_models]
+    if unknown:
+        raise InvalidRequest(f"Invalid 'models': unknown model '{unknown[0]}'.", param="models",
+                             code="model_not_found")
+    expires_at = data.get("expires_at")
+    if "expires_in_days" in data:
+        expires_at = utcnow() + timedelta(days=data["expires_in_days"])
+    options = {"name": data.get("name", "default"), "expires_at": expires_at,
+               "allowed_models": models, "rpm_limit": data.get("rpm_limit"),
+               "tpm_limit": data.get("tpm_limit")}
+    if limit_to is None:
+        return options
+    if limit_to.allowed_models is not None:
+        if models is None:
+            options["allowed_models"] = sorted(limit_to.allowed_models)
+        elif not set(models) <= limit_to.allowed_models:
+            raise PermissionDenied("A new key may not use models this key may not use.",
+                                   param="models", code="key_scope_exceeded")
+    for field, own in (("expires_at", limit_to.expires_at), ("rpm_limit", limit_to.rpm_limit),
+                       ("tpm_limit", limit_to.tpm_limit)):
+        if own is None:
+            continue
+        if options[field] is None:
+            options[field] = own
+        elif options[field] > own:
+            raise PermissionDenied(f"A new key's {field} may not exceed this key's.",
+                                   param=field, code="key_scope_exceeded")
+    return options

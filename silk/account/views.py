@@ -1,5 +1,74 @@
-"""The account blueprint: a user's own API keys."""
+"""The account blueprint: a user's own API keys, and registration's JSON twin."""
 
-from flask import Blueprint
+from flask import Blueprint, current_app, jsonify, request
+
+from silk.account import registration, service
+from silk.account.auth import authenticate
+from silk.account.schemas import account_schema, key_create_schema, key_schema, register_schema
+from silk.billing.tiers import tiers
+from silk.catalog import catalogue
+from silk.clientaddr import client_address
+from silk.validation import json_body, load
 
 bp = Blueprint("account", __name__, url_prefix="/v1")
+SHOWN_ONCE = "Store this key now: it is shown once and cannot be recovered."
+
+
+def new_key_body(key: service.NewKey) -> dict:
+    """A key just made, with its secret: the one time anyone sees it."""
+    return {**key_schema.dump(key.record), "key": key.secret,
+            "message": SHOWN_ONCE}
+
+
+def throttle_signups() -> None:
+    """Count a sign-up attempt against the client's address."""
+    registration.check_rate(current_app.extensions["silk.limiter"], client_address(),
+                            current_app.config["SILK_REGISTRATION_PER_HOUR"])
+
+
+@bp.get("/keys")
+def list_keys():
+    """The caller's account's keys (prefixes only)."""
+    principal = authenticate()
+    keys = service.list_keys(principal.account_id)
+    return jsonify({"object": "list", "data": key_schema.dump(keys, many=True)})
+
+
+@bp.post("/keys")
+def create_key():
+    """Make a key for the caller's account, no wider than the key asking."""
+    principal = authenticate()
+    data = load(key_create_schema, json_body())
+    options = service.key_options(data, catalogue().models, limit_to=principal)
+    key = service.create_key(principal.account_id, **options)
+    return jsonify(new_key_body(key)), 201
+
+
+@bp.delete("/keys/<int:key_id>")
+def revoke_key(key_id: int):
+    """Revoke one of the caller's account's keys; another account's key is a 404."""
+    principal = authenticate()
+    key = service.revoke_key(key_id, account_id=principal.account_id)
+    return jsonify({**key_schema.dump(key), "deleted": True})
+
+
+@bp.post("/register")
+def register():
+    """Create an account and its first key (JSON twin of the /register/ page)."""
+    config = current_app.config
+    throttle_signups()
+    data = load(register_schema, json_body())
+    account, key = registration.register(
+        data["email"], data.get("invite_code"), mode=config["SILK_REGISTRATION"],
+        default_tier=config["SILK_DEFAULT_TIER"], known_tiers=tiers())
+    return jsonify({**account_schema.dump(account), "api_key": key.secret,
+                    "key": key_schema.dump(key.record),
+                    "message": SHOWN_ONCE}), 201
+
+
+@bp.get("/register")
+def registration_mode():
+    """Tell a client whether registration is open, needs an invite, or is closed."""
+    mode = current_app.config["SILK_REGISTRATION"]
+    return jsonify({"registration": mode, "invite_code_required": mode == "invite",
+                    "page": request.host_url.rstrip("/") + "/register/"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from decimal import Decimal
 
@@ -10,10 +11,13 @@ from sqlalchemy import select
 
 from silk.billing.models import TierRecord
 from silk.catalog import catalogue
+from silk.database import utcnow
+from silk.errors import InvalidRequest
 from silk.extensions import db
 from silk.pricing import Tier
 
 _TTL = 10.0  # seconds an operator's tier edit may take to reach every worker
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def tiers() -> dict[str, Tier]:
@@ -33,3 +37,30 @@ def tiers() -> dict[str, Tier]:
 def forget_tiers() -> None:
     """Drop the cache after an edit in this process."""
     current_app.extensions.pop("silk.tiers", None)
+
+
+def save_tier(name: str, discount_percent: Decimal, monthly_free_tokens: int) -> Tier:
+    """Create or change a tier; stored in the database, it overrides the config's."""
+    name = name.strip()
+    if not _NAME.match(name):
+        raise InvalidRequest("Invalid 'name': 1-32 letters, digits, '-' or '_'.", param="name")
+    if not 0 <= discount_percent <= 100:
+        raise InvalidRequest("Invalid 'discount_percent': between 0 and 100.",
+                             param="discount_percent")
+    basis_points = discount_percent * 100
+    if basis_points != basis_points.to_integral_value():
+        raise InvalidRequest("Invalid 'discount_percent': at most 2 decimal places.",
+                             param="discount_percent")
+    if monthly_free_tokens < 0:
+        raise InvalidRequest("Invalid 'monthly_free_tokens': must be 0 or more.",
+                             param="monthly_free_tokens")
+    record = db.session.get(TierRecord, name)
+    if record is None:
+        record = TierRecord(name=name)
+        db.session.add(record)
+    record.discount_bp = int(basis_points)
+    record.monthly_free_tokens = monthly_free_tokens
+    record.updated_at = utcnow()
+    db.session.commit()
+    forget_tiers()
+    return tiers()[name]

@@ -1,11 +1,19 @@
 """The billing blueprint: balance, usage, billing report, top-up."""
 
-from flask import Blueprint, jsonify
+from decimal import Decimal
+
+from flask import Blueprint, current_app, g, jsonify, request
 
 from silk.account.auth import authenticate
 from silk.account.models import Account
+from silk.billing import service
+from silk.billing import topup as topups
+from silk.billing.idempotency import HEADER, Answer, check_key
+from silk.billing.schemas import billing_schema, topup_schema, usage_report_schema
+from silk.billing.tiers import tiers
 from silk.extensions import db
 from silk.pricing import units_to_usd
+from silk.validation import json_body, load, parse_month
 
 bp = Blueprint("billing", __name__, url_prefix="/v1")
 
@@ -17,3 +25,48 @@ def balance():
     units = db.session.get(Account, principal.account_id).balance_units
     db.session.close()
     return jsonify({"balance": units_to_usd(units), "currency": "USD"})
+
+
+@bp.get("/usage")
+def usage():
+    """The caller's requests, tokens and cost in a month, by model and by day."""
+    principal = authenticate()
+    month, start, end = parse_month(request.args.get("month"))
+    with db.engine.connect() as conn:
+        report = service.usage_report(conn, principal.account_id, month, start, end)
+    return jsonify(usage_report_schema.dump(report))
+
+
+@bp.get("/billing")
+def billing():
+    """The caller's bill for a month in the document's shape."""
+    principal = authenticate()
+    month, start, end = parse_month(request.args.get("month"))
+    tier_table = tiers()
+    with db.engine.connect() as conn:
+        report = service.billing_report(conn, principal.account_id, tier_table, month, start,
+                                        end)
+    return jsonify(billing_schema.dump(report))
+
+
+@bp.post("/topup")
+def topup():
+    """Add funds: an admin amount, a redemption code, or an open self-service amount."""
+    principal = authenticate()
+    key = check_key(request.headers.get(HEADER))
+    data = load(topup_schema, json_body())
+    config = current_app.config
+    policy = topups.Policy(open_topup=bool(config["SILK_OPEN_TOPUP"]),
+                           maximum=Decimal(str(config["SILK_TOPUP_MAX"])))
+    answer = topups.topup(db.engine, principal, data, policy, idempotency_key=key,
+                          request_id=g.get("request_id"))
+    return answer_response(answer)
+
+
+def answer_response(answer: Answer):
+    """Send a stored or fresh answer, marking replays as the IETF draft suggests."""
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

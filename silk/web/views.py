@@ -1,5 +1,54 @@
-"""The web blueprint: the registration page and the dashboard."""
+"""The web blueprint: the registration page (/register/), the HTML twin of POST /v1/register."""
 
-from flask import Blueprint
+from urllib.parse import urlparse
+
+from flask import Blueprint, current_app, render_template, request
+
+from silk.account import registration
+from silk.account.schemas import register_schema
+from silk.account.views import throttle_signups
+from silk.billing.tiers import tiers
+from silk.errors import PermissionDenied, SilkError
+from silk.validation import load
 
 bp = Blueprint("web", __name__)
+
+
+def _page(status: int = 200, **context):
+    mode = current_app.config["SILK_REGISTRATION"]
+    html = render_template("web/register.html", mode=mode, api_base=request.host_url + "v1",
+                           **context)
+    # The page may carry a new key: never cache it, never leak the URL onwards.
+    return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@bp.get("/register/")
+def register_page():
+    """Show the sign-up form (or say that registration is closed)."""
+    return _page()
+
+
+@bp.post("/register/")
+def register_submit():
+    """Create the account and show its first key once."""
+    form = {"email": request.form.get("email", "").strip()}
+    if request.form.get("invite_code", "").strip():
+        form["invite_code"] = request.form["invite_code"].strip()
+    try:
+        _same_origin()
+        config = current_app.config
+        throttle_signups()
+        data = load(register_schema, form)
+        account, key = registration.register(
+            data["email"], data.get("invite_code"), mode=config["SILK_REGISTRATION"],
+            default_tier=config["SILK_DEFAULT_TIER"], known_tiers=tiers())
+    except SilkError as err:
+        return _page(err.status, error=err.message, email=form["email"])
+    return _page(201, account=account, secret=key.secret)
+
+
+def _same_origin() -> None:
+    """Refuse a form posted from another site (a browser always says where it came from)."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and urlparse(origin).netloc != request.host:
+        raise PermissionDenied("Cross-site form submissions are refused.")

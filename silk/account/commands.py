@@ -1,0 +1,120 @@
+"""`flask silk` commands for accounts and registration invites."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+from flask.cli import AppGroup
+
+from silk.cliutil import fail, usd, when
+from silk.errors import SilkError
+
+commands = AppGroup("account-commands", help="Added to `flask silk` one by one.")
+
+
+@commands.command("list-accounts")
+@click.option("--email", default=None, help="Only accounts whose email contains this.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000)
+def list_accounts_cmd(email: str | None, limit: int):
+    """List accounts: id, email, tier, balance, state."""
+    from silk.account.service import list_accounts
+
+    for account in list_accounts(email_contains=email, limit=limit):
+        state = "disabled" if account.disabled else "active"
+        click.echo(f"{account.id}\t{account.email}\ttier={account.tier}\t"
+                   f"balance={usd(account.balance_units)}\t{state}"
+                   f"{chr(9) + 'admin' if account.is_admin else ''}")
+
+
+@commands.command("show-account")
+@click.argument("account")
+def show_account_cmd(account: str):
+    """Show ACCOUNT (id or email): tier, money, quota and keys."""
+    from silk.account.service import find_account, list_keys
+
+    try:
+        found = find_account(account)
+    except SilkError as err:
+        fail(err)
+    click.echo(f"account {found.id} {found.email}")
+    click.echo(f"  tier: {found.tier}   admin: {'yes' if found.is_admin else 'no'}   "
+               f"state: {'disabled' if found.disabled else 'active'}")
+    click.echo(f"  balance: {usd(found.balance_units)}   "
+               f"held by open requests: {usd(found.reserved_units)}")
+    click.echo(f"  free tokens used in {found.quota_month or '-'}: {found.quota_used}")
+    click.echo(f"  created: {when(found.created_at)}")
+    for key in list_keys(found.id):
+        state = "revoked" if key.revoked_at else "active"
+        click.echo(f"  key {key.id}\t{key.prefix}...\t{key.name}\t{state}\t"
+                   f"expires={when(key.expires_at)}\tlast_used={when(key.last_used_at)}")
+
+
+def _set_state(account: str, **change):
+    from silk.account.service import find_account, update_account
+    from silk.billing.tiers import tiers
+
+    try:
+        found = update_account(find_account(account).id, known_tiers=tiers(), **change)
+    except SilkError as err:
+        fail(err)
+    return found
+
+
+@commands.command("disable-account")
+@click.argument("account")
+def disable_account_cmd(account: str):
+    """Disable ACCOUNT: its keys stop working (everywhere within the key cache TTL)."""
+    found = _set_state(account, disabled=True)
+    click.echo(f"account {found.id} {found.email} disabled")
+
+
+@commands.command("enable-account")
+@click.argument("account")
+def enable_account_cmd(account: str):
+    """Enable a disabled ACCOUNT again."""
+    found = _set_state(account, disabled=False)
+    click.echo(f"account {found.id} {found.email} enabled")
+
+
+@commands.command("set-account-tier")
+@click.argument("account")
+@click.argument("tier")
+def set_account_tier_cmd(account: str, tier: str):
+    """Move ACCOUNT to TIER (its discount and free quota apply from the next request)."""
+    found = _set_state(account, tier=tier)
+    click.echo(f"account {found.id} {found.email} is now on tier {found.tier}")
+
+
+@commands.command("issue-invites")
+@click.option("--count", type=int, default=1, help="How many codes.")
+@click.option("--uses", type=int, default=1, help="Sign-ups each code admits.")
+@click.option("--tier", default=None, help="Tier for accounts made with these codes.")
+@click.option("--expires", type=click.DateTime(), default=None, help="Expiry (UTC).")
+@click.option("--note", default="", help="What the codes are for.")
+def issue_invites_cmd(count: int, uses: int, tier: str | None, expires: datetime | None,
+                      note: str):
+    """Issue registration invite codes; they are printed once, one per line, last."""
+    from silk.account.registration import issue_invites
+    from silk.billing.tiers import tiers
+
+    try:
+        issued = issue_invites(count=count, uses=uses, tier=tier, expires_at=expires, note=note,
+                               known_tiers=tiers())
+    except SilkError as err:
+        fail(err)
+    click.echo(f"issued {len(issued)} invite code(s), {uses} use(s) each "
+               "(shown once; store them now):")
+    for item in issued:
+        click.echo(item.code)
+
+
+@commands.command("list-invites")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100)
+def list_invites_cmd(limit: int):
+    """List invite codes: id, prefix, uses left, tier, expiry, note."""
+    from silk.account.registration import list_invites
+
+    for invite in list_invites(limit):
+        click.echo(f"{invite.id}\t{invite.prefix}...\tuses_left={invite.uses_left}\t"
+                   f"tier={invite.tier or '-'}\texpires={when(invite.expires_at)}\t{invite.note}")

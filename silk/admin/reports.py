@@ -1,0 +1,52 @@
+"""Admin routes for tiers, usage across accounts, and the books check."""
+
+from flask import Blueprint, jsonify, request
+
+from silk.account.service import find_account
+from silk.billing import service
+from silk.billing.schemas import (
+    account_usage_schema,
+    model_totals_schema,
+    tier_input_schema,
+    tier_schema,
+)
+from silk.billing.tiers import save_tier, tiers
+from silk.extensions import db
+from silk.metering.audit import audit
+from silk.validation import json_body, load, parse_month
+
+bp = Blueprint("reports", __name__)
+
+
+@bp.get("/tiers")
+def list_tiers():
+    """Every tier in effect (config overlaid by operator edits)."""
+    return jsonify({"object": "list", "data": tier_schema.dump(tiers().values(), many=True)})
+
+
+@bp.put("/tiers/<name>")
+def put_tier(name: str):
+    """Create or change a tier; every worker sees it within seconds."""
+    data = load(tier_input_schema, json_body())
+    tier = save_tier(name, data["discount_percent"], data["monthly_free_tokens"])
+    return jsonify(tier_schema.dump(tier))
+
+
+@bp.get("/usage")
+def usage():
+    """A month's usage by account and by model; ?account= narrows to one account."""
+    month, start, end = parse_month(request.args.get("month"))
+    ref = request.args.get("account")
+    account_id = find_account(ref).id if ref else None
+    with db.engine.connect() as conn:
+        by_account, by_model = service.accounts_report(conn, month, start, end, account_id)
+    return jsonify({"object": "usage_report", "month": month, "currency": "USD",
+                    "by_account": account_usage_schema.dump(by_account, many=True),
+                    "by_model": model_totals_schema.dump(by_model, many=True)})
+
+
+@bp.get("/audit")
+def books():
+    """The books check over HTTP: empty `problems` means every ledger sums to its balance."""
+    problems = audit(db.engine)
+    return jsonify({"ok": not problems, "problems": problems})

@@ -1,0 +1,77 @@
+"""Admin input and output schemas: accounts, credits, invites and the ledger."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from silk.validation import StrictBool, StrictInt, StrictStr, UnitsAsUsd, Usd, UtcDateTime
+
+_TIER = validate.Length(min=1, max=32)
+
+
+class AccountCreateSchema(Schema):
+    """POST /v1/admin/accounts."""
+
+    email = StrictStr(required=True, validate=[validate.Length(max=254),
+                                               validate.Email(error="must be an email address")])
+    tier = StrictStr(validate=_TIER)
+    credit = Usd()
+    admin = StrictBool(load_default=False)
+
+
+class AccountPatchSchema(Schema):
+    """PATCH /v1/admin/accounts/<id>: a new tier, or disable/enable."""
+
+    tier = StrictStr(validate=_TIER)
+    disabled = StrictBool()
+
+
+class CreditSchema(Schema):
+    """POST /v1/admin/accounts/<id>/credits: a top-up, refund or (signed) adjustment."""
+
+    amount = Usd(required=True)
+    kind = StrictStr(load_default="topup")
+    note = StrictStr(load_default="", validate=validate.Length(max=200))
+
+
+class InviteIssueSchema(Schema):
+    """POST /v1/admin/invite-codes."""
+
+    count = StrictInt(load_default=1)
+    uses = StrictInt(load_default=1)
+    tier = StrictStr(validate=_TIER)
+    expires_at = UtcDateTime()
+    note = StrictStr(load_default="", validate=validate.Length(max=200))
+
+
+class InviteSchema(Schema):
+    """An invite code in a list (never the code itself)."""
+
+    id = fields.Integer()
+    prefix = fields.String()
+    uses_left = fields.Integer()
+    tier = fields.String(allow_none=True)
+    note = fields.String()
+    created_at = UtcDateTime()
+    expires_at = UtcDateTime()
+
+
+class LedgerEntrySchema(Schema):
+    """One ledger entry: the change and the balance after it."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    amount = UnitsAsUsd(attribute="amount_units")
+    balance_after = UnitsAsUsd(attribute="balance_after_units")
+    request_id = fields.String(allow_none=True)
+    note = fields.String()
+    actor = fields.String()
+    created_at = UtcDateTime()
+
+
+account_create_schema = AccountCreateSchema()
+account_patch_schema = AccountPatchSchema()
+credit_schema = CreditSchema()
+invite_issue_schema = InviteIssueSchema()
+invite_schema = InviteSchema()
+ledger_entry_schema = LedgerEntrySchema()

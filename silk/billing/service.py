@@ -1,0 +1,146 @@
+"""Usage and billing reports, computed from usage records of one calendar month (UTC).
+
+The records are what settlement wrote, so a report is the sum of what each request was
+charged: nothing here prices anything again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from silk.account.models import Account
+from silk.errors import NotFound
+from silk.metering.models import UsageRecord
+from silk.pricing import Tier
+
+USAGE = UsageRecord.__table__
+ACCOUNTS = Account.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Requests, tokens and cost of one slice of a month (a model, a day, an account)."""
+
+    key: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_units: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """A month's usage: the totals, by model and by day."""
+
+    month: str
+    totals: Totals
+    by_model: list[Totals]
+    by_day: list[Totals]
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """Money of a month: list price of charged tokens, the discount, what was charged."""
+
+    subtotal_units: int
+    discount_units: int
+    total_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The month's free tokens: the tier's allowance, what was used, what is left."""
+
+    free: int
+    used: int
+
+    @property
+    def remaining(self) -> int:
+        """Free tokens left this month, never below zero."""
+        return max(0, self.free - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingReport:
+    """The document's billing shape, in units."""
+
+    month: str
+    tier: str
+    usage: Totals
+    costs: Costs
+    quota: Quota
+    balance_units: int
+
+
+def _totals_columns():
+    return (func.count(USAGE.c.id), func.sum(USAGE.c.prompt_tokens),
+            func.sum(USAGE.c.completion_tokens), func.sum(USAGE.c.total_tokens),
+            func.sum(USAGE.c.cost_units))
+
+
+def _totals(key: str, row) -> Totals:
+    # PostgreSQL sums BIGINTs as NUMERIC and every backend sums nothing as NULL.
+    return Totals(str(key), *(int(value or 0) for value in row))
+
+
+def _in_month(start: date, end: date, account_id: int | None = None):
+    clauses = [USAGE.c.day >= start, USAGE.c.day < end]
+    if account_id is not None:
+        clauses.append(USAGE.c.account_id == account_id)
+    return clauses
+
+
+def usage_report(conn: Connection, account_id: int, month: str, start: date,
+                 end: date) -> UsageReport:
+    """One account's usage in the month starting `start` (end exclusive)."""
+    where = _in_month(start, end, account_id)
+    overall = conn.execute(select(*_totals_columns()).where(*where)).one()
+    by_model = conn.execute(select(USAGE.c.model, *_totals_columns()).where(*where)
+                            .group_by(USAGE.c.model).order_by(USAGE.c.model)).all()
+    by_day = conn.execute(select(USAGE.c.day, *_totals_columns()).where(*where)
+                          .group_by(USAGE.c.day).order_by(USAGE.c.day)).all()
+    return UsageReport(
+        month=month, totals=_totals(month, overall),
+        by_model=[_totals(row[0], row[1:]) for row in by_model],
+        by_day=[_totals(row[0].isoformat(), row[1:]) for row in by_day])
+
+
+def billing_report(conn: Connection, account_id: int, tiers: Mapping[str, Tier], month: str,
+                   start: date, end: date) -> BillingReport:
+    """One account's bill for a month, in the document's shape (SPEC section 7)."""
+    account = conn.execute(select(ACCOUNTS.c.tier, ACCOUNTS.c.balance_units)
+                           .where(ACCOUNTS.c.id == account_id)).first()
+    if account is None:
+        raise NotFound("Account not found.")
+    row = conn.execute(select(
+        func.count(USAGE.c.id), func.sum(USAGE.c.total_tokens), func.sum(USAGE.c.subtotal_units),
+        func.sum(USAGE.c.discount_units), func.sum(USAGE.c.cost_units),
+        func.sum(USAGE.c.free_tokens)).where(*_in_month(start, end, account_id))).one()
+    requests, tokens, subtotal, discount, total, free_used = (int(v or 0) for v in row)
+    tier = tiers.get(account.tier)
+    return BillingReport(
+        month=month, tier=account.tier,
+        usage=Totals(month, requests=requests, total_tokens=tokens),
+        costs=Costs(subtotal, discount, total),
+        quota=Quota(free=tier.monthly_free_tokens if tier else 0, used=free_used),
+        balance_units=account.balance_units)
+
+
+def accounts_report(conn: Connection, month: str, start: date, end: date,
+                    account_id: int | None = None) -> tuple[list[Totals], list[Totals]]:
+    """Every account's usage in a month, by account (keyed by email) and by model."""
+    where = _in_month(start, end, account_id)
+    by_account = conn.execute(
+        select(ACCOUNTS.c.email, *_totals_columns()).join(ACCOUNTS,
+                                                          ACCOUNTS.c.id == USAGE.c.account_id)
+        .where(*where).group_by(ACCOUNTS.c.email).order_by(ACCOUNTS.c.email)).all()
+    by_model = conn.execute(select(USAGE.c.model, *_totals_columns()).where(*where)
+                            .group_by(USAGE.c.model).order_by(USAGE.c.model)).all()
+    return ([_totals(row[0], row[1:]) for row in by_account],
+            [_totals(row[0], row[1:]) for row in by_model])
