@@ -1,15 +1,30 @@
-"""Request ids on every response and one JSON log line per request (never a key or prompt)."""
+"""Request ids on every response and one JSON log line per request (never a key or prompt).
+
+A JSON answer is logged when it leaves the app. A stream is logged when it ends (the WSGI
+server closes it, however it ended), so its line carries what the request used and cost.
+Only ids, the path without its query string, counts, money and timings are logged: a key
+can ride in `?api_key=`, and a prompt lives only in the body, so neither can reach a line.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from decimal import Decimal
 
 import orjson
 from flask import Flask, g, request
 
+from silk.ops import metrics
+
 log = logging.getLogger("silk.request")
+
+# Endpoints that load balancers and Prometheus poll; their successes are logged at DEBUG.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+_UNITS_PER_USD = Decimal(10**9)
+_MAX_PENDING = 10_000
+_settled: dict[str, dict] = {}  # request id -> settlement fields, until its line is logged
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,8 +59,11 @@ def new_request_id() -> str:
 
 
 def install_request_hooks(app: Flask) -> None:
-    """Attach request-id and access-log hooks."""
+    """Attach request-id, metrics and access-log hooks; see the real client behind nginx."""
+    from silk.ops.network import install_trusted_proxies
+
     configure_logging()
+    install_trusted_proxies(app)
 
     @app.before_request
     def _start():
@@ -56,19 +74,71 @@ def install_request_hooks(app: Flask) -> None:
     @app.after_request
     def _finish(response):
         response.headers["x-request-id"] = g.get("request_id") or new_request_id()
-        if not response.is_streamed:
-            log_request(status=response.status_code)
+        fields = request_fields(status=response.status_code)
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        streamed = response.is_streamed and response.mimetype == "text/event-stream"
+        metrics.http_request(route, fields["model"] or "", response.status_code,
+                             fields["error"], None if streamed else fields["ms"] / 1000)
+        if streamed:
+            started = g.get("started")
+            response.call_on_close(lambda: _log_stream_end(fields, started))
+        else:
+            _emit(fields)
         return response
 
 
-def log_request(**fields) -> None:
-    """Log the current request's line with extra fields (tokens, cost, timings...)."""
+def request_fields(**extra) -> dict:
+    """The current request's log fields (ids, route, account, model, timing)."""
     started = g.get("started")
     entry = {
         "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-        "account": g.get("account_id"), "model": g.get("model"),
-        "error": g.get("error_code"),
-        "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "status": None, "account": g.get("account_id"), "model": g.get("model"),
+        "error": g.get("error_code"), "ip": request.remote_addr,
+        "ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
     }
-    entry.update(fields)
-    log.info("request", extra={"fields": entry})
+    entry.update(extra)
+    return entry
+
+
+def log_request(**fields) -> None:
+    """Log the current request's line now, with extra fields."""
+    _emit(request_fields(**fields))
+
+
+def remember_settlement(meter, outcome) -> None:
+    """Keep what a settled request used and cost until its log line is written."""
+    hold = meter.hold
+    usage = meter.billed if outcome.billable else None
+    settlement = meter.settlement
+    fields = {
+        "account": hold.account_id, "key_id": hold.key_id, "model": hold.model,
+        "provider": outcome.provider, "upstream_model": outcome.upstream_model or None,
+        "stream": outcome.stream, "outcome": outcome.status,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "reasoning_tokens": outcome.reasoning_tokens if usage else 0,
+        "cache_hit_tokens": usage.cache_hit_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+        "cost": float(Decimal(settlement.charged_units) / _UNITS_PER_USD) if settlement else 0.0,
+        "estimated": outcome.estimated,
+        "upstream_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+    }
+    if len(_settled) >= _MAX_PENDING:  # lines that were never written must not pile up
+        _settled.clear()
+    _settled[hold.request_id] = fields
+
+
+def _log_stream_end(fields: dict, started: float | None) -> None:
+    """Write a stream's line once the server has closed it; `ms` spans the whole stream."""
+    if started is not None:
+        fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
+    _emit(fields)
+
+
+def _emit(fields: dict) -> None:
+    settlement = _settled.pop(fields.get("request_id"), None) if fields.get("request_id") else None
+    if settlement:
+        fields.update(settlement)
+    level = logging.DEBUG if fields.get("path") in PROBES and (fields.get("status") or 0) < 400 \
+        else logging.INFO
+    log.log(level, "request", extra={"fields": fields})

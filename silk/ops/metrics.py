@@ -1,23 +1,175 @@
-"""Metric hooks the request path calls; the Prometheus side lives behind these names."""
+"""Metric hooks the request path calls; the Prometheus side lives behind these names.
+
+Every hook is a few dictionary look-ups and an increment: nothing runs per stream chunk.
+Under gunicorn, `PROMETHEUS_MULTIPROC_DIR` (set by gunicorn.conf.py) makes each worker write
+its values to a file there and `/metrics` sums the files, so the numbers are the server's,
+not one worker's. Without it (the `flask` CLI, tests) the process's own registry is used.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass
+from decimal import Decimal
 
+log = logging.getLogger("silk.metrics")
+
+# Seconds; an upstream answers in tens of milliseconds to minutes (reasoning models).
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_UNITS_PER_USD = Decimal(10**9)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    requests: object
+    errors: object
+    duration: object
+    upstream_latency: object
+    ttft: object
+    tokens: object
+    cost: object
+    settled: object
+    open_streams: object
+    failovers: object
+
+
+_metrics: _Metrics | None = None
+
+
+def multiprocess_dir() -> str | None:
+    """The directory workers share their values through, when running under gunicorn."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _m() -> _Metrics:
+    """Create the metrics on first use, so importing silk costs nothing."""
+    global _metrics
+    if _metrics is None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        _metrics = _Metrics(
+            requests=Counter("silk_http_requests", "HTTP requests answered, by route, "
+                             "model and status.", ("route", "model", "status")),
+            errors=Counter("silk_http_errors", "HTTP error responses (status >= 400), by "
+                           "route, model, status and error code.",
+                           ("route", "model", "status", "code")),
+            duration=Histogram("silk_http_request_duration_seconds", "Time to answer a "
+                               "non-streaming request, by route.", ("route",),
+                               buckets=DURATION_BUCKETS),
+            upstream_latency=Histogram(
+                "silk_upstream_latency_seconds", "Time until a provider answered (stream "
+                "headers, or the whole body of a non-streaming call), by provider, model "
+                "and status.", ("provider", "model", "status"), buckets=LATENCY_BUCKETS),
+            ttft=Histogram("silk_time_to_first_token_seconds", "Time from calling the "
+                           "provider to the first streamed token, by provider and model.",
+                           ("provider", "model"), buckets=TTFT_BUCKETS),
+            tokens=Counter("silk_tokens", "Tokens billed, by model and kind (prompt, "
+                           "completion, reasoning, cache_hit).", ("model", "kind")),
+            cost=Counter("silk_cost_usd", "USD charged to balances, by model.", ("model",)),
+            settled=Counter("silk_requests_settled", "Chat requests settled, by model, "
+                            "provider and outcome (ok, cut, client_closed, timeout, "
+                            "upstream_error, error).", ("model", "provider", "outcome")),
+            open_streams=Gauge("silk_open_streams", "Streams to clients open now, by model.",
+                               ("model",), multiprocess_mode="livesum"),
+            failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "
+                              "key, by provider and reason.", ("provider", "reason")),
+        )
+    return _metrics
+
+
+def _guarded(hook):
+    """Never let bookkeeping break a request: log and carry on."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            hook(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - metrics are best effort by design
+            log.exception("metrics hook %s failed", hook.__name__)
+
+    wrapper.__name__ = hook.__name__
+    wrapper.__doc__ = hook.__doc__
+    return wrapper
+
+
+@_guarded
+def http_request(route: str, model: str, status: int, code: str | None,
+                 seconds: float | None) -> None:
+    """An HTTP response left the app (streams count when their headers go out)."""
+    m = _m()
+    m.requests.labels(route, model, str(status)).inc()
+    if status >= 400:
+        m.errors.labels(route, model, str(status), code or "").inc()
+    if seconds is not None:
+        m.duration.labels(route).observe(seconds)
+
+
+@_guarded
 def stream_opened(model: str) -> None:
     """A stream to a client started."""
+    _m().open_streams.labels(model).inc()
 
 
+@_guarded
 def stream_closed(model: str) -> None:
     """A stream to a client ended, however it ended."""
+    _m().open_streams.labels(model).dec()
 
 
+@_guarded
 def upstream_answered(provider: str, model: str, seconds: float, status: int) -> None:
     """A provider answered (headers received, or failed) after `seconds`."""
+    _m().upstream_latency.labels(provider, model, str(status)).observe(seconds)
 
 
+@_guarded
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
+    _m().failovers.labels(provider, str(status)).inc()
 
 
+@_guarded
 def settled(meter, outcome) -> None:
-    """A request was settled: tokens, cost, time to first token, status."""
+    """A request was settled: tokens, cost, time to first token, status; and its log fields."""
+    from silk.requestlog import remember_settlement
+
+    m = _m()
+    model = meter.hold.model
+    provider = outcome.provider or meter.provider
+    m.settled.labels(model, provider, outcome.status).inc()
+    usage = meter.billed
+    if usage is not None and outcome.billable:
+        cached = usage.cache_hit_tokens
+        for kind, count in (("prompt", usage.prompt_tokens),
+                            ("completion", usage.completion_tokens),
+                            ("reasoning", outcome.reasoning_tokens), ("cache_hit", cached)):
+            if count:
+                m.tokens.labels(model, kind).inc(count)
+    if meter.settlement is not None and meter.settlement.charged_units:
+        m.cost.labels(model).inc(float(Decimal(meter.settlement.charged_units) / _UNITS_PER_USD))
+    if outcome.stream and outcome.ttft_ms is not None:
+        m.ttft.labels(provider, model).observe(outcome.ttft_ms / 1000)
+    if not outcome.stream and outcome.status == "ok" and outcome.latency_ms is not None:
+        # A non-streaming call is observed here, once its body is in; failures were
+        # observed by upstream_answered when the provider's error came back.
+        m.upstream_latency.labels(provider, model, "200").observe(outcome.latency_ms / 1000)
+    remember_settlement(meter, outcome)
+
+
+def render(accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition for the whole server (every worker), in the format the scraper asks."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    _m()  # the metric families appear (with HELP) before the first request
+    directory = multiprocess_dir()
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry = REGISTRY
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -1,9 +1,12 @@
-"""Health endpoints for load balancers and orchestrators; no key needed."""
+"""Health, readiness and metrics endpoints for load balancers and Prometheus; no key needed."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import text
 
+from silk.errors import PermissionDenied
 from silk.extensions import db
+from silk.ops import metrics
+from silk.ops.network import DEFAULT_METRICS_ALLOW, address_in, parse_networks, setting
 
 bp = Blueprint("ops", __name__)
 
@@ -24,3 +27,22 @@ def readyz():
         db.session.remove()
         return jsonify({"status": "unavailable", "database": "unreachable"}), 503
     return jsonify({"status": "ok", "database": "ok"})
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus text for every worker; only for addresses in SILK_METRICS_ALLOW."""
+    if not address_in(request.remote_addr, _metrics_networks()):
+        raise PermissionDenied("Metrics are not served to this address; see SILK_METRICS_ALLOW.",
+                               code="metrics_not_allowed")
+    body, content_type = metrics.render(request.headers.get("Accept"))
+    return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def _metrics_networks():
+    """Parse the allow list once per app (it is read on every scrape)."""
+    cached = current_app.extensions.get("silk.metrics_allow")
+    if cached is None:
+        spec = setting(current_app.config, "SILK_METRICS_ALLOW", DEFAULT_METRICS_ALLOW)
+        cached = current_app.extensions["silk.metrics_allow"] = parse_networks(spec)
+    return cached

@@ -65,7 +65,9 @@ class Gateway:
         """Stop gunicorn: SIGTERM waits for open requests, SIGINT (default) does not."""
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM if graceful else signal.SIGINT)
+        # Signal the master only (as systemd's KillMode=mixed does): it stops its workers, and
+        # a signal to the group could land on a worker forked mid-reload and be lost.
+        self.process.send_signal(signal.SIGTERM if graceful else signal.SIGINT)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,286 @@
+"""The customer dashboard: sign in with an API key; balance, usage, requests, keys, codes.
+
+Server-rendered pages on a signed session cookie (HttpOnly, SameSite=Lax, Secure over
+HTTPS). Every form carries the session's CSRF token and a cross-origin POST is refused, so
+another site can neither act for a signed-in user nor sign them into its own account.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+
+from silk.account import service as accounts
+from silk.account.auth import count_failure, guard_address, key_cache
+from silk.account.models import ApiKey
+from silk.database import utcnow
+from silk.errors import RateLimited, SilkError
+from silk.extensions import db
+from silk.pricing import units_to_usd
+from silk.web import dashboard_data as data
+from silk.web.charts import bar_chart
+from silk.web.formats import axis_count, axis_usd, count, units, usd, usd_short, when
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+SESSION_HOURS = 12  # a signed-in session lasts this long, then the key is asked for again
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class DashboardSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, SameSite=Lax unless configured, Secure whenever on HTTPS."""
+
+    def get_cookie_samesite(self, app):
+        """Lax keeps the cookie off cross-site POSTs while links into the dashboard work."""
+        return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
+
+    def get_cookie_secure(self, app):
+        """Behind nginx with TLS (X-Forwarded-Proto: https) the cookie never travels plain."""
+        return bool(app.config.get("SESSION_COOKIE_SECURE")) or (
+            has_request_context() and request.is_secure)
+
+
+@bp.record_once
+def _install(state):
+    app = state.app
+    if type(app.session_interface) is SecureCookieSessionInterface:
+        app.session_interface = DashboardSessionInterface()
+    app.add_template_filter(usd, "dash_usd")
+    app.add_template_filter(count, "dash_count")
+    app.add_template_filter(when, "dash_when")
+    app.add_template_filter(units, "dash_units")
+    app.add_template_filter(usd_short, "dash_usd_short")
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """Who this session is: the account and the key it signed in with."""
+
+    account_id: int
+    key_id: int
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, made on first use; every dashboard form posts it back."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+@bp.app_context_processor
+def _template_helpers():
+    return {"csrf_token": csrf_token}
+
+
+@bp.before_request
+def _load_session():
+    if request.method == "POST":
+        refused = _check_csrf()
+        if refused:
+            return refused
+    g.dashboard_user = _signed_in()
+    return None
+
+
+@bp.after_request
+def _headers(response):
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _check_csrf():
+    """Refuse a POST from another origin or without this session's token (a page, or None)."""
+    origin = request.headers.get("Origin")
+    # Host names only: behind a proxy the scheme and port the app sees may differ from the
+    # browser's, and the token below is the real guard.
+    if origin and urlsplit(origin).hostname != urlsplit("//" + request.host).hostname:
+        return render_template("dashboard/refused.html", reason="origin"), 403
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        return render_template("dashboard/refused.html", reason="token"), 400
+    return None
+
+
+def _signed_in() -> SignedIn | None:
+    """The session's user while its key still works and the session is fresh."""
+    account_id, key_id = session.get("account_id"), session.get("key_id")
+    if account_id is None or key_id is None:
+        return None
+    hours = current_app.config.get("SILK_DASHBOARD_SESSION_HOURS", SESSION_HOURS)
+    fresh = time.time() - session.get("since", 0) < hours * 3600
+    key = db.session.get(ApiKey, key_id)
+    usable = fresh and key is not None and key.account_id == account_id and data.key_usable(key)
+    if not usable:
+        _sign_out()
+        flash("Your session ended. Sign in again with an API key.", "info")
+        return None
+    g.account_id = account_id  # the request's log line names the account
+    return SignedIn(account_id, key_id)
+
+
+def _sign_out() -> None:
+    for name in ("account_id", "key_id", "since", "csrf"):
+        session.pop(name, None)
+
+
+def login_required(view):
+    """Send an anonymous visitor to the sign-in page."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if g.dashboard_user is None:
+            return redirect(url_for("dashboard.login"))
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+@bp.get("/login")
+def login():
+    """The sign-in form."""
+    if g.dashboard_user is not None:
+        return redirect(url_for("dashboard.overview"))
+    return render_template("dashboard/login.html")
+
+
+@bp.post("/login")
+def login_submit():
+    """Sign in with an API key; a fresh session (new CSRF token) on success."""
+    try:
+        guard_address()  # the API's limit on failed key checks holds here too
+        key = data.key_for_login(request.form.get("api_key", ""))
+        db.session.close()
+        if key is None:
+            count_failure()
+    except RateLimited as err:
+        return render_template("dashboard/login.html", error=err.message), 429
+    if key is None:
+        return render_template("dashboard/login.html",
+                               error="That API key is not valid (unknown, revoked or expired)."
+                               ), 401
+    session.clear()
+    session.permanent = False
+    session.update(account_id=key.account_id, key_id=key.id, since=time.time())
+    csrf_token()
+    return redirect(url_for("dashboard.overview"))
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out."""
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.get("/")
+@login_required
+def overview():
+    """Balance, tier and quota, daily usage and cost charts, recent requests."""
+    info = data.overview(g.dashboard_user.account_id)
+    db.session.close()
+    labels = [d.day.strftime("%b %d") for d in info.days]
+    cost_chart = bar_chart(list(zip(labels, [d.cost for d in info.days], strict=True)),
+                           fmt=axis_usd, title="Daily cost")
+    token_chart = bar_chart(list(zip(labels, [d.tokens for d in info.days], strict=True)),
+                            fmt=axis_count, title="Daily tokens")
+    return render_template("dashboard/overview.html", info=info, cost_chart=cost_chart,
+                           token_chart=token_chart)
+
+
+@bp.post("/redeem")
+@login_required
+def redeem():
+    """Credit the balance with an operator-issued redemption code."""
+    code = request.form.get("code", "").strip()
+    if not code:
+        flash("Enter a redemption code.", "error")
+        return redirect(url_for("dashboard.overview"))
+    try:
+        credited = redeem_code(g.dashboard_user, code)
+    except SilkError as err:
+        flash(err.message, "error")
+    else:
+        flash(f"Redeemed: {usd(credited)} was added to your balance.", "success")
+    return redirect(url_for("dashboard.overview"))
+
+
+def redeem_code(user: SignedIn, code: str) -> Decimal:
+    """Claim a code for the user's account through billing; return the USD credited."""
+    from silk.billing.topup import redeem
+
+    with db.engine.begin() as conn:
+        entry = redeem(conn, user.account_id, code, actor=f"dashboard:key:{user.key_id}",
+                       request_id=g.get("request_id"))
+    return units_to_usd(entry.amount_units)
+
+
+@bp.get("/keys")
+@login_required
+def keys():
+    """The account's API keys."""
+    return _keys_page()
+
+
+@bp.post("/keys")
+@login_required
+def create_key():
+    """Make a key and show its secret this once (never stored, never redirected)."""
+    name = request.form.get("name", "").strip()[:100] or "dashboard"
+    new = accounts.create_key(g.dashboard_user.account_id, name=name)
+    return _keys_page(new_secret=new.secret, new_name=name)
+
+
+@bp.post("/keys/<int:key_id>/revoke")
+@login_required
+def revoke_key(key_id: int):
+    """Revoke a key; revoking the one this session uses signs out."""
+    try:
+        key = accounts.revoke_key(key_id, account_id=g.dashboard_user.account_id)
+    except SilkError as err:
+        flash(err.message, "error")
+        return redirect(url_for("dashboard.keys"))
+    key_cache().forget(key.key_hash)
+    db.session.close()
+    if key_id == g.dashboard_user.key_id:
+        session.clear()
+        flash("You revoked the key this session used; sign in with another key.", "info")
+        return redirect(url_for("dashboard.login"))
+    flash(f"Revoked key {key.prefix}… ({key.name}).", "success")
+    return redirect(url_for("dashboard.keys"))
+
+
+def _keys_page(**extra):
+    rows = accounts.list_keys(g.dashboard_user.account_id)
+    db.session.close()
+    return render_template("dashboard/keys.html", keys=rows, now=utcnow(),
+                           current_key_id=g.dashboard_user.key_id, **extra)

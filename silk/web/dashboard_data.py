@@ -1,0 +1,140 @@
+"""What the dashboard shows, read in one short session: balance, quota, daily usage, requests."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from silk.account.keys import hash_secret
+from silk.account.models import Account, ApiKey
+from silk.billing.tiers import tiers
+from silk.database import utcnow
+from silk.extensions import db
+from silk.metering.models import UsageRecord
+from silk.metering.service import month_of
+from silk.pricing import units_to_usd
+
+RECENT_REQUESTS = 25
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day of an account's usage."""
+
+    day: date
+    requests: int
+    tokens: int
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The account page's facts."""
+
+    email: str
+    tier: str
+    discount_percent: Decimal
+    balance: Decimal
+    reserved: Decimal
+    available: Decimal
+    month: str
+    quota_free: int
+    quota_used: int
+    quota_remaining: int
+    month_requests: int
+    month_tokens: int
+    month_cost: Decimal
+    days: tuple[Day, ...]
+    recent: tuple[UsageRecord, ...]
+
+    @property
+    def quota_percent(self) -> int:
+        """Share of the month's free tokens used, for the progress bar."""
+        if not self.quota_free:
+            return 100
+        return min(100, round(100 * self.quota_used / self.quota_free))
+
+
+def key_for_login(secret: str) -> ApiKey | None:
+    """The usable key matching a secret typed into the sign-in form, or None."""
+    secret = (secret or "").strip()
+    if not secret or len(secret) > 256:
+        return None
+    key_hash = hash_secret(secret)
+    key = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    if key is None or not hmac.compare_digest(key.key_hash, key_hash):
+        return None
+    return key if key_usable(key) else None
+
+
+def key_usable(key: ApiKey | None) -> bool:
+    """True while a key is neither revoked nor expired and its account is enabled."""
+    if key is None or key.revoked_at is not None:
+        return False
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return False
+    account = db.session.get(Account, key.account_id)
+    return account is not None and not account.disabled
+
+
+def overview(account_id: int, *, days: int = 30, today: date | None = None) -> Overview:
+    """Read everything the overview page shows for one account."""
+    now = utcnow()
+    today = today or now.date()
+    month = month_of(now)
+    account = db.session.get(Account, account_id)
+    tier = tiers().get(account.tier)
+    free = tier.monthly_free_tokens if tier else 0
+    used = account.quota_used if account.quota_month == month else 0
+    held = account.quota_held if account.quota_month == month else 0
+    start = today - timedelta(days=days - 1)
+    rows = db.session.execute(
+        select(UsageRecord.day, func.count(UsageRecord.id), func.sum(UsageRecord.total_tokens),
+               func.sum(UsageRecord.cost_units))
+        .where(UsageRecord.account_id == account_id, UsageRecord.day >= start)
+        .group_by(UsageRecord.day)).all()
+    by_day = {_as_date(r[0]): r for r in rows}
+    series = tuple(_day(start + timedelta(days=i), by_day) for i in range(days))
+    month_start = datetime(now.year, now.month, 1)
+    totals = db.session.execute(
+        select(func.count(UsageRecord.id), func.sum(UsageRecord.total_tokens),
+               func.sum(UsageRecord.cost_units))
+        .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= month_start)
+    ).one()
+    recent = tuple(db.session.scalars(
+        select(UsageRecord).where(UsageRecord.account_id == account_id)
+        .order_by(UsageRecord.id.desc()).limit(RECENT_REQUESTS)))
+    return Overview(
+        email=account.email, tier=account.tier,
+        discount_percent=_plain(tier.discount * 100) if tier else Decimal(0),
+        balance=units_to_usd(account.balance_units),
+        reserved=units_to_usd(account.reserved_units),
+        available=units_to_usd(max(0, account.balance_units - account.reserved_units)),
+        month=month, quota_free=free, quota_used=used,
+        quota_remaining=max(0, free - used - held),
+        month_requests=totals[0] or 0, month_tokens=int(totals[1] or 0),
+        month_cost=units_to_usd(int(totals[2] or 0)), days=series, recent=recent)
+
+
+def _plain(value: Decimal) -> Decimal:
+    """10.00 -> 10 and 12.50 -> 12.5, never 1E+1."""
+    value = value.normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral() else value
+
+
+def _as_date(value) -> date:
+    """SQLite may hand a day back as text; PostgreSQL as a date."""
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _day(day: date, by_day: dict) -> Day:
+    row = by_day.get(day)
+    if row is None:
+        return Day(day, 0, 0, Decimal(0))
+    return Day(day, row[1] or 0, int(row[2] or 0), units_to_usd(int(row[3] or 0)))

@@ -1,0 +1,48 @@
+"""Client addresses behind proxies and CIDR allow lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from silk.ops.network import TrustedProxies, address_in, parse_networks
+
+
+def test_parse_networks_reads_cidrs_hosts_and_star():
+    nets = parse_networks(" 10.0.0.0/8, 192.168.1.5 ,::1/128,")
+    assert address_in("10.20.30.40", nets) and address_in("192.168.1.5", nets)
+    assert address_in("::1", nets) and not address_in("192.168.1.6", nets)
+    everyone = parse_networks("*")
+    assert address_in("203.0.113.1", everyone) and address_in("2001:db8::1", everyone)
+    assert parse_networks("") == () and parse_networks(None) == ()
+
+
+def test_a_bad_network_is_an_error():
+    with pytest.raises(ValueError):
+        parse_networks("10.0.0.0/33")
+
+
+def test_address_in_handles_mapped_and_junk_addresses():
+    nets = parse_networks("127.0.0.0/8")
+    assert address_in("::ffff:127.0.0.1", nets)
+    assert not address_in("not-an-ip", nets) and not address_in(None, nets)
+
+
+@pytest.mark.parametrize("peer, header, client", [
+    ("127.0.0.1", "203.0.113.7", "203.0.113.7"),
+    ("127.0.0.1", "198.51.100.1, 203.0.113.7", "203.0.113.7"),   # the client forged one hop
+    ("127.0.0.1", "203.0.113.7, 127.0.0.1", "203.0.113.7"),      # two trusted proxies
+    ("203.0.113.9", "10.0.0.1", "203.0.113.9"),                  # untrusted peer: ignored
+    ("127.0.0.1", None, "127.0.0.1"),
+])
+def test_trusted_proxies_pick_the_rightmost_untrusted_hop(peer, header, client):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["addr"] = environ["REMOTE_ADDR"]
+        return []
+
+    environ = {"REMOTE_ADDR": peer}
+    if header:
+        environ["HTTP_X_FORWARDED_FOR"] = header
+    TrustedProxies(app, parse_networks("127.0.0.1,::1"))(environ, None)
+    assert seen["addr"] == client

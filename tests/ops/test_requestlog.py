@@ -1,0 +1,97 @@
+"""One JSON log line per request, with ids, usage, cost and timings; never a key or prompt."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+CHAT = "/v1/chat/completions"
+PROMPT = "My secret plan is pineapple-42"
+
+
+def _body(stream: bool, extra: str = "") -> dict:
+    return {"model": "deepseek-chat", "stream": stream,
+            "messages": [{"role": "user", "content": PROMPT + extra}]}
+
+
+def _no_secrets(log_lines, key: str) -> None:
+    text = "\n".join(log_lines.lines)
+    assert key not in text and key[3:20] not in text
+    assert "pineapple" not in text
+
+
+def test_a_json_request_is_one_line_with_usage_cost_and_timings(client, accounts, log_lines):
+    user = accounts.make(credit="5")
+    response = client.post(f"{CHAT}?api_key={user.key}", json=_body(False))
+    assert response.status_code == 200
+    lines = [line for line in log_lines.requests() if line["path"] == CHAT]
+    assert len(lines) == 1
+    line = lines[0]
+    usage = response.json["usage"]
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["status"] == 200 and line["method"] == "POST" and line["outcome"] == "ok"
+    assert line["account"] == user.id and line["key_id"] == user.key_id
+    assert line["model"] == "deepseek-chat" and line["provider"] == "deepseek"
+    assert line["upstream_model"] == "deepseek-v4-flash" and line["stream"] is False
+    assert line["prompt_tokens"] == usage["prompt_tokens"]
+    assert line["completion_tokens"] == usage["completion_tokens"]
+    assert line["total_tokens"] == usage["total_tokens"]
+    assert Decimal(str(line["cost"])) == Decimal(str(usage["cost"]))
+    assert line["ms"] > 0 and line["upstream_ms"] is not None and line["ip"] == "127.0.0.1"
+    _no_secrets(log_lines, user.key)
+
+
+def test_a_stream_is_logged_once_when_it_ends(client, accounts, log_lines):
+    user = accounts.make(credit="5")
+    response = client.post(CHAT, headers=user.headers, json=_body(True, " [[fake: pieces=5]]"))
+    body = response.get_data()
+    response.close()
+    assert body.endswith(b"data: [DONE]\n\n")
+    lines = [line for line in log_lines.requests() if line["path"] == CHAT]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["stream"] is True and line["outcome"] == "ok" and line["status"] == 200
+    assert line["completion_tokens"] == 5
+    assert line["ttft_ms"] is not None and line["ms"] >= line["ttft_ms"]
+    _no_secrets(log_lines, user.key)
+
+
+def test_a_stream_the_client_leaves_is_logged_as_client_closed(app, accounts, log_lines):
+    user = accounts.make(credit="5")
+    client = app.test_client()
+    response = client.post(CHAT, headers=user.headers, buffered=False,
+                           json=_body(True, " [[fake: pieces=50 chunk_delay=0.02]]"))
+    chunks = iter(response.response)
+    for _ in range(3):
+        next(chunks)
+    assert not [line for line in log_lines.requests() if line["path"] == CHAT]
+    response.close()
+    lines = [line for line in log_lines.requests() if line["path"] == CHAT]
+    assert len(lines) == 1
+    assert lines[0]["outcome"] == "client_closed" and lines[0]["completion_tokens"] > 0
+
+
+def test_errors_are_logged_with_their_code_and_no_key(client, log_lines):
+    bad = "sk-" + "b" * 48
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {bad}"})
+    assert response.status_code == 401
+    (line,) = log_lines.requests()
+    assert line["status"] == 401 and line["error"] == "invalid_api_key"
+    assert line["account"] is None
+    _no_secrets(log_lines, bad)
+
+
+def test_probes_are_logged_at_debug(client, log_lines, caplog):
+    client.get("/healthz")
+    client.get("/readyz")
+    client.get("/v1/pricing")
+    levels = {r["path"]: r["level"] for r in log_lines.requests()}
+    assert levels == {"/healthz": "debug", "/readyz": "debug", "/v1/pricing": "info"}
+    assert logging.getLogger("silk").getEffectiveLevel() <= logging.DEBUG  # captured here
+
+
+def test_log_lines_are_single_line_json(client, log_lines):
+    client.post(CHAT, data=b"{not json", headers={"Authorization": "Bearer nope"})
+    for raw in log_lines.lines:
+        assert "\n" not in raw and raw.startswith("{") and raw.endswith("}")
