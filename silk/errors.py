@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from flask import Flask, g, jsonify
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("silk.errors")
@@ -60,6 +63,10 @@ class Conflict(SilkError):
     status, type, code = 409, "invalid_request_error", "conflict"
 
 
+class Unprocessable(SilkError):
+    status, type, code = 422, "invalid_request_error", "unprocessable"
+
+
 class PayloadTooLarge(SilkError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 
@@ -100,6 +107,24 @@ def error_response(status: int, body: dict, headers: dict[str, str] | None = Non
     return response
 
 
+def database_unavailable(err: BaseException) -> bool:
+    """True for a database error that means "down or unreachable", not "bad statement"."""
+    if isinstance(err, SQLAlchemyTimeoutError | OperationalError | InterfaceError):
+        return True
+    return isinstance(err, DBAPIError) and bool(err.connection_invalidated)
+
+
+def value_out_of_range(err: BaseException) -> bool:
+    """True when the database refused a value itself (an id or number past 64 bits...).
+
+    Such a value came from the request (a path id, a limit) and no row can hold it, so it
+    is the client's mistake, not a fault of the gateway.
+    """
+    if isinstance(err, DataError):
+        return True
+    return isinstance(err, OverflowError) and "SQLite INTEGER" in str(err)
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every failure with the one envelope; never show an exception's text."""
 
@@ -118,6 +143,29 @@ def register_error_handlers(app: Flask) -> None:
         g.error_code = code
         return error_response(status, {"error": {"message": message, "type": kind,
                                                  "param": None, "code": code}})
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(SQLAlchemyTimeoutError)
+    @app.errorhandler(OverflowError)
+    def _database(err: Exception):
+        # A database that is restarting or out of connections is an outage, not a bug:
+        # answer a retryable 503. A value no column can hold is a 400. Anything else
+        # (a constraint, a bad statement) is a bug and stays a 500.
+        if value_out_of_range(err):
+            answer = InvalidRequest("A number or text in the request is out of range.",
+                                    code="value_out_of_range")
+        elif database_unavailable(err):
+            log.warning("database unavailable", extra={"fields": {
+                "request_id": g.get("request_id"), "error": type(err).__name__}})
+            answer = ServiceUnavailable("The service is briefly unavailable; retry shortly.",
+                                        code="database_unavailable", headers={"retry-after": "1"})
+        else:
+            return _unexpected(err)
+        from silk.extensions import db
+
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            db.session.rollback()
+        return _silk(answer)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

@@ -25,19 +25,24 @@ class MemoryLimiter:
     """Counters in this process."""
 
     def __init__(self):
-        self._counts: dict[tuple, int] = {}
+        self._counts: dict[tuple, list[float]] = {}  # key -> [count, end of its window]
         self._lock = threading.Lock()
-        self._minute = 0
+        self._next_prune = 0.0
 
-    def _bump(self, key: tuple, amount: int) -> int:
-        minute = key[-1]
+    def _bump(self, key: tuple, amount: int, window: int = 60) -> int:
+        """Add to the counter `key`, whose last item is its bucket in windows of `window` s."""
+        now = time.time()
         with self._lock:
-            if minute != self._minute:
-                self._counts = {k: v for k, v in self._counts.items() if k[-1] >= minute}
-                self._minute = minute
-            value = self._counts.get(key, 0) + amount
-            self._counts[key] = value
-            return value
+            # Windows of different lengths live side by side (minutes for rates, an hour
+            # for sign-ups), so a counter is dropped when its own window ends, not another's.
+            if now >= self._next_prune:
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+                self._next_prune = now + 60
+            entry = self._counts.get(key)
+            if entry is None:
+                entry = self._counts[key] = [0, (key[-1] + 1) * window]
+            entry[0] += amount
+            return int(entry[0])
 
     def admit(self, name: str, rpm: int | None, tpm: int | None) -> None:
         """Count a request against `name`'s limits or raise 429."""
@@ -57,7 +62,7 @@ class MemoryLimiter:
     def hit(self, name: str, limit: int, window_seconds: int) -> int:
         """Count one event in a window of any length; return the count so far."""
         bucket = int(time.time() // window_seconds)
-        return self._bump((name, "h", window_seconds, bucket), 1)
+        return self._bump((name, "h", window_seconds, bucket), 1, window_seconds)
 
 
 class RedisLimiter:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from silk.catalog.catalogue import Model
 from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
-from silk.errors import InvalidRequest, UpstreamError
+from silk.errors import InvalidRequest, UpstreamError, database_unavailable
 from silk.metering.service import Hold, Outcome, Settlement, settle
 from silk.ops import metrics
 from silk.pricing import Tier, Usage
@@ -28,6 +28,9 @@ from silk.upstream.dialects import scrub, stream_error_event
 
 log = logging.getLogger("silk.relay")
 _READ_SIZE = 65536
+# Pauses between settlement attempts while the database is unreachable (a restart takes
+# seconds): settling late with the real outcome beats leaving the hold to the sweep.
+_SETTLE_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +132,17 @@ class Meter:
             upstream_model=self.upstream_model, provider=self.provider, stream=self.plan.stream,
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((self.first_token - self.started) * 1000) if self.first_token else None)
-        try:
-            self.settlement = settle(self.engine, self.tiers, self.hold, outcome)
-        except Exception:  # noqa: BLE001 - the sweep settles a hold we could not
-            log.exception("settlement failed; the sweep will settle it",
-                          extra={"fields": {"request_id": self.hold.request_id}})
-            return None
+        for pause in (*_SETTLE_RETRY_PAUSES, None):
+            try:
+                # Safe to repeat: settle claims the hold and charges in one transaction.
+                self.settlement = settle(self.engine, self.tiers, self.hold, outcome)
+                break
+            except Exception as exc:  # noqa: BLE001 - the sweep settles a hold we could not
+                if pause is None or not database_unavailable(exc):
+                    log.exception("settlement failed; the sweep will settle it",
+                                  extra={"fields": {"request_id": self.hold.request_id}})
+                    return None
+                time.sleep(pause)
         if self.on_settled:
             self.on_settled(self, outcome)
         return self.settlement
