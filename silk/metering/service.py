@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
 from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from silk.account.models import Account
 from silk.database import utcnow
 from silk.errors import InsufficientBalance, InvalidRequest, NotFound
+from silk.metering import postgres
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
 from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd, worst_case
 
@@ -104,6 +106,8 @@ _SETTLE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     quota_used=case((ACCOUNTS.c.quota_month == bindparam("p_month"),
                      ACCOUNTS.c.quota_used + bindparam("p_free")), else_=bindparam("p_free")),
     quota_month=bindparam("p_month")).returning(ACCOUNTS.c.balance_units)
+_SNAPSHOT = select(*_STATE).where(_THIS_ACCOUNT)
+_RESERVE_ATTEMPTS = 3
 _CLAIM = update(RESERVATIONS).where(
     RESERVATIONS.c.id == bindparam("p_reservation"), RESERVATIONS.c.state == "open"
 ).values(state="settled", settled_at=bindparam("p_now"))
@@ -122,12 +126,30 @@ def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
 
 
+def _short_of_money(bound: Cost, spendable: int, max_output: int) -> InsufficientBalance:
+    return InsufficientBalance(
+        f"Insufficient balance: this request may cost up to ${units_to_usd(bound.total)} "
+        f"({max_output} output tokens at most) and ${units_to_usd(max(spendable, 0))} is "
+        "available. Top up, or lower max_tokens.")
+
+
+@lru_cache(maxsize=8)
+def _autocommit(engine: Engine) -> Engine:
+    """The engine in autocommit mode: single statements need no BEGIN/COMMIT round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_id: int | None,
             request_id: str, model: str, price: Price, prompt_worst: int, max_output: int,
             prompt_estimate: int, ttl_seconds: int) -> Hold:
     """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered."""
     now = utcnow()
     month = month_of(now)
+    if engine.dialect.name == "postgresql":
+        return _reserve_postgres(engine, tiers, now, month, account_id=account_id,
+                                 key_id=key_id, request_id=request_id, model=model, price=price,
+                                 prompt_worst=prompt_worst, max_output=max_output,
+                                 prompt_estimate=prompt_estimate, ttl_seconds=ttl_seconds)
     with engine.begin() as conn:
         row = conn.execute(_LOCK, {"p_account": account_id}).first()
         if row is None or row.disabled:
@@ -137,10 +159,7 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
         bound = worst_case(price, prompt_worst, max_output, tier, free)
         spendable = row.balance_units - row.reserved_units
         if bound.total > spendable:
-            raise InsufficientBalance(
-                f"Insufficient balance: this request may cost up to "
-                f"${units_to_usd(bound.total)} ({max_output} output tokens at most) and "
-                f"${units_to_usd(max(spendable, 0))} is available. Top up, or lower max_tokens.")
+            raise _short_of_money(bound, spendable, max_output)
         conn.execute(_HOLD, {"p_account": account_id, "p_hold": bound.total,
                              "p_quota": bound.free_tokens, "p_month": month, "p_used": used})
         reservation_id = conn.execute(_NEW_RESERVATION, {
@@ -153,6 +172,35 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
                 bound.free_tokens, prompt_estimate, tier)
 
 
+def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime, month: str, *,
+                      account_id: int, key_id: int | None, request_id: str, model: str,
+                      price: Price, prompt_worst: int, max_output: int, prompt_estimate: int,
+                      ttl_seconds: int) -> Hold:
+    """Reserve with one conditional statement (see silk.metering.postgres)."""
+    with _autocommit(engine).connect() as conn:
+        for _attempt in range(_RESERVE_ATTEMPTS):
+            row = conn.execute(_SNAPSHOT, {"p_account": account_id}).first()
+            if row is None or row.disabled:
+                raise NotFound("Account not found.")
+            tier = tier_of(tiers, row.tier)
+            _, free = _free_available(row, tier, month)
+            bound = worst_case(price, prompt_worst, max_output, tier, free)
+            spendable = row.balance_units - row.reserved_units
+            if bound.total > spendable:
+                raise _short_of_money(bound, spendable, max_output)
+            reservation_id = conn.execute(postgres.RESERVE, {
+                "account": account_id, "hold": bound.total, "quota": bound.free_tokens,
+                "tier_quota": tier.monthly_free_tokens, "month": month, "key": key_id,
+                "request": request_id, "model": model, "estimate": prompt_estimate,
+                "worker": WORKER_ID, "now": now,
+                "expires": now + timedelta(seconds=ttl_seconds)}).scalar()
+            if reservation_id is not None:
+                return Hold(reservation_id, account_id, key_id, request_id, model, price,
+                            bound.total, bound.free_tokens, prompt_estimate, tier)
+            # Another request took money or quota since the snapshot: look again.
+    raise _short_of_money(bound, spendable, max_output)
+
+
 def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
            outcome: Outcome) -> Settlement | None:
     """Release a hold and charge the real cost, exactly once; None if already settled.
@@ -163,15 +211,25 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
     now = utcnow()
     month = month_of(now)
     usage = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
+    # The request may use the free tokens it held, no more: then its cost is priced
+    # exactly as its hold was, so it never exceeds the hold (pricing.quote is monotone).
+    cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
+    charged = min(cost.total, hold.hold_units)
+    if engine.dialect.name == "postgresql":
+        with _autocommit(engine).connect() as conn:
+            balance_after = conn.execute(postgres.SETTLE, {
+                "now": now, "reservation": hold.reservation_id, "hold": hold.hold_units,
+                "quota": hold.quota_tokens, "charge": charged, "free": cost.free_tokens,
+                "month": month, **_usage_values(hold, outcome, usage, cost, charged, now),
+            }).scalar()
+        if balance_after is None:
+            return None
+        return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
     with engine.begin() as conn:
         claimed = conn.execute(_CLAIM, {"p_reservation": hold.reservation_id,
                                         "p_now": now}).rowcount
         if claimed != 1:
             return None
-        # The request may use the free tokens it held, no more: then its cost is priced
-        # exactly as its hold was, so it never exceeds the hold (pricing.quote is monotone).
-        cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
-        charged = min(cost.total, hold.hold_units)
         balance_after = conn.execute(_SETTLE, {
             "p_account": hold.account_id, "p_hold": hold.hold_units,
             "p_quota": hold.quota_tokens, "p_charge": charged, "p_free": cost.free_tokens,
@@ -181,21 +239,30 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
                 "account_id": hold.account_id, "kind": "charge", "amount_units": -charged,
                 "balance_after_units": balance_after, "request_id": hold.request_id,
                 "note": hold.model, "actor": "gateway", "created_at": now})
+        values = _usage_values(hold, outcome, usage, cost, charged, now)
+        renamed = {"key": "key_id", "request": "request_id", "charge": "cost_units",
+                   "now": "created_at"}
         conn.execute(_NEW_USAGE_RECORD, {
-            "request_id": hold.request_id, "account_id": hold.account_id,
-            "key_id": hold.key_id, "model": hold.model,
-            "upstream_model": outcome.upstream_model, "provider": outcome.provider,
-            "stream": outcome.stream, "status": outcome.status,
-            "http_status": outcome.http_status, "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "reasoning_tokens": outcome.reasoning_tokens if outcome.billable else 0,
-            "cache_hit_tokens": usage.cache_hit_tokens, "total_tokens": usage.total_tokens,
-            "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
-            "discount_units": cost.discount, "cost_units": charged,
-            "written_off_units": cost.total - charged, "estimated": outcome.estimated,
-            "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "created_at": now,
-            "day": now.date()})
+            renamed.get(name, name): value for name, value in values.items()
+            if name != "billable"} | {"account_id": hold.account_id})
     return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
+
+
+def _usage_values(hold: Hold, outcome: Outcome, usage: Usage, cost: Cost, charged: int,
+                  now: datetime) -> dict:
+    """The usage record's fields, named as both settlement paths bind them."""
+    return {
+        "request": hold.request_id, "key": hold.key_id, "model": hold.model,
+        "upstream_model": outcome.upstream_model, "provider": outcome.provider,
+        "stream": outcome.stream, "status": outcome.status, "http_status": outcome.http_status,
+        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": outcome.reasoning_tokens if outcome.billable else 0,
+        "cache_hit_tokens": usage.cache_hit_tokens, "total_tokens": usage.total_tokens,
+        "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
+        "discount_units": cost.discount, "charge": charged,
+        "written_off_units": cost.total - charged, "estimated": outcome.estimated,
+        "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "now": now,
+        "day": now.date(), "billable": outcome.billable}
 
 
 def credit(conn: Connection, account_id: int, amount_units: int, *, kind: str, note: str = "",
