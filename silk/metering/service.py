@@ -107,7 +107,7 @@ _SETTLE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
                      ACCOUNTS.c.quota_used + bindparam("p_free")), else_=bindparam("p_free")),
     quota_month=bindparam("p_month")).returning(ACCOUNTS.c.balance_units)
 _SNAPSHOT = select(*_STATE).where(_THIS_ACCOUNT)
-_RESERVE_ATTEMPTS = 3
+_RESERVE_ATTEMPTS = 2  # optimistic tries before taking the row lock
 _CLAIM = update(RESERVATIONS).where(
     RESERVATIONS.c.id == bindparam("p_reservation"), RESERVATIONS.c.state == "open"
 ).values(state="settled", settled_at=bindparam("p_now"))
@@ -145,11 +145,22 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
     """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered."""
     now = utcnow()
     month = month_of(now)
+    request = {"account_id": account_id, "key_id": key_id, "request_id": request_id,
+               "model": model, "price": price, "prompt_worst": prompt_worst,
+               "max_output": max_output, "prompt_estimate": prompt_estimate,
+               "ttl_seconds": ttl_seconds}
     if engine.dialect.name == "postgresql":
-        return _reserve_postgres(engine, tiers, now, month, account_id=account_id,
-                                 key_id=key_id, request_id=request_id, model=model, price=price,
-                                 prompt_worst=prompt_worst, max_output=max_output,
-                                 prompt_estimate=prompt_estimate, ttl_seconds=ttl_seconds)
+        hold = _reserve_postgres(engine, tiers, now, month, **request)
+        if hold is not None:
+            return hold
+    return _reserve_locked(engine, tiers, now, month, **request)
+
+
+def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, month: str, *,
+                    account_id: int, key_id: int | None, request_id: str, model: str,
+                    price: Price, prompt_worst: int, max_output: int, prompt_estimate: int,
+                    ttl_seconds: int) -> Hold:
+    """Reserve under the account's row lock (SQLite's way, PostgreSQL's under contention)."""
     with engine.begin() as conn:
         row = conn.execute(_LOCK, {"p_account": account_id}).first()
         if row is None or row.disabled:
@@ -175,8 +186,12 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
 def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime, month: str, *,
                       account_id: int, key_id: int | None, request_id: str, model: str,
                       price: Price, prompt_worst: int, max_output: int, prompt_estimate: int,
-                      ttl_seconds: int) -> Hold:
-    """Reserve with one conditional statement (see silk.metering.postgres)."""
+                      ttl_seconds: int) -> Hold | None:
+    """Reserve with one conditional statement (see silk.metering.postgres).
+
+    None when the account changed under every snapshot tried (many requests racing for the
+    last of its money or free quota): the caller then reserves under the row lock.
+    """
     with _autocommit(engine).connect() as conn:
         for _attempt in range(_RESERVE_ATTEMPTS):
             row = conn.execute(_SNAPSHOT, {"p_account": account_id}).first()
@@ -198,7 +213,7 @@ def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime, 
                 return Hold(reservation_id, account_id, key_id, request_id, model, price,
                             bound.total, bound.free_tokens, prompt_estimate, tier)
             # Another request took money or quota since the snapshot: look again.
-    raise _short_of_money(bound, spendable, max_output)
+    return None
 
 
 def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,

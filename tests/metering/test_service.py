@@ -20,12 +20,15 @@ def _services(app):
         return db.engine, tiers(), service
 
 
-def _reserve(app, account_id, request_id, prompt=100, output=1000):
+def _reserve(app, account_id, request_id, prompt=100, output=1000, locked=False):
     engine, tiers, service = _services(app)
-    return service.reserve(engine, tiers, account_id=account_id, key_id=None,
-                           request_id=request_id, model="deepseek-chat", price=PRICE,
-                           prompt_worst=prompt, max_output=output, prompt_estimate=prompt,
-                           ttl_seconds=60)
+    request = {"account_id": account_id, "key_id": None, "request_id": request_id,
+               "model": "deepseek-chat", "price": PRICE, "prompt_worst": prompt,
+               "max_output": output, "prompt_estimate": prompt, "ttl_seconds": 60}
+    if locked:  # the row-lock path PostgreSQL falls back to under contention
+        now = service.utcnow()
+        return service._reserve_locked(engine, tiers, now, service.month_of(now), **request)
+    return service.reserve(engine, tiers, **request)
 
 
 def test_settle_is_exactly_once(app, accounts):
@@ -45,7 +48,8 @@ def test_settle_is_exactly_once(app, accounts):
     assert accounts.audit() == []
 
 
-def test_threads_racing_for_one_balance_never_overdraw(app, accounts):
+@pytest.mark.parametrize("locked", [False, True], ids=["reserve", "locked"])
+def test_threads_racing_for_one_balance_never_overdraw(app, accounts, locked):
     from tests.chat.helpers import set_quota_left
 
     acct = accounts.make(credit="0.001")  # 1,000,000 units; each hold is 294,000
@@ -53,7 +57,7 @@ def test_threads_racing_for_one_balance_never_overdraw(app, accounts):
 
     def attempt(i):
         try:
-            return _reserve(app, acct.id, f"race-{i}")
+            return _reserve(app, acct.id, f"race-{i}", locked=locked)
         except InsufficientBalance:
             return None
 
