@@ -15,7 +15,6 @@ import orjson
 from flask import request
 from marshmallow import Schema, ValidationError, fields
 
-from silk.chat.schemas import first_error
 from silk.errors import InvalidRequest
 from silk.pricing import units_to_usd
 
@@ -25,8 +24,13 @@ _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 def json_body() -> dict:
     """The request's JSON object; an empty body counts as `{}` so GET-like POSTs work."""
     raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}
+    return json_object(raw) if raw.strip() else {}
+
+
+def json_object(raw: bytes) -> dict:
+    """Decode a JSON object, or raise the 400 that says what is wrong with the body."""
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -105,21 +109,34 @@ class UtcDateTime(fields.Field):
         return None if value is None else value.isoformat(timespec="seconds") + "Z"
 
 
-class StrictInt(fields.Field):
-    """A JSON integer (not a float, string or boolean)."""
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; anything else is a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidRequest(f"Invalid '{name}': a whole number from {low} to {high}.",
+                             param=name)
+    return int(raw)
+
+
+class StrictNumber(fields.Field):
+    """A JSON number (not a string, not a boolean, not NaN)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError("must be a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("must be a finite number")
+        return value
+
+
+class StrictInteger(fields.Field):
+    """A JSON integer."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError("must be an integer")
-        return value
-
-
-class StrictStr(fields.Field):
-    """A JSON string."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise ValidationError("must be a string")
         return value
 
 
@@ -132,12 +149,41 @@ class StrictBool(fields.Field):
         return value
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high]; anything else is a 400 naming it."""
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise InvalidRequest(f"Invalid '{name}': a whole number from {low} to {high}.",
-                             param=name)
-    return int(raw)
+class StrictString(fields.Field):
+    """A JSON string."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("must be a string")
+        return value
+
+
+class OneOf(fields.Field):
+    """A value of one of several JSON types."""
+
+    def __init__(self, *types, **kwargs):
+        super().__init__(**kwargs)
+        self.types = types
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) and bool not in self.types:
+            raise ValidationError("has the wrong type")
+        if not isinstance(value, self.types):
+            names = " or ".join(_TYPE_NAMES[t] for t in self.types)
+            raise ValidationError(f"must be {names}")
+        return value
+
+
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", type(None): "null",
+               int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def first_error(messages: dict, prefix: str = "") -> tuple[str, str]:
+    """Flatten marshmallow's nested error dict to (param path, message) of the first error."""
+    key, value = next(iter(messages.items()))
+    path = f"{prefix}.{key}" if prefix and not isinstance(key, int) else (
+        f"{prefix}[{key}]" if isinstance(key, int) else str(key))
+    if isinstance(value, dict):
+        return first_error(value, path)
+    text = value[0] if isinstance(value, list) and value else str(value)
+    return path, text.rstrip(".")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from silk.database import utcnow
-from silk.validation import StrictInt, StrictStr, UnitsAsUsd, UtcDateTime
+from silk.validation import StrictInteger, StrictString, UnitsAsUsd, UtcDateTime
 
 _EMAIL = validate.Email(error="must be an email address")
 
@@ -13,20 +13,20 @@ _EMAIL = validate.Email(error="must be an email address")
 class RegisterSchema(Schema):
     """POST /v1/register and the /register/ form."""
 
-    email = StrictStr(required=True, validate=[validate.Length(max=254), _EMAIL])
-    invite_code = StrictStr(validate=validate.Length(max=100))
+    email = StrictString(required=True, validate=[validate.Length(max=254), _EMAIL])
+    invite_code = StrictString(validate=validate.Length(max=100))
 
 
 class KeyCreateSchema(Schema):
     """POST /v1/keys: every limit a key can carry."""
 
-    name = StrictStr(load_default="default", validate=validate.Length(min=1, max=100))
+    name = StrictString(load_default="default", validate=validate.Length(min=1, max=100))
     expires_at = UtcDateTime()
-    expires_in_days = StrictInt(validate=validate.Range(1, 3650))
-    models = fields.List(StrictStr(validate=validate.Length(min=1, max=128)),
+    expires_in_days = StrictInteger(validate=validate.Range(1, 3650))
+    models = fields.List(StrictString(validate=validate.Length(min=1, max=128)),
                          validate=validate.Length(min=1, max=100))
-    rpm_limit = StrictInt(validate=validate.Range(min=1))
-    tpm_limit = StrictInt(validate=validate.Range(min=1))
+    rpm_limit = StrictInteger(validate=validate.Range(min=1))
+    tpm_limit = StrictInteger(validate=validate.Range(min=1))
 
     @validates_schema
     def _expiry(self, data, **kwargs):

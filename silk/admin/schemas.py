@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from silk.validation import StrictBool, StrictInt, StrictStr, UnitsAsUsd, Usd, UtcDateTime
+from silk.validation import StrictBool, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
 _TIER = validate.Length(min=1, max=32)
 
@@ -12,9 +12,9 @@ _TIER = validate.Length(min=1, max=32)
 class AccountCreateSchema(Schema):
     """POST /v1/admin/accounts."""
 
-    email = StrictStr(required=True, validate=[validate.Length(max=254),
+    email = StrictString(required=True, validate=[validate.Length(max=254),
                                                validate.Email(error="must be an email address")])
-    tier = StrictStr(validate=_TIER)
+    tier = StrictString(validate=_TIER)
     credit = Usd()
     admin = StrictBool(load_default=False)
 
@@ -22,7 +22,7 @@ class AccountCreateSchema(Schema):
 class AccountPatchSchema(Schema):
     """PATCH /v1/admin/accounts/<id>: a new tier, or disable/enable."""
 
-    tier = StrictStr(validate=_TIER)
+    tier = StrictString(validate=_TIER)
     disabled = StrictBool()
 
 
@@ -30,18 +30,18 @@ class CreditSchema(Schema):
     """POST /v1/admin/accounts/<id>/credits: a top-up, refund or (signed) adjustment."""
 
     amount = Usd(required=True)
-    kind = StrictStr(load_default="topup")
-    note = StrictStr(load_default="", validate=validate.Length(max=200))
+    kind = StrictString(load_default="topup")
+    note = StrictString(load_default="", validate=validate.Length(max=200))
 
 
 class InviteIssueSchema(Schema):
     """POST /v1/admin/invite-codes."""
 
-    count = StrictInt(load_default=1)
-    uses = StrictInt(load_default=1)
-    tier = StrictStr(validate=_TIER)
+    count = StrictInteger(load_default=1)
+    uses = StrictInteger(load_default=1)
+    tier = StrictString(validate=_TIER)
     expires_at = UtcDateTime()
-    note = StrictStr(load_default="", validate=validate.Length(max=200))
+    note = StrictString(load_default="", validate=validate.Length(max=200))
 
 
 class InviteSchema(Schema):

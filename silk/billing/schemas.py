@@ -5,16 +5,16 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from silk.billing.codes import code_state
-from silk.validation import StrictInt, StrictStr, UnitsAsUsd, Usd, UtcDateTime
+from silk.validation import StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
 
 class TopupSchema(Schema):
     """POST /v1/topup: an amount (USD) or a redemption code; `account` is for admin keys."""
 
     amount = Usd()
-    code = StrictStr(validate=validate.Length(min=1, max=100))
+    code = StrictString(validate=validate.Length(min=1, max=100))
     account = fields.Raw()
-    note = StrictStr(validate=validate.Length(max=200))
+    note = StrictString(validate=validate.Length(max=200))
 
     @validates_schema
     def _account(self, data, **kwargs):
@@ -111,16 +111,16 @@ class TierInputSchema(Schema):
     """PUT /v1/admin/tiers/<name>."""
 
     discount_percent = Usd(required=True, validate=validate.Range(0, 100))
-    monthly_free_tokens = StrictInt(required=True, validate=validate.Range(min=0))
+    monthly_free_tokens = StrictInteger(required=True, validate=validate.Range(min=0))
 
 
 class CodeIssueSchema(Schema):
     """POST /v1/admin/redemption-codes."""
 
     amount = Usd(required=True)
-    count = StrictInt(load_default=1)
+    count = StrictInteger(load_default=1)
     expires_at = UtcDateTime()
-    note = StrictStr(load_default="", validate=validate.Length(max=200))
+    note = StrictString(load_default="", validate=validate.Length(max=200))
 
 
 class CodeSchema(Schema):

@@ -2,67 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from silk.validation import OneOf, StrictBool, StrictInteger, StrictNumber, StrictString
 
-class StrictNumber(fields.Field):
-    """A JSON number (not a string, not a boolean, not NaN)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError("must be a number")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValidationError("must be a finite number")
-        return value
-
-
-class StrictInteger(fields.Field):
-    """A JSON integer."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError("must be an integer")
-        return value
-
-
-class StrictBool(fields.Field):
-    """A JSON boolean."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise ValidationError("must be true or false")
-        return value
-
-
-class StrictString(fields.Field):
-    """A JSON string."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise ValidationError("must be a string")
-        return value
-
-
-class OneOf(fields.Field):
-    """A value of one of several JSON types."""
-
-    def __init__(self, *types, **kwargs):
-        super().__init__(**kwargs)
-        self.types = types
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) and bool not in self.types:
-            raise ValidationError("has the wrong type")
-        if not isinstance(value, self.types):
-            names = " or ".join(_TYPE_NAMES[t] for t in self.types)
-            raise ValidationError(f"must be {names}")
-        return value
-
-
-_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", type(None): "null",
-               int: "an integer", float: "a number", bool: "a boolean"}
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
 
@@ -126,14 +69,3 @@ class ChatRequestSchema(Schema):
 
 
 chat_request_schema = ChatRequestSchema()
-
-
-def first_error(messages: dict, prefix: str = "") -> tuple[str, str]:
-    """Flatten marshmallow's nested error dict to (param path, message) of the first error."""
-    key, value = next(iter(messages.items()))
-    path = f"{prefix}.{key}" if prefix and not isinstance(key, int) else (
-        f"{prefix}[{key}]" if isinstance(key, int) else str(key))
-    if isinstance(value, dict):
-        return first_error(value, path)
-    text = value[0] if isinstance(value, list) and value else str(value)
-    return path, text.rstrip(".")

@@ -5,36 +5,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import orjson
 from flask import current_app, g
-from marshmallow import ValidationError
 
 from silk.account.auth import Principal
 from silk.billing.tiers import tiers
 from silk.catalog import catalogue
 from silk.chat import relay
-from silk.chat.schemas import chat_request_schema, first_error
-from silk.errors import InvalidRequest, NotFound, PermissionDenied, SilkError
+from silk.chat.schemas import chat_request_schema
+from silk.errors import NotFound, PermissionDenied, SilkError
 from silk.extensions import db
 from silk.metering.service import reserve
 from silk.ops import metrics
+from silk.validation import json_object, load
 
 
 def parse_body(raw: bytes) -> dict:
     """Decode and validate a chat request body; 400 names the offending field."""
-    if not raw:
-        raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    try:
-        return chat_request_schema.load(body)
-    except ValidationError as err:
-        param, message = first_error(err.messages)
-        raise InvalidRequest(f"Invalid '{param}': {message}.", param=param) from None
+    body = json_object(raw)
+    return load(chat_request_schema, body)
 
 
 def wants_stream(body: dict, accept: str) -> bool:
