@@ -123,7 +123,7 @@ def sweep_cmd(everything: bool):
     """Settle reservations left open by killed workers or past their time."""
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
-    from silk.metering.service import sweep
+    from silk.metering.sweeper import sweep
 
     count = sweep(db.engine, tiers(), catalogue().price_of, everything=everything)
     click.echo(f"settled {count} reservation(s)")

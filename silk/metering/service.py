@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -126,92 +126,99 @@ def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
 
 
-def _short_of_money(bound: Cost, spendable: int, max_output: int) -> InsufficientBalance:
-    return InsufficientBalance(
-        f"Insufficient balance: this request may cost up to ${units_to_usd(bound.total)} "
-        f"({max_output} output tokens at most) and ${units_to_usd(max(spendable, 0))} is "
-        "available. Top up, or lower max_tokens.")
-
-
 @lru_cache(maxsize=8)
 def _autocommit(engine: Engine) -> Engine:
     """The engine in autocommit mode: single statements need no BEGIN/COMMIT round trips."""
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """What a request asks to reserve."""
+
+    account_id: int
+    key_id: int | None
+    request_id: str
+    model: str
+    price: Price
+    prompt_worst: int
+    max_output: int
+    prompt_estimate: int
+    ttl_seconds: int
+
+    def hold(self, reservation_id: int, bound: Cost, tier: Tier) -> Hold:
+        """The hold this ask became."""
+        return Hold(reservation_id, self.account_id, self.key_id, self.request_id, self.model,
+                    self.price, bound.total, bound.free_tokens, self.prompt_estimate, tier)
+
+
+def _bound(row, ask: _Ask, tiers: Mapping[str, Tier], month: str) -> tuple[Tier, int, Cost]:
+    """The account's tier, quota used and the ask's worst case; 404 or 402 if impossible."""
+    if row is None or row.disabled:
+        raise NotFound("Account not found.")
+    tier = tier_of(tiers, row.tier)
+    used, free = _free_available(row, tier, month)
+    bound = worst_case(ask.price, ask.prompt_worst, ask.max_output, tier, free)
+    spendable = row.balance_units - row.reserved_units
+    if bound.total > spendable:
+        raise InsufficientBalance(
+            f"Insufficient balance: this request may cost up to ${units_to_usd(bound.total)} "
+            f"({ask.max_output} output tokens at most) and "
+            f"${units_to_usd(max(spendable, 0))} is available. Top up, or lower max_tokens.")
+    return tier, used, bound
+
+
 def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_id: int | None,
             request_id: str, model: str, price: Price, prompt_worst: int, max_output: int,
             prompt_estimate: int, ttl_seconds: int) -> Hold:
     """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered."""
+    ask = _Ask(account_id, key_id, request_id, model, price, prompt_worst, max_output,
+               prompt_estimate, ttl_seconds)
     now = utcnow()
-    month = month_of(now)
-    request = {"account_id": account_id, "key_id": key_id, "request_id": request_id,
-               "model": model, "price": price, "prompt_worst": prompt_worst,
-               "max_output": max_output, "prompt_estimate": prompt_estimate,
-               "ttl_seconds": ttl_seconds}
     if engine.dialect.name == "postgresql":
-        hold = _reserve_postgres(engine, tiers, now, month, **request)
+        hold = _reserve_postgres(engine, tiers, now, ask)
         if hold is not None:
             return hold
-    return _reserve_locked(engine, tiers, now, month, **request)
+    return _reserve_locked(engine, tiers, now, ask)
 
 
-def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, month: str, *,
-                    account_id: int, key_id: int | None, request_id: str, model: str,
-                    price: Price, prompt_worst: int, max_output: int, prompt_estimate: int,
-                    ttl_seconds: int) -> Hold:
+def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, ask: _Ask) -> Hold:
     """Reserve under the account's row lock (SQLite's way, PostgreSQL's under contention)."""
+    month = month_of(now)
     with engine.begin() as conn:
-        row = conn.execute(_LOCK, {"p_account": account_id}).first()
-        if row is None or row.disabled:
-            raise NotFound("Account not found.")
-        tier = tier_of(tiers, row.tier)
-        used, free = _free_available(row, tier, month)
-        bound = worst_case(price, prompt_worst, max_output, tier, free)
-        spendable = row.balance_units - row.reserved_units
-        if bound.total > spendable:
-            raise _short_of_money(bound, spendable, max_output)
-        conn.execute(_HOLD, {"p_account": account_id, "p_hold": bound.total,
+        row = conn.execute(_LOCK, {"p_account": ask.account_id}).first()
+        tier, used, bound = _bound(row, ask, tiers, month)
+        conn.execute(_HOLD, {"p_account": ask.account_id, "p_hold": bound.total,
                              "p_quota": bound.free_tokens, "p_month": month, "p_used": used})
         reservation_id = conn.execute(_NEW_RESERVATION, {
-            "account_id": account_id, "key_id": key_id, "request_id": request_id,
-            "model": model, "hold_units": bound.total, "quota_tokens": bound.free_tokens,
-            "prompt_estimate": prompt_estimate, "state": "open", "worker": WORKER_ID,
-            "created_at": now, "expires_at": now + timedelta(seconds=ttl_seconds),
+            "account_id": ask.account_id, "key_id": ask.key_id, "request_id": ask.request_id,
+            "model": ask.model, "hold_units": bound.total, "quota_tokens": bound.free_tokens,
+            "prompt_estimate": ask.prompt_estimate, "state": "open", "worker": WORKER_ID,
+            "created_at": now, "expires_at": now + timedelta(seconds=ask.ttl_seconds),
             "settled_at": None}).scalar_one()
-    return Hold(reservation_id, account_id, key_id, request_id, model, price, bound.total,
-                bound.free_tokens, prompt_estimate, tier)
+    return ask.hold(reservation_id, bound, tier)
 
 
-def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime, month: str, *,
-                      account_id: int, key_id: int | None, request_id: str, model: str,
-                      price: Price, prompt_worst: int, max_output: int, prompt_estimate: int,
-                      ttl_seconds: int) -> Hold | None:
+def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
+                      ask: _Ask) -> Hold | None:
     """Reserve with one conditional statement (see silk.metering.postgres).
 
     None when the account changed under every snapshot tried (many requests racing for the
     last of its money or free quota): the caller then reserves under the row lock.
     """
+    month = month_of(now)
     with _autocommit(engine).connect() as conn:
         for _attempt in range(_RESERVE_ATTEMPTS):
-            row = conn.execute(_SNAPSHOT, {"p_account": account_id}).first()
-            if row is None or row.disabled:
-                raise NotFound("Account not found.")
-            tier = tier_of(tiers, row.tier)
-            _, free = _free_available(row, tier, month)
-            bound = worst_case(price, prompt_worst, max_output, tier, free)
-            spendable = row.balance_units - row.reserved_units
-            if bound.total > spendable:
-                raise _short_of_money(bound, spendable, max_output)
+            row = conn.execute(_SNAPSHOT, {"p_account": ask.account_id}).first()
+            tier, _, bound = _bound(row, ask, tiers, month)
             reservation_id = conn.execute(postgres.RESERVE, {
-                "account": account_id, "hold": bound.total, "quota": bound.free_tokens,
-                "tier_quota": tier.monthly_free_tokens, "month": month, "key": key_id,
-                "request": request_id, "model": model, "estimate": prompt_estimate,
+                "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
+                "tier_quota": tier.monthly_free_tokens, "month": month, "key": ask.key_id,
+                "request": ask.request_id, "model": ask.model, "estimate": ask.prompt_estimate,
                 "worker": WORKER_ID, "now": now,
-                "expires": now + timedelta(seconds=ttl_seconds)}).scalar()
+                "expires": now + timedelta(seconds=ask.ttl_seconds)}).scalar()
             if reservation_id is not None:
-                return Hold(reservation_id, account_id, key_id, request_id, model, price,
-                            bound.total, bound.free_tokens, prompt_estimate, tier)
+                return ask.hold(reservation_id, bound, tier)
             # Another request took money or quota since the snapshot: look again.
     return None
 
@@ -305,50 +312,3 @@ def credit(conn: Connection, account_id: int, amount_units: int, *, kind: str, n
         balance_after_units=row.balance_units, request_id=request_id, note=note[:200],
         actor=actor[:100], created_at=utcnow()))
     return row.balance_units
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def abandoned(row, now: datetime, host: str) -> bool:
-    """True for a reservation whose worker is gone or whose time ran out."""
-    if row.expires_at <= now:
-        return True
-    worker_host, _, pid = row.worker.rpartition(":")
-    return worker_host == host and pid.isdigit() and not _pid_alive(int(pid))
-
-
-def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], Price | None],
-          *, everything: bool = False) -> int:
-    """Settle reservations left open by a killed worker or past their time; returns how many.
-
-    What a killed worker delivered is unknown, so the sweep bills the prompt estimate alone
-    and marks it estimated: the customer never pays for output nobody can show was sent.
-    """
-    now = utcnow()
-    host = socket.gethostname()
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(RESERVATIONS, ACCOUNTS.c.tier)
-            .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
-            .where(RESERVATIONS.c.state == "open")).all()
-    settled = 0
-    for row in rows:
-        if not everything and not abandoned(row, now, host):
-            continue
-        price = price_of(row.model) or Price(0, 0)
-        hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
-                    row.hold_units, row.quota_tokens, row.prompt_estimate,
-                    tier_of(tiers, row.tier))
-        outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
-                          estimated=True)
-        if settle(engine, tiers, hold, outcome) is not None:
-            settled += 1
-    return settled

@@ -26,8 +26,8 @@ def _reserve(app, account_id, request_id, prompt=100, output=1000, locked=False)
                "model": "deepseek-chat", "price": PRICE, "prompt_worst": prompt,
                "max_output": output, "prompt_estimate": prompt, "ttl_seconds": 60}
     if locked:  # the row-lock path PostgreSQL falls back to under contention
-        now = service.utcnow()
-        return service._reserve_locked(engine, tiers, now, service.month_of(now), **request)
+        ask = service._Ask(**request)
+        return service._reserve_locked(engine, tiers, service.utcnow(), ask)
     return service.reserve(engine, tiers, **request)
 
 
