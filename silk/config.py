@@ -51,7 +51,7 @@ def _apply_environment(app: Flask) -> None:
     if uri.startswith(("postgres://", "postgresql://")):
         # psycopg 3 cooperates with gevent; make it the driver for a bare postgresql URL.
         cfg["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + uri.split("://", 1)[1]
-    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(cfg["SQLALCHEMY_DATABASE_URI"]))
+    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(cfg))
     if not cfg.get("SECRET_KEY"):
         cfg["SECRET_KEY"] = secrets.token_hex(32)
 
@@ -65,12 +65,15 @@ def _apply_environment(app: Flask) -> None:
     }
 
 
-def _engine_options(uri: str) -> dict:
-    if uri.startswith("sqlite"):
+def _engine_options(cfg) -> dict:
+    if cfg["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         # Writers wait for each other instead of failing; see database events for WAL.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 1800,
-            "pool_timeout": 10}
+    # Each worker holds at most pool + overflow connections: size them so that workers x
+    # hosts fit in the server's max_connections. Statements are short, so a few suffice
+    # even for thousands of streams (a stream holds no connection while it runs).
+    return {"pool_size": cfg["SILK_DB_POOL_SIZE"], "max_overflow": cfg["SILK_DB_MAX_OVERFLOW"],
+            "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 10}
 
 
 def _coerce(raw: str, current):

@@ -63,6 +63,9 @@ class Defaults:
     SILK_TIERS = TIERS
     SILK_DEFAULT_TIER = "free"
 
+    SILK_DB_POOL_SIZE = 8  # PostgreSQL connections each worker keeps
+    SILK_DB_MAX_OVERFLOW = 8  # extra connections a worker may open under a burst
+
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker

@@ -46,8 +46,11 @@ def upstream(fake_upstream):
 def database_url(backend, tmp_path_factory):
     """A URL for an empty database of the backend, created once per session."""
     if backend == "sqlite":
-        return "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "silk.db")
-    return databases.postgres_database(f"silk_test_{os.getpid()}")
+        yield "sqlite:///" + str(tmp_path_factory.mktemp("sqlite") / "silk.db")
+        return
+    name = f"silk_test_{os.getpid()}"
+    yield databases.postgres_database(name)
+    databases.drop_postgres_database(name)
 
 
 def upstream_env(monkeypatch, fake: FakeUpstream, keys=None) -> None:
