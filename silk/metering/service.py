@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from silk.account.models import Account
 from silk.database import utcnow
 from silk.errors import InsufficientBalance, InvalidRequest, NotFound
-from silk.metering import postgres
+from silk.metering import postgres, sqlite
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
 from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd, worst_case
 
@@ -126,6 +126,12 @@ def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
 
 
+def _write_transaction(engine: Engine):
+    """A write transaction: SQLite's cooperative one, or a plain one elsewhere."""
+    return sqlite.write_transaction(engine) if engine.dialect.name == "sqlite" else (
+        engine.begin())
+
+
 @lru_cache(maxsize=8)
 def _autocommit(engine: Engine) -> Engine:
     """The engine in autocommit mode: single statements need no BEGIN/COMMIT round trips."""
@@ -185,7 +191,7 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
 def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, ask: _Ask) -> Hold:
     """Reserve under the account's row lock (SQLite's way, PostgreSQL's under contention)."""
     month = month_of(now)
-    with engine.begin() as conn:
+    with _write_transaction(engine) as conn:
         row = conn.execute(_LOCK, {"p_account": ask.account_id}).first()
         tier, used, bound = _bound(row, ask, tiers, month)
         conn.execute(_HOLD, {"p_account": ask.account_id, "p_hold": bound.total,
@@ -247,7 +253,7 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
         if balance_after is None:
             return None
         return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
-    with engine.begin() as conn:
+    with _write_transaction(engine) as conn:
         claimed = conn.execute(_CLAIM, {"p_reservation": hold.reservation_id,
                                         "p_now": now}).rowcount
         if claimed != 1:

@@ -119,3 +119,26 @@ def test_credit_cannot_take_held_money(app, accounts):
     with app.app_context(), db.engine.begin() as conn:
         after = credit(conn, acct.id, -(1_000_000 - 294_000), kind="adjustment", note="ok")
     assert after == 294_000
+
+
+def test_sqlite_writer_waits_for_the_lock_without_blocking(app, accounts, backend):
+    """Another process holding SQLite's write lock delays a reservation; it does not fail it."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    import sqlite3
+    import threading
+    import time
+
+    from silk.extensions import db
+
+    acct = accounts.make(credit="1")
+    with app.app_context():
+        path = db.engine.url.database
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other worker is writing
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    hold = _reserve(app, acct.id, "waits")
+    assert time.monotonic() - started >= 0.25
+    assert hold.hold_units >= 0 and accounts.row(acct.id).reserved_units == hold.hold_units
+    other.close()
