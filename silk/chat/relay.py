@@ -77,16 +77,30 @@ def make_plan(model: Model, request: dict, *, stream: bool, image_allowance: int
 
 
 def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:
-    """Read an OpenAI-style usage object (with DeepSeek's cache fields); None if absent."""
+    """Read an OpenAI-style usage object (with DeepSeek's cache fields); None if absent.
+
+    A usage object that is not made of whole numbers counts as absent: the request is then
+    billed from an estimate, never failed for what the provider sent.
+    """
     if not isinstance(data, Mapping):
         return None
-    prompt = int(data.get("prompt_tokens") or 0)
-    completion = int(data.get("completion_tokens") or 0)
-    hit = data.get("prompt_cache_hit_tokens")
-    if hit is None:
-        hit = (data.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (data.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return Usage(prompt, completion, int(hit)), int(reasoning)
+    try:
+        prompt = int(data.get("prompt_tokens") or 0)
+        completion = int(data.get("completion_tokens") or 0)
+        hit = data.get("prompt_cache_hit_tokens")
+        if hit is None:
+            hit = _mapping(data.get("prompt_tokens_details")).get("cached_tokens") or 0
+        reasoning = _mapping(data.get("completion_tokens_details")).get("reasoning_tokens") or 0
+        usage = Usage(prompt, completion, int(hit))
+        if min(prompt, completion, usage.cache_hit_tokens) < 0:
+            return None
+        return usage, int(reasoning)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mapping(value) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
 
 
 class Meter:
@@ -176,9 +190,9 @@ def complete(client: UpstreamClient, meter: Meter) -> tuple[dict, Settlement | N
     if parsed:
         meter.usage, meter.reasoning_tokens = parsed
     else:
-        for choice in data.get("choices") or ():
-            if isinstance(choice, dict):
-                meter.delivered.add_chunk({"choices": [{"delta": choice.get("message") or {}}]})
+        choices = data["choices"] if isinstance(data["choices"], list) else []
+        meter.delivered.add_chunk({"choices": [
+            {"delta": choice.get("message")} for choice in choices if isinstance(choice, dict)]})
         meter.delivered_any = True
     settlement = meter.finish("ok")
     if not parsed:
@@ -297,7 +311,7 @@ def _observe(meter: Meter, payload: bytes) -> bytes | None:
     if chunk.get("choices"):
         meter.delivered_any = True
     usage = chunk.get("usage")
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return encode_data(payload)
     parsed = usage_from(usage)
     if parsed:

@@ -62,14 +62,20 @@ class DeliveredText:
         self.tokens = 0
 
     def add_chunk(self, chunk: dict) -> None:
-        """Count the text of one streamed chunk's deltas."""
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
+        """Count the text of one streamed chunk's deltas (whatever shape the provider sent)."""
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
             for field in ("content", "reasoning_content"):
                 value = delta.get(field)
-                if value:
+                if isinstance(value, str):
                     self.tokens += estimate_text(value)
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") or {}
-                self.tokens += estimate_text(function.get("arguments") or "") + (
-                    2 if function.get("name") else 0)
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    arguments = function.get("arguments")
+                    self.tokens += estimate_text(arguments if isinstance(arguments, str) else "")
+                    self.tokens += 2 if function.get("name") else 0
