@@ -10,19 +10,20 @@ taken, yield to the event loop and ask again: waiting costs other greenlets noth
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 _GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = 30000  # what the rest of the app waits (see silk.database_events)
 
 
-def _locked(error: OperationalError) -> bool:
-    return "locked" in str(error.orig).lower() or "busy" in str(error.orig).lower()
+def _locked(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "locked" in message or "busy" in message
 
 
 @contextmanager
@@ -31,17 +32,18 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     deadline = time.monotonic() + _GIVE_UP_AFTER
     pause = 0.0005
     with engine.connect() as conn:
+        # The lock dance talks to the driver directly: three C calls, no statement compiling.
+        driver = conn.connection.driver_connection
         while True:
-            conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+            driver.execute("PRAGMA busy_timeout = 0")
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                driver.execute("BEGIN IMMEDIATE")
                 break
-            except OperationalError as error:
-                conn.rollback()
+            except sqlite3.OperationalError as error:
                 if not _locked(error) or time.monotonic() > deadline:
                     raise
             finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                driver.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             # time.sleep is gevent's under gunicorn: other greenlets run meanwhile.
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.02)
@@ -49,5 +51,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
         except BaseException:
             conn.rollback()
+            driver.rollback()  # in case the body failed before its first statement
             raise
         conn.commit()
+        driver.commit()  # no-op when SQLAlchemy committed; ends a transaction it never saw
