@@ -71,9 +71,11 @@ def _engine_options(cfg) -> dict:
         return {"connect_args": {"timeout": 30}}
     # Each worker holds at most pool + overflow connections: size them so that workers x
     # hosts fit in the server's max_connections. Statements are short, so a few suffice
-    # even for thousands of streams (a stream holds no connection while it runs).
+    # even for thousands of streams (a stream holds no connection while it runs). A burst
+    # that saturates the CPU makes checkouts wait on busy greenlets, not on the database,
+    # so the wait for a connection is generous rather than a quick 503.
     return {"pool_size": cfg["SILK_DB_POOL_SIZE"], "max_overflow": cfg["SILK_DB_MAX_OVERFLOW"],
-            "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 10}
+            "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 30}
 
 
 def _coerce(raw: str, current):
