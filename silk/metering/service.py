@@ -1,9 +1,10 @@
 """Reserve, settle and credit: the only code that changes a balance.
 
 Every function here runs one short transaction on its own connection, so a stream holds
-no database connection while it runs. The first statement of each transaction is an
-UPDATE of the account row: it takes the row lock on PostgreSQL and the write lock on
-SQLite, so concurrent requests on any number of workers or hosts see each other's holds.
+no database connection while it runs. Each database gets the shortest safe form: on
+PostgreSQL one conditional statement (silk.metering.postgres), on SQLite a transaction
+under its single write lock (silk.metering.sqlite); either way concurrent requests on any
+number of workers or hosts see each other's holds and cannot overdraw.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from silk.account.models import Account
@@ -98,22 +99,9 @@ _HOLD = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     reserved_units=ACCOUNTS.c.reserved_units + bindparam("p_hold"),
     quota_held=ACCOUNTS.c.quota_held + bindparam("p_quota"),
     quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
-# Every right-hand side reads the row as it was, so quota_used is reset by the old month.
-_SETTLE = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
-    reserved_units=ACCOUNTS.c.reserved_units - bindparam("p_hold"),
-    quota_held=ACCOUNTS.c.quota_held - bindparam("p_quota"),
-    balance_units=ACCOUNTS.c.balance_units - bindparam("p_charge"),
-    quota_used=case((ACCOUNTS.c.quota_month == bindparam("p_month"),
-                     ACCOUNTS.c.quota_used + bindparam("p_free")), else_=bindparam("p_free")),
-    quota_month=bindparam("p_month")).returning(ACCOUNTS.c.balance_units)
 _SNAPSHOT = select(*_STATE).where(_THIS_ACCOUNT)
 _RESERVE_ATTEMPTS = 2  # optimistic tries before taking the row lock
-_CLAIM = update(RESERVATIONS).where(
-    RESERVATIONS.c.id == bindparam("p_reservation"), RESERVATIONS.c.state == "open"
-).values(state="settled", settled_at=bindparam("p_now"))
 _NEW_RESERVATION = insert(RESERVATIONS).returning(RESERVATIONS.c.id)
-_NEW_LEDGER_ENTRY = insert(LEDGER)
-_NEW_USAGE_RECORD = insert(USAGE)
 
 
 def tier_of(tiers: Mapping[str, Tier], name: str) -> Tier:
@@ -124,12 +112,6 @@ def tier_of(tiers: Mapping[str, Tier], name: str) -> Tier:
 def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     used = row.quota_used if row.quota_month == month else 0
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
-
-
-def _write_transaction(engine: Engine):
-    """A write transaction: SQLite's cooperative one, or a plain one elsewhere."""
-    return sqlite.write_transaction(engine) if engine.dialect.name == "sqlite" else (
-        engine.begin())
 
 
 @lru_cache(maxsize=8)
@@ -181,17 +163,31 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
     ask = _Ask(account_id, key_id, request_id, model, price, prompt_worst, max_output,
                prompt_estimate, ttl_seconds)
     now = utcnow()
-    if engine.dialect.name == "postgresql":
-        hold = _reserve_postgres(engine, tiers, now, ask)
-        if hold is not None:
-            return hold
-    return _reserve_locked(engine, tiers, now, ask)
+    if engine.dialect.name == "sqlite":
+        return _reserve_sqlite(engine, tiers, now, ask)
+    return _reserve_postgres(engine, tiers, now, ask) or _reserve_locked(engine, tiers, now, ask)
+
+
+def _reserve_sqlite(engine: Engine, tiers: Mapping[str, Tier], now: datetime, ask: _Ask) -> Hold:
+    """Reserve inside SQLite's write lock (see silk.metering.sqlite)."""
+    month = month_of(now)
+    with sqlite.write_transaction(engine) as driver:
+        tier, used, bound = _bound(sqlite.lock_account(driver, ask.account_id), ask, tiers, month)
+        sqlite.run(driver, sqlite.HOLD, {"account": ask.account_id, "hold": bound.total,
+                                         "quota": bound.free_tokens, "month": month,
+                                         "used": used})
+        (reservation_id,) = sqlite.run(driver, sqlite.NEW_RESERVATION, {
+            "account": ask.account_id, "key": ask.key_id, "request": ask.request_id,
+            "model": ask.model, "hold": bound.total, "quota": bound.free_tokens,
+            "estimate": ask.prompt_estimate, "worker": WORKER_ID, "now": now,
+            "expires": now + timedelta(seconds=ask.ttl_seconds)})
+    return ask.hold(reservation_id, bound, tier)
 
 
 def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, ask: _Ask) -> Hold:
-    """Reserve under the account's row lock (SQLite's way, PostgreSQL's under contention)."""
+    """Reserve under the account's row lock: PostgreSQL's way when optimism keeps losing."""
     month = month_of(now)
-    with _write_transaction(engine) as conn:
+    with engine.begin() as conn:
         row = conn.execute(_LOCK, {"p_account": ask.account_id}).first()
         tier, used, bound = _bound(row, ask, tiers, month)
         conn.execute(_HOLD, {"p_account": ask.account_id, "p_hold": bound.total,
@@ -253,26 +249,17 @@ def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
         if balance_after is None:
             return None
         return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
-    with _write_transaction(engine) as conn:
-        claimed = conn.execute(_CLAIM, {"p_reservation": hold.reservation_id,
-                                        "p_now": now}).rowcount
-        if claimed != 1:
+    values = {"account": hold.account_id, "reservation": hold.reservation_id,
+              "hold": hold.hold_units, "quota": hold.quota_tokens, "free": cost.free_tokens,
+              "month": month, **_usage_values(hold, outcome, usage, cost, charged, now)}
+    with sqlite.write_transaction(engine) as driver:
+        if driver.execute(sqlite.CLAIM, {"now": sqlite._stored(now),
+                                         "reservation": hold.reservation_id}).rowcount != 1:
             return None
-        balance_after = conn.execute(_SETTLE, {
-            "p_account": hold.account_id, "p_hold": hold.hold_units,
-            "p_quota": hold.quota_tokens, "p_charge": charged, "p_free": cost.free_tokens,
-            "p_month": month}).scalar_one()
+        (balance_after,) = sqlite.run(driver, sqlite.SETTLE, values)
         if outcome.billable:
-            conn.execute(_NEW_LEDGER_ENTRY, {
-                "account_id": hold.account_id, "kind": "charge", "amount_units": -charged,
-                "balance_after_units": balance_after, "request_id": hold.request_id,
-                "note": hold.model, "actor": "gateway", "created_at": now})
-        values = _usage_values(hold, outcome, usage, cost, charged, now)
-        renamed = {"key": "key_id", "request": "request_id", "charge": "cost_units",
-                   "now": "created_at"}
-        conn.execute(_NEW_USAGE_RECORD, {
-            renamed.get(name, name): value for name, value in values.items()
-            if name != "billable"} | {"account_id": hold.account_id})
+            sqlite.run(driver, sqlite.NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
+        sqlite.run(driver, sqlite.NEW_USAGE_RECORD, values)
     return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
 
 
