@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 _GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = 30000  # what the rest of the app waits (see silk.database_events)
@@ -45,7 +46,7 @@ def write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
                 break
             except sqlite3.OperationalError as error:
                 if not _locked(error) or time.monotonic() > deadline:
-                    raise
+                    raise _unavailable(error) from error
             finally:
                 driver.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             # time.sleep is gevent's under gunicorn: other greenlets run meanwhile.
@@ -53,10 +54,18 @@ def write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
             pause = min(pause * 2, 0.02)
         try:
             yield driver
+            driver.commit()
+        except sqlite3.OperationalError as error:
+            driver.rollback()
+            raise _unavailable(error) from error
         except BaseException:
             driver.rollback()
             raise
-        driver.commit()
+
+
+def _unavailable(error: sqlite3.OperationalError) -> OperationalError:
+    """SQLAlchemy's form of a driver failure, which the app answers with a retryable 503."""
+    return OperationalError("metering transaction", None, error)
 
 
 class AccountState(NamedTuple):
