@@ -181,3 +181,14 @@ def gateways(database_url: str, env: dict, count: int, tmp_path, *, workers: int
     finally:
         for gateway in running:
             gateway.stop()
+
+
+@contextlib.contextmanager
+def module_gateway(database_url: str, fake, tmp_path_factory, name: str, **settings: str):
+    """A gunicorn-run gateway (two workers) for a whole test module, at the fake upstream."""
+    from tests.conftest import upstream_env_dict
+
+    env = {**upstream_env_dict(fake), "SILK_SWEEP_INTERVAL": "0", **settings}
+    log = tmp_path_factory.mktemp(name) / "gunicorn.log"
+    with Gateway(database_url, env, workers=2, log_path=log) as running:
+        yield running

@@ -19,12 +19,12 @@ from tests.reliability.helpers import (
     call,
     errors_logged,
     hang_up,
+    module_gateway,
     open_reservations,
     raw_request,
     stream_ok,
     wait_until,
 )
-from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,8 @@ def database_url(pg_url):
 @pytest.fixture(scope="module")
 def served(database_url, fake_upstream, tmp_path_factory):
     """The gateway under gunicorn, shared by this module's tests."""
-    from tests.conftest import upstream_env_dict
-
-    env = {**upstream_env_dict(fake_upstream), "SILK_SWEEP_INTERVAL": "0",
-           "SILK_UPSTREAM_READ_TIMEOUT": "10"}
-    log = tmp_path_factory.mktemp("disconnects") / "gunicorn.log"
-    with Gateway(database_url, env, workers=2, log_path=log) as running:
+    with module_gateway(database_url, fake_upstream, tmp_path_factory, "disconnects",
+                        SILK_UPSTREAM_READ_TIMEOUT="10") as running:
         yield running
 
 

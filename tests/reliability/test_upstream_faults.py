@@ -20,9 +20,9 @@ from tests.reliability.helpers import (
     body,
     call,
     errors_logged,
+    module_gateway,
     open_reservations,
 )
-from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,9 @@ def database_url(pg_url):
 @pytest.fixture(scope="module")
 def faulty(database_url, fake_upstream, tmp_path_factory):
     """A gateway with a short read timeout and short key rests, for the whole module."""
-    from tests.conftest import upstream_env_dict
-
-    env = {**upstream_env_dict(fake_upstream), "SILK_SWEEP_INTERVAL": "0",
-           "SILK_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT), "SILK_KEY_COOLDOWN": "0.5"}
-    log = tmp_path_factory.mktemp("faults") / "gunicorn.log"
-    with Gateway(database_url, env, workers=2, log_path=log) as running:
+    with module_gateway(database_url, fake_upstream, tmp_path_factory, "faults",
+                        SILK_UPSTREAM_READ_TIMEOUT=str(READ_TIMEOUT),
+                        SILK_KEY_COOLDOWN="0.5") as running:
         yield running
 
 
