@@ -24,9 +24,6 @@ def _usd(value: str) -> int:
     return usd_to_units(amount)
 
 
-_fail = fail
-
-
 @silk_cli.command("create-account")
 @click.argument("email")
 @click.option("--tier", default=None, help="Tier name (default: the configured default tier).")
@@ -42,7 +39,7 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
             email, tier=tier or current_app.config["SILK_DEFAULT_TIER"], known_tiers=tiers(),
             credit_units=_usd(credit), is_admin=admin, actor="cli")
     except SilkError as err:
-        _fail(err)
+        fail(err)
     click.echo(f"account {account.id} {account.email} tier={account.tier} "
                f"admin={'yes' if account.is_admin else 'no'} "
                f"balance={usd(_usd(credit))}")
@@ -68,7 +65,7 @@ def create_key_cmd(account: str, name: str, expires: datetime | None, models: st
                          allowed_models=[m.strip() for m in models.split(",") if m.strip()],
                          rpm_limit=rpm, tpm_limit=tpm)
     except SilkError as err:
-        _fail(err)
+        fail(err)
     click.echo(f"key {key.record.id} for account {target.id} ({key.record.name})")
     click.echo(key.secret)
 
@@ -82,7 +79,7 @@ def list_keys_cmd(account: str | None):
     try:
         account_id = find_account(account).id if account else None
     except SilkError as err:
-        _fail(err)
+        fail(err)
     for key in list_keys(account_id):
         state = "revoked" if key.revoked_at else (
             f"expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "active")
@@ -99,7 +96,7 @@ def revoke_key_cmd(key_id: int):
     try:
         key = revoke_key(key_id)
     except SilkError as err:
-        _fail(err)
+        fail(err)
     click.echo(f"key {key.id} revoked")
 
 

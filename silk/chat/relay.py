@@ -21,7 +21,7 @@ from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
 from silk.errors import InvalidRequest, UpstreamError, database_unavailable
 from silk.metering.service import Hold, Outcome, Settlement, settle
 from silk.ops import metrics
-from silk.pricing import Tier, Usage
+from silk.pricing import Usage
 from silk.sse import DONE, DONE_EVENT, SSEParser, encode_comment, encode_data
 from silk.upstream.client import UpstreamClient
 from silk.upstream.dialects import scrub, stream_error_event
@@ -106,10 +106,9 @@ def _mapping(value) -> Mapping:
 class Meter:
     """One request's bookkeeping: what arrived, what was delivered, and settling exactly once."""
 
-    def __init__(self, engine: Engine, tiers: Mapping[str, Tier], hold: Hold, plan: Plan,
-                 provider: str, on_settled=None):
+    def __init__(self, engine: Engine, hold: Hold, plan: Plan, provider: str,
+                 on_settled=None):
         self.engine = engine
-        self.tiers = tiers
         self.hold = hold
         self.plan = plan
         self.provider = provider
@@ -149,7 +148,7 @@ class Meter:
         for pause in (*_SETTLE_RETRY_PAUSES, None):
             try:
                 # Safe to repeat: settle claims the hold and charges in one transaction.
-                self.settlement = settle(self.engine, self.tiers, self.hold, outcome)
+                self.settlement = settle(self.engine, self.hold, outcome)
                 break
             except Exception as exc:  # noqa: BLE001 - the sweep settles a hold we could not
                 if pause is None or not database_unavailable(exc):

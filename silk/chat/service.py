@@ -73,14 +73,13 @@ def start(principal: Principal, raw: bytes, accept: str) -> Started:
     stream = wants_stream(body, accept)
     plan = relay.make_plan(model, body, stream=stream,
                            image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
-    tier_table = tiers()
     engine = db.engine
-    hold = reserve(engine, tier_table, account_id=principal.account_id,
+    hold = reserve(engine, tiers(), account_id=principal.account_id,
                    key_id=principal.key_id, request_id=g.request_id, model=model.id,
                    price=model.price, prompt_worst=plan.prompt_bound,
                    max_output=plan.max_output, prompt_estimate=plan.prompt_estimate,
                    ttl_seconds=config["SILK_RESERVATION_TTL"])
-    meter = relay.Meter(engine, tier_table, hold, plan, model.provider,
+    meter = relay.Meter(engine, hold, plan, model.provider,
                         _after_settle(limiter, principal.key_id))
     client = current_app.extensions["silk.upstreams"][model.provider]
     try:

@@ -225,8 +225,7 @@ def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
     return None
 
 
-def settle(engine: Engine, tiers: Mapping[str, Tier], hold: Hold,
-           outcome: Outcome) -> Settlement | None:
+def settle(engine: Engine, hold: Hold, outcome: Outcome) -> Settlement | None:
     """Release a hold and charge the real cost, exactly once; None if already settled.
 
     One claim of the reservation (which makes a second settlement a no-op), one update of

@@ -95,6 +95,6 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
                     tier_of(tiers, row.tier))
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
                           estimated=True)
-        if settle(engine, tiers, hold, outcome) is not None:
+        if settle(engine, hold, outcome) is not None:
             settled += 1
     return settled

@@ -40,9 +40,9 @@ def test_settle_is_exactly_once(app, accounts):
     assert accounts.row(acct.id).reserved_units == hold.hold_units == 100 * 140 + 1000 * 280
     engine, tiers, service = _services(app)
     outcome = service.Outcome(status="ok", usage=Usage(50, 10))
-    first = service.settle(engine, tiers, hold, outcome)
+    first = service.settle(engine, hold, outcome)
     assert first.charged_units == 50 * 140 + 10 * 280
-    assert service.settle(engine, tiers, hold, outcome) is None
+    assert service.settle(engine, hold, outcome) is None
     assert accounts.balance_units(acct.id) == 10**9 - first.charged_units
     assert len(accounts.usage_records(acct.id)) == 1
     assert accounts.audit() == []
@@ -67,7 +67,7 @@ def test_threads_racing_for_one_balance_never_overdraw(app, accounts, locked):
     assert accounts.row(acct.id).reserved_units == 3 * 294_000
     engine, tiers, service = _services(app)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        list(pool.map(lambda h: service.settle(engine, tiers, h, service.Outcome(
+        list(pool.map(lambda h: service.settle(engine, h, service.Outcome(
             status="ok", usage=Usage(100, 1000))), holds))
     row = accounts.row(acct.id)
     assert row.reserved_units == 0 and row.balance_units == 1_000_000 - 3 * 294_000
@@ -85,7 +85,7 @@ def test_free_quota_is_held_too(app, accounts):
     with pytest.raises(InsufficientBalance):
         _reserve(app, acct.id, "q2", prompt=100, output=1000)  # 400 left: needs money
     engine, tiers, service = _services(app)
-    service.settle(engine, tiers, first, service.Outcome(status="ok", usage=Usage(10, 10)))
+    service.settle(engine, first, service.Outcome(status="ok", usage=Usage(10, 10)))
     second = _reserve(app, acct.id, "q3", prompt=100, output=1000)
     assert second.hold_units == 0  # the unused part of the first hold came back
     assert accounts.row(acct.id).quota_used == 100_000 - 1500 + 20

@@ -77,26 +77,23 @@ class AccountMaker:
 
     def usage_records(self, account_id: int):
         """Every usage record of an account, oldest first."""
-        from sqlalchemy import select
-
-        from silk.extensions import db
         from silk.metering.models import UsageRecord
 
-        with self.app.app_context():
-            rows = list(db.session.scalars(select(UsageRecord).where(
-                UsageRecord.account_id == account_id).order_by(UsageRecord.id)))
-            db.session.remove()
-            return rows
+        return self._rows(UsageRecord, account_id)
 
     def ledger(self, account_id: int):
         """Every ledger entry of an account, oldest first."""
+        from silk.metering.models import LedgerEntry
+
+        return self._rows(LedgerEntry, account_id)
+
+    def _rows(self, model, account_id: int) -> list:
         from sqlalchemy import select
 
         from silk.extensions import db
-        from silk.metering.models import LedgerEntry
 
         with self.app.app_context():
-            rows = list(db.session.scalars(select(LedgerEntry).where(
-                LedgerEntry.account_id == account_id).order_by(LedgerEntry.id)))
+            rows = list(db.session.scalars(select(model).where(
+                model.account_id == account_id).order_by(model.id)))
             db.session.remove()
             return rows

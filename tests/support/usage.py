@@ -26,7 +26,7 @@ def spend(app, account_id: int, *, model: str = "deepseek-chat", prompt: int, co
                        ttl_seconds=60)
         outcome = Outcome(status="ok", usage=Usage(prompt, completion, cache_hit),
                           upstream_model=model, provider="deepseek")
-        return settle(db.engine, table, hold, outcome)
+        return settle(db.engine, hold, outcome)
 
 
 def backdate(app, account_id: int, day: date) -> None:
