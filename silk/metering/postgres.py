@@ -1,76 +1,272 @@
-"""PostgreSQL's way to reserve and settle: one statement each, in autocommit.
+"""PostgreSQL's way to reserve and settle: one statement each, group-committed per process.
 
-On PostgreSQL every round trip and every held row lock costs: a request that took the
-account's row lock, computed, wrote and committed in five round trips made every other
-request of that account queue behind it. Here the hold is computed from an unlocked
-snapshot and applied by one conditional UPDATE that re-checks the balance and the quota
-(so a stale snapshot can only make the statement match nothing, never overdraw), chained
-with the reservation INSERT in one statement; the row lock lasts for that statement alone.
-Settlement claims the reservation, charges the account and writes the ledger entry and the
-usage record in one statement too.
+On PostgreSQL every round trip and every held row lock costs. A hold is computed from a
+snapshot of the account and applied by one conditional UPDATE, chained with the
+reservation INSERT, that re-checks everything the hold was computed from: the tier, the
+spendable balance and the free quota the request may use. A stale snapshot can therefore
+only make the statement match nothing (it then returns the account as it is, to try
+again), never overdraw nor mis-price. Settlement claims the reservation, charges the
+account and writes the ledger entry and the usage record in one statement too.
+
+Each process sends these statements over one connection of its own, through a group
+commit (silk.metering.groupcommit): the statements that arrive while a batch is in flight
+go together in the next transaction, pipelined, ordered by account so that two processes'
+batches always lock accounts in the same order and cannot deadlock. The channel also keeps
+the last state each statement returned of an account, so a request needs no separate read.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import os
+import select
+import threading
+import weakref
+from typing import Any, NamedTuple
 
-RESERVE = text("""
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from silk.metering.groupcommit import BatchInterrupted, GroupCommit
+
+try:  # a poll with no timeout never blocks: gevent's own would only add overhead
+    from gevent.monkey import get_original
+
+    _poll = get_original("select", "poll")
+except ImportError:  # pragma: no cover - gevent is a dependency
+    _poll = select.poll
+
+_STATE = ("balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
+          "disabled")
+
+SNAPSHOT = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
+
+RESERVE = f"""
 WITH held AS (
     UPDATE accounts SET
-        reserved_units = reserved_units + :hold,
-        quota_held = quota_held + :quota,
-        quota_used = CASE WHEN quota_month = :month THEN quota_used ELSE 0 END,
-        quota_month = :month
-    WHERE id = :account AND NOT disabled
-      AND balance_units - reserved_units >= :hold
-      AND (CAST(:quota AS BIGINT) = 0
-           OR CAST(:tier_quota AS BIGINT)
-              - CASE WHEN quota_month = :month THEN quota_used ELSE 0 END
-              - quota_held >= :quota)
+        reserved_units = reserved_units + %(hold)s,
+        quota_held = quota_held + %(quota)s,
+        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END,
+        quota_month = %(month)s
+    WHERE id = %(account)s AND NOT disabled AND tier = %(tier)s
+      AND balance_units - reserved_units >= %(hold)s
+      AND LEAST(GREATEST(CAST(%(tier_quota)s AS BIGINT)
+                         - CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END
+                         - quota_held, 0), CAST(%(want)s AS BIGINT)) = %(quota)s
+    RETURNING id, {_STATE}
+), made AS (
+    INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, quota_tokens,
+                              prompt_estimate, state, worker, created_at, expires_at)
+    SELECT id, CAST(%(key)s AS INTEGER), %(request)s, %(model)s, %(hold)s, %(quota)s,
+           %(estimate)s, 'open', %(worker)s, %(now)s, %(expires)s
+    FROM held
     RETURNING id
 )
-INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, quota_tokens,
-                          prompt_estimate, state, worker, created_at, expires_at)
-SELECT id, CAST(:key AS INTEGER), CAST(:request AS VARCHAR), CAST(:model AS VARCHAR),
-       :hold, :quota, :estimate, 'open', CAST(:worker AS VARCHAR), :now, :expires
-FROM held
-RETURNING id
-""")
+SELECT made.id, {_STATE} FROM held, made
+UNION ALL
+SELECT NULL, {_STATE} FROM accounts
+WHERE id = %(account)s AND NOT EXISTS (SELECT 1 FROM held)
+"""
 
-SETTLE = text("""
+SETTLE = f"""
 WITH claimed AS (
-    UPDATE reservations SET state = 'settled', settled_at = :now
-    WHERE id = :reservation AND state = 'open'
+    UPDATE reservations SET state = 'settled', settled_at = %(now)s
+    WHERE id = %(reservation)s AND state = 'open'
     RETURNING account_id
 ), charged AS (
     UPDATE accounts SET
-        reserved_units = reserved_units - :hold,
-        quota_held = quota_held - :quota,
-        balance_units = balance_units - :charge,
-        quota_used = CASE WHEN quota_month = :month THEN quota_used + :free ELSE :free END,
-        quota_month = :month
+        reserved_units = reserved_units - %(hold)s,
+        quota_held = quota_held - %(quota)s,
+        balance_units = balance_units - %(charge)s,
+        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used + %(free)s
+                          ELSE %(free)s END,
+        quota_month = %(month)s
     WHERE id IN (SELECT account_id FROM claimed)
-    RETURNING id, balance_units
+    RETURNING id, {_STATE}
 ), entry AS (
     INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units,
                                 request_id, note, actor, created_at)
-    SELECT id, 'charge', -CAST(:charge AS BIGINT), balance_units, CAST(:request AS VARCHAR),
-           CAST(:model AS VARCHAR), 'gateway', :now
-    FROM charged WHERE CAST(:billable AS BOOLEAN)
+    SELECT id, 'charge', -CAST(%(charge)s AS BIGINT), balance_units, %(request)s,
+           %(model)s, 'gateway', %(now)s
+    FROM charged WHERE CAST(%(billable)s AS BOOLEAN)
 ), recorded AS (
     INSERT INTO usage_records (
         request_id, account_id, key_id, model, upstream_model, provider, stream, status,
         http_status, prompt_tokens, completion_tokens, reasoning_tokens, cache_hit_tokens,
         total_tokens, free_tokens, subtotal_units, discount_units, cost_units,
         written_off_units, estimated, latency_ms, ttft_ms, created_at, day)
-    SELECT CAST(:request AS VARCHAR), id, CAST(:key AS INTEGER), CAST(:model AS VARCHAR),
-           CAST(:upstream_model AS VARCHAR), CAST(:provider AS VARCHAR),
-           CAST(:stream AS BOOLEAN), CAST(:status AS VARCHAR), :http_status, :prompt_tokens,
-           :completion_tokens, :reasoning_tokens, :cache_hit_tokens, :total_tokens,
-           :free_tokens, :subtotal_units, :discount_units, :charge, :written_off_units,
-           CAST(:estimated AS BOOLEAN), CAST(:latency_ms AS INTEGER),
-           CAST(:ttft_ms AS INTEGER), :now, CAST(:day AS DATE)
+    SELECT %(request)s, id, CAST(%(key)s AS INTEGER), %(model)s, %(upstream_model)s,
+           %(provider)s, %(stream)s, %(status)s, %(http_status)s, %(prompt_tokens)s,
+           %(completion_tokens)s, %(reasoning_tokens)s, %(cache_hit_tokens)s,
+           %(total_tokens)s, %(free_tokens)s, %(subtotal_units)s, %(discount_units)s,
+           %(charge)s, %(written_off_units)s, %(estimated)s,
+           CAST(%(latency_ms)s AS INTEGER), CAST(%(ttft_ms)s AS INTEGER), %(now)s, %(day)s
     FROM charged
 )
-SELECT balance_units FROM charged
-""")
+SELECT balance_units, {_STATE} FROM charged
+"""
+
+# Within an account: release holds before taking new ones, so a batch never refuses a
+# request for money that the same commit frees.
+SETTLING, READING, RESERVING = 0, 1, 2
+
+
+class AccountState(NamedTuple):
+    """The account columns a reservation decides on, as a statement last returned them."""
+
+    balance_units: int
+    reserved_units: int
+    tier: str
+    quota_month: str
+    quota_used: int
+    quota_held: int
+    disabled: bool
+
+
+class Op(NamedTuple):
+    """One statement for the group commit, and the account whose row it locks."""
+
+    account: int
+    rank: int
+    sql: str
+    params: dict[str, Any]
+
+
+class Answer(NamedTuple):
+    """A statement's first column (reservation id, balance after, or None) and the account."""
+
+    value: Any
+    state: AccountState
+
+
+def _readable(conn: psycopg.Connection) -> bool:
+    """True if an idle connection has something to read: the server ended the session."""
+    watcher = _poll()
+    watcher.register(conn.fileno(), select.POLLIN)
+    return bool(watcher.poll(0))
+
+
+def _wrap(op: Op | None, error: Exception) -> DBAPIError:
+    """SQLAlchemy's form of a driver error, which the app's error handlers understand."""
+    if isinstance(error, psycopg.Error):
+        return DBAPIError.instance(op.sql if op else "metering", op.params if op else None,
+                                   error, psycopg.Error, hide_parameters=True)
+    return OperationalError("metering", None, error)
+
+
+class Channel:
+    """One process's metering connection, its group commit and the accounts it last saw."""
+
+    MAX_SNAPSHOTS = 10_000
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: psycopg.Connection | None = None
+        self._commit: GroupCommit[Op] = GroupCommit(self._run)
+        self.snapshots: dict[int, AccountState] = {}
+
+    def run(self, op: Op) -> Answer | None:
+        """Run one statement in the next batch; None when it matched no row."""
+        try:
+            return self._commit.submit(op)
+        except BatchInterrupted as exc:
+            raise OperationalError("metering batch", None, exc) from exc
+
+    def close(self) -> None:
+        """Close the connection (the engine was disposed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or _readable(conn)):
+            self.close()
+            conn = None
+        if conn is None:
+            raw = self._engine.raw_connection()
+            conn = raw.driver_connection
+            raw.detach()  # ours for the life of the process, outside the pool's count
+            conn.autocommit = True
+            self._conn = conn
+        return conn
+
+    def _run(self, ops: list[Op]) -> list[Answer | None | Exception]:
+        """The group commit's batch: one transaction, accounts in ascending order."""
+        order = sorted(range(len(ops)), key=lambda i: (ops[i].account, ops[i].rank))
+        sorted_ops = [ops[i] for i in order]
+        try:
+            conn = self._connection()
+        except Exception as exc:  # noqa: BLE001 - no connection: every op hears why
+            return [_wrap(None, exc)] * len(ops)
+        try:
+            rows: list = self._execute(conn, sorted_ops)
+        except BaseException as exc:
+            if not isinstance(exc, psycopg.Error):  # killed mid-batch: the session is unusable
+                self.close()
+                raise
+            if conn.broken or conn.closed:  # the connection failed: nothing more to try
+                self.close()
+                return [_wrap(op, exc) for op in ops]
+            # One statement failed and the transaction rolled back: run each alone, so
+            # only the culprit fails.
+            rows = [self._alone(conn, op) for op in sorted_ops]
+        answers: list[Answer | None | Exception] = [None] * len(ops)
+        for position, index in enumerate(order):
+            row = rows[position]
+            if isinstance(row, Exception) or row is None:
+                answers[index] = row
+                continue
+            state = AccountState(*row[1:])
+            self.remember(ops[index].account, state)
+            answers[index] = Answer(row[0], state)
+        return answers
+
+    def remember(self, account: int, state: AccountState) -> None:
+        """Keep an account's last known state (bounded: forget all when full)."""
+        if len(self.snapshots) >= self.MAX_SNAPSHOTS:
+            self.snapshots.clear()
+        self.snapshots[account] = state
+
+    @staticmethod
+    def _execute(conn: psycopg.Connection, ops: list[Op]) -> list:
+        if len(ops) == 1:
+            return [conn.execute(ops[0].sql, ops[0].params).fetchone()]
+        with conn.pipeline(), conn.transaction():
+            cursors = [conn.execute(op.sql, op.params) for op in ops]
+        return [cursor.fetchone() for cursor in cursors]
+
+    def _alone(self, conn: psycopg.Connection, op: Op):
+        try:
+            return conn.execute(op.sql, op.params).fetchone()
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                self.close()
+            return _wrap(op, exc)
+
+
+_channels: weakref.WeakKeyDictionary[Engine, tuple[int, Channel]] = weakref.WeakKeyDictionary()
+_channels_lock = threading.Lock()
+
+
+def channel(engine: Engine) -> Channel:
+    """This process's channel for `engine` (a forked worker makes its own)."""
+    found = _channels.get(engine)
+    if found is not None and found[0] == os.getpid():
+        return found[1]
+    with _channels_lock:
+        found = _channels.get(engine)
+        if found is None or found[0] != os.getpid():
+            made = Channel(engine)
+            if found is None:
+                event.listen(engine, "engine_disposed", _close_channel)
+            _channels[engine] = (os.getpid(), made)
+            found = _channels[engine]
+    return found[1]
+
+
+def _close_channel(engine: Engine) -> None:
+    found = _channels.get(engine)
+    if found is not None and found[0] == os.getpid():
+        found[1].close()

@@ -1,11 +1,11 @@
 """Reserve, settle and credit: the only code that changes a balance.
 
-Every function here runs one short transaction on its own connection, so a stream holds
-no database connection while it runs. Each database gets the shortest safe form: on
-PostgreSQL one conditional statement (silk.metering.postgres), on SQLite a transaction
-under its single write lock (silk.metering.sqlite); either way concurrent requests on any
-number of workers or hosts see each other's holds and cannot overdraw.
-"""
+Every function here runs one short transaction, so a stream holds no database connection
+while it runs. Each database gets the shortest safe form: on PostgreSQL one conditional
+statement, group-committed with the other requests of the moment (silk.metering.postgres);
+on SQLite a transaction under its single write lock (silk.metering.sqlite). Either way
+concurrent requests on any number of workers or hosts see each other's holds and cannot
+overdraw."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -99,8 +98,7 @@ _HOLD = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     reserved_units=ACCOUNTS.c.reserved_units + bindparam("p_hold"),
     quota_held=ACCOUNTS.c.quota_held + bindparam("p_quota"),
     quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
-_SNAPSHOT = select(*_STATE).where(_THIS_ACCOUNT)
-_RESERVE_ATTEMPTS = 2  # optimistic tries before taking the row lock
+_RESERVE_ATTEMPTS = 3  # optimistic statements before taking the row lock
 _NEW_RESERVATION = insert(RESERVATIONS).returning(RESERVATIONS.c.id)
 
 
@@ -112,12 +110,6 @@ def tier_of(tiers: Mapping[str, Tier], name: str) -> Tier:
 def _free_available(row, tier: Tier, month: str) -> tuple[int, int]:
     used = row.quota_used if row.quota_month == month else 0
     return used, max(0, tier.monthly_free_tokens - used - row.quota_held)
-
-
-@lru_cache(maxsize=8)
-def _autocommit(engine: Engine) -> Engine:
-    """The engine in autocommit mode: single statements need no BEGIN/COMMIT round trips."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,25 +195,43 @@ def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, as
 
 def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
                       ask: _Ask) -> Hold | None:
-    """Reserve with one conditional statement (see silk.metering.postgres).
+    """Reserve with one conditional statement, group-committed (see silk.metering.postgres).
 
-    None when the account changed under every snapshot tried (many requests racing for the
-    last of its money or free quota): the caller then reserves under the row lock.
+    The hold is computed from the account's last known state; the statement checks that
+    state still holds, or returns the current one to compute again. A refusal (402, 404) is
+    only ever decided on a state just read. None when the account changed under every try
+    (many requests racing for the last of its money or free quota): the caller then
+    reserves under the row lock.
     """
     month = month_of(now)
-    with _autocommit(engine).connect() as conn:
-        for _attempt in range(_RESERVE_ATTEMPTS):
-            row = conn.execute(_SNAPSHOT, {"p_account": ask.account_id}).first()
-            tier, _, bound = _bound(row, ask, tiers, month)
-            reservation_id = conn.execute(postgres.RESERVE, {
-                "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
-                "tier_quota": tier.monthly_free_tokens, "month": month, "key": ask.key_id,
-                "request": ask.request_id, "model": ask.model, "estimate": ask.prompt_estimate,
-                "worker": WORKER_ID, "now": now,
-                "expires": now + timedelta(seconds=ask.ttl_seconds)}).scalar()
-            if reservation_id is not None:
-                return ask.hold(reservation_id, bound, tier)
-            # Another request took money or quota since the snapshot: look again.
+    line = postgres.channel(engine)
+    state, fresh = line.snapshots.get(ask.account_id), False
+    tries = 0
+    while tries < _RESERVE_ATTEMPTS:
+        if state is None:
+            answer = line.run(postgres.Op(ask.account_id, postgres.READING, postgres.SNAPSHOT,
+                                          {"account": ask.account_id}))
+            state, fresh = (answer.state if answer else None), True
+        try:
+            tier, _, bound = _bound(state, ask, tiers, month)
+        except (NotFound, InsufficientBalance):
+            if fresh:
+                raise
+            state = None  # what was remembered may be out of date: read before refusing
+            continue
+        tries += 1
+        answer = line.run(postgres.Op(ask.account_id, postgres.RESERVING, postgres.RESERVE, {
+            "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
+            "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
+            "want": ask.prompt_worst + ask.max_output, "key": ask.key_id,
+            "request": ask.request_id, "model": ask.model, "estimate": ask.prompt_estimate,
+            "worker": WORKER_ID, "now": now,
+            "expires": now + timedelta(seconds=ask.ttl_seconds)}))
+        if answer is None:
+            raise NotFound("Account not found.")
+        if answer.value is not None:
+            return ask.hold(answer.value, bound, tier)
+        state, fresh = answer.state, True  # it changed since: compute again from this
     return None
 
 
@@ -239,15 +249,14 @@ def settle(engine: Engine, hold: Hold, outcome: Outcome) -> Settlement | None:
     cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
     charged = min(cost.total, hold.hold_units)
     if engine.dialect.name == "postgresql":
-        with _autocommit(engine).connect() as conn:
-            balance_after = conn.execute(postgres.SETTLE, {
-                "now": now, "reservation": hold.reservation_id, "hold": hold.hold_units,
-                "quota": hold.quota_tokens, "charge": charged, "free": cost.free_tokens,
-                "month": month, **_usage_values(hold, outcome, usage, cost, charged, now),
-            }).scalar()
-        if balance_after is None:
+        answer = postgres.channel(engine).run(postgres.Op(
+            hold.account_id, postgres.SETTLING, postgres.SETTLE, {
+                "reservation": hold.reservation_id, "hold": hold.hold_units,
+                "quota": hold.quota_tokens, "free": cost.free_tokens, "month": month,
+                **_usage_values(hold, outcome, usage, cost, charged, now)}))
+        if answer is None:
             return None
-        return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
+        return Settlement(cost=cost, charged_units=charged, balance_after_units=answer.value)
     values = {"account": hold.account_id, "reservation": hold.reservation_id,
               "hold": hold.hold_units, "quota": hold.quota_tokens, "free": cost.free_tokens,
               "month": month, **_usage_values(hold, outcome, usage, cost, charged, now)}

@@ -1,0 +1,135 @@
+"""PostgreSQL's group-committed metering: a remembered account state never mis-prices."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DataError
+
+from silk.errors import NotFound
+from silk.pricing import Usage
+from tests.chat.helpers import set_quota_left
+from tests.metering.test_service import _reserve, _services
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(backend):
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's channel; SQLite reserves under its write lock")
+
+
+def _sql(app, statement: str, **params) -> None:
+    """Change the account behind the gateway's back, as another process or host would."""
+    engine, _, _ = _services(app)
+    with engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
+def _channel(app):
+    from silk.metering import postgres
+
+    engine, _, _ = _services(app)
+    return postgres.channel(engine)
+
+
+def test_a_tier_changed_elsewhere_prices_the_next_request(app, accounts):
+    acct = accounts.make(tier="free", credit="1")
+    set_quota_left(app, acct.id)
+    assert _reserve(app, acct.id, "t1").tier.name == "free"
+    assert _channel(app).snapshots[acct.id].tier == "free"  # remembered
+    _sql(app, "UPDATE accounts SET tier = 'team' WHERE id = :id", id=acct.id)
+    hold = _reserve(app, acct.id, "t2")
+    assert hold.tier.name == "team"
+    assert hold.quota_tokens == 1100  # team's larger quota covers the whole request
+    engine, _, service = _services(app)
+    settled = service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+    assert settled.charged_units == 0
+    assert accounts.audit() == []
+
+
+def test_money_added_elsewhere_is_seen_before_refusing(app, accounts):
+    acct = accounts.make(credit="0.0003")  # 300,000 units; a hold is 294,000
+    set_quota_left(app, acct.id)
+    _reserve(app, acct.id, "m1")
+    assert _channel(app).snapshots[acct.id].reserved_units == 294_000
+    _sql(app, "UPDATE accounts SET balance_units = balance_units + 1000000 WHERE id = :id",
+         id=acct.id)
+    second = _reserve(app, acct.id, "m2")  # the remembered state says 6,000 left
+    assert second.hold_units == 294_000
+    assert accounts.row(acct.id).reserved_units == 2 * 294_000
+
+
+def test_free_quota_returned_elsewhere_is_used_not_charged(app, accounts):
+    """A remembered 'quota used up' must not make a request pay for tokens that are free."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    paid = _reserve(app, acct.id, "q1")
+    assert paid.quota_tokens == 0 and paid.hold_units == 294_000
+    _sql(app, "UPDATE accounts SET quota_used = 0 WHERE id = :id", id=acct.id)
+    free = _reserve(app, acct.id, "q2")
+    assert free.quota_tokens == 1100 and free.hold_units == 0
+
+
+def test_free_quota_taken_elsewhere_is_not_promised_twice(app, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id, left=5000)
+    assert _reserve(app, acct.id, "p1").quota_tokens == 1100
+    _sql(app, "UPDATE accounts SET quota_held = quota_held + 3500 WHERE id = :id", id=acct.id)
+    hold = _reserve(app, acct.id, "p2")  # 400 free tokens are really left, not 3,900
+    assert hold.quota_tokens == 400
+    row = accounts.row(acct.id)
+    assert row.quota_held == 1100 + 3500 + 400
+
+
+def test_an_account_disabled_elsewhere_is_refused(app, accounts):
+    acct = accounts.make(credit="1")
+    _reserve(app, acct.id, "d1")
+    _sql(app, "UPDATE accounts SET disabled = TRUE WHERE id = :id", id=acct.id)
+    with pytest.raises(NotFound):
+        _reserve(app, acct.id, "d2")
+
+
+def test_a_failing_statement_fails_alone_in_its_batch(app, accounts):
+    from silk.metering import postgres
+
+    acct = accounts.make(credit="1")
+    line = _channel(app)
+    read = postgres.Op(acct.id, postgres.READING, postgres.SNAPSHOT, {"account": acct.id})
+    bad = postgres.Op(acct.id, postgres.READING,
+                      "SELECT CAST(NULL AS INTEGER), 1 / (%(zero)s - 0)", {"zero": 0})
+    answers = line._run([read, bad, read])
+    assert answers[0].state.balance_units == 10**9
+    assert isinstance(answers[1], DataError)
+    assert answers[2] == answers[0]
+
+
+def test_a_session_the_server_ended_is_replaced(app, accounts):
+    acct = accounts.make(credit="1")
+    _reserve(app, acct.id, "s1")
+    pid = _channel(app)._conn.info.backend_pid
+    _sql(app, "SELECT pg_terminate_backend(:pid)", pid=pid)
+    hold = _reserve(app, acct.id, "s2")
+    assert _channel(app)._conn.info.backend_pid != pid
+    assert hold.quota_tokens == 1100
+    assert accounts.row(acct.id).quota_held == 2 * 1100
+
+
+def test_many_requests_share_commits_and_balance_exactly(app, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    engine, _, service = _services(app)
+
+    def request(i):
+        hold = _reserve(app, acct.id, f"b{i}")
+        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        settled = list(pool.map(request, range(96)))
+    each = 100 * 140 + 10 * 280
+    assert all(s.charged_units == each for s in settled)
+    row = accounts.row(acct.id)
+    assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
+    assert len(accounts.usage_records(acct.id)) == 96
+    assert accounts.audit() == []
