@@ -10,20 +10,23 @@ account and writes the ledger entry and the usage record in one statement too.
 
 Each process sends these statements over one connection of its own, through a group
 commit (silk.metering.groupcommit): the statements that arrive while a batch is in flight
-go together in the next transaction, pipelined, ordered by account so that two processes'
-batches always lock accounts in the same order and cannot deadlock. The channel also keeps
-the last state each statement returned of an account, so a request needs no separate read.
+go together in the next transaction, sent as one query string, ordered by account so
+that two processes' batches lock accounts in the same order and cannot deadlock. The
+channel also keeps the last state each statement returned of an account, so a request
+needs no separate read.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import threading
 import weakref
 from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -40,9 +43,9 @@ except ImportError:  # pragma: no cover - gevent is a dependency
 _STATE = ("balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
           "disabled")
 
-SNAPSHOT = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
+SNAPSHOT_SQL = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
 
-RESERVE = f"""
+RESERVE_SQL = f"""
 WITH held AS (
     UPDATE accounts SET
         reserved_units = reserved_units + %(hold)s,
@@ -69,7 +72,7 @@ SELECT NULL, {_STATE} FROM accounts
 WHERE id = %(account)s AND NOT EXISTS (SELECT 1 FROM held)
 """
 
-SETTLE = f"""
+SETTLE_SQL = f"""
 WITH claimed AS (
     UPDATE reservations SET state = 'settled', settled_at = %(now)s
     WHERE id = %(reservation)s AND state = 'open'
@@ -107,6 +110,49 @@ WITH claimed AS (
 SELECT balance_units, {_STATE} FROM charged
 """
 
+# Every parameter's type, declared once in PREPARE: values arrive as quoted literals.
+_TYPES = {
+    "account": "integer", "reservation": "integer", "key": "integer", "estimate": "integer",
+    "http_status": "integer", "latency_ms": "integer", "ttft_ms": "integer",
+    "hold": "bigint", "quota": "bigint", "tier_quota": "bigint", "want": "bigint",
+    "charge": "bigint", "free": "bigint", "prompt_tokens": "bigint",
+    "completion_tokens": "bigint", "reasoning_tokens": "bigint", "cache_hit_tokens": "bigint",
+    "total_tokens": "bigint", "free_tokens": "bigint", "subtotal_units": "bigint",
+    "discount_units": "bigint", "written_off_units": "bigint",
+    "month": "varchar", "tier": "varchar", "request": "varchar", "model": "varchar",
+    "worker": "varchar", "upstream_model": "varchar", "provider": "varchar",
+    "status": "varchar", "billable": "boolean", "stream": "boolean", "estimated": "boolean",
+    "now": "timestamp", "expires": "timestamp", "day": "date",
+}
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+class Statement:
+    """A metering statement, prepared once per connection and run as EXECUTE name(values).
+
+    EXECUTE keeps the server's plan (a CTE planned afresh per call cost the database more
+    than it saved) while the values travel as literals in one query string with the rest
+    of the batch.
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name
+        self.order = list(dict.fromkeys(_PARAM.findall(sql)))
+        numbered = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
+        types = ", ".join(_TYPES[param] for param in self.order)
+        self.prepare = f"PREPARE {name} ({types}) AS {numbered}"
+        self.execute = f"EXECUTE {name} ({', '.join(['%s'] * len(self.order))})"
+
+    def values(self, params: dict[str, Any]) -> list[Any]:
+        """The parameters in the order PREPARE declared them."""
+        return [params[param] for param in self.order]
+
+
+SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL)
+RESERVE = Statement("silk_reserve", RESERVE_SQL)
+SETTLE = Statement("silk_settle", SETTLE_SQL)
+
+
 # Within an account: release holds before taking new ones, so a batch never refuses a
 # request for money that the same commit frees.
 SETTLING, READING, RESERVING = 0, 1, 2
@@ -129,7 +175,7 @@ class Op(NamedTuple):
 
     account: int
     rank: int
-    sql: str
+    statement: Statement
     params: dict[str, Any]
 
 
@@ -150,8 +196,9 @@ def _readable(conn: psycopg.Connection) -> bool:
 def _wrap(op: Op | None, error: Exception) -> DBAPIError:
     """SQLAlchemy's form of a driver error, which the app's error handlers understand."""
     if isinstance(error, psycopg.Error):
-        return DBAPIError.instance(op.sql if op else "metering", op.params if op else None,
-                                   error, psycopg.Error, hide_parameters=True)
+        return DBAPIError.instance(op.statement.name if op else "metering",
+                                   op.params if op else None, error, psycopg.Error,
+                                   hide_parameters=True)
     return OperationalError("metering", None, error)
 
 
@@ -163,6 +210,8 @@ class Channel:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: psycopg.Connection | None = None
+        self._binder: psycopg.ClientCursor | None = None  # quotes values for _conn
+        self._prepared: set[Statement] = set()  # prepared on _conn
         self._commit: GroupCommit[Op] = GroupCommit(self._run)
         self.snapshots: dict[int, AccountState] = {}
 
@@ -189,6 +238,8 @@ class Channel:
             conn = raw.driver_connection
             raw.detach()  # ours for the life of the process, outside the pool's count
             conn.autocommit = True
+            self._binder = psycopg.ClientCursor(conn)
+            self._prepared = set()
             self._conn = conn
         return conn
 
@@ -229,17 +280,38 @@ class Channel:
             self.snapshots.clear()
         self.snapshots[account] = state
 
-    @staticmethod
-    def _execute(conn: psycopg.Connection, ops: list[Op]) -> list:
-        if len(ops) == 1:
-            return [conn.execute(ops[0].sql, ops[0].params).fetchone()]
-        with conn.pipeline(), conn.transaction():
-            cursors = [conn.execute(op.sql, op.params) for op in ops]
-        return [cursor.fetchone() for cursor in cursors]
+    def _execute(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+        """Send the batch as one query string: one write, one wait, one commit.
+
+        Values are bound on the client (psycopg quotes them for the connection's
+        encoding) into EXECUTEs of prepared statements: a pipeline of protocol-level
+        prepared statements waited on the socket once per statement, at four times the
+        CPU of the whole batch.
+        """
+        for statement in {op.statement for op in ops} - self._prepared:
+            conn.execute(statement.prepare)
+            self._prepared.add(statement)
+        statements = [self._binder.mogrify(op.statement.execute, op.statement.values(op.params))
+                      for op in ops]
+        cursor = conn.cursor()
+        if len(statements) == 1:
+            cursor.execute(statements[0])
+            return [cursor.fetchone()]
+        try:
+            cursor.execute("BEGIN;" + ";".join(statements) + ";COMMIT")
+        except psycopg.Error:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+        rows = []
+        while cursor.nextset():  # the first result is BEGIN's, the last COMMIT's
+            if cursor.description is not None:
+                rows.append(cursor.fetchone())
+        return rows
 
     def _alone(self, conn: psycopg.Connection, op: Op):
         try:
-            return conn.execute(op.sql, op.params).fetchone()
+            return self._execute(conn, [op])[0]
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 self.close()

@@ -97,8 +97,9 @@ def test_a_failing_statement_fails_alone_in_its_batch(app, accounts):
     acct = accounts.make(credit="1")
     line = _channel(app)
     read = postgres.Op(acct.id, postgres.READING, postgres.SNAPSHOT, {"account": acct.id})
-    bad = postgres.Op(acct.id, postgres.READING,
-                      "SELECT CAST(NULL AS INTEGER), 1 / (%(zero)s - 0)", {"zero": 0})
+    divide = postgres.Statement("silk_test_divide",
+                                "SELECT CAST(NULL AS INTEGER), 1 / (%(account)s - %(account)s)")
+    bad = postgres.Op(acct.id, postgres.READING, divide, {"account": acct.id})
     answers = line._run([read, bad, read])
     assert answers[0].state.balance_units == 10**9
     assert isinstance(answers[1], DataError)
@@ -109,7 +110,7 @@ def test_a_session_the_server_ended_is_replaced(app, accounts):
     acct = accounts.make(credit="1")
     _reserve(app, acct.id, "s1")
     pid = _channel(app)._conn.info.backend_pid
-    _sql(app, "SELECT pg_terminate_backend(:pid)", pid=pid)
+    _sql(app, "SELECT pg_terminate_backend(:pid, 5000)", pid=pid)  # waits until it is gone
     hold = _reserve(app, acct.id, "s2")
     assert _channel(app)._conn.info.backend_pid != pid
     assert hold.quota_tokens == 1100
