@@ -135,8 +135,10 @@ class Statement:
     of the batch.
     """
 
-    def __init__(self, name: str, sql: str) -> None:
+    def __init__(self, name: str, sql: str, *, durable: bool = True) -> None:
+        """`durable=False`: a batch of only such statements commits asynchronously."""
         self.name = name
+        self.durable = durable
         self.order = list(dict.fromkeys(_PARAM.findall(sql)))
         numbered = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
         types = ", ".join(_TYPES[param] for param in self.order)
@@ -148,8 +150,14 @@ class Statement:
         return [params[param] for param in self.order]
 
 
-SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL)
-RESERVE = Statement("silk_reserve", RESERVE_SQL)
+SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL, durable=False)  # a read
+# A hold commits without waiting for its WAL flush: only a crash of the database server
+# itself can lose one, together with every reservation of the last instants, and a lost
+# hold loses its reserved amount with it, so the books still balance. What it costs is
+# that a request in flight at that crash goes unbilled. Charges always wait for the flush
+# (which also makes every hold before them durable): a client is answered only after
+# its charge is on disk.
+RESERVE = Statement("silk_reserve", RESERVE_SQL, durable=False)
 SETTLE = Statement("silk_settle", SETTLE_SQL)
 
 
@@ -294,11 +302,13 @@ class Channel:
         statements = [self._binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
         cursor = conn.cursor()
-        if len(statements) == 1:
+        lazy = not any(op.statement.durable for op in ops)
+        if len(statements) == 1 and not lazy:
             cursor.execute(statements[0])
             return [cursor.fetchone()]
+        begin = "BEGIN;SET LOCAL synchronous_commit TO OFF;" if lazy else "BEGIN;"
         try:
-            cursor.execute("BEGIN;" + ";".join(statements) + ";COMMIT")
+            cursor.execute(begin + ";".join(statements) + ";COMMIT")
         except psycopg.Error:
             if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
                 conn.execute("ROLLBACK")
