@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from silk.defaults import Defaults
 
 INSTANCE_FILE = "silk.cfg"
+_SQLITE_POOL_SIZE = 20  # connections each worker keeps (and may add) to a SQLite file
 
 
 class ConfigError(RuntimeError):
@@ -66,9 +67,16 @@ def _apply_environment(app: Flask) -> None:
 
 
 def _engine_options(cfg) -> dict:
-    if cfg["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
         # Writers wait for each other instead of failing; see database events for WAL.
-        return {"connect_args": {"timeout": 30}}
+        if _sqlite_in_memory(uri):
+            return {"connect_args": {"timeout": 30}}  # one connection holds the database
+        # A gevent worker serves many requests at once, and SQLite connections cost no
+        # server slot: a pool that covers the burst keeps connections open instead of
+        # opening (and setting up) an overflow connection per request.
+        return {"connect_args": {"timeout": 30}, "pool_size": _SQLITE_POOL_SIZE,
+                "max_overflow": _SQLITE_POOL_SIZE}
     # Each worker holds at most pool + overflow connections: size them so that workers x
     # hosts fit in the server's max_connections. Statements are short, so a few suffice
     # even for thousands of streams (a stream holds no connection while it runs). A burst
@@ -76,6 +84,16 @@ def _engine_options(cfg) -> dict:
     # so the wait for a connection is generous rather than a quick 503.
     return {"pool_size": cfg["SILK_DB_POOL_SIZE"], "max_overflow": cfg["SILK_DB_MAX_OVERFLOW"],
             "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 30}
+
+
+def _sqlite_in_memory(uri: str) -> bool:
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return False  # validate() names the problem
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database \
+        or url.query.get("mode") == "memory"
 
 
 def _coerce(raw: str, current):

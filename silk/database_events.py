@@ -3,6 +3,18 @@
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+SQLITE_BUSY_TIMEOUT_MS = 30000  # how long a writer outside metering waits for the lock
+
+
+def sqlite_pragmas(dbapi_conn) -> None:
+    """Apply the settings every SQLite connection of the app uses (shared with metering)."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
 
 def install_engine_events(engine: Engine) -> None:
     """Attach connection settings that the URL alone cannot express."""
@@ -11,9 +23,4 @@ def install_engine_events(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+        sqlite_pragmas(dbapi_conn)
