@@ -9,13 +9,14 @@ import time
 from collections.abc import Mapping
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
 from silk.ops import metrics
 from silk.upstream.dialects import translate
+from silk.upstream.transport import Transport
 
 log = logging.getLogger("silk.upstream")
 
@@ -38,6 +39,12 @@ class UpstreamClient:
         self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", self.adapter)
         self.session.mount("https://", self.adapter)
+        self.transport = Transport(self.adapter, self.url)
+        # Every header but the length depends only on the key and the mode: made once.
+        self._headers = {(key, stream): {
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "Accept-Encoding": "identity"} for key in provider.keys for stream in (False, True)}
         self._resting: dict[str, float] = {}
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -58,24 +65,20 @@ class UpstreamClient:
         with self._lock:
             self._resting[key] = time.monotonic() + (self.cooldown if seconds is None else seconds)
 
-    def _prepare(self, key: str, body: bytes, stream: bool) -> requests.PreparedRequest:
-        """Build the request by hand and send it on the pooled adapter.
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds; read is the longest silence allowed between bytes."""
+        return self._timeout
 
-        Session.request would merge environment settings, cookies and hooks and re-parse the
-        URL on every call: work a fixed POST to a configured URL does not need, and a good
-        share of the gateway's own time per request.
-        """
-        prepared = requests.PreparedRequest()
-        prepared.method = "POST"
-        prepared.url = self.url
-        prepared.headers = CaseInsensitiveDict({
-            "Authorization": f"Bearer {key}", "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            "Accept-Encoding": "identity", "Content-Length": str(len(body)),
-            "User-Agent": "SilkGateway"})
-        prepared.body = body
-        prepared.hooks = {"response": []}
-        return prepared
+    @timeout.setter
+    def timeout(self, value: tuple[float, float]) -> None:
+        self._timeout = value
+        self._urllib3_timeout = urllib3.Timeout(connect=value[0], read=value[1])
+
+    def _request_headers(self, key: str, body: bytes, stream: bool) -> dict[str, str]:
+        """The headers of one request, in the order they always went out."""
+        return {**self._headers[(key, stream)], "Content-Length": str(len(body)),
+                "User-Agent": "SilkGateway"}
 
     def open(self, body: bytes, *, stream: bool) -> requests.Response:
         """POST the body, failing over across keys until one answers 200; else raise."""
@@ -88,8 +91,8 @@ class UpstreamClient:
             if attempt:
                 metrics.failover(self.provider.id, last.code if last else "unknown")
             try:
-                response = self.adapter.send(self._prepare(key, body, stream), stream=True,
-                                             timeout=self.timeout)
+                response = self.transport.post(body, self._request_headers(key, body, stream),
+                                               self._urllib3_timeout)
             except requests.Timeout:
                 self.rest(key)
                 last = UpstreamTimeout("The provider did not answer in time.")
