@@ -73,14 +73,17 @@ def install_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def _finish(response):
-        response.headers["x-request-id"] = g.get("request_id") or new_request_id()
-        fields = request_fields(status=response.status_code)
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        # The proxies `request` and `g` are resolved once here, not at every attribute.
+        req = request._get_current_object()
+        ctx = g._get_current_object()
+        response.headers["x-request-id"] = ctx.get("request_id") or new_request_id()
+        fields = _fields(req, ctx, {"status": response.status_code})
+        route = req.url_rule.rule if req.url_rule else "unmatched"
         streamed = response.is_streamed and response.mimetype == "text/event-stream"
         metrics.http_request(route, fields["model"] or "", response.status_code,
                              fields["error"], None if streamed else fields["ms"] / 1000)
         if streamed:
-            started = g.get("started")
+            started = ctx.get("started")
             response.call_on_close(lambda: _log_stream_end(fields, started))
         else:
             _emit(fields)
@@ -89,11 +92,15 @@ def install_request_hooks(app: Flask) -> None:
 
 def request_fields(**extra) -> dict:
     """The current request's log fields (ids, route, account, model, timing)."""
-    started = g.get("started")
+    return _fields(request._get_current_object(), g._get_current_object(), extra)
+
+
+def _fields(req, ctx, extra: dict) -> dict:
+    started = ctx.get("started")
     entry = {
-        "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-        "status": None, "account": g.get("account_id"), "model": g.get("model"),
-        "error": g.get("error_code"), "ip": request.remote_addr,
+        "request_id": ctx.get("request_id"), "method": req.method, "path": req.path,
+        "status": None, "account": ctx.get("account_id"), "model": ctx.get("model"),
+        "error": ctx.get("error_code"), "ip": req.remote_addr,
         "ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
     }
     entry.update(extra)

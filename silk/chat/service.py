@@ -11,7 +11,7 @@ from silk.account.auth import Principal
 from silk.billing.tiers import tiers
 from silk.catalog import catalogue
 from silk.chat import relay
-from silk.chat.schemas import chat_request_schema
+from silk.chat.schemas import schema_for
 from silk.errors import NotFound, PermissionDenied, SilkError
 from silk.extensions import db
 from silk.metering.service import reserve
@@ -22,7 +22,7 @@ from silk.validation import json_object, load
 def parse_body(raw: bytes) -> dict:
     """Decode and validate a chat request body; 400 names the offending field."""
     body = json_object(raw)
-    return load(chat_request_schema, body)
+    return load(schema_for(body), body)
 
 
 def wants_stream(body: dict, accept: str) -> bool:

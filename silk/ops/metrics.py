@@ -22,6 +22,27 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _UNITS_PER_USD = Decimal(10**9)
 
 
+class _Labelled:
+    """A metric whose children are kept in a dict by label values.
+
+    prometheus_client's `labels()` converts, validates and takes a lock on every call; the
+    hot path asks for the same few children over and over, so each is looked up once.
+    """
+
+    __slots__ = ("metric", "_children")
+
+    def __init__(self, metric):
+        self.metric = metric
+        self._children: dict[tuple, object] = {}
+
+    def labels(self, *values: str):
+        """The child for these label values (strings), made by prometheus_client once."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 @dataclass(frozen=True)
 class _Metrics:
     requests: object
@@ -50,7 +71,7 @@ def _m() -> _Metrics:
     if _metrics is None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        _metrics = _Metrics(
+        made = dict(
             requests=Counter("silk_http_requests", "HTTP requests answered, by route, "
                              "model and status.", ("route", "model", "status")),
             errors=Counter("silk_http_errors", "HTTP error responses (status >= 400), by "
@@ -77,6 +98,7 @@ def _m() -> _Metrics:
             failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "
                               "key, by provider and reason.", ("provider", "reason")),
         )
+        _metrics = _Metrics(**{name: _Labelled(metric) for name, metric in made.items()})
     return _metrics
 
 

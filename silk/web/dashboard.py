@@ -56,6 +56,18 @@ _SECURITY_HEADERS = {
 class DashboardSessionInterface(SecureCookieSessionInterface):
     """Flask's signed cookie, SameSite=Lax unless configured, Secure whenever on HTTPS."""
 
+    _serializer: tuple | None = None  # (the keys it was made for, the serializer)
+
+    def get_signing_serializer(self, app):
+        """Flask's serializer, made again only when the keys change (Flask makes one per
+        request, API calls included, though it depends on nothing but the keys)."""
+        fallbacks = app.config["SECRET_KEY_FALLBACKS"]
+        keys = (app.secret_key, tuple(fallbacks) if fallbacks else ())
+        made = self._serializer
+        if made is None or made[0] != keys:
+            made = self._serializer = (keys, super().get_signing_serializer(app))
+        return made[1]
+
     def get_cookie_samesite(self, app):
         """Lax keeps the cookie off cross-site POSTs while links into the dashboard work."""
         return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"
