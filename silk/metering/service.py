@@ -83,7 +83,7 @@ class Settlement:
 
 def month_of(moment: datetime) -> str:
     """The quota month of a moment, as YYYY-MM (UTC)."""
-    return moment.strftime("%Y-%m")
+    return f"{moment.year:04d}-{moment.month:02d}"  # strftime costs three times as much
 
 
 # Statements are built once: building and cache-keying a Core statement per call cost more
