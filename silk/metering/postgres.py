@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
+from silk.metering.state import AccountState
 
 try:  # a poll with no timeout never blocks: gevent's own would only add overhead
     from gevent.monkey import get_original
@@ -164,18 +165,6 @@ SETTLE = Statement("silk_settle", SETTLE_SQL)
 # Within an account: release holds before taking new ones, so a batch never refuses a
 # request for money that the same commit frees.
 SETTLING, READING, RESERVING = 0, 1, 2
-
-
-class AccountState(NamedTuple):
-    """The account columns a reservation decides on, as a statement last returned them."""
-
-    balance_units: int
-    reserved_units: int
-    tier: str
-    quota_month: str
-    quota_used: int
-    quota_held: int
-    disabled: bool
 
 
 class Op(NamedTuple):

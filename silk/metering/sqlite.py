@@ -26,13 +26,13 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import NamedTuple
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
+from silk.metering.state import AccountState
 
 _GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # what the rest of the app waits
@@ -192,18 +192,6 @@ def _engine_write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
 def _unavailable(error: sqlite3.OperationalError) -> OperationalError:
     """SQLAlchemy's form of a driver failure, which the app answers with a retryable 503."""
     return OperationalError("metering transaction", None, error)
-
-
-class AccountState(NamedTuple):
-    """The account columns a reservation decides on."""
-
-    balance_units: int
-    reserved_units: int
-    tier: str
-    quota_month: str
-    quota_used: int
-    quota_held: int
-    disabled: bool
 
 
 LOCK = ("UPDATE accounts SET reserved_units = reserved_units WHERE id = :account "

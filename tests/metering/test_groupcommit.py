@@ -97,17 +97,22 @@ def test_a_runner_that_miscounts_fails_the_batch():
         commit.submit(1)
 
 
-def test_killed_leader_frees_its_followers_and_passes_the_lead():
+def hanging_commit(hangs):
+    """A greenlet group commit whose batches for which `hangs(ops)` is true wait on `release`."""
     release = gevent.event.Event()
     ran: list[list[int]] = []
 
     def runner(ops):
         ran.append(list(ops))
-        if ops[0] == 1:
-            release.wait()  # the first batch hangs until its leader is killed
+        if hangs(ops):
+            release.wait()
         return ops
 
-    commit = greenlet_commit(runner)
+    return greenlet_commit(runner), release, ran
+
+
+def test_killed_leader_frees_its_followers_and_passes_the_lead():
+    commit, _, ran = hanging_commit(lambda ops: ops[0] == 1)  # hangs until its leader dies
     leader = gevent.spawn(commit.submit, 1)
     gevent.sleep(0.01)
     followers = [gevent.spawn(commit.submit, n) for n in (2, 3)]
@@ -120,41 +125,24 @@ def test_killed_leader_frees_its_followers_and_passes_the_lead():
 
 
 def test_followers_of_a_killed_batch_hear_it_was_interrupted():
-    release = gevent.event.Event()
-
-    def runner(ops):
-        if len(ops) > 1 or ops[0] == 0:
-            release.wait()
-        return ops
-
-    commit = greenlet_commit(runner)
+    commit, release, ran = hanging_commit(lambda ops: len(ops) > 1 or ops[0] == 0)
     first = gevent.spawn(commit.submit, 0)
     gevent.sleep(0.01)
     second = [gevent.spawn(commit.submit, n) for n in (1, 2)]
     gevent.sleep(0.01)
-    release.set()  # the first batch ends; 1 and 2 now run together and hang
+    release.set()  # the first batch ends; 1 (now leading) and 2 run together and hang
     release.clear()
     gevent.sleep(0.01)
-    leader = next(g for g in second if not g.ready())
-    leader.kill(block=True)
+    assert ran == [[0], [1, 2]]
+    second[0].kill(block=True)
     gevent.joinall(second, timeout=2)
-    others = [g for g in second if g is not leader]
     assert first.value == 0
-    assert all(isinstance(g.exception, BatchInterrupted) for g in others)
+    assert isinstance(second[1].exception, BatchInterrupted)
     assert commit.submit(5) == 5
 
 
 def test_waiter_killed_before_its_batch_is_dropped():
-    release = gevent.event.Event()
-    ran: list[list[int]] = []
-
-    def runner(ops):
-        ran.append(list(ops))
-        if ops[0] == 1:
-            release.wait()
-        return ops
-
-    commit = greenlet_commit(runner)
+    commit, release, ran = hanging_commit(lambda ops: ops[0] == 1)
     leader = gevent.spawn(commit.submit, 1)
     gevent.sleep(0.01)
     doomed = gevent.spawn(commit.submit, 2)
