@@ -162,6 +162,8 @@ RESERVE = Statement("silk_reserve", RESERVE_SQL, durable=False)
 SETTLE = Statement("silk_settle", SETTLE_SQL)
 
 
+LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gateway's metering
+
 # Within an account: release holds before taking new ones, so a batch never refuses a
 # request for money that the same commit frees.
 SETTLING, READING, RESERVING = 0, 1, 2
@@ -235,6 +237,9 @@ class Channel:
             conn = raw.driver_connection
             raw.detach()  # ours for the life of the process, outside the pool's count
             conn.autocommit = True
+            # A batch carries every account's requests: a lock some other session keeps on
+            # one account's row must not stall them all for longer than this.
+            conn.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
             self._binder = psycopg.ClientCursor(conn)
             self._prepared = set()
             self._conn = conn

@@ -134,3 +134,28 @@ def test_many_requests_share_commits_and_balance_exactly(app, accounts):
     assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
     assert len(accounts.usage_records(acct.id)) == 96
     assert accounts.audit() == []
+
+
+def test_a_row_locked_elsewhere_delays_only_its_own_requests(app, accounts, monkeypatch):
+    """A lock held outside metering fails that account's requests in bounded time (503)."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from silk.errors import database_unavailable
+    from silk.metering import postgres
+
+    monkeypatch.setattr(postgres, "LOCK_TIMEOUT", 0.3)
+    stuck, free = accounts.make(credit="1"), accounts.make(credit="1")
+    _channel(app).close()  # the next connection takes the short lock timeout
+    engine, _, _ = _services(app)
+    with engine.connect() as other:
+        other.execute(text("SELECT 1 FROM accounts WHERE id = :id FOR UPDATE"), {"id": stuck.id})
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as raised:
+            _reserve(app, stuck.id, "l1")
+        assert time.monotonic() - started < 3
+        assert database_unavailable(raised.value)  # answered 503, retryable
+        assert _reserve(app, free.id, "l2").reservation_id
+        other.rollback()
+    assert _reserve(app, stuck.id, "l3").reservation_id
