@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import functools
 import select
+import socket
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+)
+
+from silk.upstream import resolver
 
 
 class _Lean:
-    """urllib3's connection, minus two costs it pays on every request.
+    """urllib3's connection, minus costs it pays on every request or new connection.
 
     http.client writes the head and then the body: on a keep-alive connection with
     TCP_NODELAY that is two packets, two system calls and two wake-ups of the provider, so
     here they go in one write. And before reusing a pooled connection urllib3 polls it with
     no wait; under gevent that poll goes through the event loop (a greenlet switch and a
-    timer), so here it is the operating system's poll.
+    timer), so here it is the operating system's poll. A new connection takes the host's
+    addresses from silk.upstream.resolver instead of a lookup of its own.
     """
 
     _head: bytes | None = None
@@ -51,6 +60,21 @@ class _Lean:
                 return
             data, self._head, self._join_body = self._head + data, None, False
         super().send(data)
+
+    def _new_conn(self) -> socket.socket:
+        """urllib3's connect, with the host's addresses from silk.upstream.resolver."""
+        try:
+            sock = resolver.connect(self._dns_host, self.port, self.timeout,
+                                    self.source_address, self.socket_options)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        return sock
 
     @property
     def is_connected(self) -> bool:
