@@ -78,10 +78,13 @@ class GroupCommit(Generic[Op]):
         with self._mutex:
             if slot in self._queue:
                 self._queue.remove(slot)
-            if not slot.lead:
-                return
-            following = self._queue[0] if self._queue else None
-            self._busy = following is not None
+            if slot.lead:
+                self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """With the mutex held: the oldest waiter leads next, or no batch is in flight."""
+        following = self._queue[0] if self._queue else None
+        self._busy = following is not None
         if following is not None:
             following.lead = True
             following.ready.set()
@@ -102,11 +105,7 @@ class GroupCommit(Generic[Op]):
             results = [BatchInterrupted(repr(exc))] * len(batch)
             interrupted = exc
         with self._mutex:
-            following = self._queue[0] if self._queue else None
-            self._busy = following is not None
-        if following is not None:
-            following.lead = True
-            following.ready.set()
+            self._pass_lead()
         for slot, result in zip(batch, results, strict=True):
             slot.result = result
             slot.ready.set()

@@ -18,20 +18,17 @@ needs no separate read.
 
 from __future__ import annotations
 
-import os
 import re
 import select
-import threading
-import weakref
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
+from silk.metering.perprocess import PerProcess
 from silk.metering.state import AccountState
 
 try:  # a poll with no timeout never blocks: gevent's own would only add overhead
@@ -254,17 +251,10 @@ class Channel:
         except Exception as exc:  # noqa: BLE001 - no connection: every op hears why
             return [_wrap(None, exc)] * len(ops)
         try:
-            rows: list = self._execute(conn, sorted_ops)
-        except BaseException as exc:
-            if not isinstance(exc, psycopg.Error):  # killed mid-batch: the session is unusable
-                self.close()
-                raise
-            if conn.broken or conn.closed:  # the connection failed: nothing more to try
-                self.close()
-                return [_wrap(op, exc) for op in ops]
-            # One statement failed and the transaction rolled back: run each alone, so
-            # only the culprit fails.
-            rows = [self._alone(conn, op) for op in sorted_ops]
+            rows = self._rows(conn, sorted_ops)
+        except BaseException:  # killed mid-batch: the session's state is unknown
+            self.close()
+            raise
         answers: list[Answer | None | Exception] = [None] * len(ops)
         for position, index in enumerate(order):
             row = rows[position]
@@ -275,6 +265,18 @@ class Channel:
             self.remember(ops[index].account, state)
             answers[index] = Answer(row[0], state)
         return answers
+
+    def _rows(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+        """Each op's row (or error): the batch at once, or each alone if one statement failed."""
+        try:
+            return self._execute(conn, ops)
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:  # the connection failed: nothing more to try
+                self.close()
+                return [_wrap(op, exc) for op in ops]
+        # One statement failed and the transaction rolled back: run each alone, so only the
+        # culprit fails.
+        return [self._alone(conn, op) for op in ops]
 
     def remember(self, account: int, state: AccountState) -> None:
         """Keep an account's last known state (bounded: forget all when full)."""
@@ -322,27 +324,9 @@ class Channel:
             return _wrap(op, exc)
 
 
-_channels: weakref.WeakKeyDictionary[Engine, tuple[int, Channel]] = weakref.WeakKeyDictionary()
-_channels_lock = threading.Lock()
+_channels: PerProcess[Channel] = PerProcess(Channel, Channel.close)
 
 
 def channel(engine: Engine) -> Channel:
     """This process's channel for `engine` (a forked worker makes its own)."""
-    found = _channels.get(engine)
-    if found is not None and found[0] == os.getpid():
-        return found[1]
-    with _channels_lock:
-        found = _channels.get(engine)
-        if found is None or found[0] != os.getpid():
-            made = Channel(engine)
-            if found is None:
-                event.listen(engine, "engine_disposed", _close_channel)
-            _channels[engine] = (os.getpid(), made)
-            found = _channels[engine]
-    return found[1]
-
-
-def _close_channel(engine: Engine) -> None:
-    found = _channels.get(engine)
-    if found is not None and found[0] == os.getpid():
-        found[1].close()
+    return _channels.get(engine)

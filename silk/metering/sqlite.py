@@ -20,18 +20,16 @@ import os
 import random
 import re
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
+from silk.metering.perprocess import PerProcess
 from silk.metering.state import AccountState
 
 _GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
@@ -93,34 +91,7 @@ class _Connections:
             self.idle.pop().close()
 
 
-_connections: weakref.WeakKeyDictionary[Engine, _Connections] = weakref.WeakKeyDictionary()
-_inherited: list[_Connections] = []  # a parent's connections: never used nor closed here
-_setup = threading.Lock()
-
-
-def _connections_for(engine: Engine) -> _Connections:
-    """This process's metering connections to the engine's database."""
-    found = _connections.get(engine)
-    if found is not None and found.pid == os.getpid():
-        return found
-    with _setup:
-        found = _connections.get(engine)
-        if found is not None and found.pid == os.getpid():
-            return found
-        if found is not None:
-            # Made before a fork: a connection must never be shared across processes, and
-            # closing the parent's in the child could disturb the parent's locks.
-            _inherited.append(found)
-        else:
-            event.listen(engine, "engine_disposed", _close_on_dispose)
-        found = _connections[engine] = _Connections(engine)
-        return found
-
-
-def _close_on_dispose(engine: Engine) -> None:
-    found = _connections.pop(engine, None)
-    if found is not None and found.pid == os.getpid():
-        found.close()
+_connections: PerProcess[_Connections] = PerProcess(_Connections, _Connections.close)
 
 
 def _begin(driver: sqlite3.Connection) -> None:
@@ -142,7 +113,7 @@ def _begin(driver: sqlite3.Connection) -> None:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
     """The driver connection inside a transaction that holds SQLite's write lock."""
-    connections = _connections_for(engine)
+    connections = _connections.get(engine)
     if connections.in_memory:
         with _engine_write_transaction(engine) as driver:
             yield driver
