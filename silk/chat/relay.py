@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import orjson
 import requests
-import urllib3.exceptions
 from sqlalchemy.engine import Engine
 
 from silk.catalog.catalogue import Model
@@ -234,11 +233,11 @@ def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
         while not done:
             try:
                 chunk = raw.read1(_READ_SIZE)
-            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            except (requests.Timeout, TimeoutError):
                 status, error = "timeout", ("The provider stopped sending in time.",
                                             "upstream_timeout")
                 break
-            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            except (requests.RequestException, OSError, ValueError):
                 error = ("The provider ended the stream early.", "upstream_stream_cut")
                 break
             if not chunk:
