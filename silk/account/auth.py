@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, ApiKey
+from silk.cache import ExpiringCache
 from silk.clientaddr import client_address
 from silk.database import utcnow
 from silk.errors import AuthenticationFailed, PermissionDenied, RateLimited
@@ -21,6 +21,7 @@ from silk.extensions import db
 _MAX_KEY_LENGTH = 256
 _LAST_USED_EVERY = 60.0  # seconds between last_used_at writes for one key
 _FAILURE_WINDOW = 60  # seconds over which an address's failed key checks are counted
+_BAD_KEY_TTL = 2.0  # seconds an unknown key is refused without asking the database again
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,39 +42,17 @@ class Principal:
         return self.allowed_models is None or model_id in self.allowed_models
 
 
-class KeyCache:
-    """Per-process cache of key lookups, so the hot path seldom touches the database."""
+class KeyCache(ExpiringCache[str, Principal | None]):
+    """Per-process cache of key lookups, so the hot path seldom touches the database.
+
+    A cached None is a key the database does not know, refused for a short while without
+    asking again, to blunt guessing.
+    """
 
     def __init__(self, ttl: float, max_entries: int = 50_000):
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        super().__init__(ttl, max_entries)
         self._last_used: dict[int, float] = {}
         self._blocked: dict[str, float] = {}  # address -> monotonic time its block ends
-        self._lock = threading.Lock()
-
-    def get(self, key_hash: str) -> tuple[bool, Principal | None]:
-        """Return (hit, principal); a cached None means a known-bad key."""
-        entry = self._entries.get(key_hash)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
-
-    def put(self, key_hash: str, principal: Principal | None, ttl: float | None = None) -> None:
-        """Remember a lookup; bad keys are remembered briefly to blunt guessing."""
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[key_hash] = (time.monotonic() + (self.ttl if ttl is None else ttl),
-                                       principal)
-
-    def forget(self, key_hash: str) -> None:
-        """Drop a key, e.g. after it was revoked in this process."""
-        self._entries.pop(key_hash, None)
-
-    def clear(self) -> None:
-        """Drop everything."""
-        self._entries.clear()
 
     def blocked_for(self, address: str) -> float:
         """Seconds left on an address's block for failed key checks (0 when not blocked)."""
@@ -145,6 +124,10 @@ def _load(key_hash: str) -> Principal | None:
     )
 
 
+def _lifetime(principal: Principal | None) -> float | None:
+    return None if principal else _BAD_KEY_TTL
+
+
 def guard_address() -> None:
     """Refuse (429) any key check from an address that failed too many of them lately.
 
@@ -196,10 +179,7 @@ def authenticate() -> Principal:
         raise _reject("Invalid API key.")
     key_hash = hash_secret(secret)
     cache = key_cache()
-    hit, principal = cache.get(key_hash)
-    if not hit:
-        principal = _load(key_hash)
-        cache.put(key_hash, principal, ttl=None if principal else 2.0)
+    principal = cache.fetch(key_hash, _load, _lifetime)
     if principal is None:
         raise _reject("Invalid API key.")
     if principal.expires_at is not None and principal.expires_at <= utcnow():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import select
 
 from silk.billing.models import TierRecord
+from silk.cache import ExpiringCache
 from silk.catalog import catalogue
 from silk.database import utcnow
 from silk.errors import InvalidRequest
@@ -22,21 +22,26 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 def tiers() -> dict[str, Tier]:
     """Return every tier by name, from a short per-process cache."""
-    cached = current_app.extensions.get("silk.tiers")
-    if cached and cached[0] > time.monotonic():
-        return cached[1]
+    cache = current_app.extensions.get("silk.tiers")
+    if cache is None:
+        cache = current_app.extensions["silk.tiers"] = ExpiringCache(_TTL)
+    return cache.fetch("tiers", _load)
+
+
+def _load(_key: str) -> dict[str, Tier]:
     merged = dict(catalogue().tiers)
     for record in db.session.scalars(select(TierRecord)):
         merged[record.name] = Tier(record.name, Decimal(record.discount_bp) / 10_000,
                                    record.monthly_free_tokens)
     db.session.close()
-    current_app.extensions["silk.tiers"] = (time.monotonic() + _TTL, merged)
     return merged
 
 
 def forget_tiers() -> None:
     """Drop the cache after an edit in this process."""
-    current_app.extensions.pop("silk.tiers", None)
+    cache = current_app.extensions.get("silk.tiers")
+    if cache is not None:
+        cache.clear()
 
 
 def save_tier(name: str, discount_percent: Decimal, monthly_free_tokens: int) -> Tier:

@@ -496,7 +496,8 @@ class Runner:
         plan = [
             ("c1", [*tp, "6", "--concurrency", "1"], 6),
             ("c32", [*tp, "6", "--concurrency", "32"], 6),
-            ("streams500", ["streams", "--url", t.url, *key, "--n", "500"], 5),
+            (f"streams{self.args.profile_streams}",
+             ["streams", "--url", t.url, *key, "--n", str(self.args.profile_streams)], 5),
         ]
         for phase, argv, dur in plan:
             self.upstream.wait_idle(timeout=30)
@@ -659,17 +660,20 @@ class PgWaits:
             import psycopg
         except ImportError:
             return
+        # For a connection idle inside a transaction, its last statement says whose it is.
         sql = (
             "select coalesce(state, '?'), coalesce(wait_event_type, '-'), "
-            "coalesce(wait_event, '-'), count(*) from pg_stat_activity "
-            "where datname = %s and pid <> pg_backend_pid() group by 1, 2, 3"
+            "coalesce(wait_event, '-'), case when state like 'idle in transaction%%' "
+            "then ' (last: ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 60) || ')' "
+            "else '' end, count(*) from pg_stat_activity "
+            "where datname = %s and pid <> pg_backend_pid() group by 1, 2, 3, 4"
         )
         try:
             with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                 while not self._stop.is_set():
                     total = 0
-                    for state, wtype, wevent, n in conn.execute(sql, (self.dbname,)):
-                        key = f"{state} | {wtype}:{wevent}"
+                    for state, wtype, wevent, last, n in conn.execute(sql, (self.dbname,)):
+                        key = f"{state} | {wtype}:{wevent}{last}"
                         self.counts[key] = self.counts.get(key, 0) + n
                         total += n
                     self.samples += 1
@@ -838,6 +842,12 @@ def main(argv=None) -> int:
         "--profile",
         action="store_true",
         help="also profile the gateway workers with py-spy (extra phases)",
+    )
+    ap.add_argument(
+        "--profile-streams",
+        type=int,
+        default=500,
+        help="with --profile: how many streams the profiled stream burst opens",
     )
     ap.add_argument(
         "--profile-idle",
