@@ -17,6 +17,7 @@ import select
 import socket
 import ssl
 import zlib
+from collections.abc import Callable
 
 import httptools
 import requests
@@ -149,15 +150,7 @@ class Transport:
         message = self.head(headers, len(body)) + body
         conn = self._connection(timeout)
         answer = Answer(self.pool, conn)
-        try:
-            conn.sock.sendall(message)
-            answer.read_head()
-        except BaseException as exc:
-            answer.discard()
-            mapped = _mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+        answer.begin(message)
         response = requests.Response()
         response.status_code = answer.status
         response.headers = CaseInsensitiveDict(answer.headers)
@@ -289,15 +282,13 @@ class Answer:
             raise _Cut("The provider closed the connection mid-answer.")
         self._parser.feed_data(data)
 
-    def read_head(self) -> None:
-        """Read until the status line and headers are in (a 1xx answer is skipped)."""
-        while not self.head_done:
-            self._fill()
-
-    def read1(self, amount: int = -1) -> bytes:
-        """The next body bytes as they come (at least one unless the body ended)."""
+    def _talk(self, message: bytes | None, done: Callable[[], bool]) -> None:
+        """Send `message` if any, then read until `done()`; a failure drops the connection
+        and is raised as requests' exception."""
         try:
-            while not self._pending and not self.complete:
+            if message is not None:
+                self._conn.sock.sendall(message)
+            while not done():
                 self._fill()
         except BaseException as exc:
             self.discard()
@@ -305,6 +296,14 @@ class Answer:
             if mapped is exc:
                 raise
             raise mapped from exc
+
+    def begin(self, message: bytes) -> None:
+        """Send the request and read the answer's status line and headers (1xx skipped)."""
+        self._talk(message, lambda: self.head_done)
+
+    def read1(self, amount: int = -1) -> bytes:
+        """The next body bytes as they come (at least one unless the body ended)."""
+        self._talk(None, lambda: bool(self._pending) or self.complete)
         if self.complete:
             self._finish()
         data = b"".join(self._pending)

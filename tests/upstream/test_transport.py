@@ -5,22 +5,17 @@ through http.client, so everything http.client used to get right is ours to prov
 the request, every way an answer can be framed (length, chunks, the hang-up), when a connection
 may go back to the pool and when it must not, and which requests exception each failure becomes.
 A mocked socket would only echo our own assumptions back, so each test here scripts the exact
-bytes a tiny loopback server answers, and the server counts the TCP connections it accepted and
-keeps the raw requests it received.
+bytes a tiny loopback server (tests/upstream/scripted.py) answers, and the server counts the TCP
+connections it accepted and keeps the raw requests it received.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import itertools
 import socket
-import struct
 import sys
 import threading
-import time
 import zlib
-from collections.abc import Callable
 
 import pytest
 import requests
@@ -28,197 +23,15 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from silk.upstream.transport import Transport
-
-PATH = "/v1/chat/completions"
-BODY = b'{"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}]}'
-HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
-TIMEOUT = urllib3.Timeout(connect=2, read=2)
-WAIT = 5  # seconds any scripted wait may last before the test counts as broken
-
-
-def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
-    """An HTTP/1.1 answer framed by Content-Length."""
-    head = "".join(f"{h}\r\n" for h in (*headers, f"Content-Length: {len(body)}"))
-    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
-
-
-CHUNKED_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-class Peer:
-    """The server's side of one accepted connection, driven by a test's script."""
-
-    def __init__(self, server: Server, sock: socket.socket, index: int):
-        self.server = server
-        self.sock = sock
-        self.index = index  # 0 for the first connection the server accepted
-        self.eof = threading.Event()  # the client closed its side
-        self._buffer = b""
-
-    def _recv(self) -> bytes:
-        try:
-            data = self.sock.recv(65536)
-        except ConnectionResetError:  # the client closed with our bytes still unread
-            data = b""
-        if not data:
-            self.eof.set()
-        return data
-
-    def request(self) -> bytes | None:
-        """Read one whole request (head, then a Content-Length body); None if the client left."""
-        reads: list[bytes] = []
-        while b"\r\n\r\n" not in self._buffer:
-            data = self._recv()
-            if not data:
-                assert not self._buffer, f"the client left mid-request: {self._buffer!r}"
-                return None
-            reads.append(data)
-            self._buffer += data
-        head, _, rest = self._buffer.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            data = self._recv()
-            assert data, "the client left mid-body"
-            reads.append(data)
-            rest += data
-        raw = head + b"\r\n\r\n" + rest[:length]
-        self._buffer = rest[length:]
-        with self.server.lock:
-            self.server.requests.append(raw)
-            self.server.reads.append(reads)
-        return raw
-
-    def send(self, *parts: bytes, pause: float = 0.0) -> None:
-        """Write the parts as separate TCP writes, pausing between them."""
-        for i, part in enumerate(parts):
-            if i and pause:
-                time.sleep(pause)
-            self.sock.sendall(part)
-
-    def wait_eof(self) -> None:
-        """Read until the client closes its side (it must, within WAIT)."""
-        self.sock.settimeout(WAIT)
-        while self._recv():
-            pass
-
-    def serve(self, body: bytes = b"next", *headers: str) -> None:
-        """Answer every further request on this connection the same way, until the client leaves."""
-        while self.request() is not None:
-            self.send(answer(body, *headers))
-
-    def reset(self) -> None:
-        """Close with SO_LINGER 0: the client gets a TCP reset, not an orderly end."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-
-class Server:
-    """A raw-socket HTTP server on 127.0.0.1: a thread per connection runs `handler(peer)`."""
-
-    def __init__(self, handler: Callable[[Peer], None]):
-        self.handler = handler
-        self.lock = threading.Lock()
-        self.peers: list[Peer] = []
-        self.requests: list[bytes] = []  # each request's raw bytes, in arrival order
-        self.reads: list[list[bytes]] = []  # the recv() results each request arrived in
-        self.errors: list[BaseException] = []
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    @property
-    def accepted(self) -> int:
-        """How many TCP connections the server accepted."""
-        with self.lock:
-            return len(self.peers)
-
-    def _accept(self) -> None:
-        while not self._stopping:
-            try:
-                sock, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            sock.settimeout(WAIT)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                peer = Peer(self, sock, len(self.peers))
-                self.peers.append(peer)
-            thread = threading.Thread(target=self._run, args=(peer,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, peer: Peer) -> None:
-        try:
-            self.handler(peer)
-        except BaseException as exc:  # noqa: BLE001 - reported when the server stops
-            if not self._stopping:
-                self.errors.append(exc)
-        finally:
-            peer.sock.close()
-
-    def stop(self) -> None:
-        self._stopping = True
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
-        self._acceptor.join(WAIT)
-        self.listener.close()
-        for peer in self.peers:
-            with contextlib.suppress(OSError):
-                peer.sock.shutdown(socket.SHUT_RDWR)  # wakes a handler still reading
-        for thread in self._threads:
-            thread.join(WAIT)
-        assert not any(t.is_alive() for t in [self._acceptor, *self._threads])
-        if self.errors:
-            raise self.errors[0]
+from tests.upstream import scripted
+from tests.upstream.scripted import WAIT, Peer, answer, chunk, keep_serving, post
 
 
 @pytest.fixture
 def serve():
     """Start a scripted server and a Transport posting to it; both are shut at the end."""
-    started: list[tuple[Server, Transport]] = []
-
-    def start(handler: Callable[[Peer], None]) -> tuple[Server, Transport]:
-        server = Server(handler)
-        transport = Transport(HTTPAdapter(max_retries=0), server.url)
-        started.append((server, transport))
-        return server, transport
-
-    yield start
-    for server, transport in started:
-        transport.pool.close()
-        server.stop()
-
-
-def post(transport: Transport, headers: dict[str, str] | None = None,
-         timeout: urllib3.Timeout = TIMEOUT) -> requests.Response:
-    return transport.post(BODY, HEADERS if headers is None else headers, timeout)
-
-
-def keep_serving(body: bytes = b"next") -> Callable[[Peer], None]:
-    def handler(peer: Peer) -> None:
-        peer.serve(body)
-    return handler
+    with scripted.serving() as start:
+        yield start
 
 
 # the request
@@ -230,20 +43,21 @@ def test_the_request_is_one_well_formed_write(serve):
                "Accept": "application/json", "X-Trace": "abc"}
     assert post(transport, headers).content == b"{}"
     assert server.requests == [
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"POST {scripted.PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         "Authorization: Bearer sk-test\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json\r\nX-Trace: abc\r\nContent-Length: {len(BODY)}\r\n\r\n"
-        .encode() + BODY]
+        "Accept: application/json\r\nX-Trace: abc\r\n"
+        f"Content-Length: {len(scripted.BODY)}\r\n\r\n".encode() + scripted.BODY]
     assert server.reads == [[server.requests[0]]]  # head and body came in one piece
 
 
 def test_a_content_length_the_caller_gave_is_not_repeated(serve):
     server, transport = serve(keep_serving(b"{}"))
-    headers = {"Content-Length": str(len(BODY)), "User-Agent": "SilkGateway"}
+    headers = {"Content-Length": str(len(scripted.BODY)), "User-Agent": "SilkGateway"}
     post(transport, headers).close()
     assert server.requests == [
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-        f"Content-Length: {len(BODY)}\r\nUser-Agent: SilkGateway\r\n\r\n".encode() + BODY]
+        f"POST {scripted.PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Length: {len(scripted.BODY)}\r\nUser-Agent: SilkGateway\r\n\r\n".encode()
+        + scripted.BODY]
 
 
 @pytest.mark.parametrize(("url", "first_lines"), [
@@ -302,48 +116,15 @@ def test_read_with_a_size_hands_out_that_many_bytes_and_keeps_the_rest(serve):
 
 
 def test_a_chunked_answer_is_decoded_as_it_arrives_and_the_connection_reused(serve):
-    go = threading.Event()
-
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-        assert go.wait(WAIT)
-        # chunks split mid-size, mid-data and mid-CRLF over separate writes, then a trailer
-        rest = (chunk(b"data: 22\n\n") + chunk(b"data: 333333333333333\n\n")
-                + b"0\r\nX-Checksum: abc\r\n\r\n")
-        cuts = [0, 1, 9, 14, 16, 40, len(rest) - 3, len(rest)]
-        peer.send(*(rest[a:b] for a, b in itertools.pairwise(cuts)), pause=0.005)
-        peer.serve(b"after")
-
-    server, transport = serve(handler)
-    response = post(transport)
-    assert response.headers["transfer-encoding"] == "chunked"
-    assert response.raw.read1() == b"data: 1\n\n"  # before the rest was even sent
-    go.set()
-    pieces = []
-    while piece := response.raw.read1():
-        pieces.append(piece)
-    assert b"".join(pieces) == b"data: 22\n\ndata: 333333333333333\n\n"
-    assert response.raw.read1() == b""  # the end stays the end
-    assert response.raw.closed
-    assert post(transport).content == b"after"
-    assert server.accepted == 1
+    scripted.check_a_stream_in_pieces_is_decoded_as_it_arrives(serve)
 
 
 def test_closing_a_stream_whose_rest_has_arrived_keeps_the_connection(serve):
     go, rest_sent = threading.Event(), threading.Event()
-
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-        assert go.wait(WAIT)
-        peer.send(chunk(b"data: 2\n\n") + chunk(b"data: [DONE]\n\n") + LAST_CHUNK)
-        rest_sent.set()
-        peer.serve(b"second")
-
-    server, transport = serve(handler)
+    rest = chunk(b"data: 2\n\n") + chunk(b"data: [DONE]\n\n") + scripted.LAST_CHUNK
+    server, transport = serve(scripted.rest_then_serve(go, rest_sent, rest))
     response = post(transport)
-    assert response.raw.read1() == b"data: 1\n\n"
+    assert response.raw.read1() == scripted.FIRST_EVENT
     go.set()
     assert rest_sent.wait(WAIT)
     response.close()  # the caller stops reading; the rest is on the socket already
@@ -353,24 +134,7 @@ def test_closing_a_stream_whose_rest_has_arrived_keeps_the_connection(serve):
 
 
 def test_closing_a_stream_whose_rest_has_not_arrived_closes_the_connection(serve):
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-            peer.wait_eof()  # the rest is never sent
-        else:
-            peer.serve(b"second")
-
-    server, transport = serve(handler)
-    response = post(transport)
-    assert response.raw.read1() == b"data: 1\n\n"
-    started = time.monotonic()
-    response.close()
-    assert time.monotonic() - started < 0.5  # it did not wait for the rest
-    assert response.raw.closed
-    assert server.peers[0].eof.wait(WAIT)  # the first connection was closed
-    assert post(transport).content == b"second"
-    assert server.accepted == 2
+    scripted.check_closing_a_stream_before_its_rest_closes_the_connection(serve)
 
 
 def test_a_connection_close_answer_is_not_reused(serve):
@@ -408,15 +172,12 @@ def test_a_connection_whose_answer_began_with_100_continue_is_reused(serve):
 
 @pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
 def test_an_answer_ended_by_the_hang_up_is_read_whole(serve, version):
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(f"{version} 200 OK\r\nContent-Type: application/json\r\n\r\n".encode(),
-                      b'{"choices": ', b"[]}", pause=0.005)
-        else:
-            peer.serve(b"second")
+    def hang_up(peer: Peer) -> None:
+        peer.request()
+        peer.send(f"{version} 200 OK\r\nContent-Type: application/json\r\n\r\n".encode(),
+                  b'{"choices": ', b"[]}", pause=0.005)
 
-    server, transport = serve(handler)
+    server, transport = serve(scripted.first_then_serve(hang_up))
     response = post(transport)
     assert response.content == b'{"choices": []}'
     assert response.raw.closed
@@ -451,14 +212,10 @@ def test_a_compressed_stream_in_small_chunks_is_decoded_whole(serve, encoding):
             peer.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding.encode()
                       + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(packed[:first]),
                       b"".join(chunk(packed[i:i + 7]) for i in range(first, len(packed), 7))
-                      + LAST_CHUNK, pause=0.005)
+                      + scripted.LAST_CHUNK, pause=0.005)
 
     server, transport = serve(handler)
-    raw = post(transport).raw
-    pieces = []
-    while piece := raw.read1():
-        pieces.append(piece)
-    assert b"".join(pieces) == TEXT
+    assert scripted.read_stream(post(transport).raw) == TEXT
     assert post(transport).content == TEXT
     assert server.accepted == 1
 
@@ -480,41 +237,27 @@ def test_a_corrupt_compressed_answer_is_a_connection_error(serve):
 def test_a_pooled_connection_the_server_gave_up_on_is_replaced(serve, stale):
     given_up = threading.Event()
 
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(answer(b"first", "Connection: keep-alive"))
-            if stale:
-                peer.send(stale)  # unasked: the connection is no good any more
-                given_up.set()
-                peer.wait_eof()
-            else:
-                peer.sock.close()  # keep-alive was promised, yet it closes while idle
-                given_up.set()
+    def give_up(peer: Peer) -> None:
+        peer.request()
+        peer.send(answer(b"first", "Connection: keep-alive"))
+        if stale:
+            peer.send(stale)  # unasked: the connection is no good any more
+            given_up.set()
+            peer.wait_eof()
         else:
-            peer.serve(b"second")
+            peer.sock.close()  # keep-alive was promised, yet it closes while idle
+            given_up.set()
 
-    server, transport = serve(handler)
+    server, transport = serve(scripted.first_then_serve(give_up))
     assert post(transport).content == b"first"
-    assert given_up.wait(WAIT)
-    response = post(transport)
-    assert (response.status_code, response.content) == (200, b"second")
-    assert server.accepted == 2
-    assert len(server.requests) == 2  # nothing was written to the abandoned connection
+    scripted.check_the_given_up_connection_is_replaced(server, transport, given_up)
 
 
 # failures
 
 
 def test_an_answer_cut_short_is_a_connection_error(serve):
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(answer(b"x" * 100)[:-90])  # Content-Length 100, 10 bytes of it
-        else:
-            peer.serve(b"second")
-
-    server, transport = serve(handler)
+    server, transport = serve(scripted.first_then_serve(scripted.cut_short))
     response = post(transport)
     with pytest.raises(requests.ConnectionError):
         response.content  # noqa: B018
@@ -525,19 +268,11 @@ def test_an_answer_cut_short_is_a_connection_error(serve):
 
 def test_a_chunked_answer_cut_mid_chunk_is_a_connection_error(serve):
     def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n") + b"20\r\ndata: 2")
+        peer.start_stream()
+        peer.send(b"20\r\ndata: 2")
 
     _, transport = serve(handler)
-    raw = post(transport).raw
-    received = b""
-    with pytest.raises(requests.ConnectionError):
-        while True:
-            piece = raw.read1()
-            assert piece, "a cut answer ended as if it were whole"
-            received += piece
-    assert received == b"data: 1\n\ndata: 2"
-    assert raw.closed
+    assert scripted.read_until_cut(post(transport).raw) == scripted.FIRST_EVENT + b"data: 2"
 
 
 def test_an_answer_the_server_closes_before_its_head_is_a_connection_error(serve):
@@ -558,8 +293,7 @@ def test_a_reset_is_a_connection_error(serve):
             peer.request()
             peer.reset()  # before any answer
         elif peer.index == 1:
-            peer.request()
-            peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
+            peer.start_stream()
             assert go.wait(WAIT)
             peer.reset()  # mid-answer
 
@@ -567,7 +301,7 @@ def test_a_reset_is_a_connection_error(serve):
     with pytest.raises(requests.ConnectionError):
         post(transport)
     raw = post(transport).raw
-    assert raw.read1() == b"data: 1\n\n"
+    assert raw.read1() == scripted.FIRST_EVENT
     go.set()
     with pytest.raises(requests.ConnectionError):
         raw.read1()
@@ -587,40 +321,18 @@ def test_an_answer_that_is_not_http_is_a_connection_error(serve):
 
 
 def test_a_server_that_never_answers_is_a_read_timeout(serve):
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.wait_eof()
-
-    server, transport = serve(handler)
-    started = time.monotonic()
-    with pytest.raises(requests.ReadTimeout):
-        post(transport, timeout=urllib3.Timeout(connect=2, read=0.3))
-    assert 0.25 <= time.monotonic() - started < 1.5
-    assert server.peers[0].eof.wait(WAIT)  # the connection was closed, not pooled
+    scripted.check_a_server_that_never_answers_is_a_read_timeout(serve)
 
 
 def test_silence_mid_answer_is_a_read_timeout(serve):
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-        peer.wait_eof()
-
-    server, transport = serve(handler)
-    raw = post(transport, timeout=urllib3.Timeout(connect=2, read=0.3)).raw
-    assert raw.read1() == b"data: 1\n\n"
-    started = time.monotonic()
-    with pytest.raises(requests.ReadTimeout):
-        raw.read1()
-    assert 0.25 <= time.monotonic() - started < 1.5
-    assert raw.closed
-    assert server.peers[0].eof.wait(WAIT)
+    scripted.check_silence_mid_answer_is_a_read_timeout(serve)
 
 
 def test_a_refused_connection_is_a_connection_error():
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    transport = Transport(HTTPAdapter(max_retries=0), f"http://127.0.0.1:{port}{PATH}")
+    transport = Transport(HTTPAdapter(max_retries=0), f"http://127.0.0.1:{port}{scripted.PATH}")
     with pytest.raises(requests.ConnectionError) as caught:
         post(transport)
     assert not isinstance(caught.value, requests.Timeout)
@@ -633,9 +345,7 @@ def test_a_connection_that_cannot_be_made_in_time_is_a_connect_timeout():
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         queued.connect(listener.getsockname())  # fills the queue; never accepted
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}{PATH}"
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}{scripted.PATH}"
         transport = Transport(HTTPAdapter(max_retries=0), url)
-        started = time.monotonic()
-        with pytest.raises(requests.ConnectTimeout):
+        with scripted.lasting(0, 1.5), pytest.raises(requests.ConnectTimeout):
             post(transport, timeout=urllib3.Timeout(connect=0.2, read=2))
-        assert time.monotonic() - started < 1.5

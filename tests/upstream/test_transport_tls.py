@@ -4,21 +4,18 @@ Providers are HTTPS, and TLS changes what the transport sees: urllib3 verifies t
 while connecting, every write of the server arrives as a record that is decrypted whole, and
 bytes already decrypted sit in the TLS layer where the operating system's poll cannot see them
 (`_ready()` asks `sock.pending()` for those). Each test scripts the records a loopback TLS server
-sends (one `sendall` is one record); its certificate comes from a trustme test CA that the
-transport is told to trust the test CA the way requests is: `verify=<path of the bundle>`.
-The server counts the TCP connections it accepted and keeps the requests it received.
+(tests/upstream/scripted.py) sends (one `sendall` is one record); its certificate comes from a
+trustme test CA that the transport is told to trust the way requests is: `verify=<path of the
+bundle>`. The server counts the TCP connections it accepted and keeps the requests it received.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import socket
 import ssl
-import struct
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import requests
@@ -28,28 +25,8 @@ from requests.adapters import HTTPAdapter
 
 from silk.upstream import transport as transport_module
 from silk.upstream.transport import Transport
-
-PATH = "/v1/chat/completions"
-BODY = b'{"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}]}'
-HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
-TIMEOUT = urllib3.Timeout(connect=2, read=2)
-WAIT = 5  # seconds any scripted wait may last before the test counts as broken
-
-
-def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
-    """An HTTP/1.1 answer framed by Content-Length."""
-    head = "".join(f"{h}\r\n" for h in (*headers, f"Content-Length: {len(body)}"))
-    return f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body
-
-
-CHUNKED_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
+from tests.upstream import scripted
+from tests.upstream.scripted import WAIT, Peer, answer, chunk, keep_serving, pooled, post
 
 # certificates
 
@@ -84,164 +61,6 @@ def good_context(ca) -> ssl.SSLContext:
 # the server
 
 
-class Peer:
-    """The server's side of one accepted TLS connection, driven by a test's script."""
-
-    def __init__(self, server: TLSServer, sock: ssl.SSLSocket, index: int):
-        self.server = server
-        self.sock = sock
-        self.index = index  # 0 for the first connection the server accepted
-        self.eof = threading.Event()  # the client closed its side
-        self._buffer = b""
-
-    def _recv(self) -> bytes:
-        try:
-            data = self.sock.recv(65536)
-        except (ConnectionResetError, ssl.SSLEOFError):  # closed with our bytes unread
-            data = b""
-        if not data:
-            self.eof.set()
-        return data
-
-    def request(self) -> bytes | None:
-        """Read one whole request (head, then a Content-Length body); None if the client left."""
-        while b"\r\n\r\n" not in self._buffer:
-            data = self._recv()
-            if not data:
-                assert not self._buffer, f"the client left mid-request: {self._buffer!r}"
-                return None
-            self._buffer += data
-        head, _, rest = self._buffer.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            data = self._recv()
-            assert data, "the client left mid-body"
-            rest += data
-        raw = head + b"\r\n\r\n" + rest[:length]
-        self._buffer = rest[length:]
-        with self.server.lock:
-            self.server.requests.append(raw)
-        return raw
-
-    def send(self, *parts: bytes, pause: float = 0.0) -> None:
-        """Write the parts as separate TLS records, pausing between them."""
-        for i, part in enumerate(parts):
-            if i and pause:
-                time.sleep(pause)
-            self.sock.sendall(part)
-
-    def wait_eof(self) -> None:
-        """Read until the client closes its side (it must, within WAIT)."""
-        self.sock.settimeout(WAIT)
-        while self._recv():
-            pass
-
-    def serve(self, body: bytes = b"next") -> None:
-        """Answer every further request on this connection the same way, until the client leaves."""
-        while self.request() is not None:
-            self.send(answer(body))
-
-    def cut(self, how: str) -> None:
-        """End the connection mid-answer: with a TLS close_notify, a bare TCP close, or a reset."""
-        if how == "close_notify":
-            # unwrap() sends close_notify, then waits for the client's, which never comes:
-            # the client closes the TCP connection instead
-            with contextlib.suppress(OSError):
-                self.sock.unwrap()
-        elif how == "reset":
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
-
-
-class TLSServer:
-    """A TLS server on 127.0.0.1: a thread per connection shakes hands, then runs `handler(peer)`.
-
-    A handshake the client refuses is recorded in `refused`, not counted as a server error.
-    """
-
-    def __init__(self, handler: Callable[[Peer], None], context: ssl.SSLContext):
-        self.handler = handler
-        self.context = context
-        self.lock = threading.Lock()
-        self.peers: list[Peer] = []
-        self.requests: list[bytes] = []  # each request's bytes, in arrival order
-        self.refused: list[ssl.SSLError] = []  # handshakes that failed
-        self.handshake_failed = threading.Event()
-        self.errors: list[BaseException] = []
-        self._threads: list[threading.Thread] = []
-        self._stopping = False
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def url(self, host: str = "localhost") -> str:
-        return f"https://{host}:{self.port}{PATH}"
-
-    @property
-    def accepted(self) -> int:
-        """How many TCP connections the server accepted."""
-        with self.lock:
-            return len(self.peers)
-
-    def _accept(self) -> None:
-        while not self._stopping:
-            try:
-                raw, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            raw.settimeout(WAIT)
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            with self.lock:
-                peer = Peer(self, sock, len(self.peers))
-                self.peers.append(peer)
-            thread = threading.Thread(target=self._run, args=(peer,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, peer: Peer) -> None:
-        try:
-            try:
-                peer.sock.do_handshake()
-            except ssl.SSLError as exc:
-                self.refused.append(exc)
-                self.handshake_failed.set()
-                return
-            self.handler(peer)
-        except BaseException as exc:  # noqa: BLE001 - reported when the server stops
-            if not self._stopping:
-                self.errors.append(exc)
-        finally:
-            peer.sock.close()
-
-    def stop(self) -> None:
-        self._stopping = True
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
-        self._acceptor.join(WAIT)
-        self.listener.close()
-        for peer in self.peers:
-            with contextlib.suppress(OSError):
-                # the TCP shutdown under the TLS layer wakes a handler still reading;
-                # SSLSocket.shutdown would also drop the TLS state under that reader
-                socket.socket.shutdown(peer.sock, socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(WAIT)
-        assert not any(t.is_alive() for t in [self._acceptor, *self._threads])
-        if self.errors:
-            raise self.errors[0]
-
-
 @pytest.fixture
 def serve(good_context, ca_file):
     """Start a scripted TLS server and a Transport posting to it; both are shut at the end.
@@ -250,42 +69,13 @@ def serve(good_context, ca_file):
     transport posts to https://localhost:PORT and trusts that CA (`trust=False`: requests'
     default bundle, certifi's; a path: that bundle).
     """
-    started: list[tuple[TLSServer, Transport]] = []
+    with scripted.serving() as start:
+        def start_tls(handler, context: ssl.SSLContext | None = None, host: str = "localhost",
+                      trust: bool | str = True):
+            verify = ca_file if trust is True else (trust or True)
+            return start(handler, context or good_context, host, verify)
 
-    def start(handler: Callable[[Peer], None], context: ssl.SSLContext | None = None,
-              host: str = "localhost", trust: bool | str = True) -> tuple[TLSServer, Transport]:
-        server = TLSServer(handler, context or good_context)
-        verify = ca_file if trust is True else (trust or True)
-        transport = Transport(HTTPAdapter(max_retries=0), server.url(host), verify=verify)
-        started.append((server, transport))
-        return server, transport
-
-    yield start
-    for server, transport in started:
-        transport.pool.close()
-        server.stop()
-
-
-def post(transport: Transport, timeout: urllib3.Timeout = TIMEOUT) -> requests.Response:
-    return transport.post(BODY, HEADERS, timeout)
-
-
-def keep_serving(body: bytes = b"next") -> Callable[[Peer], None]:
-    def handler(peer: Peer) -> None:
-        peer.serve(body)
-    return handler
-
-
-def pooled(transport: Transport) -> list:
-    """The connections idle in the transport's pool (urllib3 fills free slots with None)."""
-    return [conn for conn in list(transport.pool.pool.queue) if conn is not None]
-
-
-def read_stream(raw) -> bytes:
-    pieces = []
-    while piece := raw.read1():
-        pieces.append(piece)
-    return b"".join(pieces)
+        yield start_tls
 
 
 # answers and the pool
@@ -303,58 +93,25 @@ def test_a_content_length_answer_is_read_whole_and_its_tls_connection_reused(ser
     assert post(transport).content == body
     assert server.accepted == 1
     assert server.requests == [
-        f"POST {PATH} HTTP/1.1\r\nHost: localhost:{server.port}\r\n"
+        f"POST {scripted.PATH} HTTP/1.1\r\nHost: localhost:{server.port}\r\n"
         "Authorization: Bearer sk-test\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY] * 2
+        f"Content-Length: {len(scripted.BODY)}\r\n\r\n".encode() + scripted.BODY] * 2
 
 
 def test_a_chunked_stream_in_several_records_is_read_exactly_and_the_connection_reused(serve):
-    go = threading.Event()
-
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-        assert go.wait(WAIT)
-        # records split mid-size, mid-data and mid-CRLF, then a trailer
-        rest = (chunk(b"data: 22\n\n") + chunk(b"data: 333333333333333\n\n")
-                + b"0\r\nX-Checksum: abc\r\n\r\n")
-        cuts = [0, 1, 9, 14, 16, 40, len(rest) - 3, len(rest)]
-        peer.send(*(rest[a:b] for a, b in itertools.pairwise(cuts)), pause=0.005)
-        peer.serve(b"after")
-
-    server, transport = serve(handler)
-    response = post(transport)
-    assert response.headers["transfer-encoding"] == "chunked"
-    assert response.raw.read1() == b"data: 1\n\n"  # before the rest was even sent
-    go.set()
-    assert read_stream(response.raw) == b"data: 22\n\ndata: 333333333333333\n\n"
-    assert response.raw.read1() == b""  # the end stays the end
-    assert response.raw.closed
-    assert post(transport).content == b"after"
-    assert server.accepted == 1
+    scripted.check_a_stream_in_pieces_is_decoded_as_it_arrives(serve)  # each piece a record
 
 
-def rest_then_serve(go: threading.Event, rest_sent: threading.Event, *rest: bytes):
-    """Send a stream's first event, on `go` the rest of it (as records), then keep serving."""
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-        assert go.wait(WAIT)
-        peer.send(*rest)
-        rest_sent.set()
-        peer.serve(b"second")
-    return handler
-
-
-@pytest.mark.parametrize("records", [1, 3])
-def test_closing_a_stream_whose_rest_has_arrived_keeps_the_tls_connection(serve, records):
+def close_once_the_rest_arrived(serve, *rest: bytes, small_reads: bool = False) -> None:
+    """Stream the first event, then `rest` as records, and close the response once they are
+    on the socket: the connection goes back to the pool and serves the next request."""
     go, rest_sent = threading.Event(), threading.Event()
-    rest = [chunk(b"data: 2\n\n"), chunk(b"data: [DONE]\n\n"), LAST_CHUNK]
-    if records == 1:
-        rest = [b"".join(rest)]
-    server, transport = serve(rest_then_serve(go, rest_sent, *rest))
+    server, transport = serve(scripted.rest_then_serve(go, rest_sent, *rest))
     response = post(transport)
-    assert response.raw.read1() == b"data: 1\n\n"
+    first = response.raw.read1()
+    while small_reads and len(first) < len(scripted.FIRST_EVENT):
+        first += response.raw.read1()
+    assert first == scripted.FIRST_EVENT
     go.set()
     assert rest_sent.wait(WAIT)
     time.sleep(0.05)  # sent is not yet arrived: let loopback deliver the records
@@ -365,28 +122,23 @@ def test_closing_a_stream_whose_rest_has_arrived_keeps_the_tls_connection(serve,
     assert server.accepted == 1
 
 
+@pytest.mark.parametrize("records", [1, 3])
+def test_closing_a_stream_whose_rest_has_arrived_keeps_the_tls_connection(serve, records):
+    rest = [chunk(b"data: 2\n\n"), chunk(b"data: [DONE]\n\n"), scripted.LAST_CHUNK]
+    if records == 1:
+        rest = [b"".join(rest)]
+    close_once_the_rest_arrived(serve, *rest)
+
+
 def test_closing_a_stream_whose_rest_is_decrypted_already_keeps_the_connection(
         serve, monkeypatch):
     # With 64 KiB reads a TLS record (16 KiB at most) is always taken whole. Small reads leave
     # the rest of a record decrypted inside the TLS layer, where the operating system's poll
-    # does not see it: only `sock.pending()` tells close() that the rest of the answer is here.
+    # does not see it: only `sock.pending()` tells close() that the rest of the answer is here
+    # (close() reads 8 bytes of the record; the rest is only `pending()`).
     monkeypatch.setattr(transport_module, "_READ_SIZE", 8)
-    go, rest_sent = threading.Event(), threading.Event()
-    rest = chunk(b"data: 2\n\n") + chunk(b"data: [DONE]\n\n") + LAST_CHUNK  # one record
-    server, transport = serve(rest_then_serve(go, rest_sent, rest))
-    response = post(transport)
-    first = b""
-    while len(first) < len(b"data: 1\n\n"):
-        first += response.raw.read1()
-    assert first == b"data: 1\n\n"
-    go.set()
-    assert rest_sent.wait(WAIT)
-    time.sleep(0.05)  # let loopback deliver the record
-    response.close()  # reads 8 bytes of the record; the rest is only `pending()`
-    assert response.raw.closed
-    assert len(pooled(transport)) == 1
-    assert post(transport).content == b"second"
-    assert server.accepted == 1
+    rest = chunk(b"data: 2\n\n") + chunk(b"data: [DONE]\n\n") + scripted.LAST_CHUNK  # one record
+    close_once_the_rest_arrived(serve, rest, small_reads=True)
 
 
 def test_a_pooled_connection_with_stale_bytes_decrypted_already_is_replaced(
@@ -400,48 +152,34 @@ def test_a_pooled_connection_with_stale_bytes_decrypted_already_is_replaced(
     first = next(whole for pad in range(16)
                  if len(whole := answer(b"first" + b" " * pad)) % 8 == 0)
 
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(first + stale)
-            given_up.set()
-            peer.wait_eof()
-        else:
-            peer.serve(b"second")
+    def give_up(peer: Peer) -> None:
+        peer.request()
+        peer.send(first + stale)
+        given_up.set()
+        peer.wait_eof()
 
-    server, transport = serve(handler)
+    server, transport = serve(scripted.first_then_serve(give_up))
     assert post(transport).content.rstrip() == b"first"
     assert len(pooled(transport)) == 1  # it looked whole and reusable when the answer ended
-    assert given_up.wait(WAIT)
-    response = post(transport)
-    assert (response.status_code, response.content) == (200, b"second")
-    assert server.accepted == 2
-    assert len(server.requests) == 2  # nothing was written to the abandoned connection
+    scripted.check_the_given_up_connection_is_replaced(server, transport, given_up)
 
 
 def test_closing_a_stream_whose_rest_has_not_arrived_closes_the_tls_connection(serve):
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-            peer.wait_eof()  # the rest is never sent
-        else:
-            peer.serve(b"second")
-
-    server, transport = serve(handler)
-    response = post(transport)  # read timeout 2 s: close() must not wait for it
-    assert response.raw.read1() == b"data: 1\n\n"
-    started = time.monotonic()
-    response.close()
-    assert time.monotonic() - started < 0.5  # it did not wait for the rest
-    assert response.raw.closed
-    assert pooled(transport) == []
-    assert server.peers[0].eof.wait(WAIT)  # the first connection was closed
-    assert post(transport).content == b"second"
-    assert server.accepted == 2
+    scripted.check_closing_a_stream_before_its_rest_closes_the_connection(serve)
 
 
 # certificates
+
+
+def assert_refused(server, transport) -> None:
+    """The transport refuses the server's certificate while shaking hands, and sends nothing."""
+    with pytest.raises(requests.exceptions.SSLError) as caught:
+        post(transport)
+    assert isinstance(caught.value, requests.ConnectionError)
+    assert "certificate verify failed" in str(caught.value)
+    assert pooled(transport) == []
+    assert server.handshake_failed.wait(WAIT)  # the client refused it while shaking hands
+    assert server.requests == []  # nothing was sent over the unverified connection
 
 
 @pytest.mark.parametrize("trust", ["default bundle", "another CA"])
@@ -452,19 +190,12 @@ def test_a_certificate_from_an_untrusted_ca_is_an_ssl_error(serve, tmp_path, tru
         trustme.CA().cert_pem.write_to_path(str(path))
         bundle = str(path)
     server, transport = serve(keep_serving(b"never"), trust=bundle)
-    with pytest.raises(requests.exceptions.SSLError) as caught:
-        post(transport)
-    assert isinstance(caught.value, requests.ConnectionError)
-    assert "certificate verify failed" in str(caught.value)
-    assert pooled(transport) == []
-    assert server.handshake_failed.wait(WAIT)  # the client refused it while shaking hands
-    assert server.requests == []  # nothing was sent over the unverified connection
+    assert_refused(server, transport)
 
 
 def test_after_a_refused_certificate_the_pool_still_connects(serve, ca_file):
     server, transport = serve(keep_serving(b"ok"), trust=False)
-    with pytest.raises(requests.exceptions.SSLError):
-        post(transport)
+    assert_refused(server, transport)
     trusting = Transport(HTTPAdapter(max_retries=0), server.url("localhost"), verify=ca_file)
     assert post(trusting).content == b"ok"
     trusting.pool.close()
@@ -479,11 +210,7 @@ def test_after_a_refused_certificate_the_pool_still_connects(serve, ca_file):
 ])
 def test_a_certificate_for_another_host_is_an_ssl_error(serve, ca, names, host):
     server, transport = serve(keep_serving(b"never"), server_context(ca, *names), host=host)
-    with pytest.raises(requests.exceptions.SSLError) as caught:
-        post(transport)
-    assert "certificate verify failed" in str(caught.value)
-    assert pooled(transport) == []
-    assert server.requests == []
+    assert_refused(server, transport)
 
 
 def test_a_certificate_for_the_ip_address_is_accepted_by_ip(serve, ca):
@@ -491,62 +218,33 @@ def test_a_certificate_for_the_ip_address_is_accepted_by_ip(serve, ca):
                               host="127.0.0.1")
     assert post(transport).content == b"ok"
     assert server.requests[0].startswith(
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
+        f"POST {scripted.PATH} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n".encode())
 
 
 # failures
 
 
 def test_a_tls_server_that_never_answers_is_a_read_timeout(serve):
-    def handler(peer: Peer) -> None:
-        peer.request()
-        peer.wait_eof()
-
-    server, transport = serve(handler)
-    started = time.monotonic()
-    with pytest.raises(requests.ReadTimeout):
-        post(transport, timeout=urllib3.Timeout(connect=2, read=0.3))
-    assert 0.25 <= time.monotonic() - started < 1.5
-    assert pooled(transport) == []
-    assert server.peers[0].eof.wait(WAIT)  # the connection was closed, not pooled
+    scripted.check_a_server_that_never_answers_is_a_read_timeout(serve)
 
 
 def test_a_tls_server_stalling_mid_answer_is_a_read_timeout(serve):
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
-            peer.wait_eof()
-        else:
-            peer.serve(b"second")
-
-    server, transport = serve(handler)
-    raw = post(transport, timeout=urllib3.Timeout(connect=2, read=0.3)).raw
-    assert raw.read1() == b"data: 1\n\n"
-    started = time.monotonic()
-    with pytest.raises(requests.ReadTimeout):
-        raw.read1()
-    assert 0.25 <= time.monotonic() - started < 1.5
-    assert raw.closed
-    assert server.peers[0].eof.wait(WAIT)
-    assert post(transport).content == b"second"
-    assert server.accepted == 2
+    scripted.check_silence_mid_answer_is_a_read_timeout(serve)
 
 
-@pytest.mark.parametrize("how", ["close_notify", "bare close", "reset"])
+CUTS = ["close_notify", "bare close", "reset"]
+
+
+@pytest.mark.parametrize("how", CUTS)
 def test_a_tls_connection_cut_mid_body_is_a_connection_error(serve, how):
     head_read = threading.Event()
 
-    def handler(peer: Peer) -> None:
-        if peer.index == 0:
-            peer.request()
-            peer.send(answer(b"x" * 100)[:-90])  # Content-Length 100, 10 bytes of it
-            assert head_read.wait(WAIT)  # a reset could otherwise beat the head to the client
-            peer.cut(how)
-        else:
-            peer.serve(b"second")
+    def cut_after_the_head(peer: Peer) -> None:
+        scripted.cut_short(peer)
+        assert head_read.wait(WAIT)  # a reset could otherwise beat the head to the client
+        peer.cut(how)
 
-    server, transport = serve(handler)
+    server, transport = serve(scripted.first_then_serve(cut_after_the_head))
     response = post(transport)
     head_read.set()
     with pytest.raises(requests.ConnectionError):
@@ -556,29 +254,22 @@ def test_a_tls_connection_cut_mid_body_is_a_connection_error(serve, how):
     assert server.accepted == 2
 
 
-@pytest.mark.parametrize("how", ["close_notify", "bare close", "reset"])
+@pytest.mark.parametrize("how", CUTS)
 def test_a_tls_stream_cut_mid_chunk_is_a_connection_error(serve, how):
     go = threading.Event()
 
     def handler(peer: Peer) -> None:
-        peer.request()
-        peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
+        peer.start_stream()
         assert go.wait(WAIT)
         peer.send(b"20\r\ndata: 2")
         peer.cut(how)
 
     _, transport = serve(handler)
     raw = post(transport).raw
-    assert raw.read1() == b"data: 1\n\n"
+    assert raw.read1() == scripted.FIRST_EVENT
     go.set()
-    received = b""
-    with pytest.raises(requests.ConnectionError):
-        while True:
-            piece = raw.read1()
-            assert piece, "a cut answer ended as if it were whole"
-            received += piece
-    assert received in (b"", b"data: 2")  # a reset may discard what was not read yet
-    assert raw.closed
+    # a reset may discard what was not read yet
+    assert scripted.read_until_cut(raw) in (b"", b"data: 2")
 
 
 def test_a_tls_handshake_that_stalls_is_a_timeout():
@@ -589,10 +280,8 @@ def test_a_tls_handshake_that_stalls_is_a_timeout():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
-        url = f"https://127.0.0.1:{listener.getsockname()[1]}{PATH}"
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}{scripted.PATH}"
         transport = Transport(HTTPAdapter(max_retries=0), url)
-        started = time.monotonic()
-        with pytest.raises(requests.Timeout):
+        with scripted.lasting(0, 1.5), pytest.raises(requests.Timeout):
             post(transport, timeout=urllib3.Timeout(connect=0.3, read=2))
-        assert time.monotonic() - started < 1.5
         assert pooled(transport) == []
