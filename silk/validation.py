@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 import orjson
 from flask import request
 from marshmallow import Schema, ValidationError, fields
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from silk.errors import InvalidRequest
 from silk.pricing import units_to_usd
@@ -21,9 +22,23 @@ from silk.pricing import units_to_usd
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
+def read_body(*, cache: bool = True) -> bytes:
+    """The request body; 413 when a body sent without a length (chunked) exceeds the limit.
+
+    Werkzeug stops reading such a body at MAX_CONTENT_LENGTH and returns what it read,
+    which would then be refused as truncated JSON (400) instead of as too large.
+    """
+    raw = request.get_data(cache=cache)
+    limit = request.max_content_length
+    unbounded = limit is not None and request.content_length is None and len(raw) >= limit
+    if unbounded and request.environ["wsgi.input"].read(1):  # the server's stream goes on
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def json_body() -> dict:
     """The request's JSON object; an empty body counts as `{}` so GET-like POSTs work."""
-    raw = request.get_data(cache=True)
+    raw = read_body()
     return json_object(raw) if raw.strip() else {}
 
 

@@ -5,6 +5,7 @@ from flask import Blueprint, Response, request
 from silk.account.auth import authenticate
 from silk.chat import relay, service
 from silk.jsonio import dumps_bytes
+from silk.validation import read_body
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 
@@ -13,7 +14,7 @@ bp = Blueprint("chat", __name__, url_prefix="/v1")
 def create_chat_completion():
     """Relay a chat completion, streaming as server-sent events or answering JSON."""
     principal = authenticate()
-    started = service.start(principal, request.get_data(cache=False),
+    started = service.start(principal, read_body(cache=False),
                             request.headers.get("Accept", ""))
     if started.stream:
         return Response(relay.RelayStream(started.response, started.meter), status=200,

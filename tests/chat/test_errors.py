@@ -1,5 +1,6 @@
 """Bad input and upstream failures: the right status, one envelope, nothing charged, no leaks."""
 
+import io
 import json
 
 import pytest
@@ -92,6 +93,28 @@ def test_body_over_the_limit_is_413(app, client, accounts):
                                     "messages": messages("x" * 5000)})
     assert response.status_code == 413
     assert response.json["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("size,status", [(5000, 413), (900, 200)])
+def test_a_body_without_a_length_is_measured_as_it_is_read(app, client, accounts, upstream,
+                                                          size, status):
+    # A chunked body carries no Content-Length: the server marks its stream as ending on
+    # its own (wsgi.input_terminated), and only reading it tells how long it is.
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    acct = accounts.make(credit="1")
+    body = json.dumps({"model": "deepseek-chat", "max_tokens": 5,
+                       "messages": messages("x" * (size - 100))}).encode()
+    response = client.post("/v1/chat/completions", input_stream=io.BytesIO(body),
+                           headers={**acct.headers, **JSON, "Content-Type": "application/json",
+                                    "Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.request.content_length is None
+    assert response.status_code == status, response.get_data()
+    if status == 413:
+        assert response.json["error"]["code"] == "payload_too_large"
+        assert upstream.requests == []
+    else:
+        assert len(upstream.requests) == 1
 
 
 def _assert_no_leak(upstream, response):
