@@ -92,7 +92,7 @@ WITH claimed AS (
                                 request_id, note, actor, created_at)
     SELECT id, 'charge', -CAST(%(charge)s AS BIGINT), balance_units, %(request)s,
            %(model)s, 'gateway', %(now)s
-    FROM charged WHERE CAST(%(billable)s AS BOOLEAN)
+    FROM charged WHERE CAST(%(charge)s AS BIGINT) > 0
 ), recorded AS (
     INSERT INTO usage_records (
         request_id, account_id, key_id, model, upstream_model, provider, stream, status,
@@ -121,7 +121,7 @@ _TYPES = {
     "discount_units": "bigint", "written_off_units": "bigint",
     "month": "varchar", "tier": "varchar", "request": "varchar", "model": "varchar",
     "worker": "varchar", "upstream_model": "varchar", "provider": "varchar",
-    "status": "varchar", "billable": "boolean", "stream": "boolean", "estimated": "boolean",
+    "status": "varchar", "stream": "boolean", "estimated": "boolean",
     "now": "timestamp", "expires": "timestamp", "day": "date",
 }
 _PARAM = re.compile(r"%\((\w+)\)s")

@@ -265,7 +265,7 @@ def settle(engine: Engine, hold: Hold, outcome: Outcome) -> Settlement | None:
                                          "reservation": hold.reservation_id}).rowcount != 1:
             return None
         (balance_after,) = sqlite.run(driver, sqlite.SETTLE, values)
-        if outcome.billable:
+        if charged:  # a ledger entry is a change of balance: free tokens make none
             sqlite.run(driver, sqlite.NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
         sqlite.run(driver, sqlite.NEW_USAGE_RECORD, values)
     return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
@@ -285,7 +285,7 @@ def _usage_values(hold: Hold, outcome: Outcome, usage: Usage, cost: Cost, charge
         "discount_units": cost.discount, "charge": charged,
         "written_off_units": cost.total - charged, "estimated": outcome.estimated,
         "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "now": now,
-        "day": now.date(), "billable": outcome.billable}
+        "day": now.date()}
 
 
 def credit(conn: Connection, account_id: int, amount_units: int, *, kind: str, note: str = "",

@@ -91,6 +91,27 @@ def test_free_quota_is_held_too(app, accounts):
     assert accounts.row(acct.id).quota_used == 100_000 - 1500 + 20
 
 
+def test_free_tokens_change_no_balance_and_write_no_ledger_entry(app, accounts):
+    """A ledger entry is a change of balance: a request inside the free quota makes none."""
+    from tests.chat.helpers import set_quota_left
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id, left=1500)
+    engine, tiers, service = _services(app)
+    free = _reserve(app, acct.id, "free", prompt=100, output=1000)
+    settled = service.settle(engine, free, service.Outcome(status="ok", usage=Usage(10, 10)))
+    assert settled.charged_units == 0
+    set_quota_left(app, acct.id, left=0)
+    paid = _reserve(app, acct.id, "paid", prompt=100, output=1000)
+    settled = service.settle(engine, paid, service.Outcome(status="ok", usage=Usage(10, 10)))
+    assert settled.charged_units > 0
+    entries = [(e.kind, e.request_id) for e in accounts.ledger(acct.id)]
+    assert entries == [("topup", None), ("charge", "paid")]
+    assert {r.request_id: r.cost_units for r in accounts.usage_records(acct.id)} == {
+        "free": 0, "paid": settled.charged_units}
+    assert accounts.audit() == []
+
+
 def test_new_month_resets_the_quota(app, accounts):
     from silk.account.models import Account
     from silk.extensions import db
