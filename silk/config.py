@@ -11,6 +11,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 
 INSTANCE_FILE = "silk.cfg"
@@ -88,12 +89,9 @@ def _engine_options(cfg) -> dict:
 
 def _sqlite_in_memory(uri: str) -> bool:
     try:
-        url = make_url(uri)
+        return sqlite_in_memory(make_url(uri))
     except ArgumentError:
         return False  # validate() names the problem
-    database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in database \
-        or url.query.get("mode") == "memory"
 
 
 def _coerce(raw: str, current):

@@ -1,7 +1,7 @@
 """Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer."""
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30000  # how long a writer outside metering waits for the lock
 
@@ -14,6 +14,13 @@ def sqlite_pragmas(dbapi_conn) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def sqlite_in_memory(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (only its own connection sees it)."""
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in database \
+        or url.query.get("mode") == "memory"
 
 
 def install_engine_events(engine: Engine) -> None:

@@ -18,9 +18,7 @@ needs no separate read.
 
 from __future__ import annotations
 
-import functools
 import re
-import select
 from typing import Any, NamedTuple
 
 import psycopg
@@ -32,13 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import AccountState
-
-try:  # a poll with no timeout never blocks: gevent's own would only add overhead
-    from gevent.monkey import get_original
-
-    _poll = get_original("select", "poll")
-except ImportError:  # pragma: no cover - gevent is a dependency
-    _poll = select.poll
+from silk.sockets import readable_now, waiters
 
 _STATE = ("balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
           "disabled")
@@ -191,7 +183,7 @@ def _exchange(pgconn: pq.abc.PGconn, query: bytes) -> list[tuple | None]:
     exchange itself, and twice the wall time under gevent: a batch needs one send, one
     wait for the socket and the rows of a few known columns.
     """
-    wait_read, wait_write = _waiters()
+    wait_read, wait_write = waiters()
     pgconn.send_query(query)
     while pgconn.flush():
         wait_write(pgconn.socket)
@@ -236,33 +228,9 @@ def _parse(oid: int, value: bytes | None):
     return value.decode()
 
 
-@functools.cache
-def _waiters():
-    """How to wait for the socket: gevent's way in a patched worker, else the OS's."""
-    try:
-        from gevent import monkey
-        from gevent import socket as gsocket
-
-        if monkey.is_module_patched("socket"):
-            return gsocket.wait_read, gsocket.wait_write
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        pass
-
-    def wait(events: int):
-        def waiter(fd: int) -> None:
-            watcher = _poll()
-            watcher.register(fd, events)
-            watcher.poll()
-        return waiter
-
-    return wait(select.POLLIN), wait(select.POLLOUT)
-
-
 def _readable(conn: psycopg.Connection) -> bool:
     """True if an idle connection has something to read: the server ended the session."""
-    watcher = _poll()
-    watcher.register(conn.fileno(), select.POLLIN)
-    return bool(watcher.poll(0))
+    return readable_now(conn.fileno())
 
 
 def _wrap(op: Op | None, error: Exception) -> DBAPIError:

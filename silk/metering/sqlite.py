@@ -28,7 +28,7 @@ from datetime import date, datetime
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_pragmas
+from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_in_memory, sqlite_pragmas
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import AccountState
 
@@ -48,9 +48,7 @@ class _Connections:
     def __init__(self, engine: Engine):
         self.pid = os.getpid()
         args, params = engine.dialect.create_connect_args(engine.url)
-        database = str(args[0]) if args else ""
-        # Only the engine's own connection sees an in-memory database.
-        self.in_memory = database in ("", ":memory:") or "mode=memory" in database
+        self.in_memory = sqlite_in_memory(engine.url)  # only the engine's connection sees it
         self.args = args
         self.params = {**params, "isolation_level": None, "check_same_thread": False,
                        "timeout": _BUSY_TIMEOUT_MS / 1000}

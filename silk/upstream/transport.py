@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import re
-import select
 import socket
 import ssl
 import zlib
@@ -27,6 +26,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from silk.sockets import readable_now
 from silk.upstream import resolver
 
 _READ_SIZE = 65536
@@ -61,27 +61,7 @@ class _Lean:
     @property
     def is_connected(self) -> bool:
         """Open and quiet: a pooled connection with data or EOF waiting was dropped."""
-        return self.sock is not None and not _ready(self.sock)
-
-
-def _ready(sock: socket.socket) -> bool:
-    """Whether the socket has bytes or an end waiting, asked without waiting."""
-    pending = getattr(sock, "pending", None)  # TLS
-    if pending is not None and pending():
-        return True  # decrypted already, so the operating system no longer sees it
-    poller = _os_poll()()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-@functools.cache
-def _os_poll():
-    """select.poll as the operating system gives it, even after gevent patched select."""
-    try:
-        from gevent.monkey import get_original
-    except ImportError:
-        return select.poll
-    return get_original("select", "poll")
+        return self.sock is not None and not readable_now(self.sock)
 
 
 @functools.cache
@@ -350,7 +330,7 @@ class Answer:
             return
         try:
             self._conn.sock.settimeout(_DRAIN_WAIT)  # the rest of a TLS record, no more
-            while not self.complete and _ready(self._conn.sock):
+            while not self.complete and readable_now(self._conn.sock):
                 self._fill()
         except (OSError, httptools.HttpParserError):
             self.discard()

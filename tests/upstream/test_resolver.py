@@ -10,6 +10,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from silk.cache import ExpiringCache
 from silk.upstream import resolver
 from silk.upstream.transport import Transport
 
@@ -24,7 +25,7 @@ def lookups(monkeypatch):
         made.append((host, port))
         return real(host, port, *args, **kwargs)
 
-    monkeypatch.setattr(resolver, "_answers", {})
+    monkeypatch.setattr(resolver, "_answers", ExpiringCache(resolver.TTL))
     monkeypatch.setattr(resolver.socket, "getaddrinfo", counted)
     return made
 

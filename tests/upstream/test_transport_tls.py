@@ -3,10 +3,11 @@
 Providers are HTTPS, and TLS changes what the transport sees: urllib3 verifies the certificate
 while connecting, every write of the server arrives as a record that is decrypted whole, and
 bytes already decrypted sit in the TLS layer where the operating system's poll cannot see them
-(`_ready()` asks `sock.pending()` for those). Each test scripts the records a loopback TLS server
-(tests/upstream/scripted.py) sends (one `sendall` is one record); its certificate comes from a
-trustme test CA that the transport is told to trust the way requests is: `verify=<path of the
-bundle>`. The server counts the TCP connections it accepted and keeps the requests it received.
+(`silk.sockets.readable_now()` asks `sock.pending()` for those). Each test scripts the records
+a loopback TLS server (tests/upstream/scripted.py) sends (one `sendall` is one record); its
+certificate comes from a trustme test CA that the transport is told to trust the way requests
+is: `verify=<path of the bundle>`. The server counts the TCP connections it accepted and keeps
+the requests it received.
 """
 
 from __future__ import annotations

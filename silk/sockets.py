@@ -1,0 +1,56 @@
+"""Asking a socket about itself cheaply, and waiting for it the way this process runs.
+
+A pooled connection (to a provider or to PostgreSQL) is checked before use: bytes or an
+end waiting on an idle connection mean the peer gave up on it. Under gevent a zero-wait
+poll through the event loop costs a greenlet switch and a timer, so the check uses the
+operating system's poll, which never blocks with no wait. Waiting for a socket, on the
+other hand, must let other greenlets run in a gevent worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import select
+from collections.abc import Callable
+
+
+@functools.cache
+def _os_poll():
+    """select.poll as the operating system gives it, even after gevent patched select."""
+    try:
+        from gevent.monkey import get_original
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return select.poll
+    return get_original("select", "poll")
+
+
+def readable_now(sock) -> bool:
+    """Whether a socket (or file descriptor) has bytes or an end waiting, without waiting."""
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted are not polled
+    if pending is not None and pending():
+        return True
+    poller = _os_poll()()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+@functools.cache
+def waiters() -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """(wait_read, wait_write) for a descriptor: gevent's in a patched worker, else the OS's."""
+    try:
+        from gevent import monkey
+        from gevent import socket as gsocket
+
+        if monkey.is_module_patched("socket"):
+            return gsocket.wait_read, gsocket.wait_write
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        pass
+
+    def wait(events: int) -> Callable[[int], None]:
+        def waiter(fd: int) -> None:
+            poller = _os_poll()()
+            poller.register(fd, events)
+            poller.poll()
+        return waiter
+
+    return wait(select.POLLIN), wait(select.POLLOUT)
