@@ -215,11 +215,11 @@ class RelayStream:
         return self._events
 
     def close(self) -> None:
-        """End the stream now: stop relaying, close the upstream, settle if nobody did."""
+        """End the stream now: stop relaying, settle if nobody did, close the upstream."""
         self._events.close()
         if not self._meter.finished:
-            self._response.close()
             self._meter.finish("client_closed", http_status=499)
+            self._response.close()
 
 
 def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
@@ -271,10 +271,12 @@ def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
         meter.finish("client_closed", http_status=499)
         raise
     finally:
-        client_response.close()
-        metrics.stream_closed(meter.hold.model)
+        # Settle before anything else that could be interrupted (closing the upstream may
+        # wait a moment for the rest of its answer).
         if not meter.finished:  # an unexpected exception inside this generator
             meter.finish("error", http_status=500)
+        client_response.close()
+        metrics.stream_closed(meter.hold.model)
 
 
 class _UpstreamReportedError(Exception):
