@@ -39,6 +39,17 @@ def figures(res: dict) -> dict:
     }
 
 
+def books_ok(b: dict) -> bool:
+    """Whether a gateway's books after the run show every upstream request metered exactly."""
+    return (
+        b["usage_records"]["rows"] >= b["upstream_requests"]
+        and b["charges"]["rows"] == b["charged_records"]["rows"]
+        and b["charges"]["units"] == b["usage_records"]["units"]
+        and b["open_reservations"]["rows"] == 0
+        and b["audit_exit"] == 0
+    )
+
+
 def checks(results: dict) -> dict:
     targets = results.get("targets", {})
     lite_rps = _get(targets, "litellm", "throughput_c32", "target", "rps")
@@ -265,6 +276,31 @@ def markdown(results: dict) -> str:
                 mark = {True: "PASS", False: "FAIL", None: "n/a"}[c["pass"]]
                 cells.append(f"{_f(c['value'])} {mark}")
             lines.append(f"| {label} | {chk[gw[0]][key]['goal']} | " + " | ".join(cells) + " |")
+
+    books = {n: r["books"] for n, r in targets.items() if r.get("books")}
+    if books:
+        lines += [
+            "",
+            "## Books after the run",
+            "",
+            "Read from the target's database once nothing was in flight. Every request that "
+            "reached the upstream must have a usage record, every charged record a ledger "
+            "entry of the same amount, no reservation may stay open, and `silk audit` must "
+            "find every ledger summing to its balance.",
+            "",
+            "| target | upstream requests | usage records | charged (USD) | ledger charges (USD) "
+            "| open reservations | audit | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for n, b in books.items():
+            lines.append(
+                f"| {n} | {b['upstream_requests']} | {b['usage_records']['rows']} | "
+                f"{b['charged_records']['rows']} ({b['usage_records']['units'] / 1e9:.6f}) | "
+                f"{b['charges']['rows']} ({b['charges']['units'] / 1e9:.6f}) | "
+                f"{b['open_reservations']['rows']} | "
+                f"{'ok' if b['audit_exit'] == 0 else 'FAILED'} | "
+                f"{'PASS' if books_ok(b) else 'FAIL'} |"
+            )
 
     lines += [
         "",

@@ -496,8 +496,11 @@ class Runner:
         plan = [
             ("c1", [*tp, "6", "--concurrency", "1"], 6),
             ("c32", [*tp, "6", "--concurrency", "32"], 6),
-            (f"streams{self.args.profile_streams}",
-             ["streams", "--url", t.url, *key, "--n", str(self.args.profile_streams)], 5),
+            (
+                f"streams{self.args.profile_streams}",
+                ["streams", "--url", t.url, *key, "--n", str(self.args.profile_streams)],
+                5,
+            ),
         ]
         for phase, argv, dur in plan:
             self.upstream.wait_idle(timeout=30)
@@ -549,6 +552,7 @@ class Runner:
             log(f"{t.name}: preparing")
             t.prepare()
             res["info"] = t.info
+            stats_start = self.upstream.stats()
             self.start_target(t, res)
             stats0 = self.upstream.stats()
             for name, fn in phases:
@@ -566,6 +570,8 @@ class Runner:
             stats1 = self.upstream.stats()
             res["upstream_requests"] = _label_delta(stats0, stats1, t.name)
             res["upstream_broken_streams"] = stats1["streams_broken"] - stats0["streams_broken"]
+            if isinstance(t, Gateway):
+                self.books(t, res, stats_start)
         except Exception as exc:  # noqa: BLE001
             res["errors"].append(f"start: {type(exc).__name__}: {exc}")
             log(f"{t.name}: failed to start: {exc}")
@@ -573,6 +579,22 @@ class Runner:
             t.stop()
             t.cleanup()
         return res
+
+    def books(self, t: Gateway, res: dict, stats_start: dict) -> None:
+        """Check the books once the load is over (see report.books_ok)."""
+        try:
+            books = t.books()
+        except Exception as exc:  # noqa: BLE001 - record it; the figures still stand
+            res["errors"].append(f"books: {type(exc).__name__}: {exc}")
+            return
+        sent = _label_delta(stats_start, self.upstream.stats(), t.name)
+        books["upstream_requests"] = sum(d["requests"] for d in sent.values())
+        res["books"] = books
+        verdict = "ok" if report.books_ok(books) else "NOT OK"
+        log(
+            f"{t.name}: books {verdict}: {books['usage_records']['rows']} usage records for "
+            f"{books['upstream_requests']} upstream requests, audit exit {books['audit_exit']}"
+        )
 
     def run(self) -> dict:
         results: dict = {"targets": {}}

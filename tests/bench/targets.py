@@ -342,10 +342,12 @@ class Gateway(Target):
         t0 = time.monotonic()
         self._flask("db", "upgrade")
         self.info["db_upgrade_s"] = round(time.monotonic() - t0, 3)
+        # No free quota: every request is charged, so every settlement writes a ledger entry.
+        self._flask("silk", "set-tier", "paid", "--discount-percent", "10", "--free-tokens", "0")
         keys = []
         for i in range(self.accounts):
             email = "bench@example.com" if i == 0 else f"bench{i}@example.com"
-            cp = self._flask("silk", "create-account", email, "--tier", "pro", "--credit", "1000")
+            cp = self._flask("silk", "create-account", email, "--tier", "paid", "--credit", "1000")
             lines = [ln.strip() for ln in cp.stdout.strip().splitlines() if ln.strip()]
             if not lines or not lines[-1].startswith("sk-"):
                 raise TargetError(f"create-account printed no key on its last line: {cp.stdout!r}")
@@ -371,6 +373,66 @@ class Gateway(Target):
     def _recreate_pg(self) -> None:
         self._pg_admin(f"DROP DATABASE IF EXISTS {self.pg_dbname} WITH (FORCE)")
         self._pg_admin(f"CREATE DATABASE {self.pg_dbname}")
+
+    BOOKS_SQL = (
+        ("usage_records", "select count(*), coalesce(sum(cost_units), 0) from usage_records"),
+        ("charged_records", "select count(*), 0 from usage_records where cost_units > 0"),
+        (
+            "charges",
+            "select count(*), coalesce(-sum(amount_units), 0) from ledger_entries "
+            "where kind = 'charge'",
+        ),
+        (
+            "open_reservations",
+            "select count(*), coalesce(sum(hold_units), 0) from reservations where state = 'open'",
+        ),
+    )
+
+    def _books_counts(self) -> dict:
+        """Rows and units of what metering wrote, read straight from the database."""
+        if self.db == "sqlite":
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(f"{self.tmpdir}/silk.db", timeout=10)) as c:
+                rows = [c.execute(sql).fetchone() for _, sql in self.BOOKS_SQL]
+        else:
+            import psycopg  # the gateway's venv has it
+
+            url = self.pg_base.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(f"{url}/{self.pg_dbname}", autocommit=True) as c:
+                rows = [c.execute(sql).fetchone() for _, sql in self.BOOKS_SQL]
+        return {
+            name: {"rows": int(r[0]), "units": int(r[1])}
+            for (name, _), r in zip(self.BOOKS_SQL, rows, strict=True)
+        }
+
+    def books(self, settle_wait_s: float = 15.0) -> dict:
+        """After the load: once nothing is in flight, what was metered, and the audit's verdict.
+
+        Every request that reached the upstream must have a usage record, every charged one a
+        ledger entry, no reservation may stay open, and `silk audit` must find each ledger
+        summing to its balance.
+        """
+        deadline = time.monotonic() + settle_wait_s
+        counts = self._books_counts()
+        while counts["open_reservations"]["rows"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            counts = self._books_counts()
+        cmd = [str(self.bindir / "flask"), "--app", "app", "silk", "audit"]
+        cp = subprocess.run(
+            cmd,
+            cwd=str(REPO),
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        return {
+            **counts,
+            "audit_exit": cp.returncode,
+            "audit_output": (cp.stdout + cp.stderr).strip()[-500:],
+        }
 
     def command(self):
         cmd = [
