@@ -24,6 +24,12 @@ backlog = 4096
 accesslog = None  # the app logs one JSON line per request
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn >= 25.1 opens a control socket (for gunicornc) at one path per user unless told
+# not to, so a second gateway on the host would take over the first's and gunicornc would
+# drive the wrong one. Off unless SILK_CONTROL_SOCKET names this instance's own path (older
+# gunicorn ignores both settings).
+control_socket = os.environ.get("SILK_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 # Prometheus multiprocess mode: every worker writes its metrics into files in this
 # directory and /metrics adds them up. It must exist before a worker imports the app, so

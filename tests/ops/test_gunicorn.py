@@ -169,3 +169,22 @@ def test_an_operators_directory_is_cleared_on_start_and_kept(sqlite_only, app, d
         assert not stale.exists()
         assert "silk_http_requests_total" in scrape(gateway.url)
     assert directory.exists()
+
+
+def test_a_control_socket_only_at_a_path_of_its_own(sqlite_only, app, database_url, gateway_env,
+                                                    tmp_path):
+    """gunicorn >= 25.1 would open one at the same per-user path for every instance."""
+    import gunicorn
+
+    if gunicorn.version_info < (25, 1):
+        pytest.skip("this gunicorn has no control socket")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**gateway_env, "HOME": str(home), "XDG_RUNTIME_DIR": ""}
+    with Gateway(database_url, env, workers=1) as gateway:
+        requests.get(gateway.url + "/healthz", timeout=5)
+        assert not (home / ".gunicorn").exists()
+    own = tmp_path / "ctl.sock"
+    with Gateway(database_url, {**env, "SILK_CONTROL_SOCKET": str(own)}, workers=1):
+        assert wait_for(lambda: own.is_socket())
+        assert not (home / ".gunicorn").exists()
