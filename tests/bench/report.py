@@ -44,7 +44,7 @@ def books_ok(b: dict) -> bool:
     return (
         b["usage_records"]["rows"] >= b["upstream_requests"]
         and b["charges"]["rows"] == b["charged_records"]["rows"]
-        and b["charges"]["units"] == b["usage_records"]["units"]
+        and b["charges"]["units"] == b["charged_records"]["units"]
         and b["open_reservations"]["rows"] == 0
         and b["audit_exit"] == 0
     )
@@ -295,7 +295,7 @@ def markdown(results: dict) -> str:
         for n, b in books.items():
             lines.append(
                 f"| {n} | {b['upstream_requests']} | {b['usage_records']['rows']} | "
-                f"{b['charged_records']['rows']} ({b['usage_records']['units'] / 1e9:.6f}) | "
+                f"{b['charged_records']['rows']} ({b['charged_records']['units'] / 1e9:.6f}) | "
                 f"{b['charges']['rows']} ({b['charges']['units'] / 1e9:.6f}) | "
                 f"{b['open_reservations']['rows']} | "
                 f"{'ok' if b['audit_exit'] == 0 else 'FAILED'} | "

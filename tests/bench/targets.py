@@ -379,8 +379,11 @@ class Gateway(Target):
         self._pg_admin(f"CREATE DATABASE {self.pg_dbname}")
 
     BOOKS_SQL = (
-        ("usage_records", "select count(*), coalesce(sum(cost_units), 0) from usage_records"),
-        ("charged_records", "select count(*), 0 from usage_records where cost_units > 0"),
+        ("usage_records", "select count(*), 0 from usage_records"),
+        (
+            "charged_records",
+            "select count(*), coalesce(sum(cost_units), 0) from usage_records where cost_units > 0",
+        ),
         (
             "charges",
             "select count(*), coalesce(-sum(amount_units), 0) from ledger_entries "
