@@ -128,3 +128,17 @@ def test_gunicorn_conf_shares_one_made_up_secret_and_a_metrics_dir():
     assert given["SECRET_KEY"] == "operator-secret" and "SILK_SECRET_KEY_GENERATED" not in given
     assert "SILK_METRICS_DIR_OWNED" not in given
     os.rmdir(made)
+
+
+def test_the_instance_example_is_a_configuration_the_gateway_starts_with(tmp_path):
+    """instance/silk.cfg.example, copied as silk.cfg, loads and passes the start-up checks."""
+    from flask import Flask
+
+    from silk.config import load_config
+
+    shutil.copy(ROOT / "instance" / "silk.cfg.example", tmp_path / "silk.cfg")
+    app = Flask("silk", instance_path=str(tmp_path), instance_relative_config=True)
+    load_config(app, {"SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(tmp_path / "x.db")})
+    assert app.config["SILK_REGISTRATION"] == "invite"
+    assert "deepseek-chat" in app.config["SILK_MODELS"]
+    assert (ROOT / "instance" / "README.md").is_file()
