@@ -171,13 +171,13 @@ def test_max_completion_tokens_is_sent_as_deepseeks_max_tokens(app, client, acco
     response = _post(client, acct, {"model": "deepseek-chat", "messages": msgs,
                                     "max_completion_tokens": 5, "stream": stream})
     assert response.status_code == 200
+    # The fake made what DeepSeek's max_tokens allowed, and that is what the hold covered.
+    _charged_exactly(app, accounts, acct, "deepseek-chat", Usage(prompt_tokens(msgs), 5))
     sent = upstream.requests[-1].body
     assert sent["max_tokens"] == 5 and "max_completion_tokens" not in sent
     if not stream:
         assert response.json["usage"]["completion_tokens"] == 5
         assert response.json["choices"][0]["finish_reason"] == "length"
-    _charged_exactly(app, accounts, acct, "deepseek-chat",
-                     Usage(prompt_tokens(msgs), 5))
 
 
 @pytest.mark.parametrize("model, provider", [("doubao-seed-2.0-pro", "ark"),
@@ -192,12 +192,13 @@ def test_thinking_on_max_tokens_1_stays_in_the_hold(app, client, accounts, upstr
     response = _post(client, acct, {"model": model, "messages": msgs, "max_tokens": 1,
                                     **thinking})
     assert response.status_code == 200, response.json
-    sent = upstream.requests[-1].body
-    assert sent["max_completion_tokens"] == 1 and "max_tokens" not in sent
     reported = response.json["usage"]
-    assert reported["completion_tokens"] == 1  # the provider's bound held the thinking too
+    # Charged the list price of every token the provider reported, reasoning included.
     _charged_exactly(app, accounts, acct, model,
                      Usage(reported["prompt_tokens"], reported["completion_tokens"]))
+    assert reported["completion_tokens"] == 1  # the provider's bound held the thinking too
+    sent = upstream.requests[-1].body
+    assert sent["max_completion_tokens"] == 1 and "max_tokens" not in sent
 
 
 @pytest.fixture
@@ -219,8 +220,11 @@ def test_thinking_is_switched_off_where_nothing_bounds_it(answer_only_ark, app, 
     response = _post(client, acct, {"model": "doubao-seed-2.0-pro", "messages": msgs,
                                     "max_tokens": 1, **thinking})
     assert response.status_code == 200, response.json
+    reported = response.json["usage"]
+    _charged_exactly(app, accounts, acct, "doubao-seed-2.0-pro",
+                     Usage(reported["prompt_tokens"], reported["completion_tokens"]))
+    assert reported["completion_tokens"] == 1
+    assert "reasoning_content" not in response.json["choices"][0]["message"]
     sent = upstream.requests[-1].body
     assert sent["thinking"] == {"type": "disabled"} and "reasoning_effort" not in sent
     assert sent["max_tokens"] == 1 and "max_completion_tokens" not in sent
-    assert "reasoning_content" not in response.json["choices"][0]["message"]
-    _charged_exactly(app, accounts, acct, "doubao-seed-2.0-pro", Usage(prompt_tokens(msgs), 1))

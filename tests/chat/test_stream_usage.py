@@ -37,13 +37,13 @@ def test_ark_running_usage_is_settled_at_the_end(app, client, accounts, upstream
     events = sse_events(_stream(client, acct, "doubao-seed-2.0-pro", msgs,
                                 stream_options=options).data)
     assert events[-1] == "[DONE]"
-    assert upstream.requests[-1].body["stream_options"] == {"include_usage": True}
     cost = _price(app, "doubao-seed-2.0-pro", Usage(prompt_tokens(msgs), 40))
     [record] = accounts.usage_records(acct.id)
     assert (record.status, record.completion_tokens, record.estimated) == ("ok", 40, False)
     assert record.cost_units == cost and record.written_off_units == 0
     assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
         ("topup", 10**9), ("charge", -cost)]
+    assert upstream.requests[-1].body["stream_options"] == {"include_usage": True}
     usage_chunks = _usage_chunks(events)
     if options.get("include_usage"):
         assert usage_chunks == [events[-2]] and events[-2]["choices"] == []
