@@ -127,7 +127,7 @@ def validate(cfg) -> None:
                 problems.append(f"model {mid!r}: {field} price must be a non-negative number")
         if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
             problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
-        problems += _thinking_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
+        problems += _route_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
     for pid, provider in cfg["SILK_PROVIDERS"].items():
         problems += _limit_problems(pid, provider)
     for name, tier in cfg["SILK_TIERS"].items():
@@ -162,19 +162,27 @@ def _limit_problems(pid: str, provider) -> list[str]:
     return problems
 
 
-def _thinking_problems(mid: str, model, provider) -> list[str]:
-    """A model whose thinking its provider would not bound, and the gateway could not stop."""
+def _route_problems(mid: str, model, provider) -> list[str]:
+    """What is wrong with a model's route, above all thinking that nothing would bound.
+
+    On a provider whose limit leaves thinking out, a route that enables thinking needs a
+    reasoning budget, and any other thinking model needs the provider's thinking_off.
+    """
     budget = model.get("reasoning_budget", 0)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
         return [f"model {mid!r}: reasoning_budget must be a whole number >= 0"]
-    if not isinstance(model.get("extra_body", {}), dict | type(None)):
+    extra = model.get("extra_body") or {}
+    if not isinstance(extra, dict):
         return [f"model {mid!r}: extra_body must be an object"]
-    if provider is None or _limit_problems(mid, provider) or not model.get("thinking", True):
+    if extra.keys() & set(_LIMIT_FIELDS):
+        return [f"model {mid!r}: extra_body may not set an output limit; max_output_tokens "
+                "is the model's, sent in its provider's limit_field"]
+    if provider is None or _limit_problems("", provider) or not model.get("thinking", True):
         return []
     rule = limit_rule(provider)
     if rule["limit_covers_reasoning"] or budget:
         return []
-    if thinking_enabled(model.get("extra_body") or {}):
+    if thinking_enabled(extra):
         return [f"model {mid!r}: its extra_body enables thinking, which its provider's "
                 f"{rule['limit_field']} does not bound: give it a reasoning_budget"]
     if not rule["thinking_off"]:

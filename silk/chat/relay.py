@@ -332,10 +332,13 @@ def _usage_chunk(meter: Meter) -> dict:
 def _error_event(meter: Meter, message: str, code: str) -> bytes:
     """The last event of a broken stream: the error, and what was charged for the delivery."""
     usage = meter.usage_fields()
-    basis = "an estimate of" if usage.get("estimated") else "the provider's count of"
-    message = (f"{message} Charged ${Decimal(usage['cost']):f} for {basis} what was delivered "
-               f"({usage.get('prompt_tokens', 0)} prompt and "
-               f"{usage.get('completion_tokens', 0)} completion tokens).")
+    if meter.billed is None:
+        message += " Nothing was charged."
+    else:
+        basis = "an estimate of" if meter.estimated else "the provider's count of"
+        message += (f" Charged ${Decimal(usage['cost']):f} for {basis} what was delivered "
+                    f"({meter.billed.prompt_tokens} prompt and "
+                    f"{meter.billed.completion_tokens} completion tokens).")
     event = orjson.loads(stream_error_event(message, code))
     event["usage"] = usage
     return orjson.dumps(event, default=float)

@@ -116,6 +116,10 @@ def test_config_refuses_thinking_nothing_bounds():
     with pytest.raises(ConfigError, match="think-none.*thinking_off"):
         validate(bad)
     bad = copy.deepcopy(cfg)
+    bad["SILK_MODELS"]["deepseek-chat"]["extra_body"] = {"max_tokens": 10}
+    with pytest.raises(ConfigError, match="deepseek-chat.*output limit"):
+        validate(bad)
+    bad = copy.deepcopy(cfg)
     bad["SILK_PROVIDERS"]["ark"]["limit_field"] = "max_output_tokens"
     with pytest.raises(ConfigError, match="'ark': limit_field"):
         validate(bad)

@@ -96,6 +96,19 @@ def test_cut_stream_error_event_states_the_charge(app, client, accounts, upstrea
     assert accounts.audit() == []
 
 
+def test_cut_before_anything_was_delivered_says_nothing_was_charged(app, client, accounts,
+                                                                   upstream):
+    acct = accounts.make(credit="1")
+    events = sse_events(_stream(client, acct, "deepseek-chat",
+                                messages("x", "pieces=5 cut_after=0")).data)
+    [last] = events
+    assert last["error"]["message"].endswith("Nothing was charged.")
+    assert last["usage"]["cost"] == 0
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == 0 and accounts.ledger(acct.id)[-1].kind == "topup"
+    assert accounts.audit() == []
+
+
 def test_cut_after_usage_states_the_providers_count(app, client, accounts, upstream):
     """Usage arrived, then the stream broke before [DONE]: billed from the provider's count."""
     acct = accounts.make(credit="1")
