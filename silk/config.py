@@ -11,6 +11,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from silk.catalog.catalogue import limit_rule, thinking_enabled
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 
@@ -126,6 +127,9 @@ def validate(cfg) -> None:
                 problems.append(f"model {mid!r}: {field} price must be a non-negative number")
         if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
             problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
+        problems += _route_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
+    for pid, provider in cfg["SILK_PROVIDERS"].items():
+        problems += _limit_problems(pid, provider)
     for name, tier in cfg["SILK_TIERS"].items():
         if not _money_ok(tier.get("discount_percent")) or Decimal(
                 str(tier["discount_percent"])) > 100:
@@ -140,6 +144,52 @@ def validate(cfg) -> None:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if problems:
         raise ConfigError("SilkGateway cannot start:\n  - " + "\n  - ".join(problems))
+
+
+_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _limit_problems(pid: str, provider) -> list[str]:
+    """What is wrong with a provider's output-limit rule (see silk.defaults.PROVIDERS)."""
+    problems = []
+    if provider.get("limit_field", "max_tokens") not in _LIMIT_FIELDS:
+        problems.append(f"provider {pid!r}: limit_field must be one of {list(_LIMIT_FIELDS)}")
+    if not isinstance(provider.get("limit_covers_reasoning", False), bool):
+        problems.append(f"provider {pid!r}: limit_covers_reasoning must be true or false")
+    if not isinstance(provider.get("thinking_off", {}), dict | type(None)):
+        problems.append(f"provider {pid!r}: thinking_off must be an object (the body that "
+                        "switches thinking off) or null")
+    return problems
+
+
+def _route_problems(mid: str, model, provider) -> list[str]:
+    """What is wrong with a model's route, above all thinking that nothing would bound.
+
+    On a provider whose limit leaves thinking out, a route that enables thinking needs a
+    reasoning budget, and any other thinking model needs the provider's thinking_off.
+    """
+    budget = model.get("reasoning_budget", 0)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
+        return [f"model {mid!r}: reasoning_budget must be a whole number >= 0"]
+    extra = model.get("extra_body") or {}
+    if not isinstance(extra, dict):
+        return [f"model {mid!r}: extra_body must be an object"]
+    if extra.keys() & set(_LIMIT_FIELDS):
+        return [f"model {mid!r}: extra_body may not set an output limit; max_output_tokens "
+                "is the model's, sent in its provider's limit_field"]
+    if provider is None or _limit_problems("", provider) or not model.get("thinking", True):
+        return []
+    rule = limit_rule(provider)
+    if rule["limit_covers_reasoning"] or budget:
+        return []
+    if thinking_enabled(extra):
+        return [f"model {mid!r}: its extra_body enables thinking, which its provider's "
+                f"{rule['limit_field']} does not bound: give it a reasoning_budget"]
+    if not rule["thinking_off"]:
+        return [f"model {mid!r}: its provider's {rule['limit_field']} does not bound "
+                "thinking and the provider has no thinking_off: give the model a "
+                "reasoning_budget or thinking: false"]
+    return []
 
 
 def _money_ok(value) -> bool:

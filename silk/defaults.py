@@ -1,16 +1,40 @@
 """Package defaults: the seed document's model table, its tiers, and safe operating limits."""
 
+# Each provider's output limit is data: `limit_field` is the one request field the provider
+# obeys as its output bound (the gateway sends exactly it, set to the bound it reserved
+# against), `limit_covers_reasoning` whether that bound includes the chain of thought, and
+# `thinking_off` the body that switches thinking off where the bound does not cover it.
+# What the providers document:
+# - DeepSeek: `max_tokens` bounds the whole answer, chain of thought included (thinking
+#   mode); `max_completion_tokens` is not read. `thinking` {enabled|disabled}.
+# - Volcengine Ark: `max_tokens` bounds the answer only, not the chain of thought;
+#   `max_completion_tokens` bounds answer plus chain of thought, and when it is set
+#   `max_tokens` is ignored (the two are mutually exclusive). `thinking`
+#   {enabled|disabled|auto}; `reasoning_effort` from minimal (no thinking) to high.
+# - Xiaomi MiMo: its OpenAI-compatible bound is `max_completion_tokens`, thinking plus
+#   answer; `thinking` {enabled|disabled}, on by default for mimo-v2.5 and mimo-v2.5-pro.
 PROVIDERS = {
-    "deepseek": {"name": "DeepSeek", "base_url": "https://api.deepseek.com", "env": "DEEPSEEK"},
+    "deepseek": {"name": "DeepSeek", "base_url": "https://api.deepseek.com", "env": "DEEPSEEK",
+                 "limit_field": "max_tokens", "limit_covers_reasoning": True,
+                 "thinking_off": {"thinking": {"type": "disabled"}}},
     "ark": {"name": "Volcengine", "base_url": "https://ark.cn-beijing.volces.com/api/v3",
-            "env": "ARK"},
-    "mimo": {"name": "Xiaomi", "base_url": "https://api.xiaomimimo.com/v1", "env": "MIMO"},
+            "env": "ARK", "limit_field": "max_completion_tokens",
+            "limit_covers_reasoning": True, "thinking_off": {"thinking": {"type": "disabled"}}},
+    "mimo": {"name": "Xiaomi", "base_url": "https://api.xiaomimimo.com/v1", "env": "MIMO",
+             "limit_field": "max_completion_tokens", "limit_covers_reasoning": True,
+             "thinking_off": {"thinking": {"type": "disabled"}}},
 }
+# A provider entry that leaves these out is taken at its most cautious.
+PROVIDER_LIMIT_DEFAULTS = {"limit_field": "max_tokens", "limit_covers_reasoning": False,
+                           "thinking_off": {"thinking": {"type": "disabled"}}}
 
 # Public id -> route and price (USD per million tokens). `extra_body` is merged into the
-# upstream request; `max_output_tokens` bounds the reservation and is sent upstream as
-# `max_tokens` when the client sets no limit, so the bound is real; `reasoning_budget` adds
-# the thinking tokens a reasoning model may spend beyond `max_tokens`.
+# upstream request, the operator's word over the client's. `max_output_tokens` is the most
+# a request may ask for; each request's bound is sent in its provider's `limit_field` and
+# reserved against. `thinking: false` marks a model that cannot think. `reasoning_budget`
+# matters only on a provider whose limit does not cover reasoning: there a route that
+# enables thinking names the thinking tokens it may spend, which are reserved too; without
+# a budget, thinking is switched off for every request.
 MODELS = {
     "deepseek-chat": {
         "provider": "deepseek", "upstream": "deepseek-v4-flash",
@@ -21,7 +45,6 @@ MODELS = {
         "provider": "deepseek", "upstream": "deepseek-v4-flash",
         "extra_body": {"thinking": {"type": "enabled"}},
         "input": "0.55", "output": "2.19", "max_output_tokens": 32768, "context": 131072,
-        "reasoning_budget": 32768,
     },
     "ark-code-latest": {
         "provider": "ark", "upstream": "ark-code-latest",

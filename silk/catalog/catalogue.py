@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from silk.defaults import PROVIDER_LIMIT_DEFAULTS
 from silk.pricing import Price, Tier
 
 
@@ -17,6 +18,9 @@ class Provider:
     name: str
     base_url: str
     keys: tuple[str, ...]
+    limit_field: str = "max_tokens"  # the one output bound the provider obeys
+    limit_covers_reasoning: bool = False  # whether that bound includes the chain of thought
+    thinking_off: Mapping = field(default_factory=dict)  # the body that stops thinking
 
     @property
     def configured(self) -> bool:
@@ -36,6 +40,7 @@ class Model:
     context: int | None = None
     reasoning_budget: int = 0
     extra_body: Mapping = field(default_factory=dict)
+    thinking: bool = True  # whether the model can think at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +71,29 @@ def tier_from_config(name: str, spec: Mapping) -> Tier:
                 monthly_free_tokens=int(spec["monthly_free_tokens"]))
 
 
+def limit_rule(spec: Mapping) -> dict:
+    """A provider's output-limit rule from its config entry, cautious where it says nothing."""
+    rule = {name: spec.get(name, default) for name, default in PROVIDER_LIMIT_DEFAULTS.items()}
+    rule["limit_covers_reasoning"] = bool(rule["limit_covers_reasoning"])
+    rule["thinking_off"] = dict(rule["thinking_off"] or {})
+    return rule
+
+
+def thinking_enabled(body: Mapping) -> bool:
+    """Whether a body's `thinking` switch asks for thinking (enabled, auto or any non-off)."""
+    switch = body.get("thinking")
+    if not isinstance(switch, Mapping):
+        return switch is not None and switch is not False
+    return switch.get("type") != "disabled"
+
+
 def build_catalogue(config: Mapping) -> Catalogue:
     """Build the catalogue from validated configuration."""
     providers = {
         pid: Provider(id=pid, name=spec["name"],
                       base_url=config["SILK_UPSTREAMS"][pid]["base_url"].rstrip("/"),
-                      keys=tuple(config["SILK_UPSTREAMS"][pid]["keys"]))
+                      keys=tuple(config["SILK_UPSTREAMS"][pid]["keys"]),
+                      **limit_rule(spec))
         for pid, spec in config["SILK_PROVIDERS"].items()
     }
     models = {
@@ -83,6 +105,7 @@ def build_catalogue(config: Mapping) -> Catalogue:
             max_output_tokens=int(spec["max_output_tokens"]), context=spec.get("context"),
             reasoning_budget=int(spec.get("reasoning_budget", 0)),
             extra_body=dict(spec.get("extra_body") or {}),
+            thinking=bool(spec.get("thinking", True)),
         )
         for mid, spec in config["SILK_MODELS"].items()
     }

@@ -10,12 +10,13 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 import orjson
 import requests
 from sqlalchemy.engine import Engine
 
-from silk.catalog.catalogue import Model
+from silk.catalog.catalogue import Model, Provider
 from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
 from silk.errors import InvalidRequest, UpstreamError, database_unavailable
 from silk.metering.service import Hold, Outcome, Settlement, settle
@@ -45,34 +46,64 @@ class Plan:
     max_output: int
 
 
-def make_plan(model: Model, request: dict, *, stream: bool, image_allowance: int) -> Plan:
-    """Rewrite the client's body for the upstream and bound what it can cost."""
+# The output limits a client may send; the provider receives only the one it obeys.
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def make_plan(model: Model, provider: Provider, request: dict, *, stream: bool,
+              image_allowance: int) -> Plan:
+    """Rewrite the client's body for the upstream and bound what it can cost.
+
+    The bound reserved is the bound sent: one limit, in the field the provider obeys
+    (silk.defaults.PROVIDERS), times the choices asked for. Where that field leaves the chain
+    of thought unbounded, the route's reasoning budget is reserved too, or thinking is off.
+    """
     body = dict(request)
+    limit = _client_limit(body, model)
     body["model"] = model.upstream
     body.update(model.extra_body)  # the catalogue's route is the operator's word
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if limit is None:
-        body["max_tokens"] = limit = model.max_output_tokens
-    elif limit > model.max_output_tokens:
-        param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        raise InvalidRequest(f"{param} is {limit}, above this model's maximum of "
-                             f"{model.max_output_tokens}.", param=param)
+    for name in LIMIT_FIELDS:
+        body.pop(name, None)
+    reasoning = 0
+    if model.thinking and not provider.limit_covers_reasoning:
+        if model.reasoning_budget:
+            reasoning = model.reasoning_budget
+        else:  # nothing would bound the thinking: there is none
+            body.pop("reasoning_effort", None)
+            body.update(provider.thinking_off)
+    body[provider.limit_field] = limit
     choices = body.get("n") or 1
     client_wants_usage = False
     if stream:
-        options = dict(body.get("stream_options") or {})
-        client_wants_usage = bool(options.get("include_usage"))
-        options["include_usage"] = True  # the gateway bills from the upstream's usage
+        options = body.get("stream_options")
+        client_wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         body["stream"] = True
-        body["stream_options"] = options
+        # Only what the gateway understands: the final usage, which it bills from.
+        body["stream_options"] = {"include_usage": True}
     else:
         body["stream"] = False
         body.pop("stream_options", None)
+    bound = prompt_bound(body, image_allowance)
     return Plan(model=model, body=orjson.dumps(body), stream=stream,
-                client_wants_usage=client_wants_usage,
-                prompt_bound=prompt_bound(body, image_allowance),
-                prompt_estimate=prompt_estimate(body),
-                max_output=(limit + model.reasoning_budget) * choices)
+                client_wants_usage=client_wants_usage, prompt_bound=bound,
+                prompt_estimate=prompt_estimate(body, bound),
+                max_output=(limit + reasoning) * choices)
+
+
+def _client_limit(body: dict, model: Model) -> int:
+    """The client's output limit (either field, or both if equal), within the model's maximum."""
+    given = {name: body[name] for name in LIMIT_FIELDS if body.get(name) is not None}
+    if len(set(given.values())) > 1:
+        raise InvalidRequest(
+            f"max_tokens is {given['max_tokens']} but max_completion_tokens is "
+            f"{given['max_completion_tokens']}: send one limit, or the same value in both.",
+            param="max_tokens")
+    for name, limit in given.items():
+        if limit > model.max_output_tokens:
+            raise InvalidRequest(f"{name} is {limit}, above this model's maximum of "
+                                 f"{model.max_output_tokens}.", param=name)
+        return limit
+    return model.max_output_tokens
 
 
 def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:
@@ -116,12 +147,15 @@ class Meter:
         self.first_token: float | None = None
         self.usage: Usage | None = None
         self.reasoning_tokens = 0
+        self.reported_usage: dict | None = None  # the provider's own usage object, last seen
+        self.usage_chunk: dict | None = None  # the provider's last usage-only chunk
+        self.stream_id: str | None = None
         self.upstream_model = ""
         self.delivered = DeliveredText()
         self.delivered_any = False
         self.settlement: Settlement | None = None
         self.billed: Usage | None = None
-        self.usage_sent = False
+        self.estimated = False
         self.finished = False
 
     def finish(self, status: str, *, http_status: int = 200,
@@ -136,7 +170,7 @@ class Meter:
             usage = Usage(self.plan.prompt_estimate, self.delivered.tokens)
             estimated = True
         billable = billable and usage is not None
-        self.billed = usage
+        self.billed, self.estimated = usage, estimated
         elapsed = time.perf_counter() - self.started
         outcome = Outcome(
             status=status, http_status=http_status, usage=usage,
@@ -160,12 +194,15 @@ class Meter:
         return self.settlement
 
     def usage_fields(self) -> dict:
-        """A usage object for a response whose upstream reported none (marked estimated)."""
+        """The usage object billed, for a client: the provider's, or an estimate marked so."""
+        cost = self.settlement.cost_usd if self.settlement else 0
+        if self.reported_usage is not None and self.billed is self.usage and not self.estimated:
+            return {**self.reported_usage, "cost": cost}
         usage = self.billed or Usage(0, 0)
         return {"prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens, "estimated": True,
-                "cost": self.settlement.cost_usd if self.settlement else 0}
+                "total_tokens": usage.total_tokens, "estimated": self.estimated,
+                "cost": cost}
 
 
 def complete(client: UpstreamClient, meter: Meter) -> tuple[dict, Settlement | None]:
@@ -261,12 +298,12 @@ def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
                 break
         if done:
             meter.finish("ok")
-            if meter.plan.client_wants_usage and not meter.usage_sent:
+            if meter.plan.client_wants_usage:
                 yield encode_data(orjson.dumps(_usage_chunk(meter), default=float))
             yield DONE_EVENT
         else:
             meter.finish(status, http_status=502)
-            yield encode_data(stream_error_event(*error))
+            yield encode_data(_error_event(meter, *error))
     except GeneratorExit:
         meter.finish("client_closed", http_status=499)
         raise
@@ -284,14 +321,36 @@ class _UpstreamReportedError(Exception):
 
 
 def _usage_chunk(meter: Meter) -> dict:
-    """The final usage chunk a client asked for when the provider sent none."""
-    return {"id": f"chatcmpl-{meter.hold.request_id}", "object": "chat.completion.chunk",
-            "created": int(time.time()), "model": meter.upstream_model, "choices": [],
-            "usage": meter.usage_fields()}
+    """The one usage chunk a client asked for: sent at the end, after settling, with the cost."""
+    if meter.usage_chunk is not None and not meter.estimated:
+        return {**meter.usage_chunk, "usage": meter.usage_fields()}
+    return {"id": meter.stream_id or f"chatcmpl-{meter.hold.request_id}",
+            "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": meter.upstream_model, "choices": [], "usage": meter.usage_fields()}
+
+
+def _error_event(meter: Meter, message: str, code: str) -> bytes:
+    """The last event of a broken stream: the error, and what was charged for the delivery."""
+    usage = meter.usage_fields()
+    if meter.billed is None:
+        message += " Nothing was charged."
+    else:
+        basis = "an estimate of" if meter.estimated else "the provider's count of"
+        message += (f" Charged ${Decimal(usage['cost']):f} for {basis} what was delivered "
+                    f"({meter.billed.prompt_tokens} prompt and "
+                    f"{meter.billed.completion_tokens} completion tokens).")
+    event = orjson.loads(stream_error_event(message, code))
+    event["usage"] = usage
+    return orjson.dumps(event, default=float)
 
 
 def _observe(meter: Meter, payload: bytes) -> bytes | None:
-    """Account for one upstream chunk and return the bytes to send on (None to drop it)."""
+    """Account for one upstream chunk and return the bytes to send on (None to drop it).
+
+    Usage is recorded from every chunk that carries it, the last one counting (a provider
+    may repeat it, or put the running total in every chunk); the client gets it once, from
+    `_usage_chunk`, so chunks are forwarded without theirs.
+    """
     try:
         chunk = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -307,21 +366,20 @@ def _observe(meter: Meter, payload: bytes) -> bytes | None:
     if meter.first_token is None:
         meter.first_token = time.perf_counter()
         meter.upstream_model = str(chunk.get("model") or meter.plan.model.upstream)
+        meter.stream_id = chunk["id"] if isinstance(chunk.get("id"), str) else None
     meter.delivered.add_chunk(chunk)
     if chunk.get("choices"):
         meter.delivered_any = True
     usage = chunk.get("usage")
-    if not usage or not isinstance(usage, dict):
+    if usage is None:
         return encode_data(payload)
     parsed = usage_from(usage)
     if parsed:
         meter.usage, meter.reasoning_tokens = parsed
-    if meter.plan.client_wants_usage:
-        settlement = meter.finish("ok")
-        usage["cost"] = settlement.cost_usd if settlement else 0
-        meter.usage_sent = True
-        return encode_data(orjson.dumps(chunk, default=float))
+        meter.reported_usage = dict(usage)
     if chunk.get("choices"):
         chunk["usage"] = None
         return encode_data(orjson.dumps(chunk))
+    if parsed:
+        meter.usage_chunk = chunk
     return None

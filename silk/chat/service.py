@@ -71,7 +71,7 @@ def start(principal: Principal, raw: bytes, accept: str) -> Started:
     limiter.admit(f"key:{principal.key_id}", rpm, tpm)
 
     stream = wants_stream(body, accept)
-    plan = relay.make_plan(model, body, stream=stream,
+    plan = relay.make_plan(model, cat.provider_of(model), body, stream=stream,
                            image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     engine = db.engine
     hold = reserve(engine, tiers(), account_id=principal.account_id,

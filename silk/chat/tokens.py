@@ -38,19 +38,75 @@ def estimate_text(text: str) -> int:
     return (narrow + 3) // 4 + wide
 
 
-def prompt_estimate(body: dict) -> int:
-    """A best guess (not a bound) of prompt tokens, for billing a stream cut before usage came."""
+IMAGE_ESTIMATE = 85  # tokens guessed for an image part (a low-detail tile)
+# Prompt fields besides `messages` that the model reads, as the provider renders them.
+_SCHEMA_FIELDS = ("tools", "functions", "response_format", "tool_choice")
+
+
+def prompt_estimate(body: dict, bound: int | None = None) -> int:
+    """A best guess (not a bound) of prompt tokens, for billing a stream cut before usage came.
+
+    It reads everything the upstream sends the model: every message's text, name, tool calls
+    and reasoning, and the tool and format schemas; never more than `bound` when given.
+    """
     total = 0
-    for message in body.get("messages", ()):
-        total += PER_MESSAGE_OVERHEAD // 2
-        content = message.get("content")
-        if isinstance(content, str):
-            total += estimate_text(content)
-        elif isinstance(content, list):
-            for part in content:
-                total += estimate_text(part.get("text") or "") if part.get(
-                    "type") == "text" else 85
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict):
+            total += PER_MESSAGE_OVERHEAD // 2 + _message_estimate(message)
+    for name in _SCHEMA_FIELDS:
+        if body.get(name) is not None:
+            total += _json_estimate(body[name])
+    return total if bound is None else min(total, bound)
+
+
+def _message_estimate(message: dict) -> int:
+    """One message: its content (text parts and images), name, tool calls and reasoning."""
+    total = 0
+    content = message.get("content")
+    if isinstance(content, str):
+        total += estimate_text(content)
+    elif isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text":
+                text = part.get("text")
+                total += estimate_text(text) if isinstance(text, str) else _json_estimate(text)
+            else:
+                total += IMAGE_ESTIMATE
+    elif content is not None:
+        total += _json_estimate(content)
+    for field in ("name", "reasoning_content", "tool_call_id"):
+        value = message.get(field)
+        if isinstance(value, str):
+            total += estimate_text(value)
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        total += _call_estimate(function) if isinstance(function, dict) else _json_estimate(call)
+    if isinstance(message.get("function_call"), dict):
+        total += _call_estimate(message["function_call"])
     return total
+
+
+def _call_estimate(function: dict) -> int:
+    """A tool call: its function's name and arguments (a JSON string, read as text)."""
+    total = 2  # the call's framing
+    for field in ("name", "arguments"):
+        value = function.get(field)
+        total += estimate_text(value) if isinstance(value, str) else _json_estimate(value)
+    return total
+
+
+def _json_estimate(value) -> int:
+    """A structure as the model reads it: about its JSON text."""
+    if value is None:
+        return 0
+    try:
+        return estimate_text(orjson.dumps(value).decode())
+    except (TypeError, orjson.JSONEncodeError):
+        return 0
 
 
 class DeliveredText:

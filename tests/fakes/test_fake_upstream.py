@@ -157,6 +157,80 @@ def test_reasoning_stream_and_model_name_rule(fake):
     assert "reasoning_content" not in doc["choices"][0]["message"]
 
 
+def test_reasoning_effort_and_auto_think_unless_disabled(fake):
+    for extra, thinks in (({"reasoning_effort": "high"}, True),
+                          ({"reasoning_effort": "minimal"}, False),
+                          ({"thinking": {"type": "auto"}}, True),
+                          ({"thinking": {"type": "disabled"}, "reasoning_effort": "high"}, False)):
+        doc = post(fake, "ark", body(**extra)).json()
+        assert ("reasoning_content" in doc["choices"][0]["message"]) is thinks, extra
+
+
+@pytest.mark.parametrize("provider, limits, produced", [
+    # DeepSeek obeys max_tokens for reasoning and answer; max_completion_tokens is not read.
+    ("deepseek", {"max_tokens": 5}, (4, 1)),
+    ("deepseek", {"max_completion_tokens": 5}, (4, 10)),
+    ("deepseek", {"max_tokens": 3}, (3, 0)),
+    # Ark: max_completion_tokens bounds both (max_tokens is then ignored); max_tokens alone
+    # bounds the answer, never the reasoning.
+    ("ark", {"max_completion_tokens": 5}, (4, 1)),
+    ("ark", {"max_completion_tokens": 5, "max_tokens": 100}, (4, 1)),
+    ("ark", {"max_tokens": 1}, (4, 1)),
+    # MiMo obeys max_completion_tokens for both; max_tokens is not read.
+    ("mimo", {"max_completion_tokens": 6}, (4, 2)),
+    ("mimo", {"max_tokens": 1}, (4, 10)),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_each_provider_obeys_its_own_limit_field(fake, provider, limits, produced, stream):
+    b = body("[[fake: pieces=10 reasoning_pieces=4]]", thinking={"type": "enabled"},
+             stream=stream, stream_options={"include_usage": True}, **limits)
+    if stream:
+        events, _, done, _ = read_sse(post(fake, provider, b, stream=True))
+        assert done
+        deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+        reasoning = [d["reasoning_content"] for d in deltas if "reasoning_content" in d]
+        content = "".join(d.get("content") or "" for d in deltas)
+        finish = [e for e in events if e["choices"]][-1]["choices"][0]["finish_reason"]
+        usage = events[-1]["usage"]
+    else:
+        doc = post(fake, provider, b).json()
+        reasoning = reply_pieces(doc["choices"][0]["message"].get("reasoning_content", ""))
+        content, finish = doc["choices"][0]["message"]["content"], doc["choices"][0][
+            "finish_reason"]
+        usage = doc["usage"]
+    assert (len(reasoning), len(content.split())) == produced
+    assert usage["completion_tokens"] == sum(produced)
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == produced[0]
+    assert finish == ("stop" if produced == (4, 10) else "length")
+
+
+def test_ark_chunk_include_usage_puts_running_usage_in_every_chunk(fake):
+    b = body("[[fake: pieces=3]]", stream=True,
+             stream_options={"include_usage": True, "chunk_include_usage": True})
+    prompt = count_prompt_tokens(b["messages"])
+    events, _, done, _ = read_sse(post(fake, "ark", b, stream=True))
+    assert done
+    assert [e["usage"]["completion_tokens"] for e in events] == [0, 1, 2, 3, 3, 3]
+    assert all(e["usage"]["prompt_tokens"] == prompt for e in events)
+    assert events[-1]["choices"] == []
+    # Without include_usage: the running usage still, and no usage-only chunk at the end.
+    b["stream_options"] = {"chunk_include_usage": True}
+    events, _, _, _ = read_sse(post(fake, "ark", b, stream=True))
+    assert [e["usage"]["completion_tokens"] for e in events] == [0, 1, 2, 3, 3]
+    # Other providers do not know the option.
+    events, _, _, _ = read_sse(post(fake, "deepseek", b, stream=True))
+    assert all("usage" not in e for e in events)
+
+
+def test_repeat_usage_sends_the_usage_chunk_again(fake):
+    b = body("[[fake: repeat_usage=2]]", stream=True, stream_options={"include_usage": True})
+    events, _, done, _ = read_sse(post(fake, "deepseek", b, stream=True))
+    assert done
+    usage_chunks = [e for e in events if not e["choices"]]
+    assert len(usage_chunks) == 3 and all(e["usage"] == usage_chunks[0]["usage"]
+                                          for e in usage_chunks)
+
+
 def test_prompt_token_rule_counts_parts_and_directives(fake):
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "two words"},

@@ -28,8 +28,15 @@ Token accounting is deterministic so tests can compute the exact bill:
   word of the reply (every piece after the first carries its leading space, so the concatenated
   pieces equal ``" ".join(reply.split())``). Reasoning pieces are also reported as
   ``completion_tokens_details.reasoning_tokens``.
-* Reasoning is produced when the body has ``"thinking": {"type": "enabled"}``, or when the model
-  name contains ``reasoner`` and thinking is not explicitly ``disabled``.
+* Reasoning is produced when the body's ``thinking.type`` is ``enabled`` or ``auto``, or,
+  with no ``thinking.type``, when ``reasoning_effort`` is given (other than ``minimal`` or
+  ``none``) or the model name contains ``reasoner``. (The real MiMo thinks by default;
+  the fake does not, so that plain answers cost what their reply says.)
+* Output limits, as each provider documents them (:func:`output_limits`): DeepSeek obeys
+  ``max_tokens`` for reasoning plus answer; MiMo ``max_completion_tokens`` for both; Ark
+  ``max_completion_tokens`` for both, or if that is absent ``max_tokens`` for the answer
+  only (reasoning unbounded). A field the provider does not read is ignored. Reasoning comes
+  first; what does not fit is not produced, and the finish reason is then ``length``.
 
 Fault options (see :data:`OPTION_TYPES`) come from four layers, later ones winning: constructor
 defaults < :meth:`FakeUpstream.behave` < one queued entry (per key if one is queued for the
@@ -40,8 +47,11 @@ shell quoting, e.g. ``[[fake: reply="Hi there" chunk_delay=0.01]]``; a bare name
 
 Stream shape: a role chunk (``{"role": "assistant", "content": ""}``), one chunk per reasoning
 piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a finish chunk
-(empty delta, ``finish_reason: "stop"``), then with ``stream_options.include_usage`` a
-``choices: []`` usage chunk (earlier chunks carry ``"usage": null``), then ``data: [DONE]``.
+(empty delta, ``finish_reason`` ``stop`` or ``length``), then with
+``stream_options.include_usage`` a ``choices: []`` usage chunk (earlier chunks carry
+``"usage": null``; ``repeat_usage=n`` sends it n more times), then ``data: [DONE]``. Ark
+alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
+far (cumulative, the prompt and the pieces sent up to and including it).
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
@@ -125,6 +135,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reply": str,                       # reply text, split into word pieces
     "pieces": _non_negative(int),       # reply of n pieces: "w0 w1 ... w{n-1}"
     "reasoning": str,                   # reasoning text (when thinking is on)
+    "reasoning_pieces": _non_negative(int),  # reasoning of n pieces: "t0 t1 ... t{n-1}"
+    "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
 }
@@ -146,6 +158,8 @@ def normalize_options(opts: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"bad value for fake option {name!r}: {exc}") from exc
     if "pieces" in out:
         out["reply"] = pieces_reply(out.pop("pieces"))
+    if "reasoning_pieces" in out:
+        out["reasoning"] = pieces_reply(out.pop("reasoning_pieces"), "t")
     return out
 
 
@@ -185,17 +199,54 @@ def reply_pieces(text: str) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(text.split())]
 
 
-def pieces_reply(n: int) -> str:
+def pieces_reply(n: int, prefix: str = "w") -> str:
     """A reply of exactly ``n`` pieces: ``"w0 w1 ... w{n-1}"``."""
-    return " ".join(f"w{i}" for i in range(n))
+    return " ".join(f"{prefix}{i}" for i in range(n))
 
 
 def wants_reasoning(body: Mapping[str, Any]) -> bool:
     """Whether the fake answers ``body`` with reasoning content (see module docstring)."""
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled"):
-        return thinking["type"] == "enabled"
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled", "auto"):
+        return thinking["type"] != "disabled"
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and effort not in ("minimal", "none"):
+        return True
     return "reasoner" in str(body.get("model", ""))
+
+
+def _limit(body: Mapping[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def output_limits(provider: str, body: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(bound on reasoning + answer, bound on the answer alone) as ``provider`` reads ``body``.
+
+    DeepSeek obeys ``max_tokens`` for both; MiMo ``max_completion_tokens`` for both; Ark
+    ``max_completion_tokens`` for both when set (``max_tokens`` is then ignored), else
+    ``max_tokens`` for the answer only. A field the provider does not read is ignored.
+    """
+    if provider == "deepseek":
+        return _limit(body, "max_tokens"), None
+    if provider == "mimo":
+        return _limit(body, "max_completion_tokens"), None
+    total = _limit(body, "max_completion_tokens")
+    return (total, None) if total is not None else (None, _limit(body, "max_tokens"))
+
+
+def truncate(provider: str, body: Mapping[str, Any], reasoning: list[str],
+             content: list[str]) -> tuple[list[str], list[str], str]:
+    """The pieces the provider would produce within its limits, and the finish reason."""
+    total, answer = output_limits(provider, body)
+    kept_reasoning, kept_content = reasoning, content
+    if total is not None:
+        kept_reasoning = reasoning[:total]
+        kept_content = content[:max(0, total - len(kept_reasoning))]
+    if answer is not None:
+        kept_content = kept_content[:answer]
+    cut = len(kept_reasoning) < len(reasoning) or len(kept_content) < len(content)
+    return kept_reasoning, kept_content, "length" if cut else "stop"
 
 
 def build_usage(provider: str, prompt_tokens: int, completion_tokens: int,
@@ -408,21 +459,28 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
-        content = reply_pieces(opts.get("reply", ""))
-        usage = build_usage(provider, count_prompt_tokens(body["messages"]),
-                            len(content) + len(reasoning), len(reasoning),
+        reasoning, content, finish = truncate(provider, body, reasoning,
+                                              reply_pieces(opts.get("reply", "")))
+        prompt = count_prompt_tokens(body["messages"])
+        usage = build_usage(provider, prompt, len(content) + len(reasoning), len(reasoning),
                             opts.get("cache_hit", 0))
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"]}
+                "model": body["model"], "finish": finish}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
         if body.get("stream"):
             options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            options = options if isinstance(options, dict) else {}
+            include_usage = options.get("include_usage") is True and usage is not None
+            running = None
+            if provider == "ark" and options.get("chunk_include_usage") is True and usage:
+                def running(reasoned: int, answered: int) -> dict:
+                    return build_usage(provider, prompt, reasoned + answered, reasoned,
+                                       opts.get("cache_hit", 0))
             self._stream(provider, opts, meta, reasoning, content,
-                         usage if include_usage else None, include_usage and usage is not None)
+                         usage if include_usage else None, running)
         else:
             self._complete(provider, opts, meta, reasoning, content, usage)
 
@@ -434,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         doc: dict[str, Any] = {
             "id": meta["id"], "object": "chat.completion", "created": meta["created"],
             "model": meta["model"],
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": meta["finish"]}],
         }
         if "system_fingerprint" in meta:
             doc["system_fingerprint"] = meta["system_fingerprint"]
@@ -467,29 +525,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(data)
 
     def _stream(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
-                content: list[str], usage: dict | None, usage_chunk: bool) -> None:
+                content: list[str], usage: dict | None,
+                running: Callable[[int, int], dict] | None) -> None:
+        """Stream the answer; ``usage`` is the final usage chunk's (None: no such chunk), and
+        ``running(reasoned, answered)`` the usage so far that every chunk carries (Ark's
+        ``chunk_include_usage``)."""
+        counts = [0, 0]  # reasoning and answer pieces sent so far
+
         def chunk(delta: dict, finish: str | None = None) -> dict:
             doc = {"id": meta["id"], "object": "chat.completion.chunk",
                    "created": meta["created"], "model": meta["model"]}
             if "system_fingerprint" in meta:
                 doc["system_fingerprint"] = meta["system_fingerprint"]
             doc["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
-            if usage_chunk:
+            if running is not None:
+                doc["usage"] = running(*counts)
+            elif usage is not None:
                 doc["usage"] = None
             return doc
 
         def events() -> Iterator[dict]:
             yield chunk({"role": "assistant", "content": ""})
             for piece in reasoning:
+                counts[0] += 1
                 yield chunk({"reasoning_content": piece})
             for piece in content:
+                counts[1] += 1
                 yield chunk({"content": piece})
-            yield chunk({}, "stop")
-            if usage_chunk:
-                final = chunk({})
-                final["choices"] = []
-                final["usage"] = usage
-                yield final
+            yield chunk({}, meta["finish"])
+            if usage is not None:
+                for _ in range(1 + opts.get("repeat_usage", 0)):
+                    final = chunk({})
+                    final["choices"] = []
+                    final["usage"] = usage
+                    yield final
 
         self._start(200, "text/event-stream", length=None)
         self.phase = "first_token"

@@ -1,0 +1,159 @@
+"""Stream usage: settled once at the end from the last usage seen, told to the client once.
+
+Also what a broken stream tells its client it paid, and the prompt estimate a stream cut
+before the provider's usage is billed from.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from silk.pricing import Usage, quote, usd_to_units
+from tests.chat.helpers import messages, prompt_tokens, set_quota_left, sse_events
+
+
+def _stream(client, acct, model, msgs, **extra):
+    body = {"model": model, "messages": msgs, "stream": True, **extra}
+    return client.post("/v1/chat/completions", headers=acct.headers, json=body, buffered=True)
+
+
+def _price(app, model: str, usage: Usage) -> int:
+    cat = app.extensions["silk.catalogue"]
+    return quote(cat.model(model).price, usage, cat.tiers["free"], 0).total
+
+
+def _usage_chunks(events) -> list[dict]:
+    return [e for e in events if isinstance(e, dict) and e.get("usage")]
+
+
+@pytest.mark.parametrize("options", [{"include_usage": True, "chunk_include_usage": True},
+                                     {"chunk_include_usage": True}])
+def test_ark_running_usage_is_settled_at_the_end(app, client, accounts, upstream, options):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("a long answer", "pieces=40")
+    events = sse_events(_stream(client, acct, "doubao-seed-2.0-pro", msgs,
+                                stream_options=options).data)
+    assert events[-1] == "[DONE]"
+    cost = _price(app, "doubao-seed-2.0-pro", Usage(prompt_tokens(msgs), 40))
+    [record] = accounts.usage_records(acct.id)
+    assert (record.status, record.completion_tokens, record.estimated) == ("ok", 40, False)
+    assert record.cost_units == cost and record.written_off_units == 0
+    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
+        ("topup", 10**9), ("charge", -cost)]
+    assert upstream.requests[-1].body["stream_options"] == {"include_usage": True}
+    usage_chunks = _usage_chunks(events)
+    if options.get("include_usage"):
+        assert usage_chunks == [events[-2]] and events[-2]["choices"] == []
+        usage = events[-2]["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (prompt_tokens(msgs), 40)
+        assert usd_to_units(Decimal(str(usage["cost"]))) == cost
+    else:
+        assert usage_chunks == []
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]
+                   if e.get("choices"))
+    assert text == " ".join(f"w{i}" for i in range(40))
+    assert accounts.audit() == []
+
+
+def test_repeated_usage_chunk_reaches_the_client_once(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("again", "pieces=7 repeat_usage=2")
+    events = sse_events(_stream(client, acct, "deepseek-chat", msgs,
+                                stream_options={"include_usage": True}).data)
+    assert events[-1] == "[DONE]"
+    [chunk] = _usage_chunks(events)
+    assert chunk is events[-2]
+    cost = _price(app, "deepseek-chat", Usage(prompt_tokens(msgs), 7))
+    assert usd_to_units(Decimal(str(chunk["usage"]["cost"]))) == cost
+    # The provider's own fields reach the client untouched.
+    assert chunk["usage"]["prompt_cache_miss_tokens"] == prompt_tokens(msgs)
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == cost
+    assert accounts.audit() == []
+
+
+def test_cut_stream_error_event_states_the_charge(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    events = sse_events(_stream(client, acct, "deepseek-chat",
+                                messages("cut me", "pieces=30 cut_after=11")).data)
+    last = events[-1]
+    assert last["error"]["code"] == "upstream_stream_cut"
+    [record] = accounts.usage_records(acct.id)
+    [charge] = [e for e in accounts.ledger(acct.id) if e.kind == "charge"]
+    assert record.estimated and charge.amount_units == -record.cost_units != 0
+    usage = last["usage"]
+    assert usage["estimated"] is True
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (record.prompt_tokens,
+                                                                    record.completion_tokens)
+    cost = Decimal(str(usage["cost"]))
+    assert usd_to_units(cost) == record.cost_units
+    assert f"${cost:f}" in last["error"]["message"]
+    assert accounts.audit() == []
+
+
+def test_cut_before_anything_was_delivered_says_nothing_was_charged(app, client, accounts,
+                                                                   upstream):
+    acct = accounts.make(credit="1")
+    events = sse_events(_stream(client, acct, "deepseek-chat",
+                                messages("x", "pieces=5 cut_after=0")).data)
+    [last] = events
+    assert last["error"]["message"].endswith("Nothing was charged.")
+    assert last["usage"]["cost"] == 0
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == 0 and accounts.ledger(acct.id)[-1].kind == "topup"
+    assert accounts.audit() == []
+
+
+def test_cut_after_usage_states_the_providers_count(app, client, accounts, upstream):
+    """Usage arrived, then the stream broke before [DONE]: billed from the provider's count."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("nearly", "pieces=5 cut_after=8")  # role, 5 pieces, finish, usage
+    events = sse_events(_stream(client, acct, "deepseek-chat", msgs,
+                                stream_options={"include_usage": True}).data)
+    last = events[-1]
+    assert last["error"]["code"] == "upstream_stream_cut"
+    assert _usage_chunks(events) == [last]  # no usage chunk besides the error's
+    cost = _price(app, "deepseek-chat", Usage(prompt_tokens(msgs), 5))
+    assert usd_to_units(Decimal(str(last["usage"]["cost"]))) == cost
+    assert "estimated" not in last["usage"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == cost and not record.estimated and record.status == "cut"
+    assert accounts.audit() == []
+
+
+def test_cut_stream_prompt_estimate_counts_tools_and_tool_calls(app, client, accounts, upstream):
+    """A prompt carried in tool schemas and call arguments is estimated, not ignored."""
+    acct = accounts.make(credit="10")
+    set_quota_left(app, acct.id)
+    words = 3000
+    prose = " ".join(f"clause{i} of the contract" for i in range(words // 4))
+    arguments = '{"text": "' + prose + '"}'
+    msgs = [
+        {"role": "user", "content": "summarise"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "fetch_contract", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+        {"role": "user", "content": "go on [[fake: pieces=30 cut_after=6]]"},
+    ]
+    tools = [{"type": "function", "function": {
+        "name": f"tool_{i}", "description": prose,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+        for i in range(3)]
+    events = sse_events(_stream(client, acct, "deepseek-chat", msgs, tools=tools).data)
+    assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    [record] = accounts.usage_records(acct.id)
+    assert record.estimated
+    # Four copies of the prose (about `words` words each) went upstream; at about a token
+    # a word, the estimate is within a factor of two of that.
+    real = 4 * words
+    assert real / 2 <= record.prompt_tokens <= real * 2, record.prompt_tokens
+    assert record.cost_units == _price(app, "deepseek-chat",
+                                       Usage(record.prompt_tokens, record.completion_tokens))
+    assert accounts.audit() == []
