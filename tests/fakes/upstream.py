@@ -43,6 +43,9 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 (empty delta, ``finish_reason: "stop"``), then with ``stream_options.include_usage`` a
 ``choices: []`` usage chunk (earlier chunks carry ``"usage": null``), then ``data: [DONE]``.
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
+``stream_error="..."`` sends, after the role chunk, one ``{"error": {...}}`` event carrying that
+message and ends the body there, as providers report a failure mid-stream; ``error_message``
+sets the message of the error body a non-200 ``status`` sends (in the provider's dialect).
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
@@ -127,6 +130,9 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning": str,                   # reasoning text (when thinking is on)
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
+    "error_message": str,               # the message of the error body a `status` sends
+    "stream_error": str,                # stream: an error event with this message after the
+                                        # first chunk, then the end of the body
 }
 
 
@@ -397,7 +403,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status = opts.get("status", 200)
         if status != 200:
-            self._send_error(provider, status, key, retry_after=opts.get("retry_after"))
+            self._send_error(provider, status, key, retry_after=opts.get("retry_after"),
+                             message=opts.get("error_message"))
             return
         problem = _validate(body)
         if problem:
@@ -503,6 +510,12 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if index and chunk_delay:
                 self._wait(chunk_delay)
+            if index == 1 and "stream_error" in opts:
+                self.record.outcome = "error"
+                error = {"error": {"message": opts["stream_error"], "type": "server_error",
+                                   "param": None, "code": "internal_error"}}
+                self._event(("data: " + json.dumps(error) + "\n\n").encode(), last=True)
+                return
             self._event(("data: " + json.dumps(event) + "\n\n").encode())
         if cut_after is not None:
             self.record.outcome = "cut"
