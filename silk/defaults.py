@@ -69,6 +69,7 @@ class Defaults:
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker
+    SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt
     SILK_RESERVATION_TTL = 3600  # seconds after which an open reservation is swept

@@ -44,8 +44,10 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 ``choices: []`` usage chunk (earlier chunks carry ``"usage": null``), then ``data: [DONE]``.
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
 ``stream_error="..."`` sends, after the role chunk, one ``{"error": {...}}`` event carrying that
-message and ends the body there, as providers report a failure mid-stream; ``error_message``
-sets the message of the error body a non-200 ``status`` sends (in the provider's dialect).
+message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
+sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
+``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
+provider's dialect).
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
@@ -133,6 +135,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "error_message": str,               # the message of the error body a `status` sends
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
+    "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
 }
 
 
@@ -516,6 +519,8 @@ class _Handler(BaseHTTPRequestHandler):
                                    "param": None, "code": "internal_error"}}
                 self._event(("data: " + json.dumps(error) + "\n\n").encode(), last=True)
                 return
+            if index == 1 and opts.get("long_line"):
+                self._long_line(opts["long_line"])
             self._event(("data: " + json.dumps(event) + "\n\n").encode())
         if cut_after is not None:
             self.record.outcome = "cut"
@@ -524,6 +529,14 @@ class _Handler(BaseHTTPRequestHandler):
         # Outcome first: a test may inspect the record as soon as its client sees [DONE].
         self.record.outcome = "ok"
         self._event(b"data: [DONE]\n\n", last=True)
+
+    def _long_line(self, size: int) -> None:
+        """One data line of `size` bytes (not JSON), written in 64 KiB pieces."""
+        piece = b"x" * 65536
+        self._chunk(b"data: ")
+        for start in range(0, size, len(piece)):
+            self._chunk(piece[:size - start])
+        self._event(b"\n\n")
 
     def _send_garbage(self, stream: bool) -> None:
         if stream:
