@@ -56,6 +56,7 @@ class Defaults:
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     REDIS_URL = None
     MAX_CONTENT_LENGTH = 4 * 1024 * 1024  # bytes of request body
+    SILK_BODY_READ_TIMEOUT = 30.0  # seconds a request body may take to arrive, then 408
     JSON_SORT_KEYS = False
 
     SILK_PROVIDERS = PROVIDERS
