@@ -66,6 +66,10 @@ class Defaults:
 
     SILK_DB_POOL_SIZE = 8  # PostgreSQL connections each worker keeps
     SILK_DB_MAX_OVERFLOW = 8  # extra connections a worker may open under a burst
+    SILK_DB_CONNECT_TIMEOUT = 5.0  # seconds to open a PostgreSQL session (at least 2)
+    # Seconds one PostgreSQL statement may run (0: no limit); metering also gives up on a
+    # server that sends no answer for this long, and the request gets a retryable 503.
+    SILK_DB_STATEMENT_TIMEOUT = 10.0
 
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
