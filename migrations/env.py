@@ -96,6 +96,10 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # A migration may rewrite a large table: SILK_DB_STATEMENT_TIMEOUT is for requests.
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            connection.commit()  # the setting stays for the session; migrations begin anew
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -18,6 +18,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
+    register_body_deadline(app)
     return app
 
 
@@ -89,6 +90,13 @@ def register_commands(app: Flask) -> None:
     from silk.cli import silk_cli
 
     app.cli.add_command(silk_cli)
+
+
+def register_body_deadline(app: Flask) -> None:
+    """Cut off a request whose body does not arrive within SILK_BODY_READ_TIMEOUT."""
+    from silk.bodydeadline import BodyDeadline
+
+    app.wsgi_app = BodyDeadline(app.wsgi_app, app.config["SILK_BODY_READ_TIMEOUT"])
 
 
 def _migrations_dir() -> str:

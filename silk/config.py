@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
@@ -85,7 +86,28 @@ def _engine_options(cfg) -> dict:
     # that saturates the CPU makes checkouts wait on busy greenlets, not on the database,
     # so the wait for a connection is generous rather than a quick 503.
     return {"pool_size": cfg["SILK_DB_POOL_SIZE"], "max_overflow": cfg["SILK_DB_MAX_OVERFLOW"],
-            "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 30}
+            "pool_pre_ping": True, "pool_recycle": 1800, "pool_timeout": 30,
+            "connect_args": postgres_connect_args(cfg)}
+
+
+def postgres_connect_args(cfg) -> dict:
+    """libpq settings that bound every wait on a PostgreSQL server that stops answering.
+
+    connect_timeout bounds opening a session; statement_timeout makes the server end a
+    statement that runs too long; keepalives and tcp_user_timeout find a server whose host
+    went away (packets unanswered) within about 30 s, even mid-statement.
+    """
+    statement_ms = int(float(cfg["SILK_DB_STATEMENT_TIMEOUT"]) * 1000)
+    try:
+        options = make_url(cfg["SQLALCHEMY_DATABASE_URI"]).query.get("options")
+    except ArgumentError:
+        options = None  # validate() names the problem
+    if isinstance(options, tuple):
+        options = " ".join(options)
+    return {"connect_timeout": max(2, math.ceil(float(cfg["SILK_DB_CONNECT_TIMEOUT"]))),
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3, "tcp_user_timeout": 30_000,
+            "options": f"{options or ''} -c statement_timeout={statement_ms}".strip()}
 
 
 def _sqlite_in_memory(uri: str) -> bool:

@@ -79,6 +79,7 @@ class Defaults:
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     REDIS_URL = None
     MAX_CONTENT_LENGTH = 4 * 1024 * 1024  # bytes of request body
+    SILK_BODY_READ_TIMEOUT = 30.0  # seconds a request body may take to arrive, then 408
     JSON_SORT_KEYS = False
 
     SILK_PROVIDERS = PROVIDERS
@@ -88,10 +89,15 @@ class Defaults:
 
     SILK_DB_POOL_SIZE = 8  # PostgreSQL connections each worker keeps
     SILK_DB_MAX_OVERFLOW = 8  # extra connections a worker may open under a burst
+    SILK_DB_CONNECT_TIMEOUT = 5.0  # seconds to open a PostgreSQL session (at least 2)
+    # Seconds one PostgreSQL statement may run (0: no limit); metering also gives up on a
+    # server that sends no answer for this long, and the request gets a retryable 503.
+    SILK_DB_STATEMENT_TIMEOUT = 10.0
 
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker
+    SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt
     SILK_RESERVATION_TTL = 3600  # seconds after which an open reservation is swept

@@ -59,6 +59,10 @@ class NotFound(SilkError):
     status, type, code = 404, "invalid_request_error", "not_found"
 
 
+class RequestTimeout(SilkError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
+
+
 class Conflict(SilkError):
     status, type, code = 409, "invalid_request_error", "conflict"
 

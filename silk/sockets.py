@@ -35,22 +35,26 @@ def readable_now(sock) -> bool:
 
 
 @functools.cache
-def waiters() -> tuple[Callable[[int], None], Callable[[int], None]]:
-    """(wait_read, wait_write) for a descriptor: gevent's in a patched worker, else the OS's."""
+def waiters() -> tuple[Callable[..., None], Callable[..., None]]:
+    """(wait_read, wait_write) for a descriptor: gevent's in a patched worker, else the OS's.
+
+    Each takes an optional timeout in seconds and raises TimeoutError when it passes.
+    """
     try:
         from gevent import monkey
         from gevent import socket as gsocket
 
         if monkey.is_module_patched("socket"):
-            return gsocket.wait_read, gsocket.wait_write
+            return gsocket.wait_read, gsocket.wait_write  # raise socket.timeout (TimeoutError)
     except ImportError:  # pragma: no cover - gevent is a dependency
         pass
 
-    def wait(events: int) -> Callable[[int], None]:
-        def waiter(fd: int) -> None:
+    def wait(events: int) -> Callable[..., None]:
+        def waiter(fd: int, timeout: float | None = None) -> None:
             poller = _os_poll()()
             poller.register(fd, events)
-            poller.poll()
+            if not poller.poll(None if timeout is None else max(timeout, 0) * 1000):
+                raise TimeoutError("timed out")
         return waiter
 
     return wait(select.POLLIN), wait(select.POLLOUT)

@@ -20,6 +20,9 @@ from silk.errors import InvalidRequest
 from silk.pricing import units_to_usd
 
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
+# The deepest nesting a JSON body may have. orjson reads 1,024 levels but writes only 254,
+# so a deeper body would parse here and fail when relayed; no real request nests this deep.
+MAX_JSON_DEPTH = 128
 
 
 def read_body(*, cache: bool = True) -> bytes:
@@ -48,11 +51,48 @@ def json_object(raw: bytes) -> dict:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as error:
+        if "depth limit" in str(error):  # past the 1,024 levels orjson reads
+            raise InvalidRequest(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} "
+                                 "levels.", code="nesting_too_deep") from None
         raise InvalidRequest("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    # Each container adds a bracket, so a body with fewer brackets cannot be too deep.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _too_deep(body):
+        path = _deep_path(body)
+        raise InvalidRequest(f"Invalid '{path}': JSON nested deeper than {MAX_JSON_DEPTH} "
+                             "levels.", param=path, code="nesting_too_deep")
     return body
+
+
+def _too_deep(body: dict) -> bool:
+    """Whether a decoded body nests deeper than MAX_JSON_DEPTH (a loop: no recursion limit)."""
+    stack = [(body, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                push((child, depth + 1))
+    return False
+
+
+def _deep_path(body: dict) -> str:
+    """The path of the first container below MAX_JSON_DEPTH, e.g. `tools[0].function...`."""
+    stack: list[tuple[object, int, str]] = [(body, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            if isinstance(child, dict | list):
+                step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else key)
+                stack.append((child, depth + 1, path + step))
+    return ""
 
 
 def load(schema: Schema, data) -> dict:
@@ -72,10 +112,11 @@ def parse_month(value: str | None, today: date | None = None) -> tuple[str, date
         year, month = today.year, today.month
     else:
         match = _MONTH.fullmatch(value)
-        if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
-            raise InvalidRequest(f"Invalid 'month': expected YYYY-MM, got {value[:20]!r}.",
-                                 param="month", code="invalid_month")
-        year, month = int(match.group(1)), int(match.group(2))
+        year, month = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        # The month after 9999-12 is past the last date Python (and the report) can hold.
+        if not 1 <= month <= 12 or not (1970, 1) <= (year, month) <= (9999, 11):
+            raise InvalidRequest("Invalid 'month': expected YYYY-MM from 1970-01 to 9999-11, "
+                                 f"got {value[:20]!r}.", param="month", code="invalid_month")
     start = date(year, month, 1)
     end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
     return f"{year:04d}-{month:02d}", start, end

@@ -22,7 +22,7 @@ from silk.errors import InvalidRequest, UpstreamError, database_unavailable
 from silk.metering.service import Hold, Outcome, Settlement, settle
 from silk.ops import metrics
 from silk.pricing import Usage
-from silk.sse import DONE, DONE_EVENT, SSEParser, encode_comment, encode_data
+from silk.sse import DONE, DONE_EVENT, MAX_EVENT, SSEParser, encode_comment, encode_data
 from silk.upstream.client import UpstreamClient
 from silk.upstream.dialects import scrub, stream_error_event
 
@@ -243,10 +243,11 @@ class RelayStream:
     started runs no `finally`, so the hold and the upstream connection are released here.
     """
 
-    def __init__(self, client_response: requests.Response, meter: Meter):
+    def __init__(self, client_response: requests.Response, meter: Meter,
+                 max_event: int = MAX_EVENT):
         self._response = client_response
         self._meter = meter
-        self._events = _relay(client_response, meter)
+        self._events = _relay(client_response, meter, max_event)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._events
@@ -259,9 +260,10 @@ class RelayStream:
             self._response.close()
 
 
-def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
+def _relay(client_response: requests.Response, meter: Meter,
+           max_event: int = MAX_EVENT) -> Iterator[bytes]:
     """Relay upstream SSE events as they arrive; settle in `finally`, however the stream ends."""
-    parser = SSEParser()
+    parser = SSEParser(max_event)
     raw = client_response.raw
     status, error = "cut", None
     done = False
@@ -270,6 +272,7 @@ def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
         while not done:
             try:
                 chunk = raw.read1(_READ_SIZE)
+                events = parser.feed(chunk)  # EventTooLarge (a ValueError) is a cut
             except (requests.Timeout, TimeoutError):
                 status, error = "timeout", ("The provider stopped sending in time.",
                                             "upstream_timeout")
@@ -280,7 +283,7 @@ def _relay(client_response: requests.Response, meter: Meter) -> Iterator[bytes]:
             if not chunk:
                 error = ("The provider ended the stream early.", "upstream_stream_cut")
                 break
-            for kind, payload in parser.feed(chunk):
+            for kind, payload in events:
                 if kind == "comment":
                     yield encode_comment(payload)
                     continue

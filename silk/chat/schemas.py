@@ -27,6 +27,20 @@ def _content_ok(content) -> bool:
     return False
 
 
+def _part_error(part: dict) -> dict | None:
+    """What is wrong with a content part of a type the gateway reads; other types pass."""
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        return {"text": ["must be a string"]}
+    if kind == "image_url":
+        image = part.get("image_url")
+        if isinstance(image, dict) and not isinstance(image.get("url"), str):
+            return {"image_url": {"url": ["must be a string"]}}
+        if not isinstance(image, dict | str):
+            return {"image_url": ["must be an object with a url"]}
+    return None
+
+
 class MessageSchema(Schema):
     """One chat message: a role and string or multi-part content."""
 
@@ -46,6 +60,11 @@ class MessageSchema(Schema):
                                   "content")
         if data.get("content") is None and data["role"] in ("user", "system", "developer"):
             raise ValidationError(f"is required for a {data['role']} message", "content")
+        if isinstance(data.get("content"), list):
+            for index, part in enumerate(data["content"]):
+                problem = _part_error(part)
+                if problem is not None:
+                    raise ValidationError({"content": {index: problem}})
 
 
 class ChatRequestSchema(Schema):

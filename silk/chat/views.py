@@ -1,6 +1,6 @@
 """The chat blueprint: POST /v1/chat/completions, thin over the chat service."""
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from silk.account.auth import authenticate
 from silk.chat import relay, service
@@ -17,7 +17,9 @@ def create_chat_completion():
     started = service.start(principal, read_body(cache=False),
                             request.headers.get("Accept", ""))
     if started.stream:
-        return Response(relay.RelayStream(started.response, started.meter), status=200,
+        stream = relay.RelayStream(started.response, started.meter,
+                                   current_app.config["SILK_SSE_MAX_EVENT"])
+        return Response(stream, status=200,
                         mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     settlement = started.meter.settlement

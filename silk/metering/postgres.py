@@ -19,6 +19,7 @@ needs no separate read.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, NamedTuple
 
 import psycopg
@@ -27,6 +28,8 @@ from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from silk.config import postgres_connect_args
+from silk.defaults import Defaults
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import AccountState
@@ -176,22 +179,45 @@ class Answer(NamedTuple):
     state: AccountState
 
 
-def _exchange(pgconn: pq.abc.PGconn, query: bytes) -> list[tuple | None]:
+class DatabaseStalled(psycopg.OperationalError):
+    """The server sent no answer in time: the session's state is unknown, so it is closed."""
+
+
+def _exchange(pgconn: pq.abc.PGconn, query: bytes,
+              timeout: float | None = None) -> list[tuple | None]:
     """Run a query string through libpq; the first row of each statement that returns rows.
 
     psycopg's cursor, its generators and its waiting cost three times the CPU of the
     exchange itself, and twice the wall time under gevent: a batch needs one send, one
-    wait for the socket and the rows of a few known columns.
+    wait for the socket and the rows of a few known columns. The whole exchange must end
+    within `timeout` seconds, or DatabaseStalled: a server that accepts bytes but never
+    answers must not hold every request of the process.
     """
     wait_read, wait_write = waiters()
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
     pgconn.send_query(query)
-    while pgconn.flush():
-        wait_write(pgconn.socket)
+    try:
+        while pgconn.flush():
+            wait_write(pgconn.socket, left())
+        rows = _results(pgconn, wait_read, left)
+    except TimeoutError:
+        raise DatabaseStalled(f"the database sent no answer within {timeout:g} s") from None
+    if pgconn.status != ConnStatus.OK:
+        raise psycopg.OperationalError("the connection to the database was lost")
+    return rows
+
+
+def _results(pgconn: pq.abc.PGconn, wait_read, left) -> list[tuple | None]:
+    """Read every result of the query sent; raise the first statement error."""
     rows: list[tuple | None] = []
     error: psycopg.Error | None = None
     while True:
         while pgconn.is_busy():
-            wait_read(pgconn.socket)
+            wait_read(pgconn.socket, left())
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
@@ -203,8 +229,6 @@ def _exchange(pgconn: pq.abc.PGconn, query: bytes) -> list[tuple | None]:
             error = psycopg.errors.error_from_result(result)
     if error is not None:
         raise error
-    if pgconn.status != ConnStatus.OK:
-        raise psycopg.OperationalError("the connection to the database was lost")
     return rows
 
 
@@ -249,6 +273,7 @@ class Channel:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._settings = _settings()
         self._conn: psycopg.Connection | None = None
         self._binder: psycopg.ClientCursor | None = None  # quotes values for _conn
         self._prepared: set[Statement] = set()  # prepared on _conn
@@ -274,13 +299,19 @@ class Channel:
             self.close()
             conn = None
         if conn is None:
-            raw = self._engine.raw_connection()
-            conn = raw.driver_connection
-            raw.detach()  # ours for the life of the process, outside the pool's count
-            conn.autocommit = True
+            # Opened directly, not from the engine's pool: a pooled connection's liveness
+            # check could wait on a stalled server without end; connect_timeout bounds this.
+            cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+            conn = psycopg.connect(*cargs, **{**cparams, **postgres_connect_args(
+                self._settings)}, autocommit=True)
             # A batch carries every account's requests: a lock some other session keeps on
             # one account's row must not stall them all for longer than this.
-            conn.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
+            try:
+                _exchange(conn.pgconn, f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'"
+                          .encode(), self._answer_timeout())
+            except BaseException:
+                conn.close()
+                raise
             self._binder = psycopg.ClientCursor(conn)
             self._prepared = set()
             self._conn = conn
@@ -336,8 +367,9 @@ class Channel:
         prepared statements waited on the socket once per statement, at four times the
         CPU of the whole batch.
         """
+        timeout = self._answer_timeout()
         for statement in {op.statement for op in ops} - self._prepared:
-            conn.execute(statement.prepare)
+            self._send(conn, statement.prepare, timeout)
             self._prepared.add(statement)
         statements = [self._binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
@@ -348,12 +380,25 @@ class Channel:
             begin = "BEGIN;SET LOCAL synchronous_commit TO OFF;" if lazy else "BEGIN;"
             query = begin + ";".join(statements) + ";COMMIT"
         try:
-            return _exchange(conn.pgconn, query.encode(conn.info.encoding))
+            return self._send(conn, query, timeout)
         except psycopg.Error:
             if conn.pgconn.status == ConnStatus.OK and (
                     conn.pgconn.transaction_status != TransactionStatus.IDLE):
-                conn.execute("ROLLBACK")
+                self._send(conn, "ROLLBACK", timeout)
             raise
+
+    def _send(self, conn: psycopg.Connection, query: str, timeout: float | None) -> list:
+        """One exchange on the channel's connection; a stalled one is closed at once."""
+        try:
+            return _exchange(conn.pgconn, query.encode(conn.info.encoding), timeout)
+        except DatabaseStalled:
+            self.close()
+            raise
+
+    def _answer_timeout(self) -> float | None:
+        """Seconds the server may take to answer one exchange (None: no limit)."""
+        seconds = float(self._settings["SILK_DB_STATEMENT_TIMEOUT"])
+        return seconds if seconds > 0 else None
 
     def _alone(self, conn: psycopg.Connection, op: Op):
         try:
@@ -362,6 +407,15 @@ class Channel:
             if conn.broken or conn.closed:
                 self.close()
             return _wrap(op, exc)
+
+
+def _settings() -> dict:
+    """The database settings of the running app (its defaults outside one)."""
+    from flask import current_app, has_app_context
+
+    config = current_app.config if has_app_context() else {}
+    names = ("SQLALCHEMY_DATABASE_URI", "SILK_DB_CONNECT_TIMEOUT", "SILK_DB_STATEMENT_TIMEOUT")
+    return {name: config.get(name, getattr(Defaults, name)) for name in names}
 
 
 _channels: PerProcess[Channel] = PerProcess(Channel, Channel.close)

@@ -14,17 +14,62 @@ from silk.errors import (
     UpstreamError,
 )
 
-_URL = re.compile(r"https?://\S+|\b[\w.-]+\.(?:com|cn|net|io|ai)(?:/\S*)?", re.I)
 _TRACE = re.compile(r"\s*\((?:[^()]*?\b(?:request[ _-]?id|trace|req[ _-]?id)\b[^()]*)\)"
                     r"|\b(?:request[ _-]?id|trace(?:[ _-]?id)?)\s*[:=]?\s*[\w-]+", re.I)
-_SECRETISH = re.compile(r"\b(?:sk|ak|key|ark|mimo)[-_][\w*.-]{4,}|\b[A-Za-z0-9_-]{24,}\b", re.I)
+# Credentials, with the header or scheme that introduces them: the scheme word stays.
+_CREDENTIAL = re.compile(r"\b((?:proxy-)?authorization|(?:x-)?api[-_ ]?key)(\s*[:=]\s*)"
+                         r"(?:(?:bearer|basic|token)\s+)?[^\s,;]+"
+                         r"|\b(bearer|basic)(\s+)[^\s,;]+", re.I)
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+"
+                  r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|io|ai|dev|cloud)\b(?:[:/]\S*)?",
+                  re.I)
+# Names only a private network resolves, e.g. pg-0.db.svc.cluster.local or gpu7.corp.
+_INTERNAL_HOST = re.compile(r"\b[\w-]+(?:\.[\w-]+)*\.(?:internal|local|localdomain|svc|lan|"
+                            r"corp|intranet|home\.arpa)\b(?::\d+)?", re.I)
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\w|\.\d)")
+# Bracketed with an optional port, or bare with a `::` or at least five groups (a clock
+# time such as 12:30:45 has neither).
+_IPV6 = re.compile(r"\[[0-9a-f:.]*:[0-9a-f:.%\w]*\](?::\d{1,5})?"
+                   r"|(?<![\w:.])(?=[0-9a-f:.]*::|(?:[0-9a-f]{1,4}:){4})"
+                   r"(?:[0-9a-f]{0,4}:){2,7}(?:[0-9a-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+                   r"(?:%[\w.]+)?(?![\w:])", re.I)
+# host:port, for a host name of any shape (an underscore marks a field name, not a host).
+_HOST_PORT = re.compile(r"(?<![\w.:-])(?=[a-z0-9.-]*[a-z])[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?"
+                        r":\d{1,5}(?!\w|[.:]\d)", re.I)
+_SECRETISH = re.compile(r"\b(?:sk|ak)[-_][\w*.-]+|\b(?:key|ark|mimo)[-_][\w*.-]{4,}"
+                        r"|\b[A-Za-z0-9_-]{24,}\b", re.I)
+# Ark endpoint (and bot) ids: ep-20240611123456-abcde.
+_ENDPOINT = re.compile(r"\b(?:ep|bot)-[A-Za-z0-9][\w-]*")
+# Account numbers and user ids; a count of tokens, characters or bytes is the useful part
+# of a limit message and stays.
+_LONG_NUMBER = re.compile(r"(?<!\w)(?<!\d\.)\d{6,}(?!\w|\.\d)"
+                          r"(?!\s*(?:tokens?|characters?|chars|bytes|words|messages|images|ms|"
+                          r"seconds)\b)", re.I)
 
 
 def scrub(message: str, limit: int = 400) -> str:
-    """Remove URLs, provider trace ids and anything shaped like a key from a message."""
+    """Remove what a provider's message may reveal of its systems or of anyone's secrets.
+
+    URLs, addresses and internal host names, credentials, provider trace and endpoint ids,
+    and account numbers are replaced; words and small numbers (`max_tokens must be <=
+    8192`) stay, so the client still learns what was wrong with its request.
+    """
     cleaned = _TRACE.sub("", message or "")
-    cleaned = _SECRETISH.sub("[redacted]", _URL.sub("[upstream]", cleaned))
+    cleaned = _CREDENTIAL.sub(_credential, cleaned)
+    cleaned = _URL.sub("[upstream]", cleaned)
+    cleaned = _INTERNAL_HOST.sub("[host]", cleaned)
+    cleaned = _IPV6.sub("[address]", _IPV4.sub("[address]", cleaned))
+    cleaned = _HOST_PORT.sub("[host]", cleaned)
+    cleaned = _ENDPOINT.sub("[endpoint]", cleaned)
+    cleaned = _SECRETISH.sub("[redacted]", cleaned)
+    cleaned = _LONG_NUMBER.sub("[number]", cleaned)
     return cleaned[:limit].strip() or "The provider rejected the request."
+
+
+def _credential(match: re.Match) -> str:
+    if match.group(1):
+        return f"{match.group(1)}{match.group(2)}[redacted]"
+    return f"{match.group(3)}{match.group(4)}[redacted]"
 
 
 def parse_error(body: bytes) -> tuple[str, str]:

@@ -150,6 +150,49 @@ def test_upstream_errors_are_translated_refunded_and_scrubbed(client, accounts, 
     assert accounts.audit() == []
 
 
+# A provider message carrying one of each kind of secret the gateway must not pass on.
+_LEAKY = ("max_tokens must be <= 8192; dial tcp 10.0.3.7:8080 and [fd00::12]:9000 via "
+          "pg-0.db.svc.cluster.local and redis:6379 failed for Authorization: Bearer ab12 "
+          "(key sk-q1) on endpoint ep-20240611183015-x7k2p of account 2100123456")
+_LEAKED = ["10.0.3.7", "8080", "fd00", "9000", "pg-0", "cluster.local", "redis", "6379",
+           "ab12", "sk-q1", "ep-2024", "x7k2p", "2100123456"]
+
+
+def _assert_scrubbed(message: str) -> None:
+    for secret in _LEAKED:
+        assert secret not in message, (secret, message)
+    assert "max_tokens must be <= 8192" in message
+
+
+@pytest.mark.parametrize("model", ["deepseek-chat", "ark-code-latest", "mimo-v2.5"])
+def test_a_rejection_passed_to_the_client_is_scrubbed(client, accounts, upstream, model):
+    acct = accounts.make(credit="1")
+    upstream.behave(status=400, error_message=_LEAKY)
+    response = _post(client, acct, {"model": model, "messages": messages()})
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "upstream_invalid_request"
+    _assert_scrubbed(response.json["error"]["message"])
+    _assert_no_leak(upstream, response)
+    assert accounts.audit() == []
+
+
+def test_an_error_reported_mid_stream_is_scrubbed(client, accounts, upstream):
+    from tests.chat.helpers import sse_events
+
+    acct = accounts.make(credit="1")
+    upstream.behave(stream_error=_LEAKY)
+    response = client.post("/v1/chat/completions", headers=acct.headers, buffered=True,
+                           json={"model": "ark-code-latest", "stream": True,
+                                 "messages": messages()})
+    assert response.status_code == 200
+    error = sse_events(response.data)[-1]["error"]
+    assert "mid-stream" in error["message"]
+    _assert_scrubbed(error["message"])
+    _assert_no_leak(upstream, response)
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
+
+
 def test_stream_request_upstream_error_before_first_byte_is_plain_json(client, accounts,
                                                                       upstream):
     acct = accounts.make(credit="1")

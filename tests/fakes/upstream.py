@@ -53,6 +53,11 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
 far (cumulative, the prompt and the pieces sent up to and including it).
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
+``stream_error="..."`` sends, after the role chunk, one ``{"error": {...}}`` event carrying that
+message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
+sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
+``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
+provider's dialect).
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
@@ -139,6 +144,10 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
+    "error_message": str,               # the message of the error body a `status` sends
+    "stream_error": str,                # stream: an error event with this message after the
+                                        # first chunk, then the end of the body
+    "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
 }
 
 
@@ -448,7 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status = opts.get("status", 200)
         if status != 200:
-            self._send_error(provider, status, key, retry_after=opts.get("retry_after"))
+            self._send_error(provider, status, key, retry_after=opts.get("retry_after"),
+                             message=opts.get("error_message"))
             return
         problem = _validate(body)
         if problem:
@@ -572,6 +582,14 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if index and chunk_delay:
                 self._wait(chunk_delay)
+            if index == 1 and "stream_error" in opts:
+                self.record.outcome = "error"
+                error = {"error": {"message": opts["stream_error"], "type": "server_error",
+                                   "param": None, "code": "internal_error"}}
+                self._event(("data: " + json.dumps(error) + "\n\n").encode(), last=True)
+                return
+            if index == 1 and opts.get("long_line"):
+                self._long_line(opts["long_line"])
             self._event(("data: " + json.dumps(event) + "\n\n").encode())
         if cut_after is not None:
             self.record.outcome = "cut"
@@ -580,6 +598,14 @@ class _Handler(BaseHTTPRequestHandler):
         # Outcome first: a test may inspect the record as soon as its client sees [DONE].
         self.record.outcome = "ok"
         self._event(b"data: [DONE]\n\n", last=True)
+
+    def _long_line(self, size: int) -> None:
+        """One data line of `size` bytes (not JSON), written in 64 KiB pieces."""
+        piece = b"x" * 65536
+        self._chunk(b"data: ")
+        for start in range(0, size, len(piece)):
+            self._chunk(piece[:size - start])
+        self._event(b"\n\n")
 
     def _send_garbage(self, stream: bool) -> None:
         if stream:

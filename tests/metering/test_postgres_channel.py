@@ -159,3 +159,89 @@ def test_a_row_locked_elsewhere_delays_only_its_own_requests(app, accounts, monk
         assert _reserve(app, free.id, "l2").reservation_id
         other.rollback()
     assert _reserve(app, stuck.id, "l3").reservation_id
+
+
+@pytest.fixture
+def stalling_app(app, database_url):
+    """A second app on the same database through a proxy the test can freeze."""
+    from sqlalchemy.engine import make_url
+
+    from silk import create_app
+    from silk.extensions import db
+    from tests.support.tcpproxy import FreezableProxy
+
+    url = make_url(database_url)
+    with FreezableProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        proxied = create_app({
+            "TESTING": True, "SECRET_KEY": "stall", "SILK_SWEEP_INTERVAL": 0,
+            "SQLALCHEMY_DATABASE_URI": url.set(host="127.0.0.1", port=proxy.port)
+            .render_as_string(hide_password=False),
+            "SILK_DB_STATEMENT_TIMEOUT": 1.0, "SILK_DB_CONNECT_TIMEOUT": 2})
+        proxied.proxy = proxy
+        yield proxied
+        proxy.close()  # before disposing: closing its sessions must not wait on the proxy
+        with proxied.app_context():
+            db.engine.dispose()
+
+
+def test_a_stalled_database_fails_metering_in_bounded_time(stalling_app, accounts):
+    """A server that accepts bytes and never answers: each metering call gives up after
+    SILK_DB_STATEMENT_TIMEOUT (or the connect timeout) as 'database unavailable'."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from silk.errors import database_unavailable
+
+    acct = accounts.make(credit="1")
+    engine, _, service = _services(stalling_app)
+    with stalling_app.app_context():
+        hold = _reserve(stalling_app, acct.id, "warm")  # the channel is connected
+        stalling_app.proxy.freeze()
+        for attempt in ("stalled", "reconnect"):  # an open session, then a new one
+            started = time.monotonic()
+            with pytest.raises(OperationalError) as raised:
+                _reserve(stalling_app, acct.id, attempt)
+            assert time.monotonic() - started < 4, attempt
+            assert database_unavailable(raised.value)
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(10, 1)))
+        assert time.monotonic() - started < 4
+        stalling_app.proxy.thaw()
+        settled = service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(10, 1)))
+    assert settled is not None  # the hold it kept is settled once the server answers
+    assert accounts.audit() == []
+
+
+def test_a_stalled_database_is_a_503_to_the_client(stalling_app, accounts, upstream):
+    import time
+
+    acct = accounts.make(credit="1")
+    client = stalling_app.test_client()
+    request = {"model": "deepseek-chat", "max_tokens": 5, "stream": False,
+               "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=request,
+                       headers=acct.headers).status_code == 200  # the key is now cached
+    stalling_app.proxy.freeze()
+    started = time.monotonic()
+    response = client.post("/v1/chat/completions", json=request, headers=acct.headers)
+    assert time.monotonic() - started < 4
+    assert response.status_code == 503, response.get_data()[:300]
+    assert response.json["error"]["code"] == "database_unavailable"
+    assert response.headers["retry-after"]
+    assert len(upstream.requests) == 1  # nothing was sent without a hold
+
+
+def test_every_postgres_session_has_a_statement_timeout_and_keepalives(app, accounts):
+    from silk.extensions import db
+
+    acct = accounts.make(credit="1")
+    _reserve(app, acct.id, "t")
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(text("SHOW statement_timeout")).scalar() == "10s"
+        params = conn.connection.driver_connection.info.get_parameters()
+        assert params["keepalives"] == "1" and params["connect_timeout"] == "5"
+    channel_conn = _channel(app)._conn
+    assert channel_conn.execute("SHOW statement_timeout").fetchone()[0] == "10s"
+    assert channel_conn.info.get_parameters()["tcp_user_timeout"] == "30000"

@@ -207,3 +207,110 @@ def test_numbers_no_column_can_hold_are_400_not_500(client, accounts):
     if big_limit.status_code == 400:
         assert big_limit.json["error"]["code"] == "value_out_of_range"
     assert accounts.audit() == []
+
+
+def _nested(depth: int) -> str:
+    """A JSON array nested `depth` levels deep."""
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [255, 300, 1023])
+@pytest.mark.parametrize("field", ["tools", "metadata"])
+def test_deeply_nested_json_is_400_naming_the_field(client, accounts, upstream, field, depth):
+    """orjson reads 1,024 levels but writes 254: such a body parsed, then failed upstream."""
+    user = accounts.make(credit="1")
+    body = ('{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], '
+            f'"{field}": {_nested(depth)}}}')
+    before = _snapshot_units(accounts, user)
+    response = client.post("/v1/chat/completions", data=body, content_type="application/json",
+                           headers={**user.headers, "Accept": "application/json"})
+    assert response.status_code == 400, response.get_data()[:300]
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"].startswith(f"{field}[0][0]")
+    assert upstream.requests == []
+    assert _snapshot_units(accounts, user) == before
+    # Every JSON endpoint reads its body the same way.
+    deep_key = client.post("/v1/keys", data=f'{{"name": "k", "models": {_nested(depth)}}}',
+                           content_type="application/json", headers=user.headers)
+    assert deep_key.status_code == 400
+    assert deep_key.json["error"]["param"].startswith("models")
+
+
+def test_json_deeper_than_the_parser_reads_is_400_saying_so(client, accounts, upstream):
+    user = accounts.make(credit="1")
+    body = ('{"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}], '
+            f'"tools": {_nested(5000)}}}')
+    response = client.post("/v1/chat/completions", data=body, content_type="application/json",
+                           headers=user.headers)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "nesting_too_deep"
+    assert upstream.requests == []
+
+
+def test_nesting_a_real_request_uses_is_relayed(client, accounts, upstream):
+    """A JSON schema in `tools` nests a few dozen levels at most: that passes untouched."""
+    user = accounts.make(credit="1")
+    schema: dict = {"type": "string"}
+    for _ in range(40):  # 80 levels of properties
+        schema = {"type": "object", "properties": {"inner": schema}}
+    body = {"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5, "tools": [{"type": "function",
+                                        "function": {"name": "f", "parameters": schema}}]}
+    response = client.post("/v1/chat/completions", json=body,
+                           headers={**user.headers, "Accept": "application/json"})
+    assert response.status_code == 200, response.json
+    assert upstream.requests[0].body["tools"] == body["tools"]
+
+
+@pytest.mark.parametrize("part,param", [
+    ({"type": "text", "text": 5}, "text"),
+    ({"type": "text", "text": ["a"]}, "text"),
+    ({"type": "text", "text": None}, "text"),
+    ({"type": "text"}, "text"),
+    ({"type": "image_url", "image_url": {"url": 7}}, "image_url.url"),
+    ({"type": "image_url", "image_url": 7}, "image_url"),
+])
+def test_a_content_part_of_the_wrong_shape_is_400_naming_it(client, accounts, upstream, part,
+                                                            param):
+    user = accounts.make(credit="1")
+    body = {"model": "deepseek-chat", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "look"}, part]}]}
+    response = client.post("/v1/chat/completions", json=body,
+                           headers={**user.headers, "Accept": "application/json"})
+    assert response.status_code == 400, response.get_data()[:300]
+    assert response.json["error"]["param"] == f"messages[1].content[1].{param}"
+    assert upstream.requests == []
+    assert accounts.usage_records(user.id) == []
+
+
+def test_content_parts_the_gateway_does_not_read_pass_through(client, accounts, upstream):
+    user = accounts.make(credit="1")
+    parts = [{"type": "text", "text": "look"},
+             {"type": "image_url", "image_url": "https://example.com/a.png"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+             {"type": "input_audio", "input_audio": {"data": 5}}]
+    response = client.post("/v1/chat/completions", json={
+        "model": "deepseek-chat", "max_tokens": 5,
+        "messages": [{"role": "user", "content": parts}]},
+        headers={**user.headers, "Accept": "application/json"})
+    assert response.status_code == 200, response.json
+    assert upstream.requests[0].body["messages"][0]["content"] == parts
+
+
+@pytest.mark.parametrize("month", ["9999-12", "9999-13", "0000-01", "1969-12"])
+@pytest.mark.parametrize("path", ["/v1/usage", "/v1/billing", "/v1/admin/usage"])
+def test_a_month_past_what_dates_hold_is_400_naming_month(client, accounts, path, month):
+    admin = accounts.make(admin=True)
+    response = client.get(path, query_string={"month": month}, headers=admin.headers)
+    assert response.status_code == 400, response.get_data()[:300]
+    assert response.json["error"]["param"] == "month"
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert client.get(path, query_string={"month": "9999-11"},
+                      headers=admin.headers).status_code == 200
+
+
+def _snapshot_units(accounts, user) -> tuple[int, int]:
+    row = accounts.row(user.id)
+    return row.balance_units, row.reserved_units

@@ -117,3 +117,62 @@ def test_request_sizes_are_bounded_under_gunicorn(app, accounts, upstream, gatew
     assert accounts.audit() == []
 
 
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """What the gateway sends before it closes (b"" if it just closes)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_a_body_that_does_not_arrive_is_cut_off(app, accounts, upstream, gateway_env,
+                                                database_url, tmp_path, trickle):
+    """Headers, then half a body and silence (or a byte now and then): the gateway answers
+    408 (or closes) within SILK_BODY_READ_TIMEOUT and serves others meanwhile."""
+    import threading
+    import time
+
+    acct = accounts.make(credit="1")
+    env = {**gateway_env, "SILK_BODY_READ_TIMEOUT": "1"}
+    with Gateway(database_url, env, workers=1, log_path=tmp_path / "gunicorn.log") as gateway:
+        host, port = gateway.url.removeprefix("http://").split(":")
+        payload = json.dumps(body("never finished", stream=False)).encode()
+        sock = socket.create_connection((host, int(port)), timeout=8)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + acct.key.encode() + b"\r\nContent-Type: application/json\r\n"
+                     + b"Content-Length: %d\r\n\r\n" % len(payload) + payload[:len(payload) // 2])
+        began = time.monotonic()
+        stop = threading.Event()
+
+        def drip():
+            for byte in payload[len(payload) // 2:-1]:
+                if stop.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    sock.send(bytes([byte]))
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        if trickle:
+            dripper.start()
+        try:
+            status, answer = call(gateway.url, acct.key, body("served meanwhile"))
+            assert status == 200 and stream_ok(answer)
+            try:
+                reply = _read_answer(sock)
+            except TimeoutError:
+                pytest.fail("the gateway still waits for the body")
+            waited = time.monotonic() - began
+        finally:
+            stop.set()
+            sock.close()
+        assert waited < 4, waited
+        assert reply == b"" or reply.split(b" ")[1] == b"408", reply[:200]
+        if reply:
+            assert b'"request_timeout"' in reply
+    assert upstream.requests[0].body["messages"][0]["content"] == "served meanwhile"
+    assert len(upstream.requests) == 1
+    assert accounts.audit() == []
