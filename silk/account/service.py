@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from silk.account.auth import Principal, key_cache
+from silk import invalidation
+from silk.account.auth import Principal
 from silk.account.keys import display_prefix, generate_key, hash_secret
 from silk.account.models import Account, ApiKey
 from silk.database import utcnow
@@ -101,8 +102,7 @@ def revoke_key(key_id: int, account_id: int | None = None) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         db.session.commit()
-    # Other workers notice within the key cache TTL; this one at once.
-    key_cache().forget(key.key_hash)
+    invalidation.key_changed(key.key_hash)
     return key
 
 
@@ -142,11 +142,7 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
     if disabled is not None:
         account.disabled = disabled
     db.session.commit()
-    if disabled is not None:  # cached answers, good or bad, are stale either way
-        cache = key_cache()
-        for key_hash in db.session.scalars(select(ApiKey.key_hash)
-                                           .where(ApiKey.account_id == account_id)):
-            cache.forget(key_hash)
+    invalidation.account_changed(account_id)
     return account
 
 
