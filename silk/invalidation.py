@@ -137,6 +137,8 @@ class Invalidation:
         self.url = url
         self.channel = channel
         self.pid = os.getpid()
+        # Names the subscriber's connection in Redis's CLIENT LIST.
+        self.client_name = f"silk-invalidation-{self.pid}-{id(self):x}"
         self.thread: threading.Thread | None = None
         self.listening = threading.Event()  # set while subscribed
         self._stop = threading.Event()
@@ -185,7 +187,7 @@ class Invalidation:
         import redis
 
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0,
-                                      socket_timeout=_DEAD_AFTER)
+                                      socket_timeout=_DEAD_AFTER, client_name=self.client_name)
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.channel)
