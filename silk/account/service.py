@@ -174,13 +174,13 @@ class Scope:
         return None
 
 
-def key_usable(key: ApiKey | None, account: Account | None = None) -> bool:
+def key_usable(key: ApiKey | None) -> bool:
     """True while a key is neither revoked nor expired and its account is enabled."""
     if key is None or key.revoked_at is not None:
         return False
     if key.expires_at is not None and key.expires_at <= utcnow():
         return False
-    account = account or db.session.get(Account, key.account_id)
+    account = db.session.get(Account, key.account_id)
     return account is not None and not account.disabled
 
 
