@@ -74,10 +74,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Start this worker's reservation sweeper (settles holds of killed workers)."""
+    """Start this worker's reservation sweeper (settles holds of killed workers) and, with
+    Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers)."""
+    from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
 
     start_sweeper(worker.wsgi)
+    start_subscriber(worker.wsgi)
 
 
 def child_exit(server, worker):

@@ -41,6 +41,9 @@ def register_extensions(app: Flask) -> None:
     with app.app_context():
         install_engine_events(db.engine)
     app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
+    from silk.invalidation import install
+
+    install(app)
 
 
 def register_catalogue(app: Flask) -> None:

@@ -29,6 +29,9 @@ class ExpiringCache(Generic[K, V]):
         self._entries: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, threading.Event] = {}
         self._lock = threading.Lock()
+        # Counts forget() and clear() calls: a lookup that started before one of them may
+        # have read what it dropped, so its answer is returned but not kept.
+        self._generation = 0
 
     def get(self, key: K) -> tuple[bool, V | None]:
         """(True, value) while the answer is fresh, else (False, None)."""
@@ -56,9 +59,11 @@ class ExpiringCache(Generic[K, V]):
             if fresh:
                 return value
         loading = self._loading[key] = threading.Event()
+        generation = self._generation
         try:
             value = load(key)
-            self.put(key, value, lifetime(value) if lifetime else None)
+            if generation == self._generation:
+                self.put(key, value, lifetime(value) if lifetime else None)
         finally:
             self._loading.pop(key, None)
             loading.set()
@@ -72,9 +77,11 @@ class ExpiringCache(Generic[K, V]):
             self._entries[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
 
     def forget(self, key: K) -> None:
-        """Drop one answer, e.g. after it changed in this process."""
+        """Drop one answer, e.g. after it changed."""
+        self._generation += 1
         self._entries.pop(key, None)
 
     def clear(self) -> None:
         """Drop every answer."""
+        self._generation += 1
         self._entries.clear()

@@ -90,7 +90,7 @@ def list_keys_cmd(account: str | None):
 @silk_cli.command("revoke-key")
 @click.argument("key_id", type=int)
 def revoke_key_cmd(key_id: int):
-    """Revoke a key by id (takes effect everywhere within the key cache TTL)."""
+    """Revoke a key by id (everywhere at once with Redis, else within the key cache TTL)."""
     from silk.account.service import revoke_key
 
     try:

@@ -103,6 +103,9 @@ class Defaults:
     SILK_RESERVATION_TTL = 3600  # seconds after which an open reservation is swept
     SILK_SWEEP_INTERVAL = 30.0  # seconds between sweeps in each worker
     SILK_KEY_CACHE_TTL = 10.0  # seconds an API key lookup is trusted without the database
+    # With REDIS_URL, revocations, account and tier changes are published here and reach
+    # every worker at once; without Redis they take up to the caches' TTL.
+    SILK_INVALIDATION_CHANNEL = "silk:invalidate"
 
     SILK_AUTH_FAILURES_PER_MINUTE = 30  # failed key checks per client address, then 429
     SILK_DEFAULT_RPM = None  # per-key requests per minute when the key sets none

@@ -90,3 +90,21 @@ def test_an_unknown_key_is_remembered_briefly_and_a_good_one_for_the_lifetime(
     bad_until = cache._entries[auth.hash_secret("sk-unknown")][0] - time.monotonic()
     good_until = cache._entries[auth.hash_secret(acct.key)][0] - time.monotonic()
     assert bad_until <= auth._BAD_KEY_TTL < good_until <= cache.ttl
+
+
+def test_an_answer_read_before_an_invalidation_is_not_kept():
+    # A lookup reads the key as good; the key is revoked and the invalidation arrives while
+    # that lookup is still on its way back: its answer must not outlive the invalidation.
+    from silk.account.auth import KeyCache
+
+    cache, lookup = KeyCache(ttl=10), SlowLookup(_principal(1))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(cache.fetch, "h1", lookup)
+        assert lookup.started.wait(5)
+        cache.forget("h1")
+        lookup.release.set()
+        assert loading.result(5) == _principal(1)  # the caller that asked still gets it
+    assert cache.get("h1") == (False, None)
+    cache.fetch("h1", lookup)
+    cache.forget_account(1)  # dropping an account's keys counts as an invalidation too
+    assert cache.get("h1") == (False, None)

@@ -72,6 +72,15 @@ class KeyCache(ExpiringCache[str, Principal | None]):
                 self._blocked.clear()
             self._blocked[address] = time.monotonic() + seconds
 
+    def forget_account(self, account_id: int) -> None:
+        """Drop the account's keys, and every unknown-key answer (some may be its keys)."""
+        with self._lock:
+            self._generation += 1
+            stale = [key for key, (_, principal) in self._entries.items()
+                     if principal is None or principal.account_id == account_id]
+            for key in stale:
+                self._entries.pop(key, None)
+
     def due_for_touch(self, key_id: int) -> bool:
         """True at most once a minute per key: time to write last_used_at."""
         now = time.monotonic()

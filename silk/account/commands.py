@@ -64,7 +64,8 @@ def _set_state(account: str, **change):
 @commands.command("disable-account")
 @click.argument("account")
 def disable_account_cmd(account: str):
-    """Disable ACCOUNT: its keys stop working (everywhere within the key cache TTL)."""
+    """Disable ACCOUNT: its keys stop working (at once with Redis, else within the key cache
+    TTL)."""
     found = _set_state(account, disabled=True)
     click.echo(f"account {found.id} {found.email} disabled")
 

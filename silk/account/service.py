@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from silk.account.auth import Principal, key_cache
+from silk import invalidation
+from silk.account.auth import Principal
 from silk.account.keys import display_prefix, generate_key, hash_secret
 from silk.account.models import Account, ApiKey
 from silk.database import utcnow
-from silk.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from silk.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
 from silk.extensions import db
 from silk.metering.service import credit
 
@@ -94,8 +102,7 @@ def revoke_key(key_id: int, account_id: int | None = None) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         db.session.commit()
-    # Other workers notice within the key cache TTL; this one at once.
-    key_cache().forget(key.key_hash)
+    invalidation.key_changed(key.key_hash)
     return key
 
 
@@ -135,17 +142,87 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
     if disabled is not None:
         account.disabled = disabled
     db.session.commit()
-    if disabled is not None:  # cached answers, good or bad, are stale either way
-        cache = key_cache()
-        for key_hash in db.session.scalars(select(ApiKey.key_hash)
-                                           .where(ApiKey.account_id == account_id)):
-            cache.forget(key_hash)
+    invalidation.account_changed(account_id)
     return account
 
 
-def key_options(data: dict, known_models, limit_to: Principal | None = None) -> dict:
-    """Turn a key request into create_key options, never wider than `limit_to`'s key."""
-    # A key limited to some models, an expiry or a rate must not mint one without them.
+@dataclass(frozen=True)
+class Scope:
+    """What a key may do: its models, rates and lifetime (None: no limit)."""
+
+    allowed_models: frozenset[str] | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey | Principal) -> Scope:
+        """The scope of a stored key or of an authenticated one."""
+        models = key.allowed_models
+        return cls(frozenset(models) if models else None, key.rpm_limit, key.tpm_limit,
+                   key.expires_at)
+
+    def exceeded_by(self, other: Scope) -> str | None:
+        """The first field in which `other` is wider than this scope, else None."""
+        if self.allowed_models is not None and (
+                other.allowed_models is None or not other.allowed_models <= self.allowed_models):
+            return "models"
+        for field in ("expires_at", "rpm_limit", "tpm_limit"):
+            own, theirs = getattr(self, field), getattr(other, field)
+            if own is not None and (theirs is None or theirs > own):
+                return field
+        return None
+
+
+def key_usable(key: ApiKey | None) -> bool:
+    """True while a key is neither revoked nor expired and its account is enabled."""
+    if key is None or key.revoked_at is not None:
+        return False
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return False
+    account = db.session.get(Account, key.account_id)
+    return account is not None and not account.disabled
+
+
+def acting_key(key_id: int, account_id: int) -> ApiKey:
+    """The key a caller acts with, read now (not from the key cache): 401 once it is revoked,
+    expired or its account disabled, however recently it was checked."""
+    key = db.session.get(ApiKey, key_id)
+    if key is not None:
+        db.session.refresh(key)  # what the database says now, not the session's copy
+    if key is None or key.account_id != account_id or not key_usable(key):
+        raise AuthenticationFailed("This API key is no longer valid (revoked, expired or "
+                                   "its account disabled).")
+    return key
+
+
+def create_key_as(key_id: int, account_id: int, data: Mapping,
+                  known_models: Mapping) -> NewKey:
+    """Make a key for the caller's account, never wider than the caller's key (API, dashboard)."""
+    creator = acting_key(key_id, account_id)
+    options = key_options(data, known_models, limit_to=Scope.of(creator))
+    return create_key(account_id, **options)
+
+
+def revoke_key_as(key_id: int, account_id: int, target_id: int) -> ApiKey:
+    """Revoke one of the caller's account's keys, unless it is wider than the caller's key."""
+    creator = acting_key(key_id, account_id)
+    target = db.session.get(ApiKey, target_id)
+    if target is None or target.account_id != account_id:
+        raise NotFound("API key not found.", param="id", code="key_not_found")
+    if target.revoked_at is None and Scope.of(creator).exceeded_by(Scope.of(target)):
+        raise PermissionDenied("This key may not revoke a key with wider access than its own "
+                               "(more models, higher rates or a later expiry).", param="id",
+                               code="key_scope_exceeded")
+    return revoke_key(target_id, account_id=account_id)
+
+
+def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> dict:
+    """Turn a key request into create_key options, never wider than the `limit_to` scope.
+
+    A limit the request leaves out is taken from `limit_to`; a wider one is a 403
+    (`key_scope_exceeded`) naming the field.
+    """
     models = list(dict.fromkeys(data["models"])) if data.get("models") else None
     unknown = [m for m in models or () if m not in known_models]
     if unknown:
@@ -159,19 +236,18 @@ def key_options(data: dict, known_models, limit_to: Principal | None = None) -> 
                "tpm_limit": data.get("tpm_limit")}
     if limit_to is None:
         return options
-    if limit_to.allowed_models is not None:
-        if models is None:
-            options["allowed_models"] = sorted(limit_to.allowed_models)
-        elif not set(models) <= limit_to.allowed_models:
-            raise PermissionDenied("A new key may not use models this key may not use.",
-                                   param="models", code="key_scope_exceeded")
-    for field, own in (("expires_at", limit_to.expires_at), ("rpm_limit", limit_to.rpm_limit),
-                       ("tpm_limit", limit_to.tpm_limit)):
-        if own is None:
-            continue
+    if models is None and limit_to.allowed_models is not None:
+        options["allowed_models"] = sorted(limit_to.allowed_models)
+    for field in ("expires_at", "rpm_limit", "tpm_limit"):
         if options[field] is None:
-            options[field] = own
-        elif options[field] > own:
-            raise PermissionDenied(f"A new key's {field} may not exceed this key's.",
-                                   param=field, code="key_scope_exceeded")
+            options[field] = getattr(limit_to, field)
+    wider = limit_to.exceeded_by(Scope(
+        frozenset(options["allowed_models"]) if options["allowed_models"] else None,
+        options["rpm_limit"], options["tpm_limit"], options["expires_at"]))
+    if wider == "models":
+        raise PermissionDenied("A new key may not use models this key may not use.",
+                               param="models", code="key_scope_exceeded")
+    if wider:
+        raise PermissionDenied(f"A new key's {wider} may not exceed this key's.",
+                               param=wider, code="key_scope_exceeded")
     return options

@@ -39,16 +39,17 @@ def create_key():
     """Make a key for the caller's account, no wider than the key asking."""
     principal = authenticate()
     data = load(key_create_schema, json_body())
-    options = service.key_options(data, catalogue().models, limit_to=principal)
-    key = service.create_key(principal.account_id, **options)
+    key = service.create_key_as(principal.key_id, principal.account_id, data,
+                                catalogue().models)
     return jsonify(new_key_body(key)), 201
 
 
 @bp.delete("/keys/<int:key_id>")
 def revoke_key(key_id: int):
-    """Revoke one of the caller's account's keys; another account's key is a 404."""
+    """Revoke one of the caller's account's keys no wider than the caller's; another
+    account's key is a 404."""
     principal = authenticate()
-    key = service.revoke_key(key_id, account_id=principal.account_id)
+    key = service.revoke_key_as(principal.key_id, principal.account_id, key_id)
     return jsonify({**key_schema.dump(key), "deleted": True})
 
 

@@ -26,7 +26,7 @@ def list_tiers():
 
 @bp.put("/tiers/<name>")
 def put_tier(name: str):
-    """Create or change a tier; every worker sees it within seconds."""
+    """Create or change a tier; every worker sees it at once with Redis, else within 10 s."""
     data = load(tier_input_schema, json_body())
     tier = save_tier(name, data["discount_percent"], data["monthly_free_tokens"])
     return jsonify(tier_schema.dump(tier))

@@ -8,6 +8,7 @@ from decimal import Decimal
 from flask import current_app
 from sqlalchemy import select
 
+from silk import invalidation
 from silk.billing.models import TierRecord
 from silk.cache import ExpiringCache
 from silk.catalog import catalogue
@@ -16,7 +17,7 @@ from silk.errors import InvalidRequest
 from silk.extensions import db
 from silk.pricing import Tier
 
-_TTL = 10.0  # seconds an operator's tier edit may take to reach every worker
+_TTL = 10.0  # seconds a tier edit may take to reach other workers without Redis
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -38,7 +39,7 @@ def _load(_key: str) -> dict[str, Tier]:
 
 
 def forget_tiers() -> None:
-    """Drop the cache after an edit in this process."""
+    """Drop this process's cache."""
     cache = current_app.extensions.get("silk.tiers")
     if cache is not None:
         cache.clear()
@@ -67,5 +68,5 @@ def save_tier(name: str, discount_percent: Decimal, monthly_free_tokens: int) ->
     record.monthly_free_tokens = monthly_free_tokens
     record.updated_at = utcnow()
     db.session.commit()
-    forget_tiers()
+    invalidation.tiers_changed()  # here at once, and with Redis in every worker
     return tiers()[name]

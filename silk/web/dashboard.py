@@ -8,6 +8,7 @@ another site can neither act for a signed-in user nor sign them into its own acc
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,12 +31,15 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from silk.account import service as accounts
-from silk.account.auth import count_failure, guard_address, key_cache
+from silk.account.auth import count_failure, guard_address
 from silk.account.models import ApiKey
+from silk.account.schemas import key_create_schema
+from silk.catalog import catalogue
 from silk.database import utcnow
-from silk.errors import RateLimited, SilkError
+from silk.errors import InvalidRequest, RateLimited, SilkError
 from silk.extensions import db
 from silk.pricing import units_to_usd
+from silk.validation import load
 from silk.web import dashboard_data as data
 from silk.web.charts import bar_chart
 from silk.web.formats import axis_count, axis_usd, count, units, usd, usd_short, when
@@ -266,24 +270,52 @@ def keys():
 @bp.post("/keys")
 @login_required
 def create_key():
-    """Make a key and show its secret this once (never stored, never redirected)."""
-    name = request.form.get("name", "").strip()[:100] or "dashboard"
-    new = accounts.create_key(g.dashboard_user.account_id, name=name)
-    return _keys_page(new_secret=new.secret, new_name=name)
+    """Make a key no wider than the session's and show its secret this once (never stored,
+    never redirected); a refusal is shown on the keys page."""
+    user = g.dashboard_user
+    try:
+        data = _key_request()
+        new = accounts.create_key_as(user.key_id, user.account_id, data, catalogue().models)
+    except SilkError as err:
+        db.session.rollback()
+        flash(err.message, "error")
+        return _keys_page(), err.status
+    return _keys_page(new_secret=new.secret, new_name=new.record.name)
+
+
+_WHOLE = re.compile(r"[0-9]{1,12}")
+
+
+def _key_request() -> dict:
+    """The create-key form as an API key request, checked by the API's own schema."""
+    data: dict = {"name": request.form.get("name", "").strip()[:100] or "dashboard"}
+    models = [m for m in request.form.getlist("models") if m]
+    if models:
+        data["models"] = models
+    for field in ("rpm_limit", "tpm_limit", "expires_in_days"):
+        raw = request.form.get(field, "").strip()
+        if not raw:
+            continue
+        if not _WHOLE.fullmatch(raw):
+            raise InvalidRequest(f"Invalid '{field}': must be a whole number.", param=field)
+        data[field] = int(raw)
+    return load(key_create_schema, data)
 
 
 @bp.post("/keys/<int:key_id>/revoke")
 @login_required
 def revoke_key(key_id: int):
-    """Revoke a key; revoking the one this session uses signs out."""
+    """Revoke a key no wider than the session's; revoking the one this session uses signs
+    out."""
+    user = g.dashboard_user
     try:
-        key = accounts.revoke_key(key_id, account_id=g.dashboard_user.account_id)
+        key = accounts.revoke_key_as(user.key_id, user.account_id, key_id)
     except SilkError as err:
+        db.session.rollback()
         flash(err.message, "error")
         return redirect(url_for("dashboard.keys"))
-    key_cache().forget(key.key_hash)
     db.session.close()
-    if key_id == g.dashboard_user.key_id:
+    if key_id == user.key_id:
         session.clear()
         flash("You revoked the key this session used; sign in with another key.", "info")
         return redirect(url_for("dashboard.login"))
@@ -292,7 +324,12 @@ def revoke_key(key_id: int):
 
 
 def _keys_page(**extra):
-    rows = accounts.list_keys(g.dashboard_user.account_id)
+    user = g.dashboard_user
+    rows = accounts.list_keys(user.account_id)
+    own = next((key for key in rows if key.id == user.key_id), None)
     db.session.close()
+    models = sorted(catalogue().models)
+    if own is not None and own.allowed_models:
+        models = [m for m in models if m in own.allowed_models]
     return render_template("dashboard/keys.html", keys=rows, now=utcnow(),
-                           current_key_id=g.dashboard_user.key_id, **extra)
+                           current_key_id=user.key_id, own=own, models=models, **extra)

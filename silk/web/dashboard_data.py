@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, ApiKey
+from silk.account.service import key_usable
 from silk.billing.tiers import tiers
 from silk.database import utcnow
 from silk.extensions import db
@@ -69,16 +70,6 @@ def key_for_login(secret: str) -> ApiKey | None:
     if key is None or not hmac.compare_digest(key.key_hash, key_hash):
         return None
     return key if key_usable(key) else None
-
-
-def key_usable(key: ApiKey | None) -> bool:
-    """True while a key is neither revoked nor expired and its account is enabled."""
-    if key is None or key.revoked_at is not None:
-        return False
-    if key.expires_at is not None and key.expires_at <= utcnow():
-        return False
-    account = db.session.get(Account, key.account_id)
-    return account is not None and not account.disabled
 
 
 def overview(account_id: int, *, days: int = 30, today: date | None = None) -> Overview:

@@ -110,3 +110,34 @@ def test_keys_need_a_key(client):
     assert client.get("/v1/keys").status_code == 401
     assert client.post("/v1/keys", json={}).status_code == 401
     assert client.delete("/v1/keys/1").status_code == 401
+
+
+def test_a_limited_key_cannot_revoke_a_wider_one(client, accounts):
+    user = accounts.make()
+    limited = make_key(client, user, models=["deepseek-chat"], rpm_limit=10,
+                       expires_in_days=1).json
+    wider = make_key(client, user, models=["deepseek-chat"], expires_in_days=1).json
+    headers = bearer(limited["key"])
+    for target in (user.key_id, wider["id"]):
+        response = client.delete(f"/v1/keys/{target}", headers=headers)
+        assert response.status_code == 403
+        assert response.json["error"]["code"] == "key_scope_exceeded"
+    assert client.get("/v1/balance", headers=user.headers).status_code == 200
+    narrower = client.post("/v1/keys", json={"rpm_limit": 5}, headers=headers).json
+    assert client.delete(f"/v1/keys/{narrower['id']}", headers=headers).status_code == 200
+    assert client.delete(f"/v1/keys/{limited['id']}", headers=headers).status_code == 200
+
+
+def test_a_revoked_key_cached_as_good_cannot_make_keys(app, client, accounts):
+    from silk.account.models import ApiKey
+    from silk.database import utcnow
+    from silk.extensions import db
+
+    user = accounts.make()
+    assert client.get("/v1/keys", headers=user.headers).status_code == 200  # now cached
+    with app.app_context():  # revoked by another worker: this one's cache still trusts it
+        db.session.get(ApiKey, user.key_id).revoked_at = utcnow()
+        db.session.commit()
+    response = make_key(client, user, name="late")
+    assert response.status_code == 401
+    assert client.delete(f"/v1/keys/{user.key_id}", headers=user.headers).status_code == 401

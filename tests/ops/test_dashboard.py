@@ -228,3 +228,119 @@ def test_guessing_keys_at_sign_in_is_limited_like_the_api(strict_auth, client, a
     assert statuses == [401, 401, 401, 429]
     assert "Too many failed" in sign_in(client, user.key).text  # even a good key waits
     assert client.get("/v1/models", headers=user.headers).status_code == 429
+
+
+def _key_with_scope(client, owner, **limits) -> tuple[str, int]:
+    """A key of `owner`'s account made through the API with `limits`: (secret, id)."""
+    body = client.post("/v1/keys", json={"name": "limited", **limits},
+                       headers=owner.headers).json
+    return body["key"], body["id"]
+
+
+def _key_row(app, key_id: int):
+    from silk.account.models import ApiKey
+    from silk.extensions import db
+
+    with app.app_context():
+        key = db.session.get(ApiKey, key_id)
+        db.session.remove()
+        return key
+
+
+def _made_id(page: str) -> int:
+    return max(int(i) for i in re.findall(r'data-testid="revoke-(\d+)"', page))
+
+
+LIMITED = {"models": ["deepseek-chat"], "rpm_limit": 2, "expires_in_days": 1}
+
+
+@pytest.mark.parametrize("form", [
+    {},  # no limits asked for: the session key's limits are inherited
+    {"models": ["deepseek-chat", "mimo-v2.5"]},
+    {"models": "mimo-v2.5"},
+    {"rpm_limit": "3"},
+    {"rpm_limit": "1", "models": "deepseek-reasoner"},
+    {"expires_in_days": "2"},
+])
+def test_a_limited_key_cannot_make_a_wider_key_in_the_dashboard(app, client, accounts, form):
+    owner = accounts.make(credit="1")
+    secret, limited_id = _key_with_scope(client, owner, **LIMITED)
+    limited = _key_row(app, limited_id)
+    sign_in(client, secret)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    made = client.post("/dashboard/keys", data={"name": "wide", "csrf_token": token, **form})
+    if not form:
+        assert made.status_code == 200
+        child = _key_row(app, _made_id(made.text))
+        assert child.allowed_models == ["deepseek-chat"]
+        assert child.rpm_limit == 2 and child.tpm_limit is None
+        assert child.expires_at == limited.expires_at
+        return
+    assert made.status_code == 403, made.text
+    assert 'class="flash flash-error"' in made.text and "may not" in made.text
+    assert 'data-testid="new-secret"' not in made.text
+    listed = client.get("/v1/keys", headers=owner.headers).json["data"]
+    assert [k["id"] for k in listed] == [limited_id, owner.key_id]
+
+
+def test_a_limited_key_may_make_a_narrower_key_in_the_dashboard(app, client, accounts):
+    owner = accounts.make(credit="1")
+    secret, _ = _key_with_scope(client, owner, models=["deepseek-chat", "mimo-v2.5"],
+                                rpm_limit=5, expires_in_days=2)
+    sign_in(client, secret)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    made = client.post("/dashboard/keys", data={
+        "name": "narrow", "csrf_token": token, "models": "mimo-v2.5", "rpm_limit": "4",
+        "tpm_limit": "100", "expires_in_days": "1"})
+    assert made.status_code == 200
+    child = _key_row(app, _made_id(made.text))
+    assert (child.allowed_models, child.rpm_limit, child.tpm_limit) == (["mimo-v2.5"], 4, 100)
+
+
+def test_a_limited_key_cannot_revoke_the_owners_key_in_the_dashboard(app, client, accounts):
+    owner = accounts.make(credit="1")
+    secret, limited_id = _key_with_scope(client, owner, **LIMITED)
+    child = client.post("/v1/keys", json={"name": "child"},
+                        headers={"Authorization": f"Bearer {secret}"}).json
+    sibling, sibling_id = child["key"], child["id"]  # its limits are the session key's
+    sign_in(client, secret)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    refused = client.post(f"/dashboard/keys/{owner.key_id}/revoke", data={"csrf_token": token},
+                          follow_redirects=True)
+    assert "may not revoke a key with wider access" in refused.text
+    assert _key_row(app, owner.key_id).revoked_at is None
+    assert client.get("/v1/balance", headers=owner.headers).status_code == 200
+    # A key no wider than the session's may go.
+    client.post(f"/dashboard/keys/{sibling_id}/revoke", data={"csrf_token": token})
+    assert client.get("/v1/balance", headers={"Authorization": f"Bearer {sibling}"}
+                      ).status_code == 401
+    assert _key_row(app, limited_id).revoked_at is None
+
+
+def test_the_owners_key_can_still_make_and_revoke_any_key(app, client, accounts):
+    owner = accounts.make(credit="1")
+    secret, limited_id = _key_with_scope(client, owner, **LIMITED)
+    sign_in(client, owner.key)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    made = client.post("/dashboard/keys", data={"name": "wide", "csrf_token": token,
+                                                "rpm_limit": "1000", "expires_in_days": "30"})
+    assert made.status_code == 200
+    child = _key_row(app, _made_id(made.text))
+    assert (child.allowed_models, child.rpm_limit) == (None, 1000)
+    unlimited = client.post("/dashboard/keys", data={"name": "open", "csrf_token": token})
+    child = _key_row(app, _made_id(unlimited.text))
+    assert (child.allowed_models, child.rpm_limit, child.expires_at) == (None, None, None)
+    client.post(f"/dashboard/keys/{limited_id}/revoke", data={"csrf_token": token})
+    assert client.get("/v1/balance", headers={"Authorization": f"Bearer {secret}"}
+                      ).status_code == 401
+
+
+@pytest.mark.parametrize("field, value", [("rpm_limit", "two"), ("tpm_limit", "-1"),
+                                          ("expires_in_days", "0"), ("models", "no-such")])
+def test_bad_create_key_fields_are_shown_not_500s(client, accounts, field, value):
+    owner = accounts.make(credit="1")
+    sign_in(client, owner.key)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    made = client.post("/dashboard/keys", data={"csrf_token": token, field: value})
+    assert made.status_code == 400
+    assert f"Invalid &#39;{field}&#39;" in made.text
