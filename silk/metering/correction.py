@@ -76,5 +76,9 @@ def on_sqlite(driver: sqlite3.Connection, values: dict) -> tuple[int, int, int] 
 def on_postgres(engine: Engine, values: dict) -> tuple[int, int, int] | None:
     """`correct` in a transaction of its own: the reservation and account rows stay locked."""
     with engine.begin() as conn:
-        return correct(lambda sql, bound: conn.execute(text(sql), bound).first(),
-                       lambda sql, bound: conn.execute(text(sql), bound).rowcount, values)
+
+        def run(sql: str, bound: dict):
+            result = conn.execute(text(sql), bound)
+            return result.first() if result.returns_rows else None
+
+        return correct(run, lambda sql, bound: conn.execute(text(sql), bound).rowcount, values)

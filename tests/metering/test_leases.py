@@ -42,7 +42,7 @@ def _reservation(app, reservation_id: int):
         return row
 
 
-def _hold(app, account_id: int, request_id: str):
+def _hold(app, account_id: int, request_id: str, *, prompt: int = 100, output: int = 1000):
     from silk.billing.tiers import tiers
     from silk.extensions import db
     from silk.metering.service import reserve
@@ -50,7 +50,7 @@ def _hold(app, account_id: int, request_id: str):
     with app.app_context():
         return reserve(db.engine, tiers(), account_id=account_id, key_id=None,
                        request_id=request_id, model="deepseek-chat", price=PRICE,
-                       prompt_worst=100, max_output=1000, prompt_estimate=100,
+                       prompt_worst=prompt, max_output=output, prompt_estimate=prompt,
                        ttl_seconds=LEASE)
 
 
