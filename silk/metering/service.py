@@ -282,6 +282,13 @@ class Decision:
     written_off: int
     values: dict
 
+    @property
+    def usage(self) -> Usage:
+        """The tokens billed (capped at the hold's bounds)."""
+        values = self.values
+        return Usage(values["prompt_tokens"], values["completion_tokens"],
+                     values["cache_hit_tokens"])
+
     def to_json(self) -> dict:
         """The decision as JSON-ready data, for the journal."""
         values = {**self.values, "now": self.values["now"].isoformat(),

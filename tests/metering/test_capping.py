@@ -59,6 +59,9 @@ def test_huge_completion_counts_are_capped_at_the_hold_and_the_rest_written_off(
     counted = (sample(after, "silk_written_off_usd_total", model="deepseek-chat")
                - sample(before, "silk_written_off_usd_total", model="deepseek-chat"))
     assert counted == pytest.approx(float(units_to_usd(record.written_off_units)))
+    billed = (sample(after, "silk_tokens_total", model="deepseek-chat", kind="completion")
+              - sample(before, "silk_tokens_total", model="deepseek-chat", kind="completion"))
+    assert billed == MAX_TOKENS  # the tokens counted are those billed
 
 
 @pytest.mark.parametrize("usage", [

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from silk.pricing import Usage, units_to_usd
+from silk.pricing import Price, Usage, units_to_usd
 from tests.chat.helpers import (
     expected_cost,
     messages,
@@ -202,26 +202,29 @@ def test_what_a_late_settlement_cannot_charge_is_written_off_and_reported(app, a
                                                                           client, runner):
     from silk.ops import metrics
 
-    acct = accounts.make(credit="0.000294")  # 294,000 units: one hold of (100, 1000)
+    # A model of its own, so the counter's delta is this test's alone.
+    model, price = "ark-code-latest", Price(Decimal("0.11"), Decimal("0.43"))
+    acct = accounts.make(credit="0.000441")  # 441,000 units: one hold of (100, 1000)
     set_quota_left(app, acct.id)
-    hold = _hold(app, acct.id, "late")
+    hold = _hold(app, acct.id, "late", model=model, price=price)
+    assert hold.hold_units == 441_000
     _expire(app, hold.reservation_id)
-    assert _sweep(app) == 1  # charges the estimate, 14,000 units, and frees the hold
-    other = _hold(app, acct.id, "other", prompt=100, output=900)  # 266,000 units
-    assert other.hold_units == 266_000
+    assert _sweep(app) == 1  # charges the estimate, 11,000 units, and frees the hold
+    other = _hold(app, acct.id, "other", prompt=100, output=900, model=model, price=price)
+    assert other.hold_units == 398_000  # leaves 32,000 units spendable
     before = metrics.render()[0].decode()
-    settlement = _settle(app, hold, Usage(100, 1000))  # really cost 294,000
+    settlement = _settle(app, hold, Usage(100, 1000))  # really cost 441,000
     after = metrics.render()[0].decode()
-    assert (settlement.charged_units, settlement.written_off_units) == (28_000, 266_000)
+    assert (settlement.charged_units, settlement.written_off_units) == (43_000, 398_000)
     [record] = accounts.usage_records(acct.id)
-    assert (record.cost_units, record.written_off_units) == (28_000, 266_000)
+    assert (record.cost_units, record.written_off_units) == (43_000, 398_000)
     row = accounts.row(acct.id)
-    assert (row.balance_units, row.reserved_units) == (266_000, 266_000)
+    assert (row.balance_units, row.reserved_units) == (398_000, 398_000)
     assert accounts.audit() == []
     written_off = "silk_written_off_usd_total"
-    assert sample(after, written_off, model="deepseek-chat") - sample(
-        before, written_off, model="deepseek-chat") == pytest.approx(0.000266)
+    assert sample(after, written_off, model=model) - sample(
+        before, written_off, model=model) == pytest.approx(0.000398)
     report = runner.invoke(args=["silk", "audit"])
     assert report.exit_code == 0, report.output  # the books balance: leakage is reported
-    assert "written off: $0.000266 (266000 units)" in report.output
-    assert f"account {acct.id} (user1@example.com): $0.000266" in report.output
+    assert "written off: $0.000398 (398000 units)" in report.output
+    assert f"account {acct.id} (user1@example.com): $0.000398" in report.output

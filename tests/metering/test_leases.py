@@ -42,14 +42,15 @@ def _reservation(app, reservation_id: int):
         return row
 
 
-def _hold(app, account_id: int, request_id: str, *, prompt: int = 100, output: int = 1000):
+def _hold(app, account_id: int, request_id: str, *, prompt: int = 100, output: int = 1000,
+          model: str = "deepseek-chat", price=PRICE):
     from silk.billing.tiers import tiers
     from silk.extensions import db
     from silk.metering.service import reserve
 
     with app.app_context():
         return reserve(db.engine, tiers(), account_id=account_id, key_id=None,
-                       request_id=request_id, model="deepseek-chat", price=PRICE,
+                       request_id=request_id, model=model, price=price,
                        prompt_worst=prompt, max_output=output, prompt_estimate=prompt,
                        ttl_seconds=LEASE)
 
