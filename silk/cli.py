@@ -127,7 +127,7 @@ def audit_cmd():
 @click.option("--all", "everything", is_flag=True,
               help="Settle every open reservation (only when no gateway is running).")
 def sweep_cmd(everything: bool):
-    """Settle reservations left open by killed workers or past their time."""
+    """Write stopped workers' journaled settlements, then settle holds whose lease ran out."""
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.metering.sweeper import sweep

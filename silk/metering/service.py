@@ -51,9 +51,9 @@ class Hold:
     quota_tokens: int
     prompt_estimate: int
     tier: Tier
-    prompt_bound: int = 0
-    output_bound: int = 0
-    lease_seconds: float = 0
+    prompt_bound: int
+    output_bound: int
+    lease_seconds: float = 0  # 0: nobody renews it
 
 
 @dataclass(slots=True)

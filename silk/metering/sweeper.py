@@ -80,7 +80,7 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
         price = price_of(row.model) or Price(0, 0)
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
-                    tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate)
+                    tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
                           estimated=True)
         if write(engine, decide(hold, outcome), claim="swept") is not None:
