@@ -74,8 +74,7 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Start this worker's keeper (renews its holds, writes journaled settlements, adopts
-    stopped workers' journals) and its sweeper (settles holds nobody renews)."""
+    """Start this worker's reservation sweeper (settles holds of killed workers)."""
     from silk.metering.sweeper import start_sweeper
 
     start_sweeper(worker.wsgi)

@@ -419,9 +419,12 @@ class _Handler(BaseHTTPRequestHandler):
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": opts.get("reply_model") or body["model"]}
+                "model": body["model"]}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
+
+        if opts.get("reply_model"):
+            meta["model"] = opts["reply_model"]
         if body.get("stream"):
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
