@@ -145,8 +145,9 @@ class Meter:
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((self.first_token - self.started) * 1000) if self.first_token else None)
         decision = decide(self.hold, outcome)  # pure: the client hears the real cost
-        if billable:  # what was billed: counts capped at what the hold was sized for
-            self.billed = decision.usage
+        if billable:  # counts beyond the hold are capped: the billed ones are counted
+            if decision.usage != usage:
+                self.billed = decision.usage
             outcome.reasoning_tokens = decision.values["reasoning_tokens"]
         for pause in (*_SETTLE_RETRY_PAUSES, None):
             try:
