@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from silk.config import load_config
@@ -35,11 +37,14 @@ def register_extensions(app: Flask) -> None:
     from silk.database_events import install_engine_events
     from silk.extensions import db, migrate
     from silk.limits import build_limiter
+    from silk.metering.journal import configure as configure_journal
 
     db.init_app(app)
     migrate.init_app(app, db, directory=_migrations_dir())
     with app.app_context():
         install_engine_events(db.engine)
+        configure_journal(db.engine, app.config["SILK_SETTLEMENT_JOURNAL_DIR"]
+                          or os.path.join(app.instance_path, "journal"))
     app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
     from silk.invalidation import install
 

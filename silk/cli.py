@@ -102,12 +102,22 @@ def revoke_key_cmd(key_id: int):
 
 @silk_cli.command("audit")
 def audit_cmd():
-    """Check every account's ledger against its balance; exit 1 naming any that differ."""
-    from silk.metering.audit import audit
+    """Check every account's ledger against its balance; exit 1 naming any that differ.
+
+    Also reports usage written off (delivered but never charged), which leaves the books
+    balanced and so does not change the exit status.
+    """
+    from silk.metering.audit import audit, written_off
+    from silk.pricing import units_to_usd
 
     problems = audit(db.engine)
     for line in problems:
         click.echo(line)
+    losses = written_off(db.engine)
+    total = sum(units for _, _, units in losses)
+    click.echo(f"written off: ${units_to_usd(total)} ({total} units) of usage never charged")
+    for account_id, email, units in losses:
+        click.echo(f"  account {account_id} ({email}): ${units_to_usd(units)} ({units} units)")
     if problems:
         sys.exit(1)
     click.echo("audit ok: every ledger sums to its balance and no balance is negative")
@@ -117,7 +127,7 @@ def audit_cmd():
 @click.option("--all", "everything", is_flag=True,
               help="Settle every open reservation (only when no gateway is running).")
 def sweep_cmd(everything: bool):
-    """Settle reservations left open by killed workers or past their time."""
+    """Write stopped workers' journaled settlements, then settle holds whose lease ran out."""
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.metering.sweeper import sweep

@@ -100,8 +100,16 @@ class Defaults:
     SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt
-    SILK_RESERVATION_TTL = 3600  # seconds after which an open reservation is swept
+    # Seconds of lease on a hold: its worker renews it every third of this while the request
+    # runs, so only a hold whose worker stopped (killed, or cut off from the database)
+    # outlives it, and the sweep then settles it at the prompt estimate. Short enough that
+    # a killed worker's holds come back quickly, long enough to ride out a database hiccup.
+    SILK_RESERVATION_TTL = 120
     SILK_SWEEP_INTERVAL = 30.0  # seconds between sweeps in each worker
+    # Where a worker keeps settlements the database could not take (fsync'd, one file per
+    # worker) until they are written; <instance>/journal when unset. Every gateway process
+    # of one database must see the same directory to adopt a stopped worker's journal.
+    SILK_SETTLEMENT_JOURNAL_DIR = ""
     SILK_KEY_CACHE_TTL = 10.0  # seconds an API key lookup is trusted without the database
     # With REDIS_URL, revocations, account and tier changes are published here and reach
     # every worker at once; without Redis they take up to the caches' TTL.

@@ -61,7 +61,9 @@ def test_audit_passes_then_names_a_tampered_account(app, runner, accounts):
     assert "bad@example.com" in failed.output and "good@example.com" not in failed.output
 
 
-def test_sweep_settles_a_dead_workers_reservation(app, runner, accounts):
+def test_sweep_settles_only_holds_whose_lease_ran_out(app, runner, accounts):
+    """Liveness is the lease: a hold whose worker string names a PID that is not running on
+    this host (another PID namespace) is live while its lease runs."""
     from silk.extensions import db
     from silk.metering.models import Reservation
 
@@ -69,18 +71,20 @@ def test_sweep_settles_a_dead_workers_reservation(app, runner, accounts):
     set_quota_left(app, acct.id)
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that no longer runs on this host
-    later = utcnow() + timedelta(hours=1)
+    now = utcnow()
     with app.app_context():
-        for request_id, worker in (("live-elsewhere", "other-host:1"),
-                                   ("orphan", f"{socket.gethostname()}:{dead.pid}")):
+        for request_id, worker, expires in (
+                ("live-elsewhere", f"{socket.gethostname()}:{dead.pid}", now + timedelta(hours=1)),
+                ("lease-ran-out", "other-host:4f1c", now - timedelta(seconds=1))):
             db.session.add(Reservation(account_id=acct.id, request_id=request_id,
                                        model="deepseek-chat", hold_units=5000, quota_tokens=0,
-                                       prompt_estimate=10, worker=worker, expires_at=later))
+                                       prompt_estimate=10, worker=worker, expires_at=expires))
         db.session.execute(text("UPDATE accounts SET reserved_units = 10000 WHERE id = :id"),
                            {"id": acct.id})
         db.session.commit()
     assert runner.invoke(args=["silk", "sweep"]).output.strip() == "settled 1 reservation(s)"
-    assert accounts.row(acct.id).reserved_units == 5000  # the other host's hold is kept
+    assert accounts.row(acct.id).reserved_units == 5000  # the live hold is kept
+    assert [r.request_id for r in accounts.usage_records(acct.id)] == ["lease-ran-out"]
     result = runner.invoke(args=["silk", "sweep", "--all"])
     assert result.output.strip() == "settled 1 reservation(s)"
     row = accounts.row(acct.id)

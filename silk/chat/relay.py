@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from silk.catalog.catalogue import Model, Provider
 from silk.chat.tokens import DeliveredText, prompt_bound, prompt_estimate
 from silk.errors import InvalidRequest, UpstreamError, database_unavailable
-from silk.metering.service import Hold, Outcome, Settlement, settle
+from silk.metering.service import Hold, Outcome, Settlement, decide, keep, write
 from silk.ops import metrics
 from silk.pricing import Usage
 from silk.sse import DONE, DONE_EVENT, MAX_EVENT, SSEParser, encode_comment, encode_data
@@ -28,9 +28,9 @@ from silk.upstream.dialects import scrub, stream_error_event
 
 log = logging.getLogger("silk.relay")
 _READ_SIZE = 65536
-# Pauses between settlement attempts while the database is unreachable (a restart takes
-# seconds): settling late with the real outcome beats leaving the hold to the sweep.
-_SETTLE_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)
+# Pauses between settlement attempts while the database is unreachable; after them the
+# settlement is journaled and written when the database answers (silk.metering.keeper).
+_SETTLE_RETRY_PAUSES = (0.2, 0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +178,26 @@ class Meter:
             upstream_model=self.upstream_model, provider=self.provider, stream=self.plan.stream,
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((self.first_token - self.started) * 1000) if self.first_token else None)
+        decision = decide(self.hold, outcome)  # pure: the client hears the real cost
+        if billable:  # counts beyond the hold are capped: the billed ones are counted
+            if decision.usage != usage:
+                self.billed = decision.usage
+            outcome.reasoning_tokens = decision.values["reasoning_tokens"]
         for pause in (*_SETTLE_RETRY_PAUSES, None):
             try:
-                # Safe to repeat: settle claims the hold and charges in one transaction.
-                self.settlement = settle(self.engine, self.hold, outcome)
+                # Safe to repeat: write claims the hold and charges in one transaction.
+                self.settlement = write(self.engine, decision)
                 break
             except Exception as exc:  # noqa: BLE001 - the sweep settles a hold we could not
-                if pause is None or not database_unavailable(exc):
+                if not database_unavailable(exc):
                     log.exception("settlement failed; the sweep will settle it",
                                   extra={"fields": {"request_id": self.hold.request_id}})
                     return None
+                if pause is None:
+                    log.warning("database unavailable: settlement journaled",
+                                extra={"fields": {"request_id": self.hold.request_id}})
+                    self.settlement = keep(self.engine, decision, self.hold)
+                    break
                 time.sleep(pause)
         if self.on_settled:
             self.on_settled(self, outcome)

@@ -1,11 +1,12 @@
-"""The books check: every ledger sums to its balance, no balance below zero, holds add up."""
+"""The books check: every ledger sums to its balance, no balance below zero, holds add up;
+and what was written off (used but never charged), which balanced books cannot show."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from silk.metering.service import ACCOUNTS, LEDGER, RESERVATIONS
+from silk.metering.service import ACCOUNTS, LEDGER, RESERVATIONS, USAGE
 
 
 def audit(engine: Engine) -> list[str]:
@@ -41,3 +42,16 @@ def audit(engine: Engine) -> list[str]:
             problems.append(f"{where}: open holds sum to {int(held.get(account.id) or 0)} units, "
                             f"reserved is {account.reserved_units}")
     return problems
+
+
+def written_off(engine: Engine) -> list[tuple[int, str, int]]:
+    """(account id, email, units) of every account with usage written off, most first."""
+    total = func.sum(USAGE.c.written_off_units)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ACCOUNTS.c.id, ACCOUNTS.c.email, total)
+            .join(USAGE, USAGE.c.account_id == ACCOUNTS.c.id)
+            .where(USAGE.c.written_off_units > 0)
+            .group_by(ACCOUNTS.c.id, ACCOUNTS.c.email)
+            .order_by(total.desc(), ACCOUNTS.c.id)).all()
+    return [(account_id, email, int(units)) for account_id, email, units in rows]

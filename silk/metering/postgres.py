@@ -69,7 +69,7 @@ WHERE id = %(account)s AND NOT EXISTS (SELECT 1 FROM held)
 
 SETTLE_SQL = f"""
 WITH claimed AS (
-    UPDATE reservations SET state = 'settled', settled_at = %(now)s
+    UPDATE reservations SET state = %(claimed)s, settled_at = %(now)s
     WHERE id = %(reservation)s AND state = 'open'
     RETURNING account_id
 ), charged AS (
@@ -116,7 +116,7 @@ _TYPES = {
     "discount_units": "bigint", "written_off_units": "bigint",
     "month": "varchar", "tier": "varchar", "request": "varchar", "model": "varchar",
     "worker": "varchar", "upstream_model": "varchar", "provider": "varchar",
-    "status": "varchar", "stream": "boolean", "estimated": "boolean",
+    "status": "varchar", "claimed": "varchar", "stream": "boolean", "estimated": "boolean",
     "now": "timestamp", "expires": "timestamp", "day": "date",
 }
 _PARAM = re.compile(r"%\((\w+)\)s")

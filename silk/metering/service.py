@@ -9,12 +9,10 @@ overdraw."""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -22,8 +20,10 @@ from sqlalchemy.engine import Connection, Engine
 from silk.account.models import Account
 from silk.database import utcnow
 from silk.errors import InsufficientBalance, InvalidRequest, NotFound
-from silk.metering import postgres, sqlite
+from silk.metering import correction, keeper, postgres, sqlite
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
+from silk.metering.worker import identity
+from silk.ops import metrics
 from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd, worst_case
 
 ACCOUNTS = Account.__table__
@@ -31,12 +31,15 @@ RESERVATIONS = Reservation.__table__
 LEDGER = LedgerEntry.__table__
 USAGE = UsageRecord.__table__
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Hold:
-    """An open reservation: money and free-quota tokens set aside for one request."""
+    """An open reservation: money and free-quota tokens set aside for one request.
+
+    `prompt_bound` and `output_bound` are the token counts the hold was sized from: usage
+    beyond them is never charged (the hold could not pay it) but written off. Its owner
+    renews its lease (`lease_seconds`) while the request runs (silk.metering.keeper).
+    """
 
     reservation_id: int
     account_id: int
@@ -48,6 +51,9 @@ class Hold:
     quota_tokens: int
     prompt_estimate: int
     tier: Tier
+    prompt_bound: int
+    output_bound: int
+    lease_seconds: float = 0  # 0: nobody renews it
 
 
 @dataclass(slots=True)
@@ -69,11 +75,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What settling charged."""
+    """What settling charged; the balance after it is None while it waits in the journal."""
 
     cost: Cost
     charged_units: int
-    balance_after_units: int
+    balance_after_units: int | None
+    written_off_units: int = 0
 
     @property
     def cost_usd(self):
@@ -126,10 +133,13 @@ class _Ask:
     prompt_estimate: int
     ttl_seconds: int
 
-    def hold(self, reservation_id: int, bound: Cost, tier: Tier) -> Hold:
-        """The hold this ask became."""
-        return Hold(reservation_id, self.account_id, self.key_id, self.request_id, self.model,
-                    self.price, bound.total, bound.free_tokens, self.prompt_estimate, tier)
+    def hold(self, engine: Engine, reservation_id: int, bound: Cost, tier: Tier) -> Hold:
+        """The hold this ask became, kept alive by this process until it is settled."""
+        hold = Hold(reservation_id, self.account_id, self.key_id, self.request_id, self.model,
+                    self.price, bound.total, bound.free_tokens, self.prompt_estimate, tier,
+                    self.prompt_worst, self.max_output, self.ttl_seconds)
+        keeper.of(engine).own(hold)
+        return hold
 
 
 def _bound(row, ask: _Ask, tiers: Mapping[str, Tier], month: str) -> tuple[Tier, int, Cost]:
@@ -171,9 +181,9 @@ def _reserve_sqlite(engine: Engine, tiers: Mapping[str, Tier], now: datetime, as
         (reservation_id,) = sqlite.run(driver, sqlite.NEW_RESERVATION, {
             "account": ask.account_id, "key": ask.key_id, "request": ask.request_id,
             "model": ask.model, "hold": bound.total, "quota": bound.free_tokens,
-            "estimate": ask.prompt_estimate, "worker": WORKER_ID, "now": now,
+            "estimate": ask.prompt_estimate, "worker": identity(), "now": now,
             "expires": now + timedelta(seconds=ask.ttl_seconds)})
-    return ask.hold(reservation_id, bound, tier)
+    return ask.hold(engine, reservation_id, bound, tier)
 
 
 def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, ask: _Ask) -> Hold:
@@ -187,10 +197,10 @@ def _reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime, as
         reservation_id = conn.execute(_NEW_RESERVATION, {
             "account_id": ask.account_id, "key_id": ask.key_id, "request_id": ask.request_id,
             "model": ask.model, "hold_units": bound.total, "quota_tokens": bound.free_tokens,
-            "prompt_estimate": ask.prompt_estimate, "state": "open", "worker": WORKER_ID,
+            "prompt_estimate": ask.prompt_estimate, "state": "open", "worker": identity(),
             "created_at": now, "expires_at": now + timedelta(seconds=ask.ttl_seconds),
             "settled_at": None}).scalar_one()
-    return ask.hold(reservation_id, bound, tier)
+    return ask.hold(engine, reservation_id, bound, tier)
 
 
 def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
@@ -225,67 +235,178 @@ def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
             "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
             "want": ask.prompt_worst + ask.max_output, "key": ask.key_id,
             "request": ask.request_id, "model": ask.model, "estimate": ask.prompt_estimate,
-            "worker": WORKER_ID, "now": now,
+            "worker": identity(), "now": now,
             "expires": now + timedelta(seconds=ask.ttl_seconds)}))
         if answer is None:
             raise NotFound("Account not found.")
         if answer.value is not None:
-            return ask.hold(answer.value, bound, tier)
+            return ask.hold(engine, answer.value, bound, tier)
         state, fresh = answer.state, True  # it changed since: compute again from this
     return None
 
 
-def settle(engine: Engine, hold: Hold, outcome: Outcome) -> Settlement | None:
-    """Release a hold and charge the real cost, exactly once; None if already settled.
+# Counts a provider sends are clamped to this before any arithmetic (2**62 tokens is far
+# beyond any hold), and stored amounts to the columns' ranges, so no value can raise.
+_MOST_TOKENS = 2**62
+_BIGINT = 2**63 - 1
+_WIDE = Context(prec=60)  # exact for any clamped count times any catalogue price
 
-    One claim of the reservation (which makes a second settlement a no-op), one update of
-    the account, the ledger entry and the usage record, in one transaction.
+
+def _count(value) -> int:
+    """A token count as a whole number in [0, _MOST_TOKENS], whatever a provider sent."""
+    try:
+        if isinstance(value, float) and not value < _MOST_TOKENS:  # inf, NaN, huge
+            return _MOST_TOKENS if value > 0 else 0
+        return min(max(int(value), 0), _MOST_TOKENS)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _text(value, size: int) -> str:
+    return str(value or "")[:size]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A settlement decided and priced, to be written exactly once (maybe from the journal).
+
+    `values` are what the settlement statements bind, less the quota month and how the
+    reservation is claimed, which `write` adds when it writes.
+    """
+
+    reservation_id: int
+    account_id: int
+    model: str
+    cost: Cost
+    charged: int
+    written_off: int
+    values: dict
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens billed (capped at the hold's bounds)."""
+        values = self.values
+        return Usage(values["prompt_tokens"], values["completion_tokens"],
+                     values["cache_hit_tokens"])
+
+    def to_json(self) -> dict:
+        """The decision as JSON-ready data, for the journal."""
+        values = {**self.values, "now": self.values["now"].isoformat(),
+                  "day": self.values["day"].isoformat()}
+        return {"reservation_id": self.reservation_id, "account_id": self.account_id,
+                "model": self.model, "cost": list(_cost_fields(self.cost)),
+                "charged": self.charged, "written_off": self.written_off, "values": values}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Decision:
+        """A decision read back from the journal."""
+        values = dict(data["values"])
+        values["now"] = datetime.fromisoformat(values["now"])
+        values["day"] = datetime.fromisoformat(values["day"]).date()
+        return cls(data["reservation_id"], data["account_id"], data["model"],
+                   Cost(*data["cost"]), data["charged"], data["written_off"], values)
+
+
+def _cost_fields(cost: Cost) -> tuple[int, ...]:
+    return (cost.free_tokens, cost.billable_tokens, cost.subtotal, cost.discount, cost.total)
+
+
+def decide(hold: Hold, outcome: Outcome) -> Decision:
+    """Price a request's outcome against its hold; pure, and never raises on what was sent.
+
+    Usage beyond the token bounds the hold was sized from is capped at them, so the cost
+    never exceeds the hold (pricing.quote is monotone); the price of what was capped away
+    is written off, and counted.
     """
     now = utcnow()
-    month = month_of(now)
-    usage = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
+    sent = outcome.usage if outcome.billable and outcome.usage else Usage(0, 0)
+    sent_prompt, sent_completion = _count(sent.prompt_tokens), _count(sent.completion_tokens)
+    sent_hit = min(_count(sent.cache_hit_tokens), sent_prompt)
+    prompt = min(sent_prompt, hold.prompt_bound)
+    completion = min(sent_completion, hold.output_bound)
+    usage = Usage(prompt, completion, min(sent_hit, prompt))
+    reasoning = min(_count(outcome.reasoning_tokens), completion) if outcome.billable else 0
     # The request may use the free tokens it held, no more: then its cost is priced
-    # exactly as its hold was, so it never exceeds the hold (pricing.quote is monotone).
+    # exactly as its hold was, so it never exceeds the hold.
     cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
+    beyond = 0
+    if (sent_prompt, sent_completion) != (prompt, completion):
+        with localcontext(_WIDE):
+            asked = quote(hold.price, Usage(sent_prompt, sent_completion, sent_hit), hold.tier,
+                          hold.quota_tokens)
+        beyond = max(asked.total - cost.total, 0)
     charged = min(cost.total, hold.hold_units)
-    if engine.dialect.name == "postgresql":
-        answer = postgres.channel(engine).run(postgres.Op(
-            hold.account_id, postgres.SETTLING, postgres.SETTLE, {
-                "reservation": hold.reservation_id, "hold": hold.hold_units,
-                "quota": hold.quota_tokens, "free": cost.free_tokens, "month": month,
-                **_usage_values(hold, outcome, usage, cost, charged, now)}))
-        if answer is None:
-            return None
-        return Settlement(cost=cost, charged_units=charged, balance_after_units=answer.value)
-    values = {"account": hold.account_id, "reservation": hold.reservation_id,
-              "hold": hold.hold_units, "quota": hold.quota_tokens, "free": cost.free_tokens,
-              "month": month, **_usage_values(hold, outcome, usage, cost, charged, now)}
-    with sqlite.write_transaction(engine) as driver:
-        if driver.execute(sqlite.CLAIM, {"now": sqlite._stored(now),
-                                         "reservation": hold.reservation_id}).rowcount != 1:
-            return None
-        (balance_after,) = sqlite.run(driver, sqlite.SETTLE, values)
-        if charged:  # a ledger entry is a change of balance: free tokens make none
-            sqlite.run(driver, sqlite.NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
-        sqlite.run(driver, sqlite.NEW_USAGE_RECORD, values)
-    return Settlement(cost=cost, charged_units=charged, balance_after_units=balance_after)
-
-
-def _usage_values(hold: Hold, outcome: Outcome, usage: Usage, cost: Cost, charged: int,
-                  now: datetime) -> dict:
-    """The usage record's fields, named as both settlement paths bind them."""
-    return {
-        "request": hold.request_id, "key": hold.key_id, "model": hold.model,
-        "upstream_model": outcome.upstream_model, "provider": outcome.provider,
-        "stream": outcome.stream, "status": outcome.status, "http_status": outcome.http_status,
+    written_off = min(cost.total - charged + beyond, _BIGINT)
+    values = {
+        "account": hold.account_id, "reservation": hold.reservation_id,
+        "hold": hold.hold_units, "quota": hold.quota_tokens, "free": cost.free_tokens,
+        "request": _text(hold.request_id, 64), "key": hold.key_id,
+        "model": _text(hold.model, 64), "upstream_model": _text(outcome.upstream_model, 128),
+        "provider": _text(outcome.provider, 32), "stream": bool(outcome.stream),
+        "status": _text(outcome.status, 24), "http_status": int(outcome.http_status),
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-        "reasoning_tokens": outcome.reasoning_tokens if outcome.billable else 0,
-        "cache_hit_tokens": usage.cache_hit_tokens, "total_tokens": usage.total_tokens,
-        "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
-        "discount_units": cost.discount, "charge": charged,
-        "written_off_units": cost.total - charged, "estimated": outcome.estimated,
+        "reasoning_tokens": reasoning, "cache_hit_tokens": usage.cache_hit_tokens,
+        "total_tokens": usage.total_tokens, "free_tokens": cost.free_tokens,
+        "subtotal_units": cost.subtotal, "discount_units": cost.discount, "charge": charged,
+        "written_off_units": written_off, "estimated": bool(outcome.estimated),
         "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "now": now,
         "day": now.date()}
+    return Decision(hold.reservation_id, hold.account_id, hold.model, cost, charged,
+                    written_off, values)
+
+
+def settle(engine: Engine, hold: Hold, outcome: Outcome) -> Settlement | None:
+    """Release a hold and charge the real cost, exactly once; None if already settled."""
+    return write(engine, decide(hold, outcome))
+
+
+def write(engine: Engine, decision: Decision, *, claim: str = "settled") -> Settlement | None:
+    """Write a decided settlement exactly once; None if its hold was settled already.
+
+    One claim of the reservation (which makes a second settlement a no-op), one update of
+    the account, the ledger entry and the usage record, in one transaction. The sweep
+    claims with "swept": a real settlement that comes later (its lease ran out while the
+    database was away) then corrects the sweep's estimate (silk.metering.correction).
+    """
+    values = {**decision.values, "month": month_of(utcnow()), "claimed": claim}
+    done = (decision.charged, decision.written_off)
+    if engine.dialect.name == "postgresql":
+        answer = postgres.channel(engine).run(postgres.Op(
+            decision.account_id, postgres.SETTLING, postgres.SETTLE, values))
+        if answer is not None:
+            written = (answer.value, *done)
+        else:
+            written = correction.on_postgres(engine, values) if claim == "settled" else None
+    else:
+        with sqlite.write_transaction(engine) as driver:
+            if sqlite.count(driver, sqlite.CLAIM, values) == 1:
+                (balance_after,) = sqlite.run(driver, sqlite.SETTLE, values)
+                if decision.charged:  # a ledger entry is a change of balance
+                    sqlite.run(driver, sqlite.NEW_LEDGER_ENTRY,
+                               {**values, "balance": balance_after})
+                sqlite.run(driver, sqlite.NEW_USAGE_RECORD, values)
+                written = (balance_after, *done)
+            else:
+                written = correction.on_sqlite(driver, values) if claim == "settled" else None
+    keeper.of(engine).release(decision.reservation_id)
+    if written is None:
+        return None
+    balance_after, charged, written_off = written
+    if written_off:
+        metrics.written_off(decision.model, written_off)
+    return Settlement(cost=decision.cost, charged_units=charged,
+                      balance_after_units=balance_after, written_off_units=written_off)
+
+
+def keep(engine: Engine, decision: Decision, hold: Hold | None = None) -> Settlement:
+    """Journal a settlement the database cannot take now; it is written once it answers.
+
+    The hold stays this process's (its lease renewed) until then; the settlement returned
+    is what will be charged.
+    """
+    keeper.of(engine).keep(decision, hold)
+    return Settlement(cost=decision.cost, charged_units=decision.charged,
+                      balance_after_units=None, written_off_units=decision.written_off)
 
 
 def credit(conn: Connection, account_id: int, amount_units: int, *, kind: str, note: str = "",

@@ -174,7 +174,7 @@ NEW_RESERVATION = (
     "quota_tokens, prompt_estimate, state, worker, created_at, expires_at) VALUES (:account, "
     ":key, :request, :model, :hold, :quota, :estimate, 'open', :worker, :now, :expires) "
     "RETURNING id")
-CLAIM = ("UPDATE reservations SET state = 'settled', settled_at = :now "
+CLAIM = ("UPDATE reservations SET state = :claimed, settled_at = :now "
          "WHERE id = :reservation AND state = 'open'")
 SETTLE = ("UPDATE accounts SET reserved_units = reserved_units - :hold, "
           "quota_held = quota_held - :quota, balance_units = balance_units - :charge, "
@@ -213,6 +213,12 @@ def run(driver: sqlite3.Connection, sql: str, values: dict):
     except KeyError:  # let the driver name the missing value, as it always has
         bound = {name: _stored(value) for name, value in values.items()}
     return driver.execute(sql, bound).fetchone()
+
+
+def count(driver: sqlite3.Connection, sql: str, values: dict) -> int:
+    """Run one statement as `run` does; the number of rows it changed."""
+    bound = {name: _stored(values[name]) for name in _names(sql)}
+    return driver.execute(sql, bound).rowcount
 
 
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

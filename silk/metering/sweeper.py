@@ -1,25 +1,24 @@
-"""Settle reservations orphaned by dead workers: the sweep, and a greenlet running it."""
+"""Settle holds whose owner stopped renewing them: the sweep, and a greenlet running it."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 from collections.abc import Callable, Mapping
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
+from silk.metering import keeper
 from silk.metering.service import (
     ACCOUNTS,
     RESERVATIONS,
     Hold,
     Outcome,
-    settle,
+    decide,
     tier_of,
+    write,
 )
 from silk.pricing import Price, Tier, Usage
 
@@ -27,9 +26,14 @@ log = logging.getLogger("silk.sweeper")
 
 
 def start_sweeper(app) -> None:
-    """Spawn the sweeper for `app` (a Flask app) in the current gevent hub."""
+    """Start this process's keeper (it adopts stopped workers' journals) and, unless
+    SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub."""
     import gevent
 
+    from silk.extensions import db
+
+    with app.app_context():
+        keeper.of(db.engine).start()
     interval = float(app.config["SILK_SWEEP_INTERVAL"])
     if interval <= 0:
         return
@@ -37,7 +41,6 @@ def start_sweeper(app) -> None:
     def run():
         from silk.billing.tiers import tiers
         from silk.catalog import catalogue
-        from silk.extensions import db
 
         gevent.sleep(random.uniform(1, interval))  # workers do not all sweep at once
         while True:
@@ -53,48 +56,33 @@ def start_sweeper(app) -> None:
     gevent.spawn(run)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def abandoned(row, now: datetime, host: str) -> bool:
-    """True for a reservation whose worker is gone or whose time ran out."""
-    if row.expires_at <= now:
-        return True
-    worker_host, _, pid = row.worker.rpartition(":")
-    return worker_host == host and pid.isdigit() and not _pid_alive(int(pid))
-
-
 def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], Price | None],
           *, everything: bool = False) -> int:
-    """Settle reservations left open by a killed worker or past their time; returns how many.
+    """Settle holds whose lease ran out (their worker stopped renewing); returns how many.
 
-    What a killed worker delivered is unknown, so the sweep bills the prompt estimate alone
-    and marks it estimated: the customer never pays for output nobody can show was sent.
+    Journals of stopped workers are written first: a settlement someone decided beats any
+    estimate. What a stopped worker delivered is otherwise unknown, so the sweep bills the
+    prompt estimate alone, marks it estimated and claims the hold as "swept": should its
+    real settlement arrive after all, it replaces the estimate (silk.metering.correction).
+    `everything` settles every open hold, for when no gateway runs.
     """
+    keeper.of(engine).adopt()
     now = utcnow()
-    host = socket.gethostname()
+    query = (select(RESERVATIONS, ACCOUNTS.c.tier)
+             .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
+             .where(RESERVATIONS.c.state == "open"))
+    if not everything:
+        query = query.where(RESERVATIONS.c.expires_at <= now)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(RESERVATIONS, ACCOUNTS.c.tier)
-            .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
-            .where(RESERVATIONS.c.state == "open")).all()
+        rows = conn.execute(query).all()
     settled = 0
     for row in rows:
-        if not everything and not abandoned(row, now, host):
-            continue
         price = price_of(row.model) or Price(0, 0)
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
-                    tier_of(tiers, row.tier))
+                    tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
                           estimated=True)
-        if settle(engine, hold, outcome) is not None:
+        if write(engine, decide(hold, outcome), claim="swept") is not None:
             settled += 1
     return settled

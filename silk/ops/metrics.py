@@ -52,6 +52,7 @@ class _Metrics:
     ttft: object
     tokens: object
     cost: object
+    written_off: object
     settled: object
     open_streams: object
     failovers: object
@@ -90,6 +91,9 @@ def _m() -> _Metrics:
             tokens=Counter("silk_tokens", "Tokens billed, by model and kind (prompt, "
                            "completion, reasoning, cache_hit).", ("model", "kind")),
             cost=Counter("silk_cost_usd", "USD charged to balances, by model.", ("model",)),
+            written_off=Counter("silk_written_off_usd", "USD of usage not charged (beyond "
+                                "what its hold or the balance could pay), by model.",
+                                ("model",)),
             settled=Counter("silk_requests_settled", "Chat requests settled, by model, "
                             "provider and outcome (ok, cut, client_closed, timeout, "
                             "upstream_error, error).", ("model", "provider", "outcome")),
@@ -150,6 +154,12 @@ def upstream_answered(provider: str, model: str, seconds: float, status: int) ->
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
     _m().failovers.labels(provider, str(status)).inc()
+
+
+@_guarded
+def written_off(model: str, units: int) -> None:
+    """A settlement was written that could not charge `units` of what was used."""
+    _m().written_off.labels(model).inc(float(Decimal(units) / _UNITS_PER_USD))
 
 
 @_guarded

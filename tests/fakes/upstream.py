@@ -137,6 +137,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "hang": _to_bool,                   # never answer; wait for the client to give up
     "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE
     "no_usage": _to_bool,               # omit usage even when stream_options asks for it
+    "usage_json": str,                  # JSON object merged into the usage reported
+    "reply_model": str,                 # model name the answer carries instead of the body's
     "reply": str,                       # reply text, split into word pieces
     "pieces": _non_negative(int),       # reply of n pieces: "w0 w1 ... w{n-1}"
     "reasoning": str,                   # reasoning text (when thinking is on)
@@ -474,12 +476,17 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = count_prompt_tokens(body["messages"])
         usage = build_usage(provider, prompt, len(content) + len(reasoning), len(reasoning),
                             opts.get("cache_hit", 0))
+        if opts.get("usage_json"):
+            usage.update(json.loads(opts["usage_json"]))
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
                 "model": body["model"], "finish": finish}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
+
+        if opts.get("reply_model"):
+            meta["model"] = opts["reply_model"]
         if body.get("stream"):
             options = body.get("stream_options")
             options = options if isinstance(options, dict) else {}

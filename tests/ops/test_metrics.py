@@ -9,7 +9,7 @@ from tests.ops.helpers import sample
 CHAT = "/v1/chat/completions"
 FAMILIES = ("silk_http_requests", "silk_http_errors", "silk_http_request_duration_seconds",
             "silk_upstream_latency_seconds", "silk_time_to_first_token_seconds", "silk_tokens",
-            "silk_cost_usd", "silk_requests_settled", "silk_open_streams",
+            "silk_cost_usd", "silk_written_off_usd", "silk_requests_settled", "silk_open_streams",
             "silk_upstream_failovers")
 
 

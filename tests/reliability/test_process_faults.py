@@ -183,8 +183,9 @@ def test_database_restart_mid_load(app, accounts, upstream, gateway_env, databas
     assert errors_logged(gateway) == []  # outages are warnings, answered with 503s
 
 
-def _kill_the_streaming_worker(app, gateway, acct) -> tuple[int, int]:
-    """Start a long stream, SIGKILL the worker serving it; return (worker pid, reservation)."""
+def _kill_the_streaming_worker(app, gateway, acct) -> int:
+    """Start a long stream, SIGKILL the workers (the one serving it among them); return
+    the reservation. A hold names its worker by a random id, not a PID."""
     payload = json.dumps(body("long", "pieces=400 chunk_delay=0.02")).encode()
     sock = raw_request(gateway.url, acct.key, payload)
     received = b""
@@ -193,9 +194,8 @@ def _kill_the_streaming_worker(app, gateway, acct) -> tuple[int, int]:
         assert data
         received += data
     [hold] = open_reservations(app)
-    pid = int(hold.worker.rpartition(":")[2])
-    assert pid in gateway.worker_pids()
-    os.kill(pid, signal.SIGKILL)
+    for pid in gateway.worker_pids():
+        os.kill(pid, signal.SIGKILL)
     sock.settimeout(10)
     try:
         while sock.recv(65536):
@@ -203,7 +203,7 @@ def _kill_the_streaming_worker(app, gateway, acct) -> tuple[int, int]:
     except OSError:
         pass
     sock.close()
-    return pid, hold.id
+    return hold.id
 
 
 def _check_swept(app, accounts, acct, gateway):
@@ -223,21 +223,36 @@ def test_killed_worker_hold_is_swept_automatically(app, accounts, upstream, gate
                                                    database_url, tmp_path):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    env = {**gateway_env, "SILK_SWEEP_INTERVAL": "1"}
+    env = {**gateway_env, "SILK_SWEEP_INTERVAL": "1", "SILK_RESERVATION_TTL": "3"}
     with Gateway(database_url, env, workers=2, log_path=tmp_path / "gunicorn.log") as gateway:
-        _kill_the_streaming_worker(app, gateway, acct)
+        killed = time.monotonic()
+        reservation = _kill_the_streaming_worker(app, gateway, acct)
         wait_until(lambda: not open_reservations(app), timeout=15)
+        assert time.monotonic() - killed > 2  # not before its lease ran out
+        assert _state(app, reservation) == "swept"
         _check_swept(app, accounts, acct, gateway)
+
+
+def _state(app, reservation_id: int) -> str:
+    from silk.extensions import db
+    from silk.metering.models import Reservation
+
+    with app.app_context():
+        state = db.session.get(Reservation, reservation_id).state
+        db.session.remove()
+        return state
 
 
 def test_killed_worker_hold_is_swept_by_the_cli(app, accounts, upstream, gateway_env,
                                                 database_url, tmp_path):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    with Gateway(database_url, gateway_env, workers=2,
-                 log_path=tmp_path / "gunicorn.log") as gateway:
+    env = {**gateway_env, "SILK_RESERVATION_TTL": "4"}
+    with Gateway(database_url, env, workers=2, log_path=tmp_path / "gunicorn.log") as gateway:
+        killed = time.monotonic()
         _kill_the_streaming_worker(app, gateway, acct)
-        time.sleep(0.5)
+        assert "settled 0 reservation" in cli(gateway.env, "sweep").stdout  # its lease runs
+        time.sleep(max(0.0, killed + 4.5 - time.monotonic()))
         assert len(open_reservations(app)) == 1  # no automatic sweep in this gateway
         assert accounts.audit() == []  # an open hold is accounted for, not a discrepancy
         result = cli(gateway.env, "sweep")

@@ -1,0 +1,96 @@
+"""Whatever counts or names a provider reports, the request is settled, capped at its hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from silk.pricing import units_to_usd
+from tests.chat.helpers import expected_cost, messages, prompt_tokens, set_quota_left, units
+from tests.ops.helpers import sample
+
+MAX_TOKENS = 200  # the hold's output bound: deepseek-chat has no reasoning budget
+HUGE = {"3e9": 3_000_000_000, "2**40": 2**40, "1e25 float": 1e25}
+
+
+def _ask(client, acct, directive: str, *, stream: bool):
+    msgs = messages("absurd", directive)
+    body = {"model": "deepseek-chat", "stream": stream, "max_tokens": MAX_TOKENS,
+            "messages": msgs}
+    response = client.post("/v1/chat/completions", headers=acct.headers, json=body)
+    raw = response.get_data()
+    response.close()
+    return response.status_code, raw, prompt_tokens(msgs)
+
+
+def _settled_exactly(accounts, acct) -> object:
+    [record] = accounts.usage_records(acct.id)
+    assert 0 <= record.prompt_tokens < 10**6 and 0 <= record.completion_tokens <= MAX_TOKENS
+    assert record.reasoning_tokens <= record.completion_tokens
+    assert record.cost_units == units(expected_cost(
+        "deepseek-chat", record.prompt_tokens, record.completion_tokens))
+    charges = [e.amount_units for e in accounts.ledger(acct.id) if e.kind == "charge"]
+    assert charges == ([-record.cost_units] if record.cost_units else [])
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
+    assert accounts.audit() == []
+    return record
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("name", list(HUGE))
+def test_huge_completion_counts_are_capped_at_the_hold_and_the_rest_written_off(
+        app, client, accounts, upstream, stream, name):
+    from silk.ops import metrics
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    usage = json.dumps({"completion_tokens": HUGE[name]})
+    before = metrics.render()[0].decode()
+    status, _, prompt = _ask(client, acct, f"pieces=5 usage_json='{usage}'", stream=stream)
+    after = metrics.render()[0].decode()
+    assert status == 200
+    record = _settled_exactly(accounts, acct)
+    assert (record.prompt_tokens, record.completion_tokens) == (prompt, MAX_TOKENS)
+    assert not record.estimated
+    beyond = int(HUGE[name]) - MAX_TOKENS  # at 0.28 USD per million
+    assert record.written_off_units == min(beyond * 280, 2**63 - 1)
+    counted = (sample(after, "silk_written_off_usd_total", model="deepseek-chat")
+               - sample(before, "silk_written_off_usd_total", model="deepseek-chat"))
+    assert counted == pytest.approx(float(units_to_usd(record.written_off_units)))
+    billed = (sample(after, "silk_tokens_total", model="deepseek-chat", kind="completion")
+              - sample(before, "silk_tokens_total", model="deepseek-chat", kind="completion"))
+    assert billed == MAX_TOKENS  # the tokens counted are those billed
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": 3_000_000_000},
+    {"prompt_cache_hit_tokens": 2**40},
+    {"completion_tokens_details": {"reasoning_tokens": 1e25}},
+    {"completion_tokens": "1e25"},
+    {"completion_tokens": -5},
+    {"completion_tokens": float("nan")},
+    {"completion_tokens": 10**25},
+], ids=["prompt-3e9", "cache-hit-2**40", "reasoning-1e25", "string-1e25", "negative", "NaN",
+        "int-1e25"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_no_count_a_provider_sends_fails_the_settlement(app, client, accounts, upstream,
+                                                        usage, stream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    status, raw, _ = _ask(client, acct, f"pieces=5 usage_json='{json.dumps(usage)}'",
+                          stream=stream)
+    assert status in (200, 502), raw  # a body that is not JSON is the provider's failure
+    record = _settled_exactly(accounts, acct)
+    assert record.status in ("ok", "upstream_error")
+
+
+def test_a_model_name_longer_than_its_column_is_cut_to_fit(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    status, _, prompt = _ask(client, acct, f"pieces=5 reply_model={'m' * 1000}", stream=True)
+    assert status == 200
+    record = _settled_exactly(accounts, acct)
+    assert record.upstream_model == "m" * 128
+    assert (record.status, record.prompt_tokens, record.completion_tokens) == ("ok", prompt, 5)
