@@ -59,20 +59,20 @@ def json_object(raw: bytes) -> dict:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     # Each container adds a bracket, so a body with fewer brackets cannot be too deep.
-    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _too_deep(body):
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and nests_deeper(body, MAX_JSON_DEPTH):
         path = _deep_path(body)
         raise InvalidRequest(f"Invalid '{path}': JSON nested deeper than {MAX_JSON_DEPTH} "
                              "levels.", param=path, code="nesting_too_deep")
     return body
 
 
-def _too_deep(body: dict) -> bool:
-    """Whether a decoded body nests deeper than MAX_JSON_DEPTH (a loop: no recursion limit)."""
+def nests_deeper(body: dict | list, limit: int) -> bool:
+    """Whether decoded JSON nests deeper than `limit` levels (a loop: no recursion limit)."""
     stack = [(body, 1)]
     pop, push = stack.pop, stack.append
     while stack:
         node, depth = pop()
-        if depth > MAX_JSON_DEPTH:
+        if depth > limit:
             return True
         for child in node.values() if type(node) is dict else node:
             if type(child) is dict or type(child) is list:

@@ -25,9 +25,13 @@ from silk.pricing import Usage
 from silk.sse import DONE, DONE_EVENT, MAX_EVENT, SSEParser, encode_comment, encode_data
 from silk.upstream.client import UpstreamClient
 from silk.upstream.dialects import scrub, stream_error_event
+from silk.validation import nests_deeper
 
 log = logging.getLogger("silk.relay")
 _READ_SIZE = 65536
+# An answer nested deeper than this could not be written back to the client (orjson writes
+# 255 levels at most): it is refused as a bad response before anything is charged.
+_MAX_ANSWER_DEPTH = 250
 # Pauses between settlement attempts while the database is unreachable; after them the
 # settlement is journaled and written when the database answers (silk.metering.keeper).
 _SETTLE_RETRY_PAUSES = (0.2, 0.5, 1.0)
@@ -223,6 +227,9 @@ def complete(client: UpstreamClient, meter: Meter) -> tuple[dict, Settlement | N
         data = orjson.loads(raw)
         if not isinstance(data, dict) or "choices" not in data:
             raise ValueError("not a chat completion")
+        if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(
+                data, _MAX_ANSWER_DEPTH):
+            raise ValueError("nested deeper than the answer can be written back")
     except (requests.RequestException, ValueError):
         meter.finish("upstream_error", http_status=502, billable=False)
         raise UpstreamError("The provider sent an incomplete or invalid response.",
@@ -312,7 +319,7 @@ def _relay(client_response: requests.Response, meter: Meter,
         if done:
             meter.finish("ok")
             if meter.plan.client_wants_usage:
-                yield encode_data(orjson.dumps(_usage_chunk(meter), default=float))
+                yield encode_data(_usage_chunk(meter))
             yield DONE_EVENT
         else:
             meter.finish(status, http_status=502)
@@ -333,13 +340,22 @@ class _UpstreamReportedError(Exception):
     """The provider sent an error event inside a stream."""
 
 
-def _usage_chunk(meter: Meter) -> dict:
-    """The one usage chunk a client asked for: sent at the end, after settling, with the cost."""
-    if meter.usage_chunk is not None and not meter.estimated:
-        return {**meter.usage_chunk, "usage": meter.usage_fields()}
-    return {"id": meter.stream_id or f"chatcmpl-{meter.hold.request_id}",
+def _usage_chunk(meter: Meter) -> bytes:
+    """The one usage chunk a client asked for: sent at the end, after settling, with the cost.
+
+    It is the provider's own last usage chunk with the cost added, unless that cannot be
+    written back (nested past orjson's limit): then the gateway's plain one with the counts.
+    """
+    ours = {"id": meter.stream_id or f"chatcmpl-{meter.hold.request_id}",
             "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": meter.upstream_model, "choices": [], "usage": meter.usage_fields()}
+            "model": meter.upstream_model, "choices": []}
+    if meter.usage_chunk is not None and not meter.estimated:
+        try:
+            return orjson.dumps({**meter.usage_chunk, "usage": meter.usage_fields()},
+                                default=float)
+        except orjson.JSONEncodeError:
+            meter.reported_usage = None  # usage_fields then gives the counts billed
+    return orjson.dumps({**ours, "usage": meter.usage_fields()}, default=float)
 
 
 def _error_event(meter: Meter, message: str, code: str) -> bytes:
@@ -354,7 +370,12 @@ def _error_event(meter: Meter, message: str, code: str) -> bytes:
                     f"{meter.billed.completion_tokens} completion tokens).")
     event = orjson.loads(stream_error_event(message, code))
     event["usage"] = usage
-    return orjson.dumps(event, default=float)
+    try:
+        return orjson.dumps(event, default=float)
+    except orjson.JSONEncodeError:  # the provider's usage object nests past orjson's limit
+        meter.reported_usage = None
+        event["usage"] = meter.usage_fields()
+        return orjson.dumps(event, default=float)
 
 
 def _observe(meter: Meter, payload: bytes) -> bytes | None:
@@ -392,7 +413,10 @@ def _observe(meter: Meter, payload: bytes) -> bytes | None:
         meter.reported_usage = dict(usage)
     if chunk.get("choices"):
         chunk["usage"] = None
-        return encode_data(orjson.dumps(chunk))
+        try:
+            return encode_data(orjson.dumps(chunk))
+        except orjson.JSONEncodeError:  # nested past what orjson writes: send it as it came
+            return encode_data(payload)
     if parsed:
         meter.usage_chunk = chunk
     return None

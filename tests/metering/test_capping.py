@@ -94,3 +94,42 @@ def test_a_model_name_longer_than_its_column_is_cut_to_fit(app, client, accounts
     record = _settled_exactly(accounts, acct)
     assert record.upstream_model == "m" * 128
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("ok", prompt, 5)
+
+
+def _nested(depth: int) -> dict:
+    """A usage object carrying a field nested `depth` levels deep, past what orjson writes."""
+    deep: object = 0
+    for _ in range(depth):
+        deep = {"d": deep}  # objects, not arrays: `]]` would end the fake's directive
+    return {"completion_tokens_details": {"reasoning_tokens": 0, "trace": deep}}
+
+
+def test_a_stream_whose_usage_nests_past_what_can_be_written_back_ends_well(
+        app, client, accounts, upstream):
+    """The usage chunk the client asked for is ours when the provider's cannot be written."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("deep", f"pieces=5 usage_json='{json.dumps(_nested(300))}'")
+    response = client.post("/v1/chat/completions", headers=acct.headers, json={
+        "model": "deepseek-chat", "stream": True, "max_tokens": MAX_TOKENS, "messages": msgs,
+        "stream_options": {"include_usage": True}})
+    events = [line[6:] for line in response.get_data().split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    usage = [json.loads(e)["usage"] for e in events[:-1] if json.loads(e).get("usage")]
+    record = _settled_exactly(accounts, acct)
+    assert usage == [{"prompt_tokens": prompt_tokens(msgs), "completion_tokens": 5,
+                      "total_tokens": prompt_tokens(msgs) + 5, "estimated": False,
+                      "cost": float(units_to_usd(record.cost_units))}]
+    assert (record.status, record.completion_tokens) == ("ok", 5)
+
+
+def test_an_answer_nested_past_what_can_be_written_back_is_a_502_and_free(
+        app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    status, raw, _ = _ask(client, acct, f"pieces=5 usage_json='{json.dumps(_nested(300))}'",
+                          stream=False)
+    assert status == 502, raw
+    assert json.loads(raw)["error"]["code"] == "upstream_bad_response"
+    record = _settled_exactly(accounts, acct)
+    assert (record.status, record.cost_units) == ("upstream_error", 0)
