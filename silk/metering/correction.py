@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from silk.metering import sqlite
+from silk.pricing import Price, Tier, Usage, quote
+
+_BIGINT = 2**63 - 1
 
 RECLAIM = ("UPDATE reservations SET state = 'settled', settled_at = :now "
            "WHERE id = :reservation AND state = 'swept'")
-SWEPT = "SELECT cost_units, free_tokens FROM usage_records WHERE request_id = :request"
+SWEPT = "SELECT cost_units, free_tokens, day FROM usage_records WHERE request_id = :request"
 ACCOUNT = ("UPDATE accounts SET balance_units = balance_units WHERE id = :account "
-           "RETURNING balance_units, reserved_units, quota_month, quota_used")
+           "RETURNING balance_units, reserved_units, quota_month, quota_used, quota_held")
 CORRECT = ("UPDATE accounts SET balance_units = balance_units - :applied, "
-           "quota_used = :quota_used WHERE id = :account RETURNING balance_units")
+           "quota_used = :quota_used, quota_month = :month WHERE id = :account "
+           "RETURNING balance_units")
 ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units, "
          "request_id, note, actor, created_at) VALUES (:account, :kind, -:applied, :balance, "
          ":request, :model, 'gateway', :now)")
@@ -50,19 +55,39 @@ def correct(run: Run, count: Callable[[str, dict], int],
     if count(RECLAIM, values) != 1:
         return None
     swept = run(SWEPT, values)
-    swept_cost, swept_free = (swept[0], swept[1]) if swept else (0, 0)
-    balance, reserved, month, used = run(ACCOUNT, values)
-    missed = values["charge"] - swept_cost
+    swept_cost, swept_free, swept_day = (swept[0], swept[1], str(swept[2])) if swept else (
+        0, 0, "")
+    balance, reserved, month, used, held = run(ACCOUNT, values)
+    this_month = values["month"]
+    used_now = used if month == this_month else 0
+    # The sweep released the free tokens the hold had set aside, and other requests may have
+    # used them since: the late settlement keeps those the sweep's record took, and may use
+    # only what the month has left now, never more than its hold had.
+    free = min(values["quota"],
+               swept_free + max(0, values["tier_quota"] - used_now - held))
+    cost = quote(Price(Decimal(values["price_input"]), Decimal(values["price_output"]),
+                       Decimal(values["price_cache_hit"])),
+                 Usage(values["prompt_tokens"], values["completion_tokens"],
+                       values["cache_hit_tokens"]),
+                 Tier("", Decimal(values["discount"]), values["tier_quota"]), free)
+    due = min(cost.total, values["hold"])  # never more than the hold could pay
+    missed = due - swept_cost
     # Money the account holds for other requests is theirs: a late charge takes only the
     # rest, and never makes the balance negative.
     applied = min(missed, max(balance - reserved, 0)) if missed > 0 else missed
-    quota_used = max(used + values["free"] - swept_free, 0) if month == values["month"] else used
-    values = {**values, "applied": applied, "quota_used": quota_used}
+    more_free = cost.free_tokens - swept_free
+    if swept_day[:7] == this_month:  # the sweep's free tokens counted in this month
+        quota_used = max(used_now + more_free, 0)
+    else:  # they counted in a month that is over: this one only gains what is new
+        quota_used = used_now + max(more_free, 0)
+    values = {**values, "applied": applied, "quota_used": quota_used,
+              "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
+              "discount_units": cost.discount}
     (balance_after,) = run(CORRECT, values)
     if applied:
         run(ENTRY, {**values, "kind": "charge" if applied > 0 else "refund",
                     "balance": balance_after})
-    written_off = values["written_off_units"] + missed - applied
+    written_off = min(values["beyond_units"] + cost.total - due + missed - applied, _BIGINT)
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
     return balance_after, swept_cost + applied, written_off
 

@@ -262,8 +262,13 @@ def _count(value) -> int:
         return 0
 
 
+_UNPRINTABLE = dict.fromkeys(range(32))  # control characters, NUL among them
+
+
 def _text(value, size: int) -> str:
-    return str(value or "")[:size]
+    """A provider's string fit for a text column: no control characters (PostgreSQL refuses
+    NUL), cut to the column's size."""
+    return str(value or "").translate(_UNPRINTABLE)[:size]
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +343,11 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
     charged = min(cost.total, hold.hold_units)
     written_off = min(cost.total - charged + beyond, _BIGINT)
     values = {
+        # What a late correction needs to price the usage again (silk.metering.correction).
+        "price_input": str(hold.price.input), "price_output": str(hold.price.output),
+        "price_cache_hit": str(hold.price.cache_hit_price),
+        "discount": str(hold.tier.discount), "tier_quota": hold.tier.monthly_free_tokens,
+        "beyond_units": min(beyond, _BIGINT),
         "account": hold.account_id, "reservation": hold.reservation_id,
         "hold": hold.hold_units, "quota": hold.quota_tokens, "free": cost.free_tokens,
         "request": _text(hold.request_id, 64), "key": hold.key_id,

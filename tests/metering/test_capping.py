@@ -133,3 +133,16 @@ def test_an_answer_nested_past_what_can_be_written_back_is_a_502_and_free(
     assert json.loads(raw)["error"]["code"] == "upstream_bad_response"
     record = _settled_exactly(accounts, acct)
     assert (record.status, record.cost_units) == ("upstream_error", 0)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_model_name_with_control_characters_settles(app, client, accounts, upstream, stream):
+    """PostgreSQL refuses NUL in text: a provider's model name is stored without them."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    status, _, prompt = _ask(client, acct, "pieces=5 reply_model=a\u0000b\u0007c",
+                             stream=stream)
+    assert status == 200
+    record = _settled_exactly(accounts, acct)
+    assert record.upstream_model == "abc"
+    assert (record.status, record.prompt_tokens, record.completion_tokens) == ("ok", prompt, 5)

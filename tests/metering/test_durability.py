@@ -228,3 +228,26 @@ def test_what_a_late_settlement_cannot_charge_is_written_off_and_reported(app, a
     assert report.exit_code == 0, report.output  # the books balance: leakage is reported
     assert "written off: $0.000398 (398000 units)" in report.output
     assert f"account {acct.id} (user1@example.com): $0.000398" in report.output
+
+
+def test_a_late_settlement_never_spends_free_quota_the_sweep_gave_back(app, accounts):
+    """The sweep releases a hold's free tokens; a later request may use them; the late real
+    settlement may not use them again: what it cannot get free it pays, or writes off."""
+    acct = accounts.make(credit="0")  # the free tier: 100,000 free tokens a month
+    late = _hold(app, acct.id, "late", prompt=100, output=99_900)
+    assert late.quota_tokens == 100_000 and late.hold_units == 0
+    _expire(app, late.reservation_id)
+    assert _sweep(app) == 1  # the estimate, 100 prompt tokens, takes 100 free tokens
+    other = _hold(app, acct.id, "other", prompt=100, output=99_800)
+    assert other.quota_tokens == 99_900
+    _settle(app, other, Usage(100, 99_800))
+    assert accounts.row(acct.id).quota_used == 100_000
+    settlement = _settle(app, late, Usage(100, 99_900))
+    assert accounts.row(acct.id).quota_used == 100_000  # not 199,900
+    # 99,900 completion tokens were not free any more, and the balance is empty.
+    assert (settlement.charged_units, settlement.written_off_units) == (0, 99_900 * 280)
+    record = next(r for r in accounts.usage_records(acct.id) if r.request_id == "late")
+    assert (record.free_tokens, record.cost_units, record.written_off_units) == (
+        100, 0, 99_900 * 280)
+    assert accounts.balance_units(acct.id) == 0
+    assert accounts.audit() == []
