@@ -20,16 +20,20 @@ _TRACE = re.compile(r"\s*\((?:[^()]*?\b(?:request[ _-]?id|trace|req[ _-]?id)\b[^
 _CREDENTIAL = re.compile(r"\b((?:proxy-)?authorization|(?:x-)?api[-_ ]?key)(\s*[:=]\s*)"
                          r"(?:(?:bearer|basic|token)\s+)?[^\s,;]+"
                          r"|\b(bearer|basic)(\s+)[^\s,;]+", re.I)
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+"
-                  r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|cn|net|org|io|ai|dev|cloud)\b(?:[:/]\S*)?",
-                  re.I)
+# Host-name patterns start only where a run of name characters starts (the lookbehind) and
+# take each label whole (possessive), so a long run that is no host costs one pass, not one
+# pass per position: a provider's message may echo what a client sent.
+_URL = re.compile(r"(?<![\w+.-])[a-z][a-z0-9+.-]*+://\S+"
+                  r"|(?<![\w.-])[\w-]++(?:\.[\w-]++)*?\.(?:com|cn|net|org|io|ai|dev|cloud)\b"
+                  r"(?:\.[\w-]++)*+(?:[:/]\S*)?", re.I)
 # Names only a private network resolves, e.g. pg-0.db.svc.cluster.local or gpu7.corp.
-_INTERNAL_HOST = re.compile(r"\b[\w-]+(?:\.[\w-]+)*\.(?:internal|local|localdomain|svc|lan|"
-                            r"corp|intranet|home\.arpa)\b(?::\d+)?", re.I)
+_INTERNAL_HOST = re.compile(r"(?<![\w.-])[\w-]++(?:\.[\w-]++)*?\.(?:internal|local|"
+                            r"localdomain|svc|lan|corp|intranet|home\.arpa)\b(?:\.[\w-]++)*+(?::\d+)?",
+                            re.I)
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\w|\.\d)")
 # Bracketed with an optional port, or bare with a `::` or at least five groups (a clock
 # time such as 12:30:45 has neither).
-_IPV6 = re.compile(r"\[[0-9a-f:.]*:[0-9a-f:.%\w]*\](?::\d{1,5})?"
+_IPV6 = re.compile(r"\[(?=[0-9a-f.]*+:)[0-9a-f:.%\w]*+\](?::\d{1,5})?"
                    r"|(?<![\w:.])(?=[0-9a-f:.]*::|(?:[0-9a-f]{1,4}:){4})"
                    r"(?:[0-9a-f]{0,4}:){2,7}(?:[0-9a-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
                    r"(?:%[\w.]+)?(?![\w:])", re.I)
@@ -54,7 +58,7 @@ def scrub(message: str, limit: int = 400) -> str:
     and account numbers are replaced; words and small numbers (`max_tokens must be <=
     8192`) stay, so the client still learns what was wrong with its request.
     """
-    cleaned = _TRACE.sub("", message or "")
+    cleaned = _TRACE.sub("", _first(message or "", limit * 4))
     cleaned = _CREDENTIAL.sub(_credential, cleaned)
     cleaned = _URL.sub("[upstream]", cleaned)
     cleaned = _INTERNAL_HOST.sub("[host]", cleaned)
@@ -64,6 +68,16 @@ def scrub(message: str, limit: int = 400) -> str:
     cleaned = _SECRETISH.sub("[redacted]", cleaned)
     cleaned = _LONG_NUMBER.sub("[number]", cleaned)
     return cleaned[:limit].strip() or "The provider rejected the request."
+
+
+def _first(message: str, size: int) -> str:
+    """The start of a long message, cut where a word ends: a secret cut in two would no
+    longer look like one."""
+    if len(message) <= size:
+        return message
+    cut = message[:size]
+    space = cut.rfind(" ")
+    return cut[:space] if space > 0 else ""
 
 
 def _credential(match: re.Match) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from silk.upstream.dialects import scrub
@@ -58,3 +60,36 @@ def test_scrub_removes_provider_internals_and_keeps_the_meaning(message, hidden,
 def test_scrub_never_answers_empty():
     assert scrub("") == "The provider rejected the request."
     assert scrub("ep-20240611183015-x7k2p") == "[endpoint]"
+
+
+# Runs that look almost like host names, addresses or URLs: a pattern that tries every
+# starting position and backtracks over the run costs the square of its length on them.
+ECHOES = {"dashes": "a" + "a-" * 4000 + "!", "dots": "a." * 4000, "digits": "1." * 4000,
+          "labels": "a1." * 3000 + ":", "colons": "[" + ":" * 8000, "hex": "ab:" * 3000 + "z",
+          "words": "a " * 4000}
+
+
+@pytest.mark.parametrize("name", list(ECHOES))
+def test_each_pattern_reads_an_echoed_run_in_one_pass(name):
+    """A provider may echo a client's value in its error: scrubbing it must not stall a worker.
+
+    Each pattern meets the whole run (scrub itself reads only the message's start); a
+    pattern that backtracks over the run takes seconds on these 8,000 characters, a linear
+    one about a millisecond.
+    """
+    from silk.upstream import dialects
+
+    patterns = [value for key, value in vars(dialects).items()
+                if key.startswith("_") and hasattr(value, "sub")]
+    assert len(patterns) >= 8
+    for pattern in patterns:
+        started = time.perf_counter()
+        pattern.sub("x", ECHOES[name])
+        assert time.perf_counter() - started < 0.5, pattern.pattern[:60]
+
+
+def test_a_long_message_is_read_from_its_start_and_cut_where_a_word_ends():
+    message = "bad request from 10.0.0.7:8080 " + "word " * 2000 + "sk-cut-in-two-secret"
+    cleaned = scrub(message)
+    assert "10.0.0.7" not in cleaned and cleaned.startswith("bad request from [address]")
+    assert len(cleaned) <= 400 and "secret" not in cleaned
