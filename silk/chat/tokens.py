@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import string
+
 import orjson
 
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens a chat template adds per message
@@ -27,15 +30,25 @@ def prompt_bound(body: dict, image_allowance: int) -> int:
         images * image_allowance)
 
 
+# Punctuation and control characters: a tokenizer rarely merges them with their neighbours.
+_MARKS = str.maketrans("", "", string.punctuation + "".join(
+    chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127)))
+_NARROW_RUN = re.compile(r"[\x21-\x7e]+")
+
+
 def estimate_text(text: str) -> int:
-    """Guess the tokens of a text: about four ASCII characters or one CJK character each."""
+    """Guess the tokens of a text: about four ASCII characters or one CJK character each,
+    and never fewer than its words and marks (a run of `1 2 3`, of punctuation or of control
+    characters costs a token a piece, not a token per four characters)."""
     if not text:
         return 0
+    marks = len(text) - len(text.translate(_MARKS))
     if text.isascii():
-        return (len(text) + 3) // 4
+        return max((len(text) + 3) // 4, len(text.split()) + marks)
     wide = (len(text.encode("utf-8")) - len(text)) // 2
     narrow = max(0, len(text) - wide)
-    return (narrow + 3) // 4 + wide
+    # A wide character ends a run of narrow ones: `a中a中` cannot merge its `a`s.
+    return max((narrow + 3) // 4, len(_NARROW_RUN.findall(text)) + marks) + wide
 
 
 IMAGE_ESTIMATE = 85  # tokens guessed for an image part (a low-detail tile)

@@ -51,3 +51,14 @@ def test_never_above_the_bound():
     bound = prompt_bound(body, 0)
     assert prompt_estimate(body, bound) <= bound
     assert prompt_estimate(body, 10) == 10
+
+
+def test_text_a_tokenizer_cannot_merge_is_not_counted_four_characters_a_token():
+    """Digits between spaces, punctuation and control characters are a token or more each."""
+    assert estimate_text("1 " * 2000) >= 2000
+    assert estimate_text("!?" * 2000) >= 4000
+    assert estimate_text("\x01" * 8000) >= 8000
+    assert estimate_text("a\u4e2d" * 1000) >= 2000
+    # Prose stays at about four characters a token.
+    prose = "The Silk Road was an ancient network of trade routes, linking East and West. " * 20
+    assert len(prose) // 5 <= estimate_text(prose) <= len(prose) // 3
