@@ -96,8 +96,8 @@ def test_cut_stream_bills_delivered_text_estimated_and_ends_with_error(app, clie
     assert record.status == "cut" and record.estimated
     assert record.completion_tokens == 10  # "w0", " w1" ... " w9": one token each
     # The prompt is estimated from its text: "cut me [[fake: pieces=30 cut_after=11]]"
-    # is 39 ASCII characters (10 tokens) plus 4 for the message.
-    assert record.prompt_tokens == 14
+    # is 5 words and 8 marks (more than its 39 characters / 4), plus 4 for the message.
+    assert record.prompt_tokens == 17
     cost = expected_cost("deepseek-chat", 14, 10)
     assert record.cost_units == units(cost)
     ledger = accounts.ledger(acct.id)
