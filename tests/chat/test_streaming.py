@@ -98,7 +98,7 @@ def test_cut_stream_bills_delivered_text_estimated_and_ends_with_error(app, clie
     # The prompt is estimated from its text: "cut me [[fake: pieces=30 cut_after=11]]"
     # is 5 words and 8 marks (more than its 39 characters / 4), plus 4 for the message.
     assert record.prompt_tokens == 17
-    cost = expected_cost("deepseek-chat", 14, 10)
+    cost = expected_cost("deepseek-chat", 17, 10)
     assert record.cost_units == units(cost)
     ledger = accounts.ledger(acct.id)
     assert [(e.kind, e.amount_units) for e in ledger] == [("topup", 10**9),
