@@ -52,13 +52,16 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_catalogue(app: Flask) -> None:
-    """Build the model catalogue and upstream clients from configuration."""
+    """Build the model catalogue and upstream clients from configuration; the clients count
+    their failovers in the gateway's metrics."""
     from silk.catalog.catalogue import build_catalogue
+    from silk.ops import metrics
     from silk.upstream.client import build_clients
 
     catalogue = build_catalogue(app.config)
     app.extensions["silk.catalogue"] = catalogue
-    app.extensions["silk.upstreams"] = build_clients(catalogue, app.config)
+    app.extensions["silk.upstreams"] = build_clients(catalogue, app.config,
+                                                     on_failover=metrics.failover)
 
 
 def register_request_hooks(app: Flask) -> None:
