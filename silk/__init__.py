@@ -65,10 +65,13 @@ def register_catalogue(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
-    """Give every request an id, echoed as `x-request-id`, and log one line per request."""
-    from silk.requestlog import install_request_hooks
+    """Give every request an id, echoed as `x-request-id`, and log one line per request; a
+    settled request's line carries what it used and cost."""
+    from silk.ops import metrics
+    from silk.ops.requestlog import install_request_hooks, remember_settlement
 
     install_request_hooks(app)
+    metrics.report_settlements_to(remember_settlement)
 
 
 def register_blueprints(app: Flask) -> None:

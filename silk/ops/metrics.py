@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -59,6 +60,7 @@ class _Metrics:
 
 
 _metrics: _Metrics | None = None
+_settlement_listener: Callable[[object, object], None] | None = None
 
 
 def multiprocess_dir() -> str | None:
@@ -120,6 +122,14 @@ def _guarded(hook):
     return wrapper
 
 
+def report_settlements_to(listener: Callable[[object, object], None]) -> None:
+    """Hand every settled request on to `listener(meter, outcome)` once it is counted (the
+    request log keeps what the request used and cost for its line). There is one listener:
+    these metrics are the process's, shared by every app in it, so the last one set wins."""
+    global _settlement_listener
+    _settlement_listener = listener
+
+
 @_guarded
 def http_request(route: str, model: str, status: int, code: str | None,
                  seconds: float | None) -> None:
@@ -164,9 +174,7 @@ def written_off(model: str, units: int) -> None:
 
 @_guarded
 def settled(meter, outcome) -> None:
-    """A request was settled: tokens, cost, time to first token, status; and its log fields."""
-    from silk.requestlog import remember_settlement
-
+    """A request was settled: tokens, cost, time to first token, status; then the listener."""
     m = _m()
     model = meter.hold.model
     provider = outcome.provider or meter.provider
@@ -187,7 +195,8 @@ def settled(meter, outcome) -> None:
         # A non-streaming call is observed here, once its body is in; failures were
         # observed by upstream_answered when the provider's error came back.
         m.upstream_latency.labels(provider, model, "200").observe(outcome.latency_ms / 1000)
-    remember_settlement(meter, outcome)
+    if _settlement_listener is not None:
+        _settlement_listener(meter, outcome)
 
 
 def render(accept: str | None = None) -> tuple[bytes, str]:
