@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from flask import Response, jsonify
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,15 @@ class Answer:
     status: int
     body: dict
     replayed: bool = False
+
+
+def answer_response(answer: Answer) -> Response:
+    """Send a stored or fresh answer, marking replays as the IETF draft suggests."""
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 class _Duplicate(Exception):
