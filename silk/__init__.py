@@ -53,7 +53,11 @@ def register_extensions(app: Flask) -> None:
 
 def register_catalogue(app: Flask) -> None:
     """Build the model catalogue and upstream clients from configuration; the clients count
-    their failovers in the gateway's metrics."""
+    their failovers in the gateway's metrics. Refuse to start on a urllib3, httptools or
+    requests that lacks what the upstream transport uses."""
+    from silk.upstream import dependencies
+
+    dependencies.check()  # before the transport is imported: it may not import on a bad one
     from silk.catalog.catalogue import build_catalogue
     from silk.ops import metrics
     from silk.upstream.client import build_clients
