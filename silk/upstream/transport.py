@@ -90,7 +90,7 @@ class Transport:
         self.adapter = adapter
         self.url = url
         # What HTTPAdapter.send works out per call, worked out once: the pool for the URL
-        # (no proxy: the session does not trust the environment), certificate checking
+        # (no proxy: destinations come only from configuration), certificate checking
         # as requests does it, and the request line and Host header.
         probe = requests.Request("POST", url).prepare()
         self.pool = adapter.get_connection_with_tls_context(probe, verify=verify)
