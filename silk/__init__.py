@@ -52,20 +52,30 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_catalogue(app: Flask) -> None:
-    """Build the model catalogue and upstream clients from configuration."""
+    """Build the model catalogue and upstream clients from configuration; the clients count
+    their failovers in the gateway's metrics. Refuse to start on a urllib3, httptools or
+    requests that lacks what the upstream transport uses."""
+    from silk.upstream import dependencies
+
+    dependencies.check()  # before the transport is imported: it may not import on a bad one
     from silk.catalog.catalogue import build_catalogue
+    from silk.ops import metrics
     from silk.upstream.client import build_clients
 
     catalogue = build_catalogue(app.config)
     app.extensions["silk.catalogue"] = catalogue
-    app.extensions["silk.upstreams"] = build_clients(catalogue, app.config)
+    app.extensions["silk.upstreams"] = build_clients(catalogue, app.config,
+                                                     on_failover=metrics.failover)
 
 
 def register_request_hooks(app: Flask) -> None:
-    """Give every request an id, echoed as `x-request-id`, and log one line per request."""
-    from silk.requestlog import install_request_hooks
+    """Give every request an id, echoed as `x-request-id`, and log one line per request; a
+    settled request's line carries what it used and cost."""
+    from silk.ops import metrics
+    from silk.ops.requestlog import install_request_hooks, remember_settlement
 
     install_request_hooks(app)
+    metrics.report_settlements_to(remember_settlement)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -3,101 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
-from silk.cliutil import fail, parse_usd, usd
-from silk.errors import SilkError
 from silk.extensions import db
-from silk.pricing import usd_to_units
 
 silk_cli = AppGroup("silk", help="Operate SilkGateway: accounts, keys, money, audits.")
-
-
-def _usd(value: str) -> int:
-    amount = parse_usd(value)
-    if amount.as_tuple().exponent < -9:
-        raise click.BadParameter(f"{value!r} is not a USD amount")
-    return usd_to_units(amount)
-
-
-@silk_cli.command("create-account")
-@click.argument("email")
-@click.option("--tier", default=None, help="Tier name (default: the configured default tier).")
-@click.option("--credit", default="0", help="USD to credit, recorded as a top-up.")
-@click.option("--admin", is_flag=True, help="Give the account operator rights.")
-def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
-    """Create an account and print its first API key alone on the last line."""
-    from silk.account.service import create_account
-    from silk.billing.tiers import tiers
-
-    try:
-        account, key = create_account(
-            email, tier=tier or current_app.config["SILK_DEFAULT_TIER"], known_tiers=tiers(),
-            credit_units=_usd(credit), is_admin=admin, actor="cli")
-    except SilkError as err:
-        fail(err)
-    click.echo(f"account {account.id} {account.email} tier={account.tier} "
-               f"admin={'yes' if account.is_admin else 'no'} "
-               f"balance={usd(_usd(credit))}")
-    click.echo("API key (shown once; store it now):")
-    click.echo(key.secret)
-
-
-@silk_cli.command("create-key")
-@click.argument("account")
-@click.option("--name", default="default")
-@click.option("--expires", type=click.DateTime(), default=None, help="Expiry (UTC).")
-@click.option("--models", default="", help="Comma-separated models this key may use.")
-@click.option("--rpm", type=int, default=None, help="Requests per minute.")
-@click.option("--tpm", type=int, default=None, help="Tokens per minute.")
-def create_key_cmd(account: str, name: str, expires: datetime | None, models: str,
-                   rpm: int | None, tpm: int | None):
-    """Make another key for ACCOUNT (id or email); prints the key last."""
-    from silk.account.service import create_key, find_account
-
-    try:
-        target = find_account(account)
-        key = create_key(target.id, name=name, expires_at=expires,
-                         allowed_models=[m.strip() for m in models.split(",") if m.strip()],
-                         rpm_limit=rpm, tpm_limit=tpm)
-    except SilkError as err:
-        fail(err)
-    click.echo(f"key {key.record.id} for account {target.id} ({key.record.name})")
-    click.echo(key.secret)
-
-
-@silk_cli.command("list-keys")
-@click.option("--account", default=None, help="Account id or email.")
-def list_keys_cmd(account: str | None):
-    """List keys: id, account, prefix, name, state, last use."""
-    from silk.account.service import find_account, list_keys
-
-    try:
-        account_id = find_account(account).id if account else None
-    except SilkError as err:
-        fail(err)
-    for key in list_keys(account_id):
-        state = "revoked" if key.revoked_at else (
-            f"expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "active")
-        click.echo(f"{key.id}\taccount={key.account_id}\t{key.prefix}...\t{key.name}\t{state}\t"
-                   f"last_used={key.last_used_at or '-'}")
-
-
-@silk_cli.command("revoke-key")
-@click.argument("key_id", type=int)
-def revoke_key_cmd(key_id: int):
-    """Revoke a key by id (everywhere at once with Redis, else within the key cache TTL)."""
-    from silk.account.service import revoke_key
-
-    try:
-        key = revoke_key(key_id)
-    except SilkError as err:
-        fail(err)
-    click.echo(f"key {key.id} revoked")
 
 
 @silk_cli.command("audit")

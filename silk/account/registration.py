@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import or_, select, update
 
 from silk.account.keys import generate_code, hash_secret
 from silk.account.models import Account, InviteCode
 from silk.account.service import NewKey, create_account
+from silk.clientaddr import client_address
 from silk.database import utcnow
 from silk.errors import InvalidRequest, PermissionDenied, RateLimited
 from silk.extensions import db
@@ -42,6 +44,12 @@ def check_rate(limiter, address: str, per_hour: int) -> None:
         raise RateLimited("Too many registrations from this address; try again later.",
                           retry_after=_HOUR - int(utcnow().timestamp()) % _HOUR,
                           code="registration_rate_limited")
+
+
+def throttle_signups() -> None:
+    """Count a sign-up attempt (API or web page) against the client's address."""
+    check_rate(current_app.extensions["silk.limiter"], client_address(),
+               current_app.config["SILK_REGISTRATION_PER_HOUR"])
 
 
 def register(email: str, invite_code: str | None, *, mode: str, default_tier: str,

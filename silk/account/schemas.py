@@ -81,3 +81,11 @@ register_schema = RegisterSchema()
 key_create_schema = KeyCreateSchema()
 key_schema = KeySchema()
 account_schema = AccountSchema()
+
+SHOWN_ONCE = "Store this key now: it is shown once and cannot be recovered."
+
+
+def new_key_body(key) -> dict:
+    """A key just made (`silk.account.service.NewKey`), with its secret: the one time
+    anyone sees it, whether the owner or an operator made it."""
+    return {**key_schema.dump(key.record), "key": key.secret, "message": SHOWN_ONCE}

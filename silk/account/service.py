@@ -184,6 +184,14 @@ def key_usable(key: ApiKey | None) -> bool:
     return account is not None and not account.disabled
 
 
+def usable_key(key_id: int, account_id: int) -> ApiKey | None:
+    """Key `key_id` if it belongs to `account_id` and is usable, else None."""
+    key = db.session.get(ApiKey, key_id)
+    if key is None or key.account_id != account_id or not key_usable(key):
+        return None
+    return key
+
+
 def acting_key(key_id: int, account_id: int) -> ApiKey:
     """The key a caller acts with, read now (not from the key cache): 401 once it is revoked,
     expired or its account disabled, however recently it was checked."""

@@ -4,26 +4,19 @@ from flask import Blueprint, current_app, jsonify, request
 
 from silk.account import registration, service
 from silk.account.auth import authenticate
-from silk.account.schemas import account_schema, key_create_schema, key_schema, register_schema
+from silk.account.schemas import (
+    SHOWN_ONCE,
+    account_schema,
+    key_create_schema,
+    key_schema,
+    new_key_body,
+    register_schema,
+)
 from silk.billing.tiers import tiers
 from silk.catalog import catalogue
-from silk.clientaddr import client_address
 from silk.validation import json_body, load
 
 bp = Blueprint("account", __name__, url_prefix="/v1")
-SHOWN_ONCE = "Store this key now: it is shown once and cannot be recovered."
-
-
-def new_key_body(key: service.NewKey) -> dict:
-    """A key just made, with its secret: the one time anyone sees it."""
-    return {**key_schema.dump(key.record), "key": key.secret,
-            "message": SHOWN_ONCE}
-
-
-def throttle_signups() -> None:
-    """Count a sign-up attempt against the client's address."""
-    registration.check_rate(current_app.extensions["silk.limiter"], client_address(),
-                            current_app.config["SILK_REGISTRATION_PER_HOUR"])
 
 
 @bp.get("/keys")
@@ -57,7 +50,7 @@ def revoke_key(key_id: int):
 def register():
     """Create an account and its first key (JSON twin of the /register/ page)."""
     config = current_app.config
-    throttle_signups()
+    registration.throttle_signups()
     data = load(register_schema, json_body())
     account, key = registration.register(
         data["email"], data.get("invite_code"), mode=config["SILK_REGISTRATION"],

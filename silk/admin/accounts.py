@@ -5,8 +5,7 @@ from decimal import Decimal
 from flask import Blueprint, current_app, g, jsonify, request
 
 from silk.account import service
-from silk.account.schemas import account_schema, key_create_schema, key_schema
-from silk.account.views import new_key_body
+from silk.account.schemas import account_schema, key_create_schema, key_schema, new_key_body
 from silk.admin.schemas import account_create_schema, account_patch_schema
 from silk.billing.tiers import tiers
 from silk.billing.topup import check_amount

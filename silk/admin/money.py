@@ -13,11 +13,10 @@ from silk.admin.schemas import (
     ledger_entry_schema,
 )
 from silk.billing import codes
-from silk.billing.idempotency import HEADER, check_key
+from silk.billing.idempotency import HEADER, answer_response, check_key
 from silk.billing.schemas import code_issue_schema, code_schema
 from silk.billing.tiers import tiers
 from silk.billing.topup import check_adjustment, check_amount, operator_credit
-from silk.billing.views import answer_response
 from silk.extensions import db
 from silk.metering.ledger import history
 from silk.validation import int_arg, json_body, load

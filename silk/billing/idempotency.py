@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
+from flask import Response, jsonify
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -26,12 +27,21 @@ HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class ReplayableAnswer:
     """A response to send: status, JSON body, and whether it is a stored replay."""
 
     status: int
     body: dict
     replayed: bool = False
+
+
+def answer_response(answer: ReplayableAnswer) -> Response:
+    """Send a stored or fresh answer, marking replays as the IETF draft suggests."""
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 class _Duplicate(Exception):
@@ -56,12 +66,12 @@ def fingerprint(scope: str, body: dict) -> str:
 
 
 def run_once(engine: Engine, *, account_id: int, key: str | None, fingerprint: str,
-             action: Callable[[Connection], tuple[int, dict]]) -> Answer:
+             action: Callable[[Connection], tuple[int, dict]]) -> ReplayableAnswer:
     """Run `action` in one transaction, at most once per (account, key)."""
     if key is None:
         with engine.begin() as conn:
             status, body = action(conn)
-        return Answer(status, body)
+        return ReplayableAnswer(status, body)
     try:
         with engine.begin() as conn:
             try:
@@ -73,12 +83,12 @@ def run_once(engine: Engine, *, account_id: int, key: str | None, fingerprint: s
             status, body = action(conn)
             conn.execute(update(RECORDS).where(RECORDS.c.id == record_id).values(
                 status_code=status, response_body=dumps_bytes(body).decode()))
-        return Answer(status, body)
+        return ReplayableAnswer(status, body)
     except _Duplicate:
         return _replay(engine, account_id, key, fingerprint)
 
 
-def _replay(engine: Engine, account_id: int, key: str, fingerprint: str) -> Answer:
+def _replay(engine: Engine, account_id: int, key: str, fingerprint: str) -> ReplayableAnswer:
     with engine.connect() as conn:
         record = conn.execute(select(RECORDS).where(
             RECORDS.c.account_id == account_id, RECORDS.c.key == key)).first()
@@ -89,4 +99,4 @@ def _replay(engine: Engine, account_id: int, key: str, fingerprint: str) -> Answ
         raise Unprocessable("This Idempotency-Key was already used for a different request; "
                             "use a new key for a new request.", param=HEADER,
                             code="idempotency_key_reused")
-    return Answer(record.status_code, orjson.loads(record.response_body), replayed=True)
+    return ReplayableAnswer(record.status_code, orjson.loads(record.response_body), replayed=True)

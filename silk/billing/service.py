@@ -96,6 +96,12 @@ def _in_month(start: date, end: date, account_id: int | None = None):
     return clauses
 
 
+def balance_units(conn: Connection, account_id: int) -> int:
+    """An account's balance in units, as the database holds it now."""
+    return conn.execute(select(ACCOUNTS.c.balance_units)
+                        .where(ACCOUNTS.c.id == account_id)).scalar_one()
+
+
 def usage_report(conn: Connection, account_id: int, month: str, start: date,
                  end: date) -> UsageReport:
     """One account's usage in the month starting `start` (end exclusive)."""

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from silk.account.auth import Principal
 from silk.account.keys import hash_secret
 from silk.account.models import Account
-from silk.billing.idempotency import Answer, fingerprint, run_once
+from silk.billing.idempotency import ReplayableAnswer, fingerprint, run_once
 from silk.billing.models import RedemptionCode
 from silk.database import utcnow
 from silk.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -122,7 +122,7 @@ def _refuse_code(conn: Connection, code_hash: str) -> NoReturn:
 
 
 def topup(engine: Engine, principal: Principal, data: dict, policy: Policy, *,
-          idempotency_key: str | None, request_id: str | None = None) -> Answer:
+          idempotency_key: str | None, request_id: str | None = None) -> ReplayableAnswer:
     """Apply POST /v1/topup for `principal`: redeem a code, or credit an amount."""
     actor = f"key:{principal.key_id}"
     if data.get("code") is not None:
@@ -173,7 +173,7 @@ def _credit_to(ref: int | str, units: int, note: str, actor: str, request_id: st
 def operator_credit(engine: Engine, *, account_id: int, units: int, kind: str, note: str,
                     actor: str, caller_account_id: int | None = None,
                     idempotency_key: str | None = None,
-                    request_id: str | None = None) -> Answer:
+                    request_id: str | None = None) -> ReplayableAnswer:
     """Credit, refund or adjust any account as an operator, at most once per key."""
     def action(conn: Connection) -> tuple[int, dict]:
         """Write the entry inside run_once's transaction."""

@@ -5,10 +5,9 @@ from decimal import Decimal
 from flask import Blueprint, current_app, g, jsonify, request
 
 from silk.account.auth import authenticate
-from silk.account.models import Account
 from silk.billing import service
 from silk.billing import topup as topups
-from silk.billing.idempotency import HEADER, Answer, check_key
+from silk.billing.idempotency import HEADER, answer_response, check_key
 from silk.billing.schemas import billing_schema, topup_schema, usage_report_schema
 from silk.billing.tiers import tiers
 from silk.extensions import db
@@ -22,8 +21,8 @@ bp = Blueprint("billing", __name__, url_prefix="/v1")
 def balance():
     """The caller's balance in USD."""
     principal = authenticate()
-    units = db.session.get(Account, principal.account_id).balance_units
-    db.session.close()
+    with db.engine.connect() as conn:
+        units = service.balance_units(conn, principal.account_id)
     return jsonify({"balance": units_to_usd(units), "currency": "USD"})
 
 
@@ -61,12 +60,3 @@ def topup():
     answer = topups.topup(db.engine, principal, data, policy, idempotency_key=key,
                           request_id=g.get("request_id"))
     return answer_response(answer)
-
-
-def answer_response(answer: Answer):
-    """Send a stored or fresh answer, marking replays as the IETF draft suggests."""
-    response = jsonify(answer.body)
-    response.status_code = answer.status
-    if answer.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response

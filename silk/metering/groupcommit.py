@@ -17,30 +17,30 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-Op = TypeVar("Op")
+BatchItem = TypeVar("BatchItem")
 
 # A batch runner gets the operations and returns one result per operation, in order; an
 # exception in the list is raised to that operation's caller alone.
-BatchRunner = Callable[[Sequence[Op]], Sequence[Any]]
+BatchRunner = Callable[[Sequence[BatchItem]], Sequence[Any]]
 
 
 class BatchInterrupted(Exception):
     """The leader was killed while writing the batch: whether it committed is unknown."""
 
 
-class _Slot(Generic[Op]):
+class _Slot(Generic[BatchItem]):
     """One caller's operation, and how it learns its result or that it leads next."""
 
     __slots__ = ("op", "ready", "lead", "result")
 
-    def __init__(self, op: Op, ready) -> None:
+    def __init__(self, op: BatchItem, ready) -> None:
         self.op = op
         self.ready = ready
         self.lead = False
         self.result: Any = None
 
 
-class GroupCommit(Generic[Op]):
+class GroupCommit(Generic[BatchItem]):
     """Run operations through `run_batch`, many to a batch, one batch at a time."""
 
     def __init__(self, run_batch: BatchRunner, max_batch: int = 64, *,
@@ -50,10 +50,10 @@ class GroupCommit(Generic[Op]):
         self._max_batch = max_batch
         self._event = event
         self._mutex = lock()
-        self._queue: list[_Slot[Op]] = []
+        self._queue: list[_Slot[BatchItem]] = []
         self._busy = False
 
-    def submit(self, op: Op) -> Any:
+    def submit(self, op: BatchItem) -> Any:
         """Run `op` in the next batch and return its result (or raise its exception)."""
         slot = _Slot(op, self._event())
         with self._mutex:
@@ -73,7 +73,7 @@ class GroupCommit(Generic[Op]):
             raise slot.result
         return slot.result
 
-    def _withdraw(self, slot: _Slot[Op]) -> None:
+    def _withdraw(self, slot: _Slot[BatchItem]) -> None:
         """A waiter was killed: drop its op if not yet taken, and pass on a lead it was given."""
         with self._mutex:
             if slot in self._queue:

@@ -163,7 +163,7 @@ LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gate
 SETTLING, READING, RESERVING = 0, 1, 2
 
 
-class Op(NamedTuple):
+class Queued(NamedTuple):
     """One statement for the group commit, and the account whose row it locks."""
 
     account: int
@@ -172,7 +172,7 @@ class Op(NamedTuple):
     params: dict[str, Any]
 
 
-class Answer(NamedTuple):
+class StatementResult(NamedTuple):
     """A statement's first column (reservation id, balance after, or None) and the account."""
 
     value: Any
@@ -257,7 +257,7 @@ def _readable(conn: psycopg.Connection) -> bool:
     return readable_now(conn.fileno())
 
 
-def _wrap(op: Op | None, error: Exception) -> DBAPIError:
+def _wrap(op: Queued | None, error: Exception) -> DBAPIError:
     """SQLAlchemy's form of a driver error, which the app's error handlers understand."""
     if isinstance(error, psycopg.Error):
         return DBAPIError.instance(op.statement.name if op else "metering",
@@ -277,10 +277,10 @@ class Channel:
         self._conn: psycopg.Connection | None = None
         self._binder: psycopg.ClientCursor | None = None  # quotes values for _conn
         self._prepared: set[Statement] = set()  # prepared on _conn
-        self._commit: GroupCommit[Op] = GroupCommit(self._run)
+        self._commit: GroupCommit[Queued] = GroupCommit(self._run)
         self.snapshots: dict[int, AccountState] = {}
 
-    def run(self, op: Op) -> Answer | None:
+    def run(self, op: Queued) -> StatementResult | None:
         """Run one statement in the next batch; None when it matched no row."""
         try:
             return self._commit.submit(op)
@@ -317,7 +317,7 @@ class Channel:
             self._conn = conn
         return conn
 
-    def _run(self, ops: list[Op]) -> list[Answer | None | Exception]:
+    def _run(self, ops: list[Queued]) -> list[StatementResult | None | Exception]:
         """The group commit's batch: one transaction, accounts in ascending order."""
         order = sorted(range(len(ops)), key=lambda i: (ops[i].account, ops[i].rank))
         sorted_ops = [ops[i] for i in order]
@@ -330,7 +330,7 @@ class Channel:
         except BaseException:  # killed mid-batch: the session's state is unknown
             self.close()
             raise
-        answers: list[Answer | None | Exception] = [None] * len(ops)
+        answers: list[StatementResult | None | Exception] = [None] * len(ops)
         for position, index in enumerate(order):
             row = rows[position]
             if isinstance(row, Exception) or row is None:
@@ -338,10 +338,10 @@ class Channel:
                 continue
             state = AccountState(*row[1:])
             self.remember(ops[index].account, state)
-            answers[index] = Answer(row[0], state)
+            answers[index] = StatementResult(row[0], state)
         return answers
 
-    def _rows(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+    def _rows(self, conn: psycopg.Connection, ops: list[Queued]) -> list:
         """Each op's row (or error): the batch at once, or each alone if one statement failed."""
         try:
             return self._execute(conn, ops)
@@ -359,7 +359,7 @@ class Channel:
             self.snapshots.clear()
         self.snapshots[account] = state
 
-    def _execute(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+    def _execute(self, conn: psycopg.Connection, ops: list[Queued]) -> list:
         """Send the batch as one query string: one write, one wait, one commit.
 
         Values are bound on the client (psycopg quotes them for the connection's
@@ -400,7 +400,7 @@ class Channel:
         seconds = float(self._settings["SILK_DB_STATEMENT_TIMEOUT"])
         return seconds if seconds > 0 else None
 
-    def _alone(self, conn: psycopg.Connection, op: Op):
+    def _alone(self, conn: psycopg.Connection, op: Queued):
         try:
             return self._execute(conn, [op])[0]
         except psycopg.Error as exc:

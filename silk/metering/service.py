@@ -219,7 +219,7 @@ def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
     tries = 0
     while tries < _RESERVE_ATTEMPTS:
         if state is None:
-            answer = line.run(postgres.Op(ask.account_id, postgres.READING, postgres.SNAPSHOT,
+            answer = line.run(postgres.Queued(ask.account_id, postgres.READING, postgres.SNAPSHOT,
                                           {"account": ask.account_id}))
             state, fresh = (answer.state if answer else None), True
         try:
@@ -230,7 +230,7 @@ def _reserve_postgres(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
             state = None  # what was remembered may be out of date: read before refusing
             continue
         tries += 1
-        answer = line.run(postgres.Op(ask.account_id, postgres.RESERVING, postgres.RESERVE, {
+        answer = line.run(postgres.Queued(ask.account_id, postgres.RESERVING, postgres.RESERVE, {
             "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
             "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
             "want": ask.prompt_worst + ask.max_output, "key": ask.key_id,
@@ -381,7 +381,7 @@ def write(engine: Engine, decision: Decision, *, claim: str = "settled") -> Sett
     values = {**decision.values, "month": month_of(utcnow()), "claimed": claim}
     done = (decision.charged, decision.written_off)
     if engine.dialect.name == "postgresql":
-        answer = postgres.channel(engine).run(postgres.Op(
+        answer = postgres.channel(engine).run(postgres.Queued(
             decision.account_id, postgres.SETTLING, postgres.SETTLE, values))
         if answer is not None:
             written = (answer.value, *done)

@@ -25,9 +25,14 @@ from silk.pricing import Price, Tier, Usage
 log = logging.getLogger("silk.sweeper")
 
 
-def start_sweeper(app) -> None:
+def start_sweeper(app, tiers: Callable[[], Mapping[str, Tier]],
+                  price_of: Callable[[str], Price | None]) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
-    SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub."""
+    SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub.
+
+    `tiers()` and `price_of(model)` are asked afresh at each round, inside `app`'s context,
+    so that the sweep bills with the tiers and prices in effect then.
+    """
     import gevent
 
     from silk.extensions import db
@@ -39,14 +44,11 @@ def start_sweeper(app) -> None:
         return
 
     def run():
-        from silk.billing.tiers import tiers
-        from silk.catalog import catalogue
-
         gevent.sleep(random.uniform(1, interval))  # workers do not all sweep at once
         while True:
             try:
                 with app.app_context():
-                    count = sweep(db.engine, tiers(), catalogue().price_of)
+                    count = sweep(db.engine, tiers(), price_of)
                 if count:
                     log.warning("swept orphaned reservations", extra={"fields": {"count": count}})
             except Exception:  # noqa: BLE001 - a failed sweep is retried next round

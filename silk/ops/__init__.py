@@ -1,1 +1,1 @@
-"""Operations: health, readiness, metrics."""
+"""Operations: health, readiness, metrics and the request log."""

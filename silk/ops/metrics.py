@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -59,6 +60,7 @@ class _Metrics:
 
 
 _metrics: _Metrics | None = None
+_settlement_listener: Callable[[object, object], None] | None = None
 
 
 def multiprocess_dir() -> str | None:
@@ -66,8 +68,8 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def _m() -> _Metrics:
-    """Create the metrics on first use, so importing silk costs nothing."""
+def _families() -> _Metrics:
+    """The metric families, created on first use so that importing silk costs nothing."""
     global _metrics
     if _metrics is None:
         from prometheus_client import Counter, Gauge, Histogram
@@ -120,57 +122,63 @@ def _guarded(hook):
     return wrapper
 
 
+def report_settlements_to(listener: Callable[[object, object], None]) -> None:
+    """Hand every settled request on to `listener(meter, outcome)` once it is counted (the
+    request log keeps what the request used and cost for its line). There is one listener:
+    these metrics are the process's, shared by every app in it, so the last one set wins."""
+    global _settlement_listener
+    _settlement_listener = listener
+
+
 @_guarded
 def http_request(route: str, model: str, status: int, code: str | None,
                  seconds: float | None) -> None:
     """An HTTP response left the app (streams count when their headers go out)."""
-    m = _m()
-    m.requests.labels(route, model, str(status)).inc()
+    families = _families()
+    families.requests.labels(route, model, str(status)).inc()
     if status >= 400:
-        m.errors.labels(route, model, str(status), code or "").inc()
+        families.errors.labels(route, model, str(status), code or "").inc()
     if seconds is not None:
-        m.duration.labels(route).observe(seconds)
+        families.duration.labels(route).observe(seconds)
 
 
 @_guarded
 def stream_opened(model: str) -> None:
     """A stream to a client started."""
-    _m().open_streams.labels(model).inc()
+    _families().open_streams.labels(model).inc()
 
 
 @_guarded
 def stream_closed(model: str) -> None:
     """A stream to a client ended, however it ended."""
-    _m().open_streams.labels(model).dec()
+    _families().open_streams.labels(model).dec()
 
 
 @_guarded
 def upstream_answered(provider: str, model: str, seconds: float, status: int) -> None:
     """A provider answered (headers received, or failed) after `seconds`."""
-    _m().upstream_latency.labels(provider, model, str(status)).observe(seconds)
+    _families().upstream_latency.labels(provider, model, str(status)).observe(seconds)
 
 
 @_guarded
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
-    _m().failovers.labels(provider, str(status)).inc()
+    _families().failovers.labels(provider, str(status)).inc()
 
 
 @_guarded
 def written_off(model: str, units: int) -> None:
     """A settlement was written that could not charge `units` of what was used."""
-    _m().written_off.labels(model).inc(float(Decimal(units) / _UNITS_PER_USD))
+    _families().written_off.labels(model).inc(float(Decimal(units) / _UNITS_PER_USD))
 
 
 @_guarded
 def settled(meter, outcome) -> None:
-    """A request was settled: tokens, cost, time to first token, status; and its log fields."""
-    from silk.requestlog import remember_settlement
-
-    m = _m()
+    """A request was settled: tokens, cost, time to first token, status; then the listener."""
+    families = _families()
     model = meter.hold.model
     provider = outcome.provider or meter.provider
-    m.settled.labels(model, provider, outcome.status).inc()
+    families.settled.labels(model, provider, outcome.status).inc()
     usage = meter.billed
     if usage is not None and outcome.billable:
         cached = usage.cache_hit_tokens
@@ -178,16 +186,19 @@ def settled(meter, outcome) -> None:
                             ("completion", usage.completion_tokens),
                             ("reasoning", outcome.reasoning_tokens), ("cache_hit", cached)):
             if count:
-                m.tokens.labels(model, kind).inc(count)
+                families.tokens.labels(model, kind).inc(count)
     if meter.settlement is not None and meter.settlement.charged_units:
-        m.cost.labels(model).inc(float(Decimal(meter.settlement.charged_units) / _UNITS_PER_USD))
+        charged = Decimal(meter.settlement.charged_units) / _UNITS_PER_USD
+        families.cost.labels(model).inc(float(charged))
     if outcome.stream and outcome.ttft_ms is not None:
-        m.ttft.labels(provider, model).observe(outcome.ttft_ms / 1000)
+        families.ttft.labels(provider, model).observe(outcome.ttft_ms / 1000)
     if not outcome.stream and outcome.status == "ok" and outcome.latency_ms is not None:
         # A non-streaming call is observed here, once its body is in; failures were
         # observed by upstream_answered when the provider's error came back.
-        m.upstream_latency.labels(provider, model, "200").observe(outcome.latency_ms / 1000)
-    remember_settlement(meter, outcome)
+        families.upstream_latency.labels(provider, model, "200").observe(
+            outcome.latency_ms / 1000)
+    if _settlement_listener is not None:
+        _settlement_listener(meter, outcome)
 
 
 def render(accept: str | None = None) -> tuple[bytes, str]:
@@ -196,7 +207,7 @@ def render(accept: str | None = None) -> tuple[bytes, str]:
     from prometheus_client.exposition import choose_encoder
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    _m()  # the metric families appear (with HELP) before the first request
+    _families()  # the metric families appear (with HELP) before the first request
     directory = multiprocess_dir()
     if directory:
         registry = CollectorRegistry()

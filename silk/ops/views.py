@@ -1,11 +1,10 @@
 """Health, readiness and metrics endpoints for load balancers and Prometheus; no key needed."""
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import text
 
 from silk.errors import PermissionDenied
-from silk.extensions import db
 from silk.ops import metrics
+from silk.ops.health import database_answers
 from silk.ops.network import DEFAULT_METRICS_ALLOW, address_in, parse_networks, setting
 
 bp = Blueprint("ops", __name__)
@@ -20,11 +19,7 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Ready: the database answers."""
-    try:
-        db.session.execute(text("SELECT 1"))
-        db.session.close()
-    except Exception:  # noqa: BLE001 - any database failure means not ready
-        db.session.remove()
+    if not database_answers():
         return jsonify({"status": "unavailable", "database": "unreachable"}), 503
     return jsonify({"status": "ok", "database": "ok"})
 

@@ -6,7 +6,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import requests
 import urllib3
@@ -14,7 +14,6 @@ from requests.adapters import HTTPAdapter
 
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
-from silk.ops import metrics
 from silk.upstream.dialects import translate
 from silk.upstream.transport import Transport
 
@@ -24,21 +23,31 @@ log = logging.getLogger("silk.upstream")
 FAILOVER_STATUSES = frozenset({401, 402, 403, 429, 500, 502, 503, 504, 520, 529})
 _MAX_ERROR_BODY = 64 * 1024
 
+OnFailover = Callable[[str, str], None]  # (provider id, why the last key failed)
+
+
+def _ignore_failover(provider: str, reason: str) -> None:
+    """The default: nobody is told that a request moved on to the next key."""
+
 
 class UpstreamClient:
-    """Talks to one provider's `{base}/chat/completions`."""
+    """Talks to one provider's `{base}/chat/completions`.
+
+    `on_failover(provider_id, reason)` is called each time a request moves on to the next
+    key, so that whoever counts failovers does so without this module knowing about it.
+    """
 
     def __init__(self, provider: Provider, *, connect_timeout: float, read_timeout: float,
-                 pool_size: int, cooldown: float):
+                 pool_size: int, cooldown: float, on_failover: OnFailover = _ignore_failover):
         self.provider = provider
         self.url = provider.base_url + "/chat/completions"
         self.timeout = (connect_timeout, read_timeout)
         self.cooldown = cooldown
-        self.session = requests.Session()
-        self.session.trust_env = False  # destinations come only from operator configuration
+        self.on_failover = on_failover
+        # The adapter only sizes the pool and sets up TLS as requests would: requests go out
+        # through the transport, which never reads proxy or netrc settings from the
+        # environment (destinations come only from operator configuration).
         self.adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", self.adapter)
-        self.session.mount("https://", self.adapter)
         self.transport = Transport(self.adapter, self.url)
         # Every header but the length depends only on the key and the mode: made once.
         self._headers = {(key, stream): {
@@ -89,7 +98,7 @@ class UpstreamClient:
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
             if attempt:
-                metrics.failover(self.provider.id, last.code if last else "unknown")
+                self.on_failover(self.provider.id, last.code if last else "unknown")
             try:
                 response = self.transport.post(body, self._request_headers(key, body, stream),
                                                self._urllib3_timeout)
@@ -128,12 +137,13 @@ def _read_limited(response: requests.Response) -> bytes:
     return data
 
 
-def build_clients(catalogue: Catalogue, config: Mapping) -> dict[str, UpstreamClient]:
+def build_clients(catalogue: Catalogue, config: Mapping, *,
+                  on_failover: OnFailover = _ignore_failover) -> dict[str, UpstreamClient]:
     """One client per provider, sized for a gevent worker's connections."""
     return {
         pid: UpstreamClient(provider, connect_timeout=config["SILK_UPSTREAM_CONNECT_TIMEOUT"],
                             read_timeout=config["SILK_UPSTREAM_READ_TIMEOUT"],
                             pool_size=config["SILK_UPSTREAM_POOL_SIZE"],
-                            cooldown=config["SILK_KEY_COOLDOWN"])
+                            cooldown=config["SILK_KEY_COOLDOWN"], on_failover=on_failover)
         for pid, provider in catalogue.providers.items()
     }

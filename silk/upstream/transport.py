@@ -1,12 +1,14 @@
 """One provider URL's HTTP/1.1 transport: urllib3 connects and pools, llhttp reads the answer.
 
-A POST through requests costs about 0.4 ms of CPU before a byte of the answer is used: per-call
-URL, proxy and certificate work in `HTTPAdapter.send`, header objects in http.client, and the
-email parser for the response head. A fixed POST to a configured URL needs none of that. Here
-urllib3 still opens, verifies (TLS as requests configures it) and pools the connections; the
-request goes out as one write of prepared bytes (head and body in one packet), and the answer
-is parsed by llhttp through httptools, chunked or not. Callers still get a
-`requests.Response` and requests' exceptions.
+Every call goes to one URL fixed by the operator, so the per-call work of `HTTPAdapter.send`
+(URL, proxy and certificate handling), http.client's header objects and the email parser for
+the response head is done once here, or not at all. urllib3 still opens, verifies (TLS as
+requests configures it) and pools the connections; the request goes out as one write of
+prepared bytes (head and body in one packet), and the answer is parsed by llhttp through
+httptools, chunked or not. Callers still get a `requests.Response` and requests' exceptions.
+
+This reaches below urllib3's public API (a connection's `_new_conn`, a pool's `_get_conn` and
+`_put_conn`): silk.upstream.dependencies checks at start-up that those are still there.
 """
 
 from __future__ import annotations
@@ -34,13 +36,13 @@ _BREAK = re.compile(r"[\r\n]")
 _DRAIN_WAIT = 0.1  # seconds closing an answer may wait for bytes already on their way
 
 
-class _Lean:
+class _ResolverAndPollMixin:
     """urllib3's connection, connecting through silk.upstream.resolver and polled cheaply.
 
     Before reusing a pooled connection urllib3 polls it with no wait; under gevent that poll
-    goes through the event loop (a greenlet switch and a timer), so here it is the operating
-    system's poll. A new connection takes the host's addresses from silk.upstream.resolver
-    instead of a lookup of its own.
+    would go through the event loop (a greenlet switch and a timer), so here it is the
+    operating system's poll. A new connection takes the host's addresses from
+    silk.upstream.resolver instead of a lookup of its own.
     """
 
     def _new_conn(self) -> socket.socket:
@@ -72,12 +74,12 @@ def _tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     return context
 
 
-class LeanHTTPConnection(_Lean, HTTPConnection):
-    """urllib3's HTTP connection, lean (see _Lean)."""
+class UpstreamHTTPConnection(_ResolverAndPollMixin, HTTPConnection):
+    """urllib3's HTTP connection, resolved and polled as _ResolverAndPollMixin says."""
 
 
-class LeanHTTPSConnection(_Lean, HTTPSConnection):
-    """urllib3's HTTPS connection, lean (see _Lean)."""
+class UpstreamHTTPSConnection(_ResolverAndPollMixin, HTTPSConnection):
+    """urllib3's HTTPS connection, resolved and polled as _ResolverAndPollMixin says."""
 
 
 class Transport:
@@ -88,17 +90,17 @@ class Transport:
         self.adapter = adapter
         self.url = url
         # What HTTPAdapter.send works out per call, worked out once: the pool for the URL
-        # (no proxy: the session does not trust the environment), certificate checking
+        # (no proxy: destinations come only from configuration), certificate checking
         # as requests does it, and the request line and Host header.
         probe = requests.Request("POST", url).prepare()
         self.pool = adapter.get_connection_with_tls_context(probe, verify=verify)
         adapter.cert_verify(self.pool, url, verify, None)
-        self.pool.ConnectionCls = (LeanHTTPSConnection if self.pool.scheme == "https"
-                                   else LeanHTTPConnection)
+        self.pool.ConnectionCls = (UpstreamHTTPSConnection if self.pool.scheme == "https"
+                                   else UpstreamHTTPConnection)
         if self.pool.scheme == "https" and verify:
-            # The same trust, loaded once: given only the bundle's path, urllib3 builds a
-            # context and loads certifi's ~150 certificates for every new connection
-            # (about 30 ms of CPU each, for every stream of a burst).
+            # The same trust, loaded once: given only the bundle's path, urllib3 would build
+            # a context and parse the whole certificate bundle for every new connection,
+            # which a burst of streams opening at once pays many times over.
             self.pool.conn_kw["ssl_context"] = _tls_context(self.pool.ca_certs,
                                                             self.pool.ca_cert_dir)
             self.pool.ca_certs = self.pool.ca_cert_dir = None
@@ -129,7 +131,7 @@ class Transport:
         """
         message = self.head(headers, len(body)) + body
         conn = self._connection(timeout)
-        answer = Answer(self.pool, conn)
+        answer = AnswerReader(self.pool, conn)
         answer.begin(message)
         response = requests.Response()
         response.status_code = answer.status
@@ -180,11 +182,11 @@ def _mapped(exc: BaseException) -> BaseException:
     return exc
 
 
-class _Cut(OSError):
+class _ClosedMidAnswer(OSError):
     """The provider closed the connection before its answer was complete."""
 
 
-class Answer:
+class AnswerReader:
     """The provider's answer as it arrives: the head parsed at once, the body on demand.
 
     It stands where requests keeps urllib3's response (`Response.raw`): `read`, `read1` and
@@ -259,10 +261,10 @@ class Answer:
                 self.complete = True  # a body that ends with the connection
                 self.discard()
                 return
-            raise _Cut("The provider closed the connection mid-answer.")
+            raise _ClosedMidAnswer("The provider closed the connection mid-answer.")
         self._parser.feed_data(data)
 
-    def _talk(self, message: bytes | None, done: Callable[[], bool]) -> None:
+    def _send_and_read_until(self, message: bytes | None, done: Callable[[], bool]) -> None:
         """Send `message` if any, then read until `done()`; a failure drops the connection
         and is raised as requests' exception."""
         try:
@@ -279,11 +281,11 @@ class Answer:
 
     def begin(self, message: bytes) -> None:
         """Send the request and read the answer's status line and headers (1xx skipped)."""
-        self._talk(message, lambda: self.head_done)
+        self._send_and_read_until(message, lambda: self.head_done)
 
     def read1(self, amount: int = -1) -> bytes:
         """The next body bytes as they come (at least one unless the body ended)."""
-        self._talk(None, lambda: bool(self._pending) or self.complete)
+        self._send_and_read_until(None, lambda: bool(self._pending) or self.complete)
         if self.complete:
             self._finish()
         data = b"".join(self._pending)

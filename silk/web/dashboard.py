@@ -32,7 +32,6 @@ from flask.sessions import SecureCookieSessionInterface
 
 from silk.account import service as accounts
 from silk.account.auth import count_failure, guard_address
-from silk.account.models import ApiKey
 from silk.account.schemas import key_create_schema
 from silk.catalog import catalogue
 from silk.database import utcnow
@@ -153,9 +152,8 @@ def _signed_in() -> SignedIn | None:
         return None
     hours = current_app.config.get("SILK_DASHBOARD_SESSION_HOURS", SESSION_HOURS)
     fresh = time.time() - session.get("since", 0) < hours * 3600
-    key = db.session.get(ApiKey, key_id)
-    usable = fresh and key is not None and key.account_id == account_id and data.key_usable(key)
-    if not usable:
+    key = accounts.usable_key(key_id, account_id) if fresh else None
+    if key is None:
         _sign_out()
         flash("Your session ended. Sign in again with an API key.", "info")
         return None

@@ -6,7 +6,6 @@ from flask import Blueprint, current_app, render_template, request
 
 from silk.account import registration
 from silk.account.schemas import register_schema
-from silk.account.views import throttle_signups
 from silk.billing.tiers import tiers
 from silk.errors import PermissionDenied, SilkError
 from silk.validation import load
@@ -37,7 +36,7 @@ def register_submit():
     try:
         _same_origin()
         config = current_app.config
-        throttle_signups()
+        registration.throttle_signups()
         data = load(register_schema, form)
         account, key = registration.register(
             data["email"], data.get("invite_code"), mode=config["SILK_REGISTRATION"],

@@ -96,10 +96,10 @@ def test_a_failing_statement_fails_alone_in_its_batch(app, accounts):
 
     acct = accounts.make(credit="1")
     line = _channel(app)
-    read = postgres.Op(acct.id, postgres.READING, postgres.SNAPSHOT, {"account": acct.id})
+    read = postgres.Queued(acct.id, postgres.READING, postgres.SNAPSHOT, {"account": acct.id})
     divide = postgres.Statement("silk_test_divide",
                                 "SELECT CAST(NULL AS INTEGER), 1 / (%(account)s - %(account)s)")
-    bad = postgres.Op(acct.id, postgres.READING, divide, {"account": acct.id})
+    bad = postgres.Queued(acct.id, postgres.READING, divide, {"account": acct.id})
     answers = line._run([read, bad, read])
     assert answers[0].state.balance_units == 10**9
     assert isinstance(answers[1], DataError)

@@ -28,7 +28,7 @@ class LogLines(logging.Handler):
     """Collect the gateway's JSON log lines, formatted exactly as they are written."""
 
     def __init__(self):
-        from silk.requestlog import JsonFormatter
+        from silk.ops.requestlog import JsonFormatter
 
         super().__init__(level=logging.DEBUG)
         self.setFormatter(JsonFormatter())

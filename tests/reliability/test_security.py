@@ -188,6 +188,22 @@ def test_upstream_destination_comes_only_from_configuration(app, client, account
     assert configured == upstream.chat_url("deepseek")
 
 
+def test_upstream_calls_ignore_proxies_in_the_environment(client, accounts, upstream,
+                                                          monkeypatch):
+    acct = accounts.make(credit="1")
+    with FakeUpstream() as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                     "all_proxy"):
+            monkeypatch.setenv(name, proxy.base_url("deepseek"))
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        response = client.post(CHAT, headers={**acct.headers, **JSON},
+                               json={"model": "deepseek-chat", "messages": messages()})
+        assert proxy.requests == []  # a provider key never goes to a proxy nobody configured
+    assert response.status_code == 200
+    assert len(upstream.requests) == 1
+
+
 def test_secure_defaults(app):
     from silk.defaults import Defaults
     from silk.ops.network import DEFAULT_METRICS_ALLOW, DEFAULT_TRUSTED_PROXIES, parse_networks
@@ -201,8 +217,6 @@ def test_secure_defaults(app):
     assert all(net.is_private for net in parse_networks(DEFAULT_METRICS_ALLOW))
     assert Defaults.SILK_KEY_CACHE_TTL <= 30  # a revoked key stops working within seconds
     assert Defaults.SECRET_KEY is None  # never a constant: random per process, or from env
-    for client in app.extensions["silk.upstreams"].values():
-        assert client.session.trust_env is False  # no proxy or netrc from the environment
     with open("gunicorn.conf.py") as conf:
         assert 'bind = os.environ.get("SILK_BIND", "127.0.0.1:8000")' in conf.read()
 

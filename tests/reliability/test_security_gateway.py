@@ -42,7 +42,7 @@ def test_keys_are_hashed_at_rest_never_logged_never_forwarded(app, accounts, ups
                                                               gateway_env, database_url,
                                                               tmp_path, redis_url):
     env = {**gateway_env, "SILK_REGISTRATION": "open", "REDIS_URL": redis_url,
-           # A proxy in the environment must not capture upstream traffic (trust_env off).
+           # A proxy in the environment must not capture upstream traffic.
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "NO_PROXY": "", "no_proxy": ""}
     acct = accounts.make(credit="1")
