@@ -185,6 +185,7 @@ class Keeper:
         down = False
         while not self._closed:
             self._wake.clear()
+            failed = False
             try:
                 # Settlements first: a hold journaled during an outage must be written
                 # before its lease matters again.
@@ -196,12 +197,15 @@ class Keeper:
                 self.renew()
                 down = False
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any round
+                failed = True
                 if not database_unavailable(exc):
                     log.exception("keeping holds failed; tried again next round")
                 elif not down:
                     log.warning("database unavailable; holds are renewed when it answers")
                 down = database_unavailable(exc)
             pause = self._pause()
+            if failed:  # a missed renewal eats into the lease: try again soon
+                pause = min(pause, _RETRY_EVERY)
             self._next_round = time.monotonic() + pause
             self._wake.wait(pause)
 

@@ -25,7 +25,7 @@ from tests.chat.helpers import (
     sse_events,
     units,
 )
-from tests.metering.test_leases import LEASE, _hold, _reservation, _sweep
+from tests.metering.test_leases import LEASE, PRICE, _hold, _reservation, _sweep
 from tests.ops.helpers import sample
 from tests.reliability.helpers import assert_money_exact, block_database, wait_until
 from tests.support import databases
@@ -251,3 +251,24 @@ def test_a_late_settlement_never_spends_free_quota_the_sweep_gave_back(app, acco
         100, 0, 99_900 * 280)
     assert accounts.balance_units(acct.id) == 0
     assert accounts.audit() == []
+
+
+def test_a_renewal_the_database_refused_is_tried_again_within_a_second(app, accounts, outage):
+    """A missed renewal eats into the lease: the next try comes soon, not a third of it later."""
+    from silk.billing.tiers import tiers
+    from silk.extensions import db
+    from silk.metering import keeper
+    from silk.metering.service import reserve
+
+    acct = accounts.make(credit="1")
+    with app.app_context():
+        hold = reserve(db.engine, tiers(), account_id=acct.id, key_id=None,
+                       request_id="renewed", model="deepseek-chat", price=PRICE,
+                       prompt_worst=100, max_output=100, prompt_estimate=100, ttl_seconds=30)
+        keeper_ = keeper.of(db.engine)
+    wait_until(lambda: keeper_._next_round > time.monotonic() + 5)  # renewed, asleep for 10 s
+    first = _reservation(app, hold.reservation_id).expires_at
+    with outage():
+        keeper_._wake.set()  # a round while the database is away: the renewal fails
+        time.sleep(0.8)
+    wait_until(lambda: _reservation(app, hold.reservation_id).expires_at > first, timeout=4)
