@@ -41,14 +41,7 @@ class ChatStream:
 
     def __init__(self, relay_stream: RelayStream, **encoding):
         self._relay = relay_stream
-        self._bytes = self._encode(encoding)
-
-    def _encode(self, encoding: dict) -> Iterator[bytes]:
-        try:
-            yield from encode_stream(self._relay, **encoding)
-        except Exception:
-            self._relay.abort()  # a failure to encode is the gateway's error, settled so
-            raise
+        self._bytes = encode_stream(relay_stream, on_error=relay_stream.abort, **encoding)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._bytes

@@ -8,7 +8,7 @@ may see as the provider sent them go out as the provider's own bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -85,53 +85,60 @@ def encode_completion(completion: Completion) -> dict:
 
 
 def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
-                  request_id: str) -> Iterator[bytes]:
+                  request_id: str, on_error: Callable[[], None] | None = None
+                  ) -> Iterator[bytes]:
     """The relay's events as OpenAI server-sent events.
 
     Chunks pass as the provider's bytes, except that usage is taken out of them: the client
     gets it once, in a usage chunk at the end (if it asked) carrying the cost. `model` is the
-    upstream model named in that chunk if the provider named none.
+    upstream model named in that chunk if the provider named none. `on_error` is called if
+    encoding fails (the relay then settles the request as the gateway's error).
     """
     stream_id: str | None = None
     upstream_model = ""
     first = True
     usage_chunk: dict | None = None  # the provider's last usage-only chunk
     reported: dict | None = None  # the provider's usage object, last seen
-    for event in events:
-        if type(event) is Chunk:
-            data = event.data
-            if data is None:
-                yield encode_data(event.payload)
-                continue
-            if first:
-                first = False
-                upstream_model = str(data.get("model") or model)
-                stream_id = data["id"] if isinstance(data.get("id"), str) else None
-            usage = data.get("usage")
-            if usage is None:
-                yield encode_data(event.payload)
-                continue
-            if event.counted:
-                reported = dict(usage)
-            if data.get("choices"):
-                data["usage"] = None
-                try:
-                    yield encode_data(orjson.dumps(data))
-                except orjson.JSONEncodeError:  # nested past what orjson writes: as it came
+    try:
+        for event in events:
+            if type(event) is Chunk:
+                data = event.data
+                if data is None:
                     yield encode_data(event.payload)
-            elif event.counted:
-                usage_chunk = data
-        elif type(event) is Comment:
-            yield encode_comment(event.text)
-        elif type(event) is Done:
-            if client_wants_usage:
-                ours = {"id": stream_id or f"chatcmpl-{request_id}",
-                        "object": "chat.completion.chunk", "created": int(time.time()),
-                        "model": upstream_model, "choices": []}
-                yield encode_data(_usage_chunk(event.bill, ours, usage_chunk, reported))
-            yield DONE_EVENT
-        elif type(event) is Failed:
-            yield encode_data(_error_event(event, reported))
+                    continue
+                if first:
+                    first = False
+                    upstream_model = str(data.get("model") or model)
+                    stream_id = data["id"] if isinstance(data.get("id"), str) else None
+                usage = data.get("usage")
+                if usage is None:
+                    yield encode_data(event.payload)
+                    continue
+                if event.counted:
+                    reported = dict(usage)
+                if data.get("choices"):
+                    data["usage"] = None
+                    try:
+                        yield encode_data(orjson.dumps(data))
+                    except orjson.JSONEncodeError:  # nested past what orjson writes: as it came
+                        yield encode_data(event.payload)
+                elif event.counted:
+                    usage_chunk = data
+            elif type(event) is Comment:
+                yield encode_comment(event.text)
+            elif type(event) is Done:
+                if client_wants_usage:
+                    ours = {"id": stream_id or f"chatcmpl-{request_id}",
+                            "object": "chat.completion.chunk", "created": int(time.time()),
+                            "model": upstream_model, "choices": []}
+                    yield encode_data(_usage_chunk(event.bill, ours, usage_chunk, reported))
+                yield DONE_EVENT
+            elif type(event) is Failed:
+                yield encode_data(_error_event(event, reported))
+    except Exception:
+        if on_error is not None:
+            on_error()
+        raise
 
 
 def _usage_chunk(bill: Bill, ours: dict, theirs: dict | None, reported: dict | None) -> bytes:

@@ -134,3 +134,12 @@ def test_a_json_answer_carries_the_providers_usage_or_the_estimate_with_the_cost
     data = encode_completion(Completion({"choices": []}, False, estimated))
     assert data["usage"] == {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32,
                              "estimated": True, "cost": 0}
+
+
+def test_a_failure_to_encode_is_reported_so_the_relay_settles_it_as_an_error():
+    reported = []
+    broken = Chunk(None, None)  # no bytes to frame: encoding raises
+    with pytest.raises(TypeError):
+        list(encode_stream([broken], client_wants_usage=False, model="m", request_id="r",
+                           on_error=lambda: reported.append("error")))
+    assert reported == ["error"]
