@@ -1,1 +1,1 @@
-"""Chat completions: validation, the relay, and its blueprint."""
+"""Chat Completions, one surface over the relay: schemas, translation, errors, views."""

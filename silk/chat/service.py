@@ -1,21 +1,19 @@
-"""Chat completion service: authorise, validate, reserve, call the upstream, hand back."""
+"""Chat completion service: authorise, validate, translate, and run the call on the relay."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from flask import current_app, g
 
 from silk.account.auth import Principal
-from silk.billing.tiers import tiers
 from silk.catalog import catalogue
-from silk.chat import relay
 from silk.chat.schemas import schema_for
-from silk.errors import NotFound, PermissionDenied, SilkError
-from silk.extensions import db
-from silk.metering.service import reserve
-from silk.ops import metrics
+from silk.chat.translate import encode_completion, encode_stream, to_call
+from silk.errors import NotFound, PermissionDenied
+from silk.relay import service as relay
+from silk.relay.stream import RelayStream
 from silk.validation import json_object, load
 
 
@@ -32,28 +30,38 @@ def wants_stream(body: dict, accept: str) -> bool:
     return "application/json" not in (accept or "").lower()
 
 
-@dataclass
-class Started:
-    """A request that holds its reservation and has an upstream answer to relay."""
+class ChatStream:
+    """A stream's response body: the relay's events as SSE bytes; closing it settles.
 
-    meter: relay.Meter
-    stream: bool
-    response: object  # requests.Response for a stream, else the finished JSON dict
+    A WSGI server calls `close()` when the client is gone; the relay then settles what was
+    delivered and closes the upstream.
+    """
+
+    __slots__ = ("_relay", "_bytes")
+
+    def __init__(self, relay_stream: RelayStream, **encoding):
+        self._relay = relay_stream
+        self._bytes = encode_stream(relay_stream, on_error=relay_stream.abort, **encoding)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._bytes
+
+    def close(self) -> None:
+        """Stop encoding, then end the relay (which settles if the stream had not ended)."""
+        self._bytes.close()
+        self._relay.close()
 
 
-def _after_settle(limiter, key_id: int):
-    """What happens once a request is settled: its tokens count against the key's TPM."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A non-streaming chat answer, settled: the JSON body and what it cost."""
 
-    def done(meter: relay.Meter, outcome) -> None:
-        if meter.billed is not None:
-            limiter.add_tokens(f"key:{key_id}", meter.billed.total_tokens)
-        metrics.settled(meter, outcome)
-
-    return done
+    body: dict
+    cost: object  # USD, Decimal (0 when nothing was charged)
 
 
-def start(principal: Principal, raw: bytes, accept: str) -> Started:
-    """Run everything up to the first byte for the client; settle on any failure here."""
+def start(principal: Principal, raw: bytes, accept: str) -> ChatStream | Answer:
+    """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     cat = catalogue()
     model = cat.model(body["model"])
@@ -70,31 +78,10 @@ def start(principal: Principal, raw: bytes, accept: str) -> Started:
     tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
     limiter.admit(f"key:{principal.key_id}", rpm, tpm)
 
-    stream = wants_stream(body, accept)
-    plan = relay.make_plan(model, cat.provider_of(model), body, stream=stream,
-                           image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
-    engine = db.engine
-    hold = reserve(engine, tiers(), account_id=principal.account_id,
-                   key_id=principal.key_id, request_id=g.request_id, model=model.id,
-                   price=model.price, prompt_worst=plan.prompt_bound,
-                   max_output=plan.max_output, prompt_estimate=plan.prompt_estimate,
-                   ttl_seconds=config["SILK_RESERVATION_TTL"])
-    meter = relay.Meter(engine, hold, plan, model.provider,
-                        _after_settle(limiter, principal.key_id))
-    client = current_app.extensions["silk.upstreams"][model.provider]
-    try:
-        if stream:
-            response = client.open(plan.body, stream=True)
-            metrics.upstream_answered(model.provider, model.id,
-                                      time.perf_counter() - meter.started, 200)
-            return Started(meter, True, response)
-        data, _ = relay.complete(client, meter)
-        return Started(meter, False, data)
-    except SilkError as err:
-        metrics.upstream_answered(model.provider, model.id,
-                                  time.perf_counter() - meter.started, err.status)
-        meter.finish("upstream_error", http_status=err.status, billable=False)
-        raise
-    except BaseException:
-        meter.finish("error", http_status=500, billable=False)
-        raise
+    chat = to_call(model, cat.provider_of(model), body, stream=wants_stream(body, accept),
+                   image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
+    started = relay.start(chat.call, principal, g.request_id)
+    if isinstance(started, RelayStream):
+        return ChatStream(started, client_wants_usage=chat.client_wants_usage,
+                          model=model.upstream, request_id=g.request_id)
+    return Answer(encode_completion(started), started.bill.cost_usd)

@@ -125,9 +125,3 @@ def translate(status: int, body: bytes, retry_after: str | None = None) -> SilkE
         return ServiceUnavailable("The provider is temporarily unavailable.",
                                   code="upstream_unavailable")
     return UpstreamError(f"The provider failed (HTTP {status}).", code="upstream_error")
-
-
-def stream_error_event(message: str, code: str, kind: str = "api_error") -> bytes:
-    """The one SSE error event sent when a stream fails after it started."""
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None,
-                                   "code": code}})

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from silk.catalog.catalogue import build_catalogue
-from silk.chat.relay import make_plan
+from silk.chat.translate import to_call
 from silk.config import ConfigError, validate
 from silk.defaults import MODELS, PROVIDERS, TIERS
 from silk.pricing import Usage, quote
@@ -70,8 +70,8 @@ def test_every_combination_bills_at_most_what_was_held(upstream):
         for name, value in (("thinking", think), ("reasoning_effort", effort), ("n", n)):
             if value is not None:
                 request[name] = value
-        plan = make_plan(model, provider, request, stream=False, image_allowance=0)
-        sent = orjson.loads(plan.body)
+        plan = to_call(model, provider, request, stream=False, image_allowance=0)
+        sent = orjson.loads(plan.call.body)
         case = (model.id, think, effort, limit, n)
         bound = limit.get("max_tokens") or limit.get("max_completion_tokens") or (
             model.max_output_tokens)
@@ -80,9 +80,9 @@ def test_every_combination_bills_at_most_what_was_held(upstream):
         if not provider.limit_covers_reasoning and not model.reasoning_budget:
             assert sent["thinking"] == {"type": "disabled"}, case
             assert "reasoning_effort" not in sent, case
-        usage = _ask(upstream, provider.id, plan.body)["usage"]
-        assert usage["completion_tokens"] <= plan.max_output, case
-        assert plan.max_output == (bound + (
+        usage = _ask(upstream, provider.id, plan.call.body)["usage"]
+        assert usage["completion_tokens"] <= plan.call.max_output, case
+        assert plan.call.max_output == (bound + (
             0 if provider.limit_covers_reasoning else model.reasoning_budget)) * (n or 1), case
         walked += 1
     assert walked == 8 * 4 * 2 * 4 * 2
@@ -93,10 +93,10 @@ def test_stream_options_sent_upstream_are_only_include_usage(upstream):
     model = cat.model("doubao-seed-2.0-pro")
     for options in ({"include_usage": True, "chunk_include_usage": True},
                     {"chunk_include_usage": True}, None, {"include_usage": False}):
-        plan = make_plan(model, cat.provider_of(model), {
+        plan = to_call(model, cat.provider_of(model), {
             "model": model.id, "messages": messages(), "stream_options": options},
             stream=True, image_allowance=0)
-        assert orjson.loads(plan.body)["stream_options"] == {"include_usage": True}
+        assert orjson.loads(plan.call.body)["stream_options"] == {"include_usage": True}
         assert plan.client_wants_usage is bool(options and options.get("include_usage"))
 
 

@@ -230,16 +230,13 @@ def test_unknown_path_is_404_envelope(client):
 
 def test_odd_shapes_from_the_provider_never_fail_the_request():
     """A provider's malformed usage or choices are billed by estimate, never a 500."""
-    from silk.chat.relay import usage_from
-    from silk.chat.tokens import DeliveredText
+    from silk.relay.tokens import delivered_tokens, usage_from
 
     assert usage_from({"prompt_tokens": "many", "completion_tokens": 3}) is None
     assert usage_from({"prompt_tokens": -4, "completion_tokens": 3}) is None
     assert usage_from({"prompt_tokens": 4, "completion_tokens": 3,
                        "prompt_tokens_details": "x"})[0].prompt_tokens == 4
-    counted = DeliveredText()
-    for chunk in ({"choices": 5}, {"choices": ["x", {"delta": "y"}]},
-                  {"choices": [{"delta": {"content": 7, "tool_calls": {"a": 1}}}]},
-                  {"choices": [{"delta": {"content": "four char"}}]}):
-        counted.add_chunk(chunk)
-    assert counted.tokens == 3
+    chunks = ({"choices": 5}, {"choices": ["x", {"delta": "y"}]},
+              {"choices": [{"delta": {"content": 7, "tool_calls": {"a": 1}}}]},
+              {"choices": [{"delta": {"content": "four char"}}]})
+    assert sum(delivered_tokens(chunk) for chunk in chunks) == 3

@@ -1,6 +1,6 @@
 """The prompt estimate reads everything the model is sent, and never exceeds the bound."""
 
-from silk.chat.tokens import estimate_text, prompt_bound, prompt_estimate
+from silk.relay.tokens import estimate_text, prompt_bound, prompt_estimate
 
 TEXT = "word " * 400  # 2000 ASCII characters: about 500 tokens
 

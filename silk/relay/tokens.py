@@ -1,11 +1,19 @@
-"""Token arithmetic the relay needs before and after the upstream speaks; pure."""
+"""Token arithmetic over the upstream's chat-completions dialect, before and after it speaks.
+
+Every surface translates its request into a chat-completions body, so the bounds of a hold
+(prompt_bound, prompt_estimate), the reading of the provider's usage object (usage_from) and
+the estimate of what was delivered (delivered_tokens) are written once, here; all pure.
+"""
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 
 import orjson
+
+from silk.pricing import Usage
 
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens a chat template adds per message
 PROMPT_FIELDS = ("messages", "tools", "functions", "response_format", "tool_choice")
@@ -122,29 +130,53 @@ def _json_estimate(value) -> int:
         return 0
 
 
-class DeliveredText:
-    """Counts what reached the client, to estimate completion tokens if usage never comes."""
+def delivered_tokens(chunk: dict) -> int:
+    """Estimate the tokens of one streamed chunk's deltas (whatever shape the provider sent).
 
-    __slots__ = ("tokens",)
+    What reached the client is billed from this sum if the provider's usage never comes.
+    """
+    tokens = 0
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for field in ("content", "reasoning_content"):
+            value = delta.get(field)
+            if isinstance(value, str):
+                tokens += estimate_text(value)
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                arguments = function.get("arguments")
+                tokens += estimate_text(arguments if isinstance(arguments, str) else "")
+                tokens += 2 if function.get("name") else 0
+    return tokens
 
-    def __init__(self):
-        self.tokens = 0
 
-    def add_chunk(self, chunk: dict) -> None:
-        """Count the text of one streamed chunk's deltas (whatever shape the provider sent)."""
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if not isinstance(delta, dict):
-                continue
-            for field in ("content", "reasoning_content"):
-                value = delta.get(field)
-                if isinstance(value, str):
-                    self.tokens += estimate_text(value)
-            calls = delta.get("tool_calls")
-            for call in calls if isinstance(calls, list) else ():
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    arguments = function.get("arguments")
-                    self.tokens += estimate_text(arguments if isinstance(arguments, str) else "")
-                    self.tokens += 2 if function.get("name") else 0
+def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:
+    """Read an OpenAI-style usage object (with DeepSeek's cache fields); None if absent.
+
+    A usage object that is not made of whole numbers counts as absent: the request is then
+    billed from an estimate, never failed for what the provider sent.
+    """
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        prompt = int(data.get("prompt_tokens") or 0)
+        completion = int(data.get("completion_tokens") or 0)
+        hit = data.get("prompt_cache_hit_tokens")
+        if hit is None:
+            hit = _mapping(data.get("prompt_tokens_details")).get("cached_tokens") or 0
+        reasoning = _mapping(data.get("completion_tokens_details")).get("reasoning_tokens") or 0
+        usage = Usage(prompt, completion, int(hit))
+        if min(prompt, completion, usage.cache_hit_tokens) < 0:
+            return None
+        return usage, int(reasoning)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mapping(value) -> Mapping:
+    return value if isinstance(value, Mapping) else {}

@@ -1,0 +1,161 @@
+"""The Meter: what happened to one request in, exactly one settlement out.
+
+The relay reports events (first token, usage seen, text delivered, how the request ended);
+only the Meter turns them into a bill, so what a request costs is decided here, the same way
+whichever API surface the client spoke. Settling runs once, however many paths end a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from silk.errors import database_unavailable
+from silk.metering.service import Decision, Hold, Outcome, Settlement, decide, keep, write
+from silk.pricing import Usage
+
+log = logging.getLogger("silk.meter")
+
+# Pauses between settlement attempts while the database is unreachable; after them the
+# settlement is journaled and written when the database answers (silk.metering.keeper).
+_SETTLE_RETRY_PAUSES = (0.2, 0.5, 1.0)
+
+# How a request that reached the upstream's answer ended: (status recorded, HTTP status).
+ENDINGS = {
+    "done": ("ok", 200),  # the upstream finished its answer
+    "cut": ("cut", 502),  # the upstream's stream broke off
+    "timeout": ("timeout", 502),  # the upstream went silent past the read timeout
+    "upstream_error": ("upstream_error", 502),  # the upstream reported an error mid-stream
+    "client_gone": ("client_closed", 499),  # the client left before the end
+    "error": ("error", 500),  # the gateway failed while relaying
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """What a request was billed, for the surface to tell its client."""
+
+    usage: Usage | None  # the counts charged (capped at the hold); None when nothing was
+    estimated: bool  # the counts are the gateway's estimate: no usable usage came
+    as_reported: bool  # the provider's own counts were charged unchanged
+    settlement: Settlement | None
+
+    @property
+    def cost_usd(self):
+        """The amount charged, in USD (0 when nothing was written)."""
+        return self.settlement.cost_usd if self.settlement else 0
+
+
+class Meter:
+    """One request's bookkeeping: the relay's events, and settling exactly once."""
+
+    def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
+                 on_settled: Callable[[Meter, Outcome], None] | None = None):
+        self.engine = engine
+        self.hold = hold
+        self.provider = provider
+        self.stream = stream
+        self.on_settled = on_settled
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.upstream_model = ""
+        self.usage: Usage | None = None
+        self.reasoning_tokens = 0
+        self.delivered_tokens = 0  # estimated from the text the client received
+        self.delivered_any = False
+        self.billed: Usage | None = None
+        self.estimated = False
+        self.settlement: Settlement | None = None
+        self.bill: Bill | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the request is settled (or its settlement was handed to the sweep)."""
+        return self.bill is not None
+
+    def first_token(self, upstream_model: str) -> None:
+        """The upstream's answer began to arrive, from this upstream model."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+            self.upstream_model = upstream_model
+
+    def usage_seen(self, usage: Usage, reasoning_tokens: int) -> None:
+        """The upstream reported its counts; the last report counts."""
+        self.usage = usage
+        self.reasoning_tokens = reasoning_tokens
+
+    def delivered(self, tokens: int) -> None:
+        """Output reached the client: `tokens` estimated from its text (may be 0)."""
+        self.delivered_tokens += tokens
+        self.delivered_any = True
+
+    def ended(self, how: str) -> Bill:
+        """The request ended as `how` (a key of ENDINGS): bill what was delivered."""
+        status, http_status = ENDINGS[how]
+        return self._settle(status, http_status, billable=True)
+
+    def refused(self, http_status: int) -> Bill:
+        """The upstream refused, or answered nothing usable: the hold is released whole."""
+        return self._settle("upstream_error", http_status, billable=False)
+
+    def failed(self) -> Bill:
+        """The gateway failed before the upstream answered: the hold is released whole."""
+        return self._settle("error", 500, billable=False)
+
+    def _settle(self, status: str, http_status: int, billable: bool) -> Bill:
+        """Settle the hold with what is known now; later calls return the first bill."""
+        if self.bill is not None:
+            return self.bill
+        estimated = False
+        usage = self.usage
+        if usage is None and billable and self.delivered_any:
+            usage = Usage(self.hold.prompt_estimate, self.delivered_tokens)
+            estimated = True
+        billable = billable and usage is not None
+        self.billed, self.estimated = usage, estimated
+        elapsed = time.perf_counter() - self.started
+        first = self.first_token_at
+        outcome = Outcome(
+            status=status, http_status=http_status, usage=usage,
+            reasoning_tokens=self.reasoning_tokens, estimated=estimated, billable=billable,
+            upstream_model=self.upstream_model, provider=self.provider, stream=self.stream,
+            latency_ms=int(elapsed * 1000),
+            ttft_ms=int((first - self.started) * 1000) if first else None)
+        decision = decide(self.hold, outcome)  # pure: the client hears the real cost
+        if billable:  # counts beyond the hold are capped: the billed ones are counted
+            if decision.usage != usage:
+                self.billed = decision.usage
+            outcome.reasoning_tokens = decision.values["reasoning_tokens"]
+        written = self._write(decision)
+        self.bill = Bill(self.billed, estimated,
+                         self.billed is self.usage and not estimated, self.settlement)
+        if written and self.on_settled:
+            self.on_settled(self, outcome)
+        return self.bill
+
+    def _write(self, decision: Decision) -> bool:
+        """Write the decision, retrying an unreachable database, then journaling it.
+
+        False when the write failed otherwise: the sweep settles the hold later.
+        """
+        for pause in (*_SETTLE_RETRY_PAUSES, None):
+            try:
+                # Safe to repeat: write claims the hold and charges in one transaction.
+                self.settlement = write(self.engine, decision)
+                return True
+            except Exception as exc:  # noqa: BLE001 - the sweep settles a hold we could not
+                if not database_unavailable(exc):
+                    log.exception("settlement failed; the sweep will settle it",
+                                  extra={"fields": {"request_id": self.hold.request_id}})
+                    return False
+                if pause is None:
+                    log.warning("database unavailable: settlement journaled",
+                                extra={"fields": {"request_id": self.hold.request_id}})
+                    self.settlement = keep(self.engine, decision, self.hold)
+                    return True
+                time.sleep(pause)
+        return False

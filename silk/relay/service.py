@@ -1,0 +1,105 @@
+"""Run a surface's Call: reserve its hold, call the upstream with failover, hand back events.
+
+Everything up to the first byte for the client happens here, and any failure on the way
+releases the hold through the Meter before it propagates to the surface's error envelope.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import requests
+from flask import current_app
+
+from silk.account.auth import Principal
+from silk.billing.tiers import tiers
+from silk.errors import SilkError, UpstreamError
+from silk.extensions import db
+from silk.metering.meter import Meter
+from silk.metering.service import Outcome, reserve
+from silk.ops import metrics
+from silk.relay.call import Call
+from silk.relay.events import Completion
+from silk.relay.stream import RelayStream
+from silk.relay.tokens import delivered_tokens, usage_from
+from silk.upstream.client import UpstreamClient
+from silk.validation import nests_deeper
+
+# An answer nested deeper than this could not be written back to the client (orjson writes
+# 255 levels at most): it is refused as a bad response before anything is charged.
+_MAX_ANSWER_DEPTH = 250
+
+
+def _after_settle(limiter, key_id: int | None):
+    """What happens once a request is settled: its tokens count against the key's TPM."""
+
+    def done(meter: Meter, outcome: Outcome) -> None:
+        if meter.billed is not None:
+            limiter.add_tokens(f"key:{key_id}", meter.billed.total_tokens)
+        metrics.settled(meter, outcome)
+
+    return done
+
+
+def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Completion:
+    """Reserve the call's hold and open the upstream: a stream's events, or the settled answer.
+
+    The caller has admitted the request (rate limits); the hold is released whole if the
+    upstream never answers.
+    """
+    config = current_app.config
+    model = call.model
+    engine = db.engine
+    hold = reserve(engine, tiers(), account_id=principal.account_id,
+                   key_id=principal.key_id, request_id=request_id, model=model.id,
+                   price=model.price, prompt_worst=call.prompt_bound,
+                   max_output=call.max_output, prompt_estimate=call.prompt_estimate,
+                   ttl_seconds=config["SILK_RESERVATION_TTL"])
+    limiter = current_app.extensions["silk.limiter"]
+    meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
+                  on_settled=_after_settle(limiter, principal.key_id))
+    client = current_app.extensions["silk.upstreams"][model.provider]
+    try:
+        if call.stream:
+            response = client.open(call.body, stream=True)
+            metrics.upstream_answered(model.provider, model.id,
+                                      time.perf_counter() - meter.started, 200)
+            return RelayStream(response, meter, model.upstream, config["SILK_SSE_MAX_EVENT"])
+        return complete(client, call, meter)
+    except SilkError as err:
+        metrics.upstream_answered(model.provider, model.id,
+                                  time.perf_counter() - meter.started, err.status)
+        meter.refused(err.status)
+        raise
+    except BaseException:
+        meter.failed()
+        raise
+
+
+def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
+    """Run a non-streaming call to the end and settle it."""
+    response = client.open(call.body, stream=False)
+    try:
+        raw = response.content
+        data = orjson.loads(raw)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise ValueError("not a chat completion")
+        if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(
+                data, _MAX_ANSWER_DEPTH):
+            raise ValueError("nested deeper than the answer can be written back")
+    except (requests.RequestException, ValueError):
+        meter.refused(502)
+        raise UpstreamError("The provider sent an incomplete or invalid response.",
+                            code="upstream_bad_response") from None
+    finally:
+        response.close()
+    meter.first_token(str(data.get("model") or call.model.upstream))
+    parsed = usage_from(data.get("usage"))
+    if parsed:
+        meter.usage_seen(*parsed)
+    else:
+        choices = data["choices"] if isinstance(data["choices"], list) else []
+        meter.delivered(delivered_tokens({"choices": [
+            {"delta": choice.get("message")} for choice in choices if isinstance(choice, dict)]}))
+    return Completion(data, parsed is not None, meter.ended("done"))

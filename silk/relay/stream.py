@@ -1,0 +1,138 @@
+"""Relay an upstream stream as events as it arrives; the Meter settles it however it ends.
+
+The stream holds no database connection; settling opens its own short transaction when the
+stream ends, in a `finally`, so a client that leaves still settles its request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import requests
+
+from silk.metering.meter import Meter
+from silk.ops import metrics
+from silk.relay.events import Chunk, Comment, Done, Event, Failed
+from silk.relay.tokens import delivered_tokens, usage_from
+from silk.sse import DONE, MAX_EVENT, SSEParser
+from silk.upstream.dialects import scrub
+
+_READ_SIZE = 65536
+_CUT = ("cut", "The provider ended the stream early.", "upstream_stream_cut")
+_TIMEOUT = ("timeout", "The provider stopped sending in time.", "upstream_timeout")
+
+
+class RelayStream:
+    """A stream's events: iterate them; closing it settles even if it was never iterated.
+
+    A WSGI server calls `close()` when the client is gone; a generator closed before it
+    started runs no `finally`, so the hold and the upstream connection are released here.
+    """
+
+    def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
+                 max_event: int = MAX_EVENT):
+        self._response = response
+        self._meter = meter
+        self._events = _relay(response, meter, upstream_model, max_event)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events
+
+    def close(self) -> None:
+        """End the stream now: stop relaying, settle if nobody did, close the upstream."""
+        self._events.close()
+        if not self._meter.finished:
+            self._meter.ended("client_gone")
+            self._response.close()
+
+    def abort(self) -> None:
+        """End the stream because the surface failed to encode it: the gateway's error."""
+        self._meter.ended("error")
+        self._events.close()
+        self._response.close()
+
+
+def _relay(response: requests.Response, meter: Meter, upstream_model: str,
+           max_event: int) -> Iterator[Event]:
+    """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
+
+    Usage is recorded from every chunk that carries it, the last one counting (a provider
+    may repeat it, or put the running total in every chunk).
+    """
+    parser = SSEParser(max_event)
+    raw = response.raw
+    failure: tuple[str, str, str] | None = None
+    done = False
+    first = True
+    metrics.stream_opened(meter.hold.model)
+    try:
+        while not done:
+            try:
+                chunk = raw.read1(_READ_SIZE)
+                events = parser.feed(chunk)  # EventTooLarge (a ValueError) is a cut
+            except (requests.Timeout, TimeoutError):
+                failure = _TIMEOUT
+                break
+            except (requests.RequestException, OSError, ValueError):
+                failure = _CUT
+                break
+            if not chunk:
+                failure = _CUT
+                break
+            for kind, payload in events:
+                if kind == "comment":
+                    yield Comment(payload)
+                    continue
+                if payload == DONE:
+                    done = True
+                    break
+                try:
+                    data = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    yield Chunk(payload, None)  # not ours to judge; the client sees what came
+                    continue
+                if not isinstance(data, dict):
+                    yield Chunk(payload, None)
+                    continue
+                if "error" in data and "choices" not in data:
+                    failure = ("upstream_error", _reported_error(data), "upstream_error")
+                    break
+                if first:
+                    first = False
+                    meter.first_token(str(data.get("model") or upstream_model))
+                if data.get("choices"):
+                    meter.delivered(delivered_tokens(data))
+                usage = data.get("usage")
+                if usage is None:
+                    yield Chunk(payload, data)
+                    continue
+                parsed = usage_from(usage)
+                if parsed:
+                    meter.usage_seen(*parsed)
+                yield Chunk(payload, data, parsed is not None)
+            if failure:
+                break
+        if done:
+            yield Done(meter.ended("done"))
+        else:
+            reason, message, code = failure or _CUT
+            yield Failed(reason, message, code, meter.ended(reason))
+    except GeneratorExit:
+        meter.ended("client_gone")
+        raise
+    finally:
+        # Settle before anything else that could be interrupted (closing the upstream may
+        # wait a moment for the rest of its answer).
+        if not meter.finished:  # an unexpected exception inside this generator
+            meter.ended("error")
+        response.close()
+        metrics.stream_closed(meter.hold.model)
+
+
+def _reported_error(data: dict) -> str:
+    """The message of an error event the provider sent inside its stream, scrubbed."""
+    message = ""
+    if isinstance(data["error"], dict):
+        message = str(data["error"].get("message") or "")
+    return f"The provider reported an error mid-stream: {scrub(message)}"

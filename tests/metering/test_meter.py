@@ -1,0 +1,124 @@
+"""The Meter turns a request's events into exactly one settlement, however the request ends."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from silk.pricing import Price, Usage
+
+PRICE = Price(Decimal("0.14"), Decimal("0.28"))  # deepseek-chat: units per token 140 / 280
+PROMPT_ESTIMATE = 30
+
+
+def _meter(app, account_id: int, request_id: str, settled: list):
+    from silk.billing.tiers import tiers
+    from silk.extensions import db
+    from silk.metering.meter import Meter
+    from silk.metering.service import reserve
+
+    with app.app_context():
+        engine = db.engine
+        hold = reserve(engine, tiers(), account_id=account_id, key_id=None,
+                       request_id=request_id, model="deepseek-chat", price=PRICE,
+                       prompt_worst=100, max_output=50, prompt_estimate=PROMPT_ESTIMATE,
+                       ttl_seconds=60)
+    return Meter(engine, hold, provider="deepseek", stream=True,
+                 on_settled=lambda meter, outcome: settled.append(outcome))
+
+
+def _account(app, accounts):
+    from tests.chat.helpers import set_quota_left
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    return acct
+
+
+def _settled_once(accounts, acct, settled: list, bill):
+    """One usage record, one charge (or none), nothing still held, the books balanced."""
+    [record] = accounts.usage_records(acct.id)
+    charges = [e.amount_units for e in accounts.ledger(acct.id) if e.kind == "charge"]
+    assert charges == ([-record.cost_units] if record.cost_units else [])
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
+    assert bill.settlement.charged_units == record.cost_units
+    assert len(settled) == 1
+    assert accounts.audit() == []
+    return record
+
+
+@pytest.mark.parametrize(("how", "status", "http_status"), [
+    ("done", "ok", 200), ("cut", "cut", 502), ("client_gone", "client_closed", 499),
+    ("timeout", "timeout", 502), ("upstream_error", "upstream_error", 502),
+    ("error", "error", 500)])
+def test_a_reported_usage_is_billed_once_however_the_request_ends(
+        app, accounts, how, status, http_status):
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, f"meter-{how}", settled)
+    meter.first_token("deepseek-v4-flash")
+    meter.delivered(3)
+    meter.usage_seen(Usage(40, 12), 0)
+    meter.usage_seen(Usage(40, 20), 5)  # the last report counts
+    bill = meter.ended(how)
+    # Every later ending, from any path, returns the first bill and settles nothing more.
+    assert meter.ended("done") is bill and meter.ended("error") is bill
+    assert meter.refused(502) is bill and meter.failed() is bill
+    record = _settled_once(accounts, acct, settled, bill)
+    assert (record.status, record.http_status) == (status, http_status)
+    assert (record.prompt_tokens, record.completion_tokens) == (40, 20)
+    assert record.reasoning_tokens == 5
+    assert record.cost_units == 40 * 140 + 20 * 280
+    assert record.upstream_model == "deepseek-v4-flash" and record.ttft_ms is not None
+    assert (bill.usage, bill.estimated, bill.as_reported) == (Usage(40, 20), False, True)
+
+
+@pytest.mark.parametrize("how", ["cut", "client_gone", "timeout", "error"])
+def test_delivered_text_without_usage_is_billed_by_estimate(app, accounts, how):
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, f"estimate-{how}", settled)
+    meter.first_token("deepseek-v4-flash")
+    meter.delivered(4)
+    meter.delivered(0)  # a chunk with an empty delta still counts as delivered
+    meter.delivered(3)
+    bill = meter.ended(how)
+    record = _settled_once(accounts, acct, settled, bill)
+    assert record.estimated and bill.estimated and not bill.as_reported
+    assert (record.prompt_tokens, record.completion_tokens) == (PROMPT_ESTIMATE, 7)
+    assert record.cost_units == PROMPT_ESTIMATE * 140 + 7 * 280
+
+
+@pytest.mark.parametrize("how", ["cut", "client_gone", "timeout", "error"])
+def test_nothing_delivered_is_charged_nothing(app, accounts, how):
+    acct = _account(app, accounts)
+    settled: list = []
+    bill = _meter(app, acct.id, f"nothing-{how}", settled).ended(how)
+    record = _settled_once(accounts, acct, settled, bill)
+    assert record.cost_units == 0 and bill.usage is None and bill.cost_usd == 0
+
+
+@pytest.mark.parametrize("end", ["refused", "failed"])
+def test_a_request_the_upstream_never_answered_releases_its_hold_whole(app, accounts, end):
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, f"released-{end}", settled)
+    bill = meter.refused(503) if end == "refused" else meter.failed()
+    record = _settled_once(accounts, acct, settled, bill)
+    assert record.cost_units == 0 and bill.usage is None
+    assert (record.status, record.http_status) == (
+        ("upstream_error", 503) if end == "refused" else ("error", 500))
+
+
+def test_counts_beyond_the_hold_are_billed_capped(app, accounts):
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, "capped", settled)
+    meter.usage_seen(Usage(40, 10**6), 0)
+    bill = meter.ended("done")
+    record = _settled_once(accounts, acct, settled, bill)
+    assert (record.prompt_tokens, record.completion_tokens) == (40, 50)  # the output bound
+    assert bill.usage == Usage(40, 50) and not bill.as_reported
+    assert record.written_off_units == (10**6 - 50) * 280
