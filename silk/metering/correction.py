@@ -6,18 +6,17 @@ or a journaled settlement is written after its worker stopped. The real settleme
 charges what the estimate missed (or refunds what it took too much), as far as the balance
 can pay without touching other holds; what it cannot pay is written off, and counted. One
 ledger entry; the usage record is rewritten with the real counts. The statements are the
-same on both databases; this path is rare, so it runs on an ordinary transaction.
+same on both databases, and each store runs them in its own transaction (this path is rare).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-
-from silk.metering import sqlite
+from silk.metering import rules
+from silk.metering.rules import PYTHON
+from silk.metering.store import Written
 
 RECLAIM = ("UPDATE reservations SET state = 'settled', settled_at = :now "
            "WHERE id = :reservation AND state = 'swept'")
@@ -40,13 +39,13 @@ USAGE = (
     "estimated = :estimated, latency_ms = :latency_ms, ttft_ms = :ttft_ms "
     "WHERE request_id = :request")
 
-Run = Callable[[str, dict], object]
+Run = Callable[[str, dict[str, Any]], Any]  # one statement: its first row (or None)
+Count = Callable[[str, dict[str, Any]], int]  # one statement: the rows it changed
 
 
-def correct(run: Run, count: Callable[[str, dict], int],
-            values: dict) -> tuple[int, int, int] | None:
-    """Correct a swept hold inside the caller's transaction: (balance after, charged in
-    all, written off in all), or None when the hold was not swept (settled already)."""
+def correct(run: Run, count: Count, values: dict[str, Any]) -> Written | None:
+    """Correct a swept hold inside the caller's transaction: the balance after, charged in
+    all and written off in all; None when the hold was not swept (settled already)."""
     if count(RECLAIM, values) != 1:
         return None
     swept = run(SWEPT, values)
@@ -55,8 +54,10 @@ def correct(run: Run, count: Callable[[str, dict], int],
     missed = values["charge"] - swept_cost
     # Money the account holds for other requests is theirs: a late charge takes only the
     # rest, and never makes the balance negative.
-    applied = min(missed, max(balance - reserved, 0)) if missed > 0 else missed
-    quota_used = max(used + values["free"] - swept_free, 0) if month == values["month"] else used
+    spendable = max(rules.spendable(PYTHON, balance, reserved), 0)
+    applied = min(missed, spendable) if missed > 0 else missed
+    quota_used = rules.corrected_used(PYTHON, month, used, values["month"],
+                                      values["free"] - swept_free)
     values = {**values, "applied": applied, "quota_used": quota_used}
     (balance_after,) = run(CORRECT, values)
     if applied:
@@ -64,21 +65,4 @@ def correct(run: Run, count: Callable[[str, dict], int],
                     "balance": balance_after})
     written_off = values["written_off_units"] + missed - applied
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
-    return balance_after, swept_cost + applied, written_off
-
-
-def on_sqlite(driver: sqlite3.Connection, values: dict) -> tuple[int, int, int] | None:
-    """`correct` inside SQLite's write transaction (silk.metering.sqlite)."""
-    return correct(lambda sql, bound: sqlite.run(driver, sql, bound),
-                   lambda sql, bound: sqlite.count(driver, sql, bound), values)
-
-
-def on_postgres(engine: Engine, values: dict) -> tuple[int, int, int] | None:
-    """`correct` in a transaction of its own: the reservation and account rows stay locked."""
-    with engine.begin() as conn:
-
-        def run(sql: str, bound: dict):
-            result = conn.execute(text(sql), bound)
-            return result.first() if result.returns_rows else None
-
-        return correct(run, lambda sql, bound: conn.execute(text(sql), bound).rowcount, values)
+    return Written(balance_after, swept_cost + applied, written_off)

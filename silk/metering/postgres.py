@@ -1,4 +1,4 @@
-"""PostgreSQL's way to reserve and settle: one statement each, group-committed per process.
+"""The money store on PostgreSQL: one statement per reserve or settle, group-committed.
 
 On PostgreSQL every round trip and every held row lock costs. A hold is computed from a
 snapshot of the account and applied by one conditional UPDATE, chained with the
@@ -20,23 +20,38 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from silk.config import postgres_connect_args
 from silk.defaults import Defaults
+from silk.errors import InsufficientBalance, NotFound
+from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
-from silk.metering.state import AccountState
+from silk.metering.rules import POSTGRES
+from silk.metering.state import SELECT, AccountState
+from silk.metering.store import Ask, Common, Reserved, Written, plan, reserve_locked
+from silk.metering.worker import identity
+from silk.pricing import Tier
 from silk.sockets import readable_now, waiters
 
-_STATE = ("balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
-          "disabled")
+_STATE = SELECT  # an AccountState (silk.metering.state)
+
+# The rules of silk.metering.rules over this statement's columns and parameters.
+_USED = rules.used_in(POSTGRES, "quota_month", "quota_used", "%(month)s")
+_COVERED = rules.covers(POSTGRES, "balance_units", "reserved_units", "%(hold)s")
+_FREE = rules.free_split(POSTGRES, "CAST(%(tier_quota)s AS BIGINT)", "quota_month",
+                         "quota_used", "quota_held", "%(month)s", "CAST(%(want)s AS BIGINT)")
+_USED_AFTER = rules.used_after(POSTGRES, "quota_month", "quota_used", "%(month)s", "%(free)s")
 
 SNAPSHOT_SQL = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
 
@@ -45,13 +60,11 @@ WITH held AS (
     UPDATE accounts SET
         reserved_units = reserved_units + %(hold)s,
         quota_held = quota_held + %(quota)s,
-        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END,
+        quota_used = {_USED},
         quota_month = %(month)s
     WHERE id = %(account)s AND NOT disabled AND tier = %(tier)s
-      AND balance_units - reserved_units >= %(hold)s
-      AND LEAST(GREATEST(CAST(%(tier_quota)s AS BIGINT)
-                         - CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END
-                         - quota_held, 0), CAST(%(want)s AS BIGINT)) = %(quota)s
+      AND {_COVERED}
+      AND {_FREE} = %(quota)s
     RETURNING id, {_STATE}
 ), made AS (
     INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, quota_tokens,
@@ -77,8 +90,7 @@ WITH claimed AS (
         reserved_units = reserved_units - %(hold)s,
         quota_held = quota_held - %(quota)s,
         balance_units = balance_units - %(charge)s,
-        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used + %(free)s
-                          ELSE %(free)s END,
+        quota_used = {_USED_AFTER},
         quota_month = %(month)s
     WHERE id IN (SELECT account_id FROM claimed)
     RETURNING id, {_STATE}
@@ -424,3 +436,78 @@ _channels: PerProcess[Channel] = PerProcess(Channel, Channel.close)
 def channel(engine: Engine) -> Channel:
     """This process's channel for `engine` (a forked worker makes its own)."""
     return _channels.get(engine)
+
+
+_RESERVE_ATTEMPTS = 3  # optimistic statements before taking the row lock
+
+
+class PostgresStore(Common):
+    """Metering on PostgreSQL: this process's channel, the row lock when optimism loses."""
+
+    sql = POSTGRES
+
+    def reserve(self, tiers: Mapping[str, Tier], now: datetime, ask: Ask) -> Reserved:
+        """One conditional statement; under the row lock if the account kept changing."""
+        return (self._reserve_optimistic(tiers, now, ask)
+                or reserve_locked(self.engine, tiers, now, ask))
+
+    def _reserve_optimistic(self, tiers: Mapping[str, Tier], now: datetime,
+                            ask: Ask) -> Reserved | None:
+        """Reserve with one conditional statement, group-committed.
+
+        The hold is computed from the account's last known state; the statement checks that
+        state still holds, or returns the current one to compute again. A refusal (402,
+        404) is only ever decided on a state just read. None when the account changed under
+        every try (many requests racing for the last of its money or free quota).
+        """
+        month = rules.month_of(now)
+        line = channel(self.engine)
+        state, fresh = line.snapshots.get(ask.account_id), False
+        tries = 0
+        while tries < _RESERVE_ATTEMPTS:
+            if state is None:
+                answer = line.run(Op(ask.account_id, READING, SNAPSHOT,
+                                     {"account": ask.account_id}))
+                state, fresh = (answer.state if answer else None), True
+            try:
+                tier, _, bound = plan(state, ask, tiers, month)
+            except (NotFound, InsufficientBalance):
+                if fresh:
+                    raise
+                state = None  # what was remembered may be out of date: read before refusing
+                continue
+            assert state is not None  # plan refused a missing account
+            tries += 1
+            answer = line.run(Op(ask.account_id, RESERVING, RESERVE, {
+                "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
+                "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
+                "want": ask.want, "key": ask.key_id, "request": ask.request_id,
+                "model": ask.model, "estimate": ask.prompt_estimate, "worker": identity(),
+                "now": now, "expires": now + timedelta(seconds=ask.ttl_seconds)}))
+            if answer is None:
+                raise NotFound("Account not found.")
+            if answer.value is not None:
+                return Reserved(answer.value, tier, bound)
+            state, fresh = answer.state, True  # it changed since: compute again from this
+        return None
+
+    def write(self, values: dict[str, Any]) -> Written | None:
+        """The settlement statement, group-committed; a swept hold is corrected apart."""
+        answer = channel(self.engine).run(Op(values["account"], SETTLING, SETTLE, values))
+        if answer is not None:
+            return Written(answer.value, values["charge"], values["written_off_units"])
+        if values["claimed"] != "settled":
+            return None
+        # Rare: in a transaction of its own, where the rows stay locked until it commits.
+        with self.engine.begin() as conn:
+            return correction.correct(lambda sql, bound: _first(conn, sql, bound),
+                                      lambda sql, bound: _rowcount(conn, sql, bound), values)
+
+
+def _first(conn: Connection, sql: str, values: dict[str, Any]) -> Any:
+    result = conn.execute(text(sql), values)
+    return result.first() if result.returns_rows else None
+
+
+def _rowcount(conn: Connection, sql: str, values: dict[str, Any]) -> int:
+    return conn.execute(text(sql), values).rowcount

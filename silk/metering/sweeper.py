@@ -5,21 +5,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
-from silk.metering import keeper
-from silk.metering.service import (
-    ACCOUNTS,
-    RESERVATIONS,
-    Hold,
-    Outcome,
-    decide,
-    tier_of,
-    write,
-)
+from silk.metering import keeper, store
+from silk.metering.service import Hold, Outcome, decide, tier_of, write
 from silk.pricing import Price, Tier, Usage
 
 log = logging.getLogger("silk.sweeper")
@@ -67,17 +59,9 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
     `everything` settles every open hold, for when no gateway runs.
     """
     keeper.of(engine).adopt()
-    now = utcnow()
-    query = (select(RESERVATIONS, ACCOUNTS.c.tier)
-             .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
-             .where(RESERVATIONS.c.state == "open"))
-    if not everything:
-        query = query.where(RESERVATIONS.c.expires_at <= now)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
     settled = 0
-    for row in rows:
-        price = price_of(row.model) or Price(0, 0)
+    for row in store.of(engine).expired(utcnow(), everything=everything):
+        price = price_of(row.model) or Price(Decimal(0), Decimal(0))
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
                     tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)
