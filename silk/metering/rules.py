@@ -184,6 +184,12 @@ def free_split(o: Arithmetic[N, M], tier_quota: N, quota_month: M, quota_used: N
     return o.least(free_left(o, tier_quota, used, quota_held), want)
 
 
+def held_in(month: str, current_month: str, quota_held: int) -> int:
+    """The free tokens open holds take from `month`'s quota: all of them in the current
+    month (they settle into it), none in any other."""
+    return quota_held if month == current_month else 0
+
+
 def spendable(o: Arithmetic[N, M], balance: N, reserved: N) -> N:
     """Money that open holds have not set aside."""
     return o.minus(balance, reserved)
