@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -29,7 +29,7 @@ from psycopg import pq
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from silk.config import postgres_connect_args
 from silk.defaults import Defaults
@@ -196,7 +196,7 @@ class DatabaseStalled(psycopg.OperationalError):
 
 
 def _exchange(pgconn: pq.abc.PGconn, query: bytes,
-              timeout: float | None = None) -> list[tuple | None]:
+              timeout: float | None = None) -> list[tuple[Any, ...] | None]:
     """Run a query string through libpq; the first row of each statement that returns rows.
 
     psycopg's cursor, its generators and its waiting cost three times the CPU of the
@@ -223,9 +223,10 @@ def _exchange(pgconn: pq.abc.PGconn, query: bytes,
     return rows
 
 
-def _results(pgconn: pq.abc.PGconn, wait_read, left) -> list[tuple | None]:
+def _results(pgconn: pq.abc.PGconn, wait_read: Callable[..., None],
+             left: Callable[[], float | None]) -> list[tuple[Any, ...] | None]:
     """Read every result of the query sent; raise the first statement error."""
-    rows: list[tuple | None] = []
+    rows: list[tuple[Any, ...] | None] = []
     error: psycopg.Error | None = None
     while True:
         while pgconn.is_busy():
@@ -244,7 +245,7 @@ def _results(pgconn: pq.abc.PGconn, wait_read, left) -> list[tuple | None]:
     return rows
 
 
-def _first_row(result: pq.abc.PGresult) -> tuple:
+def _first_row(result: pq.abc.PGresult) -> tuple[Any, ...]:
     """A result's first row, from libpq's text: integers, text and booleans are all it has."""
     return tuple(_parse(result.ftype(column), result.get_value(0, column))
                  for column in range(result.nfields))
@@ -254,7 +255,7 @@ _INTEGERS = frozenset({20, 21, 23})  # int8, int2, int4
 _BOOL = 16
 
 
-def _parse(oid: int, value: bytes | None):
+def _parse(oid: int, value: bytes | None) -> Any:
     if value is None:
         return None
     if oid in _INTEGERS:
@@ -269,7 +270,7 @@ def _readable(conn: psycopg.Connection) -> bool:
     return readable_now(conn.fileno())
 
 
-def _wrap(op: Op | None, error: Exception) -> DBAPIError:
+def _wrap(op: Op | None, error: Exception) -> StatementError:
     """SQLAlchemy's form of a driver error, which the app's error handlers understand."""
     if isinstance(error, psycopg.Error):
         return DBAPIError.instance(op.statement.name if op else "metering",
@@ -295,9 +296,10 @@ class Channel:
     def run(self, op: Op) -> Answer | None:
         """Run one statement in the next batch; None when it matched no row."""
         try:
-            return self._commit.submit(op)
+            answer: Answer | None = self._commit.submit(op)
         except BatchInterrupted as exc:
             raise OperationalError("metering batch", None, exc) from exc
+        return answer
 
     def close(self) -> None:
         """Close the connection (the engine was disposed)."""
@@ -329,7 +331,7 @@ class Channel:
             self._conn = conn
         return conn
 
-    def _run(self, ops: list[Op]) -> list[Answer | None | Exception]:
+    def _run(self, ops: Sequence[Op]) -> list[Answer | None | Exception]:
         """The group commit's batch: one transaction, accounts in ascending order."""
         order = sorted(range(len(ops)), key=lambda i: (ops[i].account, ops[i].rank))
         sorted_ops = [ops[i] for i in order]
@@ -353,7 +355,7 @@ class Channel:
             answers[index] = Answer(row[0], state)
         return answers
 
-    def _rows(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+    def _rows(self, conn: psycopg.Connection, ops: list[Op]) -> list[Any]:
         """Each op's row (or error): the batch at once, or each alone if one statement failed."""
         try:
             return self._execute(conn, ops)
@@ -371,7 +373,7 @@ class Channel:
             self.snapshots.clear()
         self.snapshots[account] = state
 
-    def _execute(self, conn: psycopg.Connection, ops: list[Op]) -> list:
+    def _execute(self, conn: psycopg.Connection, ops: list[Op]) -> list[Any]:
         """Send the batch as one query string: one write, one wait, one commit.
 
         Values are bound on the client (psycopg quotes them for the connection's
@@ -383,7 +385,9 @@ class Channel:
         for statement in {op.statement for op in ops} - self._prepared:
             self._send(conn, statement.prepare, timeout)
             self._prepared.add(statement)
-        statements = [self._binder.mogrify(op.statement.execute, op.statement.values(op.params))
+        binder = self._binder
+        assert binder is not None  # made with the connection
+        statements = [binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
         lazy = not any(op.statement.durable for op in ops)
         if len(statements) == 1 and not lazy:
@@ -399,7 +403,8 @@ class Channel:
                 self._send(conn, "ROLLBACK", timeout)
             raise
 
-    def _send(self, conn: psycopg.Connection, query: str, timeout: float | None) -> list:
+    def _send(self, conn: psycopg.Connection, query: str,
+              timeout: float | None) -> list[Any]:
         """One exchange on the channel's connection; a stalled one is closed at once."""
         try:
             return _exchange(conn.pgconn, query.encode(conn.info.encoding), timeout)
@@ -412,7 +417,7 @@ class Channel:
         seconds = float(self._settings["SILK_DB_STATEMENT_TIMEOUT"])
         return seconds if seconds > 0 else None
 
-    def _alone(self, conn: psycopg.Connection, op: Op):
+    def _alone(self, conn: psycopg.Connection, op: Op) -> Any:
         try:
             return self._execute(conn, [op])[0]
         except psycopg.Error as exc:
@@ -421,7 +426,7 @@ class Channel:
             return _wrap(op, exc)
 
 
-def _settings() -> dict:
+def _settings() -> dict[str, Any]:
     """The database settings of the running app (its defaults outside one)."""
     from flask import current_app, has_app_context
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Context, localcontext
+from decimal import Context, Decimal, localcontext
+from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -79,7 +80,7 @@ class Settlement:
     written_off_units: int = 0
 
     @property
-    def cost_usd(self):
+    def cost_usd(self) -> Decimal:
         """The amount charged, in USD."""
         return units_to_usd(self.charged_units)
 
@@ -110,7 +111,7 @@ _BIGINT = 2**63 - 1
 _WIDE = Context(prec=60)  # exact for any clamped count times any catalogue price
 
 
-def _count(value) -> int:
+def _count(value: Any) -> int:
     """A token count as a whole number in [0, _MOST_TOKENS], whatever a provider sent."""
     try:
         if isinstance(value, float) and not value < _MOST_TOKENS:  # inf, NaN, huge
@@ -120,7 +121,7 @@ def _count(value) -> int:
         return 0
 
 
-def _text(value, size: int) -> str:
+def _text(value: Any, size: int) -> str:
     return str(value or "")[:size]
 
 
@@ -138,7 +139,7 @@ class Decision:
     cost: Cost
     charged: int
     written_off: int
-    values: dict
+    values: dict[str, Any]
 
     @property
     def usage(self) -> Usage:
@@ -147,7 +148,7 @@ class Decision:
         return Usage(values["prompt_tokens"], values["completion_tokens"],
                      values["cache_hit_tokens"])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The decision as JSON-ready data, for the journal."""
         values = {**self.values, "now": self.values["now"].isoformat(),
                   "day": self.values["day"].isoformat()}
@@ -156,7 +157,7 @@ class Decision:
                 "charged": self.charged, "written_off": self.written_off, "values": values}
 
     @classmethod
-    def from_json(cls, data: dict) -> Decision:
+    def from_json(cls, data: dict[str, Any]) -> Decision:
         """A decision read back from the journal."""
         values = dict(data["values"])
         values["now"] = datetime.fromisoformat(values["now"])

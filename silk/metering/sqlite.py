@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -54,8 +54,8 @@ class _Connections:
         self.pid = os.getpid()
         args, params = engine.dialect.create_connect_args(engine.url)
         self.in_memory = sqlite_in_memory(engine.url)  # only the engine's connection sees it
-        self.args = args
-        self.params = {**params, "isolation_level": None, "check_same_thread": False,
+        self.args: Any = args  # what the dialect passes to sqlite3.connect
+        self.params: Any = {**params, "isolation_level": None, "check_same_thread": False,
                        "timeout": _BUSY_TIMEOUT_MS / 1000}
         self.idle: list[sqlite3.Connection] = []
 
@@ -66,7 +66,7 @@ class _Connections:
         except IndexError:
             pass
         try:
-            driver = sqlite3.connect(*self.args, **self.params)
+            driver: sqlite3.Connection = sqlite3.connect(*self.args, **self.params)
         except sqlite3.OperationalError as error:
             raise _unavailable(error) from error
         try:
@@ -146,7 +146,7 @@ def write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
 def _engine_write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
     """The same on the engine's own connection, switching its busy wait off meanwhile."""
     with engine.connect() as conn:
-        driver = conn.connection.driver_connection
+        driver = cast(sqlite3.Connection, conn.connection.driver_connection)
         driver.execute("PRAGMA busy_timeout = 0")
         try:
             _begin(driver)
@@ -205,11 +205,11 @@ def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | 
     return AccountState(*row) if row else None
 
 
-def run(driver: sqlite3.Connection, sql: str, values: dict):
+def run(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> Any:
     """Run one statement with its values stored as SQLAlchemy stores them; the first row."""
     # Only the values the statement names: settling passes one dict of ~30 fields to
     # statements that use as few as six.
-    bound = {}
+    bound: dict[str, Any] = {}
     try:
         for name in _names(sql):
             value = values[name]
@@ -219,7 +219,7 @@ def run(driver: sqlite3.Connection, sql: str, values: dict):
     return driver.execute(sql, bound).fetchone()
 
 
-def count(driver: sqlite3.Connection, sql: str, values: dict) -> int:
+def count(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> int:
     """Run one statement as `run` does; the number of rows it changed."""
     bound = {name: _stored(values[name]) for name in _names(sql)}
     return driver.execute(sql, bound).rowcount
@@ -237,7 +237,7 @@ def _names(sql: str) -> tuple[str, ...]:
 _PLAIN = frozenset({int, str, float, bool, type(None), bytes})  # the driver binds these as they are
 
 
-def _stored(value):
+def _stored(value: Any) -> Any:
     """A value as SQLAlchemy's SQLite types store it: datetimes and dates as ISO text."""
     if isinstance(value, datetime):
         # "YYYY-MM-DD HH:MM:SS.ffffff" as SQLAlchemy writes it; isoformat is 3x cheaper than

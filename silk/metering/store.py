@@ -29,6 +29,7 @@ from silk.metering.state import COLUMNS, AccountState
 from silk.metering.worker import identity
 from silk.pricing import Cost, Price, Tier, units_to_usd
 
+# The models' tables, for statements built with SQLAlchemy Core.
 ACCOUNTS = Account.__table__
 RESERVATIONS = Reservation.__table__
 LEDGER = LedgerEntry.__table__

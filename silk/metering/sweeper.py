@@ -7,6 +7,7 @@ import random
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
+from flask import Flask
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
@@ -17,7 +18,7 @@ from silk.pricing import Price, Tier, Usage
 log = logging.getLogger("silk.sweeper")
 
 
-def start_sweeper(app) -> None:
+def start_sweeper(app: Flask) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
     SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub."""
     import gevent
@@ -30,7 +31,7 @@ def start_sweeper(app) -> None:
     if interval <= 0:
         return
 
-    def run():
+    def run() -> None:
         from silk.billing.tiers import tiers
         from silk.catalog import catalogue
 
