@@ -1,5 +1,6 @@
 """Declarative base with a naming convention, so migrations name constraints the same everywhere."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import MetaData
@@ -20,6 +21,25 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def utcnow() -> datetime:
-    """Return the current time as a naive UTC datetime (what both SQLite and PostgreSQL store)."""
+def system_utcnow() -> datetime:
+    """The system clock as a naive UTC datetime (what both SQLite and PostgreSQL store)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+_clock: Callable[[], datetime] = system_utcnow
+
+
+def utcnow() -> datetime:
+    """Return the current time as a naive UTC datetime: the gateway's one clock."""
+    return _clock()
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> None:
+    """Make `utcnow` read `clock` (None: the system clock again), in this process.
+
+    For tests and simulations that must cross a month boundary or a lease; the gateway
+    itself never sets it. Every time metering, the dashboard and the reports use is read
+    through `utcnow`.
+    """
+    global _clock
+    _clock = clock or system_utcnow

@@ -16,6 +16,7 @@ from flask import request
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from silk.database import utcnow
 from silk.errors import InvalidRequest
 from silk.pricing import units_to_usd
 
@@ -108,7 +109,7 @@ def load(schema: Schema, data) -> dict:
 def parse_month(value: str | None, today: date | None = None) -> tuple[str, date, date]:
     """Parse `YYYY-MM` (default: this UTC month) into (label, first day, first day after)."""
     if value is None or value == "":
-        today = today or datetime.now(UTC).date()
+        today = today or utcnow().date()
         year, month = today.year, today.month
     else:
         match = _MONTH.fullmatch(value)

@@ -20,6 +20,14 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_mypy_is_clean():
+    """Types, as pyproject.toml configures them: strict on metering and pricing."""
+    pytest.importorskip("mypy")
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_migrations_build_the_schema_and_match_the_models(backend, tmp_path):
     """`flask db upgrade` works on the backend and `flask db check` finds no drift."""
     if backend == "sqlite":

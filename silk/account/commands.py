@@ -17,7 +17,8 @@ commands = AppGroup("account-commands", help="Added to `flask silk` one by one."
 
 def _usd(value: str) -> int:
     amount = parse_usd(value)
-    if amount.as_tuple().exponent < -9:
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -9:
         raise click.BadParameter(f"{value!r} is not a USD amount")
     return usd_to_units(amount)
 

@@ -8,10 +8,10 @@ from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, S
 from sqlalchemy.orm import Mapped, mapped_column
 
 from silk.database import utcnow
-from silk.extensions import db
+from silk.extensions import Model
 
 
-class Account(db.Model):
+class Account(Model):
     """A customer: a tier, a balance in units, and the month's free-quota counters.
 
     `reserved_units` is the sum of open holds; what a request may spend is
@@ -39,7 +39,7 @@ class Account(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ApiKey(db.Model):
+class ApiKey(Model):
     """An API key, stored only as its SHA-256; `prefix` is what lists show."""
 
     __tablename__ = "api_keys"
@@ -58,7 +58,7 @@ class ApiKey(db.Model):
     tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
-class InviteCode(db.Model):
+class InviteCode(Model):
     """A registration invite an operator issued; stored hashed, usable `uses_left` times."""
 
     __tablename__ = "invite_codes"

@@ -8,10 +8,10 @@ from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueCons
 from sqlalchemy.orm import Mapped, mapped_column
 
 from silk.database import utcnow
-from silk.extensions import db
+from silk.extensions import Model
 
 
-class RedemptionCode(db.Model):
+class RedemptionCode(Model):
     """Money an operator issued as a single-use code; stored hashed."""
 
     __tablename__ = "redemption_codes"
@@ -27,7 +27,7 @@ class RedemptionCode(db.Model):
     redeemed_by: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), default=None)
 
 
-class IdempotencyRecord(db.Model):
+class IdempotencyRecord(Model):
     """The first answer to a request made with an Idempotency-Key, replayed on retries."""
 
     __tablename__ = "idempotency_records"
@@ -42,7 +42,7 @@ class IdempotencyRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class TierRecord(db.Model):
+class TierRecord(Model):
     """A tier defined or changed by an operator at run time; it overrides the config's."""
 
     __tablename__ = "tiers"

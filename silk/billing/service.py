@@ -14,8 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from silk.account.models import Account
+from silk.database import utcnow
 from silk.errors import NotFound
+from silk.metering import rules
 from silk.metering.models import UsageRecord
+from silk.metering.rules import PYTHON
 from silk.pricing import Tier
 
 USAGE = UsageRecord.__table__
@@ -59,11 +62,12 @@ class Quota:
 
     free: int
     used: int
+    held: int = 0  # taken by open holds: counted in the current month only
 
     @property
     def remaining(self) -> int:
-        """Free tokens left this month, never below zero."""
-        return max(0, self.free - self.used)
+        """Free tokens left this month, never below zero: what metering would allow."""
+        return rules.free_left(PYTHON, self.free, self.used, self.held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,8 @@ def usage_report(conn: Connection, account_id: int, month: str, start: date,
 def billing_report(conn: Connection, account_id: int, tiers: Mapping[str, Tier], month: str,
                    start: date, end: date) -> BillingReport:
     """One account's bill for a month, in the document's shape (SPEC section 7)."""
-    account = conn.execute(select(ACCOUNTS.c.tier, ACCOUNTS.c.balance_units)
+    account = conn.execute(select(ACCOUNTS.c.tier, ACCOUNTS.c.balance_units,
+                                  ACCOUNTS.c.quota_held)
                            .where(ACCOUNTS.c.id == account_id)).first()
     if account is None:
         raise NotFound("Account not found.")
@@ -134,7 +139,8 @@ def billing_report(conn: Connection, account_id: int, tiers: Mapping[str, Tier],
         month=month, tier=account.tier,
         usage=Totals(month, requests=requests, total_tokens=tokens),
         costs=Costs(subtotal, discount, total),
-        quota=Quota(free=tier.monthly_free_tokens if tier else 0, used=free_used),
+        quota=Quota(free=tier.monthly_free_tokens if tier else 0, used=free_used,
+                    held=rules.held_in(month, rules.month_of(utcnow()), account.quota_held)),
         balance_units=account.balance_units)
 
 

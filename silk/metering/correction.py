@@ -6,19 +6,18 @@ or a journaled settlement is written after its worker stopped. The real settleme
 charges what the estimate missed (or refunds what it took too much), as far as the balance
 can pay without touching other holds; what it cannot pay is written off, and counted. One
 ledger entry; the usage record is rewritten with the real counts. The statements are the
-same on both databases; this path is rare, so it runs on an ordinary transaction.
+same on both databases, and each store runs them in its own transaction (this path is rare).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-
-from silk.metering import sqlite
+from silk.metering import rules
+from silk.metering.rules import PYTHON
+from silk.metering.store import Written
 from silk.pricing import Price, Tier, Usage, quote
 
 _BIGINT = 2**63 - 1
@@ -45,26 +44,26 @@ USAGE = (
     "estimated = :estimated, latency_ms = :latency_ms, ttft_ms = :ttft_ms "
     "WHERE request_id = :request")
 
-Run = Callable[[str, dict], object]
+Run = Callable[[str, dict[str, Any]], Any]  # one statement: its first row (or None)
+Count = Callable[[str, dict[str, Any]], int]  # one statement: the rows it changed
 
 
-def correct(run: Run, count: Callable[[str, dict], int],
-            values: dict) -> tuple[int, int, int] | None:
-    """Correct a swept hold inside the caller's transaction: (balance after, charged in
-    all, written off in all), or None when the hold was not swept (settled already)."""
+def correct(run: Run, count: Count, values: dict[str, Any]) -> Written | None:
+    """Correct a swept hold inside the caller's transaction: the balance after, charged in
+    all and written off in all; None when the hold was not swept (settled already)."""
     if count(RECLAIM, values) != 1:
         return None
     swept = run(SWEPT, values)
-    swept_cost, swept_free, swept_day = (swept[0], swept[1], str(swept[2])) if swept else (
-        0, 0, "")
-    balance, reserved, month, used, held = run(ACCOUNT, values)
-    this_month = values["month"]
-    used_now = used if month == this_month else 0
+    swept_cost, swept_free, swept_day = (
+        (int(swept[0]), int(swept[1]), str(swept[2])) if swept else (0, 0, ""))
+    balance, reserved, quota_month, used, held = run(ACCOUNT, values)
+    month = values["month"]
     # The sweep released the free tokens the hold had set aside, and other requests may have
     # used them since: the late settlement keeps those the sweep's record took, and may use
     # only what the month has left now, never more than its hold had.
-    free = min(values["quota"],
-               swept_free + max(0, values["tier_quota"] - used_now - held))
+    left = rules.free_left(PYTHON, values["tier_quota"],
+                           rules.used_in(PYTHON, quota_month, used, month), held)
+    free = min(values["quota"], swept_free + left)
     cost = quote(Price(Decimal(values["price_input"]), Decimal(values["price_output"]),
                        Decimal(values["price_cache_hit"])),
                  Usage(values["prompt_tokens"], values["completion_tokens"],
@@ -74,12 +73,10 @@ def correct(run: Run, count: Callable[[str, dict], int],
     missed = due - swept_cost
     # Money the account holds for other requests is theirs: a late charge takes only the
     # rest, and never makes the balance negative.
-    applied = min(missed, max(balance - reserved, 0)) if missed > 0 else missed
-    more_free = cost.free_tokens - swept_free
-    if swept_day[:7] == this_month:  # the sweep's free tokens counted in this month
-        quota_used = max(used_now + more_free, 0)
-    else:  # they counted in a month that is over: this one only gains what is new
-        quota_used = used_now + max(more_free, 0)
+    spendable = max(rules.spendable(PYTHON, balance, reserved), 0)
+    applied = min(missed, spendable) if missed > 0 else missed
+    quota_used = rules.used_after_correction(quota_month, used, month, swept_day[:7],
+                                             cost.free_tokens - swept_free)
     values = {**values, "applied": applied, "quota_used": quota_used,
               "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
               "discount_units": cost.discount}
@@ -89,21 +86,4 @@ def correct(run: Run, count: Callable[[str, dict], int],
                     "balance": balance_after})
     written_off = min(values["beyond_units"] + cost.total - due + missed - applied, _BIGINT)
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
-    return balance_after, swept_cost + applied, written_off
-
-
-def on_sqlite(driver: sqlite3.Connection, values: dict) -> tuple[int, int, int] | None:
-    """`correct` inside SQLite's write transaction (silk.metering.sqlite)."""
-    return correct(lambda sql, bound: sqlite.run(driver, sql, bound),
-                   lambda sql, bound: sqlite.count(driver, sql, bound), values)
-
-
-def on_postgres(engine: Engine, values: dict) -> tuple[int, int, int] | None:
-    """`correct` in a transaction of its own: the reservation and account rows stay locked."""
-    with engine.begin() as conn:
-
-        def run(sql: str, bound: dict):
-            result = conn.execute(text(sql), bound)
-            return result.first() if result.returns_rows else None
-
-        return correct(run, lambda sql, bound: conn.execute(text(sql), bound).rowcount, values)
+    return Written(balance_after, swept_cost + applied, written_off)

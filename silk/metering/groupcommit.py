@@ -33,7 +33,7 @@ class _Slot(Generic[BatchItem]):
 
     __slots__ = ("op", "ready", "lead", "result")
 
-    def __init__(self, op: BatchItem, ready) -> None:
+    def __init__(self, op: BatchItem, ready: Any) -> None:
         self.op = op
         self.ready = ready
         self.lead = False
@@ -43,7 +43,7 @@ class _Slot(Generic[BatchItem]):
 class GroupCommit(Generic[BatchItem]):
     """Run operations through `run_batch`, many to a batch, one batch at a time."""
 
-    def __init__(self, run_batch: BatchRunner, max_batch: int = 64, *,
+    def __init__(self, run_batch: BatchRunner[BatchItem], max_batch: int = 64, *,
                  lock: Callable[[], Any] = threading.Lock,
                  event: Callable[[], Any] = threading.Event) -> None:
         self._run_batch = run_batch

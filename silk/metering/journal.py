@@ -18,6 +18,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -51,30 +52,30 @@ class Journal:
         self._fd: int | None = None
         self.path: str | None = None
 
-    def append(self, entry: dict) -> None:
+    def append(self, entry: dict[str, Any]) -> None:
         """Add one entry durably (written and fsync'd when this returns)."""
-        if self._fd is None:
-            self._open()
+        fd = self._fd if self._fd is not None else self._open()
         line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-        os.write(self._fd, line)
-        os.fsync(self._fd)
+        os.write(fd, line)
+        os.fsync(fd)
 
     def discard(self) -> None:
         """Every entry is in the database: remove the file (a new one is made when needed)."""
-        if self._fd is None:
+        if self._fd is None or self.path is None:
             return
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.close(self._fd)
         self._fd, self.path = None, None
 
-    def _open(self) -> None:
+    def _open(self) -> int:
         os.makedirs(self.directory, exist_ok=True)
         path = os.path.join(self.directory, f"{self.digest}-{secrets.token_hex(8)}.jsonl")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new name: nobody else has it
         _sync_directory(self.directory)
         self._fd, self.path = fd, path
+        return fd
 
 
 def _sync_directory(directory: str) -> None:
@@ -91,7 +92,7 @@ class Orphan:
 
     path: str
     fd: int
-    entries: list[dict]
+    entries: list[dict[str, Any]]
 
     def done(self) -> None:
         """Its entries are all in the database: remove it (if it is still the same file)."""
@@ -127,7 +128,7 @@ def orphans(directory: str, digest: str, own: str | None) -> Iterator[Orphan]:
         yield Orphan(path, fd, _entries(fd, path))
 
 
-def _entries(fd: int, path: str) -> list[dict]:
+def _entries(fd: int, path: str) -> list[dict[str, Any]]:
     with os.fdopen(os.dup(fd), "rb") as file:
         lines = file.read().splitlines()
     entries = []

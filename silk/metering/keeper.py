@@ -22,12 +22,11 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
 from silk.errors import database_unavailable
-from silk.metering import journal, sqlite
+from silk.metering import journal, store
 from silk.metering.perprocess import PerProcess
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ log = logging.getLogger("silk.keeper")
 _ADOPT_EVERY = 30.0  # seconds between looks for journals of stopped processes
 _RETRY_EVERY = 1.0  # seconds between tries to write journaled settlements
 _RENEW_BATCH = 500  # reservation ids per renewal statement
-_RENEW = "UPDATE reservations SET expires_at = :expires WHERE state = 'open' AND id IN ({})"
 
 
 class Keeper:
@@ -163,16 +161,8 @@ class Keeper:
             expires = utcnow() + timedelta(seconds=lease)
             for start in range(0, len(reservations), _RENEW_BATCH):
                 batch = sorted(set(reservations[start:start + _RENEW_BATCH]))
-                sql = _RENEW.format(", ".join(str(int(i)) for i in batch))
-                renewed += self._execute(sql, {"expires": expires})
+                renewed += store.of(self.engine).renew(batch, expires)
         return renewed
-
-    def _execute(self, sql: str, values: dict) -> int:
-        if self.engine.dialect.name == "sqlite":
-            with sqlite.write_transaction(self.engine) as driver:
-                return sqlite.count(driver, sql, values)
-        with self.engine.begin() as conn:
-            return conn.execute(text(sql), values).rowcount
 
     def _pause(self) -> float:
         leases = [h.lease_seconds for h in list(self.live.values()) if h.lease_seconds > 0]

@@ -7,8 +7,9 @@ need to show: the id of the entry just written, and an account's history.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection
 
 from silk.metering.service import LEDGER, credit
@@ -37,7 +38,7 @@ def credit_entry(conn: Connection, account_id: int, amount_units: int, *, kind: 
 
 
 def history(conn: Connection, account_id: int, *, limit: int = 100,
-            before_id: int | None = None) -> list:
+            before_id: int | None = None) -> list[Row[Any]]:
     """An account's ledger entries, newest first, for statements and support."""
     query = select(LEDGER).where(LEDGER.c.account_id == account_id)
     if before_id is not None:

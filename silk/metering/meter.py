@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy.engine import Engine
 
@@ -45,7 +46,7 @@ class Bill:
     settlement: Settlement | None
 
     @property
-    def cost_usd(self):
+    def cost_usd(self) -> Decimal | int:
         """The amount charged, in USD (0 when nothing was written)."""
         return self.settlement.cost_usd if self.settlement else 0
 

@@ -8,10 +8,10 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from silk.database import utcnow
-from silk.extensions import db
+from silk.extensions import Model
 
 
-class LedgerEntry(db.Model):
+class LedgerEntry(Model):
     """One change of an account's balance and the balance after it; they sum to the balance."""
 
     __tablename__ = "ledger_entries"
@@ -27,7 +27,7 @@ class LedgerEntry(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Reservation(db.Model):
+class Reservation(Model):
     """A worst-case hold on a balance (and free quota) while a request runs."""
 
     __tablename__ = "reservations"
@@ -48,7 +48,7 @@ class Reservation(db.Model):
     settled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class UsageRecord(db.Model):
+class UsageRecord(Model):
     """What one request used and cost, however it ended."""
 
     __tablename__ = "usage_records"

@@ -1,4 +1,4 @@
-"""PostgreSQL's way to reserve and settle: one statement each, group-committed per process.
+"""The money store on PostgreSQL: one statement per reserve or settle, group-committed.
 
 On PostgreSQL every round trip and every held row lock costs. A hold is computed from a
 snapshot of the account and applied by one conditional UPDATE, chained with the
@@ -20,23 +20,38 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from silk.config import postgres_connect_args
 from silk.defaults import Defaults
+from silk.errors import InsufficientBalance, NotFound
+from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
-from silk.metering.state import AccountState
+from silk.metering.rules import POSTGRES
+from silk.metering.state import SELECT, AccountState
+from silk.metering.store import Ask, Common, Reserved, Written, plan, reserve_locked
+from silk.metering.worker import identity
+from silk.pricing import Tier
 from silk.sockets import readable_now, waiters
 
-_STATE = ("balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
-          "disabled")
+_STATE = SELECT  # an AccountState (silk.metering.state)
+
+# The rules of silk.metering.rules over this statement's columns and parameters.
+_USED = rules.used_in(POSTGRES, "quota_month", "quota_used", "%(month)s")
+_COVERED = rules.covers(POSTGRES, "balance_units", "reserved_units", "%(hold)s")
+_FREE = rules.free_split(POSTGRES, "CAST(%(tier_quota)s AS BIGINT)", "quota_month",
+                         "quota_used", "quota_held", "%(month)s", "CAST(%(want)s AS BIGINT)")
+_USED_AFTER = rules.used_after(POSTGRES, "quota_month", "quota_used", "%(month)s", "%(free)s")
 
 SNAPSHOT_SQL = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
 
@@ -45,13 +60,11 @@ WITH held AS (
     UPDATE accounts SET
         reserved_units = reserved_units + %(hold)s,
         quota_held = quota_held + %(quota)s,
-        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END,
+        quota_used = {_USED},
         quota_month = %(month)s
     WHERE id = %(account)s AND NOT disabled AND tier = %(tier)s
-      AND balance_units - reserved_units >= %(hold)s
-      AND LEAST(GREATEST(CAST(%(tier_quota)s AS BIGINT)
-                         - CASE WHEN quota_month = %(month)s THEN quota_used ELSE 0 END
-                         - quota_held, 0), CAST(%(want)s AS BIGINT)) = %(quota)s
+      AND {_COVERED}
+      AND {_FREE} = %(quota)s
     RETURNING id, {_STATE}
 ), made AS (
     INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, quota_tokens,
@@ -77,8 +90,7 @@ WITH claimed AS (
         reserved_units = reserved_units - %(hold)s,
         quota_held = quota_held - %(quota)s,
         balance_units = balance_units - %(charge)s,
-        quota_used = CASE WHEN quota_month = %(month)s THEN quota_used + %(free)s
-                          ELSE %(free)s END,
+        quota_used = {_USED_AFTER},
         quota_month = %(month)s
     WHERE id IN (SELECT account_id FROM claimed)
     RETURNING id, {_STATE}
@@ -184,7 +196,7 @@ class DatabaseStalled(psycopg.OperationalError):
 
 
 def _exchange(pgconn: pq.abc.PGconn, query: bytes,
-              timeout: float | None = None) -> list[tuple | None]:
+              timeout: float | None = None) -> list[tuple[Any, ...] | None]:
     """Run a query string through libpq; the first row of each statement that returns rows.
 
     psycopg's cursor, its generators and its waiting cost three times the CPU of the
@@ -211,9 +223,10 @@ def _exchange(pgconn: pq.abc.PGconn, query: bytes,
     return rows
 
 
-def _results(pgconn: pq.abc.PGconn, wait_read, left) -> list[tuple | None]:
+def _results(pgconn: pq.abc.PGconn, wait_read: Callable[..., None],
+             left: Callable[[], float | None]) -> list[tuple[Any, ...] | None]:
     """Read every result of the query sent; raise the first statement error."""
-    rows: list[tuple | None] = []
+    rows: list[tuple[Any, ...] | None] = []
     error: psycopg.Error | None = None
     while True:
         while pgconn.is_busy():
@@ -232,7 +245,7 @@ def _results(pgconn: pq.abc.PGconn, wait_read, left) -> list[tuple | None]:
     return rows
 
 
-def _first_row(result: pq.abc.PGresult) -> tuple:
+def _first_row(result: pq.abc.PGresult) -> tuple[Any, ...]:
     """A result's first row, from libpq's text: integers, text and booleans are all it has."""
     return tuple(_parse(result.ftype(column), result.get_value(0, column))
                  for column in range(result.nfields))
@@ -242,7 +255,7 @@ _INTEGERS = frozenset({20, 21, 23})  # int8, int2, int4
 _BOOL = 16
 
 
-def _parse(oid: int, value: bytes | None):
+def _parse(oid: int, value: bytes | None) -> Any:
     if value is None:
         return None
     if oid in _INTEGERS:
@@ -257,7 +270,7 @@ def _readable(conn: psycopg.Connection) -> bool:
     return readable_now(conn.fileno())
 
 
-def _wrap(op: Queued | None, error: Exception) -> DBAPIError:
+def _wrap(op: Queued | None, error: Exception) -> StatementError:
     """SQLAlchemy's form of a driver error, which the app's error handlers understand."""
     if isinstance(error, psycopg.Error):
         return DBAPIError.instance(op.statement.name if op else "metering",
@@ -283,9 +296,10 @@ class Channel:
     def run(self, op: Queued) -> StatementResult | None:
         """Run one statement in the next batch; None when it matched no row."""
         try:
-            return self._commit.submit(op)
+            answer: StatementResult | None = self._commit.submit(op)
         except BatchInterrupted as exc:
             raise OperationalError("metering batch", None, exc) from exc
+        return answer
 
     def close(self) -> None:
         """Close the connection (the engine was disposed)."""
@@ -317,7 +331,7 @@ class Channel:
             self._conn = conn
         return conn
 
-    def _run(self, ops: list[Queued]) -> list[StatementResult | None | Exception]:
+    def _run(self, ops: Sequence[Queued]) -> list[StatementResult | None | Exception]:
         """The group commit's batch: one transaction, accounts in ascending order."""
         order = sorted(range(len(ops)), key=lambda i: (ops[i].account, ops[i].rank))
         sorted_ops = [ops[i] for i in order]
@@ -341,7 +355,7 @@ class Channel:
             answers[index] = StatementResult(row[0], state)
         return answers
 
-    def _rows(self, conn: psycopg.Connection, ops: list[Queued]) -> list:
+    def _rows(self, conn: psycopg.Connection, ops: list[Queued]) -> list[Any]:
         """Each op's row (or error): the batch at once, or each alone if one statement failed."""
         try:
             return self._execute(conn, ops)
@@ -359,7 +373,7 @@ class Channel:
             self.snapshots.clear()
         self.snapshots[account] = state
 
-    def _execute(self, conn: psycopg.Connection, ops: list[Queued]) -> list:
+    def _execute(self, conn: psycopg.Connection, ops: list[Queued]) -> list[Any]:
         """Send the batch as one query string: one write, one wait, one commit.
 
         Values are bound on the client (psycopg quotes them for the connection's
@@ -371,7 +385,9 @@ class Channel:
         for statement in {op.statement for op in ops} - self._prepared:
             self._send(conn, statement.prepare, timeout)
             self._prepared.add(statement)
-        statements = [self._binder.mogrify(op.statement.execute, op.statement.values(op.params))
+        binder = self._binder
+        assert binder is not None  # made with the connection
+        statements = [binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
         lazy = not any(op.statement.durable for op in ops)
         if len(statements) == 1 and not lazy:
@@ -387,7 +403,8 @@ class Channel:
                 self._send(conn, "ROLLBACK", timeout)
             raise
 
-    def _send(self, conn: psycopg.Connection, query: str, timeout: float | None) -> list:
+    def _send(self, conn: psycopg.Connection, query: str,
+              timeout: float | None) -> list[Any]:
         """One exchange on the channel's connection; a stalled one is closed at once."""
         try:
             return _exchange(conn.pgconn, query.encode(conn.info.encoding), timeout)
@@ -400,7 +417,7 @@ class Channel:
         seconds = float(self._settings["SILK_DB_STATEMENT_TIMEOUT"])
         return seconds if seconds > 0 else None
 
-    def _alone(self, conn: psycopg.Connection, op: Queued):
+    def _alone(self, conn: psycopg.Connection, op: Queued) -> Any:
         try:
             return self._execute(conn, [op])[0]
         except psycopg.Error as exc:
@@ -409,7 +426,7 @@ class Channel:
             return _wrap(op, exc)
 
 
-def _settings() -> dict:
+def _settings() -> dict[str, Any]:
     """The database settings of the running app (its defaults outside one)."""
     from flask import current_app, has_app_context
 
@@ -424,3 +441,78 @@ _channels: PerProcess[Channel] = PerProcess(Channel, Channel.close)
 def channel(engine: Engine) -> Channel:
     """This process's channel for `engine` (a forked worker makes its own)."""
     return _channels.get(engine)
+
+
+_RESERVE_ATTEMPTS = 3  # optimistic statements before taking the row lock
+
+
+class PostgresStore(Common):
+    """Metering on PostgreSQL: this process's channel, the row lock when optimism loses."""
+
+    sql = POSTGRES
+
+    def reserve(self, tiers: Mapping[str, Tier], now: datetime, ask: Ask) -> Reserved:
+        """One conditional statement; under the row lock if the account kept changing."""
+        return (self._reserve_optimistic(tiers, now, ask)
+                or reserve_locked(self.engine, tiers, now, ask))
+
+    def _reserve_optimistic(self, tiers: Mapping[str, Tier], now: datetime,
+                            ask: Ask) -> Reserved | None:
+        """Reserve with one conditional statement, group-committed.
+
+        The hold is computed from the account's last known state; the statement checks that
+        state still holds, or returns the current one to compute again. A refusal (402,
+        404) is only ever decided on a state just read. None when the account changed under
+        every try (many requests racing for the last of its money or free quota).
+        """
+        month = rules.month_of(now)
+        line = channel(self.engine)
+        state, fresh = line.snapshots.get(ask.account_id), False
+        tries = 0
+        while tries < _RESERVE_ATTEMPTS:
+            if state is None:
+                answer = line.run(Queued(ask.account_id, READING, SNAPSHOT,
+                                     {"account": ask.account_id}))
+                state, fresh = (answer.state if answer else None), True
+            try:
+                tier, _, bound = plan(state, ask, tiers, month)
+            except (NotFound, InsufficientBalance):
+                if fresh:
+                    raise
+                state = None  # what was remembered may be out of date: read before refusing
+                continue
+            assert state is not None  # plan refused a missing account
+            tries += 1
+            answer = line.run(Queued(ask.account_id, RESERVING, RESERVE, {
+                "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
+                "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
+                "want": ask.want, "key": ask.key_id, "request": ask.request_id,
+                "model": ask.model, "estimate": ask.prompt_estimate, "worker": identity(),
+                "now": now, "expires": now + timedelta(seconds=ask.ttl_seconds)}))
+            if answer is None:
+                raise NotFound("Account not found.")
+            if answer.value is not None:
+                return Reserved(answer.value, tier, bound)
+            state, fresh = answer.state, True  # it changed since: compute again from this
+        return None
+
+    def write(self, values: dict[str, Any]) -> Written | None:
+        """The settlement statement, group-committed; a swept hold is corrected apart."""
+        answer = channel(self.engine).run(Queued(values["account"], SETTLING, SETTLE, values))
+        if answer is not None:
+            return Written(answer.value, values["charge"], values["written_off_units"])
+        if values["claimed"] != "settled":
+            return None
+        # Rare: in a transaction of its own, where the rows stay locked until it commits.
+        with self.engine.begin() as conn:
+            return correction.correct(lambda sql, bound: _first(conn, sql, bound),
+                                      lambda sql, bound: _rowcount(conn, sql, bound), values)
+
+
+def _first(conn: Connection, sql: str, values: dict[str, Any]) -> Any:
+    result = conn.execute(text(sql), values)
+    return result.first() if result.returns_rows else None
+
+
+def _rowcount(conn: Connection, sql: str, values: dict[str, Any]) -> int:
+    return conn.execute(text(sql), values).rowcount

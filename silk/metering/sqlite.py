@@ -1,4 +1,4 @@
-"""SQLite's way to reserve and settle, without stopping a gevent worker and without overhead.
+"""The money store on SQLite: reserve and settle without stopping a gevent worker.
 
 SQLite has one write lock per database. A connection that finds it taken waits inside the
 C library (busy_timeout), and under gevent that wait freezes every greenlet of the worker:
@@ -21,16 +21,21 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_in_memory, sqlite_pragmas
+from silk.metering import correction, rules
 from silk.metering.perprocess import PerProcess
-from silk.metering.state import AccountState
+from silk.metering.state import SELECT, AccountState
+from silk.metering.store import Ask, Common, Reserved, Written, plan, renewal
+from silk.metering.worker import identity
+from silk.pricing import Tier
 
 _GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # what the rest of the app waits
@@ -49,8 +54,8 @@ class _Connections:
         self.pid = os.getpid()
         args, params = engine.dialect.create_connect_args(engine.url)
         self.in_memory = sqlite_in_memory(engine.url)  # only the engine's connection sees it
-        self.args = args
-        self.params = {**params, "isolation_level": None, "check_same_thread": False,
+        self.args: Any = args  # what the dialect passes to sqlite3.connect
+        self.params: Any = {**params, "isolation_level": None, "check_same_thread": False,
                        "timeout": _BUSY_TIMEOUT_MS / 1000}
         self.idle: list[sqlite3.Connection] = []
 
@@ -61,7 +66,7 @@ class _Connections:
         except IndexError:
             pass
         try:
-            driver = sqlite3.connect(*self.args, **self.params)
+            driver: sqlite3.Connection = sqlite3.connect(*self.args, **self.params)
         except sqlite3.OperationalError as error:
             raise _unavailable(error) from error
         try:
@@ -141,7 +146,7 @@ def write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
 def _engine_write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
     """The same on the engine's own connection, switching its busy wait off meanwhile."""
     with engine.connect() as conn:
-        driver = conn.connection.driver_connection
+        driver = cast(sqlite3.Connection, conn.connection.driver_connection)
         driver.execute("PRAGMA busy_timeout = 0")
         try:
             _begin(driver)
@@ -163,9 +168,7 @@ def _unavailable(error: sqlite3.OperationalError) -> OperationalError:
     return OperationalError("metering transaction", None, error)
 
 
-LOCK = ("UPDATE accounts SET reserved_units = reserved_units WHERE id = :account "
-        "RETURNING balance_units, reserved_units, tier, quota_month, quota_used, quota_held, "
-        "disabled")
+LOCK = f"UPDATE accounts SET reserved_units = reserved_units WHERE id = :account RETURNING {SELECT}"
 HOLD = ("UPDATE accounts SET reserved_units = reserved_units + :hold, "
         "quota_held = quota_held + :quota, quota_month = :month, quota_used = :used "
         "WHERE id = :account")
@@ -176,10 +179,11 @@ NEW_RESERVATION = (
     "RETURNING id")
 CLAIM = ("UPDATE reservations SET state = :claimed, settled_at = :now "
          "WHERE id = :reservation AND state = 'open'")
+_USED_AFTER = rules.used_after(rules.SQLITE, "quota_month", "quota_used", ":month", ":free")
 SETTLE = ("UPDATE accounts SET reserved_units = reserved_units - :hold, "
           "quota_held = quota_held - :quota, balance_units = balance_units - :charge, "
-          "quota_used = CASE WHEN quota_month = :month THEN quota_used + :free ELSE :free END, "
-          "quota_month = :month WHERE id = :account RETURNING balance_units")
+          f"quota_used = {_USED_AFTER}, quota_month = :month WHERE id = :account "
+          "RETURNING balance_units")
 NEW_LEDGER_ENTRY = (
     "INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units, "
     "request_id, note, actor, created_at) VALUES (:account, 'charge', -:charge, :balance, "
@@ -201,11 +205,11 @@ def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | 
     return AccountState(*row) if row else None
 
 
-def run(driver: sqlite3.Connection, sql: str, values: dict):
+def run(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> Any:
     """Run one statement with its values stored as SQLAlchemy stores them; the first row."""
     # Only the values the statement names: settling passes one dict of ~30 fields to
     # statements that use as few as six.
-    bound = {}
+    bound: dict[str, Any] = {}
     try:
         for name in _names(sql):
             value = values[name]
@@ -215,7 +219,7 @@ def run(driver: sqlite3.Connection, sql: str, values: dict):
     return driver.execute(sql, bound).fetchone()
 
 
-def count(driver: sqlite3.Connection, sql: str, values: dict) -> int:
+def count(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> int:
     """Run one statement as `run` does; the number of rows it changed."""
     bound = {name: _stored(values[name]) for name in _names(sql)}
     return driver.execute(sql, bound).rowcount
@@ -233,7 +237,7 @@ def _names(sql: str) -> tuple[str, ...]:
 _PLAIN = frozenset({int, str, float, bool, type(None), bytes})  # the driver binds these as they are
 
 
-def _stored(value):
+def _stored(value: Any) -> Any:
     """A value as SQLAlchemy's SQLite types store it: datetimes and dates as ISO text."""
     if isinstance(value, datetime):
         # "YYYY-MM-DD HH:MM:SS.ffffff" as SQLAlchemy writes it; isoformat is 3x cheaper than
@@ -242,3 +246,42 @@ def _stored(value):
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+class SqliteStore(Common):
+    """Metering on SQLite: plain SQL in short transactions under its write lock."""
+
+    sql = rules.SQLITE
+
+    def reserve(self, tiers: Mapping[str, Tier], now: datetime, ask: Ask) -> Reserved:
+        """Read the account and hold the ask's worst case in one write transaction."""
+        month = rules.month_of(now)
+        with write_transaction(self.engine) as driver:
+            tier, used, bound = plan(lock_account(driver, ask.account_id), ask, tiers, month)
+            run(driver, HOLD, {"account": ask.account_id, "hold": bound.total,
+                               "quota": bound.free_tokens, "month": month, "used": used})
+            (reservation_id,) = run(driver, NEW_RESERVATION, {
+                "account": ask.account_id, "key": ask.key_id, "request": ask.request_id,
+                "model": ask.model, "hold": bound.total, "quota": bound.free_tokens,
+                "estimate": ask.prompt_estimate, "worker": identity(), "now": now,
+                "expires": now + timedelta(seconds=ask.ttl_seconds)})
+        return Reserved(reservation_id, tier, bound)
+
+    def write(self, values: dict[str, Any]) -> Written | None:
+        """Claim, charge, ledger entry and usage record in one write transaction."""
+        with write_transaction(self.engine) as driver:
+            if count(driver, CLAIM, values) == 1:
+                (balance_after,) = run(driver, SETTLE, values)
+                if values["charge"]:  # a ledger entry is a change of balance
+                    run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
+                run(driver, NEW_USAGE_RECORD, values)
+                return Written(balance_after, values["charge"], values["written_off_units"])
+            if values["claimed"] != "settled":
+                return None
+            return correction.correct(lambda sql, bound: run(driver, sql, bound),
+                                      lambda sql, bound: count(driver, sql, bound), values)
+
+    def renew(self, reservation_ids: Sequence[int], expires: datetime) -> int:
+        """Move the leases of open holds in one write transaction."""
+        with write_transaction(self.engine) as driver:
+            return count(driver, renewal(reservation_ids), {"expires": expires})

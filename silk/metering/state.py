@@ -1,4 +1,4 @@
-"""The account columns a reservation decides on, as either database's metering reads them."""
+"""The account columns a reservation decides on, declared once for both stores."""
 
 from __future__ import annotations
 
@@ -15,3 +15,9 @@ class AccountState(NamedTuple):
     quota_used: int
     quota_held: int
     disabled: bool
+
+
+# The `accounts` columns of an AccountState, in its order: every statement that reads or
+# returns the state selects these.
+COLUMNS: tuple[str, ...] = AccountState._fields
+SELECT = ", ".join(COLUMNS)

@@ -5,27 +5,20 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 
-from sqlalchemy import select
+from flask import Flask
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
-from silk.metering import keeper
-from silk.metering.service import (
-    ACCOUNTS,
-    RESERVATIONS,
-    Hold,
-    Outcome,
-    decide,
-    tier_of,
-    write,
-)
+from silk.metering import keeper, store
+from silk.metering.service import Hold, Outcome, decide, tier_of, write
 from silk.pricing import Price, Tier, Usage
 
 log = logging.getLogger("silk.sweeper")
 
 
-def start_sweeper(app, tiers: Callable[[], Mapping[str, Tier]],
+def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
                   price_of: Callable[[str], Price | None]) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
     SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub.
@@ -43,7 +36,7 @@ def start_sweeper(app, tiers: Callable[[], Mapping[str, Tier]],
     if interval <= 0:
         return
 
-    def run():
+    def run() -> None:
         gevent.sleep(random.uniform(1, interval))  # workers do not all sweep at once
         while True:
             try:
@@ -69,17 +62,9 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
     `everything` settles every open hold, for when no gateway runs.
     """
     keeper.of(engine).adopt()
-    now = utcnow()
-    query = (select(RESERVATIONS, ACCOUNTS.c.tier)
-             .join(ACCOUNTS, ACCOUNTS.c.id == RESERVATIONS.c.account_id)
-             .where(RESERVATIONS.c.state == "open"))
-    if not everything:
-        query = query.where(RESERVATIONS.c.expires_at <= now)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
     settled = 0
-    for row in rows:
-        price = price_of(row.model) or Price(0, 0)
+    for row in store.of(engine).expired(utcnow(), everything=everything):
+        price = price_of(row.model) or Price(Decimal(0), Decimal(0))
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
                     tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)

@@ -6,7 +6,7 @@ stream ends, in a `finally`, so a client that leaves still settles its request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import orjson
 import requests
@@ -54,7 +54,7 @@ class RelayStream:
 
 
 def _relay(response: requests.Response, meter: Meter, upstream_model: str,
-           max_event: int) -> Iterator[Event]:
+           max_event: int) -> Generator[Event, None, None]:
     """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
 
     Usage is recorded from every chunk that carries it, the last one counting (a provider

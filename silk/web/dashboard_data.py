@@ -14,9 +14,12 @@ from silk.account.models import Account, ApiKey
 from silk.account.service import key_usable
 from silk.billing.tiers import tiers
 from silk.database import utcnow
+from silk.errors import NotFound
 from silk.extensions import db
+from silk.metering import rules
 from silk.metering.models import UsageRecord
-from silk.metering.service import month_of
+from silk.metering.rules import PYTHON, month_of
+from silk.metering.service import tier_of
 from silk.pricing import units_to_usd
 
 RECENT_REQUESTS = 25
@@ -78,10 +81,14 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
     today = today or now.date()
     month = month_of(now)
     account = db.session.get(Account, account_id)
-    tier = tiers().get(account.tier)
-    free = tier.monthly_free_tokens if tier else 0
-    used = account.quota_used if account.quota_month == month else 0
-    held = account.quota_held if account.quota_month == month else 0
+    if account is None:
+        raise NotFound("Account not found.")
+    tier = tier_of(tiers(), account.tier)
+    free = tier.monthly_free_tokens
+    # What metering would allow now (silk.metering.rules), holds of any month included.
+    used = rules.used_in(PYTHON, account.quota_month, account.quota_used, month)
+    remaining = rules.free_left(PYTHON, free, used, account.quota_held)
+    spendable = rules.spendable(PYTHON, account.balance_units, account.reserved_units)
     start = today - timedelta(days=days - 1)
     rows = db.session.execute(
         select(UsageRecord.day, func.count(UsageRecord.id), func.sum(UsageRecord.total_tokens),
@@ -101,12 +108,11 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
         .order_by(UsageRecord.id.desc()).limit(RECENT_REQUESTS)))
     return Overview(
         email=account.email, tier=account.tier,
-        discount_percent=_plain(tier.discount * 100) if tier else Decimal(0),
+        discount_percent=_plain(tier.discount * 100),
         balance=units_to_usd(account.balance_units),
         reserved=units_to_usd(account.reserved_units),
-        available=units_to_usd(max(0, account.balance_units - account.reserved_units)),
-        month=month, quota_free=free, quota_used=used,
-        quota_remaining=max(0, free - used - held),
+        available=units_to_usd(max(0, spendable)),
+        month=month, quota_free=free, quota_used=used, quota_remaining=remaining,
         month_requests=totals[0] or 0, month_tokens=int(totals[1] or 0),
         month_cost=units_to_usd(int(totals[2] or 0)), days=series, recent=recent)
 

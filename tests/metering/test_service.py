@@ -26,8 +26,11 @@ def _reserve(app, account_id, request_id, prompt=100, output=1000, locked=False)
                "model": "deepseek-chat", "price": PRICE, "prompt_worst": prompt,
                "max_output": output, "prompt_estimate": prompt, "ttl_seconds": 60}
     if locked:  # the row-lock path PostgreSQL falls back to under contention
-        ask = service._Ask(**request)
-        return service._reserve_locked(engine, tiers, service.utcnow(), ask)
+        from silk.metering import store
+
+        ask = store.Ask(**request)
+        reserved = store.reserve_locked(engine, tiers, service.utcnow(), ask)
+        return service._own(engine, ask, reserved)
     return service.reserve(engine, tiers, **request)
 
 

@@ -1,0 +1,205 @@
+"""The money rules, each written once, for Python and for both databases' SQL.
+
+A rule is a function of an `Arithmetic`. With `PYTHON` it computes on ints and month
+strings; with `POSTGRES` or `SQLITE` it returns the SQL text of the same computation over
+columns and statement parameters, which the stores' statements embed (rendered once, at
+import, so a statement costs what it would cost written by hand). A hold priced in Python
+and re-checked by PostgreSQL's statement, a settlement written by either database, the
+dashboard's and the reports' quota figures: all follow the definitions below, and a rule
+changes here, in one place.
+
+What each rule says:
+- month rollover (`used_in`): free tokens used count in the month they were counted in; an
+  account's counter read in another month is 0. A settlement adds its free tokens to the
+  month it is written in (`used_after`), whatever month its hold was taken in.
+- free quota left (`free_left`): the tier's monthly quota less the tokens used this month
+  and those open holds took. Open holds count against the current month whenever they were
+  taken, since they settle into it.
+- free-quota split (`free_split`): of a request's worst-case tokens, those the quota left
+  covers; the worst-case bound (silk.pricing.worst_case) prices the rest.
+- balance check (`covers`): money open holds set aside is theirs; an amount must fit in
+  the rest (`spendable`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from silk.pricing import Cost, Price, Tier, worst_case
+
+N = TypeVar("N")  # a number: an int, or SQL text
+M = TypeVar("M")  # a month (YYYY-MM): a str, or SQL text
+
+
+class Arithmetic(Generic[N, M]):
+    """The operations a rule may use."""
+
+    def number(self, value: int) -> N:
+        """A constant."""
+        raise NotImplementedError
+
+    def plus(self, a: N, b: N) -> N:
+        """a + b."""
+        raise NotImplementedError
+
+    def minus(self, a: N, b: N) -> N:
+        """a - b."""
+        raise NotImplementedError
+
+    def at_least(self, a: N, b: N) -> N:
+        """a >= b (a truth value)."""
+        raise NotImplementedError
+
+    def greatest(self, a: N, b: N) -> N:
+        """The larger of a and b."""
+        raise NotImplementedError
+
+    def least(self, a: N, b: N) -> N:
+        """The smaller of a and b."""
+        raise NotImplementedError
+
+    def same_month(self, a: M, b: M, then: N, otherwise: N) -> N:
+        """`then` if a and b are the same month, else `otherwise`."""
+        raise NotImplementedError
+
+
+class Python(Arithmetic[int, str]):
+    """Rules computed on values."""
+
+    def number(self, value: int) -> int:
+        """A constant."""
+        return value
+
+    def plus(self, a: int, b: int) -> int:
+        """a + b."""
+        return a + b
+
+    def minus(self, a: int, b: int) -> int:
+        """a - b."""
+        return a - b
+
+    def at_least(self, a: int, b: int) -> int:
+        """a >= b, as 1 or 0 (a bool)."""
+        return a >= b
+
+    def greatest(self, a: int, b: int) -> int:
+        """The larger of a and b."""
+        return a if a >= b else b
+
+    def least(self, a: int, b: int) -> int:
+        """The smaller of a and b."""
+        return a if a <= b else b
+
+    def same_month(self, a: str, b: str, then: int, otherwise: int) -> int:
+        """`then` if a and b are the same month, else `otherwise`."""
+        return then if a == b else otherwise
+
+
+class Sql(Arithmetic[str, str]):
+    """Rules rendered as one database's SQL text over columns and placeholders."""
+
+    def __init__(self, greatest: str, least: str, placeholder: str) -> None:
+        self._greatest = greatest
+        self._least = least
+        self._placeholder = placeholder
+
+    def param(self, name: str) -> str:
+        """The statement parameter `name`, in the driver's placeholder style."""
+        return self._placeholder.format(name)
+
+    def for_sqlalchemy(self) -> Sql:
+        """The same rendering with SQLAlchemy's `:name` placeholders, for text() clauses."""
+        return Sql(self._greatest, self._least, ":{}")
+
+    def number(self, value: int) -> str:
+        """A constant."""
+        return str(int(value))
+
+    def plus(self, a: str, b: str) -> str:
+        """a + b."""
+        return f"({a} + {b})"
+
+    def minus(self, a: str, b: str) -> str:
+        """a - b."""
+        return f"({a} - {b})"
+
+    def at_least(self, a: str, b: str) -> str:
+        """a >= b."""
+        return f"{a} >= {b}"
+
+    def greatest(self, a: str, b: str) -> str:
+        """The larger of a and b."""
+        return f"{self._greatest}({a}, {b})"
+
+    def least(self, a: str, b: str) -> str:
+        """The smaller of a and b."""
+        return f"{self._least}({a}, {b})"
+
+    def same_month(self, a: str, b: str, then: str, otherwise: str) -> str:
+        """`then` if a and b are the same month, else `otherwise`."""
+        return f"CASE WHEN {a} = {b} THEN {then} ELSE {otherwise} END"
+
+
+PYTHON = Python()
+POSTGRES = Sql("GREATEST", "LEAST", "%({})s")  # psycopg's named placeholders
+SQLITE = Sql("MAX", "MIN", ":{}")  # SQLite's two-argument MAX and MIN are scalar
+
+
+def month_of(moment: datetime) -> str:
+    """The quota month of a moment, as YYYY-MM (UTC)."""
+    return f"{moment.year:04d}-{moment.month:02d}"  # strftime costs three times as much
+
+
+def used_in(o: Arithmetic[N, M], quota_month: M, quota_used: N, month: M) -> N:
+    """Month rollover: the free tokens used in `month`, from the account's counters."""
+    return o.same_month(quota_month, month, quota_used, o.number(0))
+
+
+def used_after(o: Arithmetic[N, M], quota_month: M, quota_used: N, month: M, free: N) -> N:
+    """The free tokens used in `month` once a settlement written in it adds `free`."""
+    return o.plus(used_in(o, quota_month, quota_used, month), free)
+
+
+def used_after_correction(quota_month: str, quota_used: int, month: str, swept_month: str,
+                          change: int) -> int:
+    """`month`'s counter once a late settlement changes the free tokens a sweep counted.
+
+    Tokens the sweep counted in `month` may be given back; tokens it counted in a month
+    that is over stay counted there, and `month` gains only what is new.
+    """
+    used = used_in(PYTHON, quota_month, quota_used, month)
+    return max(used + change, 0) if swept_month == month else used + max(change, 0)
+
+
+def free_left(o: Arithmetic[N, M], tier_quota: N, used: N, held: N) -> N:
+    """Free tokens left to hold this month: the quota less those used and those held."""
+    return o.greatest(o.minus(o.minus(tier_quota, used), held), o.number(0))
+
+
+def free_split(o: Arithmetic[N, M], tier_quota: N, quota_month: M, quota_used: N,
+               quota_held: N, month: M, want: N) -> N:
+    """Free-quota split: how many of a request's `want` worst-case tokens are free."""
+    used = used_in(o, quota_month, quota_used, month)
+    return o.least(free_left(o, tier_quota, used, quota_held), want)
+
+
+def held_in(month: str, current_month: str, quota_held: int) -> int:
+    """The free tokens open holds take from `month`'s quota: all of them in the current
+    month (they settle into it), none in any other."""
+    return quota_held if month == current_month else 0
+
+
+def spendable(o: Arithmetic[N, M], balance: N, reserved: N) -> N:
+    """Money that open holds have not set aside."""
+    return o.minus(balance, reserved)
+
+
+def covers(o: Arithmetic[N, M], balance: N, reserved: N, amount: N) -> N:
+    """Balance check: `amount` fits in the money open holds have not set aside."""
+    return o.at_least(spendable(o, balance, reserved), amount)
+
+
+def bound(price: Price, prompt_worst: int, max_output: int, tier: Tier, free: int) -> Cost:
+    """The worst-case cost a request holds, with `free` of its tokens from the quota."""
+    return worst_case(price, prompt_worst, max_output, tier, free)
