@@ -99,7 +99,6 @@ def revoke_key_cmd(key_id: int):
     click.echo(f"key {key.id} revoked")
 
 
-
 @commands.command("list-accounts")
 @click.option("--email", default=None, help="Only accounts whose email contains this.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000)
