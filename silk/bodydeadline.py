@@ -35,10 +35,16 @@ class BodyDeadline:
 
     def __call__(self, environ, start_response):
         stream = environ.get("wsgi.input")
-        if self.seconds and stream is not None and _cooperative():
+        if self.seconds and stream is not None and _has_body(environ) and _cooperative():
             environ["wsgi.input"] = _DeadlineInput(stream, time.monotonic() + self.seconds,
                                                    self.seconds, environ)
         return self.app(environ, start_response)
+
+
+def _has_body(environ) -> bool:
+    """Whether the request announced a body (a length, or chunks): only then can it stall."""
+    return environ.get("CONTENT_LENGTH") not in (None, "", "0") or (
+        "HTTP_TRANSFER_ENCODING" in environ)
 
 
 class _DeadlineInput:

@@ -128,9 +128,10 @@ def _read_answer(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.parametrize("trickle", [False, True])
+@pytest.mark.parametrize("trickle,chunked", [(False, False), (True, False), (False, True)],
+                         ids=["stalled", "trickle", "chunked"])
 def test_a_body_that_does_not_arrive_is_cut_off(app, accounts, upstream, gateway_env,
-                                                database_url, tmp_path, trickle):
+                                                database_url, tmp_path, trickle, chunked):
     """Headers, then half a body and silence (or a byte now and then): the gateway answers
     408 (or closes) within SILK_BODY_READ_TIMEOUT and serves others meanwhile."""
     import threading
@@ -142,9 +143,12 @@ def test_a_body_that_does_not_arrive_is_cut_off(app, accounts, upstream, gateway
         host, port = gateway.url.removeprefix("http://").split(":")
         payload = json.dumps(body("never finished", stream=False)).encode()
         sock = socket.create_connection((host, int(port)), timeout=8)
+        half = payload[:len(payload) // 2]
+        framing = (b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(half) + half + b"\r\n"
+                   if chunked else b"Content-Length: %d\r\n\r\n" % len(payload) + half)
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                      + acct.key.encode() + b"\r\nContent-Type: application/json\r\n"
-                     + b"Content-Length: %d\r\n\r\n" % len(payload) + payload[:len(payload) // 2])
+                     + framing)
         began = time.monotonic()
         stop = threading.Event()
 
