@@ -55,11 +55,13 @@ class Meter:
     """One request's bookkeeping: the relay's events, and settling exactly once."""
 
     def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
+                 surface: str = "",
                  on_settled: Callable[[Meter, Outcome], None] | None = None):
         self.engine = engine
         self.hold = hold
         self.provider = provider
         self.stream = stream
+        self.surface = surface
         self.on_settled = on_settled
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -124,6 +126,7 @@ class Meter:
             status=status, http_status=http_status, usage=usage,
             reasoning_tokens=self.reasoning_tokens, estimated=estimated, billable=billable,
             upstream_model=self.upstream_model, provider=self.provider, stream=self.stream,
+            surface=self.surface,
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((first - self.started) * 1000) if first else None)
         decision = decide(self.hold, outcome)  # pure: the client hears the real cost

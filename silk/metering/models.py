@@ -62,6 +62,8 @@ class UsageRecord(Model):
     upstream_model: Mapped[str] = mapped_column(String(128), default="")
     provider: Mapped[str] = mapped_column(String(32), default="")
     stream: Mapped[bool] = mapped_column(default=False)
+    # The public API the request came through (chat, messages, responses); '' when swept.
+    surface: Mapped[str] = mapped_column(String(16), default="", server_default="")
     status: Mapped[str] = mapped_column(String(24))  # ok, cut, client_closed, upstream_error...
     http_status: Mapped[int] = mapped_column(Integer, default=200)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)

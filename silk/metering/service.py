@@ -66,6 +66,7 @@ class Outcome:
     upstream_model: str = ""
     provider: str = ""
     stream: bool = False
+    surface: str = ""  # the public API the request came through; a label only
     latency_ms: int | None = None
     ttft_ms: int | None = None
 
@@ -165,6 +166,7 @@ class Decision:
     def from_json(cls, data: dict[str, Any]) -> Decision:
         """A decision read back from the journal."""
         values = dict(data["values"])
+        values.setdefault("surface", "")  # journaled before usage records named it
         values["now"] = datetime.fromisoformat(values["now"])
         values["day"] = datetime.fromisoformat(values["day"]).date()
         return cls(data["reservation_id"], data["account_id"], data["model"],
@@ -212,6 +214,7 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         "request": _text(hold.request_id, 64), "key": hold.key_id,
         "model": _text(hold.model, 64), "upstream_model": _text(outcome.upstream_model, 128),
         "provider": _text(outcome.provider, 32), "stream": bool(outcome.stream),
+        "surface": _text(outcome.surface, 16),
         "status": _text(outcome.status, 24), "http_status": int(outcome.http_status),
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": reasoning, "cache_hit_tokens": usage.cache_hit_tokens,

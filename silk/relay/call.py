@@ -21,6 +21,7 @@ class Call:
     prompt_bound: int  # no prompt can be longer: the hold is sized from it
     prompt_estimate: int  # a best guess, billed if a stream is cut before usage came
     max_output: int  # output tokens the upstream may produce, reasoning included
+    surface: str  # the public API that asked: a label for the usage record
 
 
 def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,

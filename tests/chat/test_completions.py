@@ -80,7 +80,7 @@ def test_cost_is_exact_and_charged_once_beyond_free_quota(app, client, accounts,
     [record] = accounts.usage_records(acct.id)
     assert record.status == "ok" and not record.estimated
     assert record.cost_units == units(cost) and record.free_tokens == 0
-    assert record.upstream_model == "deepseek-v4-flash"
+    assert record.upstream_model == "deepseek-v4-flash" and record.surface == "chat"
     assert accounts.audit() == []
     assert accounts.row(acct.id).reserved_units == 0
 

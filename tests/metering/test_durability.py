@@ -183,7 +183,7 @@ def test_a_real_settlement_after_the_sweep_charges_what_the_estimate_missed(app,
     _expire(app, hold.reservation_id)
     assert _sweep(app) == 1
     [swept] = accounts.usage_records(acct.id)
-    assert swept.status == "swept" and swept.cost_units == 100 * 140
+    assert swept.status == "swept" and swept.cost_units == 100 * 140 and swept.surface == ""
     real = 80 * 140 + 900 * 280
     settlement = _settle(app, hold, Usage(80, 900))
     assert (settlement.charged_units, settlement.written_off_units) == (real, 0)

@@ -25,7 +25,7 @@ def _meter(app, account_id: int, request_id: str, settled: list):
                        prompt_worst=100, max_output=50, prompt_estimate=PROMPT_ESTIMATE,
                        ttl_seconds=60)
     return Meter(engine, hold, provider="deepseek", stream=True,
-                 on_settled=lambda meter, outcome: settled.append(outcome))
+                 surface="messages", on_settled=lambda meter, outcome: settled.append(outcome))
 
 
 def _account(app, accounts):
@@ -72,6 +72,7 @@ def test_a_reported_usage_is_billed_once_however_the_request_ends(
     assert record.reasoning_tokens == 5
     assert record.cost_units == 40 * 140 + 20 * 280
     assert record.upstream_model == "deepseek-v4-flash" and record.ttft_ms is not None
+    assert record.surface == "messages"  # the label the surface gave, as given
     assert (bill.usage, bill.estimated, bill.as_reported) == (Usage(40, 20), False, True)
 
 
