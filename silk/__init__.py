@@ -18,6 +18,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_extensions(app)
     register_catalogue(app)
     register_request_hooks(app)
+    register_cors(app)
     register_schema_check(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -78,6 +79,13 @@ def register_request_hooks(app: Flask) -> None:
 
     install_request_hooks(app)
     metrics.report_settlements_to(remember_settlement)
+
+
+def register_cors(app: Flask) -> None:
+    """Share the API with the browser origins in SILK_CORS_ORIGINS (off by default)."""
+    from silk.cors import install
+
+    install(app)
 
 
 def register_schema_check(app: Flask) -> None:

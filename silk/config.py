@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from silk.catalog.catalogue import limit_rule, thinking_enabled
+from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 from silk.ops.network import parse_networks
@@ -206,6 +207,7 @@ def validate(cfg, problems: list[str] | None = None) -> None:
     """Check every setting an operator can get wrong, naming the setting to fix."""
     problems = list(problems or [])
     problems += _kind_problems(cfg)
+    problems += origin_problems(cfg.get("SILK_CORS_ORIGINS") or "")
     try:
         make_url(cfg["SQLALCHEMY_DATABASE_URI"])
     except ArgumentError:
