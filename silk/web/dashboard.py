@@ -41,7 +41,7 @@ from silk.pricing import units_to_usd
 from silk.validation import load
 from silk.web import dashboard_data as data
 from silk.web.charts import bar_chart
-from silk.web.formats import axis_count, axis_usd, count, units, usd, usd_short, when
+from silk.web.formats import axis_count, count, units, usd, when
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -90,7 +90,6 @@ def _install(state):
     app.add_template_filter(count, "dash_count")
     app.add_template_filter(when, "dash_when")
     app.add_template_filter(units, "dash_units")
-    app.add_template_filter(usd_short, "dash_usd_short")
 
 
 @dataclass(frozen=True)
@@ -224,7 +223,7 @@ def overview():
     db.session.close()
     labels = [d.day.strftime("%b %d") for d in info.days]
     cost_chart = bar_chart(list(zip(labels, [d.cost for d in info.days], strict=True)),
-                           fmt=axis_usd, title="Daily cost")
+                           fmt=usd, title="Daily cost")
     token_chart = bar_chart(list(zip(labels, [d.tokens for d in info.days], strict=True)),
                             fmt=axis_count, title="Daily tokens")
     return render_template("dashboard/overview.html", info=info, cost_chart=cost_chart,
