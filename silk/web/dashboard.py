@@ -47,8 +47,9 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 SESSION_HOURS = 12  # a signed-in session lasts this long, then the key is asked for again
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+                               "img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -281,6 +282,7 @@ def create_key():
 
 
 _WHOLE = re.compile(r"[0-9]{1,12}")
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
 
 
 def _key_request() -> dict:
@@ -296,6 +298,12 @@ def _key_request() -> dict:
         if not _WHOLE.fullmatch(raw):
             raise InvalidRequest(f"Invalid '{field}': must be a whole number.", param=field)
         data[field] = int(raw)
+    expires_at = request.form.get("expires_at", "").strip()
+    if expires_at:
+        if not _MOMENT.fullmatch(expires_at):
+            raise InvalidRequest("Invalid 'expires_at': a date and time, e.g. "
+                                 "2026-12-31T23:59 (UTC).", param="expires_at")
+        data["expires_at"] = expires_at  # UTC, as the API reads a time without a zone
     return load(key_create_schema, data)
 
 
