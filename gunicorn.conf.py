@@ -134,19 +134,20 @@ def on_starting(server):
 def post_worker_init(worker):
     """Start this worker's reservation sweeper (settles holds of killed workers) and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers).
-    The master's first worker says once whether migrations are pending."""
+    Each reads the schema's state early; the master's first worker says once whether
+    migrations are pending."""
     import threading
 
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
-    from silk.ops.schema import log_if_pending
+    from silk.ops.schema import check_at_start
 
     start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model))
     start_subscriber(worker.wsgi)
-    if worker.age == 1:
-        threading.Thread(target=log_if_pending, args=(worker.wsgi,), daemon=True).start()
+    threading.Thread(target=check_at_start, args=(worker.wsgi,),
+                     kwargs={"say": worker.age == 1}, daemon=True).start()
 
 
 def child_exit(server, worker):

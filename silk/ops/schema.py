@@ -93,6 +93,8 @@ class SchemaState:
         if self.message is not None and now - self._checked < RECHECK_SECONDS:
             return self.message
         with self._lock:
+            if self.ready:
+                return None  # another request found it ready while this one waited
             try:
                 message = pending(engine, self.directory)
             except Exception:  # noqa: BLE001 - unreachable: /readyz and the 503s say that
@@ -129,9 +131,10 @@ def install(app: Flask) -> None:
             raise ServiceUnavailable(message, code="schema_not_ready")
 
 
-def log_if_pending(app: Flask) -> None:
-    """Log once, at start, that migrations are pending and how to apply them."""
+def check_at_start(app: Flask, *, say: bool) -> None:
+    """Read the schema's state before the first request needs it; with `say` (one process
+    of the server), log that migrations are pending and how to apply them."""
     with app.app_context():
         message = problem()
-    if message is not None:
+    if message is not None and say:
         log.error(message)
