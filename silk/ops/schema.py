@@ -16,6 +16,7 @@ import threading
 import time
 
 from flask import Flask, current_app, request
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from silk.errors import ServiceUnavailable
@@ -47,10 +48,10 @@ def known_revisions(directory: str) -> frozenset[str]:
 
 def database_revisions(engine: Engine) -> frozenset[str]:
     """The revisions stamped in the database's alembic_version (none on an empty one)."""
-    from alembic.migration import MigrationContext
-
     with engine.connect() as conn:
-        return frozenset(MigrationContext.configure(conn).get_current_heads())
+        if not inspect(conn).has_table("alembic_version"):
+            return frozenset()
+        return frozenset(conn.scalars(text("SELECT version_num FROM alembic_version")))
 
 
 def behind_message(current: frozenset[str], heads: frozenset[str]) -> str:

@@ -53,14 +53,33 @@ def _app(url, upstream, monkeypatch):
                        "SILK_SWEEP_INTERVAL": 0})
 
 
+def _upgrade(app, directory: str | None = None, revision: str = "head") -> None:
+    """`db upgrade` in this process; migrations/env.py's logging.fileConfig would silence
+    every logger the later tests read, so their state is put back."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    loggers = {name: logger.disabled for name, logger in logging.root.manager.loggerDict.items()
+               if isinstance(logger, logging.Logger)}
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        with app.app_context():
+            upgrade(directory=directory or app.extensions["migrate"].directory,
+                    revision=revision)
+    finally:
+        for name, disabled in loggers.items():
+            logging.root.manager.loggerDict[name].disabled = disabled
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+
+
 def _says_not_ready(text: str) -> None:
     assert "schema is not ready" in text and "behind the migrations" in text
     assert "silk db upgrade" in text and "flask --app app db upgrade" in text
 
 
 def test_an_empty_database_is_not_ready(empty_database, upstream, monkeypatch):
-    from flask_migrate import upgrade
-
     app = _app(empty_database, upstream, monkeypatch)
     client = app.test_client()
     ready = client.get("/readyz")
@@ -79,8 +98,7 @@ def test_an_empty_database_is_not_ready(empty_database, upstream, monkeypatch):
     assert len(lines) == 1 and "Traceback" not in result.output
     _says_not_ready(lines[0])
 
-    with app.app_context():
-        upgrade(directory=app.extensions["migrate"].directory)
+    _upgrade(app)
     assert client.get("/readyz").json == {"status": "ok", "database": "ok", "schema": "ok"}
     assert client.get("/v1/models").status_code == 401  # on to the key check
     assert app.test_cli_runner().invoke(args=["silk", "audit"]).exit_code == 0
@@ -89,8 +107,6 @@ def test_an_empty_database_is_not_ready(empty_database, upstream, monkeypatch):
 def test_a_database_one_revision_behind_is_not_ready(empty_database, upstream, monkeypatch,
                                                       tmp_path):
     """Migrations with a revision after the database's: not ready until upgraded."""
-    from flask_migrate import upgrade
-
     from silk.ops import schema
 
     directory = tmp_path / "migrations"
@@ -98,16 +114,14 @@ def test_a_database_one_revision_behind_is_not_ready(empty_database, upstream, m
     head = sorted(schema.head_revisions(str(ROOT / "migrations")))[0]
     (directory / "versions" / "0099_test.py").write_text(SECOND.format(down=head))
     app = _app(empty_database, upstream, monkeypatch)
-    with app.app_context():
-        upgrade(directory=str(directory), revision=head)
+    _upgrade(app, str(directory), head)
     app.extensions["silk.schema"] = schema.SchemaState(str(directory))
     client = app.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert f"database at {head}, migrations at 0099_test" in ready.json["message"]
     assert client.get("/v1/balance").json["error"]["code"] == "schema_not_ready"
-    with app.app_context():
-        upgrade(directory=str(directory))
+    _upgrade(app, str(directory))
     assert client.get("/readyz").status_code == 200
     assert client.get("/v1/balance").status_code == 401
 
