@@ -3,8 +3,9 @@
 A database whose schema is behind the migrations (empty, or an older revision) answers
 `SELECT 1` but fails every real statement; the gateway then answers 503 with one message
 that names the fix, /readyz fails, and the `silk` commands print the same line. The
-migrations' head is read once per process; the database's revision is read on first use
-and again (at most once a second) until it has caught up, then trusted for the process's
+migrations' head is read once per process; the database's revision is read at start and
+then on every request until it has caught up (a gateway in that state serves nothing else,
+and the first request after `db upgrade` must succeed), then trusted for the process's
 life: migrations only ever move forward under a running gateway.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 
 from flask import Flask, current_app, request
 from sqlalchemy import inspect, text
@@ -24,7 +24,6 @@ from silk.errors import ServiceUnavailable
 log = logging.getLogger("silk.schema")
 
 UPGRADE_COMMAND = "silk db upgrade"  # or `flask --app app db upgrade` in the project folder
-RECHECK_SECONDS = 1.0
 # Endpoints that work without the schema: health, metrics, static files, public pages.
 _EXEMPT = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus_metrics", "static",
                      "openapi.openapi_json", "web.home"})
@@ -82,17 +81,13 @@ class SchemaState:
         self.directory = directory
         self.ready = False
         self.message: str | None = None
-        self._checked = 0.0
         self._lock = threading.Lock()
 
     def problem(self, engine: Engine) -> str | None:
-        """The schema message, read again at most once a second while not ready; None when
-        ready or when the database cannot be asked (its own errors say so then)."""
+        """The schema message, read again while not ready; None when ready or when the
+        database cannot be asked (its own errors say so then)."""
         if self.ready:
             return None
-        now = time.monotonic()
-        if self.message is not None and now - self._checked < RECHECK_SECONDS:
-            return self.message
         with self._lock:
             if self.ready:
                 return None  # another request found it ready while this one waited
@@ -101,7 +96,6 @@ class SchemaState:
             except Exception:  # noqa: BLE001 - unreachable: /readyz and the 503s say that
                 log.debug("schema check failed", exc_info=True)
                 return None
-            self._checked = now
             self.message = message
             self.ready = message is None
         return message

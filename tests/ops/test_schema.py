@@ -45,10 +45,8 @@ def empty_database(backend, tmp_path):
 
 def _app(url, upstream, monkeypatch):
     from silk import create_app
-    from silk.ops import schema
 
     upstream_env(monkeypatch, upstream)
-    monkeypatch.setattr(schema, "RECHECK_SECONDS", 0.0)
     return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url,
                        "SILK_SWEEP_INTERVAL": 0})
 
@@ -149,7 +147,8 @@ def test_the_gateway_logs_pending_migrations_once(sqlite_only, empty_database, g
     from tests.support.gateway import Gateway
 
     log = tmp_path / "gunicorn.log"
-    with Gateway(empty_database, gateway_env, workers=2, log_path=log) as running:
+    with Gateway(empty_database, gateway_env, workers=2, log_path=log,
+                 migrated=False) as running:
         assert requests.get(running.url + "/readyz", timeout=5).status_code == 503
         answer = requests.get(running.url + "/v1/models", timeout=5,
                               headers={"Authorization": "Bearer sk-x"})

@@ -68,3 +68,19 @@ def stamp_head(engine, revisions=None) -> None:
             conn.execute(text("DELETE FROM alembic_version"))
             for revision in sorted(wanted):
                 conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+
+
+def create_schema(url: str) -> None:
+    """Give the database at `url` the schema at the migrations' head, as `db upgrade` would
+    (tables that exist are kept)."""
+    from sqlalchemy import create_engine
+
+    from silk import models  # noqa: F401 - every table on the metadata
+    from silk.extensions import db
+
+    engine = create_engine(url)
+    try:
+        db.metadata.create_all(engine)
+        stamp_head(engine)
+    finally:
+        engine.dispose()
