@@ -5,20 +5,72 @@ new workers start with fresh code and config while old ones finish their open st
 (up to graceful_timeout) before they exit.
 """
 
+import json
 import multiprocessing
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _stop(line: str) -> None:
+    """Stop in one line on stderr, before any worker starts (no traceback, no retries)."""
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _whole(name: str, default: int, least: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        _stop(f"SilkGateway cannot start: {name}={raw!r} is not allowed: use a whole "
+              f"number of at least {least}")
+    return value
+
+
+def _check_settings() -> list[str]:
+    """Read the gateway's settings once, in a forked child so that the master imports
+    nothing its gevent workers must patch first; stop on a bad one, return the warnings."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any of the master's hooks
+        os.close(read)
+        try:
+            sys.path.insert(0, _ROOT)
+            from silk.startup import report
+
+            error, warnings = report()
+        except BaseException as err:  # noqa: BLE001 - anything is reported as one line
+            error, warnings = f"SilkGateway cannot start: {type(err).__name__}: {err}", []
+        os.write(write, json.dumps({"error": error, "warnings": warnings}).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    result = json.loads(answer or b'{"error": "SilkGateway cannot start: the settings '
+                                  b'check failed", "warnings": []}')
+    if result["error"]:
+        _stop(result["error"])
+    return result["warnings"]
+
+
 bind = os.environ.get("SILK_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("SILK_WORKERS", multiprocessing.cpu_count()))
+workers = _whole("SILK_WORKERS", multiprocessing.cpu_count(), 1)
 worker_class = "gevent"
-worker_connections = int(os.environ.get("SILK_WORKER_CONNECTIONS", 4000))
+worker_connections = _whole("SILK_WORKER_CONNECTIONS", 4000, 1)
 # A gevent worker notifies the arbiter from its own loop, so streams do not trip this;
 # it only catches a worker whose loop is truly stuck.
 timeout = 60
-graceful_timeout = int(os.environ.get("SILK_GRACEFUL_TIMEOUT", 900))  # let streams finish
+graceful_timeout = _whole("SILK_GRACEFUL_TIMEOUT", 900, 0)  # let streams finish
 keepalive = 75  # above nginx's default upstream keepalive_timeout of 60 s
 backlog = 4096
 accesslog = None  # the app logs one JSON line per request
@@ -45,7 +97,8 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 # Dashboard sessions are signed with SECRET_KEY, which production sets in the environment.
 # Without one, each worker would invent its own and a session would work on one worker only,
 # so the master makes one that all its workers share (sessions end when the master stops).
-_INSTANCE_CFG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance", "silk.cfg")
+_INSTANCE_DIR = os.environ.get("SILK_INSTANCE_PATH") or os.path.join(_ROOT, "instance")
+_INSTANCE_CFG = os.path.join(_INSTANCE_DIR, "silk.cfg")
 _SECRET_MADE = "SILK_SECRET_KEY_GENERATED"
 
 
@@ -61,9 +114,12 @@ if not os.environ.get("SECRET_KEY") and not _instance_sets_secret():
     os.environ["SECRET_KEY"] = secrets.token_hex(32)
     os.environ[_SECRET_MADE] = "1"
 
+_WARNINGS = _check_settings()
+
 
 def on_starting(server):
-    """Start metrics from zero (old files would count again); warn about a made-up secret."""
+    """Start metrics from zero (old files would count again); warn about a made-up secret
+    and what else the settings check found (a provider without a key)."""
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     for name in os.listdir(directory):
         if name.endswith(".db"):
@@ -71,18 +127,27 @@ def on_starting(server):
     if os.environ.get(_SECRET_MADE):
         server.log.warning("SECRET_KEY is not set: using a random one until gunicorn stops "
                            "(dashboard sessions end with it). Set SECRET_KEY in production.")
+    for warning in _WARNINGS:
+        server.log.warning(warning)
 
 
 def post_worker_init(worker):
     """Start this worker's reservation sweeper (settles holds of killed workers) and, with
-    Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers)."""
+    Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers).
+    Each reads the schema's state early; the master's first worker says once whether
+    migrations are pending."""
+    import threading
+
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
+    from silk.ops.schema import check_at_start
 
     start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model))
     start_subscriber(worker.wsgi)
+    threading.Thread(target=check_at_start, args=(worker.wsgi,),
+                     kwargs={"say": worker.age == 1}, daemon=True).start()
 
 
 def child_exit(server, worker):

@@ -7,16 +7,19 @@ import os
 from flask import Flask
 
 from silk.config import load_config
+from silk.startup import instance_path
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the WSGI app; each step below is short and named for what it adds."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_path=instance_path(), instance_relative_config=True)
     load_config(app, test_config)
     register_json(app)
     register_extensions(app)
     register_catalogue(app)
     register_request_hooks(app)
+    register_cors(app)
+    register_schema_check(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_commands(app)
@@ -76,6 +79,21 @@ def register_request_hooks(app: Flask) -> None:
 
     install_request_hooks(app)
     metrics.report_settlements_to(remember_settlement)
+
+
+def register_cors(app: Flask) -> None:
+    """Share the API with the browser origins in SILK_CORS_ORIGINS (off by default)."""
+    from silk.cors import install
+
+    install(app)
+
+
+def register_schema_check(app: Flask) -> None:
+    """Answer 503 "schema not ready" while the database lacks migrations (a forgotten
+    `db upgrade`), instead of failing every statement."""
+    from silk.ops.schema import install
+
+    install(app)
 
 
 def register_blueprints(app: Flask) -> None:

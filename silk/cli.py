@@ -5,11 +5,21 @@ from __future__ import annotations
 import sys
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from silk.extensions import db
 
-silk_cli = AppGroup("silk", help="Operate SilkGateway: accounts, keys, money, audits.")
+
+@click.group("silk", cls=AppGroup, help="Operate SilkGateway: accounts, keys, money, audits.")
+@with_appcontext
+def silk_cli():
+    """Refuse, in one line, to run on a schema that lacks migrations (no SQLAlchemy error)."""
+    from silk.ops.schema import problem
+
+    message = problem()
+    if message is not None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
 
 
 @silk_cli.command("audit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -13,8 +14,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from silk.catalog.catalogue import limit_rule, thinking_enabled
+from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
+from silk.ops.network import parse_networks
 
 INSTANCE_FILE = "silk.cfg"
 _SQLITE_POOL_SIZE = 20  # connections each worker keeps (and may add) to a SQLite file
@@ -30,23 +33,29 @@ def load_config(app: Flask, test_config: dict | None) -> None:
     app.config.from_pyfile(INSTANCE_FILE, silent=True)
     if test_config:
         app.config.update(test_config)
-    _apply_environment(app)
-    validate(app.config)
+    problems = _apply_environment(app)
+    validate(app.config, problems)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
 
 
-def _apply_environment(app: Flask) -> None:
+def _apply_environment(app: Flask) -> list[str]:
+    """Read the environment into app.config; return what could not be read."""
     env = os.environ
     cfg = app.config
+    problems: list[str] = []
     if env.get("SECRET_KEY"):
         cfg["SECRET_KEY"] = env["SECRET_KEY"]
     if env.get("DATABASE_URL") and not cfg.get("SILK_IGNORE_ENV_DATABASE"):
         cfg["SQLALCHEMY_DATABASE_URI"] = env["DATABASE_URL"]
     if env.get("REDIS_URL"):
         cfg["REDIS_URL"] = env["REDIS_URL"]
-    # SILK_FOO=value overrides a scalar setting named SILK_FOO.
+    # SILK_FOO=value overrides the setting named SILK_FOO, read as the default's kind.
     for name, raw in env.items():
-        if name.startswith("SILK_") and name in cfg and not isinstance(cfg[name], dict):
-            cfg[name] = _coerce(raw, cfg[name])
+        if name.startswith("SILK_") and name in cfg:
+            try:
+                cfg[name] = coerce(name, raw, cfg[name])
+            except ValueError as err:
+                problems.append(str(err))  # the default stays, so the rest can be checked
 
     if not cfg.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
@@ -55,7 +64,6 @@ def _apply_environment(app: Flask) -> None:
     if uri.startswith(("postgres://", "postgresql://")):
         # psycopg 3 cooperates with gevent; make it the driver for a bare postgresql URL.
         cfg["SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://" + uri.split("://", 1)[1]
-    cfg.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(cfg))
     if not cfg.get("SECRET_KEY"):
         cfg["SECRET_KEY"] = secrets.token_hex(32)
 
@@ -67,6 +75,7 @@ def _apply_environment(app: Flask) -> None:
         }
         for pid, p in cfg["SILK_PROVIDERS"].items()
     }
+    return problems
 
 
 def _engine_options(cfg) -> dict:
@@ -117,19 +126,88 @@ def _sqlite_in_memory(uri: str) -> bool:
         return False  # validate() names the problem
 
 
-def _coerce(raw: str, current):
-    if isinstance(current, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(current, int):
-        return int(raw)
-    if isinstance(current, float):
-        return float(raw)
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+# Settings whose default is None, and the kind of value they take when set.
+_OPTIONAL_KINDS = {"SILK_DEFAULT_RPM": int, "SILK_DEFAULT_TPM": int}
+# Comma-separated address lists (CIDRs, addresses or *), read where they are used.
+ADDRESS_LISTS = ("SILK_METRICS_ALLOW", "SILK_TRUSTED_PROXIES")
+
+
+def coerce(name: str, raw: str, current):
+    """An environment value read as the kind of the setting's current value; a ValueError
+    names the setting, the value and what is allowed, in one line."""
+    text = raw.strip()
+    kind = _OPTIONAL_KINDS.get(name) if current is None else type(current)
+    if kind is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(_bad(name, raw, "true or false (also 1/0, yes/no)"))
+    if kind is int:
+        if current is None and not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(_bad(name, raw, "a whole number")) from None
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(_bad(name, raw, "a number, e.g. 30 or 2.5"))
+        return number
+    if kind is dict:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(_bad(name, raw, "a JSON object, e.g. {\"key\": \"value\"}"))
+        return value
+    if kind in (list, tuple):
+        return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
 
-def validate(cfg) -> None:
+def _bad(name: str, value, allowed: str) -> str:
+    shown = value if len(str(value)) <= 80 else str(value)[:77] + "..."
+    return f"{name}={shown!r} is not allowed: use {allowed}"
+
+
+def _kind_problems(cfg) -> list[str]:
+    """Every scalar setting of silk.defaults holds the kind of value its default does (an
+    instance file may set anything)."""
+    problems = []
+    for name in dir(Defaults):
+        default = getattr(Defaults, name)
+        if not name.isupper() or name not in cfg or default is None:
+            continue
+        value = cfg[name]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                problems.append(_bad(name, value, "True or False"))
+        elif isinstance(default, int | float) and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+                or (isinstance(default, int) and not isinstance(value, int))):
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            problems.append(_bad(name, value, kind))
+    for name in ADDRESS_LISTS:
+        value = os.environ.get(name) or cfg.get(name)
+        if value is None:
+            continue
+        try:
+            parse_networks(value)
+        except (TypeError, ValueError):
+            problems.append(_bad(name, value, "comma-separated addresses or CIDRs, or *"))
+    return problems
+
+
+def validate(cfg, problems: list[str] | None = None) -> None:
     """Check every setting an operator can get wrong, naming the setting to fix."""
-    problems: list[str] = []
+    problems = list(problems or [])
+    problems += _kind_problems(cfg)
+    problems += origin_problems(cfg.get("SILK_CORS_ORIGINS") or "")
     try:
         make_url(cfg["SQLALCHEMY_DATABASE_URI"])
     except ArgumentError:
@@ -164,6 +242,8 @@ def validate(cfg) -> None:
         problems.append("SILK_REGISTRATION must be open, invite or closed")
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
+    if len(problems) == 1:
+        raise ConfigError(f"SilkGateway cannot start: {problems[0]}")
     if problems:
         raise ConfigError("SilkGateway cannot start:\n  - " + "\n  - ".join(problems))
 

@@ -115,6 +115,8 @@ class Defaults:
     # every worker at once; without Redis they take up to the caches' TTL.
     SILK_INVALIDATION_CHANNEL = "silk:invalidate"
 
+    # Browser origins that may call /v1/* (comma-separated, or *); empty: no cross-origin use.
+    SILK_CORS_ORIGINS = ""
     SILK_AUTH_FAILURES_PER_MINUTE = 30  # failed key checks per client address, then 429
     SILK_DEFAULT_RPM = None  # per-key requests per minute when the key sets none
     SILK_DEFAULT_TPM = None  # per-key tokens per minute when the key sets none

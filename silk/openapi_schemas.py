@@ -75,7 +75,8 @@ SCHEMAS = {
     "Pricing": obj(("currency", "models", "tiers"), currency=STRING,
                    models={"type": "array", "items": obj(
                        ("id", "provider", "input", "output"), id=STRING, provider=STRING,
-                       input=USD, output=USD, cache_hit_input=USD, unit=STRING)},
+                       input=USD, output=USD, cache_hit_input=USD, unit=STRING,
+                       available=BOOLEAN)},
                    tiers={"type": "array", "items": obj(
                        ("name",), name=STRING, discount=NUMBER, discount_percent=NUMBER,
                        monthly_free_tokens=INTEGER)}),

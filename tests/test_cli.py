@@ -20,6 +20,15 @@ def test_create_account_prints_the_key_last(runner, client):
         "balance": 12.5, "currency": "USD"}
 
 
+def test_create_account_again_says_so_on_stdout(runner, accounts):
+    accounts.make(email="taken@example.com")
+    result = runner.invoke(args=["silk", "create-account", "Taken@Example.com"])
+    assert result.exit_code == 1
+    assert "An account for taken@example.com already exists" in result.stdout
+    assert "silk create-key taken@example.com" in result.stdout
+    assert not result.stdout.strip().splitlines()[-1].startswith("sk-")
+
+
 def test_create_account_rejects_bad_input(runner, accounts):
     accounts.make(email="taken@example.com")
     for args, message in ((["taken@example.com"], "already exists"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
 import click
@@ -32,11 +33,17 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
     """Create an account and print its first API key alone on the last line."""
     from silk.account.service import create_account
     from silk.billing.tiers import tiers
+    from silk.errors import Conflict
 
     try:
         account, key = create_account(
             email, tier=tier or current_app.config["SILK_DEFAULT_TIER"], known_tiers=tiers(),
             credit_units=_usd(credit), is_admin=admin, actor="cli")
+    except Conflict as err:
+        # On stdout, where the key would be: a script reading the last line sees why.
+        click.echo(f"{err.message} Nothing was changed; make another key with "
+                   f"`silk create-key {email.strip().lower()}`.")
+        sys.exit(1)
     except SilkError as err:
         fail(err)
     click.echo(f"account {account.id} {account.email} tier={account.tier} "

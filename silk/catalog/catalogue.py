@@ -64,6 +64,10 @@ class Catalogue:
         """Return the provider that serves a model."""
         return self.providers[model.provider]
 
+    def available(self, model: Model) -> bool:
+        """True when the gateway can serve the model: its provider has a key."""
+        return self.provider_of(model).configured
+
 
 def tier_from_config(name: str, spec: Mapping) -> Tier:
     """Build a Tier from its config entry (discount given in per cent)."""

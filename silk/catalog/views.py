@@ -17,21 +17,22 @@ def _model_object(model, provider) -> dict:
 
 @bp.get("/models")
 def list_models():
-    """List the models this key may use, in OpenAI's list shape."""
+    """List the models this key may use and the gateway can serve (their provider has a
+    key), in OpenAI's list shape."""
     principal = authenticate()
     cat = catalogue()
     data = [_model_object(m, cat.provider_of(m)) for m in cat.models.values()
-            if principal.may_use(m.id)]
+            if principal.may_use(m.id) and cat.available(m)]
     return jsonify({"object": "list", "data": data})
 
 
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str):
-    """Describe one model."""
+    """Describe one model the list would show."""
     principal = authenticate()
     cat = catalogue()
     model = cat.model(model_id)
-    if model is None or not principal.may_use(model.id):
+    if model is None or not principal.may_use(model.id) or not cat.available(model):
         raise NotFound(f"The model '{model_id}' does not exist.", param="model",
                        code="model_not_found")
     return jsonify(_model_object(model, cat.provider_of(model)))
@@ -39,13 +40,14 @@ def get_model(model_id: str):
 
 @bp.get("/pricing")
 def pricing():
-    """Every model's price per million tokens and every tier; no key needed."""
+    """Every model's price per million tokens, whether it can be served now, and every
+    tier; no key needed."""
     cat = catalogue()
     models = []
     for model in cat.models.values():
         entry = {"id": model.id, "provider": cat.provider_of(model).name,
                  "input": model.price.input, "output": model.price.output,
-                 "unit": "USD per 1M tokens"}
+                 "unit": "USD per 1M tokens", "available": cat.available(model)}
         if model.price.cache_hit is not None:
             entry["cache_hit_input"] = model.price.cache_hit
         models.append(entry)

@@ -6,6 +6,7 @@ from silk.errors import PermissionDenied
 from silk.ops import metrics
 from silk.ops.health import database_answers
 from silk.ops.network import DEFAULT_METRICS_ALLOW, address_in, parse_networks, setting
+from silk.ops.schema import problem as schema_problem
 
 bp = Blueprint("ops", __name__)
 
@@ -18,10 +19,14 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready: the database answers."""
+    """Ready: the database answers and its schema has every migration."""
     if not database_answers():
         return jsonify({"status": "unavailable", "database": "unreachable"}), 503
-    return jsonify({"status": "ok", "database": "ok"})
+    behind = schema_problem()
+    if behind is not None:
+        return jsonify({"status": "unavailable", "database": "ok",
+                        "schema": "behind migrations", "message": behind}), 503
+    return jsonify({"status": "ok", "database": "ok", "schema": "ok"})
 
 
 @bp.get("/metrics")

@@ -41,14 +41,15 @@ from silk.pricing import units_to_usd
 from silk.validation import load
 from silk.web import dashboard_data as data
 from silk.web.charts import bar_chart
-from silk.web.formats import axis_count, axis_usd, count, units, usd, usd_short, when
+from silk.web.formats import axis_count, count, units, usd, when
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 SESSION_HOURS = 12  # a signed-in session lasts this long, then the key is asked for again
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+                               "img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -90,7 +91,6 @@ def _install(state):
     app.add_template_filter(count, "dash_count")
     app.add_template_filter(when, "dash_when")
     app.add_template_filter(units, "dash_units")
-    app.add_template_filter(usd_short, "dash_usd_short")
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def overview():
     db.session.close()
     labels = [d.day.strftime("%b %d") for d in info.days]
     cost_chart = bar_chart(list(zip(labels, [d.cost for d in info.days], strict=True)),
-                           fmt=axis_usd, title="Daily cost")
+                           fmt=usd, title="Daily cost")
     token_chart = bar_chart(list(zip(labels, [d.tokens for d in info.days], strict=True)),
                             fmt=axis_count, title="Daily tokens")
     return render_template("dashboard/overview.html", info=info, cost_chart=cost_chart,
@@ -282,6 +282,7 @@ def create_key():
 
 
 _WHOLE = re.compile(r"[0-9]{1,12}")
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
 
 
 def _key_request() -> dict:
@@ -297,6 +298,12 @@ def _key_request() -> dict:
         if not _WHOLE.fullmatch(raw):
             raise InvalidRequest(f"Invalid '{field}': must be a whole number.", param=field)
         data[field] = int(raw)
+    expires_at = request.form.get("expires_at", "").strip()
+    if expires_at:
+        if not _MOMENT.fullmatch(expires_at):
+            raise InvalidRequest("Invalid 'expires_at': a date and time, e.g. "
+                                 "2026-12-31T23:59 (UTC).", param="expires_at")
+        data["expires_at"] = expires_at  # UTC, as the API reads a time without a zone
     return load(key_create_schema, data)
 
 

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from silk.pricing import units_to_usd
 
 
 def usd(value) -> str:
-    """USD for people: cents for sums, every significant digit for a tiny request."""
-    amount = Decimal(value or 0)
-    if amount == amount.quantize(Decimal("0.01")) or abs(amount) >= 100:
-        return f"${amount:,.2f}"
-    text = f"{amount:,.9f}".rstrip("0")
-    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{amount:,.2f}")
-
-
-def usd_short(value) -> str:
-    """USD in whole cents, never rounded up (a balance must not look larger than it is)."""
-    amount = Decimal(value or 0)
-    if 0 < amount < Decimal("0.01"):
-        return "< $0.01"
-    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_DOWN):,.2f}"
+    """The one way the pages write money: never rounded into a different amount. At least
+    the cents, and every digit below a cent the amount has (money is exact to 10^-9 USD,
+    so nine decimals show any amount exactly): $42.749884656, $0.0000042, $10.50."""
+    amount = value if isinstance(value, Decimal) else Decimal(str(value or 0))
+    whole, _, fraction = f"{amount:,.9f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
 def units(value) -> str:
     """Stored money units as USD for people."""
     return usd(units_to_usd(int(value or 0)))
-
-
-def axis_usd(value: float) -> str:
-    """USD for a chart axis: short, and exact enough to tell the gridlines apart."""
-    if value == 0:
-        return "$0"
-    if value >= 0.1:
-        return f"${value:,.2f}"
-    return "$" + f"{value:.9f}".rstrip("0").rstrip(".")
 
 
 def count(value) -> str:

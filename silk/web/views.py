@@ -1,8 +1,9 @@
-"""The web blueprint: the registration page (/register/), the HTML twin of POST /v1/register."""
+"""The web blueprint: the home page for browsers (/) and the registration page
+(/register/), the HTML twin of POST /v1/register."""
 
 from urllib.parse import urlparse
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request
 
 from silk.account import registration
 from silk.account.schemas import register_schema
@@ -12,13 +13,28 @@ from silk.validation import load
 
 bp = Blueprint("web", __name__)
 
+# The pages load their own CSS and script only, and are never framed.
+_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+@bp.get("/")
+def home():
+    """A short page of links for a browser; an API client gets the JSON 404 of any path."""
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+        abort(404)
+    html = render_template("web/home.html", mode=current_app.config["SILK_REGISTRATION"],
+                           api_base=request.host_url + "v1")
+    return html, 200, {"Content-Security-Policy": _CSP, "X-Frame-Options": "DENY"}
+
 
 def _page(status: int = 200, **context):
     mode = current_app.config["SILK_REGISTRATION"]
     html = render_template("web/register.html", mode=mode, api_base=request.host_url + "v1",
                            **context)
     # The page may carry a new key: never cache it, never leak the URL onwards.
-    return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                          "Content-Security-Policy": _CSP, "X-Frame-Options": "DENY"}
 
 
 @bp.get("/register/")

@@ -126,7 +126,7 @@ class TestOpen:
         assert response.status_code == 201
         assert response.headers["Cache-Control"] == "no-store"
         html = response.get_data(as_text=True)
-        secret = re.search(r'<code id="api-key">(sk-[^<]+)</code>', html).group(1)
+        secret = re.search(r'id="api-key"[^>]*>(sk-[^<]+)<', html).group(1)
         assert client.get("/v1/balance", headers={"Authorization": f"Bearer {secret}"}
                           ).status_code == 200
 

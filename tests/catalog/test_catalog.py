@@ -38,6 +38,7 @@ def test_pricing_needs_no_key_and_matches_the_seed(client):
 def test_operator_overrides_models_and_tiers(database_url, upstream, monkeypatch):
     from silk import create_app
 
+    monkeypatch.delenv("MIMO_API_KEY", raising=False)
     models = {"house-model": {"provider": "mimo", "upstream": "mimo-v2.5", "input": "1.5",
                               "output": "3", "max_output_tokens": 100, "cache_hit": "0.5"}}
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SILK_MODELS": models,
@@ -46,7 +47,7 @@ def test_operator_overrides_models_and_tiers(database_url, upstream, monkeypatch
     body = app.test_client().get("/v1/pricing").json
     assert body["models"] == [{"id": "house-model", "provider": "Xiaomi", "input": 1.5,
                                "output": 3.0, "cache_hit_input": 0.5,
-                               "unit": "USD per 1M tokens"}]
+                               "unit": "USD per 1M tokens", "available": False}]
     model = app.extensions["silk.catalogue"].model("house-model")
     assert model.price.cache_hit == Decimal("0.5")
 
@@ -108,3 +109,28 @@ def test_database_url_variable_and_postgres_driver(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/x")
     app = create_app()
     assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@127.0.0.1:1/x"
+
+
+def test_a_provider_without_a_key_is_visible(app, client, accounts, monkeypatch, tmp_path):
+    """Its models leave /v1/models, /v1/pricing marks them unavailable, and start-up names
+    the variable to set."""
+    from silk import create_app
+    from silk.startup import provider_warnings
+
+    monkeypatch.delenv("MIMO_API_KEY")
+    keyless = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"],
+                          "TESTING": True})
+    acct = accounts.make()
+    listed = {m["id"] for m in keyless.test_client().get("/v1/models",
+                                                           headers=acct.headers).json["data"]}
+    assert listed == set(SEED) - {"mimo-v2.5", "mimo-v2.5-pro"}
+    assert keyless.test_client().get("/v1/models/mimo-v2.5",
+                                     headers=acct.headers).status_code == 404
+    prices = {m["id"]: m["available"] for m in keyless.test_client().get("/v1/pricing").json[
+        "models"]}
+    assert prices == {m: not m.startswith("mimo") for m in SEED}
+    assert all(m["available"] for m in client.get("/v1/pricing").json["models"])
+    warnings = provider_warnings(keyless.config)
+    assert len(warnings) == 1 and "set MIMO_API_KEY" in warnings[0]
+    assert "mimo-v2.5, mimo-v2.5-pro" in warnings[0]
+    assert provider_warnings(app.config) == []

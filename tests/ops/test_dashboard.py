@@ -30,7 +30,7 @@ def test_sign_in_shows_balance_tier_and_quota(client, accounts):
     assert response.status_code == 302
     page = client.get("/dashboard/")
     assert page.status_code == 200
-    assert '>$12.50</p>' in page.text and 'data-testid="balance-exact">$12.50<' in page.text
+    assert 'data-testid="balance">$12.50</p>' in page.text
     assert 'data-testid="tier">pro<' in page.text
     assert "10% discount" in page.text
     assert 'data-testid="quota-remaining">1,000,000<' in page.text
@@ -124,7 +124,7 @@ def test_usage_appears_in_the_chart_and_recent_requests(app, client, accounts):
     assert len(heights) == 60  # 30 days of cost, 30 of tokens
     assert sum(1 for h in heights if h > 0) == 2  # today's bar in each chart
     assert "No usage in the last 30 days" not in page
-    assert re.search(r'data-testid="month-cost" title="\$0\.0000\d+">&lt; \$0.01<', page)
+    assert re.search(r'data-testid="month-cost">\$0\.0000\d+<', page)  # exact, below a cent
     assert "Hello dashboard" not in page  # prompts are never shown
 
 
@@ -189,31 +189,41 @@ def test_redeem_a_code_adds_to_the_balance_once(app, client, accounts):
     done = client.post("/dashboard/redeem", data={"code": code, "csrf_token": token},
                        follow_redirects=True)
     assert "$2.50 was added" in done.text
-    assert 'data-testid="balance-exact">$3.50<' in done.text
+    assert 'data-testid="balance">$3.50<' in done.text
     again = client.post("/dashboard/redeem", data={"code": code, "csrf_token": token},
                         follow_redirects=True)
     assert "already been used" in again.text
     assert accounts.audit() == []
 
 
-@pytest.mark.parametrize("value, short", [("0", "$0.00"), ("42.749884656", "$42.74"),
-                                          ("0.000115", "< $0.01"), ("1234.567", "$1,234.56")])
-def test_short_usd_never_rounds_up(value, short):
+@pytest.mark.parametrize("value, text", [
+    ("0", "$0.00"), ("10.5", "$10.50"), ("0.0000042", "$0.0000042"), ("1234.5", "$1,234.50"),
+    ("42.749884656", "$42.749884656"), ("0.000115", "$0.000115"), ("1234.567", "$1,234.567"),
+    ("999.999", "$999.999"), ("100.005", "$100.005"), ("0.000000001", "$0.000000001"),
+    ("-2.5", "$-2.50"), ("12", "$12.00"), ("0.01", "$0.01")])
+def test_money_is_never_shown_as_a_different_amount(value, text):
+    """Exact to the cent at least, every sub-cent digit shown: never rounded, never floored."""
     from decimal import Decimal
 
-    from silk.web.formats import usd_short
-
-    assert usd_short(Decimal(value)) == short
-
-
-@pytest.mark.parametrize("value, text", [("0", "$0.00"), ("10.5", "$10.50"),
-                                         ("0.0000042", "$0.0000042"), ("1234.5", "$1,234.50")])
-def test_usd_format(value, text):
-    from decimal import Decimal
-
-    from silk.web.formats import usd
+    from silk.web.formats import units, usd
 
     assert usd(Decimal(value)) == text
+    assert Decimal(text.lstrip("$").replace(",", "")) == Decimal(value)
+    assert units(int(Decimal(value) * 10**9)) == text
+
+
+def test_the_pages_format_money_in_one_place():
+    """Every page writes money through silk.web.formats.usd (the dash_usd filter)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "silk"
+    for path in [*root.glob("web/*.py"), *root.glob("templates/**/*.html")]:
+        if path.name == "formats.py":
+            continue  # the one place
+        text = path.read_text()
+        assert not re.search(r":,?\.[0-9]f", text), path
+        assert "usd_short" not in text, path
 
 
 @pytest.fixture

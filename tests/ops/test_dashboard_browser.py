@@ -60,8 +60,7 @@ def test_dashboard_in_a_browser(sqlite_only, app, accounts, gateway, page, tmp_p
     page.wait_for_url(re.compile(r"/dashboard/$"))
     balance = units_to_usd(accounts.balance_units(user.id))
     assert Decimal("42") < balance < Decimal("42.75")  # two requests were charged
-    assert page.inner_text("[data-testid=balance-exact]") == f"${balance}"
-    assert page.inner_text("[data-testid=balance]") == f"${balance:.4f}"[:-2]
+    assert page.inner_text("[data-testid=balance]") == f"${balance}"  # exact, not rounded
     assert page.inner_text("[data-testid=tier]") == "pro"
     assert page.locator("table[data-testid=recent] tbody tr").count() == 2
     assert page.locator("svg.chart-cost rect.bar").count() == 30

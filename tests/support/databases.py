@@ -38,9 +38,11 @@ def drop_postgres_database(name: str) -> None:
 
 
 def reset_schema(db) -> None:
-    """Empty every table (creating them the first time), so each test starts clean."""
+    """Empty every table (creating them the first time, stamped with the migrations' head
+    as `db upgrade` leaves them), so each test starts clean."""
     engine = db.engine
     db.metadata.create_all(engine)
+    stamp_head(engine)
     tables = list(reversed(db.metadata.sorted_tables))
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -49,3 +51,36 @@ def reset_schema(db) -> None:
         else:
             for table in tables:
                 conn.execute(table.delete())
+
+
+def stamp_head(engine, revisions=None) -> None:
+    """Record in alembic_version that the schema is at the migrations' head (or `revisions`),
+    as `flask db upgrade` would."""
+    from silk import _migrations_dir
+    from silk.ops.schema import head_revisions
+
+    wanted = set(revisions if revisions is not None else head_revisions(_migrations_dir()))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS alembic_version "
+                          "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+        if current != wanted:
+            conn.execute(text("DELETE FROM alembic_version"))
+            for revision in sorted(wanted):
+                conn.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+
+
+def create_schema(url: str) -> None:
+    """Give the database at `url` the schema at the migrations' head, as `db upgrade` would
+    (tables that exist are kept)."""
+    from sqlalchemy import create_engine
+
+    from silk import models  # noqa: F401 - every table on the metadata
+    from silk.extensions import db
+
+    engine = create_engine(url)
+    try:
+        db.metadata.create_all(engine)
+        stamp_head(engine)
+    finally:
+        engine.dispose()

@@ -26,7 +26,10 @@ class Gateway:
     """A gunicorn process serving `wsgi:app` from the project root."""
 
     def __init__(self, database_url: str, env: dict[str, str], *, workers: int = 2,
-                 extra_args: tuple[str, ...] = (), log_path: Path | None = None):
+                 extra_args: tuple[str, ...] = (), log_path: Path | None = None,
+                 migrated: bool = True):
+        self.database_url = database_url
+        self.migrated = migrated  # give the database its schema first, as `db upgrade` does
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "DATABASE_URL": database_url,
@@ -39,6 +42,10 @@ class Gateway:
 
     def start(self, timeout: float = 20.0) -> Gateway:
         """Start gunicorn and wait until /healthz answers."""
+        if self.migrated:
+            from tests.support.databases import create_schema
+
+            create_schema(self.database_url)
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)

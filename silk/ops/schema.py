@@ -1,0 +1,135 @@
+"""Whether the database schema has every migration, so a forgotten `db upgrade` says so.
+
+A database whose schema is behind the migrations (empty, or an older revision) answers
+`SELECT 1` but fails every real statement; the gateway then answers 503 with one message
+that names the fix, /readyz fails, and the `silk` commands print the same line. The
+migrations' head is read once per process; the database's revision is read at start and
+then on every request until it has caught up (a gateway in that state serves nothing else,
+and the first request after `db upgrade` must succeed), then trusted for the process's
+life: migrations only ever move forward under a running gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+
+from flask import Flask, current_app, request
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Engine
+
+from silk.errors import ServiceUnavailable
+
+log = logging.getLogger("silk.schema")
+
+UPGRADE_COMMAND = "silk db upgrade"  # or `flask --app app db upgrade` in the project folder
+# Endpoints that work without the schema: health, metrics, static files, public pages.
+_EXEMPT = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus_metrics", "static",
+                     "openapi.openapi_json", "web.home"})
+
+
+@functools.cache
+def head_revisions(directory: str) -> frozenset[str]:
+    """The revisions the migrations end at (one, unless a branch is left unmerged)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory(directory).get_heads())
+
+
+@functools.cache
+def known_revisions(directory: str) -> frozenset[str]:
+    """Every revision the migrations know."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(rev.revision for rev in ScriptDirectory(directory).walk_revisions())
+
+
+def database_revisions(engine: Engine) -> frozenset[str]:
+    """The revisions stamped in the database's alembic_version (none on an empty one)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return frozenset()
+        return frozenset(conn.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def behind_message(current: frozenset[str], heads: frozenset[str]) -> str:
+    """The one line every place shows for a schema that lacks migrations."""
+    at = ", ".join(sorted(current)) or "empty"
+    return (f"The database schema is not ready: it is behind the migrations (database at "
+            f"{at}, migrations at {', '.join(sorted(heads))}). Run `{UPGRADE_COMMAND}` "
+            "(or `flask --app app db upgrade` in the project folder).")
+
+
+def pending(engine: Engine, directory: str) -> str | None:
+    """The message when the schema is behind the migrations, else None.
+
+    A revision the migrations do not know is a newer schema (a release being rolled out
+    or back): the code in hand is not behind it, so it counts as ready.
+    """
+    heads = head_revisions(directory)
+    current = database_revisions(engine)
+    if current == heads or not current <= known_revisions(directory):
+        return None
+    return behind_message(current, heads)
+
+
+class SchemaState:
+    """One process's view of its database's schema: ready for good once seen ready."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.ready = False
+        self.message: str | None = None
+        self._lock = threading.Lock()
+
+    def problem(self, engine: Engine) -> str | None:
+        """The schema message, read again while not ready; None when ready or when the
+        database cannot be asked (its own errors say so then)."""
+        if self.ready:
+            return None
+        with self._lock:
+            if self.ready:
+                return None  # another request found it ready while this one waited
+            try:
+                message = pending(engine, self.directory)
+            except Exception:  # noqa: BLE001 - unreachable: /readyz and the 503s say that
+                log.debug("schema check failed", exc_info=True)
+                return None
+            self.message = message
+            self.ready = message is None
+        return message
+
+
+def state(app: Flask) -> SchemaState:
+    """The app's schema state."""
+    return app.extensions["silk.schema"]
+
+
+def problem() -> str | None:
+    """The current app's schema message, or None."""
+    from silk.extensions import db
+
+    return state(current_app).problem(db.engine)
+
+
+def install(app: Flask) -> None:
+    """Answer 503 (in the surface's own envelope) while the schema is behind."""
+    app.extensions["silk.schema"] = SchemaState(app.extensions["migrate"].directory)
+
+    @app.before_request
+    def _schema_ready():
+        if state(app).ready or request.endpoint in _EXEMPT:
+            return
+        message = problem()
+        if message is not None:
+            raise ServiceUnavailable(message, code="schema_not_ready")
+
+
+def check_at_start(app: Flask, *, say: bool) -> None:
+    """Read the schema's state before the first request needs it; with `say` (one process
+    of the server), log that migrations are pending and how to apply them."""
+    with app.app_context():
+        message = problem()
+    if message is not None and say:
+        log.error(message)

@@ -1,0 +1,163 @@
+"""A forgotten `db upgrade`: /readyz fails, the API and the commands say the schema is not
+ready (in one line), on an empty database and on one a revision behind."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import upstream_env
+from tests.support import databases
+
+ROOT = Path(__file__).resolve().parents[2]
+SECOND = '''"""A later revision: one more table."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0099_test"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("later_table", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("later_table")
+'''
+
+
+@pytest.fixture
+def empty_database(backend, tmp_path):
+    """A URL of a database with no schema at all."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/empty.db"
+        return
+    name = f"silk_empty_{uuid.uuid4().hex[:8]}"
+    yield databases.postgres_database(name)
+    databases.drop_postgres_database(name)
+
+
+def _app(url, upstream, monkeypatch):
+    from silk import create_app
+
+    upstream_env(monkeypatch, upstream)
+    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url,
+                       "SILK_SWEEP_INTERVAL": 0})
+
+
+def _upgrade(app, directory: str | None = None, revision: str = "head") -> None:
+    """`db upgrade` in this process; migrations/env.py's logging.fileConfig would silence
+    every logger the later tests read, so their state is put back."""
+    import logging
+
+    from flask_migrate import upgrade
+
+    loggers = {name: logger.disabled for name, logger in logging.root.manager.loggerDict.items()
+               if isinstance(logger, logging.Logger)}
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        with app.app_context():
+            upgrade(directory=directory or app.extensions["migrate"].directory,
+                    revision=revision)
+    finally:
+        for name, disabled in loggers.items():
+            logging.root.manager.loggerDict[name].disabled = disabled
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+
+
+def _says_not_ready(text: str) -> None:
+    assert "schema is not ready" in text and "behind the migrations" in text
+    assert "silk db upgrade" in text and "flask --app app db upgrade" in text
+
+
+def test_an_empty_database_is_not_ready(empty_database, upstream, monkeypatch):
+    app = _app(empty_database, upstream, monkeypatch)
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["schema"] == "behind migrations"
+    _says_not_ready(ready.json["message"])
+    assert client.get("/healthz").status_code == 200
+    for answer in (client.get("/v1/models", headers={"Authorization": "Bearer sk-x"}),
+                   client.post("/v1/chat/completions", json={"model": "deepseek-chat"}),
+                   client.get("/v1/balance")):
+        assert answer.status_code == 503
+        assert answer.json["error"]["code"] == "schema_not_ready"
+        _says_not_ready(answer.json["error"]["message"])
+    result = app.test_cli_runner().invoke(args=["silk", "audit"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    _says_not_ready(lines[0])
+
+    _upgrade(app)
+    assert client.get("/readyz").json == {"status": "ok", "database": "ok", "schema": "ok"}
+    assert client.get("/v1/models").status_code == 401  # on to the key check
+    assert app.test_cli_runner().invoke(args=["silk", "audit"]).exit_code == 0
+
+
+def test_a_database_one_revision_behind_is_not_ready(empty_database, upstream, monkeypatch,
+                                                      tmp_path):
+    """Migrations with a revision after the database's: not ready until upgraded."""
+    from silk.ops import schema
+
+    directory = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", directory)
+    head = sorted(schema.head_revisions(str(ROOT / "migrations")))[0]
+    (directory / "versions" / "0099_test.py").write_text(SECOND.format(down=head))
+    app = _app(empty_database, upstream, monkeypatch)
+    _upgrade(app, str(directory), head)
+    app.extensions["silk.schema"] = schema.SchemaState(str(directory))
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert f"database at {head}, migrations at 0099_test" in ready.json["message"]
+    assert client.get("/v1/balance").json["error"]["code"] == "schema_not_ready"
+    _upgrade(app, str(directory))
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/v1/balance").status_code == 401
+
+
+def test_a_newer_schema_than_the_code_counts_as_ready(app, client):
+    """A revision the code does not know is a release being rolled out: not behind."""
+    from silk.extensions import db
+
+    with app.app_context():
+        databases.stamp_head(db.engine, ["ffff_from_the_future"])
+    try:
+        assert client.get("/readyz").status_code == 200
+    finally:
+        with app.app_context():
+            databases.stamp_head(db.engine)
+
+
+@pytest.mark.slow
+def test_the_gateway_logs_pending_migrations_once(sqlite_only, empty_database, gateway_env,
+                                                  tmp_path):
+    import time
+
+    import requests
+
+    from tests.support.gateway import Gateway
+
+    log = tmp_path / "gunicorn.log"
+    with Gateway(empty_database, gateway_env, workers=2, log_path=log,
+                 migrated=False) as running:
+        assert requests.get(running.url + "/readyz", timeout=5).status_code == 503
+        answer = requests.get(running.url + "/v1/models", timeout=5,
+                              headers={"Authorization": "Bearer sk-x"})
+        assert answer.status_code == 503
+        _says_not_ready(answer.json()["error"]["message"])
+        deadline = time.monotonic() + 10
+        while "migrations at" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    text = log.read_text()
+    start_lines = [line for line in text.splitlines() if '"logger":"silk.schema"' in line]
+    assert len(start_lines) == 1, text
+    _says_not_ready(start_lines[0])
