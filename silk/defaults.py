@@ -100,6 +100,9 @@ class Defaults:
     SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt
+    # A chat request without `stream` whose Accept prefers neither JSON nor an event stream
+    # streams (the API document's default); false answers JSON, as OpenAI does.
+    SILK_STREAM_DEFAULT = True
     # Seconds of lease on a hold: its worker renews it every third of this while the request
     # runs, so only a hold whose worker stopped (killed, or cut off from the database)
     # outlives it, and the sweep then settles it at the prompt estimate. Short enough that

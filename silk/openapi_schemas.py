@@ -34,23 +34,36 @@ STRING, INTEGER, NUMBER, BOOLEAN = ({"type": t} for t in ("string", "integer", "
                                                            "boolean"))
 MOMENT = nullable({"type": "string", "format": "date-time"})
 USD = {"type": "number", "description": "US dollars"}
-TOTALS = {"requests": INTEGER, "prompt_tokens": INTEGER, "completion_tokens": INTEGER,
-          "total_tokens": INTEGER, "cost": USD}
+SERVED = "Requests served: billed tokens (free quota included), however they ended."
+FAILED = "Requests that failed and were charged nothing (not counted in requests)."
+TOTALS = {"requests": {**INTEGER, "description": SERVED}, "prompt_tokens": INTEGER,
+          "completion_tokens": INTEGER, "total_tokens": INTEGER, "cost": USD,
+          "failed_requests": {**INTEGER, "description": FAILED}}
+
+
+def optional_nullable(schema: dict) -> dict:
+    """An object schema whose optional properties may be null, read as not given."""
+    required = set(schema.get("required", ()))
+    return {**schema, "properties": {
+        name: value if name in required or value.get("nullable") else nullable(value)
+        for name, value in schema["properties"].items()}}
+
 
 SCHEMAS = {
     "Error": obj(("error",), error=obj(("message", "type", "param", "code"),
                                        message=STRING, type=STRING, param=nullable(STRING),
                                        code=nullable(STRING))),
-    "Message": {**obj(("role",), role={"type": "string", "enum": [
+    "Message": optional_nullable(obj(("role",), role={"type": "string", "enum": [
         "system", "user", "assistant", "tool", "function", "developer"]},
         content=nullable({"oneOf": [STRING, {"type": "array", "items": obj(
-            ("type",), type=STRING, text=STRING)}]}), name=STRING, tool_call_id=STRING)},
-    "ChatCompletionRequest": {**obj(
+            ("type",), type=STRING, text=STRING)}]}), name=STRING, tool_call_id=STRING)),
+    "ChatCompletionRequest": {**optional_nullable(obj(
         ("model", "messages"), model=STRING,
         messages={"type": "array", "minItems": 1, "items": ref("Message")},
-        stream={"type": "boolean", "description": "Default true; false, or omitted with "
-                "Accept: application/json, answers one JSON object."},
-        stream_options=nullable(obj(include_usage=BOOLEAN)),
+        stream={"type": "boolean", "description": "Omitted: as Accept prefers "
+                "(application/json or text/event-stream), else SILK_STREAM_DEFAULT "
+                "(true unless the operator set false)."},
+        stream_options=obj(include_usage=nullable(BOOLEAN)),
         temperature={"type": "number", "minimum": 0, "maximum": 2},
         top_p={"type": "number", "minimum": 0, "maximum": 1},
         max_tokens={"type": "integer", "minimum": 1},
@@ -61,9 +74,10 @@ SCHEMAS = {
         seed=INTEGER, stop=nullable({"oneOf": [STRING, {"type": "array", "items": STRING}]}),
         user=STRING, tools={"type": "array", "items": {"type": "object"}},
         response_format={"type": "object"}, reasoning_effort=STRING,
-        thinking={"type": "object"}),
+        thinking={"type": "object"})),
         "description": "OpenAI fields pass through to the provider; `model` is replaced by "
-                       "the catalogue's upstream model."},
+                       "the catalogue's upstream model. null for an optional field means "
+                       "not given: it is not sent upstream."},
     "ChatCompletion": obj(("id", "object", "model", "choices"), id=STRING,
                           object={"type": "string", "enum": ["chat.completion"]},
                           created=INTEGER, model=STRING,
@@ -85,10 +99,20 @@ SCHEMAS = {
                        month=STRING, currency=STRING, **TOTALS,
                        by_model={"type": "array", "items": obj(model=STRING, **TOTALS)},
                        by_day={"type": "array", "items": obj(date=STRING, **TOTALS)}),
-    "Billing": obj(("month", "tier", "usage", "costs", "quota", "balance"), month=STRING,
-                   tier=STRING, usage=obj(requests=INTEGER, totalTokens=INTEGER),
+    "Billing": obj(("month", "tier", "usage", "costs", "quota", "balance", "models"),
+                   month=STRING, tier=STRING,
+                   usage=obj(requests={**INTEGER, "description": SERVED},
+                             totalTokens=INTEGER,
+                             failedRequests={**INTEGER, "description": FAILED}),
                    costs=obj(subtotal=USD, discount=USD, total=USD),
-                   quota=obj(free=INTEGER, used=INTEGER, remaining=INTEGER), balance=USD),
+                   quota=obj(free=INTEGER, used=INTEGER, remaining=INTEGER), balance=USD,
+                   models={"type": "array", "description": "By model; each figure sums to "
+                           "the top-level one.", "items": obj(
+                               ("model", "requests", "failedRequests", "tokens", "subtotal",
+                                "discount", "total"), model=STRING,
+                               requests={**INTEGER, "description": SERVED},
+                               failedRequests={**INTEGER, "description": FAILED},
+                               tokens=INTEGER, subtotal=USD, discount=USD, total=USD)}),
     "TopupRequest": obj(amount={"oneOf": [NUMBER, STRING], "description": "USD, 2 decimals"},
                         code={"type": "string", "minLength": 1, "maxLength": 100},
                         account={"oneOf": [INTEGER, STRING],

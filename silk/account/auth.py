@@ -100,17 +100,37 @@ def key_cache() -> KeyCache:
 
 
 def presented_key() -> str | None:
-    """Read the key from `Authorization: Bearer`, then `X-Api-Key`, then `?api_key=`."""
-    header = request.headers.get("Authorization", "")
+    """Read the key from `Authorization: Bearer`, then `X-Api-Key`, then `?api_key=`.
+
+    An Authorization header that is not `Bearer <key>` (a bare key, another scheme, nothing
+    after `Bearer`) is a 401 saying so, unless the key came another documented way: a proxy
+    in front may use the header for itself.
+    """
+    header = request.headers.get("Authorization", "").strip()
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    value = request.headers.get("X-Api-Key", "").strip()
+    value = request.headers.get("X-Api-Key", "").strip() or request.args.get(
+        "api_key", "").strip()
     if value:
         return value
-    value = request.args.get("api_key", "").strip()
-    return value or None
+    if header:
+        raise AuthenticationFailed(
+            f"Malformed Authorization header: {_malformed(header)}. It must be "
+            "'Authorization: Bearer <key>', e.g. 'Bearer sk-...'.",
+            code="invalid_authorization_header")
+    return None
+
+
+def _malformed(header: str) -> str:
+    """What is wrong with an Authorization header that is not `Bearer <key>`, never its value."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return "no key after 'Bearer'"
+    if not value.strip():
+        return "the key is not preceded by 'Bearer '"
+    return "it uses another scheme than 'Bearer'"
 
 
 def _load(key_hash: str) -> Principal | None:

@@ -118,7 +118,8 @@ def usage_cmd(month: str | None, account: str | None):
     for title, rows in (("by account", by_account), ("by model", by_model)):
         click.echo(f"{title}:")
         for row in rows:
-            click.echo(f"  {row.key}\trequests={row.requests}\tprompt={row.prompt_tokens}\t"
+            click.echo(f"  {row.key}\trequests={row.requests}\tfailed={row.failed_requests}\t"
+                       f"prompt={row.prompt_tokens}\t"
                        f"completion={row.completion_tokens}\ttotal={row.total_tokens}\t"
                        f"cost={usd(row.cost_units)}")
     click.echo(f"total cost: {usd(sum(row.cost_units for row in by_account))}")

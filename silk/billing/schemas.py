@@ -33,6 +33,7 @@ class TotalsSchema(Schema):
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
     cost = UnitsAsUsd(attribute="cost_units")
+    failed_requests = fields.Integer()
 
 
 class ModelTotalsSchema(TotalsSchema):
@@ -54,6 +55,7 @@ class UsageReportSchema(Schema):
     month = fields.String()
     currency = fields.Constant("USD")
     requests = fields.Integer(attribute="totals.requests")
+    failed_requests = fields.Integer(attribute="totals.failed_requests")
     prompt_tokens = fields.Integer(attribute="totals.prompt_tokens")
     completion_tokens = fields.Integer(attribute="totals.completion_tokens")
     total_tokens = fields.Integer(attribute="totals.total_tokens")
@@ -65,6 +67,7 @@ class UsageReportSchema(Schema):
 class _BillingUsageSchema(Schema):
     requests = fields.Integer()
     total_tokens = fields.Integer(data_key="totalTokens")
+    failed_requests = fields.Integer(data_key="failedRequests")
 
 
 class _CostsSchema(Schema):
@@ -79,8 +82,18 @@ class _QuotaSchema(Schema):
     remaining = fields.Integer()
 
 
+class _ModelBillSchema(Schema):
+    model = fields.String()
+    requests = fields.Integer()
+    failed_requests = fields.Integer(data_key="failedRequests")
+    tokens = fields.Integer(attribute="total_tokens")
+    subtotal = UnitsAsUsd(attribute="costs.subtotal_units")
+    discount = UnitsAsUsd(attribute="costs.discount_units")
+    total = UnitsAsUsd(attribute="costs.total_units")
+
+
 class BillingSchema(Schema):
-    """GET /v1/billing, exactly the document's shape."""
+    """GET /v1/billing: the document's shape, with the model breakdown it describes."""
 
     month = fields.String()
     tier = fields.String()
@@ -88,6 +101,7 @@ class BillingSchema(Schema):
     costs = fields.Nested(_CostsSchema)
     quota = fields.Nested(_QuotaSchema)
     balance = UnitsAsUsd(attribute="balance_units")
+    models = fields.List(fields.Nested(_ModelBillSchema))
 
 
 class AccountUsageSchema(TotalsSchema):

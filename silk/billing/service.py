@@ -1,7 +1,8 @@
 """Usage and billing reports, computed from usage records of one calendar month (UTC).
 
 The records are what settlement wrote, so a report is the sum of what each request was
-charged: nothing here prices anything again.
+charged: nothing here prices anything again. `requests` counts the requests served; those
+that failed are counted apart (see SERVED).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, not_, select
 from sqlalchemy.engine import Connection
 
 from silk.account.models import Account
@@ -24,6 +25,18 @@ from silk.pricing import Tier
 USAGE = UsageRecord.__table__
 ACCOUNTS = Account.__table__
 
+# A request is served when it was billed tokens (free quota included): the provider answered
+# and what was delivered was charged, however the answer ended (ok, cut, timed out, the
+# client gone, an error mid-stream, or settled by the sweep). It failed when it was billed
+# nothing: refused upstream, the gateway's error before an answer, or nothing delivered.
+# Settlement writes no tokens exactly when it bills nothing (silk.metering.service.decide).
+SERVED = USAGE.c.total_tokens > 0
+
+
+def served_and_failed(served=SERVED, row_id=USAGE.c.id) -> tuple:
+    """SQL counts of the served and the failed requests among the rows selected."""
+    return (func.count(case((served, row_id))), func.count(case((not_(served), row_id))))
+
 
 @dataclass(frozen=True, slots=True)
 class Totals:
@@ -35,6 +48,7 @@ class Totals:
     completion_tokens: int = 0
     total_tokens: int = 0
     cost_units: int = 0
+    failed_requests: int = 0  # not counted in `requests`
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +85,19 @@ class Quota:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelBill:
+    """One model's share of a month's bill: requests, tokens and money, in units."""
+
+    model: str
+    requests: int
+    failed_requests: int
+    total_tokens: int
+    costs: Costs
+
+
+@dataclass(frozen=True, slots=True)
 class BillingReport:
-    """The document's billing shape, in units."""
+    """The document's billing shape, in units; `models` sums to the top-level figures."""
 
     month: str
     tier: str
@@ -80,12 +105,13 @@ class BillingReport:
     costs: Costs
     quota: Quota
     balance_units: int
+    models: list[ModelBill]
 
 
 def _totals_columns():
-    return (func.count(USAGE.c.id), func.sum(USAGE.c.prompt_tokens),
-            func.sum(USAGE.c.completion_tokens), func.sum(USAGE.c.total_tokens),
-            func.sum(USAGE.c.cost_units))
+    served, failed = served_and_failed()
+    return (served, func.sum(USAGE.c.prompt_tokens), func.sum(USAGE.c.completion_tokens),
+            func.sum(USAGE.c.total_tokens), func.sum(USAGE.c.cost_units), failed)
 
 
 def _totals(key: str, row) -> Totals:
@@ -129,19 +155,32 @@ def billing_report(conn: Connection, account_id: int, tiers: Mapping[str, Tier],
                            .where(ACCOUNTS.c.id == account_id)).first()
     if account is None:
         raise NotFound("Account not found.")
-    row = conn.execute(select(
-        func.count(USAGE.c.id), func.sum(USAGE.c.total_tokens), func.sum(USAGE.c.subtotal_units),
-        func.sum(USAGE.c.discount_units), func.sum(USAGE.c.cost_units),
-        func.sum(USAGE.c.free_tokens)).where(*_in_month(start, end, account_id))).one()
-    requests, tokens, subtotal, discount, total, free_used = (int(v or 0) for v in row)
+    # One statement, so the models and the totals come from the same rows.
+    rows = conn.execute(select(
+        USAGE.c.model, *served_and_failed(), func.sum(USAGE.c.total_tokens),
+        func.sum(USAGE.c.subtotal_units), func.sum(USAGE.c.discount_units),
+        func.sum(USAGE.c.cost_units), func.sum(USAGE.c.free_tokens))
+        .where(*_in_month(start, end, account_id))
+        .group_by(USAGE.c.model).order_by(USAGE.c.model)).all()
+    models = []
+    free_used = 0
+    for model, *figures in rows:
+        requests, failed, tokens, subtotal, discount, total, free = (int(v or 0)
+                                                                     for v in figures)
+        models.append(ModelBill(str(model), requests, failed, tokens,
+                                Costs(subtotal, discount, total)))
+        free_used += free
     tier = tiers.get(account.tier)
     return BillingReport(
         month=month, tier=account.tier,
-        usage=Totals(month, requests=requests, total_tokens=tokens),
-        costs=Costs(subtotal, discount, total),
+        usage=Totals(month, requests=sum(m.requests for m in models),
+                     total_tokens=sum(m.total_tokens for m in models),
+                     failed_requests=sum(m.failed_requests for m in models)),
+        costs=Costs(*(sum(getattr(m.costs, name) for m in models)
+                      for name in ("subtotal_units", "discount_units", "total_units"))),
         quota=Quota(free=tier.monthly_free_tokens if tier else 0, used=free_used,
                     held=rules.held_in(month, rules.month_of(utcnow()), account.quota_held)),
-        balance_units=account.balance_units)
+        balance_units=account.balance_units, models=models)
 
 
 def accounts_report(conn: Connection, month: str, start: date, end: date,

@@ -77,7 +77,7 @@ class ChatRequestSchema(Schema):
     messages = fields.List(fields.Nested(MessageSchema), required=True,
                            validate=validate.Length(min=1, max=10_000))
     stream = StrictBool()
-    stream_options = OneOf(dict, type(None))
+    stream_options = OneOf(dict)
     temperature = StrictNumber(validate=validate.Range(0, 2))
     top_p = StrictNumber(validate=validate.Range(0, 1))
     max_tokens = StrictInteger(validate=validate.Range(min=1))
@@ -86,8 +86,8 @@ class ChatRequestSchema(Schema):
     presence_penalty = StrictNumber(validate=validate.Range(-2, 2))
     frequency_penalty = StrictNumber(validate=validate.Range(-2, 2))
     seed = StrictInteger()
-    stop = OneOf(str, list, type(None))
-    logprobs = OneOf(bool, type(None))
+    stop = OneOf(str, list)
+    logprobs = StrictBool()
     top_logprobs = StrictInteger(validate=validate.Range(0, 20))
     user = StrictString()
     tools = OneOf(list)
@@ -98,6 +98,36 @@ class ChatRequestSchema(Schema):
 
 
 chat_request_schema = ChatRequestSchema()
+
+# Fields whose null is not "not given": required ones, refused by validation, and a message's
+# content, where null is the OpenAI way to say an assistant message has only tool calls.
+_KEEP_NULL = frozenset({"model", "messages"})
+_MESSAGE_KEEP_NULL = frozenset({"role", "content"})
+
+
+def drop_nulls(body: dict) -> dict:
+    """Take every explicit null of an optional field out of `body` (in place): not given.
+
+    OpenAI reads a null optional field as absent and wrapper code sends one (the openai SDK
+    sends `temperature=None` as null), so a null is neither validated nor relayed upstream:
+    top-level fields (passed-through ones too), a message's fields but its content, and
+    `stream_options`' fields.
+    """
+    if None in body.values():
+        for name in [name for name, value in body.items()
+                     if value is None and name not in _KEEP_NULL]:
+            del body[name]
+    messages = body.get("messages")
+    if type(messages) is list:
+        for message in messages:
+            if type(message) is dict and None in message.values():
+                for name in [name for name, value in message.items()
+                             if value is None and name not in _MESSAGE_KEEP_NULL]:
+                    del message[name]
+    options = body.get("stream_options")
+    if type(options) is dict and None in options.values():
+        body["stream_options"] = {k: v for k, v in options.items() if v is not None}
+    return body
 
 
 def _needed(schema: type[Schema]) -> frozenset[str]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from flask import current_app, g
 
 from silk.account.auth import Principal
 from silk.catalog import catalogue
-from silk.chat.schemas import schema_for
+from silk.chat.schemas import drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
 from silk.errors import NotFound, PermissionDenied
 from silk.relay import service as relay
@@ -19,15 +19,39 @@ from silk.validation import json_object, load
 
 def parse_body(raw: bytes) -> dict:
     """Decode and validate a chat request body; 400 names the offending field."""
-    body = json_object(raw)
+    body = drop_nulls(json_object(raw))
     return load(schema_for(body), body)
 
 
-def wants_stream(body: dict, accept: str) -> bool:
-    """`stream` as sent; when omitted, true unless the client asked for JSON."""
+# The media types that say which answer a client wants, most specific first.
+_JSON_TYPES = ("application/json", "application/*")
+_STREAM_TYPES = ("text/event-stream", "text/*")
+
+
+def wants_stream(body: dict, accept: Iterable[tuple[str, float]], default: bool) -> bool:
+    """`stream` as sent; when omitted, what `Accept` prefers, else the operator's default.
+
+    `accept` is the parsed header (werkzeug's `request.accept_mimetypes`): a client that
+    ranks JSON above an event stream gets JSON, and the other way round; `*/*`, no header
+    or a tie leaves it to SILK_STREAM_DEFAULT.
+    """
     if "stream" in body:
         return body["stream"]
-    return "application/json" not in (accept or "").lower()
+    ranked = [(value.split(";", 1)[0].strip().lower(), quality) for value, quality in accept]
+    as_json = _quality(ranked, _JSON_TYPES)
+    as_stream = _quality(ranked, _STREAM_TYPES)
+    if as_json == as_stream:
+        return default
+    return as_stream > as_json
+
+
+def _quality(ranked: list[tuple[str, float]], types: tuple[str, ...]) -> float:
+    """The quality the client gave the most specific of `types` it names; 0 if none."""
+    for media_type in types:
+        found = [quality for value, quality in ranked if value == media_type]
+        if found:
+            return max(found)
+    return 0.0
 
 
 class ChatStream:
@@ -60,7 +84,8 @@ class Answer:
     cost: object  # USD, Decimal (0 when nothing was charged)
 
 
-def start(principal: Principal, raw: bytes, accept: str) -> ChatStream | Answer:
+def start(principal: Principal, raw: bytes,
+          accept: Iterable[tuple[str, float]]) -> ChatStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     cat = catalogue()
@@ -78,7 +103,8 @@ def start(principal: Principal, raw: bytes, accept: str) -> ChatStream | Answer:
     tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
     limiter.admit(f"key:{principal.key_id}", rpm, tpm)
 
-    chat = to_call(model, cat.provider_of(model), body, stream=wants_stream(body, accept),
+    stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
+    chat = to_call(model, cat.provider_of(model), body, stream=stream,
                    image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     started = relay.start(chat.call, principal, g.request_id)
     if isinstance(started, RelayStream):

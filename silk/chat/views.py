@@ -16,8 +16,7 @@ bp.register_error_handler(SilkError, errors.render)
 def create_chat_completion():
     """Relay a chat completion, streaming as server-sent events or answering JSON."""
     principal = authenticate()
-    answer = service.start(principal, read_body(cache=False),
-                           request.headers.get("Accept", ""))
+    answer = service.start(principal, read_body(cache=False), request.accept_mimetypes)
     if isinstance(answer, service.ChatStream):
         return Response(answer, status=200,
                         mimetype="text/event-stream",

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from silk.account.keys import hash_secret
 from silk.account.models import Account, ApiKey
 from silk.account.service import key_usable
+from silk.billing.service import served_and_failed
 from silk.billing.tiers import tiers
 from silk.database import utcnow
 from silk.errors import NotFound
@@ -30,7 +31,7 @@ class Day:
     """One day of an account's usage."""
 
     day: date
-    requests: int
+    requests: int  # served
     tokens: int
     cost: Decimal
 
@@ -49,7 +50,8 @@ class Overview:
     quota_free: int
     quota_used: int
     quota_remaining: int
-    month_requests: int
+    month_requests: int  # served, as the billing report counts them
+    month_failed: int  # charged nothing, counted apart
     month_tokens: int
     month_cost: Decimal
     days: tuple[Day, ...]
@@ -91,7 +93,7 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
     spendable = rules.spendable(PYTHON, account.balance_units, account.reserved_units)
     start = today - timedelta(days=days - 1)
     rows = db.session.execute(
-        select(UsageRecord.day, func.count(UsageRecord.id), func.sum(UsageRecord.total_tokens),
+        select(UsageRecord.day, served_and_failed()[0], func.sum(UsageRecord.total_tokens),
                func.sum(UsageRecord.cost_units))
         .where(UsageRecord.account_id == account_id, UsageRecord.day >= start)
         .group_by(UsageRecord.day)).all()
@@ -99,7 +101,7 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
     series = tuple(_day(start + timedelta(days=i), by_day) for i in range(days))
     month_start = datetime(now.year, now.month, 1)
     totals = db.session.execute(
-        select(func.count(UsageRecord.id), func.sum(UsageRecord.total_tokens),
+        select(*served_and_failed(), func.sum(UsageRecord.total_tokens),
                func.sum(UsageRecord.cost_units))
         .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= month_start)
     ).one()
@@ -113,8 +115,9 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
         reserved=units_to_usd(account.reserved_units),
         available=units_to_usd(max(0, spendable)),
         month=month, quota_free=free, quota_used=used, quota_remaining=remaining,
-        month_requests=totals[0] or 0, month_tokens=int(totals[1] or 0),
-        month_cost=units_to_usd(int(totals[2] or 0)), days=series, recent=recent)
+        month_requests=totals[0] or 0, month_failed=totals[1] or 0,
+        month_tokens=int(totals[2] or 0), month_cost=units_to_usd(int(totals[3] or 0)),
+        days=series, recent=recent)
 
 
 def _plain(value: Decimal) -> Decimal:

@@ -108,3 +108,55 @@ def test_last_used_is_recorded(app, client, accounts):
     client.get("/v1/models", headers=acct.headers)
     with app.app_context():
         assert db.session.get(ApiKey, acct.key_id).last_used_at is not None
+
+
+@pytest.mark.parametrize("header,problem", [
+    ("{key}", "the key is not preceded by 'Bearer '"),
+    ("sk-unknown-key-000000000000000000000000000000", "the key is not preceded by 'Bearer '"),
+    ("Basic dXNlcjpwYXNz", "it uses another scheme than 'Bearer'"),
+    ("Token {key}", "it uses another scheme than 'Bearer'"),
+    ("Bearer", "no key after 'Bearer'"),
+    ("Bearer   ", "no key after 'Bearer'"),
+    ("bearer", "no key after 'Bearer'"),
+    ("Bearer:{key}", "the key is not preceded by 'Bearer '"),
+])
+def test_a_malformed_authorization_header_says_it_must_be_bearer(client, accounts, header,
+                                                                  problem):
+    acct = accounts.make()
+    value = header.format(key=acct.key)
+    for path in ("/v1/models", "/v1/balance"):
+        response = client.get(path, headers={"Authorization": value})
+        assert response.status_code == 401
+        error = response.json["error"]
+        assert error["code"] == "invalid_authorization_header"
+        assert error["message"] == (f"Malformed Authorization header: {problem}. It must be "
+                                    "'Authorization: Bearer <key>', e.g. 'Bearer sk-...'.")
+        assert acct.key not in error["message"] and "issing" not in error["message"]
+    response = client.post("/v1/chat/completions", headers={"Authorization": value},
+                           json={"model": "deepseek-chat", "messages": []})
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "invalid_authorization_header"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "Bearer  "])
+def test_bearer_in_any_case_and_spacing(client, accounts, scheme):
+    acct = accounts.make()
+    response = client.get("/v1/models", headers={"Authorization": f"{scheme} {acct.key} "})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "sk-something"])
+def test_the_other_key_sources_work_beside_a_foreign_authorization_header(client, accounts,
+                                                                         header):
+    acct = accounts.make()
+    assert client.get("/v1/models", headers={"Authorization": header,
+                                             "X-Api-Key": acct.key}).status_code == 200
+    assert client.get(f"/v1/models?api_key={acct.key}",
+                      headers={"Authorization": header}).status_code == 200
+
+
+def test_no_key_at_all_is_still_missing(client, accounts):
+    for headers in ({}, {"Authorization": "   "}, {"X-Api-Key": " "}):
+        response = client.get("/v1/models", headers=headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "missing_api_key"

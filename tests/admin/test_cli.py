@@ -100,7 +100,8 @@ def test_usage_report(app, runner, accounts):
     spend(app, user.id, prompt=120, completion=80)
     report = silk(runner, "usage")
     assert report.exit_code == 0
-    assert "heavy@example.com\trequests=1\tprompt=120\tcompletion=80\ttotal=200" in report.output
+    assert ("heavy@example.com\trequests=1\tfailed=0\tprompt=120\tcompletion=80\ttotal=200"
+            in report.output)
     assert "deepseek-chat\trequests=1" in report.output
     assert silk(runner, "usage", "--month", "2020-01").output.count("requests=") == 0
     assert silk(runner, "usage", "--month", "2020-13").exit_code == 1

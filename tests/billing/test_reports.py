@@ -39,10 +39,10 @@ def test_billing_has_the_documents_shape(client, accounts):
     assert response.status_code == 200
     assert response.json == {
         "month": this_month(), "tier": "pro",
-        "usage": {"requests": 0, "totalTokens": 0},
+        "usage": {"requests": 0, "totalTokens": 0, "failedRequests": 0},
         "costs": {"subtotal": 0, "discount": 0, "total": 0},
         "quota": {"free": 1_000_000, "used": 0, "remaining": 1_000_000},
-        "balance": 10.5,
+        "balance": 10.5, "models": [],
     }
 
 
@@ -60,7 +60,7 @@ def test_billing_arithmetic_matches_hand_computed_values(app, client, accounts):
     body = client.get("/v1/billing", headers=user.headers).json
     assert body["month"] == this_month()
     assert body["tier"] == "tiny"
-    assert body["usage"] == {"requests": 2, "totalTokens": 2700}
+    assert body["usage"] == {"requests": 2, "totalTokens": 2700, "failedRequests": 0}
     assert usd(body["costs"]["subtotal"]) == D("0.000336")
     assert usd(body["costs"]["discount"]) == D("0.0000336")
     assert usd(body["costs"]["total"]) == D("0.0003024")
@@ -76,7 +76,7 @@ def test_discount_applies_to_charged_tokens_only_for_team(app, client, accounts)
     body = client.get("/v1/billing", headers=user.headers).json
     assert body["costs"] == {"subtotal": 0, "discount": 0, "total": 0}
     assert body["quota"] == {"free": 5_000_000, "used": 45_000, "remaining": 4_955_000}
-    assert body["usage"] == {"requests": 1, "totalTokens": 45_000}
+    assert body["usage"] == {"requests": 1, "totalTokens": 45_000, "failedRequests": 0}
     assert body["balance"] == 5
 
 
@@ -119,7 +119,7 @@ def test_reports_select_the_month_asked_for(app, client, accounts):
 
     bill = client.get("/v1/billing?month=2025-03", headers=user.headers).json
     assert bill["month"] == "2025-03"
-    assert bill["usage"] == {"requests": 1, "totalTokens": 2000}
+    assert bill["usage"] == {"requests": 1, "totalTokens": 2000, "failedRequests": 0}
     assert bill["quota"]["used"] == 1000
 
 
@@ -166,7 +166,7 @@ def test_billing_follows_a_real_chat_request(client, accounts, upstream):
     tokens = response.json["usage"]["total_tokens"]
     assert response.json["usage"]["prompt_tokens"] == count_prompt_tokens(messages)
     body = client.get("/v1/billing", headers=user.headers).json
-    assert body["usage"] == {"requests": 1, "totalTokens": tokens}
+    assert body["usage"] == {"requests": 1, "totalTokens": tokens, "failedRequests": 0}
     assert body["quota"] == {"free": 100_000, "used": tokens, "remaining": 100_000 - tokens}
     assert body["costs"]["total"] == 0
     assert body["balance"] == 0
