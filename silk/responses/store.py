@@ -30,7 +30,7 @@ def missing(response_id: str, param: str | None = None) -> NotFound:
 def with_ids(response_id: str, items: list[dict]) -> list[dict]:
     """The input items as kept: each with an id (given, or made from the response's)."""
     return [item if isinstance(item.get("id"), str) else
-            {"id": f"in_{response_id[5:]}_{index}", **item} for index, item in enumerate(items)]
+            {**item, "id": f"in_{response_id[5:]}_{index}"} for index, item in enumerate(items)]
 
 
 def save(engine: Engine, account_id: int, response: dict, items: list[dict],
