@@ -162,3 +162,35 @@ def test_stored_content_is_never_logged(client, accounts, upstream, caplog):
     assert caplog.records
     assert not [r for r in caplog.records if "zebra-secret-41" in r.getMessage()
                 or "zebra-secret-41" in str(getattr(r, "fields", ""))]
+
+
+def test_a_failure_to_store_is_logged_without_the_content(app, client, accounts, upstream,
+                                                         caplog, monkeypatch):
+    acct = accounts.make(credit="1")
+    # The table is gone (as in a half-migrated database): the answer still goes out, paid.
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE stored_responses RENAME TO stored_gone"))
+        db.session.commit()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            made = _create(client, acct, input="zebra-secret-42").json
+    finally:
+        with app.app_context():
+            db.session.rollback()
+            db.session.execute(text("ALTER TABLE stored_gone RENAME TO stored_responses"))
+            db.session.commit()
+            db.session.remove()
+    assert made["status"] == "completed"
+    [failed] = [r for r in caplog.records if r.getMessage() == "storing a response failed"]
+    assert not [r for r in caplog.records if "zebra-secret-42" in r.getMessage()
+                or "zebra-secret-42" in str(getattr(r, "fields", ""))
+                or (r.exc_text and "zebra-secret-42" in r.exc_text)
+                or (r.exc_info and "zebra-secret-42" in str(r.exc_info[1]))]
+    assert accounts.audit() == []
+
+
+def test_text_with_a_nul_character_is_stored_and_read_back(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="nul \u0000 here").json
+    items = client.get(f"/v1/responses/{made['id']}/input_items", headers=acct.headers).json
+    assert items["data"][0]["content"][0]["text"] == "nul \u0000 here"
