@@ -164,7 +164,7 @@ def validate(cfg) -> None:
         problems.append("SILK_REGISTRATION must be open, invite or closed")
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
-    days = cfg["SILK_RESPONSES_RETENTION_DAYS"]
+    days = cfg.get("SILK_RESPONSES_RETENTION_DAYS", Defaults.SILK_RESPONSES_RETENTION_DAYS)
     if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days < 36500:
         problems.append("SILK_RESPONSES_RETENTION_DAYS must be a number of days above 0")
     if problems:
