@@ -140,11 +140,13 @@ def post_worker_init(worker):
 
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
+    from silk.responses.store import expire  # the sweep's chore: stored responses expire
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
     from silk.ops.schema import check_at_start
 
-    start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model))
+    start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model),
+                  chores=(expire,))
     start_subscriber(worker.wsgi)
     threading.Thread(target=check_at_start, args=(worker.wsgi,),
                      kwargs={"say": worker.age == 1}, daemon=True).start()

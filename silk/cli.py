@@ -49,13 +49,16 @@ def audit_cmd():
 @click.option("--all", "everything", is_flag=True,
               help="Settle every open reservation (only when no gateway is running).")
 def sweep_cmd(everything: bool):
-    """Write stopped workers' journaled settlements, then settle holds whose lease ran out."""
+    """Write stopped workers' journaled settlements, settle holds whose lease ran out, and
+    delete stored responses past their retention."""
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.metering.sweeper import sweep
+    from silk.responses.store import expire
 
     count = sweep(db.engine, tiers(), catalogue().price_of, everything=everything)
     click.echo(f"settled {count} reservation(s)")
+    click.echo(f"deleted {expire(db.engine)} expired stored response(s)")
 
 
 def _add_domain_commands() -> None:

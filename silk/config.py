@@ -236,6 +236,9 @@ def validate(cfg, problems: list[str] | None = None) -> None:
             problems.append(f"tier {name!r}: discount_percent must be between 0 and 100")
         if not isinstance(tier.get("monthly_free_tokens"), int) or tier["monthly_free_tokens"] < 0:
             problems.append(f"tier {name!r}: monthly_free_tokens must be a whole number >= 0")
+    days = cfg.get("SILK_RESPONSES_RETENTION_DAYS", Defaults.SILK_RESPONSES_RETENTION_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days < 36500:
+        problems.append("SILK_RESPONSES_RETENTION_DAYS must be a number of days above 0")
     if cfg["SILK_DEFAULT_TIER"] not in cfg["SILK_TIERS"]:
         problems.append(f"SILK_DEFAULT_TIER {cfg['SILK_DEFAULT_TIER']!r} is not a tier")
     if cfg["SILK_REGISTRATION"] not in ("open", "invite", "closed"):

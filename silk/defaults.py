@@ -109,6 +109,8 @@ class Defaults:
     # a killed worker's holds come back quickly, long enough to ride out a database hiccup.
     SILK_RESERVATION_TTL = 120
     SILK_SWEEP_INTERVAL = 30.0  # seconds between sweeps in each worker
+    # Days a stored response (Responses API, store: true) is kept; the sweep deletes it then.
+    SILK_RESPONSES_RETENTION_DAYS = 30
     # Where a worker keeps settlements the database could not take (fsync'd, one file per
     # worker) until they are written; <instance>/journal when unset. Every gateway process
     # of one database must see the same directory to adopt a stopped worker's journal.

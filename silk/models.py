@@ -3,6 +3,7 @@
 from silk.account.models import Account, ApiKey, InviteCode
 from silk.billing.models import IdempotencyRecord, RedemptionCode, TierRecord
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
+from silk.responses.models import StoredResponse
 
 __all__ = ["Account", "ApiKey", "IdempotencyRecord", "InviteCode", "LedgerEntry",
-           "RedemptionCode", "Reservation", "TierRecord", "UsageRecord"]
+           "RedemptionCode", "Reservation", "StoredResponse", "TierRecord", "UsageRecord"]

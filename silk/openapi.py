@@ -91,6 +91,7 @@ def _paths(models: list[str]) -> dict:
                                    "after a failure, or [DONE]")}, event=STRING)}}}
     account = (path_id("account_id"),)
     return {
+        **_responses_paths(),
         "/v1/chat/completions": {"post": op(
             "Create a chat completion (streams by default).", chat_ok, tag="chat",
             body=json_body("ChatCompletionRequest"))},
@@ -134,6 +135,41 @@ def _paths(models: list[str]) -> dict:
                        status="201", auth=False, body=json_body("Register"))},
         **_admin_paths(account),
         **_operator_paths(),
+    }
+
+
+def _responses_paths() -> dict:
+    ok = {"description": "The Response object, or OpenAI's typed server-sent events "
+                         "(`event:` and `data:`) ending with response.completed, "
+                         "response.incomplete or response.failed.",
+          "headers": {"x-silk-cost": {"description": "USD charged (JSON answers).",
+                                      "schema": STRING}},
+          "content": {JSON: {"schema": ref("Response")},
+                      "text/event-stream": {"schema": obj(
+                          ("data",), data={"type": "string", "description": (
+                              "One typed event: {\"type\", \"sequence_number\", ...}")},
+                          event=STRING)}}}
+    response_id = ({"name": "response_id", "in": "path", "required": True,
+                    "schema": STRING},)
+    return {
+        "/v1/responses": {"post": op(
+            "Create a model response (OpenAI Responses; JSON unless stream is true).", ok,
+            tag="responses", body=json_body("ResponseRequest"))},
+        "/v1/responses/{response_id}": {
+            "get": op("A stored response of the caller's account.",
+                      response(ref("Response"), "The response."), tag="responses",
+                      params=response_id),
+            "delete": op("Delete a stored response.", response(ref("ResponseDeleted"),
+                                                               "Deleted."),
+                         tag="responses", params=response_id)},
+        "/v1/responses/{response_id}/input_items": {"get": op(
+            "A stored response's input items, paged.", response(ref("ResponseItemList"),
+                                                                 "The items."),
+            tag="responses", params=(*response_id, query("after", STRING),
+                                     query("limit", {"type": "integer", "minimum": 1,
+                                                     "maximum": 100}),
+                                     query("order", {"type": "string",
+                                                     "enum": ["asc", "desc"]})))},
     }
 
 

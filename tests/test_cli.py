@@ -91,11 +91,13 @@ def test_sweep_settles_only_holds_whose_lease_ran_out(app, runner, accounts):
         db.session.execute(text("UPDATE accounts SET reserved_units = 10000 WHERE id = :id"),
                            {"id": acct.id})
         db.session.commit()
-    assert runner.invoke(args=["silk", "sweep"]).output.strip() == "settled 1 reservation(s)"
+    assert runner.invoke(args=["silk", "sweep"]).output.splitlines()[0] == \
+        "settled 1 reservation(s)"
     assert accounts.row(acct.id).reserved_units == 5000  # the live hold is kept
     assert [r.request_id for r in accounts.usage_records(acct.id)] == ["lease-ran-out"]
     result = runner.invoke(args=["silk", "sweep", "--all"])
-    assert result.output.strip() == "settled 1 reservation(s)"
+    assert result.output.splitlines() == ["settled 1 reservation(s)",
+                                          "deleted 0 expired stored response(s)"]
     row = accounts.row(acct.id)
     assert row.reserved_units == 0
     assert row.balance_units == 10**9 - 2 * 10 * 140  # prompt estimates at the input price

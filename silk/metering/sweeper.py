@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from flask import Flask
@@ -19,12 +19,15 @@ log = logging.getLogger("silk.sweeper")
 
 
 def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
-                  price_of: Callable[[str], Price | None]) -> None:
+                  price_of: Callable[[str], Price | None],
+                  chores: Sequence[Callable[[Engine], int]] = ()) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
     SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub.
 
     `tiers()` and `price_of(model)` are asked afresh at each round, inside `app`'s context,
-    so that the sweep bills with the tiers and prices in effect then.
+    so that the sweep bills with the tiers and prices in effect then. Each of `chores` (an
+    expiry that is not money, such as stored responses) runs after the sweep every round;
+    one that fails is tried again the next round.
     """
     import gevent
 
@@ -46,6 +49,12 @@ def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
                     log.warning("swept orphaned reservations", extra={"fields": {"count": count}})
             except Exception:  # noqa: BLE001 - a failed sweep is retried next round
                 log.exception("sweep failed")
+            for chore in chores:
+                try:
+                    with app.app_context():
+                        chore(db.engine)
+                except Exception:  # noqa: BLE001 - a failed chore is retried next round
+                    log.exception("sweep chore failed")
             gevent.sleep(interval)
 
     gevent.spawn(run)

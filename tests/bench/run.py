@@ -175,7 +175,7 @@ class Runner:
             )
 
     def first_answer(self, t: Target) -> tuple[int, str]:
-        body = loadgen.make_body("deepseek-chat", False, 128)
+        body = loadgen.make_body("deepseek-chat", False, 128, t.url)
         conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body, False), timeout=30)
         try:
             r, _ = conn.request(keep_body=True)
@@ -209,14 +209,12 @@ class Runner:
         ok_ns = status == 200
         try:
             doc = json.loads(body)
-            ok_ns = (
-                ok_ns
-                and bool(doc["choices"][0]["message"]["content"])
-                and doc["usage"]["total_tokens"] > 0
-            )
+            text = (doc["output"][0]["content"][0]["text"] if "output" in doc
+                    else doc["choices"][0]["message"]["content"])
+            ok_ns = ok_ns and bool(text) and doc["usage"]["total_tokens"] > 0
         except (ValueError, KeyError, IndexError, TypeError):
             ok_ns = False
-        body_s = loadgen.make_body("deepseek-chat", True, 128)
+        body_s = loadgen.make_body("deepseek-chat", True, 128, t.url)
         conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body_s, True), timeout=30)
         try:
             sock_resp = _stream_once(conn)
@@ -615,9 +613,10 @@ class Runner:
 
     def make_target(self, name: str) -> Target | None:
         a = self.args
-        if name in ("sqlite", "postgres"):
-            return Gateway(
-                name,
+        if name in ("sqlite", "postgres", "sqlite-responses", "postgres-responses"):
+            # <db>-responses: the same gateway measured through POST /v1/responses.
+            t = Gateway(
+                name.partition("-")[0],
                 self.logdir,
                 self.upstream,
                 a.workers,
@@ -626,6 +625,9 @@ class Runner:
                 a.pg_base,
                 accounts=a.accounts,
             )
+            if name.endswith("-responses"):
+                t.name, t.chat_path = name, loadgen.RESPONSES_PATH
+            return t
         if name == "litellm":
             t = LiteLLM(self.logdir, self.upstream, a.workers, Path(a.litellm_venv))
             t.ensure_venv(log)
@@ -833,7 +835,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--targets",
         default="sqlite,postgres,litellm",
-        help="comma-separated: sqlite, postgres, litellm",
+        help="comma-separated: sqlite, postgres, litellm, sqlite-responses, postgres-responses"
+        " (the gateway through POST /v1/responses)",
     )
     ap.add_argument("--quick", action="store_true", help="shorter phases (~2-3 minutes)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes per server")

@@ -64,6 +64,7 @@ def test_operator_overrides_models_and_tiers(database_url, upstream, monkeypatch
     ({"SILK_TIERS": {"free": {"discount_percent": "120", "monthly_free_tokens": 1}}},
      "discount_percent"),
     ({"SILK_REGISTRATION": "sometimes"}, "SILK_REGISTRATION"),
+    ({"SILK_RESPONSES_RETENTION_DAYS": 0}, "SILK_RESPONSES_RETENTION_DAYS"),
     ({"SQLALCHEMY_DATABASE_URI": "not a url"}, "DATABASE_URL"),
 ])
 def test_bad_configuration_fails_at_start_naming_the_setting(override, fragment, tmp_path):

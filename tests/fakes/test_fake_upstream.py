@@ -23,6 +23,7 @@ from .upstream import (
     expected_usage,
     parse_directives,
     reply_pieces,
+    tool_call_tokens,
 )
 
 PROVIDERS = ("deepseek", "ark", "mimo")
@@ -256,6 +257,25 @@ def test_reply_and_pieces_options(fake):
     doc = post(fake, "mimo", body()).json()
     assert doc["choices"][0]["message"]["content"] == "w0 w1 w2 w3"
     assert doc["usage"]["completion_tokens"] == 4
+
+
+def test_tool_call_option_answers_with_one_call(fake):
+    args = '{"cmd":"echo hi"}'
+    directive = f"[[fake: tool_call=shell tool_args='{args}']]"
+    doc = post(fake, "deepseek", body(directive)).json()
+    choice = doc["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "shell", "arguments": args}
+    assert doc["usage"]["completion_tokens"] == tool_call_tokens(args) == 1 + 5
+    events, _, done, _ = read_sse(post(fake, "deepseek", body(
+        directive, stream=True, stream_options={"include_usage": True}), stream=True))
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert calls[0]["id"] == call["id"] or calls[0]["id"].startswith("call_")
+    assert calls[0]["function"] == {"name": "shell", "arguments": ""}
+    assert "".join(c["function"]["arguments"] for c in calls) == args
+    assert events[-1]["usage"]["completion_tokens"] == tool_call_tokens(args) and done
 
 
 def test_constructor_defaults_and_keys():

@@ -59,6 +59,13 @@ sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect).
 
+Tool calls: ``tool_call=NAME`` answers with one call to the function NAME instead of a reply
+(``tool_args`` its arguments, a JSON text, ``{}`` by default), finish reason ``tool_calls``.
+Streamed, a first chunk carries the call's id and name with empty arguments, then the
+arguments follow in pieces of four characters. The call costs one token for its name plus
+one per piece of four characters (:func:`tool_call_tokens`); output limits do not cut it.
+Reasoning, when on, still comes first.
+
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
 final by the time the client has read the whole response.
@@ -150,6 +157,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
     "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
+    "tool_call": str,                   # answer with a call to this function, not a reply
+    "tool_args": str,                   # the call's arguments (JSON text), "{}" by default
 }
 
 
@@ -213,6 +222,16 @@ def reply_pieces(text: str) -> list[str]:
 def pieces_reply(n: int, prefix: str = "w") -> str:
     """A reply of exactly ``n`` pieces: ``"w0 w1 ... w{n-1}"``."""
     return " ".join(f"{prefix}{i}" for i in range(n))
+
+
+def tool_arg_pieces(arguments: str) -> list[str]:
+    """A tool call's arguments as streamed: pieces of four characters."""
+    return [arguments[i:i + 4] for i in range(0, len(arguments), 4)]
+
+
+def tool_call_tokens(arguments: str) -> int:
+    """Completion tokens a tool call costs: one for its name, one per argument piece."""
+    return 1 + len(tool_arg_pieces(arguments))
 
 
 def wants_reasoning(body: Mapping[str, Any]) -> bool:
@@ -471,17 +490,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
+        tool = None
+        if opts.get("tool_call"):
+            tool = {"id": "call_" + rid.removeprefix("fakereq-"), "name": opts["tool_call"],
+                    "arguments": opts.get("tool_args", "{}")}
         reasoning, content, finish = truncate(provider, body, reasoning,
-                                              reply_pieces(opts.get("reply", "")))
+                                              [] if tool else reply_pieces(opts.get("reply", "")))
         prompt = count_prompt_tokens(body["messages"])
-        usage = build_usage(provider, prompt, len(content) + len(reasoning), len(reasoning),
-                            opts.get("cache_hit", 0))
+        called = tool_call_tokens(tool["arguments"]) if tool else 0
+        usage = build_usage(provider, prompt, len(content) + len(reasoning) + called,
+                            len(reasoning), opts.get("cache_hit", 0))
         if opts.get("usage_json"):
             usage.update(json.loads(opts["usage_json"]))
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"], "finish": finish}
+                "model": body["model"], "finish": "tool_calls" if tool else finish,
+                "tool": tool}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -504,6 +529,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                   content: list[str], usage: dict | None) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        tool = meta["tool"]
+        if tool:
+            message["content"] = None
+            message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
+                "name": tool["name"], "arguments": tool["arguments"]}}]
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
         doc: dict[str, Any] = {
@@ -569,6 +599,15 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in content:
                 counts[1] += 1
                 yield chunk({"content": piece})
+            tool = meta["tool"]
+            if tool:
+                counts[1] += 1
+                yield chunk({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
+                                             "function": {"name": tool["name"],
+                                                          "arguments": ""}}]})
+                for piece in tool_arg_pieces(tool["arguments"]):
+                    counts[1] += 1
+                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             yield chunk({}, meta["finish"])
             if usage is not None:
                 for _ in range(1 + opts.get("repeat_usage", 0)):

@@ -1,0 +1,1 @@
+"""OpenAI Responses, one surface over the relay: schemas, translation, storage, views."""

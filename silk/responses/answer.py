@@ -1,0 +1,246 @@
+"""Chat-completions answers as Responses output, both streamed and whole; pure.
+
+One builder reads chat deltas (a stream's chunks, or a whole answer's message read as one
+delta) and keeps the output items, so a stream's typed events and the JSON Response agree
+item for item. The usage told back is what was billed, with its cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from silk.metering.meter import Bill
+from silk.pricing import Usage
+from silk.relay.tokens import usage_from
+
+# Request fields a Response echoes back, with OpenAI's default when the request left one out.
+ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_calls": True,
+          "temperature": 1.0, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+          "max_output_tokens": None, "previous_response_id": None, "reasoning": None,
+          "text": {"format": {"type": "text"}}, "store": True, "prompt_cache_key": None}
+
+
+def usage_object(bill: Bill, reported: dict | None) -> dict:
+    """The usage billed, in the Responses shape, with its cost (marked when estimated)."""
+    usage = bill.usage or Usage(0, 0)
+    reasoning = 0
+    if reported is not None and bill.as_reported:
+        parsed = usage_from(reported)
+        reasoning = parsed[1] if parsed else 0
+    out = {"input_tokens": usage.prompt_tokens,
+           "input_tokens_details": {"cached_tokens": usage.cache_hit_tokens},
+           "output_tokens": usage.completion_tokens,
+           "output_tokens_details": {"reasoning_tokens": reasoning},
+           "total_tokens": usage.total_tokens, "cost": bill.cost_usd}
+    if bill.estimated:
+        out["estimated"] = True
+    return out
+
+
+def charge_note(bill: Bill) -> str:
+    """What a failed answer was charged, in words, for its error message."""
+    if bill.usage is None:
+        return " Nothing was charged."
+    basis = "an estimate of" if bill.estimated else "the provider's count of"
+    return (f" Charged ${Decimal(bill.cost_usd):f} for {basis} what was delivered "
+            f"({bill.usage.prompt_tokens} input and {bill.usage.completion_tokens} output "
+            "tokens).")
+
+
+def _json(value) -> bytes:
+    return orjson.dumps(value, default=float)
+
+
+class Builder:
+    """A Response being built from chat deltas; each method returns the events it causes.
+
+    Events are the SSE bytes of OpenAI's typed stream events, numbered by sequence_number;
+    a caller that wants only the final object ignores them.
+    """
+
+    def __init__(self, response_id: str, created_at: int, model: str, request: dict,
+                 names: dict[str, tuple[str, str]]):
+        self.id = response_id
+        self.created_at = created_at
+        self.model = model
+        self.echo = {name: request.get(name, default) if request.get(name) is not None
+                     else default for name, default in ECHOED.items()}
+        self.names = names
+        self.output: list[dict] = []
+        self.finish: str | None = None
+        self.reported: dict | None = None  # the provider's usage object, last seen
+        self._sequence = 0
+        self._open: Any = None  # the item receiving deltas (a dict), or None
+        self._tool_index: object = None  # the provider's index of the open tool call
+
+    # -- events
+
+    def _event(self, kind: str, **fields) -> bytes:
+        data = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + _json(data) + b"\n\n"
+
+    def response(self, status: str, usage: dict | None = None, error: dict | None = None
+                 ) -> dict:
+        """The Response object as it stands."""
+        incomplete = None
+        if status == "incomplete":
+            incomplete = {"reason": "max_output_tokens"}
+        return {"id": self.id, "object": "response", "created_at": self.created_at,
+                "status": status, "error": error, "incomplete_details": incomplete,
+                "model": self.model, "output": self.output, "usage": usage,
+                "truncation": "disabled", **self.echo}
+
+    def start(self) -> bytes:
+        """The two events a stream opens with."""
+        snapshot = self.response("in_progress")
+        return (self._event("response.created", response=snapshot)
+                + self._event("response.in_progress", response=snapshot))
+
+    # -- deltas
+
+    def delta(self, delta: dict) -> bytes:
+        """One chat delta: reasoning, text and tool-call pieces, each into its item."""
+        out = b""
+        reasoning = delta.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            out += self._into("reasoning")
+            self._open["summary"][0]["text"] += reasoning
+            out += self._event("response.reasoning_summary_text.delta", item_id=self._open["id"],
+                               output_index=len(self.output) - 1, summary_index=0,
+                               delta=reasoning)
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            out += self._into("message")
+            self._open["content"][0]["text"] += content
+            out += self._event("response.output_text.delta", item_id=self._open["id"],
+                               output_index=len(self.output) - 1, content_index=0,
+                               delta=content, logprobs=[])
+        calls = delta.get("tool_calls")
+        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+            if isinstance(call, dict):
+                out += self._tool_delta(call, call.get("index", position))
+        return out
+
+    def _tool_delta(self, call: dict, index: object) -> bytes:
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+        out = b""
+        current = self._open if self._open and self._open["type"] == "function_call" else None
+        new_id = call.get("id")
+        if current is None or index != self._tool_index or (new_id and new_id != current[
+                "call_id"]):
+            out += self._close()
+            name = str(function.get("name") or "")
+            item = {"id": f"fc_{self.id[5:]}_{len(self.output)}", "type": "function_call",
+                    "status": "in_progress", "arguments": "",
+                    "call_id": str(call.get("id") or f"call_{self.id[5:]}_{len(self.output)}"),
+                    "name": name}
+            if name in self.names:
+                item["namespace"], item["name"] = self.names[name]
+            self._tool_index = index
+            out += self._add(item)
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            self._open["arguments"] += arguments
+            out += self._event("response.function_call_arguments.delta",
+                               item_id=self._open["id"],
+                               output_index=len(self.output) - 1, delta=arguments)
+        return out
+
+    def _into(self, kind: str) -> bytes:
+        """Make sure the open item is of `kind`, closing another and opening one if not."""
+        if self._open is not None and self._open["type"] == kind:
+            return b""
+        out = self._close()
+        suffix = f"{self.id[5:]}_{len(self.output)}"
+        if kind == "reasoning":
+            item: dict = {"id": f"rs_{suffix}", "type": "reasoning", "summary": []}
+            out += self._add(item)
+            part: dict = {"type": "summary_text", "text": ""}
+            item["summary"].append(part)
+            out += self._event("response.reasoning_summary_part.added", item_id=item["id"],
+                               output_index=len(self.output) - 1, summary_index=0,
+                               part=dict(part))
+        else:
+            item = {"id": f"msg_{suffix}", "type": "message", "status": "in_progress",
+                    "role": "assistant", "content": []}
+            out += self._add(item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            item["content"].append(part)
+            out += self._event("response.content_part.added", item_id=item["id"],
+                               output_index=len(self.output) - 1, content_index=0,
+                               part=dict(part))
+        return out
+
+    def _add(self, item: dict) -> bytes:
+        self.output.append(item)
+        self._open = item
+        return self._event("response.output_item.added", output_index=len(self.output) - 1,
+                           item=_copy(item))
+
+    def _close(self) -> bytes:
+        """Finish the open item: its done events, then output_item.done."""
+        item, self._open = self._open, None
+        if item is None:
+            return b""
+        index = len(self.output) - 1
+        out = b""
+        if item["type"] == "reasoning":
+            part = item["summary"][0]
+            out += self._event("response.reasoning_summary_text.done", item_id=item["id"],
+                               output_index=index, summary_index=0, text=part["text"])
+            out += self._event("response.reasoning_summary_part.done", item_id=item["id"],
+                               output_index=index, summary_index=0, part=dict(part))
+        elif item["type"] == "message":
+            part = item["content"][0]
+            out += self._event("response.output_text.done", item_id=item["id"],
+                               output_index=index, content_index=0, text=part["text"],
+                               logprobs=[])
+            out += self._event("response.content_part.done", item_id=item["id"],
+                               output_index=index, content_index=0, part=_copy(part))
+        else:
+            out += self._event("response.function_call_arguments.done", item_id=item["id"],
+                               output_index=index, arguments=item["arguments"])
+        if "status" in item:
+            item["status"] = "completed"
+        return out + self._event("response.output_item.done", output_index=index,
+                                 item=_copy(item))
+
+    # -- endings
+
+    def status(self) -> str:
+        """completed, or incomplete when the output limit cut the answer."""
+        return "incomplete" if self.finish == "length" else "completed"
+
+    def done(self, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
+        """The finished Response, and the events that end the stream (made when called,
+        so that the caller may store the response first)."""
+        closing = self._close()
+        if self.finish == "length":
+            for item in self.output:
+                if item.get("status") == "completed" and item["type"] == "message":
+                    item["status"] = "incomplete"
+        final = self.response(self.status(), usage_object(bill, self.reported))
+        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        return final, lambda: closing + self._event(kind, response=final)
+
+    def failed(self, message: str, bill: Bill) -> bytes:
+        """The event that ends a broken stream: the error, stating what was charged."""
+        error = {"code": "server_error", "message": message + charge_note(bill)}
+        final = self.response("failed", usage_object(bill, self.reported), error)
+        return self._event("response.failed", response=final)
+
+
+def _copy(item: dict) -> dict:
+    """A snapshot of an item as it is now (its parts too)."""
+    copied = dict(item)
+    for name in ("content", "summary"):
+        if name in copied:
+            copied[name] = [dict(part) for part in copied[name]]
+    return copied

@@ -1,0 +1,74 @@
+"""The relay's events as a Responses stream or a Response object; pure.
+
+The finished Response is handed to `on_done` before the stream's last event goes out, so a
+client that continues from it at once (previous_response_id) finds it stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+
+from silk.relay.events import Chunk, Comment, Completion, Done, Failed
+from silk.responses.answer import Builder, usage_object
+from silk.sse import encode_comment
+
+
+def encode_stream(events: Iterable, builder: Builder, *,
+                  on_done: Callable[[dict], None] | None = None,
+                  on_error: Callable[[], None] | None = None
+                  ) -> Generator[bytes, None, None]:
+    """Typed Responses events from the relay's chunks; `on_error` is called if encoding fails
+    (the relay then settles the request as the gateway's error)."""
+    try:
+        yield builder.start()
+        for event in events:
+            if type(event) is Chunk:
+                data = event.data
+                if data is None:
+                    continue  # not JSON: nothing a Responses client could read
+                if event.counted:
+                    builder.reported = dict(data["usage"])
+                choices = data.get("choices")
+                for choice in choices if isinstance(choices, list) else ():
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict):
+                        out = builder.delta(delta)
+                        if out:
+                            yield out
+                    if choice.get("finish_reason"):
+                        builder.finish = str(choice["finish_reason"])
+            elif type(event) is Comment:
+                yield encode_comment(event.text)
+            elif type(event) is Done:
+                final, closing = builder.done(event.bill)
+                if on_done is not None:
+                    on_done(final)
+                yield closing()
+            elif type(event) is Failed:
+                yield builder.failed(event.message, event.bill)
+    except Exception:
+        if on_error is not None:
+            on_error()
+        raise
+
+
+def encode_completion(completion: Completion, builder: Builder) -> dict:
+    """The Response object for a whole chat answer, with the usage billed and its cost."""
+    data = completion.data
+    if completion.counted:
+        builder.reported = data.get("usage")
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    if isinstance(choice, dict):
+        message = choice.get("message")
+        if isinstance(message, dict):
+            builder.delta(message)
+        if choice.get("finish_reason"):
+            builder.finish = str(choice["finish_reason"])
+    final, _ = builder.done(completion.bill)
+    return final
+
+
+__all__ = ["encode_completion", "encode_stream", "usage_object"]

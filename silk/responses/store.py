@@ -1,0 +1,123 @@
+"""Stored responses: keep, continue, list, delete and expire them, always per account.
+
+Storage is not money: nothing here touches a balance. A row is written only after the
+answer, only with store true, and is never logged; another account's id reads as missing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Engine
+
+from silk.database import utcnow
+from silk.errors import NotFound
+from silk.jsonio import dumps_bytes
+from silk.responses.models import StoredResponse
+
+_TABLE = StoredResponse.__table__
+MAX_CHAIN = 1000  # responses a conversation may go back through previous_response_id
+
+
+def missing(response_id: str, param: str | None = None) -> NotFound:
+    """The 404 for a response this account does not have (never another account's)."""
+    return NotFound(f"No response with id '{response_id[:64]}' found.", param=param,
+                    code="response_not_found")
+
+
+def with_ids(response_id: str, items: list[dict]) -> list[dict]:
+    """The input items as kept: each with an id (given, or made from the response's)."""
+    return [item if isinstance(item.get("id"), str) else
+            {**item, "id": f"in_{response_id[5:]}_{index}"} for index, item in enumerate(items)]
+
+
+def save(engine: Engine, account_id: int, response: dict, items: list[dict],
+         retention_days: float) -> None:
+    """Keep a finished response and its input items for `retention_days`."""
+    response = orjson.loads(dumps_bytes(response))  # its cost, a Decimal, as a JSON number
+    now = utcnow()
+    with engine.begin() as connection:
+        connection.execute(insert(_TABLE).values(
+            id=response["id"], account_id=account_id,
+            previous_response_id=response.get("previous_response_id"),
+            model=response["model"], status=response["status"], input_items=items,
+            response=response, created_at=now,
+            expires_at=now + timedelta(days=retention_days)))
+
+
+def _row(connection, account_id: int, response_id: str):
+    return connection.execute(
+        select(_TABLE.c.previous_response_id, _TABLE.c.input_items, _TABLE.c.response)
+        .where(_TABLE.c.id == response_id, _TABLE.c.account_id == account_id,
+               _TABLE.c.expires_at > utcnow())).first()
+
+
+def get(engine: Engine, account_id: int, response_id: str) -> dict:
+    """The stored Response object; 404 when this account has none by that id."""
+    with engine.connect() as connection:
+        row = _row(connection, account_id, response_id)
+    if row is None:
+        raise missing(response_id)
+    return row.response
+
+
+def conversation(engine: Engine, account_id: int, response_id: str) -> list[dict]:
+    """The items a new response continues from: every earlier input and output, oldest first.
+
+    A response deleted or expired inside the chain ends it there (its content is gone).
+    """
+    chain: list[list[dict]] = []
+    seen: set[str] = set()
+    with engine.connect() as connection:
+        next_id: str | None = response_id
+        while next_id and next_id not in seen and len(chain) < MAX_CHAIN:
+            seen.add(next_id)
+            row = _row(connection, account_id, next_id)
+            if row is None:
+                if next_id == response_id:
+                    raise missing(response_id, "previous_response_id")
+                break
+            chain.append(list(row.input_items) + list(row.response.get("output") or []))
+            next_id = row.previous_response_id
+    return [item for items in reversed(chain) for item in items]
+
+
+def input_items(engine: Engine, account_id: int, response_id: str, *, after: str | None,
+                limit: int, order: str) -> dict:
+    """A page of a response's input items, as OpenAI's list object."""
+    with engine.connect() as connection:
+        row = _row(connection, account_id, response_id)
+    if row is None:
+        raise missing(response_id)
+    items = list(row.input_items)
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise NotFound(f"No input item with id '{after[:64]}' in this response.",
+                           param="after", code="item_not_found")
+        items = items[ids.index(after) + 1:]
+    page = items[:limit]
+    return {"object": "list", "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit}
+
+
+def remove(engine: Engine, account_id: int, response_id: str) -> None:
+    """Delete a stored response; 404 when this account has none by that id."""
+    with engine.begin() as connection:
+        gone = connection.execute(delete(_TABLE).where(
+            _TABLE.c.id == response_id, _TABLE.c.account_id == account_id)).rowcount
+    if not gone:
+        raise missing(response_id)
+
+
+def expire(engine: Engine) -> int:
+    """Delete every stored response past its expiry; returns how many (the sweep's chore)."""
+    with engine.begin() as connection:
+        return connection.execute(delete(_TABLE).where(
+            _TABLE.c.expires_at <= utcnow())).rowcount

@@ -1,0 +1,189 @@
+"""POST /v1/responses end to end on both databases: answers, streams, every ending, exact money."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.fakes.upstream import count_prompt_tokens, tool_call_tokens
+from tests.responses.helpers import post, typed_events
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def test_a_json_answer_is_charged_exactly_and_names_the_surface(app, client, accounts,
+                                                                 upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = post(client, acct, {"model": "deepseek-chat", "input": "What is silk?",
+                                   "instructions": "Be brief.", "max_output_tokens": 100})
+    assert response.status_code == 200, response.json
+    prompt = count_prompt_tokens([{"content": "Be brief."}, {"content": "What is silk?"}])
+    cost = expected_cost("deepseek-chat", prompt, 6)
+    assert Decimal(response.headers["x-silk-cost"]) == cost  # before the body: an under-bill
+    assert accounts.balance_units(acct.id) == 10**9 - units(cost)
+    body = response.json
+    assert body["object"] == "response" and body["status"] == "completed"
+    assert body["id"].startswith("resp_") and body["model"] == "deepseek-chat"
+    assert body["output"][0]["content"][0]["text"] == "Hello from the fake upstream ."
+    usage = body["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (prompt, 6)
+    assert usage["total_tokens"] == prompt + 6 and Decimal(str(usage["cost"])) == cost
+    sent = upstream.requests[-1].body
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent["max_tokens"] == 100 and sent["stream"] is False
+    [record] = accounts.usage_records(acct.id)
+    assert record.surface == "responses" and record.status == "ok"
+    assert record.cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+def test_a_stream_is_charged_exactly_and_ends_with_response_completed(app, client, accounts,
+                                                                     upstream):
+    acct = accounts.make(tier="team", credit="1")
+    set_quota_left(app, acct.id)
+    response = post(client, acct, {"model": "deepseek-reasoner", "input": "Think [[fake: "
+                                   "pieces=12]]", "stream": True, "max_output_tokens": 200})
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    events = typed_events(response.data)
+    prompt = count_prompt_tokens(_user("Think [[fake: pieces=12]]"))
+    cost = expected_cost("deepseek-reasoner", prompt, 12 + 4, tier="team")
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    assert Decimal(str(final["response"]["usage"]["cost"])) == cost
+    assert accounts.balance_units(acct.id) == 10**9 - units(cost)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == " ".join(f"w{i}" for i in range(12))
+    reasoning = "".join(e["delta"] for e in events
+                        if e["type"] == "response.reasoning_summary_text.delta")
+    assert reasoning == "Let me think ."
+    usage = final["response"]["usage"]
+    assert usage["output_tokens_details"]["reasoning_tokens"] == 4
+    assert upstream.requests[-1].body["thinking"] == {"type": "enabled"}
+    [record] = accounts.usage_records(acct.id)
+    assert record.surface == "responses" and record.stream and not record.estimated
+    assert accounts.audit() == []
+
+
+def test_a_tool_call_streams_as_a_function_call_item(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    args = '{"cmd":"echo hi"}'
+    text = f"run [[fake: tool_call=shell tool_args='{args}']]"
+    response = post(client, acct, {"model": "deepseek-chat", "input": text, "stream": True,
+                                   "tools": [{"type": "function", "name": "shell",
+                                              "parameters": {"type": "object"}}]})
+    events = typed_events(response.data)
+    [call] = events[-1]["response"]["output"]
+    assert call["type"] == "function_call" and call["name"] == "shell"
+    assert call["arguments"] == args and call["status"] == "completed"
+    done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert done[0]["arguments"] == args
+    assert events[-1]["response"]["usage"]["output_tokens"] == tool_call_tokens(args)
+    assert upstream.requests[-1].body["tools"][0]["function"]["name"] == "shell"
+
+
+def test_a_cut_stream_charges_what_was_delivered_once(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = post(client, acct, {"model": "deepseek-chat", "stream": True,
+                                   "input": "cut me [[fake: pieces=30 cut_after=11]]"})
+    events = typed_events(response.data)
+    final = events[-1]
+    assert final["type"] == "response.failed"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated and record.surface == "responses"
+    assert record.completion_tokens == 10
+    cost = expected_cost("deepseek-chat", record.prompt_tokens, 10)
+    assert record.cost_units == units(cost)
+    assert f"Charged ${cost.normalize():f} for an estimate" in final["response"]["error"]["message"]
+    assert Decimal(str(final["response"]["usage"]["cost"])) == cost
+    ledger = accounts.ledger(acct.id)
+    assert [(e.kind, e.amount_units) for e in ledger] == [("topup", 10**9),
+                                                          ("charge", -units(cost))]
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
+
+
+def test_a_client_that_leaves_mid_stream_pays_for_what_it_received(app, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = app.test_client().post("/v1/responses", headers=acct.headers, buffered=False,
+                                      json={"model": "deepseek-chat", "stream": True,
+                                            "input": "long [[fake: pieces=200 "
+                                                     "chunk_delay=0.02]]"})
+    chunks = iter(response.response)
+    received = b""
+    while received.count(b"response.output_text.delta\ndata") < 5:
+        received += next(chunks)
+    response.close()  # the client goes away mid-stream
+    disconnects = upstream.wait_for(lambda: upstream.disconnects, timeout=5)
+    assert disconnects[0].chunks_sent < 200
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.estimated
+    assert 5 <= record.completion_tokens < 200
+    assert record.cost_units == units(expected_cost("deepseek-chat", record.prompt_tokens,
+                                                    record.completion_tokens))
+    ledger = accounts.ledger(acct.id)
+    assert [(e.kind, e.amount_units) for e in ledger] == [("topup", 10**9),
+                                                          ("charge", -record.cost_units)]
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_error_before_the_answer_costs_nothing(client, accounts, upstream, stream):
+    acct = accounts.make(credit="1")
+    response = post(client, acct, {"model": "deepseek-chat", "stream": stream,
+                                   "input": "x [[fake: status=500]]"})
+    assert response.status_code == 502
+    assert set(response.json["error"]) == {"message", "type", "param", "code"}
+    assert accounts.balance_units(acct.id) == 10**9
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"input": "x"}, "model"),
+    ({"model": "deepseek-chat"}, "input"),
+    ({"model": "deepseek-chat", "input": "x", "stream": "yes"}, "stream"),
+    ({"model": "deepseek-chat", "input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+    ({"model": "deepseek-chat", "input": "x", "tools": [{"type": "web_search"}]},
+     "tools[0].type"),
+    ({"model": "deepseek-chat", "input": [{"role": "user", "content": 7}]},
+     "input[0].content"),
+    ({"model": "deepseek-chat", "input": "x", "background": True}, "background"),
+    ({"model": "no-such-model", "input": "x"}, "model"),
+])
+def test_bad_input_is_a_4xx_in_openais_envelope_naming_the_field(client, accounts, upstream,
+                                                                 body, param):
+    acct = accounts.make(credit="1")
+    response = post(client, acct, body)
+    assert response.status_code in (400, 404)
+    error = response.json["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert not upstream.requests
+    assert accounts.balance_units(acct.id) == 10**9
+
+
+def test_what_codex_sends_besides_is_accepted(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = post(client, acct, {
+        "model": "deepseek-chat", "input": [{"type": "message", "role": "developer",
+                                             "content": [{"type": "input_text",
+                                                          "text": "rules"}]},
+                                            {"type": "message", "role": "user",
+                                             "content": [{"type": "input_text",
+                                                          "text": "say pong"}]}],
+        "stream": True, "store": False, "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto"}, "prompt_cache_key": "k", "tool_choice": "auto",
+        "parallel_tool_calls": True, "client_metadata": {"turn_id": "t"},
+        "metadata": {"a": "b"}, "text": {"verbosity": "low"}})
+    assert response.status_code == 200
+    assert typed_events(response.data)[-1]["type"] == "response.completed"

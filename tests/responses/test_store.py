@@ -1,0 +1,196 @@
+"""Stored responses on both databases: kept only when asked, per account, until they expire."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from silk.database import set_clock, system_utcnow
+from silk.extensions import db
+from silk.responses.models import StoredResponse
+from silk.responses.store import expire
+from tests.fakes.upstream import count_prompt_tokens
+from tests.responses.helpers import post, typed_events
+
+
+def _kept(app) -> int:
+    with app.app_context():
+        count = db.session.scalar(select(func.count()).select_from(StoredResponse))
+        db.session.remove()
+    return count
+
+
+def _create(client, acct, **body):
+    response = post(client, acct, {"model": "deepseek-chat", **body})
+    assert response.status_code == 200, response.data
+    return response
+
+
+def test_a_stored_response_is_retrieved_listed_and_deleted(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input=[
+        {"role": "user", "content": "one"}, {"role": "user", "content": "two"},
+        {"id": "mine", "role": "user", "content": "three"}], metadata={"k": "v"}).json
+    got = client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
+    assert got.status_code == 200 and got.json == {**made, "usage": got.json["usage"]}
+    assert got.json["usage"]["cost"] == pytest.approx(float(made["usage"]["cost"]))
+    items = client.get(f"/v1/responses/{made['id']}/input_items", headers=acct.headers).json
+    assert items["object"] == "list" and items["has_more"] is False
+    assert [i["content"] for i in items["data"]] == ["three", "two", "one"]  # newest first
+    assert items["first_id"] == "mine"
+    page = client.get(f"/v1/responses/{made['id']}/input_items?order=asc&limit=1",
+                      headers=acct.headers).json
+    assert [i["content"] for i in page["data"]] == ["one"] and page["has_more"] is True
+    rest = client.get(f"/v1/responses/{made['id']}/input_items?order=asc&limit=5"
+                      f"&after={page['last_id']}", headers=acct.headers).json
+    assert [i["content"] for i in rest["data"]] == ["two", "three"]
+    assert client.get(f"/v1/responses/{made['id']}/input_items?order=up",
+                      headers=acct.headers).json["error"]["param"] == "order"
+    gone = client.delete(f"/v1/responses/{made['id']}", headers=acct.headers)
+    assert gone.json == {"id": made["id"], "object": "response", "deleted": True}
+    again = client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
+    assert again.status_code == 404 and again.json["error"]["code"] == "response_not_found"
+    assert client.delete(f"/v1/responses/{made['id']}", headers=acct.headers).status_code == 404
+
+
+def test_store_false_keeps_nothing(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="secret plan", store=False).json
+    streamed = typed_events(_create(client, acct, input="secret plan", store=False,
+                                    stream=True).data)[-1]["response"]
+    assert _kept(app) == 0
+    for response_id in (made["id"], streamed["id"]):
+        assert client.get(f"/v1/responses/{response_id}",
+                          headers=acct.headers).status_code == 404
+    continued = post(client, acct, {"model": "deepseek-chat", "input": "x",
+                                    "previous_response_id": made["id"]})
+    assert continued.status_code == 404
+    assert continued.json["error"]["param"] == "previous_response_id"
+
+
+def test_a_streamed_response_is_stored_before_it_completes(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    final = typed_events(_create(client, acct, input="hi", stream=True).data)[-1]
+    got = client.get(f"/v1/responses/{final['response']['id']}", headers=acct.headers).json
+    assert got["output"] == final["response"]["output"]
+    assert _kept(app) == 1
+
+
+def test_previous_response_id_carries_the_chain_and_the_hold_covers_it(client, accounts,
+                                                                        upstream):
+    acct = accounts.make(credit="1")
+    first = _create(client, acct, input="first question " * 50, instructions="only once").json
+    second = _create(client, acct, input="second", previous_response_id=first["id"]).json
+    _create(client, acct, input="third", previous_response_id=second["id"])
+    sent = upstream.requests[-1].body["messages"]
+    # Instructions are not carried over, as OpenAI documents; every input and output is.
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+    assert sent[0]["content"].startswith("first question")
+    assert sent[-1]["content"] == "third"
+    record = accounts.usage_records(acct.id)[-1]
+    assert record.prompt_tokens == count_prompt_tokens(sent)  # billed as the fake counted
+    assert accounts.audit() == []
+
+
+def test_one_account_never_reads_anothers_responses(client, accounts, upstream):
+    owner, other = accounts.make(credit="1"), accounts.make(credit="1")
+    made = _create(client, owner, input="private").json
+    for method, path in (("get", ""), ("get", "/input_items"), ("delete", "")):
+        answer = getattr(client, method)(f"/v1/responses/{made['id']}{path}",
+                                          headers=other.headers)
+        assert answer.status_code == 404, (method, path)
+        assert answer.json["error"]["type"] == "invalid_request_error"
+    stolen = post(client, other, {"model": "deepseek-chat", "input": "x",
+                                  "previous_response_id": made["id"]})
+    assert stolen.status_code == 404 and "private" not in stolen.get_data(as_text=True)
+    assert accounts.balance_units(other.id) == 10**9  # nothing was held or charged
+    assert client.get(f"/v1/responses/{made['id']}", headers=owner.headers).status_code == 200
+
+
+def test_responses_expire_through_the_sweep(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="hi").json
+    start = system_utcnow()
+    try:
+        set_clock(lambda: start + timedelta(days=29, hours=23))
+        assert client.get(f"/v1/responses/{made['id']}",
+                          headers=acct.headers).status_code == 200
+        with app.app_context():
+            assert expire(db.engine) == 0
+        set_clock(lambda: start + timedelta(days=30, minutes=1))
+        assert client.get(f"/v1/responses/{made['id']}",
+                          headers=acct.headers).status_code == 404  # expired, not yet swept
+        result = app.test_cli_runner().invoke(args=["silk", "sweep"])
+        assert "deleted 1 expired stored response(s)" in result.output
+    finally:
+        set_clock(None)
+    assert _kept(app) == 0
+
+
+def test_retention_is_a_setting(app, client, accounts, upstream):
+    app.config["SILK_RESPONSES_RETENTION_DAYS"] = 1
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="hi").json
+    with app.app_context():
+        row = db.session.get(StoredResponse, made["id"])
+        assert row.expires_at - row.created_at == timedelta(days=1)
+        db.session.remove()
+
+
+def test_stored_responses_go_with_their_account(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    _create(client, acct, input="hi")
+    with app.app_context():
+        for table in ("api_keys", "ledger_entries", "usage_records", "reservations"):
+            db.session.execute(text(f"DELETE FROM {table} WHERE account_id = :a"),
+                               {"a": acct.id})
+        db.session.execute(text("DELETE FROM accounts WHERE id = :a"), {"a": acct.id})
+        db.session.commit()
+        db.session.remove()
+    assert _kept(app) == 0
+
+
+def test_stored_content_is_never_logged(client, accounts, upstream, caplog):
+    acct = accounts.make(credit="1")
+    with caplog.at_level(logging.DEBUG):
+        made = _create(client, acct, input="zebra-secret-41").json
+        client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
+        client.get(f"/v1/responses/{made['id']}/input_items", headers=acct.headers)
+    assert caplog.records
+    assert not [r for r in caplog.records if "zebra-secret-41" in r.getMessage()
+                or "zebra-secret-41" in str(getattr(r, "fields", ""))]
+
+
+def test_a_failure_to_store_is_logged_without_the_content(app, client, accounts, upstream,
+                                                         caplog, monkeypatch):
+    acct = accounts.make(credit="1")
+    # The table is gone (as in a half-migrated database): the answer still goes out, paid.
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE stored_responses RENAME TO stored_gone"))
+        db.session.commit()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            made = _create(client, acct, input="zebra-secret-42").json
+    finally:
+        with app.app_context():
+            db.session.rollback()
+            db.session.execute(text("ALTER TABLE stored_gone RENAME TO stored_responses"))
+            db.session.commit()
+            db.session.remove()
+    assert made["status"] == "completed"
+    [failed] = [r for r in caplog.records if r.getMessage() == "storing a response failed"]
+    assert not [r for r in caplog.records if "zebra-secret-42" in r.getMessage()
+                or "zebra-secret-42" in str(getattr(r, "fields", ""))
+                or (r.exc_text and "zebra-secret-42" in r.exc_text)
+                or (r.exc_info and "zebra-secret-42" in str(r.exc_info[1]))]
+    assert accounts.audit() == []
+
+
+def test_text_with_a_nul_character_is_stored_and_read_back(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="nul \u0000 here").json
+    items = client.get(f"/v1/responses/{made['id']}/input_items", headers=acct.headers).json
+    assert items["data"][0]["content"][0]["text"] == "nul \u0000 here"
