@@ -140,10 +140,10 @@ def post_worker_init(worker):
 
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
-    from silk.responses.store import expire  # the sweep's chore: stored responses expire
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
     from silk.ops.schema import check_at_start
+    from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
     start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model),
                   chores=(expire,))
