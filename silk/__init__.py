@@ -64,8 +64,21 @@ def register_catalogue(app: Flask) -> None:
 
     catalogue = build_catalogue(app.config)
     app.extensions["silk.catalogue"] = catalogue
+    _warn_below_cost(app, catalogue)
     app.extensions["silk.upstreams"] = build_clients(catalogue, app.config,
                                                      on_failover=metrics.failover)
+
+
+def _warn_below_cost(app: Flask, catalogue) -> None:
+    """Log and count every model whose list price is below what its provider charges."""
+    from silk.billing.margin import models_below_cost
+    from silk.ops import metrics
+
+    below = models_below_cost(catalogue.models)
+    for model, rates in below.items():
+        app.logger.warning("model %s is priced below its upstream cost (%s)", model,
+                           ", ".join(rates))
+    metrics.models_below_cost(list(below))
 
 
 def register_request_hooks(app: Flask) -> None:

@@ -44,7 +44,8 @@ def sweep_cmd(everything: bool):
     from silk.catalog import catalogue
     from silk.metering.sweeper import sweep
 
-    count = sweep(db.engine, tiers(), catalogue().price_of, everything=everything)
+    count = sweep(db.engine, tiers(), catalogue().price_of, catalogue().cost_of,
+                  everything=everything)
     click.echo(f"settled {count} reservation(s)")
 
 

@@ -147,6 +147,7 @@ def validate(cfg) -> None:
         for field in ("input", "output", "cache_hit"):
             if field in model and not _money_ok(model[field]):
                 problems.append(f"model {mid!r}: {field} price must be a non-negative number")
+        problems += _cost_problems(mid, model.get("cost"))
         if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
             problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
         problems += _route_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
@@ -169,6 +170,21 @@ def validate(cfg) -> None:
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+_COST_FIELDS = ("input", "output", "cache_hit", "reasoning")
+
+
+def _cost_problems(mid: str, cost) -> list[str]:
+    """What is wrong with a model's upstream price (`cost`), if it has one."""
+    if cost is None:
+        return []
+    if not isinstance(cost, dict) or not {"input", "output"} <= cost.keys():
+        return [f"model {mid!r}: cost must be an object with input and output prices "
+                "(and optionally cache_hit, reasoning)"]
+    problems = [f"model {mid!r}: cost has an unknown field {name!r}"
+                for name in cost if name not in _COST_FIELDS]
+    problems += [f"model {mid!r}: cost {name} price must be a non-negative number"
+                 for name in _COST_FIELDS if name in cost and not _money_ok(cost[name])]
+    return problems
 
 
 def _limit_problems(pid: str, provider) -> list[str]:

@@ -37,6 +37,8 @@ USD = {"type": "number", "description": "US dollars"}
 TOTALS = {"requests": INTEGER, "prompt_tokens": INTEGER, "completion_tokens": INTEGER,
           "total_tokens": INTEGER, "cost": USD}
 
+MARGIN = obj(("key", "requests", "revenue", "upstream_cost", "margin"), key=STRING,
+             requests=INTEGER, revenue=USD, upstream_cost=USD, margin=USD)
 SCHEMAS = {
     "Error": obj(("error",), error=obj(("message", "type", "param", "code"),
                                        message=STRING, type=STRING, param=nullable(STRING),
@@ -153,6 +155,11 @@ SCHEMAS = {
                       currency=STRING,
                       by_account={"type": "array", "items": obj(account=STRING, **TOTALS)},
                       by_model={"type": "array", "items": obj(model=STRING, **TOTALS)}),
+    "Margin": obj(("month", "by", "data", "total", "below_cost"), object=STRING, month=STRING,
+                  by=STRING, currency=STRING, data={"type": "array", "items": MARGIN},
+                  total=MARGIN, below_cost={"type": "array", "items": obj(
+                      ("model", "rates"), model=STRING,
+                      rates={"type": "array", "items": STRING})}),
     "Audit": obj(("ok", "problems"), ok=BOOLEAN, problems={"type": "array", "items": STRING}),
     "Status": obj(("status",), status=STRING, database=STRING),
 }

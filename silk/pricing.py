@@ -29,11 +29,17 @@ class Price:
     input: Decimal
     output: Decimal
     cache_hit: Decimal | None = None
+    reasoning: Decimal | None = None  # upstream prices only: a provider may bill it apart
 
     @property
     def cache_hit_price(self) -> Decimal:
         """Price of a cache-hit prompt token (the input price when the model sets none)."""
         return self.input if self.cache_hit is None else self.cache_hit
+
+    @property
+    def reasoning_price(self) -> Decimal:
+        """Price of a reasoning token (the output price when the price sets none)."""
+        return self.output if self.reasoning is None else self.reasoning
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +127,26 @@ def worst_case(price: Price, prompt_tokens: int, max_output: int, tier: Tier,
     prompt_rate = max(price.input, price.cache_hit_price)
     bound = Price(input=prompt_rate, output=max(prompt_rate, price.output))
     return quote(bound, Usage(prompt_tokens, max_output), tier, free_available)
+
+
+def upstream_cost(price: Price, usage: Usage, reasoning_tokens: int = 0) -> int:
+    """What the provider bills the operator for one request's tokens, in units.
+
+    No tier and no free quota: the operator pays for every token the provider counted.
+    Reasoning tokens are inside the completion count and priced apart only when the
+    provider's price names a reasoning rate.
+    """
+    hit = min(max(usage.cache_hit_tokens, 0), usage.prompt_tokens)
+    reasoning = min(max(reasoning_tokens, 0), usage.completion_tokens)
+    units = (_units(hit, price.cache_hit_price) + _units(usage.prompt_tokens - hit, price.input)
+             + _units(usage.completion_tokens - reasoning, price.output)
+             + _units(reasoning, price.reasoning_price))
+    return int(units.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def below_cost(price: Price, cost: Price) -> list[str]:
+    """The rates at which a customer's list price is below the upstream cost (empty: none)."""
+    pairs = (("input", price.input, cost.input), ("output", price.output, cost.output),
+             ("cache_hit", price.cache_hit_price, cost.cache_hit_price),
+             ("reasoning", price.output, cost.reasoning_price))
+    return [name for name, sold, paid in pairs if sold < paid]

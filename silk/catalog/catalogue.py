@@ -41,6 +41,7 @@ class Model:
     reasoning_budget: int = 0
     extra_body: Mapping = field(default_factory=dict)
     thinking: bool = True  # whether the model can think at all
+    cost: Price | None = None  # what the provider bills the operator; None: not configured
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,11 @@ class Catalogue:
         """Return a model's price, or None for a model no longer in the catalogue."""
         model = self.models.get(model_id)
         return model.price if model else None
+
+    def cost_of(self, model_id: str) -> Price | None:
+        """Return a model's upstream price, or None when none is configured."""
+        model = self.models.get(model_id)
+        return model.cost if model else None
 
     def provider_of(self, model: Model) -> Provider:
         """Return the provider that serves a model."""
@@ -87,6 +93,16 @@ def thinking_enabled(body: Mapping) -> bool:
     return switch.get("type") != "disabled"
 
 
+def price_from(spec: Mapping) -> Price:
+    """A Price from a config entry of USD-per-million strings (input, output, cache_hit,
+    reasoning; the last two optional)."""
+    def rate(name: str) -> Decimal | None:
+        return Decimal(str(spec[name])) if spec.get(name) is not None else None
+
+    return Price(input=Decimal(str(spec["input"])), output=Decimal(str(spec["output"])),
+                 cache_hit=rate("cache_hit"), reasoning=rate("reasoning"))
+
+
 def build_catalogue(config: Mapping) -> Catalogue:
     """Build the catalogue from validated configuration."""
     providers = {
@@ -102,6 +118,7 @@ def build_catalogue(config: Mapping) -> Catalogue:
             price=Price(input=Decimal(str(spec["input"])), output=Decimal(str(spec["output"])),
                         cache_hit=(Decimal(str(spec["cache_hit"])) if "cache_hit" in spec
                                    else None)),
+            cost=price_from(spec["cost"]) if spec.get("cost") else None,
             max_output_tokens=int(spec["max_output_tokens"]), context=spec.get("context"),
             reasoning_budget=int(spec.get("reasoning_budget", 0)),
             extra_body=dict(spec.get("extra_body") or {}),

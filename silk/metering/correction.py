@@ -41,6 +41,7 @@ USAGE = (
     "total_tokens = :total_tokens, free_tokens = :free_tokens, "
     "subtotal_units = :subtotal_units, discount_units = :discount_units, "
     "cost_units = :cost_total, written_off_units = :written_off_total, "
+    "upstream_cost_units = :upstream_cost_units, "
     "estimated = :estimated, latency_ms = :latency_ms, ttft_ms = :ttft_ms "
     "WHERE request_id = :request")
 

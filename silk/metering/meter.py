@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from silk.errors import database_unavailable
 from silk.metering.service import Decision, Hold, Outcome, Settlement, decide, keep, write
-from silk.pricing import Usage
+from silk.pricing import Price, Usage
 
 log = logging.getLogger("silk.meter")
 
@@ -55,13 +55,14 @@ class Meter:
     """One request's bookkeeping: the relay's events, and settling exactly once."""
 
     def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
-                 surface: str = "",
+                 surface: str = "", cost: Price | None = None,
                  on_settled: Callable[[Meter, Outcome], None] | None = None):
         self.engine = engine
         self.hold = hold
         self.provider = provider
         self.stream = stream
         self.surface = surface
+        self.cost = cost  # the serving route's upstream price
         self.on_settled = on_settled
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -126,7 +127,7 @@ class Meter:
             status=status, http_status=http_status, usage=usage,
             reasoning_tokens=self.reasoning_tokens, estimated=estimated, billable=billable,
             upstream_model=self.upstream_model, provider=self.provider, stream=self.stream,
-            surface=self.surface,
+            surface=self.surface, cost_price=self.cost,
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((first - self.started) * 1000) if first else None)
         decision = decide(self.hold, outcome)  # pure: the client hears the real cost

@@ -76,6 +76,8 @@ class UsageRecord(Model):
     discount_units: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_units: Mapped[int] = mapped_column(BigInteger, default=0)
     written_off_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the provider bills the operator for this request, at its route's upstream price.
+    upstream_cost_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     estimated: Mapped[bool] = mapped_column(default=False)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -22,7 +22,7 @@ from silk.metering import keeper, store
 from silk.metering.rules import month_of
 from silk.metering.store import ACCOUNTS, LEDGER, RESERVATIONS, USAGE, Ask, tier_of
 from silk.ops import metrics
-from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd
+from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd, upstream_cost
 
 __all__ = ["ACCOUNTS", "LEDGER", "RESERVATIONS", "USAGE", "Decision", "Hold", "Outcome",
            "Settlement", "credit", "decide", "keep", "month_of", "reserve", "settle",
@@ -67,6 +67,7 @@ class Outcome:
     provider: str = ""
     stream: bool = False
     surface: str = ""  # the public API the request came through; a label only
+    cost_price: Price | None = None  # the serving route's upstream price (None: unknown)
     latency_ms: int | None = None
     ttft_ms: int | None = None
 
@@ -167,6 +168,7 @@ class Decision:
         """A decision read back from the journal."""
         values = dict(data["values"])
         values.setdefault("surface", "")  # journaled before usage records named it
+        values.setdefault("upstream_cost_units", 0)  # journaled before upstream cost was kept
         values["now"] = datetime.fromisoformat(values["now"])
         values["day"] = datetime.fromisoformat(values["day"]).date()
         return cls(data["reservation_id"], data["account_id"], data["model"],
@@ -203,6 +205,10 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         beyond = max(asked.total - cost.total, 0)
     charged = min(cost.total, hold.hold_units)
     written_off = min(cost.total - charged + beyond, _BIGINT)
+    # What the operator pays the provider for the same counts: the bound sent upstream is
+    # the most the provider may bill, so the capped counts are the ones it costs.
+    upstream = (upstream_cost(outcome.cost_price, usage, reasoning)
+                if outcome.cost_price is not None else 0)
     values = {
         # What a late correction needs to price the usage again (silk.metering.correction).
         "price_input": str(hold.price.input), "price_output": str(hold.price.output),
@@ -221,6 +227,7 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         "total_tokens": usage.total_tokens, "free_tokens": cost.free_tokens,
         "subtotal_units": cost.subtotal, "discount_units": cost.discount, "charge": charged,
         "written_off_units": written_off, "estimated": bool(outcome.estimated),
+        "upstream_cost_units": min(upstream, _BIGINT),
         "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "now": now,
         "day": now.date()}
     return Decision(hold.reservation_id, hold.account_id, hold.model, cost, charged,

@@ -19,12 +19,14 @@ log = logging.getLogger("silk.sweeper")
 
 
 def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
-                  price_of: Callable[[str], Price | None]) -> None:
+                  price_of: Callable[[str], Price | None],
+                  cost_of: Callable[[str], Price | None] | None = None) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
     SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub.
 
-    `tiers()` and `price_of(model)` are asked afresh at each round, inside `app`'s context,
-    so that the sweep bills with the tiers and prices in effect then.
+    `tiers()`, `price_of(model)` and `cost_of(model)` (its upstream price) are asked afresh
+    at each round, inside `app`'s context, so that the sweep bills with the tiers and prices
+    in effect then.
     """
     import gevent
 
@@ -41,7 +43,7 @@ def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
         while True:
             try:
                 with app.app_context():
-                    count = sweep(db.engine, tiers(), price_of)
+                    count = sweep(db.engine, tiers(), price_of, cost_of)
                 if count:
                     log.warning("swept orphaned reservations", extra={"fields": {"count": count}})
             except Exception:  # noqa: BLE001 - a failed sweep is retried next round
@@ -52,7 +54,8 @@ def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
 
 
 def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], Price | None],
-          *, everything: bool = False) -> int:
+          cost_of: Callable[[str], Price | None] | None = None, *,
+          everything: bool = False) -> int:
     """Settle holds whose lease ran out (their worker stopped renewing); returns how many.
 
     Journals of stopped workers are written first: a settlement someone decided beats any
@@ -69,7 +72,7 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
                     tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
-                          estimated=True)
+                          estimated=True, cost_price=cost_of(row.model) if cost_of else None)
         if write(engine, decide(hold, outcome), claim="swept") is not None:
             settled += 1
     return settled

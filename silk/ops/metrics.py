@@ -57,6 +57,7 @@ class _Metrics:
     settled: object
     open_streams: object
     failovers: object
+    below_cost: object
 
 
 _metrics: _Metrics | None = None
@@ -103,6 +104,9 @@ def _families() -> _Metrics:
                                ("model",), multiprocess_mode="livesum"),
             failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "
                               "key, by provider and reason.", ("provider", "reason")),
+            below_cost=Gauge("silk_models_below_cost", "Catalogue models whose list price is "
+                             "below their upstream price (1 each), by model.", ("model",),
+                             multiprocess_mode="max"),
         )
         _metrics = _Metrics(**{name: _Labelled(metric) for name, metric in made.items()})
     return _metrics
@@ -164,6 +168,14 @@ def upstream_answered(provider: str, model: str, seconds: float, status: int) ->
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
     _families().failovers.labels(provider, str(status)).inc()
+
+
+@_guarded
+def models_below_cost(models: list[str]) -> None:
+    """These models are sold below their upstream price (set at start-up)."""
+    families = _families()
+    for model in models:
+        families.below_cost.labels(model).set(1)
 
 
 @_guarded

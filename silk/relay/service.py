@@ -58,7 +58,8 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
                    ttl_seconds=config["SILK_RESERVATION_TTL"])
     limiter = current_app.extensions["silk.limiter"]
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
-                  surface=call.surface, on_settled=_after_settle(limiter, principal.key_id))
+                  surface=call.surface, cost=model.cost,
+                  on_settled=_after_settle(limiter, principal.key_id))
     client = current_app.extensions["silk.upstreams"][model.provider]
     try:
         if call.stream:

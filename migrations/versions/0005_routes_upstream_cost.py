@@ -1,0 +1,28 @@
+"""usage records keep what each request cost the operator upstream
+
+Revision ID: 0005
+Revises: 0002 (to be re-chained onto 0004 when merged)
+Create Date: 2026-12-04 12:40:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = "0005"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("usage_records") as batch_op:
+        # Earlier requests had no upstream price configured: their cost is unknown, kept 0.
+        batch_op.add_column(sa.Column("upstream_cost_units", sa.BigInteger(), nullable=False,
+                                      server_default="0"))
+
+
+def downgrade():
+    with op.batch_alter_table("usage_records") as batch_op:
+        batch_op.drop_column("upstream_cost_units")
