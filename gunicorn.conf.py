@@ -81,8 +81,8 @@ def post_worker_init(worker):
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
 
-    start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model),
-                  lambda model: catalogue().cost_of(model))
+    start_sweeper(worker.wsgi, tiers, lambda model, at: catalogue().price_of(model, at),
+                  lambda model, at: catalogue().cost_of(model, at))
     start_subscriber(worker.wsgi)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 from silk.catalog.catalogue import limit_rule, thinking_enabled
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
+from silk.schedule import PriceSpecError, schedule_from
 
 INSTANCE_FILE = "silk.cfg"
 _SQLITE_POOL_SIZE = 20  # connections each worker keeps (and may add) to a SQLite file
@@ -144,10 +145,7 @@ def validate(cfg) -> None:
         if model.get("provider") not in cfg["SILK_PROVIDERS"]:
             problems.append(f"model {mid!r}: provider {model.get('provider')!r} is not one of "
                             f"{sorted(cfg['SILK_PROVIDERS'])}")
-        for field in ("input", "output", "cache_hit"):
-            if field in model and not _money_ok(model[field]):
-                problems.append(f"model {mid!r}: {field} price must be a non-negative number")
-        problems += _cost_problems(mid, model.get("cost"))
+        problems += _price_problems(mid, model)
         if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
             problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
         problems += _route_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
@@ -170,20 +168,22 @@ def validate(cfg) -> None:
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
-_COST_FIELDS = ("input", "output", "cache_hit", "reasoning")
 
 
-def _cost_problems(mid: str, cost) -> list[str]:
-    """What is wrong with a model's upstream price (`cost`), if it has one."""
-    if cost is None:
-        return []
-    if not isinstance(cost, dict) or not {"input", "output"} <= cost.keys():
-        return [f"model {mid!r}: cost must be an object with input and output prices "
-                "(and optionally cache_hit, reasoning)"]
-    problems = [f"model {mid!r}: cost has an unknown field {name!r}"
-                for name in cost if name not in _COST_FIELDS]
-    problems += [f"model {mid!r}: cost {name} price must be a non-negative number"
-                 for name in _COST_FIELDS if name in cost and not _money_ok(cost[name])]
+def _price_problems(mid: str, model) -> list[str]:
+    """What is wrong with a model's price spec and its upstream `cost` (silk.schedule)."""
+    problems = []
+    for label, spec in (("", model), ("cost: ", model.get("cost"))):
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"model {mid!r}: cost must be an object with input and output "
+                            "prices, as a model's own price")
+            continue
+        try:
+            schedule_from(spec)
+        except PriceSpecError as err:
+            problems.append(f"model {mid!r}: {label}{err}")
     return problems
 
 

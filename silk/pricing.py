@@ -150,3 +150,49 @@ def below_cost(price: Price, cost: Price) -> list[str]:
              ("cache_hit", price.cache_hit_price, cost.cache_hit_price),
              ("reasoning", price.output, cost.reasoning_price))
     return [name for name, sold, paid in pairs if sold < paid]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One prompt-length tier: its price applies to a request of at most `up_to` prompt
+    tokens (None: any length)."""
+
+    up_to: int | None
+    price: Price
+
+
+@dataclass(frozen=True, slots=True)
+class Tiered:
+    """A price set by the prompt's length: the whole request pays its tier's rates."""
+
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def flat(cls, price: Price) -> "Tiered":
+        """One price whatever the prompt's length."""
+        return cls((Step(None, price),))
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The price of a request with this many prompt tokens."""
+        for step in self.steps:
+            if step.up_to is None or prompt_tokens <= step.up_to:
+                return step.price
+        return self.steps[-1].price
+
+    def ceiling(self, prompt_bound: int) -> Price:
+        """Each rate at its highest over the tiers a prompt of at most `prompt_bound` tokens
+        can fall in: the price a hold is sized with, so the real price never exceeds it."""
+        reachable: list[Price] = []
+        for step in self.steps:
+            reachable.append(step.price)
+            if step.up_to is None or prompt_bound <= step.up_to:
+                break
+        return Price(input=max(p.input for p in reachable),
+                     output=max(p.output for p in reachable),
+                     cache_hit=max(p.cache_hit_price for p in reachable),
+                     reasoning=max(p.reasoning_price for p in reachable))
+
+
+def at_prompt(price: Price | Tiered, prompt_tokens: int) -> Price:
+    """The price a request with this many prompt tokens pays, tiered or not."""
+    return price.for_prompt(prompt_tokens) if isinstance(price, Tiered) else price

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from silk.catalog.catalogue import Model
+from silk.database import utcnow
 from silk.metering.models import UsageRecord
-from silk.pricing import below_cost
+from silk.schedule import below_cost_rates
 
 USAGE = UsageRecord.__table__
 GROUPINGS = ("model", "provider", "day")
@@ -55,9 +56,13 @@ def total(rows: list[MarginRow]) -> MarginRow:
 
 
 def models_below_cost(models: Mapping[str, Model]) -> dict[str, list[str]]:
-    """Each model whose list price is below its upstream price, with the rates that are."""
+    """Each model whose list price is below its upstream price at some time from now on and
+    some prompt size, with the rates that are (list prices: before any tier discount)."""
+    now = utcnow()
     found = {}
     for model in models.values():
-        if model.cost is not None and (rates := below_cost(model.price, model.cost)):
+        if model.cost_pricing is None or model.pricing is None:
+            continue
+        if rates := below_cost_rates(model.pricing, model.cost_pricing, now):
             found[model.id] = rates
     return found

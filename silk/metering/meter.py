@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from silk.errors import database_unavailable
 from silk.metering.service import Decision, Hold, Outcome, Settlement, decide, keep, write
-from silk.pricing import Price, Usage
+from silk.pricing import Price, Tiered, Usage
 
 log = logging.getLogger("silk.meter")
 
@@ -55,7 +55,7 @@ class Meter:
     """One request's bookkeeping: the relay's events, and settling exactly once."""
 
     def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
-                 surface: str = "", cost: Price | None = None,
+                 surface: str = "", cost: Price | Tiered | None = None,
                  on_settled: Callable[[Meter, Outcome], None] | None = None):
         self.engine = engine
         self.hold = hold

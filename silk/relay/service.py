@@ -14,6 +14,7 @@ from flask import current_app
 
 from silk.account.auth import Principal
 from silk.billing.tiers import tiers
+from silk.database import utcnow
 from silk.errors import SilkError, UpstreamError
 from silk.extensions import db
 from silk.metering.meter import Meter
@@ -51,14 +52,15 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     config = current_app.config
     model = call.model
     engine = db.engine
+    admitted = utcnow()  # the request pays the prices in force now, however long it runs
     hold = reserve(engine, tiers(), account_id=principal.account_id,
                    key_id=principal.key_id, request_id=request_id, model=model.id,
-                   price=model.price, prompt_worst=call.prompt_bound,
+                   price=model.price_at(admitted), prompt_worst=call.prompt_bound,
                    max_output=call.max_output, prompt_estimate=call.prompt_estimate,
                    ttl_seconds=config["SILK_RESERVATION_TTL"])
     limiter = current_app.extensions["silk.limiter"]
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
-                  surface=call.surface, cost=model.cost,
+                  surface=call.surface, cost=model.cost_at(admitted),
                   on_settled=_after_settle(limiter, principal.key_id))
     client = current_app.extensions["silk.upstreams"][model.provider]
     try:
