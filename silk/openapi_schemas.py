@@ -37,6 +37,10 @@ USD = {"type": "number", "description": "US dollars"}
 TOTALS = {"requests": INTEGER, "prompt_tokens": INTEGER, "completion_tokens": INTEGER,
           "total_tokens": INTEGER, "cost": USD}
 
+TIER_RATES = obj(max_prompt_tokens=nullable(INTEGER), input=USD, output=USD,
+                 cache_hit_input=USD)
+RATES = {"input": USD, "output": USD, "cache_hit_input": USD,
+         "tiers": {"type": "array", "items": TIER_RATES}}
 MARGIN = obj(("key", "requests", "revenue", "upstream_cost", "margin"), key=STRING,
              requests=INTEGER, revenue=USD, upstream_cost=USD, margin=USD)
 SCHEMAS = {
@@ -77,7 +81,14 @@ SCHEMAS = {
     "Pricing": obj(("currency", "models", "tiers"), currency=STRING,
                    models={"type": "array", "items": obj(
                        ("id", "provider", "input", "output"), id=STRING, provider=STRING,
-                       input=USD, output=USD, cache_hit_input=USD, unit=STRING)},
+                       input=USD, output=USD, cache_hit_input=USD, unit=STRING,
+                       time_zone=STRING, holidays={"type": "array", "items": STRING},
+                       bands={"type": "array", "items": obj(
+                           name=STRING, days={"type": "array", "items": STRING},
+                           hours=STRING, **RATES)},
+                       tiers={"type": "array", "items": TIER_RATES},
+                       versions={"type": "array", "items": obj(("from",), **{"from": STRING},
+                                                               **RATES)})},
                    tiers={"type": "array", "items": obj(
                        ("name",), name=STRING, discount=NUMBER, discount_percent=NUMBER,
                        monthly_free_tokens=INTEGER)}),
