@@ -60,6 +60,7 @@ def register_catalogue(app: Flask) -> None:
     dependencies.check()  # before the transport is imported: it may not import on a bad one
     from silk.catalog.catalogue import build_catalogue
     from silk.ops import metrics
+    from silk.upstream.breaker import Breakers
     from silk.upstream.client import build_clients
 
     catalogue = build_catalogue(app.config)
@@ -67,6 +68,10 @@ def register_catalogue(app: Flask) -> None:
     _warn_below_cost(app, catalogue)
     app.extensions["silk.upstreams"] = build_clients(catalogue, app.config,
                                                      on_failover=metrics.failover)
+    app.extensions["silk.breakers"] = Breakers(app.config["SILK_ROUTE_FAILURES"],
+                                               app.config["SILK_ROUTE_REST"],
+                                               app.config.get("REDIS_URL"),
+                                               on_change=metrics.route_state)
 
 
 def _warn_below_cost(app: Flask, catalogue) -> None:

@@ -171,6 +171,13 @@ SCHEMAS = {
                   total=MARGIN, below_cost={"type": "array", "items": obj(
                       ("model", "rates"), model=STRING,
                       rates={"type": "array", "items": STRING})}),
+    "Providers": obj(("routes", "keys"), object=STRING, routes={"type": "array", "items": obj(
+        ("model", "route", "provider", "state"), model=STRING, route=STRING, provider=STRING,
+        upstream=STRING, weight=INTEGER, state=STRING, resting_until=MOMENT,
+        failures=INTEGER, recent_failures=INTEGER,
+        latency_ms=obj(p50=nullable(NUMBER), p90=nullable(NUMBER), p99=nullable(NUMBER)))},
+        keys={"type": "array", "items": obj(("provider", "key", "state"), provider=STRING,
+                                            key=STRING, state=STRING, resting_until=MOMENT)}),
     "Audit": obj(("ok", "problems"), ok=BOOLEAN, problems={"type": "array", "items": STRING}),
     "Status": obj(("status",), status=STRING, database=STRING),
 }

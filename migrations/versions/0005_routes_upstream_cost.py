@@ -1,4 +1,4 @@
-"""usage records keep what each request cost the operator upstream
+"""usage records keep the route that served each request and what it cost upstream
 
 Revision ID: 0005
 Revises: 0002 (to be re-chained onto 0004 when merged)
@@ -21,8 +21,14 @@ def upgrade():
         # Earlier requests had no upstream price configured: their cost is unknown, kept 0.
         batch_op.add_column(sa.Column("upstream_cost_units", sa.BigInteger(), nullable=False,
                                       server_default="0"))
+        # Earlier requests each had one route, named by their provider and upstream model.
+        batch_op.add_column(sa.Column("route", sa.String(length=64), nullable=False,
+                                      server_default=""))
+    op.execute("UPDATE usage_records SET route = provider || '/' || upstream_model "
+               "WHERE provider <> ''")
 
 
 def downgrade():
     with op.batch_alter_table("usage_records") as batch_op:
+        batch_op.drop_column("route")
         batch_op.drop_column("upstream_cost_units")

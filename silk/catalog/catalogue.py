@@ -31,6 +31,22 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """One way to serve a model: a provider, its model name and extras, its upstream price."""
+
+    name: str  # "provider/upstream" unless the operator named it
+    provider: str
+    upstream: str
+    extra_body: Mapping = field(default_factory=dict)
+    weight: int = 0  # 0 everywhere: tried in order; else picked by weight
+    cost_pricing: Schedule | None = None
+
+    def cost_at(self, instant: datetime) -> Tiered | None:
+        """The provider's prompt-tiered price at `instant`, None when none is configured."""
+        return self.cost_pricing.at(instant) if self.cost_pricing is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
     """One public model id and how to reach and price it."""
 
@@ -46,6 +62,9 @@ class Model:
     cost: Price | None = None  # what the provider bills the operator; None: not configured
     pricing: Schedule | None = None  # the price over time and prompt size (None: `price`)
     cost_pricing: Schedule | None = None  # the same for `cost`
+    # Every route, the first one's provider, upstream and extras above; () before the
+    # catalogue is built (a model alone is its one route).
+    routes: tuple[Route, ...] = ()
 
     def price_at(self, instant: datetime) -> Tiered:
         """The customer's prompt-tiered price for a request admitted at `instant`."""
@@ -116,13 +135,25 @@ def _model(mid: str, spec: Mapping) -> Model:
     """A catalogue model from its validated config entry."""
     pricing = schedule_from(spec)
     cost = schedule_from(spec["cost"]) if spec.get("cost") else None
+    routes = tuple(_route(mid, entry, cost) for entry in spec.get("routes") or [spec])
+    first = routes[0]
     return Model(
-        id=mid, provider=spec["provider"], upstream=spec.get("upstream", mid),
+        id=mid, provider=first.provider, upstream=first.upstream,
         price=pricing.base, max_output_tokens=int(spec["max_output_tokens"]),
         context=spec.get("context"), reasoning_budget=int(spec.get("reasoning_budget", 0)),
-        extra_body=dict(spec.get("extra_body") or {}),
-        thinking=bool(spec.get("thinking", True)),
-        cost=cost.base if cost else None, pricing=pricing, cost_pricing=cost)
+        extra_body=first.extra_body, thinking=bool(spec.get("thinking", True)),
+        cost=first.cost_pricing.base if first.cost_pricing else None, pricing=pricing,
+        cost_pricing=first.cost_pricing, routes=routes)
+
+
+def _route(mid: str, spec: Mapping, cost: Schedule | None) -> Route:
+    """One route from its config entry; without a cost of its own it costs the model's."""
+    upstream = spec.get("upstream", mid)
+    return Route(name=str(spec.get("name") or f"{spec['provider']}/{upstream}"),
+                 provider=spec["provider"], upstream=upstream,
+                 extra_body=dict(spec.get("extra_body") or {}),
+                 weight=int(spec.get("weight", 0)),
+                 cost_pricing=schedule_from(spec["cost"]) if spec.get("cost") else cost)
 
 
 def build_catalogue(config: Mapping) -> Catalogue:

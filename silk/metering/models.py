@@ -62,6 +62,8 @@ class UsageRecord(Model):
     upstream_model: Mapped[str] = mapped_column(String(128), default="")
     provider: Mapped[str] = mapped_column(String(32), default="")
     stream: Mapped[bool] = mapped_column(default=False)
+    # The catalogue route that served (a model may have several); '' before one answered.
+    route: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # The public API the request came through (chat, messages, responses); '' when swept.
     surface: Mapped[str] = mapped_column(String(16), default="", server_default="")
     status: Mapped[str] = mapped_column(String(24))  # ok, cut, client_closed, upstream_error...

@@ -81,6 +81,7 @@ class Outcome:
     stream: bool = False
     surface: str = ""  # the public API the request came through; a label only
     cost_price: Price | Tiered | None = None  # the serving route's upstream price, if known
+    route: str = ""  # the catalogue route that served (provider/upstream unless named)
     latency_ms: int | None = None
     ttft_ms: int | None = None
 
@@ -191,6 +192,7 @@ class Decision:
         values = dict(data["values"])
         values.setdefault("surface", "")  # journaled before usage records named it
         values.setdefault("upstream_cost_units", 0)  # journaled before upstream cost was kept
+        values.setdefault("route", "")  # journaled before usage records named the route
         values["now"] = datetime.fromisoformat(values["now"])
         values["day"] = datetime.fromisoformat(values["day"]).date()
         return cls(data["reservation_id"], data["account_id"], data["model"],
@@ -245,7 +247,7 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         "request": _text(hold.request_id, 64), "key": hold.key_id,
         "model": _text(hold.model, 64), "upstream_model": _text(outcome.upstream_model, 128),
         "provider": _text(outcome.provider, 32), "stream": bool(outcome.stream),
-        "surface": _text(outcome.surface, 16),
+        "surface": _text(outcome.surface, 16), "route": _text(outcome.route, 64),
         "status": _text(outcome.status, 24), "http_status": int(outcome.http_status),
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": reasoning, "cache_hit_tokens": usage.cache_hit_tokens,

@@ -190,12 +190,12 @@ NEW_LEDGER_ENTRY = (
     ":request, :model, 'gateway', :now)")
 NEW_USAGE_RECORD = (
     "INSERT INTO usage_records (request_id, account_id, key_id, model, upstream_model, "
-    "provider, stream, surface, status, http_status, prompt_tokens, completion_tokens, "
+    "provider, stream, route, surface, status, http_status, prompt_tokens, completion_tokens, "
     "reasoning_tokens, cache_hit_tokens, total_tokens, free_tokens, subtotal_units, "
     "discount_units, cost_units, written_off_units, upstream_cost_units, estimated, "
     "latency_ms, ttft_ms, created_at, day) VALUES (:request, :account, :key, :model, "
     ":upstream_model, :provider, "
-    ":stream, :surface, :status, :http_status, :prompt_tokens, :completion_tokens, "
+    ":stream, :route, :surface, :status, :http_status, :prompt_tokens, :completion_tokens, "
     ":reasoning_tokens, :cache_hit_tokens, :total_tokens, :free_tokens, :subtotal_units, "
     ":discount_units, :charge, :written_off_units, :upstream_cost_units, :estimated, "
     ":latency_ms, :ttft_ms, :now, :day)")

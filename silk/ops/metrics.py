@@ -58,6 +58,8 @@ class _Metrics:
     open_streams: object
     failovers: object
     below_cost: object
+    route_failovers: object
+    route_resting: object
 
 
 _metrics: _Metrics | None = None
@@ -104,6 +106,12 @@ def _families() -> _Metrics:
                                ("model",), multiprocess_mode="livesum"),
             failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "
                               "key, by provider and reason.", ("provider", "reason")),
+            route_failovers=Counter("silk_route_failovers", "Requests moved on to a model's "
+                                    "next route, by model, the route that failed and why.",
+                                    ("model", "route", "reason")),
+            route_resting=Gauge("silk_route_resting", "1 while a route rests after failing "
+                                "(its breaker is open) in some worker, by route.", ("route",),
+                                multiprocess_mode="max"),
             below_cost=Gauge("silk_models_below_cost", "Catalogue models whose list price is "
                              "below their upstream price (1 each), by model.", ("model",),
                              multiprocess_mode="max"),
@@ -168,6 +176,18 @@ def upstream_answered(provider: str, model: str, seconds: float, status: int) ->
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
     _families().failovers.labels(provider, str(status)).inc()
+
+
+@_guarded
+def route_failover(model: str, route: str, reason: str) -> None:
+    """A request moved on from `route` to its model's next route because of `reason`."""
+    _families().route_failovers.labels(model, route, str(reason)).inc()
+
+
+@_guarded
+def route_state(route: str, resting: bool) -> None:
+    """A route's breaker opened (resting) or closed."""
+    _families().route_resting.labels(route).set(1 if resting else 0)
 
 
 @_guarded

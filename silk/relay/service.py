@@ -10,7 +10,7 @@ import time
 
 import orjson
 import requests
-from flask import current_app
+from flask import current_app, g
 
 from silk.account.auth import Principal
 from silk.billing.tiers import tiers
@@ -22,6 +22,7 @@ from silk.metering.service import Outcome, reserve
 from silk.ops import metrics
 from silk.relay.call import Call
 from silk.relay.events import Completion
+from silk.relay.routes import open_route
 from silk.relay.stream import RelayStream
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.upstream.client import UpstreamClient
@@ -62,16 +63,20 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
                   surface=call.surface, cost=model.cost_at(admitted),
                   on_settled=_after_settle(limiter, principal.key_id))
-    client = current_app.extensions["silk.upstreams"][model.provider]
     try:
+        response, route = open_route(call, current_app.extensions["silk.upstreams"],
+                                     current_app.extensions["silk.catalogue"].providers,
+                                     current_app.extensions["silk.breakers"],
+                                     metrics.route_failover)
+        meter.served_by(route.provider, route.name, route.cost_at(admitted))
+        g.silk_route = route.name  # named in the answer's x-silk-provider header
         if call.stream:
-            response = client.open(call.body, stream=True)
-            metrics.upstream_answered(model.provider, model.id,
+            metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
-            return RelayStream(response, meter, model.upstream, config["SILK_SSE_MAX_EVENT"])
-        return complete(client, call, meter)
+            return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"])
+        return finish(response, call, meter, route.upstream)
     except SilkError as err:
-        metrics.upstream_answered(model.provider, model.id,
+        metrics.upstream_answered(meter.provider, model.id,
                                   time.perf_counter() - meter.started, err.status)
         meter.refused(err.status)
         raise
@@ -81,8 +86,13 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
 
 
 def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
-    """Run a non-streaming call to the end and settle it."""
-    response = client.open(call.body, stream=False)
+    """Run a non-streaming call to the end on one client and settle it."""
+    return finish(client.open(call.body, stream=False), call, meter, call.model.upstream)
+
+
+def finish(response: requests.Response, call: Call, meter: Meter,
+           upstream_model: str) -> Completion:
+    """Read a non-streaming answer to the end and settle it."""
     try:
         raw = response.content
         data = orjson.loads(raw)
@@ -97,7 +107,7 @@ def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
                             code="upstream_bad_response") from None
     finally:
         response.close()
-    meter.first_token(str(data.get("model") or call.model.upstream))
+    meter.first_token(str(data.get("model") or upstream_model))
     parsed = usage_from(data.get("usage"))
     if parsed:
         meter.usage_seen(*parsed)
