@@ -60,6 +60,7 @@ class _Metrics:
     below_cost: object
     route_failovers: object
     route_resting: object
+    route_latency: object
 
 
 _metrics: _Metrics | None = None
@@ -112,6 +113,10 @@ def _families() -> _Metrics:
             route_resting=Gauge("silk_route_resting", "1 while a route rests after failing "
                                 "(its breaker is open) in some worker, by route.", ("route",),
                                 multiprocess_mode="max"),
+            route_latency=Histogram("silk_route_latency_seconds", "Time until a route "
+                                    "answered or failed (before the first byte), by route "
+                                    "and result (ok, failed).", ("route", "result"),
+                                    buckets=LATENCY_BUCKETS),
             below_cost=Gauge("silk_models_below_cost", "Catalogue models whose list price is "
                              "below their upstream price (1 each), by model.", ("model",),
                              multiprocess_mode="max"),
@@ -182,6 +187,12 @@ def failover(provider: str, status: str) -> None:
 def route_failover(model: str, route: str, reason: str) -> None:
     """A request moved on from `route` to its model's next route because of `reason`."""
     _families().route_failovers.labels(model, route, str(reason)).inc()
+
+
+@_guarded
+def route_answered(route: str, seconds: float, ok: bool) -> None:
+    """A route answered (ok) or failed before its first byte after `seconds`."""
+    _families().route_latency.labels(route, "ok" if ok else "failed").observe(seconds)
 
 
 @_guarded

@@ -19,6 +19,7 @@ import requests
 
 from silk.catalog.catalogue import Model, Provider, Route
 from silk.errors import SilkError, UpstreamError
+from silk.ops import metrics
 from silk.relay.call import Call, bound_body
 from silk.upstream.breaker import Breakers
 from silk.upstream.client import UpstreamClient, may_try_elsewhere
@@ -96,9 +97,11 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
                 breaker.succeeded(time.perf_counter() - started)  # it answered: a bad request
                 raise
             breaker.failed(time.perf_counter() - started)
+            metrics.route_answered(route.name, time.perf_counter() - started, False)
             last, failed = err, route.name
             continue
         breaker.succeeded(time.perf_counter() - started)
+        metrics.route_answered(route.name, time.perf_counter() - started, True)
         return response, route
     raise last or UpstreamError("No route of this model could take the request.",
                                 code="upstream_unavailable")

@@ -163,6 +163,9 @@ def test_the_breaker_rests_a_failing_route_then_probes_it(app, client, runner, a
 
     text, _ = metrics.render()
     assert b'silk_route_resting{route="deepseek/deepseek-v4-flash"} 0.0' in text
+    assert (b'silk_route_latency_seconds_count{result="failed",'
+            b'route="deepseek/deepseek-v4-flash"}') in text
+    assert b'silk_route_latency_seconds_count{result="ok",route="mimo-backup"}' in text
     assert (b'silk_route_failovers_total{model="routed",reason="upstream_unavailable",'
             b'route="deepseek/deepseek-v4-flash"}') in text
     assert accounts.audit() == []
