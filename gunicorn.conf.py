@@ -145,8 +145,8 @@ def post_worker_init(worker):
     from silk.ops.schema import check_at_start
     from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
-    start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model),
-                  chores=(expire,))
+    start_sweeper(worker.wsgi, tiers, lambda model, at: catalogue().price_of(model, at),
+                  lambda model, at: catalogue().cost_of(model, at), chores=(expire,))
     start_subscriber(worker.wsgi)
     threading.Thread(target=check_at_start, args=(worker.wsgi,),
                      kwargs={"say": worker.age == 1}, daemon=True).start()

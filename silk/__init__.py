@@ -63,12 +63,30 @@ def register_catalogue(app: Flask) -> None:
     dependencies.check()  # before the transport is imported: it may not import on a bad one
     from silk.catalog.catalogue import build_catalogue
     from silk.ops import metrics
+    from silk.upstream.breaker import Breakers
     from silk.upstream.client import build_clients
 
     catalogue = build_catalogue(app.config)
     app.extensions["silk.catalogue"] = catalogue
+    _warn_below_cost(app, catalogue)
     app.extensions["silk.upstreams"] = build_clients(catalogue, app.config,
                                                      on_failover=metrics.failover)
+    app.extensions["silk.breakers"] = Breakers(app.config["SILK_ROUTE_FAILURES"],
+                                               app.config["SILK_ROUTE_REST"],
+                                               app.config.get("REDIS_URL"),
+                                               on_change=metrics.route_state)
+
+
+def _warn_below_cost(app: Flask, catalogue) -> None:
+    """Log and count every model whose list price is below what its provider charges."""
+    from silk.billing.margin import models_below_cost
+    from silk.ops import metrics
+
+    below = models_below_cost(catalogue.models)
+    for model, rates in below.items():
+        app.logger.warning("model %s is priced below its upstream cost (%s)", model,
+                           ", ".join(rates))
+    metrics.models_below_cost(list(below))
 
 
 def register_request_hooks(app: Flask) -> None:

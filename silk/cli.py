@@ -56,9 +56,31 @@ def sweep_cmd(everything: bool):
     from silk.metering.sweeper import sweep
     from silk.responses.store import expire
 
-    count = sweep(db.engine, tiers(), catalogue().price_of, everything=everything)
+    count = sweep(db.engine, tiers(), catalogue().price_of, catalogue().cost_of,
+                  everything=everything)
     click.echo(f"settled {count} reservation(s)")
     click.echo(f"deleted {expire(db.engine)} expired stored response(s)")
+
+
+@silk_cli.command("providers")
+def providers_cmd():
+    """Show each model's routes and each provider key: serving or resting, recent failures,
+    latency percentiles (as this process sees them; rests are shared through Redis)."""
+    from flask import current_app
+
+    from silk.relay.routes import report
+
+    ext = current_app.extensions
+    shown = report(ext["silk.catalogue"].models, ext["silk.upstreams"], ext["silk.breakers"])
+    for row in shown["routes"]:
+        latency = row["latency_ms"]
+        click.echo(f"route {row['route']}\tmodel={row['model']}\tstate={row['state']}"
+                   f"\tuntil={row['resting_until'] or '-'}\tfailures={row['failures']}"
+                   f"\trecent_failures={row['recent_failures']}\tp50={latency['p50']}"
+                   f"\tp90={latency['p90']}\tp99={latency['p99']}")
+    for row in shown["keys"]:
+        click.echo(f"key {row['provider']} {row['key']}\tstate={row['state']}"
+                   f"\tuntil={row['resting_until'] or '-'}")
 
 
 def _add_domain_commands() -> None:

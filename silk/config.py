@@ -18,6 +18,7 @@ from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 from silk.ops.network import parse_networks
+from silk.schedule import PriceSpecError, schedule_from
 
 INSTANCE_FILE = "silk.cfg"
 _SQLITE_POOL_SIZE = 20  # connections each worker keeps (and may add) to a SQLite file
@@ -219,15 +220,17 @@ def validate(cfg, problems: list[str] | None = None) -> None:
             env = cfg["SILK_PROVIDERS"][pid]["env"]
             problems.append(f"{env}_BASE_URL must be an http(s) URL, got {upstream['base_url']!r}")
     for mid, model in cfg["SILK_MODELS"].items():
-        if model.get("provider") not in cfg["SILK_PROVIDERS"]:
+        if "routes" in model:
+            problems += _routes_problems(mid, model, cfg["SILK_PROVIDERS"])
+        elif model.get("provider") not in cfg["SILK_PROVIDERS"]:
             problems.append(f"model {mid!r}: provider {model.get('provider')!r} is not one of "
                             f"{sorted(cfg['SILK_PROVIDERS'])}")
-        for field in ("input", "output", "cache_hit"):
-            if field in model and not _money_ok(model[field]):
-                problems.append(f"model {mid!r}: {field} price must be a non-negative number")
+        problems += _price_problems(mid, model)
         if not isinstance(model.get("max_output_tokens"), int) or model["max_output_tokens"] < 1:
             problems.append(f"model {mid!r}: max_output_tokens must be a positive integer")
-        problems += _route_problems(mid, model, cfg["SILK_PROVIDERS"].get(model.get("provider")))
+        if "routes" not in model:
+            problems += _route_problems(mid, model,
+                                        cfg["SILK_PROVIDERS"].get(model.get("provider")))
     for pid, provider in cfg["SILK_PROVIDERS"].items():
         problems += _limit_problems(pid, provider)
     for name, tier in cfg["SILK_TIERS"].items():
@@ -252,6 +255,61 @@ def validate(cfg, problems: list[str] | None = None) -> None:
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _routes_problems(mid: str, model, providers) -> list[str]:
+    """What is wrong with a model's `routes`: each must be a route the model could have alone,
+    and every route must need the same hold (the hold is sized before a route is chosen)."""
+    routes = model["routes"]
+    if not isinstance(routes, list) or not routes:
+        return [f"model {mid!r}: routes must be a non-empty list"]
+    problems: list[str] = []
+    covers = set()
+    for i, route in enumerate(routes):
+        where = f"model {mid!r} route {i}"
+        if not isinstance(route, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        if route.get("provider") not in providers:
+            problems.append(f"{where}: provider {route.get('provider')!r} is not one of "
+                            f"{sorted(providers)}")
+            continue
+        weight = route.get("weight", 0)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            problems.append(f"{where}: weight must be a whole number >= 0")
+        if not isinstance(route.get("upstream", mid), str):
+            problems.append(f"{where}: upstream must be a model name")
+        if "cost" in route:
+            problems += [p.replace(f"model {mid!r}: ", f"{where}: ")
+                         for p in _price_problems(mid, {"input": 0, "output": 0,
+                                                        "cost": route["cost"]})]
+        alone = {**model, "provider": route["provider"],
+                 "extra_body": route.get("extra_body")}
+        problems += [p.replace(f"model {mid!r}: ", f"{where}: ")
+                     for p in _route_problems(mid, alone, providers[route["provider"]])]
+        covers.add(bool(limit_rule(providers[route["provider"]])["limit_covers_reasoning"]))
+    if model.get("reasoning_budget") and len(covers) > 1:
+        problems.append(f"model {mid!r}: with a reasoning_budget, every route's provider must "
+                        "agree on limit_covers_reasoning (the hold is sized before a route "
+                        "is chosen)")
+    return problems
+
+
+def _price_problems(mid: str, model) -> list[str]:
+    """What is wrong with a model's price spec and its upstream `cost` (silk.schedule)."""
+    problems = []
+    for label, spec in (("", model), ("cost: ", model.get("cost"))):
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"model {mid!r}: cost must be an object with input and output "
+                            "prices, as a model's own price")
+            continue
+        try:
+            schedule_from(spec)
+        except PriceSpecError as err:
+            problems.append(f"model {mid!r}: {label}{err}")
+    return problems
 
 
 def _limit_problems(pid: str, provider) -> list[str]:

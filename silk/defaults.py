@@ -99,6 +99,8 @@ class Defaults:
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker
     SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
+    SILK_ROUTE_FAILURES = 3  # failures in a row before a model's route rests
+    SILK_ROUTE_REST = 30.0  # seconds a failing route rests before one request probes it
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt
     # A chat request without `stream` whose Accept prefers neither JSON nor an event stream
     # streams (the API document's default); false answers JSON, as OpenAI does.

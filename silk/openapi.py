@@ -233,6 +233,14 @@ def _admin_paths(account: tuple) -> dict:
             "A month's usage by account and by model.", response(ref("AdminUsage"),
                                                                  "Usage."),
             tag=ADMIN, params=(MONTH, query("account", STRING)))},
+        "/v1/admin/margin": {"get": op(
+            "A month's revenue, upstream cost and margin by model, provider or day; models "
+            "priced below their upstream cost.", response(ref("Margin"), "The report."),
+            tag=ADMIN, params=(MONTH, query("by", STRING)))},
+        "/v1/admin/providers": {"get": op(
+            "Each model's routes and each provider key: serving or resting (until when), "
+            "recent failures, latency percentiles, as the answering worker sees them.",
+            response(ref("Providers"), "The view."), tag=ADMIN)},
         "/v1/admin/audit": {"get": op(
             "The books check: every ledger sums to its balance.",
             response(ref("Audit"), "The result."), tag=ADMIN)},

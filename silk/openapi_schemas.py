@@ -49,6 +49,12 @@ def optional_nullable(schema: dict) -> dict:
         for name, value in schema["properties"].items()}}
 
 
+TIER_RATES = obj(max_prompt_tokens=nullable(INTEGER), input=USD, output=USD,
+                 cache_hit_input=USD)
+RATES = {"input": USD, "output": USD, "cache_hit_input": USD,
+         "tiers": {"type": "array", "items": TIER_RATES}}
+MARGIN = obj(("key", "requests", "revenue", "upstream_cost", "margin"), key=STRING,
+             requests=INTEGER, revenue=USD, upstream_cost=USD, margin=USD)
 SCHEMAS = {
     "Error": obj(("error",), error=obj(("message", "type", "param", "code"),
                                        message=STRING, type=STRING, param=nullable(STRING),
@@ -119,7 +125,14 @@ SCHEMAS = {
                    models={"type": "array", "items": obj(
                        ("id", "provider", "input", "output"), id=STRING, provider=STRING,
                        input=USD, output=USD, cache_hit_input=USD, unit=STRING,
-                       available=BOOLEAN)},
+                       available=BOOLEAN, time_zone=STRING,
+                       holidays={"type": "array", "items": STRING},
+                       bands={"type": "array", "items": obj(
+                           name=STRING, days={"type": "array", "items": STRING},
+                           hours=STRING, **RATES)},
+                       tiers={"type": "array", "items": TIER_RATES},
+                       versions={"type": "array", "items": obj(("from",), **{"from": STRING},
+                                                               **RATES)})},
                    tiers={"type": "array", "items": obj(
                        ("name",), name=STRING, discount=NUMBER, discount_percent=NUMBER,
                        monthly_free_tokens=INTEGER)}),
@@ -207,6 +220,18 @@ SCHEMAS = {
                       currency=STRING,
                       by_account={"type": "array", "items": obj(account=STRING, **TOTALS)},
                       by_model={"type": "array", "items": obj(model=STRING, **TOTALS)}),
+    "Margin": obj(("month", "by", "data", "total", "below_cost"), object=STRING, month=STRING,
+                  by=STRING, currency=STRING, data={"type": "array", "items": MARGIN},
+                  total=MARGIN, below_cost={"type": "array", "items": obj(
+                      ("model", "rates"), model=STRING,
+                      rates={"type": "array", "items": STRING})}),
+    "Providers": obj(("routes", "keys"), object=STRING, routes={"type": "array", "items": obj(
+        ("model", "route", "provider", "state"), model=STRING, route=STRING, provider=STRING,
+        upstream=STRING, weight=INTEGER, state=STRING, resting_until=MOMENT,
+        failures=INTEGER, recent_failures=INTEGER,
+        latency_ms=obj(p50=nullable(NUMBER), p90=nullable(NUMBER), p99=nullable(NUMBER)))},
+        keys={"type": "array", "items": obj(("provider", "key", "state"), provider=STRING,
+                                            key=STRING, state=STRING, resting_until=MOMENT)}),
     "Audit": obj(("ok", "problems"), ok=BOOLEAN, problems={"type": "array", "items": STRING}),
     "Status": obj(("status",), status=STRING, database=STRING),
 }

@@ -29,11 +29,17 @@ class Price:
     input: Decimal
     output: Decimal
     cache_hit: Decimal | None = None
+    reasoning: Decimal | None = None  # upstream prices only: a provider may bill it apart
 
     @property
     def cache_hit_price(self) -> Decimal:
         """Price of a cache-hit prompt token (the input price when the model sets none)."""
         return self.input if self.cache_hit is None else self.cache_hit
+
+    @property
+    def reasoning_price(self) -> Decimal:
+        """Price of a reasoning token (the output price when the price sets none)."""
+        return self.output if self.reasoning is None else self.reasoning
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +127,72 @@ def worst_case(price: Price, prompt_tokens: int, max_output: int, tier: Tier,
     prompt_rate = max(price.input, price.cache_hit_price)
     bound = Price(input=prompt_rate, output=max(prompt_rate, price.output))
     return quote(bound, Usage(prompt_tokens, max_output), tier, free_available)
+
+
+def upstream_cost(price: Price, usage: Usage, reasoning_tokens: int = 0) -> int:
+    """What the provider bills the operator for one request's tokens, in units.
+
+    No tier and no free quota: the operator pays for every token the provider counted.
+    Reasoning tokens are inside the completion count and priced apart only when the
+    provider's price names a reasoning rate.
+    """
+    hit = min(max(usage.cache_hit_tokens, 0), usage.prompt_tokens)
+    reasoning = min(max(reasoning_tokens, 0), usage.completion_tokens)
+    units = (_units(hit, price.cache_hit_price) + _units(usage.prompt_tokens - hit, price.input)
+             + _units(usage.completion_tokens - reasoning, price.output)
+             + _units(reasoning, price.reasoning_price))
+    return int(units.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def below_cost(price: Price, cost: Price) -> list[str]:
+    """The rates at which a customer's list price is below the upstream cost (empty: none)."""
+    pairs = (("input", price.input, cost.input), ("output", price.output, cost.output),
+             ("cache_hit", price.cache_hit_price, cost.cache_hit_price),
+             ("reasoning", price.output, cost.reasoning_price))
+    return [name for name, sold, paid in pairs if sold < paid]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One prompt-length tier: its price applies to a request of at most `up_to` prompt
+    tokens (None: any length)."""
+
+    up_to: int | None
+    price: Price
+
+
+@dataclass(frozen=True, slots=True)
+class Tiered:
+    """A price set by the prompt's length: the whole request pays its tier's rates."""
+
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def flat(cls, price: Price) -> "Tiered":
+        """One price whatever the prompt's length."""
+        return cls((Step(None, price),))
+
+    def for_prompt(self, prompt_tokens: int) -> Price:
+        """The price of a request with this many prompt tokens."""
+        for step in self.steps:
+            if step.up_to is None or prompt_tokens <= step.up_to:
+                return step.price
+        return self.steps[-1].price
+
+    def ceiling(self, prompt_bound: int) -> Price:
+        """Each rate at its highest over the tiers a prompt of at most `prompt_bound` tokens
+        can fall in: the price a hold is sized with, so the real price never exceeds it."""
+        reachable: list[Price] = []
+        for step in self.steps:
+            reachable.append(step.price)
+            if step.up_to is None or prompt_bound <= step.up_to:
+                break
+        return Price(input=max(p.input for p in reachable),
+                     output=max(p.output for p in reachable),
+                     cache_hit=max(p.cache_hit_price for p in reachable),
+                     reasoning=max(p.reasoning_price for p in reachable))
+
+
+def at_prompt(price: Price | Tiered, prompt_tokens: int) -> Price:
+    """The price a request with this many prompt tokens pays, tiered or not."""
+    return price.for_prompt(prompt_tokens) if isinstance(price, Tiered) else price

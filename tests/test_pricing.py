@@ -75,3 +75,28 @@ def test_unit_conversions_are_exact():
     assert units_to_usd(10_500_000_000) == Decimal("10.5")
     assert usd_to_units(Decimal("0.000000001")) == 1
     assert units_to_usd(0) == 0
+
+
+def test_upstream_cost_prices_every_kind_of_token_without_tier_or_quota():
+    from silk.pricing import upstream_cost
+
+    cost = Price(Decimal("0.30"), Decimal("1.20"), cache_hit=Decimal("0.03"),
+                 reasoning=Decimal("2.00"))
+    # 100 hit, 900 miss, 300 completion of which 200 reasoning.
+    units = upstream_cost(cost, Usage(1000, 300, 100), 200)
+    assert units == 100 * 30 + 900 * 300 + 100 * 1200 + 200 * 2000
+    # Without a reasoning rate, reasoning is output; without a cache-hit rate, input.
+    assert upstream_cost(Price(Decimal("0.30"), Decimal("1.20")), Usage(1000, 300, 100), 200) \
+        == 1000 * 300 + 300 * 1200
+    assert upstream_cost(cost, Usage(0, 0), 0) == 0
+    assert upstream_cost(Price(Decimal("0.0005"), Decimal(0)), Usage(1, 0)) == 1  # half up
+
+
+def test_below_cost_names_each_rate_sold_below_what_the_provider_charges():
+    from silk.pricing import below_cost
+
+    price = Price(Decimal("0.14"), Decimal("0.28"), cache_hit=Decimal("0.028"))
+    assert below_cost(price, Price(Decimal("0.14"), Decimal("0.28"), Decimal("0.028"))) == []
+    assert below_cost(price, Price(Decimal("0.20"), Decimal("0.28"))) == ["input", "cache_hit"]
+    assert below_cost(price, Price(Decimal("0.1"), Decimal("0.2"), Decimal("0.02"),
+                                   reasoning=Decimal("0.5"))) == ["reasoning"]

@@ -6,6 +6,7 @@ from silk.account.service import find_account
 from silk.billing import service
 from silk.billing.schemas import (
     account_usage_schema,
+    margin_schema,
     model_totals_schema,
     tier_input_schema,
     tier_schema,
@@ -43,6 +44,28 @@ def usage():
     return jsonify({"object": "usage_report", "month": month, "currency": "USD",
                     "by_account": account_usage_schema.dump(by_account, many=True),
                     "by_model": model_totals_schema.dump(by_model, many=True)})
+
+
+@bp.get("/margin")
+def margin():
+    """A month's revenue, upstream cost and margin, ?by=model|provider|day; models sold
+    below their upstream price are listed."""
+    from silk.billing.margin import GROUPINGS, margin_rows, models_below_cost, total
+    from silk.catalog import catalogue
+    from silk.errors import InvalidRequest
+
+    month, start, end = parse_month(request.args.get("month"))
+    by = request.args.get("by", "model")
+    if by not in GROUPINGS:
+        raise InvalidRequest(f"Invalid 'by': expected one of {', '.join(GROUPINGS)}.",
+                             param="by", code="invalid_value")
+    with db.engine.connect() as conn:
+        rows = margin_rows(conn, start, end, by)
+    return jsonify({"object": "margin_report", "month": month, "by": by, "currency": "USD",
+                    "data": margin_schema.dump(rows, many=True),
+                    "total": margin_schema.dump(total(rows)),
+                    "below_cost": [{"model": model, "rates": rates} for model, rates
+                                   in models_below_cost(catalogue().models).items()]})
 
 
 @bp.get("/audit")

@@ -125,6 +125,32 @@ def usage_cmd(month: str | None, account: str | None):
     click.echo(f"total cost: {usd(sum(row.cost_units for row in by_account))}")
 
 
+@commands.command("margin")
+@click.option("--month", default=None, help="YYYY-MM (default: this UTC month).")
+@click.option("--by", type=click.Choice(["model", "provider", "day"]), default="model",
+              help="Group by model (default), provider or day.")
+def margin_cmd(month: str | None, by: str):
+    """Report a month's revenue, upstream cost and margin; flag models sold below cost."""
+    from silk.billing.margin import margin_rows, models_below_cost, total
+    from silk.catalog import catalogue
+    from silk.validation import parse_month
+
+    try:
+        label, start, end = parse_month(month)
+    except SilkError as err:
+        fail(err)
+    with db.engine.connect() as conn:
+        rows = margin_rows(conn, start, end, by)
+    click.echo(f"margin in {label} (UTC) by {by}")
+    for row in [*rows, total(rows)]:
+        click.echo(f"  {row.key}\trequests={row.requests}\trevenue={usd(row.revenue_units)}\t"
+                   f"upstream_cost={usd(row.upstream_cost_units)}\t"
+                   f"margin={usd(row.margin_units)}")
+    for model, rates in models_below_cost(catalogue().models).items():
+        click.echo(f"BELOW COST: {model} is priced below its upstream cost "
+                   f"({', '.join(rates)})")
+
+
 @commands.command("ledger")
 @click.argument("account")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50)

@@ -110,6 +110,16 @@ class AccountUsageSchema(TotalsSchema):
     account = fields.String(attribute="key")
 
 
+class MarginSchema(Schema):
+    """One slice of the margin report: revenue, upstream cost and margin in USD."""
+
+    key = fields.String()
+    requests = fields.Integer()
+    revenue = UnitsAsUsd(attribute="revenue_units")
+    upstream_cost = UnitsAsUsd(attribute="upstream_cost_units")
+    margin = UnitsAsUsd(attribute="margin_units")
+
+
 class TierSchema(Schema):
     """A tier as operators and /v1/pricing show it."""
 
@@ -156,6 +166,7 @@ usage_report_schema = UsageReportSchema()
 billing_schema = BillingSchema()
 account_usage_schema = AccountUsageSchema()
 model_totals_schema = ModelTotalsSchema()
+margin_schema = MarginSchema()
 tier_schema = TierSchema()
 tier_input_schema = TierInputSchema()
 code_issue_schema = CodeIssueSchema()

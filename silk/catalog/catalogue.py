@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from silk.defaults import PROVIDER_LIMIT_DEFAULTS
-from silk.pricing import Price, Tier
+from silk.pricing import Price, Tier, Tiered
+from silk.schedule import Schedule, schedule_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,22 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """One way to serve a model: a provider, its model name and extras, its upstream price."""
+
+    name: str  # "provider/upstream" unless the operator named it
+    provider: str
+    upstream: str
+    extra_body: Mapping = field(default_factory=dict)
+    weight: int = 0  # 0 everywhere: tried in order; else picked by weight
+    cost_pricing: Schedule | None = None
+
+    def cost_at(self, instant: datetime) -> Tiered | None:
+        """The provider's prompt-tiered price at `instant`, None when none is configured."""
+        return self.cost_pricing.at(instant) if self.cost_pricing is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class Model:
     """One public model id and how to reach and price it."""
 
@@ -41,6 +59,22 @@ class Model:
     reasoning_budget: int = 0
     extra_body: Mapping = field(default_factory=dict)
     thinking: bool = True  # whether the model can think at all
+    cost: Price | None = None  # what the provider bills the operator; None: not configured
+    pricing: Schedule | None = None  # the price over time and prompt size (None: `price`)
+    cost_pricing: Schedule | None = None  # the same for `cost`
+    # Every route, the first one's provider, upstream and extras above; () before the
+    # catalogue is built (a model alone is its one route).
+    routes: tuple[Route, ...] = ()
+
+    def price_at(self, instant: datetime) -> Tiered:
+        """The customer's prompt-tiered price for a request admitted at `instant`."""
+        return self.pricing.at(instant) if self.pricing else Tiered.flat(self.price)
+
+    def cost_at(self, instant: datetime) -> Tiered | None:
+        """The provider's prompt-tiered price at `instant`, None when none is configured."""
+        if self.cost_pricing is not None:
+            return self.cost_pricing.at(instant)
+        return Tiered.flat(self.cost) if self.cost is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +89,20 @@ class Catalogue:
         """Return the model for a public id, or None."""
         return self.models.get(model_id)
 
-    def price_of(self, model_id: str) -> Price | None:
-        """Return a model's price, or None for a model no longer in the catalogue."""
+    def price_of(self, model_id: str, at: datetime | None = None) -> Price | Tiered | None:
+        """Return a model's price (at an instant: as then, by prompt size), or None for a
+        model no longer in the catalogue."""
         model = self.models.get(model_id)
-        return model.price if model else None
+        if model is None:
+            return None
+        return model.price_at(at) if at is not None else model.price
+
+    def cost_of(self, model_id: str, at: datetime | None = None) -> Price | Tiered | None:
+        """Return a model's upstream price (at an instant: as then), or None."""
+        model = self.models.get(model_id)
+        if model is None:
+            return None
+        return model.cost_at(at) if at is not None else model.cost
 
     def provider_of(self, model: Model) -> Provider:
         """Return the provider that serves a model."""
@@ -91,6 +135,31 @@ def thinking_enabled(body: Mapping) -> bool:
     return switch.get("type") != "disabled"
 
 
+def _model(mid: str, spec: Mapping) -> Model:
+    """A catalogue model from its validated config entry."""
+    pricing = schedule_from(spec)
+    cost = schedule_from(spec["cost"]) if spec.get("cost") else None
+    routes = tuple(_route(mid, entry, cost) for entry in spec.get("routes") or [spec])
+    first = routes[0]
+    return Model(
+        id=mid, provider=first.provider, upstream=first.upstream,
+        price=pricing.base, max_output_tokens=int(spec["max_output_tokens"]),
+        context=spec.get("context"), reasoning_budget=int(spec.get("reasoning_budget", 0)),
+        extra_body=first.extra_body, thinking=bool(spec.get("thinking", True)),
+        cost=first.cost_pricing.base if first.cost_pricing else None, pricing=pricing,
+        cost_pricing=first.cost_pricing, routes=routes)
+
+
+def _route(mid: str, spec: Mapping, cost: Schedule | None) -> Route:
+    """One route from its config entry; without a cost of its own it costs the model's."""
+    upstream = spec.get("upstream", mid)
+    return Route(name=str(spec.get("name") or f"{spec['provider']}/{upstream}"),
+                 provider=spec["provider"], upstream=upstream,
+                 extra_body=dict(spec.get("extra_body") or {}),
+                 weight=int(spec.get("weight", 0)),
+                 cost_pricing=schedule_from(spec["cost"]) if spec.get("cost") else cost)
+
+
 def build_catalogue(config: Mapping) -> Catalogue:
     """Build the catalogue from validated configuration."""
     providers = {
@@ -101,16 +170,7 @@ def build_catalogue(config: Mapping) -> Catalogue:
         for pid, spec in config["SILK_PROVIDERS"].items()
     }
     models = {
-        mid: Model(
-            id=mid, provider=spec["provider"], upstream=spec.get("upstream", mid),
-            price=Price(input=Decimal(str(spec["input"])), output=Decimal(str(spec["output"])),
-                        cache_hit=(Decimal(str(spec["cache_hit"])) if "cache_hit" in spec
-                                   else None)),
-            max_output_tokens=int(spec["max_output_tokens"]), context=spec.get("context"),
-            reasoning_budget=int(spec.get("reasoning_budget", 0)),
-            extra_body=dict(spec.get("extra_body") or {}),
-            thinking=bool(spec.get("thinking", True)),
-        )
+        mid: _model(mid, spec)
         for mid, spec in config["SILK_MODELS"].items()
     }
     tiers = {name: tier_from_config(name, spec) for name, spec in config["SILK_TIERS"].items()}

@@ -5,7 +5,9 @@ from flask import Blueprint, jsonify
 from silk.account.auth import authenticate
 from silk.billing.tiers import tiers
 from silk.catalog import catalogue
+from silk.database import utcnow
 from silk.errors import NotFound
+from silk.schedule import describe
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
 _CREATED = 1767225600  # 2026-01-01: a fixed date, as the catalogue is configuration
@@ -41,15 +43,23 @@ def get_model(model_id: str):
 @bp.get("/pricing")
 def pricing():
     """Every model's price per million tokens, whether it can be served now, and every
-    tier; no key needed."""
+    tier; no key needed.
+
+    `input`, `output` (and `cache_hit_input`) are the rates in force now for the shortest
+    prompts; a price that varies adds its bands, length tiers and coming versions.
+    """
     cat = catalogue()
+    now = utcnow()
     models = []
     for model in cat.models.values():
+        price = model.price_at(now).steps[0].price
         entry = {"id": model.id, "provider": cat.provider_of(model).name,
-                 "input": model.price.input, "output": model.price.output,
-                 "unit": "USD per 1M tokens", "available": cat.available(model)}
-        if model.price.cache_hit is not None:
-            entry["cache_hit_input"] = model.price.cache_hit
+                 "input": price.input, "output": price.output, "unit": "USD per 1M tokens",
+                 "available": cat.available(model)}
+        if price.cache_hit is not None:
+            entry["cache_hit_input"] = price.cache_hit
+        if model.pricing is not None:
+            entry.update(describe(model.pricing, now))
         models.append(entry)
     tier_list = [{"name": t.name, "discount": t.discount,
                   "discount_percent": t.discount * 100,

@@ -35,12 +35,14 @@ ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount_units, balance_af
          ":request, :model, 'gateway', :now)")
 USAGE = (
     "UPDATE usage_records SET upstream_model = :upstream_model, provider = :provider, "
-    "stream = :stream, surface = :surface, status = :status, http_status = :http_status, "
+    "stream = :stream, route = :route, surface = :surface, status = :status, "
+    "http_status = :http_status, "
     "prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens, "
     "reasoning_tokens = :reasoning_tokens, cache_hit_tokens = :cache_hit_tokens, "
     "total_tokens = :total_tokens, free_tokens = :free_tokens, "
     "subtotal_units = :subtotal_units, discount_units = :discount_units, "
     "cost_units = :cost_total, written_off_units = :written_off_total, "
+    "upstream_cost_units = :upstream_cost_units, "
     "estimated = :estimated, latency_ms = :latency_ms, ttft_ms = :ttft_ms "
     "WHERE request_id = :request")
 

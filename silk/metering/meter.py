@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from silk.errors import database_unavailable
 from silk.metering.service import Decision, Hold, Outcome, Settlement, decide, keep, write
-from silk.pricing import Usage
+from silk.pricing import Price, Tiered, Usage
 
 log = logging.getLogger("silk.meter")
 
@@ -55,13 +55,15 @@ class Meter:
     """One request's bookkeeping: the relay's events, and settling exactly once."""
 
     def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
-                 surface: str = "",
+                 surface: str = "", cost: Price | Tiered | None = None,
                  on_settled: Callable[[Meter, Outcome], None] | None = None):
         self.engine = engine
         self.hold = hold
         self.provider = provider
         self.stream = stream
         self.surface = surface
+        self.cost = cost  # the serving route's upstream price
+        self.route = ""  # the route that served, once one answered
         self.on_settled = on_settled
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -79,6 +81,10 @@ class Meter:
     def finished(self) -> bool:
         """True once the request is settled (or its settlement was handed to the sweep)."""
         return self.bill is not None
+
+    def served_by(self, provider: str, route: str, cost: Price | Tiered | None) -> None:
+        """A route answered: the request is its provider's, at its upstream price."""
+        self.provider, self.route, self.cost = provider, route, cost
 
     def first_token(self, upstream_model: str) -> None:
         """The upstream's answer began to arrive, from this upstream model."""
@@ -126,7 +132,7 @@ class Meter:
             status=status, http_status=http_status, usage=usage,
             reasoning_tokens=self.reasoning_tokens, estimated=estimated, billable=billable,
             upstream_model=self.upstream_model, provider=self.provider, stream=self.stream,
-            surface=self.surface,
+            surface=self.surface, cost_price=self.cost, route=self.route,
             latency_ms=int(elapsed * 1000),
             ttft_ms=int((first - self.started) * 1000) if first else None)
         decision = decide(self.hold, outcome)  # pure: the client hears the real cost

@@ -62,6 +62,8 @@ class UsageRecord(Model):
     upstream_model: Mapped[str] = mapped_column(String(128), default="")
     provider: Mapped[str] = mapped_column(String(32), default="")
     stream: Mapped[bool] = mapped_column(default=False)
+    # The catalogue route that served (a model may have several); '' before one answered.
+    route: Mapped[str] = mapped_column(String(64), default="", server_default="")
     # The public API the request came through (chat, messages, responses); '' when swept.
     surface: Mapped[str] = mapped_column(String(16), default="", server_default="")
     status: Mapped[str] = mapped_column(String(24))  # ok, cut, client_closed, upstream_error...
@@ -76,6 +78,8 @@ class UsageRecord(Model):
     discount_units: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_units: Mapped[int] = mapped_column(BigInteger, default=0)
     written_off_units: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the provider bills the operator for this request, at its route's upstream price.
+    upstream_cost_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     estimated: Mapped[bool] = mapped_column(default=False)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
     ttft_ms: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -102,15 +102,17 @@ WITH claimed AS (
     FROM charged WHERE CAST(%(charge)s AS BIGINT) > 0
 ), recorded AS (
     INSERT INTO usage_records (
-        request_id, account_id, key_id, model, upstream_model, provider, stream, surface,
+        request_id, account_id, key_id, model, upstream_model, provider, stream, route,
+        surface,
         status, http_status, prompt_tokens, completion_tokens, reasoning_tokens, cache_hit_tokens,
         total_tokens, free_tokens, subtotal_units, discount_units, cost_units,
-        written_off_units, estimated, latency_ms, ttft_ms, created_at, day)
+        written_off_units, upstream_cost_units, estimated, latency_ms, ttft_ms, created_at,
+        day)
     SELECT %(request)s, id, CAST(%(key)s AS INTEGER), %(model)s, %(upstream_model)s,
-           %(provider)s, %(stream)s, %(surface)s, %(status)s, %(http_status)s,
+           %(provider)s, %(stream)s, %(route)s, %(surface)s, %(status)s, %(http_status)s,
            %(prompt_tokens)s, %(completion_tokens)s, %(reasoning_tokens)s, %(cache_hit_tokens)s,
            %(total_tokens)s, %(free_tokens)s, %(subtotal_units)s, %(discount_units)s,
-           %(charge)s, %(written_off_units)s, %(estimated)s,
+           %(charge)s, %(written_off_units)s, %(upstream_cost_units)s, %(estimated)s,
            CAST(%(latency_ms)s AS INTEGER), CAST(%(ttft_ms)s AS INTEGER), %(now)s, %(day)s
     FROM charged
 )
@@ -125,11 +127,11 @@ _TYPES = {
     "charge": "bigint", "free": "bigint", "prompt_tokens": "bigint",
     "completion_tokens": "bigint", "reasoning_tokens": "bigint", "cache_hit_tokens": "bigint",
     "total_tokens": "bigint", "free_tokens": "bigint", "subtotal_units": "bigint",
-    "discount_units": "bigint", "written_off_units": "bigint",
+    "discount_units": "bigint", "written_off_units": "bigint", "upstream_cost_units": "bigint",
     "month": "varchar", "tier": "varchar", "request": "varchar", "model": "varchar",
     "worker": "varchar", "upstream_model": "varchar", "provider": "varchar",
-    "status": "varchar", "surface": "varchar", "claimed": "varchar", "stream": "boolean",
-    "estimated": "boolean",
+    "status": "varchar", "surface": "varchar", "route": "varchar", "claimed": "varchar",
+    "stream": "boolean", "estimated": "boolean",
     "now": "timestamp", "expires": "timestamp", "day": "date",
 }
 _PARAM = re.compile(r"%\((\w+)\)s")

@@ -22,7 +22,17 @@ from silk.metering import keeper, store
 from silk.metering.rules import month_of
 from silk.metering.store import ACCOUNTS, LEDGER, RESERVATIONS, USAGE, Ask, tier_of
 from silk.ops import metrics
-from silk.pricing import Cost, Price, Tier, Usage, quote, units_to_usd
+from silk.pricing import (
+    Cost,
+    Price,
+    Tier,
+    Tiered,
+    Usage,
+    at_prompt,
+    quote,
+    units_to_usd,
+    upstream_cost,
+)
 
 __all__ = ["ACCOUNTS", "LEDGER", "RESERVATIONS", "USAGE", "Decision", "Hold", "Outcome",
            "Settlement", "credit", "decide", "keep", "month_of", "reserve", "settle",
@@ -51,6 +61,9 @@ class Hold:
     prompt_bound: int
     output_bound: int
     lease_seconds: float = 0  # 0: nobody renews it
+    # The prompt-tiered price in force when the request was admitted: the request pays its
+    # tier's rates; `price` is their ceiling over the tiers the prompt bound can reach.
+    tiered: Tiered | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +80,8 @@ class Outcome:
     provider: str = ""
     stream: bool = False
     surface: str = ""  # the public API the request came through; a label only
+    cost_price: Price | Tiered | None = None  # the serving route's upstream price, if known
+    route: str = ""  # the catalogue route that served (provider/upstream unless named)
     latency_ms: int | None = None
     ttft_ms: int | None = None
 
@@ -87,20 +102,29 @@ class Settlement:
 
 
 def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_id: int | None,
-            request_id: str, model: str, price: Price, prompt_worst: int, max_output: int,
-            prompt_estimate: int, ttl_seconds: int) -> Hold:
-    """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered."""
-    ask = Ask(account_id, key_id, request_id, model, price, prompt_worst, max_output,
+            request_id: str, model: str, price: Price | Tiered, prompt_worst: int,
+            max_output: int, prompt_estimate: int, ttl_seconds: int) -> Hold:
+    """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered.
+
+    A prompt-tiered price is held at the highest rates a prompt within the bound could pay.
+    """
+    tiered: Tiered | None = None
+    if isinstance(price, Tiered):
+        tiered, held = price, price.ceiling(prompt_worst)
+    else:
+        held = price
+    ask = Ask(account_id, key_id, request_id, model, held, prompt_worst, max_output,
               prompt_estimate, ttl_seconds)
-    return _own(engine, ask, store.of(engine).reserve(tiers, utcnow(), ask))
+    return _own(engine, ask, store.of(engine).reserve(tiers, utcnow(), ask), tiered)
 
 
-def _own(engine: Engine, ask: Ask, reserved: store.Reserved) -> Hold:
+def _own(engine: Engine, ask: Ask, reserved: store.Reserved,
+         tiered: Tiered | None = None) -> Hold:
     """The hold a reservation became, kept alive by this process until it is settled."""
     bound = reserved.bound
     hold = Hold(reserved.reservation_id, ask.account_id, ask.key_id, ask.request_id,
                 ask.model, ask.price, bound.total, bound.free_tokens, ask.prompt_estimate,
-                reserved.tier, ask.prompt_worst, ask.max_output, ask.ttl_seconds)
+                reserved.tier, ask.prompt_worst, ask.max_output, ask.ttl_seconds, tiered)
     keeper.of(engine).own(hold)
     return hold
 
@@ -167,6 +191,8 @@ class Decision:
         """A decision read back from the journal."""
         values = dict(data["values"])
         values.setdefault("surface", "")  # journaled before usage records named it
+        values.setdefault("upstream_cost_units", 0)  # journaled before upstream cost was kept
+        values.setdefault("route", "")  # journaled before usage records named the route
         values["now"] = datetime.fromisoformat(values["now"])
         values["day"] = datetime.fromisoformat(values["day"]).date()
         return cls(data["reservation_id"], data["account_id"], data["model"],
@@ -194,19 +220,26 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
     reasoning = min(_count(outcome.reasoning_tokens), completion) if outcome.billable else 0
     # The request may use the free tokens it held, no more: then its cost is priced
     # exactly as its hold was, so it never exceeds the hold.
-    cost = quote(hold.price, usage, hold.tier, hold.quota_tokens)
+    # A prompt-tiered price: the whole request pays the tier of its (billed) prompt, never
+    # above the ceiling its hold was sized with.
+    price = hold.tiered.for_prompt(prompt) if hold.tiered else hold.price
+    cost = quote(price, usage, hold.tier, hold.quota_tokens)
     beyond = 0
     if (sent_prompt, sent_completion) != (prompt, completion):
         with localcontext(_WIDE):
-            asked = quote(hold.price, Usage(sent_prompt, sent_completion, sent_hit), hold.tier,
+            asked = quote(price, Usage(sent_prompt, sent_completion, sent_hit), hold.tier,
                           hold.quota_tokens)
         beyond = max(asked.total - cost.total, 0)
     charged = min(cost.total, hold.hold_units)
     written_off = min(cost.total - charged + beyond, _BIGINT)
+    # What the operator pays the provider for the same counts: the bound sent upstream is
+    # the most the provider may bill, so the capped counts are the ones it costs.
+    upstream = (upstream_cost(at_prompt(outcome.cost_price, prompt), usage, reasoning)
+                if outcome.cost_price is not None else 0)
     values = {
         # What a late correction needs to price the usage again (silk.metering.correction).
-        "price_input": str(hold.price.input), "price_output": str(hold.price.output),
-        "price_cache_hit": str(hold.price.cache_hit_price),
+        "price_input": str(price.input), "price_output": str(price.output),
+        "price_cache_hit": str(price.cache_hit_price),
         "discount": str(hold.tier.discount), "tier_quota": hold.tier.monthly_free_tokens,
         "beyond_units": min(beyond, _BIGINT),
         "account": hold.account_id, "reservation": hold.reservation_id,
@@ -214,13 +247,14 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         "request": _text(hold.request_id, 64), "key": hold.key_id,
         "model": _text(hold.model, 64), "upstream_model": _text(outcome.upstream_model, 128),
         "provider": _text(outcome.provider, 32), "stream": bool(outcome.stream),
-        "surface": _text(outcome.surface, 16),
+        "surface": _text(outcome.surface, 16), "route": _text(outcome.route, 64),
         "status": _text(outcome.status, 24), "http_status": int(outcome.http_status),
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": reasoning, "cache_hit_tokens": usage.cache_hit_tokens,
         "total_tokens": usage.total_tokens, "free_tokens": cost.free_tokens,
         "subtotal_units": cost.subtotal, "discount_units": cost.discount, "charge": charged,
         "written_off_units": written_off, "estimated": bool(outcome.estimated),
+        "upstream_cost_units": min(upstream, _BIGINT),
         "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "now": now,
         "day": now.date()}
     return Decision(hold.reservation_id, hold.account_id, hold.model, cost, charged,

@@ -190,13 +190,15 @@ NEW_LEDGER_ENTRY = (
     ":request, :model, 'gateway', :now)")
 NEW_USAGE_RECORD = (
     "INSERT INTO usage_records (request_id, account_id, key_id, model, upstream_model, "
-    "provider, stream, surface, status, http_status, prompt_tokens, completion_tokens, "
+    "provider, stream, route, surface, status, http_status, prompt_tokens, completion_tokens, "
     "reasoning_tokens, cache_hit_tokens, total_tokens, free_tokens, subtotal_units, "
-    "discount_units, cost_units, written_off_units, estimated, latency_ms, ttft_ms, "
-    "created_at, day) VALUES (:request, :account, :key, :model, :upstream_model, :provider, "
-    ":stream, :surface, :status, :http_status, :prompt_tokens, :completion_tokens, "
+    "discount_units, cost_units, written_off_units, upstream_cost_units, estimated, "
+    "latency_ms, ttft_ms, created_at, day) VALUES (:request, :account, :key, :model, "
+    ":upstream_model, :provider, "
+    ":stream, :route, :surface, :status, :http_status, :prompt_tokens, :completion_tokens, "
     ":reasoning_tokens, :cache_hit_tokens, :total_tokens, :free_tokens, :subtotal_units, "
-    ":discount_units, :charge, :written_off_units, :estimated, :latency_ms, :ttft_ms, :now, :day)")
+    ":discount_units, :charge, :written_off_units, :upstream_cost_units, :estimated, "
+    ":latency_ms, :ttft_ms, :now, :day)")
 
 
 def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | None:

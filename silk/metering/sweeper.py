@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from flask import Flask
@@ -13,21 +14,24 @@ from sqlalchemy.engine import Engine
 from silk.database import utcnow
 from silk.metering import keeper, store
 from silk.metering.service import Hold, Outcome, decide, tier_of, write
-from silk.pricing import Price, Tier, Usage
+from silk.pricing import Price, Tier, Tiered, Usage, at_prompt
 
 log = logging.getLogger("silk.sweeper")
 
+# A model's price (or upstream price) as in force at an instant; None: no such model.
+PriceOf = Callable[[str, datetime], Price | Tiered | None]
+
 
 def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
-                  price_of: Callable[[str], Price | None],
+                  price_of: PriceOf, cost_of: PriceOf | None = None,
                   chores: Sequence[Callable[[Engine], int]] = ()) -> None:
     """Start this process's keeper (it adopts stopped workers' journals) and, unless
     SILK_SWEEP_INTERVAL is 0, spawn the sweeper for `app` in the current gevent hub.
 
-    `tiers()` and `price_of(model)` are asked afresh at each round, inside `app`'s context,
-    so that the sweep bills with the tiers and prices in effect then. Each of `chores` (an
-    expiry that is not money, such as stored responses) runs after the sweep every round;
-    one that fails is tried again the next round.
+    `tiers()`, `price_of(model)` and `cost_of(model)` (its upstream price) are asked afresh
+    at each round, inside `app`'s context, so that the sweep bills with the tiers and prices
+    in effect then. Each of `chores` (an expiry that is not money, such as stored responses)
+    runs after the sweep every round; one that fails is tried again the next round.
     """
     import gevent
 
@@ -44,7 +48,7 @@ def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
         while True:
             try:
                 with app.app_context():
-                    count = sweep(db.engine, tiers(), price_of)
+                    count = sweep(db.engine, tiers(), price_of, cost_of)
                 if count:
                     log.warning("swept orphaned reservations", extra={"fields": {"count": count}})
             except Exception:  # noqa: BLE001 - a failed sweep is retried next round
@@ -60,8 +64,8 @@ def start_sweeper(app: Flask, tiers: Callable[[], Mapping[str, Tier]],
     gevent.spawn(run)
 
 
-def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], Price | None],
-          *, everything: bool = False) -> int:
+def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: PriceOf,
+          cost_of: PriceOf | None = None, *, everything: bool = False) -> int:
     """Settle holds whose lease ran out (their worker stopped renewing); returns how many.
 
     Journals of stopped workers are written first: a settlement someone decided beats any
@@ -73,12 +77,16 @@ def sweep(engine: Engine, tiers: Mapping[str, Tier], price_of: Callable[[str], P
     keeper.of(engine).adopt()
     settled = 0
     for row in store.of(engine).expired(utcnow(), everything=everything):
-        price = price_of(row.model) or Price(Decimal(0), Decimal(0))
+        # Priced as when the request was admitted, at the tier of its estimated prompt.
+        listed = price_of(row.model, row.created_at)
+        price = at_prompt(listed, row.prompt_estimate) if listed else Price(Decimal(0),
+                                                                            Decimal(0))
         hold = Hold(row.id, row.account_id, row.key_id, row.request_id, row.model, price,
                     row.hold_units, row.quota_tokens, row.prompt_estimate,
                     tier_of(tiers, row.tier), prompt_bound=row.prompt_estimate, output_bound=0)
         outcome = Outcome(status="swept", http_status=0, usage=Usage(row.prompt_estimate, 0),
-                          estimated=True)
+                          estimated=True,
+                          cost_price=cost_of(row.model, row.created_at) if cost_of else None)
         if write(engine, decide(hold, outcome), claim="swept") is not None:
             settled += 1
     return settled

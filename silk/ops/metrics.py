@@ -57,6 +57,10 @@ class _Metrics:
     settled: object
     open_streams: object
     failovers: object
+    below_cost: object
+    route_failovers: object
+    route_resting: object
+    route_latency: object
 
 
 _metrics: _Metrics | None = None
@@ -103,6 +107,19 @@ def _families() -> _Metrics:
                                ("model",), multiprocess_mode="livesum"),
             failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "
                               "key, by provider and reason.", ("provider", "reason")),
+            route_failovers=Counter("silk_route_failovers", "Requests moved on to a model's "
+                                    "next route, by model, the route that failed and why.",
+                                    ("model", "route", "reason")),
+            route_resting=Gauge("silk_route_resting", "1 while a route rests after failing "
+                                "(its breaker is open) in some worker, by route.", ("route",),
+                                multiprocess_mode="max"),
+            route_latency=Histogram("silk_route_latency_seconds", "Time until a route "
+                                    "answered or failed (before the first byte), by route "
+                                    "and result (ok, failed).", ("route", "result"),
+                                    buckets=LATENCY_BUCKETS),
+            below_cost=Gauge("silk_models_below_cost", "Catalogue models whose list price is "
+                             "below their upstream price (1 each), by model.", ("model",),
+                             multiprocess_mode="max"),
         )
         _metrics = _Metrics(**{name: _Labelled(metric) for name, metric in made.items()})
     return _metrics
@@ -164,6 +181,32 @@ def upstream_answered(provider: str, model: str, seconds: float, status: int) ->
 def failover(provider: str, status: str) -> None:
     """A request moved to the provider's next key because of `status`."""
     _families().failovers.labels(provider, str(status)).inc()
+
+
+@_guarded
+def route_failover(model: str, route: str, reason: str) -> None:
+    """A request moved on from `route` to its model's next route because of `reason`."""
+    _families().route_failovers.labels(model, route, str(reason)).inc()
+
+
+@_guarded
+def route_answered(route: str, seconds: float, ok: bool) -> None:
+    """A route answered (ok) or failed before its first byte after `seconds`."""
+    _families().route_latency.labels(route, "ok" if ok else "failed").observe(seconds)
+
+
+@_guarded
+def route_state(route: str, resting: bool) -> None:
+    """A route's breaker opened (resting) or closed."""
+    _families().route_resting.labels(route).set(1 if resting else 0)
+
+
+@_guarded
+def models_below_cost(models: list[str]) -> None:
+    """These models are sold below their upstream price (set at start-up)."""
+    families = _families()
+    for model in models:
+        families.below_cost.labels(model).set(1)
 
 
 @_guarded

@@ -77,6 +77,8 @@ def install_request_hooks(app: Flask) -> None:
         req = request._get_current_object()
         ctx = g._get_current_object()
         response.headers["x-request-id"] = ctx.get("request_id") or new_request_id()
+        if ctx.get("silk_route"):  # the model's route that served the answer
+            response.headers["x-silk-provider"] = ctx.silk_route
         fields = _fields(req, ctx, {"status": response.status_code})
         route = req.url_rule.rule if req.url_rule else "unmatched"
         streamed = response.is_streamed and response.mimetype == "text/event-stream"

@@ -10,10 +10,11 @@ import time
 
 import orjson
 import requests
-from flask import current_app
+from flask import current_app, g
 
 from silk.account.auth import Principal
 from silk.billing.tiers import tiers
+from silk.database import utcnow
 from silk.errors import SilkError, UpstreamError
 from silk.extensions import db
 from silk.metering.meter import Meter
@@ -21,6 +22,7 @@ from silk.metering.service import Outcome, reserve
 from silk.ops import metrics
 from silk.relay.call import Call
 from silk.relay.events import Completion
+from silk.relay.routes import open_route
 from silk.relay.stream import RelayStream
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.upstream.client import UpstreamClient
@@ -51,24 +53,30 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     config = current_app.config
     model = call.model
     engine = db.engine
+    admitted = utcnow()  # the request pays the prices in force now, however long it runs
     hold = reserve(engine, tiers(), account_id=principal.account_id,
                    key_id=principal.key_id, request_id=request_id, model=model.id,
-                   price=model.price, prompt_worst=call.prompt_bound,
+                   price=model.price_at(admitted), prompt_worst=call.prompt_bound,
                    max_output=call.max_output, prompt_estimate=call.prompt_estimate,
                    ttl_seconds=config["SILK_RESERVATION_TTL"])
     limiter = current_app.extensions["silk.limiter"]
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
-                  surface=call.surface, on_settled=_after_settle(limiter, principal.key_id))
-    client = current_app.extensions["silk.upstreams"][model.provider]
+                  surface=call.surface, cost=model.cost_at(admitted),
+                  on_settled=_after_settle(limiter, principal.key_id))
     try:
+        response, route = open_route(call, current_app.extensions["silk.upstreams"],
+                                     current_app.extensions["silk.catalogue"].providers,
+                                     current_app.extensions["silk.breakers"],
+                                     metrics.route_failover)
+        meter.served_by(route.provider, route.name, route.cost_at(admitted))
+        g.silk_route = route.name  # named in the answer's x-silk-provider header
         if call.stream:
-            response = client.open(call.body, stream=True)
-            metrics.upstream_answered(model.provider, model.id,
+            metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
-            return RelayStream(response, meter, model.upstream, config["SILK_SSE_MAX_EVENT"])
-        return complete(client, call, meter)
+            return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"])
+        return finish(response, call, meter, route.upstream)
     except SilkError as err:
-        metrics.upstream_answered(model.provider, model.id,
+        metrics.upstream_answered(meter.provider, model.id,
                                   time.perf_counter() - meter.started, err.status)
         meter.refused(err.status)
         raise
@@ -78,8 +86,13 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
 
 
 def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
-    """Run a non-streaming call to the end and settle it."""
-    response = client.open(call.body, stream=False)
+    """Run a non-streaming call to the end on one client and settle it."""
+    return finish(client.open(call.body, stream=False), call, meter, call.model.upstream)
+
+
+def finish(response: requests.Response, call: Call, meter: Meter,
+           upstream_model: str) -> Completion:
+    """Read a non-streaming answer to the end and settle it."""
     try:
         raw = response.content
         data = orjson.loads(raw)
@@ -94,7 +107,7 @@ def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
                             code="upstream_bad_response") from None
     finally:
         response.close()
-    meter.first_token(str(data.get("model") or call.model.upstream))
+    meter.first_token(str(data.get("model") or upstream_model))
     parsed = usage_from(data.get("usage"))
     if parsed:
         meter.usage_seen(*parsed)

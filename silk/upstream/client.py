@@ -93,8 +93,9 @@ class UpstreamClient:
         """POST the body, failing over across keys until one answers 200; else raise."""
         keys = self.keys_in_order()
         if not keys:
-            raise ServiceUnavailable("This model's provider is not configured on the gateway.",
-                                     code="provider_not_configured")
+            raise _elsewhere(ServiceUnavailable(
+                "This model's provider is not configured on the gateway.",
+                code="provider_not_configured"))
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
             if attempt:
@@ -124,7 +125,25 @@ class UpstreamClient:
             retry_after = response.headers.get("retry-after", "")
             self.rest(key, float(retry_after) if retry_after.isdigit() else None)
             last = error
-        raise last or UpstreamError("The provider failed.")
+        raise _elsewhere(last or UpstreamError("The provider failed."))
+
+    def key_states(self) -> list[tuple[str, float | None]]:
+        """Each key, shown by its first characters, and until when (wall clock) it rests."""
+        now, wall = time.monotonic(), time.time()
+        return [(key[:6] + "...", wall + (self._resting[key] - now)
+                 if self._resting.get(key, 0.0) > now else None) for key in self.provider.keys]
+
+
+def _elsewhere(error: SilkError) -> SilkError:
+    """Mark an error that another route may not meet: every key failed on the same
+    conditions key failover moves on (or the provider has none)."""
+    error.try_elsewhere = True  # type: ignore[attr-defined]
+    return error
+
+
+def may_try_elsewhere(error: BaseException) -> bool:
+    """Whether a request that failed so may fail over to its model's next route."""
+    return bool(getattr(error, "try_elsewhere", False))
 
 
 def _read_limited(response: requests.Response) -> bytes:

@@ -38,6 +38,7 @@ PRICES = {
     "cheap": Price(Decimal("0.14"), Decimal("0.28"), Decimal("0.014")),
     "dear": Price(Decimal("2"), Decimal("8")),
 }
+UPSTREAM = Price(Decimal("0.07"), Decimal("0.11"), Decimal("0.007"), reasoning=Decimal("0.2"))
 TIERS = (("small", Decimal("10"), 3000), ("tiny", Decimal("0"), 1500))
 START = datetime(2031, 1, 31, 22, 0, 0)
 ACCOUNTS = 2
@@ -110,8 +111,8 @@ class Twin:
                 "usage": _rows(conn, select(
                     u.request_id, u.account_id, u.status, u.prompt_tokens, u.completion_tokens,
                     u.cache_hit_tokens, u.total_tokens, u.free_tokens, u.subtotal_units,
-                    u.discount_units, u.cost_units, u.written_off_units, u.estimated,
-                    u.day).order_by(u.id)),
+                    u.discount_units, u.cost_units, u.written_off_units,
+                    u.upstream_cost_units, u.estimated, u.day).order_by(u.id)),
             }
         return books
 
@@ -236,7 +237,7 @@ class Books(RuleBasedStateMachine):
 
         holds = iter(pair)
         outcome = Outcome(status=status, usage=usage, billable=billable,
-                          estimated=status != "ok")
+                          estimated=status != "ok", cost_price=UPSTREAM)
         return self.both(lambda twin: settle(twin.engine, next(holds), outcome))
 
     @rule(account=st.integers(1, ACCOUNTS), amount=st.integers(-30_000_000, 30_000_000))

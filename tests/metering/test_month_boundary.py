@@ -150,7 +150,7 @@ def test_a_hold_swept_in_the_next_month_and_settled_late(app, client, accounts, 
 
     clock.now = NEXT_MONTH
     with app.app_context():
-        assert sweep(db.engine, tiers(), lambda model: PRICE, everything=True) == 1
+        assert sweep(db.engine, tiers(), lambda model, at: PRICE, everything=True) == 1
     row = accounts.row(user.id)
     assert (row.quota_month, row.quota_used, row.quota_held) == ("2031-02", 100, 0)
 
