@@ -78,9 +78,9 @@ def post_worker_init(worker):
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers)."""
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
-    from silk.responses.store import expire  # the sweep's chore: stored responses expire
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
+    from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
     start_sweeper(worker.wsgi, tiers, lambda model: catalogue().price_of(model),
                   chores=(expire,))
