@@ -177,4 +177,4 @@ def test_pricing_shows_bands_and_tiers_in_the_documented_shape(client, clock):
     assert models["mimo-v2.5"]["versions"] == [{"from": "2031-03-03T12:00:00+00:00",
                                                 "input": 0.2, "output": 0.6}]
     flat = models["ark-code-latest"]
-    assert set(flat) == {"id", "provider", "input", "output", "unit"}  # as documented
+    assert set(flat) == {"id", "provider", "input", "output", "unit", "available"}  # as documented
