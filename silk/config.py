@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from silk.catalog.catalogue import limit_rule, thinking_enabled
+from silk.catalog.catalogue import limit_rule, parse_aliases, thinking_enabled
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 
@@ -48,6 +48,9 @@ def _apply_environment(app: Flask) -> None:
         if name.startswith("SILK_") and name in cfg and not isinstance(cfg[name], dict):
             cfg[name] = _coerce(raw, cfg[name])
 
+    if env.get("SILK_MODEL_ALIASES"):
+        cfg["SILK_MODEL_ALIASES"] = env["SILK_MODEL_ALIASES"]
+
     if not cfg.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
         cfg["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "silk.db")
@@ -64,6 +67,8 @@ def _apply_environment(app: Flask) -> None:
             "base_url": env.get(f"{p['env']}_BASE_URL") or p["base_url"],
             # Secrets come only from the environment, never from a file in the repository.
             "keys": [k.strip() for k in env.get(f"{p['env']}_API_KEY", "").split(",") if k.strip()],
+            # Anthropic Messages served natively: unset, /v1/messages translates to chat.
+            "anthropic_base_url": env.get(f"{p['env']}_ANTHROPIC_BASE_URL", "").strip(),
         }
         for pid, p in cfg["SILK_PROVIDERS"].items()
     }
@@ -140,6 +145,12 @@ def validate(cfg) -> None:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             env = cfg["SILK_PROVIDERS"][pid]["env"]
             problems.append(f"{env}_BASE_URL must be an http(s) URL, got {upstream['base_url']!r}")
+        native = upstream.get("anthropic_base_url")
+        parsed = urlparse(native or "")
+        if native and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+            env = cfg["SILK_PROVIDERS"][pid]["env"]
+            problems.append(f"{env}_ANTHROPIC_BASE_URL must be an http(s) URL, got {native!r}")
+    problems += _alias_problems(cfg)
     for mid, model in cfg["SILK_MODELS"].items():
         if model.get("provider") not in cfg["SILK_PROVIDERS"]:
             problems.append(f"model {mid!r}: provider {model.get('provider')!r} is not one of "
@@ -169,6 +180,17 @@ def validate(cfg) -> None:
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _alias_problems(cfg) -> list[str]:
+    """What is wrong with SILK_MODEL_ALIASES: its shape, or a target not in the catalogue."""
+    try:
+        aliases = parse_aliases(cfg.get("SILK_MODEL_ALIASES") or {})
+    except ValueError:
+        return ["SILK_MODEL_ALIASES must be a JSON object or name=model pairs separated by "
+                "commas, e.g. claude-opus-*=deepseek-reasoner,claude-*=deepseek-chat"]
+    return [f"SILK_MODEL_ALIASES: {name!r} names {target!r}, which is not a model"
+            for name, target in aliases if target not in cfg["SILK_MODELS"] or not name]
 
 
 def _limit_problems(pid: str, provider) -> list[str]:

@@ -19,6 +19,7 @@ from silk.extensions import db
 from silk.metering.meter import Meter
 from silk.metering.service import Outcome, reserve
 from silk.ops import metrics
+from silk.relay import anthropic
 from silk.relay.call import Call
 from silk.relay.events import Completion
 from silk.relay.stream import RelayStream
@@ -62,10 +63,11 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     client = current_app.extensions["silk.upstreams"][model.provider]
     try:
         if call.stream:
-            response = client.open(call.body, stream=True)
+            response = client.open(call.body, stream=True, dialect=call.dialect)
             metrics.upstream_answered(model.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
-            return RelayStream(response, meter, model.upstream, config["SILK_SSE_MAX_EVENT"])
+            return RelayStream(response, meter, model.upstream, config["SILK_SSE_MAX_EVENT"],
+                               call.dialect)
         return complete(client, call, meter)
     except SilkError as err:
         metrics.upstream_answered(model.provider, model.id,
@@ -79,12 +81,13 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
 
 def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
     """Run a non-streaming call to the end and settle it."""
-    response = client.open(call.body, stream=False)
+    native = call.dialect == "anthropic"
+    response = client.open(call.body, stream=False, dialect=call.dialect)
     try:
         raw = response.content
         data = orjson.loads(raw)
-        if not isinstance(data, dict) or "choices" not in data:
-            raise ValueError("not a chat completion")
+        if not isinstance(data, dict) or ("content" if native else "choices") not in data:
+            raise ValueError("not an answer of the dialect")
         if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(
                 data, _MAX_ANSWER_DEPTH):
             raise ValueError("nested deeper than the answer can be written back")
@@ -95,6 +98,13 @@ def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
     finally:
         response.close()
     meter.first_token(str(data.get("model") or call.model.upstream))
+    if native:
+        parsed = anthropic.usage_from(data.get("usage"))
+        if parsed:
+            meter.usage_seen(*parsed)
+        else:
+            meter.delivered(anthropic.message_delivered(data))
+        return Completion(data, parsed is not None, meter.ended("done"))
     parsed = usage_from(data.get("usage"))
     if parsed:
         meter.usage_seen(*parsed)

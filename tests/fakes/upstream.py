@@ -57,7 +57,13 @@ far (cumulative, the prompt and the pieces sent up to and including it).
 message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
-provider's dialect).
+provider's dialect). ``tool_call=NAME`` (with ``tool_input`` JSON) answers with one call of
+that tool (10 completion tokens, finish reason ``tool_calls``) unless the last message is a
+``tool`` message, which gets the reply text.
+
+Anthropic Messages: each provider also answers at ``/<provider>/anthropic/v1/messages``
+(:meth:`FakeUpstream.anthropic_base_url`), key in ``x-api-key`` or Bearer, in Anthropic's
+events and error shape, with the same options; :mod:`tests.fakes.anthropic` says how.
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
@@ -83,6 +89,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import anthropic
+from .anthropic import ANTHROPIC_BASE_PATHS, ANTHROPIC_PATHS
 from .dialects import PROVIDERS, error_body, mask_key
 
 DEFAULT_KEYS = {"deepseek": ["sk-ds-good"], "ark": ["ark-good"], "mimo": ["mimo-good"]}
@@ -150,6 +158,9 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
     "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
+    "tool_call": str,                   # answer by calling this tool (unless the last
+                                        # message is a tool result): chat and Anthropic
+    "tool_input": str,                  # the JSON arguments of that call ({} if unset)
 }
 
 
@@ -383,6 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake = self.server.fake
         self.record: RequestRecord | None = None
         self.dropped = False  # set when the fake itself hangs up (refuse/stop)
+        self.native = False  # the request came to an Anthropic Messages path
         self.fake._track(self, True)
 
     def finish(self) -> None:
@@ -414,6 +426,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.phase = "delay"
         path = self.path.split("?", 1)[0]
         provider = CHAT_PATHS.get(path)
+        self.native = provider is None and path in ANTHROPIC_PATHS
+        if self.native:
+            provider = ANTHROPIC_PATHS[path]
         raw = self._read_body()
         try:
             body = json.loads(raw) if raw else None
@@ -462,6 +477,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(provider, status, key, retry_after=opts.get("retry_after"),
                              message=opts.get("error_message"))
             return
+        if self.native:
+            problem = anthropic.validate(body)
+            if problem:
+                self._send_error(provider, 400, key, message=problem)
+            elif opts.get("garbage"):
+                self._send_garbage(bool(body.get("stream")))
+            else:
+                anthropic.answer(self, provider, opts, body, rid)
+            return
         problem = _validate(body)
         if problem:
             self._send_error(provider, 400, key, message=problem)
@@ -471,17 +495,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
+        last = body["messages"][-1]
+        tool = opts.get("tool_call") if isinstance(last, dict) and last.get(
+            "role") != "tool" else None
         reasoning, content, finish = truncate(provider, body, reasoning,
-                                              reply_pieces(opts.get("reply", "")))
+                                              [] if tool else reply_pieces(opts.get("reply", "")))
         prompt = count_prompt_tokens(body["messages"])
-        usage = build_usage(provider, prompt, len(content) + len(reasoning), len(reasoning),
+        usage = build_usage(provider, prompt, len(content) + len(reasoning)
+                            + (anthropic.TOOL_OUTPUT_TOKENS if tool else 0), len(reasoning),
                             opts.get("cache_hit", 0))
         if opts.get("usage_json"):
             usage.update(json.loads(opts["usage_json"]))
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"], "finish": finish}
+                "model": body["model"], "finish": "tool_calls" if tool else finish}
+        if tool:
+            meta["tool"] = {"id": "call_" + rid.removeprefix("fakereq-"), "type": "function",
+                            "function": {"name": tool,
+                                         "arguments": opts.get("tool_input") or "{}"}}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -504,6 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                   content: list[str], usage: dict | None) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if "tool" in meta:
+            message["tool_calls"] = [meta["tool"]]
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
         doc: dict[str, Any] = {
@@ -569,6 +603,14 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in content:
                 counts[1] += 1
                 yield chunk({"content": piece})
+            if "tool" in meta:
+                call = meta["tool"]
+                arguments = call["function"]["arguments"]
+                yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                             "function": {"name": call["function"]["name"],
+                                                          "arguments": ""}}]})
+                for part in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
+                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
             yield chunk({}, meta["finish"])
             if usage is not None:
                 for _ in range(1 + opts.get("repeat_usage", 0)):
@@ -629,8 +671,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, provider: str | None, status: int, key: str | None, *,
                     message: str | None = None, retry_after: str | None = None) -> None:
-        doc = error_body(provider, status, message=message, key=key, url=self._url(),
-                         request_id=self.record.request_id)
+        if getattr(self, "native", False):
+            doc = anthropic.error_body(status, message)
+        else:
+            doc = error_body(provider, status, message=message, key=key, url=self._url(),
+                             request_id=self.record.request_id)
         headers = {}
         if status == 429:
             headers["Retry-After"] = retry_after or "1"
@@ -787,6 +832,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _auth_key(self, provider: str | None) -> str | None:
+        if self.native and self.headers.get("x-api-key"):
+            return self.headers["x-api-key"].strip()
         auth = self.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -901,6 +948,10 @@ class FakeUpstream:
     def base_url(self, provider: str) -> str:
         """The base URL to configure for ``provider``; the gateway appends /chat/completions."""
         return self.url + BASE_PATHS[provider]
+
+    def anthropic_base_url(self, provider: str) -> str:
+        """The Anthropic base URL for ``provider``; the gateway appends /v1/messages."""
+        return self.url + ANTHROPIC_BASE_PATHS[provider]
 
     def chat_url(self, provider: str) -> str:
         return self.base_url(provider) + "/chat/completions"
