@@ -11,7 +11,8 @@ it at ``/<provider>/anthropic/v1/messages``. Counting follows the fake's chat ru
   included, as Anthropic defines it); what does not fit is not produced
   (``stop_reason`` ``max_tokens``).
 * ``tool_call=NAME`` answers with a ``tool_use`` block calling NAME with ``tool_input``
-  (JSON), unless the last message carries a ``tool_result``: then with the reply text.
+  (JSON) when the request offers that tool and no message carries a ``tool_result`` yet;
+  otherwise with the reply text (so an agent's loop ends after one call).
 
 Stream: message_start (input counts, ``output_tokens`` 1), ping, one block per kind
 (thinking with a signature_delta, text, or tool_use with two ``input_json_delta``),
@@ -78,10 +79,11 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
 
     thinking = body.get("thinking")
     thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
-    last = body["messages"][-1]
-    answered_tool = isinstance(last.get("content"), list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
-    tool = opts.get("tool_call") if not answered_tool else None
+    answered = any(isinstance(m, dict) and isinstance(m.get("content"), list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"])
+        for m in body["messages"])
+    offered = {t.get("name") for t in body.get("tools") or () if isinstance(t, dict)}
+    tool = opts.get("tool_call") if not answered and opts.get("tool_call") in offered else None
     reasoning = reply_pieces(opts.get("reasoning", "")) if thinks else []
     content = [] if tool else reply_pieces(opts.get("reply", ""))
     limit = body["max_tokens"]

@@ -58,8 +58,8 @@ message and ends the body there, as providers report a failure mid-stream; ``lon
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect). ``tool_call=NAME`` (with ``tool_input`` JSON) answers with one call of
-that tool (10 completion tokens, finish reason ``tool_calls``) unless the last message is a
-``tool`` message, which gets the reply text.
+that tool (10 completion tokens, finish reason ``tool_calls``) when the request offers it and
+no ``tool`` message is in the conversation yet; otherwise with the reply text.
 
 Anthropic Messages: each provider also answers at ``/<provider>/anthropic/v1/messages``
 (:meth:`FakeUpstream.anthropic_base_url`), key in ``x-api-key`` or Bearer, in Anthropic's
@@ -158,8 +158,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
     "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
-    "tool_call": str,                   # answer by calling this tool (unless the last
-                                        # message is a tool result): chat and Anthropic
+    "tool_call": str,                   # answer by calling this offered tool (until a tool
+                                        # result is in the conversation): chat and Anthropic
     "tool_input": str,                  # the JSON arguments of that call ({} if unset)
 }
 
@@ -495,9 +495,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
-        last = body["messages"][-1]
-        tool = opts.get("tool_call") if isinstance(last, dict) and last.get(
-            "role") != "tool" else None
+        answered = any(isinstance(m, dict) and m.get("role") == "tool" for m in body["messages"])
+        offered = {t["function"].get("name") for t in body.get("tools") or ()
+                   if isinstance(t, dict) and isinstance(t.get("function"), dict)}
+        tool = opts.get("tool_call") if not answered and opts.get(
+            "tool_call") in offered else None
         reasoning, content, finish = truncate(provider, body, reasoning,
                                               [] if tool else reply_pieces(opts.get("reply", "")))
         prompt = count_prompt_tokens(body["messages"])
