@@ -10,9 +10,10 @@ it at ``/<provider>/anthropic/v1/messages``. Counting follows the fake's chat ru
   reply pieces, or, for a tool call, 10. ``max_tokens`` bounds the whole output (thinking
   included, as Anthropic defines it); what does not fit is not produced
   (``stop_reason`` ``max_tokens``).
-* ``tool_call=NAME`` answers with a ``tool_use`` block calling NAME with ``tool_input``
-  (JSON) when the request offers that tool and no message carries a ``tool_result`` yet;
-  otherwise with the reply text (so an agent's loop ends after one call).
+* ``tool_call=NAME`` answers with a ``tool_use`` block calling NAME with ``tool_args``
+  (JSON, ``{}`` by default; 10 output tokens) while no message carries a ``tool_result``
+  and the request offers NAME (or no tools); otherwise with the reply text, so an agent's
+  loop ends after one call.
 
 Stream: message_start (input counts, ``output_tokens`` 1), ping, one block per kind
 (thinking with a signature_delta, text, or tool_use with two ``input_json_delta``),
@@ -83,7 +84,9 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
         isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"])
         for m in body["messages"])
     offered = {t.get("name") for t in body.get("tools") or () if isinstance(t, dict)}
-    tool = opts.get("tool_call") if not answered and opts.get("tool_call") in offered else None
+    tool = opts.get("tool_call")
+    if answered or (offered and tool not in offered):
+        tool = None
     reasoning = reply_pieces(opts.get("reasoning", "")) if thinks else []
     content = [] if tool else reply_pieces(opts.get("reply", ""))
     limit = body["max_tokens"]
@@ -103,7 +106,7 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
         usage = None
     model = opts.get("reply_model") or body["model"]
     tool_block = {"type": "tool_use", "id": "toolu_" + rid.removeprefix("fakereq-"),
-                  "name": tool, "input": json.loads(opts.get("tool_input") or "{}")}
+                  "name": tool, "input": json.loads(opts.get("tool_args") or "{}")}
     if not body.get("stream"):
         blocks: list[dict] = []
         if kept_reasoning:

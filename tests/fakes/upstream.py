@@ -57,9 +57,16 @@ far (cumulative, the prompt and the pieces sent up to and including it).
 message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
-provider's dialect). ``tool_call=NAME`` (with ``tool_input`` JSON) answers with one call of
-that tool (10 completion tokens, finish reason ``tool_calls``) when the request offers it and
-no ``tool`` message is in the conversation yet; otherwise with the reply text.
+provider's dialect).
+
+Tool calls: ``tool_call=NAME`` answers with one call to the function NAME instead of a reply
+(``tool_args`` its arguments, a JSON text, ``{}`` by default), finish reason ``tool_calls``.
+Streamed, a first chunk carries the call's id and name with empty arguments, then the
+arguments follow in pieces of four characters. The call costs one token for its name plus
+one per piece of four characters (:func:`tool_call_tokens`); output limits do not cut it.
+Reasoning, when on, still comes first. Once the conversation holds a tool result (a ``tool``
+message), or when the request offers tools but not NAME, the reply comes instead: an
+agent's loop ends after one call.
 
 Anthropic Messages: each provider also answers at ``/<provider>/anthropic/v1/messages``
 (:meth:`FakeUpstream.anthropic_base_url`), key in ``x-api-key`` or Bearer, in Anthropic's
@@ -158,9 +165,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
     "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
-    "tool_call": str,                   # answer by calling this offered tool (until a tool
-                                        # result is in the conversation): chat and Anthropic
-    "tool_input": str,                  # the JSON arguments of that call ({} if unset)
+    "tool_call": str,                   # answer with a call to this function, not a reply
+    "tool_args": str,                   # the call's arguments (JSON text), "{}" by default
 }
 
 
@@ -224,6 +230,28 @@ def reply_pieces(text: str) -> list[str]:
 def pieces_reply(n: int, prefix: str = "w") -> str:
     """A reply of exactly ``n`` pieces: ``"w0 w1 ... w{n-1}"``."""
     return " ".join(f"{prefix}{i}" for i in range(n))
+
+
+def tool_arg_pieces(arguments: str) -> list[str]:
+    """A tool call's arguments as streamed: pieces of four characters."""
+    return [arguments[i:i + 4] for i in range(0, len(arguments), 4)]
+
+
+def tool_call_tokens(arguments: str) -> int:
+    """Completion tokens a tool call costs: one for its name, one per argument piece."""
+    return 1 + len(tool_arg_pieces(arguments))
+
+
+def wants_tool_call(body: Mapping[str, Any], name: str) -> bool:
+    """Whether ``tool_call=name`` calls: no tool result yet, and the tool offered if any are."""
+    messages = body.get("messages") or []
+    if any(isinstance(m, dict) and m.get("role") == "tool" for m in messages):
+        return False
+    tools = body.get("tools")
+    if not tools:
+        return True
+    return name in {t["function"].get("name") for t in tools
+                    if isinstance(t, dict) and isinstance(t.get("function"), dict)}
 
 
 def wants_reasoning(body: Mapping[str, Any]) -> bool:
@@ -495,27 +523,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
-        answered = any(isinstance(m, dict) and m.get("role") == "tool" for m in body["messages"])
-        offered = {t["function"].get("name") for t in body.get("tools") or ()
-                   if isinstance(t, dict) and isinstance(t.get("function"), dict)}
-        tool = opts.get("tool_call") if not answered and opts.get(
-            "tool_call") in offered else None
+        tool = None
+        if opts.get("tool_call") and wants_tool_call(body, opts["tool_call"]):
+            tool = {"id": "call_" + rid.removeprefix("fakereq-"), "name": opts["tool_call"],
+                    "arguments": opts.get("tool_args", "{}")}
         reasoning, content, finish = truncate(provider, body, reasoning,
                                               [] if tool else reply_pieces(opts.get("reply", "")))
         prompt = count_prompt_tokens(body["messages"])
-        usage = build_usage(provider, prompt, len(content) + len(reasoning)
-                            + (anthropic.TOOL_OUTPUT_TOKENS if tool else 0), len(reasoning),
-                            opts.get("cache_hit", 0))
+        called = tool_call_tokens(tool["arguments"]) if tool else 0
+        usage = build_usage(provider, prompt, len(content) + len(reasoning) + called,
+                            len(reasoning), opts.get("cache_hit", 0))
         if opts.get("usage_json"):
             usage.update(json.loads(opts["usage_json"]))
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"], "finish": "tool_calls" if tool else finish}
-        if tool:
-            meta["tool"] = {"id": "call_" + rid.removeprefix("fakereq-"), "type": "function",
-                            "function": {"name": tool,
-                                         "arguments": opts.get("tool_input") or "{}"}}
+                "model": body["model"], "finish": "tool_calls" if tool else finish,
+                "tool": tool}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -538,8 +562,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                   content: list[str], usage: dict | None) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-        if "tool" in meta:
-            message["tool_calls"] = [meta["tool"]]
+        tool = meta["tool"]
+        if tool:
+            message["content"] = None
+            message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
+                "name": tool["name"], "arguments": tool["arguments"]}}]
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
         doc: dict[str, Any] = {
@@ -605,14 +632,15 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in content:
                 counts[1] += 1
                 yield chunk({"content": piece})
-            if "tool" in meta:
-                call = meta["tool"]
-                arguments = call["function"]["arguments"]
-                yield chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                             "function": {"name": call["function"]["name"],
+            tool = meta["tool"]
+            if tool:
+                counts[1] += 1
+                yield chunk({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
+                                             "function": {"name": tool["name"],
                                                           "arguments": ""}}]})
-                for part in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
-                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+                for piece in tool_arg_pieces(tool["arguments"]):
+                    counts[1] += 1
+                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             yield chunk({}, meta["finish"])
             if usage is not None:
                 for _ in range(1 + opts.get("repeat_usage", 0)):
@@ -673,7 +701,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, provider: str | None, status: int, key: str | None, *,
                     message: str | None = None, retry_after: str | None = None) -> None:
-        if getattr(self, "native", False):
+        if self.native:
             doc = anthropic.error_body(status, message)
         else:
             doc = error_body(provider, status, message=message, key=key, url=self._url(),

@@ -51,7 +51,7 @@ def test_sdk_tool_use_round_trip_thinking_and_images(gateway, accounts, upstream
         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                      "data": "iVBORw0KGgo="}},
         {"type": "text", "text": "read it [[fake: tool_call=Read "
-                                 "tool_input='{\"path\": \"a.txt\"}']]"}]}]
+                                 "tool_args='{\"path\": \"a.txt\"}']]"}]}]
     with sdk.messages.stream(model="deepseek-reasoner", max_tokens=2000, messages=msgs,
                              tools=[READ], thinking={"type": "enabled",
                                                      "budget_tokens": 1024}) as stream:

@@ -91,7 +91,7 @@ TOOLS = [{"name": "Read", "description": "Read a file.",
 
 def test_tool_use_round_trip(client, accounts, upstream):
     acct = accounts.make(credit="1")
-    body = request("read it", "tool_call=Read tool_input='{\"path\": \"/etc/hostname\"}'",
+    body = request("read it", "tool_call=Read tool_args='{\"path\": \"/etc/hostname\"}'",
                    tools=TOOLS, tool_choice={"type": "auto"})
     first = _post(client, acct, body)
     assert first.status_code == 200, first.json
@@ -123,7 +123,7 @@ def test_tool_use_round_trip(client, accounts, upstream):
 
 def test_tool_use_streams_input_json_deltas(client, accounts, upstream):
     acct = accounts.make(credit="1")
-    body = request("run", "tool_call=Bash tool_input='{\"command\": \"ls\"}'", tools=[
+    body = request("run", "tool_call=Bash tool_args='{\"command\": \"ls\"}'", tools=[
         {"name": "Bash", "input_schema": {"type": "object"}}], stream=True)
     events = sse(_post(client, acct, body, buffered=True).data)
     [start] = [d for n, d in events if n == "content_block_start"]
