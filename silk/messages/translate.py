@@ -10,7 +10,6 @@ from __future__ import annotations
 import orjson
 
 from silk.catalog.catalogue import Model, Provider
-from silk.errors import InvalidRequest
 from silk.relay.call import Call, bound_body
 from silk.relay.tokens import PER_MESSAGE_OVERHEAD, prompt_bound, prompt_estimate
 
@@ -23,11 +22,13 @@ _PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
 
 def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
             image_allowance: int) -> Call:
-    """The relay's Call for a validated Messages request: native where the provider can."""
-    limit = request["max_tokens"]
-    if limit > model.max_output_tokens:
-        raise InvalidRequest(f"max_tokens is {limit}, above this model's maximum of "
-                             f"{model.max_output_tokens}.", param="max_tokens")
+    """The relay's Call for a validated Messages request: native where the provider can.
+
+    A max_tokens above the model's maximum is lowered to it: Anthropic clients size it for
+    the Claude model they think they talk to (Claude Code asks 32000 to 128000 of whatever
+    an alias names), and a shorter answer ends with stop_reason max_tokens as it would.
+    """
+    request = {**request, "max_tokens": min(request["max_tokens"], model.max_output_tokens)}
     chat = to_chat_body(request)
     if provider.anthropic_base_url:
         body, max_output = native_body(request, model, provider, stream=stream)
@@ -35,7 +36,7 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                     prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
                     surface=SURFACE, dialect="anthropic")
-    max_output = bound_body(chat, model, provider, limit=limit, stream=stream)
+    max_output = bound_body(chat, model, provider, limit=request["max_tokens"], stream=stream)
     bound = prompt_bound(chat, image_allowance)
     return Call(model=model, body=orjson.dumps(chat), stream=stream, prompt_bound=bound,
                 prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
