@@ -160,3 +160,18 @@ def test_account_commands_live_in_the_account_package():
                  and silk_cli.get_command(context, name).callback.__module__
                  != "silk.account.commands"]
     assert misplaced == []
+
+
+SURFACES = ("silk.chat", "silk.messages", "silk.responses")
+
+
+def test_no_surface_is_imported_below_it_or_by_another_surface():
+    """The relay, the Meter and the transports know no surface; surfaces share code only
+    through what lies below them (silk/relay/, silk/)."""
+    for package in ("silk.relay", "silk.metering", "silk.upstream"):
+        assert _breaches(package, SURFACES, ()) == [], package
+    for surface in SURFACES:
+        others = tuple(name for name in SURFACES if name != surface)
+        assert _breaches(surface, others, ()) == [], surface
+    assert _breaches("silk.messages", ("silk.chat",), ()) == []
+    assert "silk.relay.call" in _imports("silk.messages.translate")
