@@ -104,7 +104,19 @@ class Target:
         return self.requests[i % len(self.requests)]
 
 
-def make_body(model: str, stream: bool, max_tokens: int) -> bytes:
+MESSAGES_PATH = "/v1/messages"
+
+
+def make_body(model: str, stream: bool, max_tokens: int, url: str = "") -> bytes:
+    """The request a URL's API expects: the same conversation as chat or as Messages."""
+    if url.endswith(MESSAGES_PATH):
+        return json.dumps({
+            "model": model,
+            "system": "You are a terse assistant.",
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "stream": stream,
+            "max_tokens": max_tokens,
+        }, separators=(",", ":")).encode()
     body: dict = {
         "model": model,
         "messages": [
@@ -290,9 +302,10 @@ class Resp:
                 if not line.startswith(b"data:"):
                     continue  # comments (": ping"), event:, id:, retry:
                 payload = line[5:].strip()
-                if payload == b"[DONE]":
+                if payload == b"[DONE]" or payload == b'{"type":"message_stop"}':
                     self.done_marker = True
-                    continue
+                    if payload == b"[DONE]":
+                        continue
                 self.events += 1
                 if self.t_first is None:
                     self.t_first = now
@@ -301,9 +314,10 @@ class Resp:
                     if gap > self.max_gap:
                         self.max_gap = gap
                 self.t_last = now
-                if b'"prompt_tokens"' in payload:
+                if b'"prompt_tokens"' in payload or b'"input_tokens"' in payload:
                     self.usage = True
-                if payload.startswith(b'{"error"') and self.error_event is None:
+                if payload.startswith((b'{"error"', b'{"type":"error"')) and (
+                        self.error_event is None):
                     self.error_event = payload[:300].decode("utf-8", "replace")
 
 
@@ -357,11 +371,11 @@ class BlockingConn:
 
 
 def run_latency(args) -> dict:
-    body = make_body(args.model, False, args.max_tokens)
     targets = []
     for spec in args.target:
         name, _, rest = spec.partition("=")
         url, _, key = rest.partition("@")
+        body = make_body(args.model, False, args.max_tokens, url)
         targets.append((name, BlockingConn(Target(url, key or None, body, False), args.timeout)))
     out: dict = {"mode": "latency", "targets": {}}
     lat: dict[str, list[float]] = {name: [] for name, _ in targets}
@@ -468,7 +482,7 @@ def nb_close(ep, conn: Conn) -> None:
 
 
 def run_throughput(args) -> dict:
-    body = make_body(args.model, False, args.max_tokens)
+    body = make_body(args.model, False, args.max_tokens, args.url)
     target = Target(args.url, args.key, body, False)
     ep = select.epoll()
     conns: dict[int, Conn] = {}
@@ -595,7 +609,7 @@ def run_throughput(args) -> dict:
 
 
 def run_streams(args) -> dict:
-    body = make_body(args.model, True, args.max_tokens)
+    body = make_body(args.model, True, args.max_tokens, args.url)
     target = Target(args.url, args.key, body, True)
     ep = select.epoll()
     n = args.n

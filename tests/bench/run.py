@@ -175,7 +175,7 @@ class Runner:
             )
 
     def first_answer(self, t: Target) -> tuple[int, str]:
-        body = loadgen.make_body("deepseek-chat", False, 128)
+        body = loadgen.make_body("deepseek-chat", False, 128, t.url)
         conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body, False), timeout=30)
         try:
             r, _ = conn.request(keep_body=True)
@@ -209,14 +209,15 @@ class Runner:
         ok_ns = status == 200
         try:
             doc = json.loads(body)
-            ok_ns = (
-                ok_ns
-                and bool(doc["choices"][0]["message"]["content"])
-                and doc["usage"]["total_tokens"] > 0
-            )
+            if "content" in doc:  # an Anthropic Message
+                text, used = doc["content"][0]["text"], doc["usage"]["output_tokens"]
+            else:
+                text = doc["choices"][0]["message"]["content"]
+                used = doc["usage"]["total_tokens"]
+            ok_ns = ok_ns and bool(text) and used > 0
         except (ValueError, KeyError, IndexError, TypeError):
             ok_ns = False
-        body_s = loadgen.make_body("deepseek-chat", True, 128)
+        body_s = loadgen.make_body("deepseek-chat", True, 128, t.url)
         conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body_s, True), timeout=30)
         try:
             sock_resp = _stream_once(conn)
@@ -615,9 +616,10 @@ class Runner:
 
     def make_target(self, name: str) -> Target | None:
         a = self.args
-        if name in ("sqlite", "postgres"):
-            return Gateway(
-                name,
+        if name in ("sqlite", "postgres", "sqlite-messages", "postgres-messages"):
+            # <db>-messages: the same gateway measured through POST /v1/messages.
+            t = Gateway(
+                name.partition("-")[0],
                 self.logdir,
                 self.upstream,
                 a.workers,
@@ -626,6 +628,9 @@ class Runner:
                 a.pg_base,
                 accounts=a.accounts,
             )
+            if name.endswith("-messages"):
+                t.name, t.chat_path = name, loadgen.MESSAGES_PATH
+            return t
         if name == "litellm":
             t = LiteLLM(self.logdir, self.upstream, a.workers, Path(a.litellm_venv))
             t.ensure_venv(log)
@@ -833,7 +838,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--targets",
         default="sqlite,postgres,litellm",
-        help="comma-separated: sqlite, postgres, litellm",
+        help="comma-separated: sqlite, postgres, litellm, sqlite-messages, postgres-messages"
+        " (the gateway through POST /v1/messages)",
     )
     ap.add_argument("--quick", action="store_true", help="shorter phases (~2-3 minutes)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes per server")
