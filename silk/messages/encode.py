@@ -88,10 +88,12 @@ class _Blocks:
         return out + event("content_block_start", {"type": "content_block_start",
                                                    "index": self.index, "content_block": block})
 
-    def delta(self, kind: str, block: dict, delta: dict) -> bytes:
+    def delta(self, kind: str, block: dict, field: str, text: str) -> bytes:
+        """A text or thinking delta, written directly: one per chunk of a stream."""
         out = b"" if self.kind == kind else self.open(kind, block)
-        return out + event("content_block_delta", {"type": "content_block_delta",
-                                                   "index": self.index, "delta": delta})
+        return out + (b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+                      b'"index":%d,"delta":{"type":"%s_delta","%s":%s}}\n\n'
+                      % (self.index, kind.encode(), field.encode(), orjson.dumps(text)))
 
 
 def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[bytes, str | None]:
@@ -107,12 +109,10 @@ def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[byt
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             out += blocks.delta("thinking", {"type": "thinking", "thinking": "",
-                                             "signature": ""},
-                                {"type": "thinking_delta", "thinking": reasoning})
+                                             "signature": ""}, "thinking", reasoning)
         text = delta.get("content")
         if isinstance(text, str) and text:
-            out += blocks.delta("text", {"type": "text", "text": ""},
-                                {"type": "text_delta", "text": text})
+            out += blocks.delta("text", {"type": "text", "text": ""}, "text", text)
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             out += _tool_delta(call, blocks, request_id)

@@ -12,7 +12,7 @@ from silk.catalog import catalogue
 from silk.catalog.catalogue import Model
 from silk.errors import NotFound, PermissionDenied
 from silk.messages.encode import encode_message, encode_stream
-from silk.messages.schemas import messages_request_schema
+from silk.messages.schemas import schema_for
 from silk.messages.translate import native_prompt_bound, to_call, to_chat_body
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
@@ -24,14 +24,9 @@ def parse_body(raw: bytes, *, counting: bool = False) -> dict:
     """Decode and validate a Messages body (count_tokens needs no max_tokens); 400 names
     the offending field."""
     body = json_object(raw)
-    if counting:
-        return load_partial(body)
-    return load(messages_request_schema, body)
-
-
-def load_partial(body: dict) -> dict:
-    """A count_tokens body: a Messages request without max_tokens."""
-    return load(messages_request_schema, {**body, "max_tokens": 1})
+    if counting:  # a Messages request without max_tokens
+        body = {**body, "max_tokens": 1}
+    return load(schema_for(body), body)
 
 
 

@@ -18,6 +18,9 @@ SURFACE = "messages"
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 # Anthropic request fields that are the prompt, for the native path's bound.
 _PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
+# Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
+# faster or other service tiers): the catalogue cannot price them, so they are not sent.
+_UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
 
 
 def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
@@ -47,12 +50,16 @@ def native_body(request: dict, model: Model, provider: Provider, *,
                 stream: bool) -> tuple[dict, int]:
     """The request for a provider's own Messages endpoint, and the output bound held.
 
-    Anthropic counts a thinking budget inside max_tokens; the gateway does not rely on a
+    Server tools and fields that buy another price are left out (_UNPRICED). Anthropic
+    counts a thinking budget inside max_tokens; the gateway does not rely on a
     provider doing so and holds max_tokens plus the budget. Thinking with no budget
     (adaptive) is bounded by max_tokens only where the provider's limit covers reasoning
     (silk.defaults.PROVIDERS); elsewhere it gets the route's reasoning budget, or is off.
     """
-    body = dict(request)
+    body = {name: value for name, value in request.items() if name not in _UNPRICED}
+    if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
+        body["tools"] = [tool for tool in body["tools"]
+                         if tool.get("type") in (None, "custom")]
     body["model"] = model.upstream
     body.update(model.extra_body)  # the catalogue's route is the operator's word
     body["stream"] = stream

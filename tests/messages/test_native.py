@@ -28,6 +28,19 @@ def test_request_goes_as_it_came_with_the_route_applied(native, client, accounts
                                          "text": "Hello from the fake upstream ."}]
 
 
+def test_what_the_catalogue_cannot_price_is_not_sent(native, client, accounts):
+    acct = accounts.make(credit="1")
+    body = request("hi", tools=[
+        {"name": "Read", "input_schema": {"type": "object"}},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+        mcp_servers=[{"type": "url", "url": "https://mcp.example", "name": "x"}],
+        container="c", service_tier="auto", speed="fast")
+    assert _post(client, acct, body).status_code == 200
+    sent = native.requests[-1].body
+    assert [t["name"] for t in sent["tools"]] == ["Read"]
+    assert not {"mcp_servers", "container", "service_tier", "speed"} & set(sent)
+
+
 def test_json_answer_is_billed_from_anthropic_counts(native, app, client, accounts):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
