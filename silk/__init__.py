@@ -121,13 +121,15 @@ def register_blueprints(app: Flask) -> None:
     from silk.billing.views import bp as billing_bp
     from silk.catalog.views import bp as models_bp
     from silk.chat.views import bp as chat_bp
+    from silk.messages.views import bp as messages_bp
     from silk.openapi import bp as openapi_bp
     from silk.ops.views import bp as ops_bp
     from silk.responses.views import bp as responses_bp
     from silk.web.dashboard import bp as dashboard_bp
     from silk.web.views import bp as web_bp
 
-    for blueprint in (chat_bp, models_bp, account_bp, billing_bp, admin_bp, ops_bp, web_bp):
+    for blueprint in (chat_bp, messages_bp, models_bp, account_bp, billing_bp, admin_bp,
+                      ops_bp, web_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(responses_bp)
     app.register_blueprint(dashboard_bp)

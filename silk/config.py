@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from silk.catalog.catalogue import limit_rule, thinking_enabled
+from silk.catalog.catalogue import limit_rule, parse_aliases, thinking_enabled
 from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
@@ -52,11 +52,14 @@ def _apply_environment(app: Flask) -> list[str]:
         cfg["REDIS_URL"] = env["REDIS_URL"]
     # SILK_FOO=value overrides the setting named SILK_FOO, read as the default's kind.
     for name, raw in env.items():
-        if name.startswith("SILK_") and name in cfg:
+        if name.startswith("SILK_") and name in cfg and name not in _READ_APART:
             try:
                 cfg[name] = coerce(name, raw, cfg[name])
             except ValueError as err:
                 problems.append(str(err))  # the default stays, so the rest can be checked
+
+    if env.get("SILK_MODEL_ALIASES"):
+        cfg["SILK_MODEL_ALIASES"] = env["SILK_MODEL_ALIASES"]
 
     if not cfg.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
@@ -73,6 +76,8 @@ def _apply_environment(app: Flask) -> list[str]:
             "base_url": env.get(f"{p['env']}_BASE_URL") or p["base_url"],
             # Secrets come only from the environment, never from a file in the repository.
             "keys": [k.strip() for k in env.get(f"{p['env']}_API_KEY", "").split(",") if k.strip()],
+            # Anthropic Messages served natively: unset, /v1/messages translates to chat.
+            "anthropic_base_url": env.get(f"{p['env']}_ANTHROPIC_BASE_URL", "").strip(),
         }
         for pid, p in cfg["SILK_PROVIDERS"].items()
     }
@@ -127,6 +132,8 @@ def _sqlite_in_memory(uri: str) -> bool:
         return False  # validate() names the problem
 
 
+# Settings with a syntax of their own, checked by validate() (aliases: JSON or name=model).
+_READ_APART = frozenset({"SILK_MODEL_ALIASES"})
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 # Settings whose default is None, and the kind of value they take when set.
 _OPTIONAL_KINDS = {"SILK_DEFAULT_RPM": int, "SILK_DEFAULT_TPM": int}
@@ -219,6 +226,12 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             env = cfg["SILK_PROVIDERS"][pid]["env"]
             problems.append(f"{env}_BASE_URL must be an http(s) URL, got {upstream['base_url']!r}")
+        native = upstream.get("anthropic_base_url")
+        parsed = urlparse(native or "")
+        if native and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+            env = cfg["SILK_PROVIDERS"][pid]["env"]
+            problems.append(f"{env}_ANTHROPIC_BASE_URL must be an http(s) URL, got {native!r}")
+    problems += _alias_problems(cfg)
     for mid, model in cfg["SILK_MODELS"].items():
         if "routes" in model:
             problems += _routes_problems(mid, model, cfg["SILK_PROVIDERS"])
@@ -310,6 +323,17 @@ def _price_problems(mid: str, model) -> list[str]:
         except PriceSpecError as err:
             problems.append(f"model {mid!r}: {label}{err}")
     return problems
+
+
+def _alias_problems(cfg) -> list[str]:
+    """What is wrong with SILK_MODEL_ALIASES: its shape, or a target not in the catalogue."""
+    try:
+        aliases = parse_aliases(cfg.get("SILK_MODEL_ALIASES") or {})
+    except ValueError:
+        return ["SILK_MODEL_ALIASES must be a JSON object or name=model pairs separated by "
+                "commas, e.g. claude-opus-*=deepseek-reasoner,claude-*=deepseek-chat"]
+    return [f"SILK_MODEL_ALIASES: {name!r} names {target!r}, which is not a model"
+            for name, target in aliases if target not in cfg["SILK_MODELS"] or not name]
 
 
 def _limit_problems(pid: str, provider) -> list[str]:

@@ -86,6 +86,11 @@ class Defaults:
     SILK_MODELS = MODELS
     SILK_TIERS = TIERS
     SILK_DEFAULT_TIER = "free"
+    # Other names for catalogue models, for every surface, billed as the model they name:
+    # {"claude-opus-*": "deepseek-reasoner", "claude-*": "deepseek-chat"}; exact names
+    # first, then glob patterns in order. The environment takes JSON or name=model pairs.
+    SILK_MODEL_ALIASES: dict = {}
+    SILK_LIST_ALIASES = False  # /v1/models shows the exact (non-pattern) aliases too
 
     SILK_DB_POOL_SIZE = 8  # PostgreSQL connections each worker keeps
     SILK_DB_MAX_OVERFLOW = 8  # extra connections a worker may open under a burst

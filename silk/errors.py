@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from flask import Flask, g, jsonify
+from flask import Flask, current_app, g, jsonify, request
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -129,11 +129,25 @@ def value_out_of_range(err: BaseException) -> bool:
     return isinstance(err, OverflowError) and "SQLite INTEGER" in str(err)
 
 
+def _error(status: int, kind: str, code: str | None, message: str) -> SilkError:
+    """A SilkError of any status, for a failure the app raised itself."""
+    err = SilkError(message, code=code)
+    err.status, err.type = status, kind
+    return err
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Answer every failure with the one envelope; never show an exception's text."""
+    """Answer every failure with the one envelope; never show an exception's text.
+
+    A surface with its own envelope registers its renderer for its path prefix in
+    `app.extensions["silk.error_envelopes"]`; errors on those paths are rendered by it.
+    """
 
     @app.errorhandler(SilkError)
     def _silk(err: SilkError):
+        for prefix, render in current_app.extensions.get("silk.error_envelopes", {}).items():
+            if request.path.startswith(prefix):
+                return render(err)
         g.error_code = err.code
         return error_response(err.status, err.body(), err.headers)
 
@@ -144,9 +158,7 @@ def register_error_handlers(app: Flask) -> None:
                                                else "api_error", None))
         message = {404: "Unknown path.", 405: "Method not allowed for this path.",
                    413: "Request body too large."}.get(status, err.description or err.name)
-        g.error_code = code
-        return error_response(status, {"error": {"message": message, "type": kind,
-                                                 "param": None, "code": code}})
+        return _silk(_error(status, kind, code, message))
 
     @app.errorhandler(DBAPIError)
     @app.errorhandler(SQLAlchemyTimeoutError)
@@ -180,6 +192,4 @@ def register_error_handlers(app: Flask) -> None:
             db.session.rollback()
         except Exception:  # noqa: BLE001 - the session may be unusable; answering matters more
             log.warning("rollback after unhandled error failed")
-        g.error_code = "internal_error"
-        return error_response(500, {"error": {"message": "Internal error.", "type": "api_error",
-                                              "param": None, "code": "internal_error"}})
+        return _silk(_error(500, "api_error", "internal_error", "Internal error."))

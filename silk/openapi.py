@@ -95,6 +95,7 @@ def _paths(models: list[str]) -> dict:
         "/v1/chat/completions": {"post": op(
             "Create a chat completion (streams by default).", chat_ok, tag="chat",
             body=json_body("ChatCompletionRequest"))},
+        **_messages_paths(),
         "/v1/models": {"get": op("List the models this key may use.",
                                  response(listing("Model"), "The models."), tag="models")},
         "/v1/models/{model_id}": {"get": op(
@@ -281,6 +282,30 @@ def _operator_paths() -> dict:
             "Revoke a key (signed-in session and CSRF token).", HTML, tag="web",
             auth=False, params=(path_id("key_id"),), body=form_body(csrf_token=1),
             error=PAGE_ERROR)},
+    }
+
+
+def _messages_paths() -> dict:
+    """Anthropic Messages: its own error envelope, accepted `?beta=true`."""
+    error = response(ref("AnthropicError"), "An error, in Anthropic's envelope.")
+    beta = (query("beta", STRING, "Sent by Claude Code; accepted and ignored."),)
+    ok = {"description": "The Message, or Anthropic's server-sent events (message_start ... "
+                         "message_stop, or an error event after a failure); the final "
+                         "message_delta's usage carries the cost.",
+          "headers": {"x-silk-cost": {"description": "USD charged (JSON answers).",
+                                      "schema": STRING}},
+          "content": {JSON: {"schema": ref("AnthropicMessage")},
+                      "text/event-stream": {"schema": obj(
+                          ("data",), data={"type": "string", "description": (
+                              "One event: {\"type\", ...}")}, event=STRING)}}}
+    return {
+        "/v1/messages": {"post": op(
+            "Create a Message (Anthropic Messages; streams when stream is true).", ok,
+            tag="messages", params=beta, body=json_body("MessageRequest"), error=error)},
+        "/v1/messages/count_tokens": {"post": op(
+            "Estimate a Message's input tokens; free, rate-limited.",
+            response(ref("TokenCount"), "The estimate."), tag="messages", params=beta,
+            body=json_body("MessageCountRequest"), error=error)},
     }
 
 

@@ -234,4 +234,40 @@ SCHEMAS = {
                                             key=STRING, state=STRING, resting_until=MOMENT)}),
     "Audit": obj(("ok", "problems"), ok=BOOLEAN, problems={"type": "array", "items": STRING}),
     "Status": obj(("status",), status=STRING, database=STRING),
+    "AnthropicError": obj(("type", "error"), type={"type": "string", "enum": ["error"]},
+                          error=obj(("type", "message"), type=STRING, message=STRING),
+                          request_id=nullable(STRING)),
+    "MessageRequest": {**obj(
+        ("model", "max_tokens", "messages"), model=STRING,
+        max_tokens={"type": "integer", "minimum": 1},
+        messages={"type": "array", "minItems": 1, "items": obj(
+            ("role", "content"), role={"type": "string", "enum": ["user", "assistant",
+                                                                   "system"]},
+            content={"oneOf": [STRING, {"type": "array", "items": obj(
+                ("type",), type=STRING)}]})},
+        system={"oneOf": [STRING, {"type": "array", "items": obj(("type",), type=STRING)}]},
+        stream=BOOLEAN, temperature={"type": "number", "minimum": 0, "maximum": 1},
+        top_p={"type": "number", "minimum": 0, "maximum": 1},
+        top_k={"type": "integer", "minimum": 0},
+        stop_sequences={"type": "array", "items": STRING}, metadata={"type": "object"},
+        tools={"type": "array", "items": obj(("name",), name=STRING,
+                                             input_schema={"type": "object"})},
+        tool_choice=obj(("type",), type={"type": "string", "enum": [
+            "auto", "any", "tool", "none"]}, name=STRING),
+        thinking=obj(("type",), type={"type": "string", "enum": [
+            "enabled", "adaptive", "disabled"]}, budget_tokens={"type": "integer",
+                                                                "minimum": 1})),
+        "description": "Anthropic Messages. Sent as it came to a provider with an Anthropic "
+                       "endpoint, else translated to chat completions; a max_tokens above "
+                       "the model's maximum is lowered to it."},
+    "MessageCountRequest": obj(("model", "messages"), model=STRING,
+                               messages={"type": "array", "minItems": 1,
+                                         "items": {"type": "object"}}),
+    "AnthropicMessage": obj(("id", "type", "role", "model", "content"), id=STRING,
+                    type={"type": "string", "enum": ["message"]}, role=STRING, model=STRING,
+                    content={"type": "array", "items": {"type": "object"}},
+                    stop_reason=nullable(STRING), stop_sequence=nullable(STRING),
+                    usage=obj(input_tokens=INTEGER, output_tokens=INTEGER,
+                              cache_read_input_tokens=INTEGER, cost=USD)),
+    "TokenCount": obj(("input_tokens",), input_tokens=INTEGER),
 }

@@ -175,3 +175,5 @@ def test_no_surface_is_imported_below_it_or_by_another_surface():
         assert _breaches(surface, others, ()) == [], surface
     assert _breaches("silk.responses", ("silk.chat",), ()) == []
     assert "silk.relay.call" in _imports("silk.responses.translate")
+    assert _breaches("silk.messages", ("silk.chat",), ()) == []
+    assert "silk.relay.call" in _imports("silk.messages.translate")

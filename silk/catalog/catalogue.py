@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,7 @@ class Provider:
     limit_field: str = "max_tokens"  # the one output bound the provider obeys
     limit_covers_reasoning: bool = False  # whether that bound includes the chain of thought
     thinking_off: Mapping = field(default_factory=dict)  # the body that stops thinking
+    anthropic_base_url: str = ""  # where it serves Anthropic Messages natively ("" if not)
 
     @property
     def configured(self) -> bool:
@@ -84,10 +87,31 @@ class Catalogue:
     models: Mapping[str, Model]
     providers: Mapping[str, Provider]
     tiers: Mapping[str, Tier]
+    # SILK_MODEL_ALIASES: (name or glob pattern, catalogue model id), first match wins
+    aliases: tuple[tuple[str, str], ...] = ()
 
     def model(self, model_id: str) -> Model | None:
-        """Return the model for a public id, or None."""
-        return self.models.get(model_id)
+        """Return the model for a public id or an alias of one (billed as it), or None."""
+        model = self.models.get(model_id)
+        if model is None and self.aliases:
+            target = self.alias_target(model_id)
+            model = self.models.get(target) if target else None
+        return model
+
+    def alias_target(self, name: str) -> str | None:
+        """The catalogue model an alias names: an exact alias first, then the first glob."""
+        for pattern, target in self.aliases:
+            if pattern == name:
+                return target
+        for pattern, target in self.aliases:
+            if _is_glob(pattern) and fnmatch.fnmatchcase(name, pattern):
+                return target
+        return None
+
+    def exact_aliases(self) -> list[tuple[str, Model]]:
+        """The aliases that name one model (not patterns), for /v1/models to show."""
+        return [(name, self.models[target]) for name, target in self.aliases
+                if not _is_glob(name) and name not in self.models]
 
     def price_of(self, model_id: str, at: datetime | None = None) -> Price | Tiered | None:
         """Return a model's price (at an instant: as then, by prompt size), or None for a
@@ -111,6 +135,23 @@ class Catalogue:
     def available(self, model: Model) -> bool:
         """True when the gateway can serve the model: its provider has a key."""
         return self.provider_of(model).configured
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(mark in pattern for mark in "*?[")
+
+
+def parse_aliases(value) -> tuple[tuple[str, str], ...]:
+    """SILK_MODEL_ALIASES as pairs: a mapping, a JSON object, or `name=model,pattern=model`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            value = dict(item.split("=", 1) for item in text.split(",") if item.strip())
+    if not isinstance(value, Mapping):
+        raise ValueError("SILK_MODEL_ALIASES must map names or patterns to models")
+    return tuple((str(name).strip(), str(target).strip()) for name, target in value.items())
 
 
 def tier_from_config(name: str, spec: Mapping) -> Tier:
@@ -166,6 +207,8 @@ def build_catalogue(config: Mapping) -> Catalogue:
         pid: Provider(id=pid, name=spec["name"],
                       base_url=config["SILK_UPSTREAMS"][pid]["base_url"].rstrip("/"),
                       keys=tuple(config["SILK_UPSTREAMS"][pid]["keys"]),
+                      anthropic_base_url=config["SILK_UPSTREAMS"][pid].get(
+                          "anthropic_base_url", "").rstrip("/"),
                       **limit_rule(spec))
         for pid, spec in config["SILK_PROVIDERS"].items()
     }
@@ -174,4 +217,5 @@ def build_catalogue(config: Mapping) -> Catalogue:
         for mid, spec in config["SILK_MODELS"].items()
     }
     tiers = {name: tier_from_config(name, spec) for name, spec in config["SILK_TIERS"].items()}
-    return Catalogue(models=models, providers=providers, tiers=tiers)
+    return Catalogue(models=models, providers=providers, tiers=tiers,
+                     aliases=parse_aliases(config.get("SILK_MODEL_ALIASES") or {}))

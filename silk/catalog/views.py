@@ -1,6 +1,6 @@
 """The `models` blueprint: GET /v1/models (key needed) and GET /v1/pricing (public)."""
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from silk.account.auth import authenticate
 from silk.billing.tiers import tiers
@@ -25,6 +25,10 @@ def list_models():
     cat = catalogue()
     data = [_model_object(m, cat.provider_of(m)) for m in cat.models.values()
             if principal.may_use(m.id) and cat.available(m)]
+    if current_app.config["SILK_LIST_ALIASES"]:
+        data += [{**_model_object(m, cat.provider_of(m)), "id": name, "alias_of": m.id}
+                 for name, m in cat.exact_aliases()
+                 if principal.may_use(m.id) and cat.available(m)]
     return jsonify({"object": "list", "data": data})
 
 

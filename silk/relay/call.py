@@ -22,6 +22,9 @@ class Call:
     prompt_estimate: int  # a best guess, billed if a stream is cut before usage came
     max_output: int  # output tokens the upstream may produce, reasoning included
     surface: str  # the public API that asked: a label for the usage record
+    # The upstream's dialect: "chat" (chat completions, every provider) or "anthropic"
+    # (Anthropic Messages, where the provider serves it natively).
+    dialect: str = "chat"
 
 
 def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,

@@ -46,11 +46,14 @@ def ordered(routes: tuple[Route, ...], pick: random.Random | None = None) -> lis
 
 def body_for(call: Call, route: Route, providers: Mapping[str, Provider]) -> bytes | None:
     """The call's body for a route: the first route's body as the surface built it, any
-    other re-targeted (its model, extras, limit field); None if it would need a larger hold."""
+    other re-targeted (its model, extras, limit field); None if it would need a larger hold
+    or the body is in a dialect other than chat completions."""
     model = call.model
     if (route.provider, route.upstream, dict(route.extra_body)) == (
             model.provider, model.upstream, dict(model.extra_body)):
         return call.body
+    if call.dialect != "chat":  # a provider's own dialect: only the model's own route has it
+        return None
     body = orjson.loads(call.body)
     for name, value in model.extra_body.items():  # the first route's extras are not this one's
         if body.get(name) == value:
@@ -91,7 +94,8 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
             on_failover(call.model.id, failed, (last.code if last else None) or "unknown")
         started = time.perf_counter()
         try:
-            response = clients[route.provider].open(body, stream=call.stream)
+            response = clients[route.provider].open(body, stream=call.stream,
+                                                    dialect=call.dialect)
         except SilkError as err:
             if not may_try_elsewhere(err):
                 breaker.succeeded(time.perf_counter() - started)  # it answered: a bad request

@@ -20,6 +20,7 @@ from silk.extensions import db
 from silk.metering.meter import Meter
 from silk.metering.service import Outcome, reserve
 from silk.ops import metrics
+from silk.relay import anthropic
 from silk.relay.call import Call
 from silk.relay.events import Completion
 from silk.relay.routes import open_route
@@ -73,7 +74,8 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
         if call.stream:
             metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
-            return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"])
+            return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"],
+                               call.dialect)
         return finish(response, call, meter, route.upstream)
     except SilkError as err:
         metrics.upstream_answered(meter.provider, model.id,
@@ -87,17 +89,19 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
 
 def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
     """Run a non-streaming call to the end on one client and settle it."""
-    return finish(client.open(call.body, stream=False), call, meter, call.model.upstream)
+    return finish(client.open(call.body, stream=False, dialect=call.dialect), call, meter,
+                  call.model.upstream)
 
 
 def finish(response: requests.Response, call: Call, meter: Meter,
            upstream_model: str) -> Completion:
     """Read a non-streaming answer to the end and settle it."""
+    native = call.dialect == "anthropic"
     try:
         raw = response.content
         data = orjson.loads(raw)
-        if not isinstance(data, dict) or "choices" not in data:
-            raise ValueError("not a chat completion")
+        if not isinstance(data, dict) or ("content" if native else "choices") not in data:
+            raise ValueError("not an answer of the dialect")
         if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(
                 data, _MAX_ANSWER_DEPTH):
             raise ValueError("nested deeper than the answer can be written back")
@@ -108,6 +112,13 @@ def finish(response: requests.Response, call: Call, meter: Meter,
     finally:
         response.close()
     meter.first_token(str(data.get("model") or upstream_model))
+    if native:
+        parsed = anthropic.usage_from(data.get("usage"))
+        if parsed:
+            meter.usage_seen(*parsed)
+        else:
+            meter.delivered(anthropic.message_delivered(data))
+        return Completion(data, parsed is not None, meter.ended("done"))
     parsed = usage_from(data.get("usage"))
     if parsed:
         meter.usage_seen(*parsed)

@@ -13,6 +13,7 @@ import requests
 
 from silk.metering.meter import Meter
 from silk.ops import metrics
+from silk.relay import anthropic
 from silk.relay.events import Chunk, Comment, Done, Event, Failed
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.sse import DONE, MAX_EVENT, SSEParser
@@ -31,10 +32,11 @@ class RelayStream:
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
-                 max_event: int = MAX_EVENT):
+                 max_event: int = MAX_EVENT, dialect: str = "chat"):
         self._response = response
         self._meter = meter
-        self._events = _relay(response, meter, upstream_model, max_event)
+        relay = _relay_anthropic if dialect == "anthropic" else _relay
+        self._events = relay(response, meter, upstream_model, max_event)
 
     def __iter__(self) -> Iterator[Event]:
         return self._events
@@ -136,3 +138,88 @@ def _reported_error(data: dict) -> str:
     if isinstance(data["error"], dict):
         message = str(data["error"].get("message") or "")
     return f"The provider reported an error mid-stream: {scrub(message)}"
+
+
+def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: str,
+                     max_event: int) -> Generator[Event, None, None]:
+    """`_relay` for a provider answering in Anthropic Messages events.
+
+    `message_stop` ends the answer (it is not passed on: the surface ends its stream on
+    Done); an `error` event is the provider's failure. Usage is recorded when an event
+    carries output counts (`message_delta`'s are cumulative), with the input counts of
+    `message_start`, so a stream cut before them is billed from what was delivered.
+    """
+    parser = SSEParser(max_event)
+    raw = response.raw
+    failure: tuple[str, str, str] | None = None
+    done = False
+    first = True
+    seen: dict = {}
+    metrics.stream_opened(meter.hold.model)
+    try:
+        while not done:
+            try:
+                chunk = raw.read1(_READ_SIZE)
+                events = parser.feed(chunk)
+            except (requests.Timeout, TimeoutError):
+                failure = _TIMEOUT
+                break
+            except (requests.RequestException, OSError, ValueError):
+                failure = _CUT
+                break
+            if not chunk:
+                failure = _CUT
+                break
+            for kind, payload in events:
+                if kind == "comment":
+                    yield Comment(payload)
+                    continue
+                try:
+                    data = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue  # not an event of the dialect: nothing a client could read
+                if not isinstance(data, dict):
+                    continue
+                what = data.get("type")
+                if what == "message_stop":
+                    done = True
+                    break
+                problem = anthropic.error_message(data)
+                if problem is not None:
+                    failure = ("upstream_error", "The provider reported an error mid-stream: "
+                               + scrub(problem), "upstream_error")
+                    break
+                if first:
+                    first = False
+                    message = data.get("message")
+                    model = message.get("model") if isinstance(message, dict) else None
+                    meter.first_token(str(model or upstream_model))
+                counted = False
+                if what == "message_start" and isinstance(data.get("message"), dict):
+                    anthropic.merge_usage(seen, data["message"].get("usage"))
+                elif what == "message_delta":
+                    anthropic.merge_usage(seen, data.get("usage"))
+                    parsed = anthropic.usage_from(seen)
+                    if parsed:
+                        meter.usage_seen(*parsed)
+                        counted = True
+                else:
+                    tokens = anthropic.delivered_tokens(data)
+                    if tokens or what == "content_block_delta":
+                        meter.delivered(tokens)
+                yield Chunk(payload, data, counted)
+            if failure:
+                break
+        if done:
+            yield Done(meter.ended("done"))
+        else:
+            reason, message, code = failure or _CUT
+            yield Failed(reason, message, code, meter.ended(reason))
+    except GeneratorExit:
+        meter.ended("client_gone")
+        raise
+    finally:
+        if not meter.finished:
+            meter.ended("error")
+        response.close()
+        metrics.stream_closed(meter.hold.model)

@@ -19,6 +19,9 @@ from silk.upstream.transport import Transport
 
 log = logging.getLogger("silk.upstream")
 
+# The Anthropic Messages version the gateway speaks to a provider's native endpoint.
+ANTHROPIC_VERSION = "2023-06-01"
+
 # Before the first byte reaches the client these mean "this key or host, now": try another.
 FAILOVER_STATUSES = frozenset({401, 402, 403, 429, 500, 502, 503, 504, 520, 529})
 _MAX_ERROR_BODY = 64 * 1024
@@ -31,7 +34,8 @@ def _ignore_failover(provider: str, reason: str) -> None:
 
 
 class UpstreamClient:
-    """Talks to one provider's `{base}/chat/completions`.
+    """Talks to one provider's `{base}/chat/completions`, and to `{anthropic base}/v1/messages`
+    where the provider serves Anthropic Messages natively (the `anthropic` dialect).
 
     `on_failover(provider_id, reason)` is called each time a request moves on to the next
     key, so that whoever counts failovers does so without this module knowing about it.
@@ -54,6 +58,16 @@ class UpstreamClient:
             "Authorization": f"Bearer {key}", "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
             "Accept-Encoding": "identity"} for key in provider.keys for stream in (False, True)}
+        self.anthropic: Transport | None = None
+        if provider.anthropic_base_url:
+            self.anthropic = Transport(self.adapter, provider.anthropic_base_url + "/v1/messages")
+            # The key both ways: DeepSeek and MiMo document x-api-key for their Anthropic
+            # endpoints and accept a Bearer token too, as Claude Code sends it.
+            for key in provider.keys:
+                for stream in (False, True):
+                    self._headers[(key, stream, "anthropic")] = {
+                        **self._headers[(key, stream)], "x-api-key": key,
+                        "anthropic-version": ANTHROPIC_VERSION}
         self._resting: dict[str, float] = {}
         self._turn = itertools.count()
         self._lock = threading.Lock()
@@ -84,25 +98,34 @@ class UpstreamClient:
         self._timeout = value
         self._urllib3_timeout = urllib3.Timeout(connect=value[0], read=value[1])
 
-    def _request_headers(self, key: str, body: bytes, stream: bool) -> dict[str, str]:
+    def _request_headers(self, key: str, body: bytes, stream: bool,
+                         dialect: str = "chat") -> dict[str, str]:
         """The headers of one request, in the order they always went out."""
-        return {**self._headers[(key, stream)], "Content-Length": str(len(body)),
-                "User-Agent": "SilkGateway"}
+        headers = self._headers[(key, stream) if dialect == "chat" else (key, stream, dialect)]
+        return {**headers, "Content-Length": str(len(body)), "User-Agent": "SilkGateway"}
 
-    def open(self, body: bytes, *, stream: bool) -> requests.Response:
-        """POST the body, failing over across keys until one answers 200; else raise."""
+    def open(self, body: bytes, *, stream: bool, dialect: str = "chat") -> requests.Response:
+        """POST the body in `dialect` (chat, or anthropic where the provider serves it),
+        failing over across keys until one answers 200; else raise."""
         keys = self.keys_in_order()
         if not keys:
             raise _elsewhere(ServiceUnavailable(
                 "This model's provider is not configured on the gateway.",
                 code="provider_not_configured"))
+        transport = self.transport
+        if dialect == "anthropic":
+            if self.anthropic is None:
+                raise ServiceUnavailable("This model's provider has no Anthropic endpoint "
+                                         "configured.", code="provider_not_configured")
+            transport = self.anthropic
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
             if attempt:
                 self.on_failover(self.provider.id, last.code if last else "unknown")
             try:
-                response = self.transport.post(body, self._request_headers(key, body, stream),
-                                               self._urllib3_timeout)
+                response = transport.post(body, self._request_headers(key, body, stream,
+                                                                      dialect),
+                                          self._urllib3_timeout)
             except requests.Timeout:
                 self.rest(key)
                 last = UpstreamTimeout("The provider did not answer in time.")

@@ -105,10 +105,19 @@ class Target:
 
 
 RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"
 
 
 def make_body(model: str, stream: bool, max_tokens: int, url: str = "") -> bytes:
-    """The request a URL's API expects: the same conversation as chat or as Responses."""
+    """The request a URL's API expects: the same conversation as chat, Responses or Messages."""
+    if url.endswith(MESSAGES_PATH):
+        return json.dumps({
+            "model": model,
+            "system": "You are a terse assistant.",
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "stream": stream,
+            "max_tokens": max_tokens,
+        }, separators=(",", ":")).encode()
     if url.endswith(RESPONSES_PATH):
         return json.dumps({
             "model": model,
@@ -303,7 +312,8 @@ class Resp:
                 if not line.startswith(b"data:"):
                     continue  # comments (": ping"), event:, id:, retry:
                 payload = line[5:].strip()
-                if payload == b"[DONE]" or payload.startswith(b'{"type":"response.completed"'):
+                if payload == b"[DONE]" or payload == b'{"type":"message_stop"}' or (
+                        payload.startswith(b'{"type":"response.completed"')):
                     self.done_marker = True
                     if payload == b"[DONE]":
                         continue
@@ -317,7 +327,8 @@ class Resp:
                 self.t_last = now
                 if b'"prompt_tokens"' in payload or b'"input_tokens"' in payload:
                     self.usage = True
-                if payload.startswith(b'{"error"') and self.error_event is None:
+                if payload.startswith((b'{"error"', b'{"type":"error"')) and (
+                        self.error_event is None):
                     self.error_event = payload[:300].decode("utf-8", "replace")
 
 

@@ -209,9 +209,15 @@ class Runner:
         ok_ns = status == 200
         try:
             doc = json.loads(body)
-            text = (doc["output"][0]["content"][0]["text"] if "output" in doc
-                    else doc["choices"][0]["message"]["content"])
-            ok_ns = ok_ns and bool(text) and doc["usage"]["total_tokens"] > 0
+            if "content" in doc:  # an Anthropic Message
+                text, used = doc["content"][0]["text"], doc["usage"]["output_tokens"]
+            elif "output" in doc:  # a Response
+                text = doc["output"][0]["content"][0]["text"]
+                used = doc["usage"]["total_tokens"]
+            else:
+                text = doc["choices"][0]["message"]["content"]
+                used = doc["usage"]["total_tokens"]
+            ok_ns = ok_ns and bool(text) and used > 0
         except (ValueError, KeyError, IndexError, TypeError):
             ok_ns = False
         body_s = loadgen.make_body("deepseek-chat", True, 128, t.url)
@@ -613,8 +619,9 @@ class Runner:
 
     def make_target(self, name: str) -> Target | None:
         a = self.args
-        if name in ("sqlite", "postgres", "sqlite-responses", "postgres-responses"):
-            # <db>-responses: the same gateway measured through POST /v1/responses.
+        if name in ("sqlite", "postgres", "sqlite-responses", "postgres-responses",
+                    "sqlite-messages", "postgres-messages"):
+            # <db>-responses, <db>-messages: the same gateway through another surface.
             t = Gateway(
                 name.partition("-")[0],
                 self.logdir,
@@ -627,6 +634,8 @@ class Runner:
             )
             if name.endswith("-responses"):
                 t.name, t.chat_path = name, loadgen.RESPONSES_PATH
+            if name.endswith("-messages"):
+                t.name, t.chat_path = name, loadgen.MESSAGES_PATH
             return t
         if name == "litellm":
             t = LiteLLM(self.logdir, self.upstream, a.workers, Path(a.litellm_venv))
@@ -835,8 +844,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--targets",
         default="sqlite,postgres,litellm",
-        help="comma-separated: sqlite, postgres, litellm, sqlite-responses, postgres-responses"
-        " (the gateway through POST /v1/responses)",
+        help="comma-separated: sqlite, postgres, litellm, and the gateway through another "
+        "surface: sqlite-responses, postgres-responses (POST /v1/responses), sqlite-messages, "
+        "postgres-messages (POST /v1/messages)",
     )
     ap.add_argument("--quick", action="store_true", help="shorter phases (~2-3 minutes)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes per server")

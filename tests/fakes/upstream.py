@@ -64,7 +64,13 @@ Tool calls: ``tool_call=NAME`` answers with one call to the function NAME instea
 Streamed, a first chunk carries the call's id and name with empty arguments, then the
 arguments follow in pieces of four characters. The call costs one token for its name plus
 one per piece of four characters (:func:`tool_call_tokens`); output limits do not cut it.
-Reasoning, when on, still comes first.
+Reasoning, when on, still comes first. Once the conversation holds a tool result (a ``tool``
+message), or when the request offers tools but not NAME, the reply comes instead: an
+agent's loop ends after one call.
+
+Anthropic Messages: each provider also answers at ``/<provider>/anthropic/v1/messages``
+(:meth:`FakeUpstream.anthropic_base_url`), key in ``x-api-key`` or Bearer, in Anthropic's
+events and error shape, with the same options; :mod:`tests.fakes.anthropic` says how.
 
 Every request is recorded (:attr:`FakeUpstream.requests`, a snapshot list) before any fault
 applies; answers a client abandoned are in :attr:`FakeUpstream.disconnects`. The records are
@@ -90,6 +96,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import anthropic
+from .anthropic import ANTHROPIC_BASE_PATHS, ANTHROPIC_PATHS
 from .dialects import PROVIDERS, error_body, mask_key
 
 DEFAULT_KEYS = {"deepseek": ["sk-ds-good"], "ark": ["ark-good"], "mimo": ["mimo-good"]}
@@ -232,6 +240,18 @@ def tool_arg_pieces(arguments: str) -> list[str]:
 def tool_call_tokens(arguments: str) -> int:
     """Completion tokens a tool call costs: one for its name, one per argument piece."""
     return 1 + len(tool_arg_pieces(arguments))
+
+
+def wants_tool_call(body: Mapping[str, Any], name: str) -> bool:
+    """Whether ``tool_call=name`` calls: no tool result yet, and the tool offered if any are."""
+    messages = body.get("messages") or []
+    if any(isinstance(m, dict) and m.get("role") == "tool" for m in messages):
+        return False
+    tools = body.get("tools")
+    if not tools:
+        return True
+    return name in {t["function"].get("name") for t in tools
+                    if isinstance(t, dict) and isinstance(t.get("function"), dict)}
 
 
 def wants_reasoning(body: Mapping[str, Any]) -> bool:
@@ -402,6 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake = self.server.fake
         self.record: RequestRecord | None = None
         self.dropped = False  # set when the fake itself hangs up (refuse/stop)
+        self.native = False  # the request came to an Anthropic Messages path
         self.fake._track(self, True)
 
     def finish(self) -> None:
@@ -433,6 +454,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.phase = "delay"
         path = self.path.split("?", 1)[0]
         provider = CHAT_PATHS.get(path)
+        self.native = provider is None and path in ANTHROPIC_PATHS
+        if self.native:
+            provider = ANTHROPIC_PATHS[path]
         raw = self._read_body()
         try:
             body = json.loads(raw) if raw else None
@@ -481,6 +505,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(provider, status, key, retry_after=opts.get("retry_after"),
                              message=opts.get("error_message"))
             return
+        if self.native:
+            problem = anthropic.validate(body)
+            if problem:
+                self._send_error(provider, 400, key, message=problem)
+            elif opts.get("garbage"):
+                self._send_garbage(bool(body.get("stream")))
+            else:
+                anthropic.answer(self, provider, opts, body, rid)
+            return
         problem = _validate(body)
         if problem:
             self._send_error(provider, 400, key, message=problem)
@@ -491,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
         tool = None
-        if opts.get("tool_call"):
+        if opts.get("tool_call") and wants_tool_call(body, opts["tool_call"]):
             tool = {"id": "call_" + rid.removeprefix("fakereq-"), "name": opts["tool_call"],
                     "arguments": opts.get("tool_args", "{}")}
         reasoning, content, finish = truncate(provider, body, reasoning,
@@ -668,8 +701,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, provider: str | None, status: int, key: str | None, *,
                     message: str | None = None, retry_after: str | None = None) -> None:
-        doc = error_body(provider, status, message=message, key=key, url=self._url(),
-                         request_id=self.record.request_id)
+        if self.native:
+            doc = anthropic.error_body(status, message)
+        else:
+            doc = error_body(provider, status, message=message, key=key, url=self._url(),
+                             request_id=self.record.request_id)
         headers = {}
         if status == 429:
             headers["Retry-After"] = retry_after or "1"
@@ -826,6 +862,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _auth_key(self, provider: str | None) -> str | None:
+        if self.native and self.headers.get("x-api-key"):
+            return self.headers["x-api-key"].strip()
         auth = self.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -940,6 +978,10 @@ class FakeUpstream:
     def base_url(self, provider: str) -> str:
         """The base URL to configure for ``provider``; the gateway appends /chat/completions."""
         return self.url + BASE_PATHS[provider]
+
+    def anthropic_base_url(self, provider: str) -> str:
+        """The Anthropic base URL for ``provider``; the gateway appends /v1/messages."""
+        return self.url + ANTHROPIC_BASE_PATHS[provider]
 
     def chat_url(self, provider: str) -> str:
         return self.base_url(provider) + "/chat/completions"

@@ -1,0 +1,1 @@
+"""Anthropic Messages, a second surface over the relay: schemas, translation, errors, views."""

@@ -1,0 +1,267 @@
+"""The relay's events as Anthropic Messages: server-sent events or the JSON Message; pure.
+
+Translated answers (chat completions) are rebuilt as Anthropic's stream: message_start,
+ping, content blocks (thinking, text, tool_use with input_json_delta), message_delta with
+the stop reason and the usage billed with its cost, message_stop. A native provider's
+events pass as it sent them, except that its message_delta waits for the settlement to
+carry the cost, and message_stop is sent once the request is settled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+from decimal import Decimal
+
+import orjson
+
+from silk.jsonio import dumps_bytes
+from silk.messages.errors import stream_error
+from silk.metering.meter import Bill
+from silk.pricing import Usage
+from silk.relay.events import Chunk, Comment, Completion, Done, Failed
+
+# Chat completions' finish reasons as Anthropic's stop reasons.
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "function_call": "tool_use", "content_filter": "refusal"}
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
+def event(kind: str, data: dict) -> bytes:
+    """One server-sent event named as Anthropic names it."""
+    return b"event: " + kind.encode() + b"\ndata: " + dumps_bytes(data) + b"\n\n"
+
+
+def usage_object(bill: Bill, reported: dict | None = None) -> dict:
+    """The usage billed, in Anthropic's fields, with its cost; the provider's own if unchanged."""
+    cost = bill.cost_usd
+    if reported is not None and bill.as_reported:
+        return {**reported, "cost": cost}
+    usage = bill.usage or Usage(0, 0)
+    out = {"input_tokens": usage.prompt_tokens - usage.cache_hit_tokens,
+           "output_tokens": usage.completion_tokens,
+           "cache_read_input_tokens": usage.cache_hit_tokens,
+           "cache_creation_input_tokens": 0, "cost": cost}
+    if bill.estimated:
+        out["estimated"] = True
+    return out
+
+
+def failure_message(failed: Failed) -> str:
+    """A broken stream's error message, saying what was charged for the delivery."""
+    bill = failed.bill
+    if bill.usage is None:
+        return failed.message + " Nothing was charged."
+    basis = "an estimate of" if bill.estimated else "the provider's count of"
+    return (f"{failed.message} Charged ${Decimal(bill.cost_usd):f} for {basis} what was "
+            f"delivered ({bill.usage.prompt_tokens} input and "
+            f"{bill.usage.completion_tokens} output tokens).")
+
+
+def _message_start(message_id: str, model: str) -> bytes:
+    return event("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "model": model,
+        "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}}) + PING
+
+
+class _Blocks:
+    """The content blocks of a translated stream: which is open, and its index."""
+
+    __slots__ = ("index", "kind", "tools")
+
+    def __init__(self):
+        self.index = -1
+        self.kind: str | None = None
+        self.tools: dict[int, int] = {}  # chat tool call index -> block index
+
+    def close(self) -> bytes:
+        if self.kind is None:
+            return b""
+        self.kind = None
+        return event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+
+    def open(self, kind: str, block: dict) -> bytes:
+        out = self.close()
+        self.index += 1
+        self.kind = kind
+        return out + event("content_block_start", {"type": "content_block_start",
+                                                   "index": self.index, "content_block": block})
+
+    def delta(self, kind: str, block: dict, field: str, text: str) -> bytes:
+        """A text or thinking delta, written directly: one per chunk of a stream."""
+        out = b"" if self.kind == kind else self.open(kind, block)
+        return out + (b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+                      b'"index":%d,"delta":{"type":"%s_delta","%s":%s}}\n\n'
+                      % (self.index, kind.encode(), field.encode(), orjson.dumps(text)))
+
+
+def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[bytes, str | None]:
+    """One chat chunk's deltas as Anthropic events, and its finish reason if it has one."""
+    out = b""
+    finish = None
+    choices = data.get("choices")
+    for choice in choices[:1] if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        reasoning = delta.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            out += blocks.delta("thinking", {"type": "thinking", "thinking": "",
+                                             "signature": ""}, "thinking", reasoning)
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            out += blocks.delta("text", {"type": "text", "text": ""}, "text", text)
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            out += _tool_delta(call, blocks, request_id)
+        if choice.get("finish_reason"):
+            finish = str(choice["finish_reason"])
+    return out, finish
+
+
+def _tool_delta(call, blocks: _Blocks, request_id: str) -> bytes:
+    if not isinstance(call, dict):
+        return b""
+    index = call.get("index")
+    position = index if isinstance(index, int) else 0
+    function = call.get("function")
+    function = function if isinstance(function, dict) else {}
+    out = b""
+    if position not in blocks.tools:
+        call_id = call.get("id") if isinstance(call.get("id"), str) else (
+            f"toolu_{request_id}_{position}")
+        out += blocks.open(f"tool{position}", {"type": "tool_use", "id": call_id,
+                                               "name": str(function.get("name") or ""),
+                                               "input": {}})
+        blocks.tools[position] = blocks.index
+    arguments = function.get("arguments")
+    if isinstance(arguments, str) and arguments and blocks.kind == f"tool{position}":
+        out += event("content_block_delta", {"type": "content_block_delta",
+                                             "index": blocks.index, "delta": {
+                                                 "type": "input_json_delta",
+                                                 "partial_json": arguments}})
+    return out
+
+
+def encode_stream(events: Iterable, *, model: str, request_id: str, native: bool,
+                  on_error: Callable[[], None] | None = None
+                  ) -> Generator[bytes, None, None]:
+    """The relay's events as Anthropic server-sent events (see the module docstring).
+
+    `on_error` is called if encoding fails (the relay then settles as the gateway's error).
+    """
+    try:
+        if native:
+            yield from _native_stream(events)
+        else:
+            yield from _translated_stream(events, model, request_id)
+    except Exception:
+        if on_error is not None:
+            on_error()
+        raise
+
+
+def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterator[bytes]:
+    blocks = _Blocks()
+    started = False
+    stop_reason = "end_turn"
+    for item in events:
+        if type(item) is Chunk:
+            if not started:
+                started = True
+                yield _message_start(f"msg_{request_id}", model)
+            if item.data is None:
+                continue
+            out, finish = _translated_chunk(item.data, blocks, request_id)
+            if finish:
+                stop_reason = STOP_REASONS.get(finish, "end_turn")
+            if out:
+                yield out
+        elif type(item) is Comment:
+            yield PING
+        elif type(item) is Done:
+            if not started:
+                yield _message_start(f"msg_{request_id}", model)
+            yield blocks.close() + event("message_delta", {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": usage_object(item.bill)}) + STOP
+        elif type(item) is Failed:
+            yield event("error", _error_event(item))
+
+
+def _native_stream(events: Iterable) -> Iterator[bytes]:
+    last_delta: dict | None = None  # the provider's message_delta, sent once settled
+    for item in events:
+        if type(item) is Chunk:
+            data = item.data
+            if data is None:
+                continue
+            if data.get("type") == "message_delta":
+                last_delta = data
+                continue
+            yield b"event: " + str(data.get("type")).encode() + b"\ndata: " + (
+                item.payload) + b"\n\n"
+        elif type(item) is Comment:
+            yield PING
+        elif type(item) is Done:
+            delta = last_delta or {"type": "message_delta", "delta": {
+                "stop_reason": "end_turn", "stop_sequence": None}}
+            reported = delta.get("usage") if isinstance(delta.get("usage"), dict) else None
+            yield event("message_delta", {**delta, "usage": usage_object(
+                item.bill, reported)}) + STOP
+        elif type(item) is Failed:
+            yield event("error", _error_event(item))
+
+
+def _error_event(failed: Failed) -> dict:
+    data = stream_error(failure_message(failed))
+    data["usage"] = usage_object(failed.bill)
+    return data
+
+
+def encode_message(completion: Completion, *, model: str, request_id: str,
+                   native: bool) -> dict:
+    """The JSON Message: the native provider's with the cost, or one built from chat's."""
+    data = completion.data
+    if native:
+        reported = data.get("usage") if completion.counted else None
+        data["usage"] = usage_object(completion.bill, reported)
+        return data
+    choices = data.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else {}
+    message = choice.get("message") if isinstance(choice, dict) else None
+    message = message if isinstance(message, dict) else {}
+    content: list[dict] = []
+    if isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]:
+        content.append({"type": "thinking", "thinking": message["reasoning_content"],
+                        "signature": ""})
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append({"type": "text", "text": message["content"]})
+    calls = message.get("tool_calls")
+    for position, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        content.append({"type": "tool_use",
+                        "id": str(call.get("id") or f"toolu_{request_id}_{position}"),
+                        "name": str(function.get("name") or ""),
+                        "input": _arguments(function.get("arguments"))})
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return {"id": f"msg_{request_id}", "type": "message", "role": "assistant",
+            "model": model, "content": content,
+            "stop_reason": STOP_REASONS.get(str(finish), "end_turn"), "stop_sequence": None,
+            "usage": usage_object(completion.bill)}
+
+
+def _arguments(arguments) -> dict:
+    """A tool call's arguments as the input object Anthropic clients expect."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"value": value}

@@ -1,0 +1,223 @@
+"""Anthropic Messages requests for the relay; pure.
+
+Translated (every provider by default): the request becomes a chat-completions body, bound
+as chat's (silk.relay.call.bound_body). Native (a provider with an Anthropic endpoint): the
+request goes as it came, with the upstream model, the catalogue's extras and the bound held.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from silk.catalog.catalogue import Model, Provider
+from silk.relay.call import Call, bound_body
+from silk.relay.tokens import PER_MESSAGE_OVERHEAD, prompt_bound, prompt_estimate
+
+SURFACE = "messages"
+# What Anthropic's tool_choice types are in chat completions.
+_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+# Anthropic request fields that are the prompt, for the native path's bound.
+_PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
+# Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
+# faster or other service tiers): the catalogue cannot price them, so they are not sent.
+_UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
+
+
+def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
+            image_allowance: int) -> Call:
+    """The relay's Call for a validated Messages request: native where the provider can.
+
+    A max_tokens above the model's maximum is lowered to it: Anthropic clients size it for
+    the Claude model they think they talk to (Claude Code asks 32000 to 128000 of whatever
+    an alias names), and a shorter answer ends with stop_reason max_tokens as it would.
+    """
+    request = {**request, "max_tokens": min(request["max_tokens"], model.max_output_tokens)}
+    chat = to_chat_body(request)
+    if provider.anthropic_base_url:
+        body, max_output = native_body(request, model, provider, stream=stream)
+        bound = native_prompt_bound(request, image_allowance)
+        return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
+                    prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
+                    surface=SURFACE, dialect="anthropic")
+    max_output = bound_body(chat, model, provider, limit=request["max_tokens"], stream=stream)
+    bound = prompt_bound(chat, image_allowance)
+    return Call(model=model, body=orjson.dumps(chat), stream=stream, prompt_bound=bound,
+                prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
+                surface=SURFACE)
+
+
+def native_body(request: dict, model: Model, provider: Provider, *,
+                stream: bool) -> tuple[dict, int]:
+    """The request for a provider's own Messages endpoint, and the output bound held.
+
+    Server tools and fields that buy another price are left out (_UNPRICED). Anthropic
+    counts a thinking budget inside max_tokens; the gateway does not rely on a
+    provider doing so and holds max_tokens plus the budget. Thinking with no budget
+    (adaptive) is bounded by max_tokens only where the provider's limit covers reasoning
+    (silk.defaults.PROVIDERS); elsewhere it gets the route's reasoning budget, or is off.
+    """
+    body = {name: value for name, value in request.items() if name not in _UNPRICED}
+    if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
+        body["tools"] = [tool for tool in body["tools"]
+                         if tool.get("type") in (None, "custom")]
+    body["model"] = model.upstream
+    body.update(model.extra_body)  # the catalogue's route is the operator's word
+    body["stream"] = stream
+    limit = body["max_tokens"]
+    thinking = body.get("thinking")
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if not model.thinking:
+        body.pop("thinking", None)
+        kind = None
+    if kind == "enabled" and isinstance(thinking, dict):
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+            return body, limit + budget
+        kind = "adaptive"
+    if kind != "disabled" and model.thinking and not provider.limit_covers_reasoning:
+        if model.reasoning_budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": model.reasoning_budget}
+            return body, limit + model.reasoning_budget
+        body["thinking"] = {"type": "disabled"}
+    return body, limit
+
+
+def native_prompt_bound(request: dict, image_allowance: int) -> int:
+    """An upper bound on the prompt a native provider reads: every byte of it a token."""
+    size = sum(len(orjson.dumps(request[name])) for name in _PROMPT_FIELDS if name in request)
+    images = 0
+    for message in request["messages"]:
+        content = message.get("content")
+        for block in content if isinstance(content, list) else ():
+            images += _images(block)
+    return size + PER_MESSAGE_OVERHEAD * (len(request["messages"]) + 1) + 64 + (
+        images * image_allowance)
+
+
+def _images(block: dict) -> int:
+    if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+        return sum(_images(part) for part in block["content"])
+    return 0 if block.get("type") in ("text", "thinking", "redacted_thinking",
+                                      "tool_use", "tool_result") else 1
+
+
+def to_chat_body(request: dict) -> dict:
+    """The request as chat completions: messages, tools, tool choice, thinking, sampling."""
+    messages: list[dict] = []
+    system = request.get("system")
+    if system:
+        messages.append({"role": "system", "content": _text(system)})
+    for message in request["messages"]:
+        messages.extend(_chat_messages(message))
+    body: dict = {"model": request["model"], "messages": messages,
+                  "max_tokens": request["max_tokens"]}
+    for name in ("temperature", "top_p"):
+        if name in request:
+            body[name] = request[name]
+    if request.get("stop_sequences"):
+        body["stop"] = request["stop_sequences"]
+    tools = [_chat_tool(tool) for tool in request.get("tools") or ()
+             if isinstance(tool.get("input_schema"), dict)]
+    choice = request.get("tool_choice")
+    if tools:
+        body["tools"] = tools
+        if choice is not None:
+            body["tool_choice"] = _TOOL_CHOICE.get(choice["type"]) or {
+                "type": "function", "function": {"name": choice.get("name")}}
+            if choice.get("disable_parallel_tool_use") is True:
+                body["parallel_tool_calls"] = False
+    thinking = request.get("thinking")
+    if thinking is not None:
+        on = thinking["type"] != "disabled"
+        body["thinking"] = {"type": "enabled" if on else "disabled"}
+    return body
+
+
+def _chat_tool(tool: dict) -> dict:
+    function = {"name": tool["name"], "parameters": tool["input_schema"]}
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _text(content) -> str:
+    """The text of a string or of its text blocks (cache_control and the like dropped)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(block["text"] for block in content
+                     if isinstance(block, dict) and isinstance(block.get("text"), str))
+
+
+def _chat_messages(message: dict) -> list[dict]:
+    """One Anthropic turn as chat messages: tool results become tool messages first."""
+    role, content = message["role"], message["content"]
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    if role == "assistant":
+        return [_assistant(content)]
+    if role == "system":
+        return [{"role": "system", "content": _text(content)}]
+    out: list[dict] = []
+    parts: list[dict] = []
+    for block in content:
+        kind = block["type"]
+        if kind == "tool_result":
+            text, images = _tool_result(block)
+            out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            parts.extend(images)
+        elif kind == "image":
+            parts.append(_image(block))
+        elif isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+    if parts:
+        if all(part["type"] == "text" for part in parts):
+            out.append({"role": "user", "content": "\n".join(p["text"] for p in parts)})
+        else:
+            out.append({"role": "user", "content": parts})
+    return out
+
+
+def _assistant(content: list) -> dict:
+    """An assistant turn: its text, its thinking as reasoning_content, its tool calls."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict] = []
+    for block in content:
+        kind = block["type"]
+        if kind == "tool_use":
+            calls.append({"id": block["id"], "type": "function", "function": {
+                "name": block["name"], "arguments": orjson.dumps(block["input"]).decode()}})
+        elif kind == "thinking":
+            reasoning.append(block["thinking"])
+        elif kind != "redacted_thinking" and isinstance(block.get("text"), str):
+            text.append(block["text"])
+    message: dict = {"role": "assistant", "content": "".join(text) or None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _tool_result(block: dict) -> tuple[str, list[dict]]:
+    """A tool result's text for a tool message, and its images for the user turn after."""
+    content = block.get("content")
+    if isinstance(content, list):
+        text = _text(content)
+        images = [_image(part) for part in content if part.get("type") == "image"]
+    else:
+        text, images = content or "", []
+    if block.get("is_error"):
+        text = "Error: " + text
+    return text, images
+
+
+def _image(block: dict) -> dict:
+    source = block["source"]
+    if source["type"] == "url":
+        url = source["url"]
+    else:
+        url = f"data:{source['media_type']};base64,{source['data']}"
+    return {"type": "image_url", "image_url": {"url": url}}

@@ -1,0 +1,90 @@
+"""The upstream's Anthropic Messages dialect, read: usage, delivered text, the end; pure.
+
+A provider that serves Anthropic Messages natively answers in events (`message_start`,
+`content_block_*`, `message_delta`, `message_stop`, `error`) and counts in Anthropic's
+fields; the relay reads them here as it reads chat completions in silk.relay.tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from silk.pricing import Usage
+from silk.relay.tokens import estimate_text
+
+_COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+           "cache_creation_input_tokens")
+
+
+def merge_usage(seen: dict, usage: Mapping | None) -> None:
+    """Fold one event's usage fields into the counts seen so far (later values win).
+
+    `message_start` carries the input side, `message_delta` the cumulative output (and,
+    from some providers, the input side again).
+    """
+    if not isinstance(usage, Mapping):
+        return
+    for name in _COUNTS:
+        value = usage.get(name)
+        if value is not None:
+            seen[name] = value
+
+
+def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
+    """Anthropic counts as the gateway's: every input token is prompt, cache reads are hits.
+
+    Anthropic's `input_tokens` leaves out cache reads and cache writes; both were read by
+    the model, so both are prompt tokens (a write is priced as input). None when the counts
+    are not whole numbers or there is no output count.
+    """
+    if not isinstance(usage, Mapping) or usage.get("output_tokens") is None:
+        return None
+    try:
+        values = [usage.get(name) or 0 for name in _COUNTS]
+        if any(isinstance(v, bool) or int(v) != v or v < 0 for v in values):
+            return None
+        fresh, output, read, written = (int(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return Usage(fresh + read + written, output, read), 0
+
+
+def delivered_tokens(event: Mapping) -> int:
+    """Estimate the tokens of one event's delta: text, thinking or a tool's input JSON."""
+    if event.get("type") != "content_block_delta":
+        if event.get("type") == "content_block_start":
+            block = event.get("content_block")
+            if isinstance(block, Mapping) and block.get("type") == "tool_use":
+                return 2  # the call's framing and name
+        return 0
+    delta = event.get("delta")
+    if not isinstance(delta, Mapping):
+        return 0
+    for field in ("text", "thinking", "partial_json"):
+        value = delta.get(field)
+        if isinstance(value, str):
+            return estimate_text(value)
+    return 0
+
+
+def message_delivered(message: Mapping) -> int:
+    """Estimate the output tokens of a whole (non-streamed) Message's content."""
+    total = 0
+    content = message.get("content")
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, Mapping):
+            continue
+        for field in ("text", "thinking"):
+            if isinstance(block.get(field), str):
+                total += estimate_text(block[field])
+        if block.get("type") == "tool_use":
+            total += 2 + estimate_text(str(block.get("input") or ""))
+    return total
+
+
+def error_message(event: Mapping) -> str | None:
+    """The message of an `error` event, or None for any other event."""
+    if event.get("type") != "error":
+        return None
+    error = event.get("error")
+    return str(error.get("message") or "") if isinstance(error, Mapping) else ""

@@ -1,0 +1,160 @@
+"""The anthropic Python SDK against the real server: sync, async, streams, tools, errors."""
+
+import asyncio
+from decimal import Decimal
+
+import anthropic
+import pytest
+
+from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.messages.helpers import chat_prompt_tokens
+
+pytestmark = pytest.mark.slow
+
+READ = {"name": "Read", "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}},
+                         "required": ["path"]}}
+
+
+def _sdk(gateway, key, cls=anthropic.Anthropic):
+    return cls(base_url=gateway.url, api_key=key, max_retries=0, timeout=20)
+
+
+def test_sdk_create_and_stream_exactly_billed(app, gateway, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    sdk = _sdk(gateway, acct.key)
+    msgs = [{"role": "user", "content": "Hello SDK [[fake: pieces=9]]"}]
+    message = sdk.messages.create(model="deepseek-chat", max_tokens=100, messages=msgs,
+                                  system="Be brief.")
+    assert message.content[0].text == " ".join(f"w{i}" for i in range(9))
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens == 9
+    body = {"system": "Be brief.", "messages": msgs, "model": "x", "max_tokens": 1}
+    cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), 9)
+    assert Decimal(str(message.usage.model_extra["cost"])) == cost
+    with sdk.messages.stream(model="deepseek-chat", max_tokens=100, messages=msgs) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == " ".join(f"w{i}" for i in range(9))
+    assert final.usage.output_tokens == 9
+    assert final.usage.input_tokens == chat_prompt_tokens({**body, "system": None})
+    records = accounts.usage_records(acct.id)
+    assert [r.surface for r in records] == ["messages", "messages"]
+    assert records[0].cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+def test_sdk_tool_use_round_trip_thinking_and_images(gateway, accounts, upstream):
+    acct = accounts.make(credit="5")
+    sdk = _sdk(gateway, acct.key)
+    msgs = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "iVBORw0KGgo="}},
+        {"type": "text", "text": "read it [[fake: tool_call=Read "
+                                 "tool_args='{\"path\": \"a.txt\"}']]"}]}]
+    with sdk.messages.stream(model="deepseek-reasoner", max_tokens=2000, messages=msgs,
+                             tools=[READ], thinking={"type": "enabled",
+                                                     "budget_tokens": 1024}) as stream:
+        first = stream.get_final_message()
+    assert [b.type for b in first.content] == ["thinking", "tool_use"]
+    assert first.content[0].thinking == "Let me think ."
+    call = first.content[1]
+    assert call.name == "Read" and call.input == {"path": "a.txt"}
+    assert first.stop_reason == "tool_use"
+    msgs += [{"role": "assistant", "content": first.content},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                           "content": "contents of a.txt"}]}]
+    second = sdk.messages.create(model="deepseek-reasoner", max_tokens=2000, messages=msgs,
+                                 tools=[READ])
+    assert second.content[-1].text == "Hello from the fake upstream ."
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[0]["content"][0]["type"] == "image_url"
+    assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "contents of a.txt"}
+    assert accounts.audit() == []
+
+
+def test_sdk_native_path(native_gateway, gateway, accounts):
+    acct = accounts.make(credit="1")
+    sdk = _sdk(gateway, acct.key)
+    msgs = [{"role": "user", "content": "hi [[fake: pieces=4]]"}]
+    with sdk.messages.stream(model="mimo-v2.5", max_tokens=50, messages=msgs) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].text == "w0 w1 w2 w3"
+    assert native_gateway.requests[-1].path == "/mimo/anthropic/v1/messages"
+    assert final.usage.output_tokens == 4
+    assert accounts.audit() == []
+
+
+def test_sdk_async(gateway, accounts, upstream):
+    acct = accounts.make(credit="1")
+
+    async def run():
+        sdk = _sdk(gateway, acct.key, anthropic.AsyncAnthropic)
+        message = await sdk.messages.create(model="deepseek-chat", max_tokens=50,
+                                            messages=[{"role": "user", "content": "hi"}])
+        texts = []
+        async with sdk.messages.stream(model="deepseek-chat", max_tokens=50, messages=[
+                {"role": "user", "content": "hi"}]) as stream:
+            async for text in stream.text_stream:
+                texts.append(text)
+        counted = await sdk.messages.count_tokens(model="deepseek-chat", messages=[
+            {"role": "user", "content": "hi there"}])
+        return message, "".join(texts), counted
+
+    message, text, counted = asyncio.run(run())
+    assert message.content[0].text == text == "Hello from the fake upstream ."
+    assert counted.input_tokens > 0
+    assert accounts.audit() == []
+
+
+def test_sdk_raises_on_mid_stream_error(gateway, accounts, upstream):
+    acct = accounts.make(credit="1")
+    sdk = _sdk(gateway, acct.key)
+    with pytest.raises(anthropic.APIStatusError) as err, sdk.messages.stream(
+            model="deepseek-chat", max_tokens=50, messages=[
+                {"role": "user", "content": "x [[fake: pieces=10 cut_after=4]]"}]) as stream:
+        for _ in stream:
+            pass
+    assert "Charged $" in str(err.value)
+    assert accounts.audit() == []
+
+
+def test_sdk_error_classes(app, gateway, accounts, upstream):
+    from silk.account.service import create_key
+
+    acct = accounts.make(credit="1")
+    msgs = [{"role": "user", "content": "x"}]
+    ok = _sdk(gateway, acct.key)
+    with pytest.raises(anthropic.BadRequestError):
+        ok.messages.create(model="deepseek-chat", max_tokens=0, messages=msgs)
+    with pytest.raises(anthropic.AuthenticationError):
+        _sdk(gateway, "sk-wrong").messages.create(model="deepseek-chat", max_tokens=5,
+                                                  messages=msgs)
+    broke = accounts.make(credit="0")
+    set_quota_left(app, broke.id)
+    with pytest.raises(anthropic.PaymentRequiredError):
+        _sdk(gateway, broke.key).messages.create(model="deepseek-chat", max_tokens=5,
+                                                 messages=msgs)
+    with app.app_context():
+        limited = create_key(acct.id, name="l", allowed_models=["mimo-v2.5"], rpm_limit=1)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        _sdk(gateway, limited.secret).messages.create(model="deepseek-chat", max_tokens=5,
+                                                      messages=msgs)
+    with pytest.raises(anthropic.RateLimitError) as limited_err:
+        for _ in range(3):  # two workers, each counting: one of them sees two
+            _sdk(gateway, limited.secret).messages.create(model="mimo-v2.5", max_tokens=5,
+                                                          messages=msgs)
+    assert int(limited_err.value.response.headers["retry-after"]) >= 1
+    with pytest.raises(anthropic.NotFoundError):
+        ok.messages.create(model="claude-none", max_tokens=5, messages=msgs)
+    with pytest.raises(anthropic.ContentTooLargeError):
+        ok.messages.create(model="deepseek-chat", max_tokens=5, messages=[
+            {"role": "user", "content": "x " * (2_200_000)}])
+    upstream.enqueue("deepseek", status=503, times=2)
+    with pytest.raises(anthropic.ServiceUnavailableError) as unavailable:
+        ok.messages.create(model="deepseek-chat", max_tokens=5, messages=msgs)
+    assert unavailable.value.body["error"]["type"] == "overloaded_error"
+    upstream.enqueue("deepseek", status=500, times=2)
+    with pytest.raises(anthropic.InternalServerError):
+        ok.messages.create(model="deepseek-chat", max_tokens=5, messages=msgs)
+    assert accounts.audit() == []

@@ -1,0 +1,216 @@
+"""POST /v1/messages, translated to chat completions: answers, streams, exact metering."""
+
+from decimal import Decimal
+
+import pytest
+
+from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.messages.helpers import HEADERS, chat_prompt_tokens, request, sse
+
+
+def _post(client, acct, body, **kw):
+    return client.post("/v1/messages?beta=true", headers={**acct.headers, **HEADERS},
+                       json=body, **kw)
+
+
+def test_json_message_is_charged_exactly(app, client, accounts, upstream):
+    acct = accounts.make(tier="pro", credit="2")
+    set_quota_left(app, acct.id)
+    body = request("one two three", "pieces=40", system="Be brief.")
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    prompt = chat_prompt_tokens(body)
+    cost = expected_cost("deepseek-chat", prompt, 40, tier="pro")
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    message = response.json
+    assert Decimal(str(message["usage"]["cost"])) == cost
+    assert message["type"] == "message" and message["role"] == "assistant"
+    assert message["model"] == "deepseek-chat"
+    assert message["content"] == [{"type": "text", "text": " ".join(
+        f"w{i}" for i in range(40))}]
+    assert message["stop_reason"] == "end_turn"
+    assert message["usage"]["input_tokens"] == prompt
+    assert message["usage"]["output_tokens"] == 40
+    sent = upstream.requests[-1]
+    assert sent.path.endswith("/chat/completions")
+    assert sent.body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert sent.body["max_tokens"] == 1000 and sent.body["model"] == "deepseek-v4-flash"
+    assert accounts.balance_units(acct.id) == units(Decimal("2") - cost)
+    [record] = accounts.usage_records(acct.id)
+    assert record.surface == "messages" and record.status == "ok"
+    assert record.cost_units == units(cost)
+    assert accounts.audit() == []
+    assert accounts.row(acct.id).reserved_units == 0
+
+
+def test_stream_events_and_cost(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("stream", "pieces=5", stream=True)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    events = sse(response.data)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert names.count("content_block_start") == names.count("content_block_stop") == 1
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == "w0 w1 w2 w3 w4"
+    delta = events[-2][1]
+    cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), 5)
+    assert delta["delta"]["stop_reason"] == "end_turn"
+    assert delta["usage"]["output_tokens"] == 5
+    assert Decimal(str(delta["usage"]["cost"])) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == units(cost) and record.surface == "messages"
+    assert accounts.audit() == []
+
+
+def test_cut_stream_ends_with_an_error_event_and_bills_the_delivery(app, client, accounts,
+                                                                    upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = _post(client, acct, request("x", "pieces=10 cut_after=4", stream=True),
+                     buffered=True)
+    events = sse(response.data)
+    name, data = events[-1]
+    assert name == "error" and data["type"] == "error"
+    assert "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert accounts.audit() == []
+    assert accounts.row(acct.id).reserved_units == 0
+
+
+TOOLS = [{"name": "Read", "description": "Read a file.",
+          "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+          "cache_control": {"type": "ephemeral"}}]
+
+
+def test_tool_use_round_trip(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    body = request("read it", "tool_call=Read tool_args='{\"path\": \"/etc/hostname\"}'",
+                   tools=TOOLS, tool_choice={"type": "auto"})
+    first = _post(client, acct, body)
+    assert first.status_code == 200, first.json
+    assert first.json["stop_reason"] == "tool_use"
+    [call] = first.json["content"]
+    assert call["type"] == "tool_use" and call["name"] == "Read"
+    assert call["input"] == {"path": "/etc/hostname"}
+    sent = upstream.requests[-1].body
+    assert sent["tools"] == [{"type": "function", "function": {
+        "name": "Read", "description": "Read a file.",
+        "parameters": TOOLS[0]["input_schema"]}}]
+    assert sent["tool_choice"] == "auto"
+    body["messages"] += [
+        {"role": "assistant", "content": first.json["content"]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call["id"],
+             "content": [{"type": "text", "text": "gateway-host"}]},
+            {"type": "text", "text": "thanks"}]}]
+    second = _post(client, acct, body)
+    assert second.status_code == 200, second.json
+    assert second.json["content"][0]["text"] == "Hello from the fake upstream ."
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[-3]["tool_calls"][0]["function"] == {
+        "name": "Read", "arguments": '{"path":"/etc/hostname"}'}
+    assert sent[-2] == {"role": "tool", "tool_call_id": call["id"], "content": "gateway-host"}
+    assert sent[-1] == {"role": "user", "content": "thanks"}
+    assert accounts.audit() == []
+
+
+def test_tool_use_streams_input_json_deltas(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    body = request("run", "tool_call=Bash tool_args='{\"command\": \"ls\"}'", tools=[
+        {"name": "Bash", "input_schema": {"type": "object"}}], stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    [start] = [d for n, d in events if n == "content_block_start"]
+    assert start["content_block"]["type"] == "tool_use"
+    assert start["content_block"]["name"] == "Bash"
+    partial = "".join(d["delta"]["partial_json"] for n, d in events
+                      if n == "content_block_delta")
+    assert partial == '{"command": "ls"}'
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_thinking_becomes_reasoning_and_comes_back_as_thinking_blocks(client, accounts,
+                                                                       upstream):
+    acct = accounts.make(credit="5")
+    body = request("think", model="deepseek-reasoner",
+                   thinking={"type": "enabled", "budget_tokens": 2000}, stream=True)
+    body["max_tokens"] = 4000
+    events = sse(_post(client, acct, body, buffered=True).data)
+    blocks = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
+    assert blocks == ["thinking", "text"]
+    thought = "".join(d["delta"].get("thinking", "") for n, d in events
+                      if n == "content_block_delta")
+    assert thought == "Let me think ."
+    sent = upstream.requests[-1].body
+    assert sent["thinking"] == {"type": "enabled"}
+    # Earlier thinking goes back as reasoning_content; redacted thinking is dropped.
+    body["messages"] += [{"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "hmm", "signature": ""},
+        {"type": "redacted_thinking", "data": "xyz"},
+        {"type": "text", "text": "done"}]}, {"role": "user", "content": "again"}]
+    body["stream"] = False
+    response = _post(client, acct, body)
+    assert response.json["content"][0] == {"type": "thinking", "thinking": "Let me think .",
+                                           "signature": ""}
+    assert upstream.requests[-1].body["messages"][-2] == {
+        "role": "assistant", "content": "done", "reasoning_content": "hmm"}
+
+
+def test_images_base64_and_url(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    body = request()
+    body["messages"][0]["content"] = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "iVBORw0KGgo="}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+        {"type": "text", "text": "what is this"}]
+    assert _post(client, acct, body).status_code == 200
+    parts = upstream.requests[-1].body["messages"][0]["content"]
+    assert parts == [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "text", "text": "what is this"}]
+
+
+@pytest.fixture
+def cache_priced(app_config):
+    """deepseek-chat with a cache-hit price, as DeepSeek lists one."""
+    from silk.defaults import MODELS
+
+    models = {**MODELS, "deepseek-chat": {**MODELS["deepseek-chat"], "cache_hit": "0.014"}}
+    app_config["SILK_MODELS"] = models
+
+
+def test_cache_hits_are_priced_at_the_cache_price(cache_priced, app, client, accounts,
+                                                  upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("a b c d e f g h", "cache_hit=8")
+    response = _post(client, acct, body)
+    usage = response.json["usage"]
+    assert usage["cache_read_input_tokens"] == 8
+    prompt = chat_prompt_tokens(body)
+    assert usage["input_tokens"] == prompt - 8
+    [record] = accounts.usage_records(acct.id)
+    assert record.cache_hit_tokens == 8
+    cost = (Decimal(prompt - 8) * Decimal("0.14") + 8 * Decimal("0.014")
+            + 6 * Decimal("0.28")) / 10**6
+    assert Decimal(str(usage["cost"])) == cost
+    assert record.cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+def test_upstream_error_before_the_answer_costs_nothing(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = _post(client, acct, request("x", "status=400 error_message=bad"))
+    assert response.status_code == 400
+    assert response.json["type"] == "error"
+    assert response.json["error"]["type"] == "invalid_request_error"
+    assert accounts.ledger(acct.id)[-1].kind == "topup"
+    assert accounts.row(acct.id).reserved_units == 0

@@ -1,0 +1,158 @@
+"""The native path: a provider's own Anthropic endpoint, relayed event by event, metered."""
+
+from decimal import Decimal
+
+from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.fakes.anthropic import prompt_tokens
+from tests.messages.helpers import HEADERS, request, sse
+
+
+def _post(client, acct, body, **kw):
+    return client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body, **kw)
+
+
+def test_request_goes_as_it_came_with_the_route_applied(native, client, accounts):
+    acct = accounts.make(credit="1")
+    body = request("hi", system=[{"type": "text", "text": "sys", "cache_control": {
+        "type": "ephemeral"}}], metadata={"user_id": "u"}, top_k=3)
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    sent = native.requests[-1]
+    assert sent.path == "/deepseek/anthropic/v1/messages"
+    assert sent.headers["x-api-key"] == sent.key
+    assert sent.headers["authorization"] == f"Bearer {sent.key}"
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert sent.body == {**body, "model": "deepseek-v4-flash", "stream": False,
+                         "thinking": {"type": "disabled"}}
+    assert response.json["content"] == [{"type": "text",
+                                         "text": "Hello from the fake upstream ."}]
+
+
+def test_what_the_catalogue_cannot_price_is_not_sent(native, client, accounts):
+    acct = accounts.make(credit="1")
+    body = request("hi", tools=[
+        {"name": "Read", "input_schema": {"type": "object"}},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}],
+        mcp_servers=[{"type": "url", "url": "https://mcp.example", "name": "x"}],
+        container="c", service_tier="auto", speed="fast")
+    assert _post(client, acct, body).status_code == 200
+    sent = native.requests[-1].body
+    assert [t["name"] for t in sent["tools"]] == ["Read"]
+    assert not {"mcp_servers", "container", "service_tier", "speed"} & set(sent)
+
+
+def test_json_answer_is_billed_from_anthropic_counts(native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("one two", "pieces=12", system="be short")
+    response = _post(client, acct, body)
+    cost = expected_cost("deepseek-chat", prompt_tokens(body), 12)
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    usage = response.json["usage"]
+    assert usage["input_tokens"] == prompt_tokens(body) and usage["output_tokens"] == 12
+    assert Decimal(str(usage["cost"])) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.surface == "messages" and record.cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+def test_stream_is_relayed_and_its_final_delta_carries_the_cost(native, app, client,
+                                                                 accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("go", "pieces=7 cache_hit=3", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    names = [n for n, _ in events]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    assert names.count("message_delta") == 1
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == "w0 w1 w2 w3 w4 w5 w6"
+    usage = events[-2][1]["usage"]
+    assert usage["output_tokens"] == 7
+    prompt = prompt_tokens(body)
+    cost = expected_cost("deepseek-chat", prompt, 7)  # no cache price: hits at input price
+    assert Decimal(str(usage["cost"])) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.prompt_tokens == prompt and record.cache_hit_tokens == 3
+    assert record.completion_tokens == 7 and record.cost_units == units(cost)
+
+
+def test_thinking_budget_is_held_on_top_of_max_tokens(native, client, accounts):
+    acct = accounts.make(credit="5")
+    body = request("think", "reasoning_pieces=3", model="deepseek-reasoner",
+                   thinking={"type": "enabled", "budget_tokens": 500}, stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    kinds = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]
+    assert kinds == ["thinking", "text"]
+    assert native.requests[-1].body["max_tokens"] == 1000
+    # deepseek-reasoner's route enables thinking (the operator's word): no budget sent.
+    assert native.requests[-1].body["thinking"] == {"type": "enabled"}
+
+
+def test_native_bound_holds_the_budget(native):
+    from silk.catalog.catalogue import Model, Provider
+    from silk.messages.translate import native_body
+    from silk.pricing import Price
+
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=9000)
+    covers = Provider(id="p", name="P", base_url="http://x", keys=(),
+                      limit_covers_reasoning=True)
+    body = request(thinking={"type": "enabled", "budget_tokens": 700})
+    assert native_body(body, model, covers, stream=True)[1] == 1700
+    assert native_body(request(thinking={"type": "adaptive"}), model, covers,
+                       stream=True)[1] == 1000
+    loose = Provider(id="p", name="P", base_url="http://x", keys=())
+    sent, bound = native_body(request(thinking={"type": "adaptive"}), model, loose, stream=True)
+    assert sent["thinking"] == {"type": "disabled"} and bound == 1000
+    budgeted = Model(id="m", provider="p", upstream="u", price=Price(1, 1),
+                     max_output_tokens=9000, reasoning_budget=300)
+    sent, bound = native_body(request(), budgeted, loose, stream=False)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 300} and bound == 1300
+
+
+def test_cut_stream_bills_the_delivery_once(native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    events = sse(_post(client, acct, request("x", "pieces=20 cut_after=8", stream=True),
+                       buffered=True).data)
+    name, data = events[-1]
+    assert name == "error" and "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert record.completion_tokens == 5  # the five text pieces delivered
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_stream_error_event_ends_the_stream(native, client, accounts):
+    acct = accounts.make(credit="1")
+    events = sse(_post(client, acct, request("x", "stream_error=overloaded", stream=True),
+                       buffered=True).data)
+    assert events[-1][0] == "error"
+    assert "overloaded" in events[-1][1]["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "upstream_error"
+    assert accounts.audit() == []
+
+
+def test_usage_lying_above_the_hold_is_capped_at_it(native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", "usage_json='{\"output_tokens\": 999999}'", stream=True)
+    body["max_tokens"] = 50
+    events = sse(_post(client, acct, body, buffered=True).data)
+    usage = events[-2][1]["usage"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == 50 == usage["output_tokens"]
+    assert accounts.audit() == []
+
+
+def test_upstream_error_is_in_anthropic_shape_and_free(native, client, accounts):
+    acct = accounts.make(credit="1")
+    native.enqueue("deepseek", status=529, times=2)
+    response = _post(client, acct, request())
+    assert response.status_code == 502
+    assert response.json["type"] == "error"
+    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup"]
+    bad = _post(client, acct, request("x", "status=400 error_message='max_tokens: too big'"))
+    assert bad.status_code == 400 and "max_tokens: too big" in bad.json["error"]["message"]
