@@ -18,6 +18,10 @@ SURFACE = "messages"
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 # Anthropic request fields that are the prompt, for the native path's bound.
 _PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
+# What stands in for a block whose content is not in the request (a PDF, a document or file
+# fetched by URL or id): what a provider reads from it cannot be bounded before it does.
+OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text and images "
+           "that the request itself holds.]")
 # Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
 # faster or other service tiers): the catalogue cannot price them, so they are not sent.
 _UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
@@ -34,6 +38,7 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     request = {**request, "max_tokens": min(request["max_tokens"], model.max_output_tokens)}
     chat = to_chat_body(request)
     if provider.anthropic_base_url:
+        request = bounded_request(request)
         body, max_output = native_body(request, model, provider, stream=stream)
         bound = native_prompt_bound(request, image_allowance)
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
@@ -80,6 +85,51 @@ def native_body(request: dict, model: Model, provider: Provider, *,
             return body, limit + model.reasoning_budget
         body["thinking"] = {"type": "disabled"}
     return body, limit
+
+
+def bounded(block) -> bool:
+    """Whether all a content block makes the model read is in the request: not a document
+    by URL, file id or base64 (a PDF's pages are read as images, as many as it has)."""
+    if not isinstance(block, dict) or block.get("type") == "image":
+        return True
+    source = block.get("source")
+    return "file_id" not in block and (
+        not isinstance(source, dict) or source.get("type") == "text")
+
+
+def _omitted(block: dict) -> dict:
+    return {"type": "text", "text": OMITTED.format(kind=str(block.get("type") or "block"))}
+
+
+def _bounded_content(content):
+    """Content with each unbounded block replaced by a note saying it was left out."""
+    if not isinstance(content, list):
+        return content
+    out = []
+    for block in content:
+        if not bounded(block):
+            block = _omitted(block)
+        elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+            block = {**block, "content": _bounded_content(block["content"])}
+        out.append(block)
+    return out
+
+
+def bounded_request(request: dict) -> dict:
+    """The request with what the gateway cannot bound left out (see `bounded`); the same
+    object when there is nothing to leave out."""
+    def needs(content) -> bool:
+        return isinstance(content, list) and any(
+            isinstance(block, dict) and not bounded(block) or (block.get("type") == "tool_result"
+                                   and needs(block.get("content"))) for block in content)
+    messages = request["messages"]
+    if not needs(request.get("system")) and not any(needs(m["content"]) for m in messages):
+        return request
+    out = {**request, "messages": [{**m, "content": _bounded_content(m["content"])}
+                                   for m in messages]}
+    if "system" in request:
+        out["system"] = _bounded_content(request["system"])
+    return out
 
 
 def native_prompt_bound(request: dict, image_allowance: int) -> int:
@@ -141,11 +191,26 @@ def _chat_tool(tool: dict) -> dict:
 
 
 def _text(content) -> str:
-    """The text of a string or of its text blocks (cache_control and the like dropped)."""
+    """The text of a string or of its blocks (cache_control and the like dropped)."""
     if isinstance(content, str):
         return content
-    return "\n".join(block["text"] for block in content
-                     if isinstance(block, dict) and isinstance(block.get("text"), str))
+    texts = (_block_text(block) for block in content if isinstance(block, dict))
+    return "\n".join(text for text in texts if text is not None)
+
+
+def _block_text(block: dict) -> str | None:
+    """What a chat model reads of a non-image block: its text, a plain-text document's
+    data, a note for a document the gateway does not send (`bounded`), or None."""
+    if isinstance(block.get("text"), str):
+        return block["text"]
+    if not bounded(block):
+        return OMITTED.format(kind=str(block.get("type") or "block"))
+    source = block.get("source")
+    if block.get("type") == "document" and isinstance(source, dict) and isinstance(
+            source.get("data"), str):
+        title = block.get("title")
+        return f"{title}\n{source['data']}" if isinstance(title, str) else source["data"]
+    return None
 
 
 def _chat_messages(message: dict) -> list[dict]:
@@ -167,8 +232,8 @@ def _chat_messages(message: dict) -> list[dict]:
             parts.extend(images)
         elif kind == "image":
             parts.append(_image(block))
-        elif isinstance(block.get("text"), str):
-            parts.append({"type": "text", "text": block["text"]})
+        elif (text := _block_text(block)) is not None:
+            parts.append({"type": "text", "text": text})
     if parts:
         if all(part["type"] == "text" for part in parts):
             out.append({"role": "user", "content": "\n".join(p["text"] for p in parts)})

@@ -156,3 +156,37 @@ def test_upstream_error_is_in_anthropic_shape_and_free(native, client, accounts)
     assert [e.kind for e in accounts.ledger(acct.id)] == ["topup"]
     bad = _post(client, acct, request("x", "status=400 error_message='max_tokens: too big'"))
     assert bad.status_code == 400 and "max_tokens: too big" in bad.json["error"]["message"]
+
+
+def test_documents_the_gateway_cannot_bound_are_left_out(native, client, accounts):
+    """A PDF, or a document fetched by URL or file id, could make the provider read more
+    than the hold covers: a note stands in for it; a plain-text document goes as it came."""
+    from silk.messages.translate import OMITTED
+
+    acct = accounts.make(credit="1")
+    text_doc = {"type": "document", "title": "notes",
+                "source": {"type": "text", "media_type": "text/plain", "data": "a b c"}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": "JVBERi0xLjQ="}}
+    body = request("read these")
+    body["messages"] = [
+        {"role": "user", "content": [
+            text_doc, pdf, {"type": "document", "source": {"type": "url",
+                                                           "url": "https://example.com/x.pdf"}},
+            {"type": "text", "text": "read these"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
+                                           "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "document", "source": {"type": "file", "file_id": "file_1"}}]},
+            {"type": "container_upload", "file_id": "file_2"}, {"type": "text", "text": "ok"}]}]
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    sent = native.requests[-1].body["messages"]
+    note = {"type": "text", "text": OMITTED.format(kind="document")}
+    assert sent[0]["content"] == [text_doc, note, note, body["messages"][0]["content"][3]]
+    assert sent[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t1", "content": [note]},
+        {"type": "text", "text": OMITTED.format(kind="container_upload")},
+        {"type": "text", "text": "ok"}]
+    assert "JVBERi0" not in str(native.requests[-1].body)
