@@ -227,8 +227,9 @@ def _chat_messages(message: dict) -> list[dict]:
     for block in content:
         kind = block["type"]
         if kind == "tool_result":
-            text, images = _tool_result(block)
-            out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            result, images = _tool_result(block)
+            out.append({"role": "tool", "tool_call_id": block["tool_use_id"],
+                        "content": result})
             parts.extend(images)
         elif kind == "image":
             parts.append(_image(block))
