@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import pytest
+
 from tests.chat.helpers import expected_cost, set_quota_left, units
 from tests.fakes.anthropic import prompt_tokens
 from tests.messages.helpers import HEADERS, request, sse
@@ -190,3 +192,47 @@ def test_documents_the_gateway_cannot_bound_are_left_out(native, client, account
         {"type": "text", "text": OMITTED.format(kind="container_upload")},
         {"type": "text", "text": "ok"}]
     assert "JVBERi0" not in str(native.requests[-1].body)
+
+
+@pytest.fixture
+def cache_priced(app_config):
+    """deepseek-chat with a cache-hit price, as DeepSeek lists one."""
+    from silk.defaults import MODELS
+
+    app_config["SILK_MODELS"] = {
+        **MODELS, "deepseek-chat": {**MODELS["deepseek-chat"], "cache_hit": "0.014"}}
+
+
+def test_cache_reads_are_priced_at_the_cache_price(cache_priced, native, app, client,
+                                                   accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("a b c d e f g h", "pieces=6 cache_hit=8")
+    response = _post(client, acct, body)
+    prompt = prompt_tokens(body)
+    cost = (Decimal(prompt - 8) * Decimal("0.14") + 8 * Decimal("0.014")
+            + 6 * Decimal("0.28")) / 10**6
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.cache_hit_tokens == 8 and record.cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("lie", [
+    '{"input_tokens": 999999}', '{"cache_read_input_tokens": 999999}',
+    '{"cache_creation_input_tokens": 999999}'])
+def test_input_counts_lying_above_the_hold_are_capped(cache_priced, native, app, client,
+                                                      accounts, lie):
+    """Whichever input field lies, the charge stays inside the hold and the ledger agrees."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", f"pieces=3 usage_json='{lie}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[-1][0] == "message_stop"
+    [record] = accounts.usage_records(acct.id)
+    from silk.messages.translate import native_prompt_bound
+
+    bound = native_prompt_bound(body, app.config["SILK_IMAGE_TOKEN_ALLOWANCE"])
+    assert record.prompt_tokens <= bound and record.cache_hit_tokens <= record.prompt_tokens
+    assert record.cost_units == units(Decimal(str(events[-2][1]["usage"]["cost"])))
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
