@@ -236,3 +236,24 @@ def test_input_counts_lying_above_the_hold_are_capped(cache_priced, native, app,
     assert record.prompt_tokens <= bound and record.cache_hit_tokens <= record.prompt_tokens
     assert record.cost_units == units(Decimal(str(events[-2][1]["usage"]["cost"])))
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.fixture
+def short_read_timeout(app_config):
+    """A provider silent for half a second counts as hung."""
+    app_config["SILK_UPSTREAM_READ_TIMEOUT"] = 0.5
+
+
+def test_provider_falling_silent_mid_stream_bills_the_delivery_once(
+        short_read_timeout, native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", "pieces=20 stall_after=7", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    name, data = events[-1]
+    assert name == "error" and "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == 4  # the pieces before the silence
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert record.status == "timeout" and record.estimated
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
