@@ -16,8 +16,11 @@ from silk.relay.tokens import PER_MESSAGE_OVERHEAD, prompt_bound, prompt_estimat
 SURFACE = "messages"
 # What Anthropic's tool_choice types are in chat completions.
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
-# Anthropic request fields that are the prompt, for the native path's bound.
-_PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
+# Anthropic request fields a model does not read as prompt; every other field sent natively
+# counts in the prompt's bound (a provider may render any of them into the prompt, as
+# Anthropic does output_config's format schema and the tools).
+_NOT_PROMPT = frozenset(("model", "max_tokens", "stream", "temperature", "top_p", "top_k",
+                         "metadata", "stop_sequences", "thinking"))
 # What stands in for a block whose content is not in the request (a PDF, a document or file
 # fetched by URL or id): what a provider reads from it cannot be bounded before it does.
 OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text and images "
@@ -40,7 +43,7 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     if provider.anthropic_base_url:
         request = bounded_request(request)
         body, max_output = native_body(request, model, provider, stream=stream)
-        bound = native_prompt_bound(request, image_allowance)
+        bound = native_prompt_bound(body, image_allowance)
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                     prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
                     surface=SURFACE, dialect="anthropic")
@@ -133,8 +136,10 @@ def bounded_request(request: dict) -> dict:
 
 
 def native_prompt_bound(request: dict, image_allowance: int) -> int:
-    """An upper bound on the prompt a native provider reads: every byte of it a token."""
-    size = sum(len(orjson.dumps(request[name])) for name in _PROMPT_FIELDS if name in request)
+    """An upper bound on the prompt a native provider reads from the body it is sent: every
+    byte of every field it may read a token."""
+    size = sum(len(orjson.dumps(value)) for name, value in request.items()
+               if name not in _NOT_PROMPT)
     images = 0
     for message in request["messages"]:
         content = message.get("content")

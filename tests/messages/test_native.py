@@ -1,5 +1,6 @@
 """The native path: a provider's own Anthropic endpoint, relayed event by event, metered."""
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -257,3 +258,23 @@ def test_provider_falling_silent_mid_stream_bills_the_delivery_once(
     assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
     assert record.status == "timeout" and record.estimated
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_every_field_a_provider_may_read_counts_in_the_prompt_bound():
+    """A field the gateway does not know (output_config's format schema, which Anthropic
+    renders into the prompt) is sent, so it is bounded too; what is left out is not."""
+    from silk.catalog.catalogue import Model, Provider
+    from silk.messages.translate import to_call
+    from silk.pricing import Price
+
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=9000)
+    native = Provider(id="p", name="P", base_url="http://x", keys=(),
+                      anthropic_base_url="http://x/anthropic", limit_covers_reasoning=True)
+    schema = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(300)}}
+    plain = to_call(model, native, request(), stream=False, image_allowance=10)
+    shaped = to_call(model, native, request(output_config={"format": {
+        "type": "json_schema", "schema": schema}}), stream=False, image_allowance=10)
+    assert shaped.prompt_bound - plain.prompt_bound > len(json.dumps(schema, separators=",:"))
+    unpriced = to_call(model, native, request(mcp_servers=[{"url": "x" * 5000}]),
+                       stream=False, image_allowance=10)
+    assert unpriced.prompt_bound == plain.prompt_bound
