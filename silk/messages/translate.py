@@ -59,10 +59,12 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     """The request for a provider's own Messages endpoint, and the output bound held.
 
     Server tools and fields that buy another price are left out (_UNPRICED). Anthropic
-    counts a thinking budget inside max_tokens; the gateway does not rely on a
-    provider doing so and holds max_tokens plus the budget. Thinking with no budget
-    (adaptive) is bounded by max_tokens only where the provider's limit covers reasoning
-    (silk.defaults.PROVIDERS); elsewhere it gets the route's reasoning budget, or is off.
+    counts a thinking budget inside max_tokens; the gateway does not rely on a provider
+    doing so and holds max_tokens plus the budget, a budget not under max_tokens (which
+    may have been lowered to the model's maximum) lowered under it, as Anthropic requires.
+    Thinking with no budget (adaptive) is bounded by max_tokens only where the provider's
+    limit covers reasoning (silk.defaults.PROVIDERS); elsewhere it gets the route's
+    reasoning budget, or is off.
     """
     body = {name: value for name, value in request.items() if name not in _UNPRICED}
     if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
@@ -80,7 +82,13 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     if kind == "enabled" and isinstance(thinking, dict):
         budget = thinking.get("budget_tokens")
         if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
-            return body, limit + budget
+            if budget < limit:
+                return body, limit + budget
+            if limit > 1:  # max_tokens was lowered under it: Anthropic wants budget < max
+                body["thinking"] = {**thinking, "budget_tokens": limit - 1}
+                return body, 2 * limit - 1
+            body["thinking"] = {"type": "disabled"}  # no room to think in one token
+            return body, limit
         kind = "adaptive"
     if kind != "disabled" and model.thinking and not provider.limit_covers_reasoning:
         if model.reasoning_budget:

@@ -107,6 +107,15 @@ def test_native_bound_holds_the_budget(native):
     loose = Provider(id="p", name="P", base_url="http://x", keys=())
     sent, bound = native_body(request(thinking={"type": "adaptive"}), model, loose, stream=True)
     assert sent["thinking"] == {"type": "disabled"} and bound == 1000
+    # Claude Code sizes max_tokens and the budget for a Claude model: the limit lowered to
+    # the model's maximum takes the budget under it, as Anthropic requires.
+    sent, bound = native_body(request(max_tokens=9000, thinking={
+        "type": "enabled", "budget_tokens": 31999}), model, covers, stream=True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8999}
+    assert bound == 9000 + 8999
+    sent, bound = native_body(request(max_tokens=1, thinking={
+        "type": "enabled", "budget_tokens": 1}), model, covers, stream=True)
+    assert sent["thinking"] == {"type": "disabled"} and bound == 1
     budgeted = Model(id="m", provider="p", upstream="u", price=Price(1, 1),
                      max_output_tokens=9000, reasoning_budget=300)
     sent, bound = native_body(request(), budgeted, loose, stream=False)
