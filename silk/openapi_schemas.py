@@ -245,7 +245,8 @@ SCHEMAS = {
                                                                    "system"]},
             content={"oneOf": [STRING, {"type": "array", "items": obj(
                 ("type",), type=STRING)}]})},
-        system={"oneOf": [STRING, {"type": "array", "items": obj(("type",), type=STRING)}]},
+        system={"oneOf": [STRING, {"type": "array", "items": obj(
+            ("type", "text"), type={"type": "string", "enum": ["text"]}, text=STRING)}]},
         stream=BOOLEAN, temperature={"type": "number", "minimum": 0, "maximum": 1},
         top_p={"type": "number", "minimum": 0, "maximum": 1},
         top_k={"type": "integer", "minimum": 0},
@@ -259,7 +260,9 @@ SCHEMAS = {
                                                                 "minimum": 1})),
         "description": "Anthropic Messages. Sent as it came to a provider with an Anthropic "
                        "endpoint, else translated to chat completions; a max_tokens above "
-                       "the model's maximum is lowered to it."},
+                       "the model's maximum is lowered to it; a document the request does "
+                       "not hold as text (a PDF, or one by URL or file id) is replaced by a "
+                       "note saying it was left out."},
     "MessageCountRequest": obj(("model", "messages"), model=STRING,
                                messages={"type": "array", "minItems": 1,
                                          "items": {"type": "object"}}),

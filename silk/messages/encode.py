@@ -9,6 +9,7 @@ carry the cost, and message_stop is sent once the request is settled.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Generator, Iterable, Iterator
 from decimal import Decimal
 
@@ -23,6 +24,7 @@ from silk.relay.events import Chunk, Comment, Completion, Done, Failed
 # Chat completions' finish reasons as Anthropic's stop reasons.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
+_EVENT_NAME = re.compile(r"[a-z_]{1,64}")  # Anthropic's event names
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
@@ -199,11 +201,13 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
             data = item.data
             if data is None:
                 continue
-            if data.get("type") == "message_delta":
+            kind = data.get("type")
+            if kind == "message_delta":
                 last_delta = data
                 continue
-            yield b"event: " + str(data.get("type")).encode() + b"\ndata: " + (
-                item.payload) + b"\n\n"
+            if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
+                continue  # no name an SSE line could carry: a newline would forge events
+            yield b"event: " + kind.encode() + b"\ndata: " + item.payload + b"\n\n"
         elif type(item) is Comment:
             yield PING
         elif type(item) is Done:

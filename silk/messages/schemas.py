@@ -129,9 +129,12 @@ class MessagesRequestSchema(Schema):
     @validates_schema
     def _parts(self, data, **kwargs):
         if isinstance(data.get("system"), list):
-            problem = _content_error(data["system"])
-            if problem is not None:
-                raise ValidationError({"system": problem})
+            for index, block in enumerate(data["system"]):
+                # Text only, as Anthropic has it: an image there would be read unbounded.
+                if not (isinstance(block, dict) and block.get("type") == "text"
+                        and isinstance(block.get("text"), str)):
+                    raise ValidationError({"system": {index: [
+                        "must be a text block (type text with a string text)"]}})
         for index, tool in enumerate(data.get("tools") or ()):
             problem = _tool_error(tool)
             if problem is not None:

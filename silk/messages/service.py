@@ -13,7 +13,7 @@ from silk.catalog.catalogue import Model
 from silk.errors import NotFound, PermissionDenied
 from silk.messages.encode import encode_message, encode_stream
 from silk.messages.schemas import schema_for
-from silk.messages.translate import native_prompt_bound, to_call, to_chat_body
+from silk.messages.translate import bounded_request, native_prompt_bound, to_call, to_chat_body
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
 from silk.relay.tokens import prompt_bound, prompt_estimate
@@ -103,5 +103,8 @@ def count_tokens(principal: Principal, raw: bytes) -> dict:
     chat = to_chat_body(body)
     allowance = current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
     native = bool(catalogue().provider_of(model).anthropic_base_url)
-    bound = native_prompt_bound(body, allowance) if native else prompt_bound(chat, allowance)
+    if native:
+        bound = native_prompt_bound(bounded_request(body), allowance)
+    else:
+        bound = prompt_bound(chat, allowance)
     return {"input_tokens": prompt_estimate(chat, bound)}

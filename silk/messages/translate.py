@@ -16,8 +16,15 @@ from silk.relay.tokens import PER_MESSAGE_OVERHEAD, prompt_bound, prompt_estimat
 SURFACE = "messages"
 # What Anthropic's tool_choice types are in chat completions.
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
-# Anthropic request fields that are the prompt, for the native path's bound.
-_PROMPT_FIELDS = ("system", "messages", "tools", "tool_choice")
+# Anthropic request fields a model does not read as prompt; every other field sent natively
+# counts in the prompt's bound (a provider may render any of them into the prompt, as
+# Anthropic does output_config's format schema and the tools).
+_NOT_PROMPT = frozenset(("model", "max_tokens", "stream", "temperature", "top_p", "top_k",
+                         "metadata", "stop_sequences", "thinking"))
+# What stands in for a block whose content is not in the request (a PDF, a document or file
+# fetched by URL or id): what a provider reads from it cannot be bounded before it does.
+OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text and images "
+           "that the request itself holds.]")
 # Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
 # faster or other service tiers): the catalogue cannot price them, so they are not sent.
 _UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
@@ -34,8 +41,9 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     request = {**request, "max_tokens": min(request["max_tokens"], model.max_output_tokens)}
     chat = to_chat_body(request)
     if provider.anthropic_base_url:
+        request = bounded_request(request)
         body, max_output = native_body(request, model, provider, stream=stream)
-        bound = native_prompt_bound(request, image_allowance)
+        bound = native_prompt_bound(body, image_allowance)
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                     prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
                     surface=SURFACE, dialect="anthropic")
@@ -51,10 +59,12 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     """The request for a provider's own Messages endpoint, and the output bound held.
 
     Server tools and fields that buy another price are left out (_UNPRICED). Anthropic
-    counts a thinking budget inside max_tokens; the gateway does not rely on a
-    provider doing so and holds max_tokens plus the budget. Thinking with no budget
-    (adaptive) is bounded by max_tokens only where the provider's limit covers reasoning
-    (silk.defaults.PROVIDERS); elsewhere it gets the route's reasoning budget, or is off.
+    counts a thinking budget inside max_tokens; the gateway does not rely on a provider
+    doing so and holds max_tokens plus the budget, a budget not under max_tokens (which
+    may have been lowered to the model's maximum) lowered under it, as Anthropic requires.
+    Thinking with no budget (adaptive) is bounded by max_tokens only where the provider's
+    limit covers reasoning (silk.defaults.PROVIDERS); elsewhere it gets the route's
+    reasoning budget, or is off.
     """
     body = {name: value for name, value in request.items() if name not in _UNPRICED}
     if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
@@ -72,7 +82,13 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     if kind == "enabled" and isinstance(thinking, dict):
         budget = thinking.get("budget_tokens")
         if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
-            return body, limit + budget
+            if budget < limit:
+                return body, limit + budget
+            if limit > 1:  # max_tokens was lowered under it: Anthropic wants budget < max
+                body["thinking"] = {**thinking, "budget_tokens": limit - 1}
+                return body, 2 * limit - 1
+            body["thinking"] = {"type": "disabled"}  # no room to think in one token
+            return body, limit
         kind = "adaptive"
     if kind != "disabled" and model.thinking and not provider.limit_covers_reasoning:
         if model.reasoning_budget:
@@ -82,9 +98,56 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     return body, limit
 
 
+def bounded(block) -> bool:
+    """Whether all a content block makes the model read is in the request: not a document
+    by URL, file id or base64 (a PDF's pages are read as images, as many as it has)."""
+    if not isinstance(block, dict) or block.get("type") == "image":
+        return True
+    source = block.get("source")
+    return "file_id" not in block and (
+        not isinstance(source, dict) or source.get("type") == "text")
+
+
+def _omitted(block: dict) -> dict:
+    return {"type": "text", "text": OMITTED.format(kind=str(block.get("type") or "block"))}
+
+
+def _bounded_content(content):
+    """Content with each unbounded block replaced by a note saying it was left out."""
+    if not isinstance(content, list):
+        return content
+    out = []
+    for block in content:
+        if not bounded(block):
+            block = _omitted(block)
+        elif block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+            block = {**block, "content": _bounded_content(block["content"])}
+        out.append(block)
+    return out
+
+
+def bounded_request(request: dict) -> dict:
+    """The request with what the gateway cannot bound left out (see `bounded`); the same
+    object when there is nothing to leave out."""
+    def needs(content) -> bool:
+        return isinstance(content, list) and any(
+            isinstance(block, dict) and not bounded(block) or (block.get("type") == "tool_result"
+                                   and needs(block.get("content"))) for block in content)
+    messages = request["messages"]
+    if not needs(request.get("system")) and not any(needs(m["content"]) for m in messages):
+        return request
+    out = {**request, "messages": [{**m, "content": _bounded_content(m["content"])}
+                                   for m in messages]}
+    if "system" in request:
+        out["system"] = _bounded_content(request["system"])
+    return out
+
+
 def native_prompt_bound(request: dict, image_allowance: int) -> int:
-    """An upper bound on the prompt a native provider reads: every byte of it a token."""
-    size = sum(len(orjson.dumps(request[name])) for name in _PROMPT_FIELDS if name in request)
+    """An upper bound on the prompt a native provider reads from the body it is sent: every
+    byte of every field it may read a token."""
+    size = sum(len(orjson.dumps(value)) for name, value in request.items()
+               if name not in _NOT_PROMPT)
     images = 0
     for message in request["messages"]:
         content = message.get("content")
@@ -141,11 +204,26 @@ def _chat_tool(tool: dict) -> dict:
 
 
 def _text(content) -> str:
-    """The text of a string or of its text blocks (cache_control and the like dropped)."""
+    """The text of a string or of its blocks (cache_control and the like dropped)."""
     if isinstance(content, str):
         return content
-    return "\n".join(block["text"] for block in content
-                     if isinstance(block, dict) and isinstance(block.get("text"), str))
+    texts = (_block_text(block) for block in content if isinstance(block, dict))
+    return "\n".join(text for text in texts if text is not None)
+
+
+def _block_text(block: dict) -> str | None:
+    """What a chat model reads of a non-image block: its text, a plain-text document's
+    data, a note for a document the gateway does not send (`bounded`), or None."""
+    if isinstance(block.get("text"), str):
+        return block["text"]
+    if not bounded(block):
+        return OMITTED.format(kind=str(block.get("type") or "block"))
+    source = block.get("source")
+    if block.get("type") == "document" and isinstance(source, dict) and isinstance(
+            source.get("data"), str):
+        title = block.get("title")
+        return f"{title}\n{source['data']}" if isinstance(title, str) else source["data"]
+    return None
 
 
 def _chat_messages(message: dict) -> list[dict]:
@@ -162,13 +240,14 @@ def _chat_messages(message: dict) -> list[dict]:
     for block in content:
         kind = block["type"]
         if kind == "tool_result":
-            text, images = _tool_result(block)
-            out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            result, images = _tool_result(block)
+            out.append({"role": "tool", "tool_call_id": block["tool_use_id"],
+                        "content": result})
             parts.extend(images)
         elif kind == "image":
             parts.append(_image(block))
-        elif isinstance(block.get("text"), str):
-            parts.append({"type": "text", "text": block["text"]})
+        elif (text := _block_text(block)) is not None:
+            parts.append({"type": "text", "text": text})
     if parts:
         if all(part["type"] == "text" for part in parts):
             out.append({"role": "user", "content": "\n".join(p["text"] for p in parts)})

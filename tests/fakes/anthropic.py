@@ -18,7 +18,8 @@ it at ``/<provider>/anthropic/v1/messages``. Counting follows the fake's chat ru
 Stream: message_start (input counts, ``output_tokens`` 1), ping, one block per kind
 (thinking with a signature_delta, text, or tool_use with two ``input_json_delta``),
 message_delta (``stop_reason`` and the cumulative ``output_tokens`` only), message_stop.
-``cut_after=n`` counts events; ``stream_error`` sends an ``error`` event after
+``cut_after=n`` counts events; ``stall_after=n`` falls silent after n events until the
+client leaves; ``stream_error`` sends an ``error`` event after
 message_start; ``usage_json`` is merged into the usage reported (message_delta's in a
 stream); ``no_usage`` leaves usage out; a non-200 ``status`` answers Anthropic's error body.
 """
@@ -190,6 +191,8 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
             break
         if index and chunk_delay:
             handler._wait(chunk_delay)
+        if opts.get("stall_after") is not None and handler.chunks_sent >= opts["stall_after"]:
+            handler._wait(3600)
         if index == 1 and "stream_error" in opts:
             handler.record.outcome = "error"
             error = {"type": "error", "error": {"type": "overloaded_error",

@@ -148,6 +148,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "chunk_delay": _non_negative(float),        # between stream chunks
     "keepalive_interval": _non_negative(float),  # deepseek keep-alive cadence while waiting
     "cut_after": _non_negative(int),    # stream: close after n data events; else half body
+    "stall_after": _non_negative(int),  # Anthropic stream: fall silent after n events
     "rst": _to_bool,                    # make cuts a TCP RST instead of a FIN
     "hang": _to_bool,                   # never answer; wait for the client to give up
     "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE

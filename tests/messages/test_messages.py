@@ -178,6 +178,22 @@ def test_images_base64_and_url(client, accounts, upstream):
         {"type": "text", "text": "what is this"}]
 
 
+def test_documents_plain_text_is_read_and_the_rest_left_out(client, accounts, upstream):
+    from silk.messages.translate import OMITTED
+
+    acct = accounts.make(credit="1")
+    body = request()
+    body["messages"][0]["content"] = [
+        {"type": "document", "title": "notes",
+         "source": {"type": "text", "media_type": "text/plain", "data": "a b c"}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": "JVBERi0xLjQ="}},
+        {"type": "text", "text": "summarise"}]
+    assert _post(client, acct, body).status_code == 200
+    assert upstream.requests[-1].body["messages"][0]["content"] == "\n".join(
+        ["notes\na b c", OMITTED.format(kind="document"), "summarise"])
+
+
 @pytest.fixture
 def cache_priced(app_config):
     """deepseek-chat with a cache-hit price, as DeepSeek lists one."""

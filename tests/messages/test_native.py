@@ -1,6 +1,9 @@
 """The native path: a provider's own Anthropic endpoint, relayed event by event, metered."""
 
+import json
 from decimal import Decimal
+
+import pytest
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
 from tests.fakes.anthropic import prompt_tokens
@@ -104,6 +107,15 @@ def test_native_bound_holds_the_budget(native):
     loose = Provider(id="p", name="P", base_url="http://x", keys=())
     sent, bound = native_body(request(thinking={"type": "adaptive"}), model, loose, stream=True)
     assert sent["thinking"] == {"type": "disabled"} and bound == 1000
+    # Claude Code sizes max_tokens and the budget for a Claude model: the limit lowered to
+    # the model's maximum takes the budget under it, as Anthropic requires.
+    sent, bound = native_body(request(max_tokens=9000, thinking={
+        "type": "enabled", "budget_tokens": 31999}), model, covers, stream=True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8999}
+    assert bound == 9000 + 8999
+    sent, bound = native_body(request(max_tokens=1, thinking={
+        "type": "enabled", "budget_tokens": 1}), model, covers, stream=True)
+    assert sent["thinking"] == {"type": "disabled"} and bound == 1
     budgeted = Model(id="m", provider="p", upstream="u", price=Price(1, 1),
                      max_output_tokens=9000, reasoning_budget=300)
     sent, bound = native_body(request(), budgeted, loose, stream=False)
@@ -156,3 +168,122 @@ def test_upstream_error_is_in_anthropic_shape_and_free(native, client, accounts)
     assert [e.kind for e in accounts.ledger(acct.id)] == ["topup"]
     bad = _post(client, acct, request("x", "status=400 error_message='max_tokens: too big'"))
     assert bad.status_code == 400 and "max_tokens: too big" in bad.json["error"]["message"]
+
+
+def test_documents_the_gateway_cannot_bound_are_left_out(native, client, accounts):
+    """A PDF, or a document fetched by URL or file id, could make the provider read more
+    than the hold covers: a note stands in for it; a plain-text document goes as it came."""
+    from silk.messages.translate import OMITTED
+
+    acct = accounts.make(credit="1")
+    text_doc = {"type": "document", "title": "notes",
+                "source": {"type": "text", "media_type": "text/plain", "data": "a b c"}}
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": "JVBERi0xLjQ="}}
+    body = request("read these")
+    body["messages"] = [
+        {"role": "user", "content": [
+            text_doc, pdf, {"type": "document", "source": {"type": "url",
+                                                           "url": "https://example.com/x.pdf"}},
+            {"type": "text", "text": "read these"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
+                                           "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "document", "source": {"type": "file", "file_id": "file_1"}}]},
+            {"type": "container_upload", "file_id": "file_2"}, {"type": "text", "text": "ok"}]}]
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    sent = native.requests[-1].body["messages"]
+    note = {"type": "text", "text": OMITTED.format(kind="document")}
+    assert sent[0]["content"] == [text_doc, note, note, body["messages"][0]["content"][3]]
+    assert sent[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t1", "content": [note]},
+        {"type": "text", "text": OMITTED.format(kind="container_upload")},
+        {"type": "text", "text": "ok"}]
+    assert "JVBERi0" not in str(native.requests[-1].body)
+
+
+@pytest.fixture
+def cache_priced(app_config):
+    """deepseek-chat with a cache-hit price, as DeepSeek lists one."""
+    from silk.defaults import MODELS
+
+    app_config["SILK_MODELS"] = {
+        **MODELS, "deepseek-chat": {**MODELS["deepseek-chat"], "cache_hit": "0.014"}}
+
+
+def test_cache_reads_are_priced_at_the_cache_price(cache_priced, native, app, client,
+                                                   accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("a b c d e f g h", "pieces=6 cache_hit=8")
+    response = _post(client, acct, body)
+    prompt = prompt_tokens(body)
+    cost = (Decimal(prompt - 8) * Decimal("0.14") + 8 * Decimal("0.014")
+            + 6 * Decimal("0.28")) / 10**6
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.cache_hit_tokens == 8 and record.cost_units == units(cost)
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("lie", [
+    '{"input_tokens": 999999}', '{"cache_read_input_tokens": 999999}',
+    '{"cache_creation_input_tokens": 999999}'])
+def test_input_counts_lying_above_the_hold_are_capped(cache_priced, native, app, client,
+                                                      accounts, lie):
+    """Whichever input field lies, the charge stays inside the hold and the ledger agrees."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", f"pieces=3 usage_json='{lie}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[-1][0] == "message_stop"
+    [record] = accounts.usage_records(acct.id)
+    from silk.messages.translate import native_prompt_bound
+
+    bound = native_prompt_bound(body, app.config["SILK_IMAGE_TOKEN_ALLOWANCE"])
+    assert record.prompt_tokens <= bound and record.cache_hit_tokens <= record.prompt_tokens
+    assert record.cost_units == units(Decimal(str(events[-2][1]["usage"]["cost"])))
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.fixture
+def short_read_timeout(app_config):
+    """A provider silent for half a second counts as hung."""
+    app_config["SILK_UPSTREAM_READ_TIMEOUT"] = 0.5
+
+
+def test_provider_falling_silent_mid_stream_bills_the_delivery_once(
+        short_read_timeout, native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", "pieces=20 stall_after=7", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    name, data = events[-1]
+    assert name == "error" and "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == 4  # the pieces before the silence
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert record.status == "timeout" and record.estimated
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_every_field_a_provider_may_read_counts_in_the_prompt_bound():
+    """A field the gateway does not know (output_config's format schema, which Anthropic
+    renders into the prompt) is sent, so it is bounded too; what is left out is not."""
+    from silk.catalog.catalogue import Model, Provider
+    from silk.messages.translate import to_call
+    from silk.pricing import Price
+
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=9000)
+    native = Provider(id="p", name="P", base_url="http://x", keys=(),
+                      anthropic_base_url="http://x/anthropic", limit_covers_reasoning=True)
+    schema = {"type": "object", "properties": {f"f{i}": {"type": "string"} for i in range(300)}}
+    plain = to_call(model, native, request(), stream=False, image_allowance=10)
+    shaped = to_call(model, native, request(output_config={"format": {
+        "type": "json_schema", "schema": schema}}), stream=False, image_allowance=10)
+    assert shaped.prompt_bound - plain.prompt_bound > len(json.dumps(schema, separators=",:"))
+    unpriced = to_call(model, native, request(mcp_servers=[{"url": "x" * 5000}]),
+                       stream=False, image_allowance=10)
+    assert unpriced.prompt_bound == plain.prompt_bound

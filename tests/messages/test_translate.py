@@ -128,6 +128,16 @@ def test_native_stream_holds_the_delta_for_the_cost():
     assert out[2][1]["usage"] == {"output_tokens": 5, "cost": 0.000123}
 
 
+def test_native_stream_passes_no_event_name_that_could_forge_another():
+    forged = {"type": "ping\ndata: {\"type\":\"message_stop\"}\n\nevent: x"}
+    odd = {"type": 5}
+    good = {"type": "content_block_stop", "index": 0}
+    events = [Chunk(orjson.dumps(d), d) for d in (forged, odd, good)] + [Done(_bill())]
+    raw = b"".join(encode_stream(events, model="m", request_id="r", native=True))
+    assert [n for n, _ in sse(raw)] == ["content_block_stop", "message_delta", "message_stop"]
+    assert raw.count(b"message_stop") == 2  # the event's name and its data
+
+
 def test_translated_message_pair():
     data = {"id": "c", "object": "chat.completion", "model": "deepseek-v4-flash", "choices": [
         {"index": 0, "finish_reason": "length", "message": {
