@@ -74,9 +74,12 @@ def summary(values: list[float], scale: float = 1000.0, nd: int = 3) -> dict:
 class Target:
     """A URL and the request bytes to send there. ``key`` may list several API keys,
     comma-separated: ``requests[i]`` then carries the i-th, and connection i uses
-    ``requests[i % len(requests)]``."""
+    ``requests[i % len(requests)]``. ``extra`` headers ("Name: value") are sent as well (a peer
+    that routes by header, e.g. Portkey's ``x-portkey-provider``)."""
 
-    def __init__(self, url: str, key: str | None, body: bytes, stream: bool):
+    def __init__(
+        self, url: str, key: str | None, body: bytes, stream: bool, extra: tuple = ()
+    ):
         u = urlsplit(url)
         if u.scheme != "http" or u.hostname not in LOOPBACK:
             raise SystemExit(f"refusing non-loopback target {url!r}")
@@ -92,6 +95,7 @@ class Target:
             "Content-Type: application/json",
             "Accept: " + ("text/event-stream" if stream else "application/json"),
             f"Content-Length: {len(body)}",
+            *extra,
         ]
         keys = [k.strip() for k in (key or "").split(",") if k.strip()] or [None]
         self.requests = []
@@ -387,7 +391,9 @@ def run_latency(args) -> dict:
         name, _, rest = spec.partition("=")
         url, _, key = rest.partition("@")
         body = make_body(args.model, False, args.max_tokens, url)
-        targets.append((name, BlockingConn(Target(url, key or None, body, False), args.timeout)))
+        hdrs = tuple(h for n, _, h in (x.partition("=") for x in args.target_header) if n == name)
+        conn = BlockingConn(Target(url, key or None, body, False, hdrs), args.timeout)
+        targets.append((name, conn))
     out: dict = {"mode": "latency", "targets": {}}
     lat: dict[str, list[float]] = {name: [] for name, _ in targets}
     errors: dict[str, dict] = {name: {} for name, _ in targets}
@@ -494,7 +500,7 @@ def nb_close(ep, conn: Conn) -> None:
 
 def run_throughput(args) -> dict:
     body = make_body(args.model, False, args.max_tokens, args.url)
-    target = Target(args.url, args.key, body, False)
+    target = Target(args.url, args.key, body, False, tuple(args.header))
     ep = select.epoll()
     conns: dict[int, Conn] = {}
     lat: list[float] = []
@@ -621,7 +627,7 @@ def run_throughput(args) -> dict:
 
 def run_streams(args) -> dict:
     body = make_body(args.model, True, args.max_tokens, args.url)
-    target = Target(args.url, args.key, body, True)
+    target = Target(args.url, args.key, body, True, tuple(args.header))
     ep = select.epoll()
     n = args.n
     conns: dict[int, Conn] = {}
@@ -753,6 +759,9 @@ def main(argv=None) -> None:
 
     p = sub.add_parser("latency")
     p.add_argument("--target", action="append", required=True, help="NAME=URL[@KEY]")
+    p.add_argument(
+        "--target-header", action="append", default=[], help="NAME=Header: value (repeatable)"
+    )
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--per-round", type=int, default=500)
     p.add_argument("--round-max-s", type=float, default=5.0)
@@ -762,6 +771,7 @@ def main(argv=None) -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--url", required=True)
     p.add_argument("--key")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup-s", type=float, default=1.0)
@@ -769,6 +779,7 @@ def main(argv=None) -> None:
     p = sub.add_parser("streams")
     p.add_argument("--url", required=True)
     p.add_argument("--key")
+    p.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--deadline-s", type=float, default=60.0)
     p.add_argument("--expect-events", type=int, default=64)

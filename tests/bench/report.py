@@ -82,6 +82,101 @@ def checks(results: dict) -> dict:
     return out
 
 
+# Issue 21's targets against Portkey's gateway (no metering), each a ratio within one run.
+RSS_LIMIT_BYTES = 250_000_000  # workers' resident memory in all after 2000 streams
+
+
+def _surface(name: str) -> tuple[str, str]:
+    db, _, surface = name.partition("-")
+    return db, surface or "chat"
+
+
+def peer_checks(results: dict) -> list[dict]:
+    """Per gateway target: ours against Portkey's (and our chat's) figures of the same run,
+    with the issue's limits; pass is None when a figure is missing."""
+    targets = results.get("targets", {})
+    pk = targets.get("portkey") or {}
+    pk_rps = _get(pk, "throughput_c32", "target", "rps")
+    pk_added = _get(pk, "latency_c1", "added_p50_ms")
+    rows: list[dict] = []
+
+    def add(name, what, ours, ref, ratio, goal, passed):
+        rows.append({"target": name, "what": what, "ours": ours, "ref": ref,
+                     "ratio": ratio, "goal": goal, "pass": passed})
+
+    for name, res in targets.items():
+        if res.get("kind") != "silkgateway":
+            continue
+        db, surface = _surface(name)
+        rps = _get(res, "throughput_c32", "target", "rps")
+        ratio = round(rps / pk_rps, 3) if rps and pk_rps else None
+        if surface == "chat":
+            add(name, "req/s c=32 vs Portkey", rps, pk_rps, ratio, ">= 1.00 x",
+                None if ratio is None else ratio >= 1.0)
+        else:
+            chat = _get(targets, db, "throughput_c32", "target", "rps")
+            r_chat = round(rps / chat, 3) if rps and chat else None
+            add(name, "req/s c=32 vs Portkey", rps, pk_rps, ratio, "(report)", None)
+            add(name, f"req/s c=32 vs our chat ({db})", rps, chat, r_chat, ">= 0.85 x",
+                None if r_chat is None else r_chat >= 0.85)
+        added = _get(res, "latency_c1", "added_p50_ms")
+        if db == "sqlite":
+            r_lat = round(added / pk_added, 3) if added is not None and pk_added else None
+            add(name, "added p50 c=1 vs Portkey, ms", added, pk_added, r_lat, "<= Portkey's",
+                None if added is None or pk_added is None else added <= pk_added)
+        else:
+            r_lat = round(added / pk_added, 3) if added is not None and pk_added else None
+            add(name, "added p50 c=1, ms (Portkey's)", added, pk_added, r_lat, "<= 1.5 ms",
+                None if added is None else added <= 1.5)
+        t500 = _get(res, "streams", "500", "added_ttft_p50_ms")
+        add(name, "500 streams: added TTFT p50, ms", t500, None, None, "< 150 ms",
+            None if t500 is None else t500 < 150)
+        lost = _get(res, "streams", "2000", "target", "lost")
+        t2k = _get(res, "streams", "2000", "added_ttft_p50_ms")
+        add(name, "2000 streams: lost", lost, None, None, "== 0",
+            None if lost is None else lost == 0)
+        add(name, "2000 streams: added TTFT p50, ms", t2k, None, None, "< 1000 ms",
+            None if t2k is None else t2k < 1000)
+        rss = _get(res, "streams", "2000", "workers_after", "rss")
+        add(name, "workers RSS after 2000 streams, MB", None if rss is None else
+            round(rss / 1e6, 1), None, None, "< 250 MB",
+            None if rss is None else rss < RSS_LIMIT_BYTES)
+        soak = _get(res, "soak", "growth_bytes", "rss")
+        if soak is not None:
+            add(name, "soak: workers RSS growth after warm-up, MB", round(soak / 1e6, 1),
+                None, None, "(report; ~0)", None)
+    return rows
+
+
+def peer_markdown(results: dict) -> list[str]:
+    rows = results.get("peer_checks") or []
+    if not rows:
+        return []
+    pk = results.get("targets", {}).get("portkey") or {}
+    note = (
+        "Portkey's figures from this run"
+        if pk.get("throughput_c32")
+        else "Portkey was not measured in this run: its columns are empty"
+    )
+    out = [
+        "",
+        "## Against Portkey's gateway (issue 21's targets, ratios within this run)",
+        "",
+        f"{note}. Ratio = ours / reference; *miss* means the target was not met in this run "
+        "(on a shared machine, read the CPU table first).",
+        "",
+        "| target | figure | ours | reference | ratio | goal | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = {True: "pass", False: "**miss**", None: ""}[r["pass"]]
+        out.append(
+            f"| {r['target']} | {r['what']} | {_f(r['ours'])} | {_f(r['ref'])} | "
+            f"{_f(r['ratio'], 3)} | {r['goal']} | {mark} |"
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -229,6 +324,10 @@ def markdown(results: dict) -> str:
             lambda r, s=s: _f(s(r)["target"]["max_gap_ms"].get("p50"), 0),
         )
         row(
+            f"{n} streams: workers RSS after the burst, MiB",
+            lambda r, s=s: _mib(s(r)["workers_after"]["rss"]),
+        )
+        row(
             f"{n} streams: last stream done after, s",
             lambda r, s=s: _f(s(r)["target"]["wall_s"], 1),
         )
@@ -258,6 +357,13 @@ def markdown(results: dict) -> str:
         lambda r: _mib(r["memory"]["after"]["workers"]["uss"]),
     )
     row("master/main process RSS, MiB", lambda r: _mib(r["memory"]["idle"]["root"]["rss"]))
+    row(
+        "soak: workers RSS after warm-up → end, MiB (minutes)",
+        lambda r: (
+            f"{_mib(r['soak']['after_warmup']['workers']['rss'])} → "
+            f"{_mib(r['soak']['end']['workers']['rss'])} ({_f(r['soak']['minutes'], 1)} min)"
+        ),
+    )
 
     chk = results.get("checks") or {}
     if chk:
@@ -276,6 +382,8 @@ def markdown(results: dict) -> str:
                 mark = {True: "PASS", False: "FAIL", None: "n/a"}[c["pass"]]
                 cells.append(f"{_f(c['value'])} {mark}")
             lines.append(f"| {label} | {chk[gw[0]][key]['goal']} | " + " | ".join(cells) + " |")
+
+    lines += peer_markdown(results)
 
     books = {n: r["books"] for n, r in targets.items() if r.get("books")}
     if books:

@@ -34,6 +34,7 @@ from targets import (  # noqa: E402
     FakeUpstream,
     Gateway,
     LiteLLM,
+    Portkey,
     Target,
     TargetError,
 )
@@ -137,7 +138,8 @@ class Runner:
         self.s = settings
         self.logdir = logdir
         self.python = args.python
-        self.budget = Budget(args.budget_min or settings["budget_min"])
+        extra = args.soak_min * len(args.targets) if not args.budget_min else 0.0
+        self.budget = Budget((args.budget_min or settings["budget_min"]) + extra)
         self.upstream = FakeUpstream(self.python, logdir)
 
     # -- helpers
@@ -176,7 +178,9 @@ class Runner:
 
     def first_answer(self, t: Target) -> tuple[int, str]:
         body = loadgen.make_body("deepseek-chat", False, 128, t.url)
-        conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body, False), timeout=30)
+        conn = loadgen.BlockingConn(
+            loadgen.Target(t.url, t.key, body, False, tuple(t.extra_headers)), timeout=30
+        )
         try:
             r, _ = conn.request(keep_body=True)
         finally:
@@ -186,7 +190,7 @@ class Runner:
     def start_target(self, t: Target, res: dict) -> None:
         timeout = 180.0 if t.kind == "litellm" else 60.0
         samples, firsts = [], []
-        n = self.s["startup_samples"] if t.kind != "litellm" else 1
+        n = self.s["startup_samples"] if t.kind == "silkgateway" else 1
         for i in range(n):
             healthz = t.start(timeout)
             status, _ = self.first_answer(t)
@@ -221,7 +225,9 @@ class Runner:
         except (ValueError, KeyError, IndexError, TypeError):
             ok_ns = False
         body_s = loadgen.make_body("deepseek-chat", True, 128, t.url)
-        conn = loadgen.BlockingConn(loadgen.Target(t.url, t.key, body_s, True), timeout=30)
+        conn = loadgen.BlockingConn(
+            loadgen.Target(t.url, t.key, body_s, True, tuple(t.extra_headers)), timeout=30
+        )
         try:
             sock_resp = _stream_once(conn)
         finally:
@@ -239,6 +245,13 @@ class Runner:
             "stream_events": sock_resp.events,
             "stream_usage_chunk": sock_resp.usage,
         }
+        if ok_ns and not ok_s and t.kind == "portkey":
+            # Portkey 1.15.2 answers streams with an error on Node 20 (undici's immutable
+            # response headers, Portkey-AI/gateway#1389): keep its non-streaming figures.
+            t.streams_ok = False
+            res["validation"]["stream_sample"] = _stream_text(t)[:300]
+            log(f"{t.name}: streaming does not work here; only non-streaming figures")
+            return
         if not (ok_ns and ok_s):
             raise TargetError(f"{t.name} does not answer correctly: {res['validation']}")
 
@@ -249,7 +262,7 @@ class Runner:
                 "throughput",
                 "--url",
                 t.url,
-                *(["--key", t.key] if t.key else []),
+                *_client_args(t),
                 "--concurrency",
                 "8",
                 "--duration",
@@ -274,6 +287,7 @@ class Runner:
                 "latency",
                 "--target",
                 f"target={t.url}@{t.key or ''}",
+                *[f"--target-header=target={h}" for h in t.extra_headers],
                 "--target",
                 f"direct={self.direct_url()}",
                 "--rounds",
@@ -348,7 +362,7 @@ class Runner:
                 "throughput",
                 "--url",
                 t.url,
-                *(["--key", t.key] if t.key else []),
+                *_client_args(t),
                 "--concurrency",
                 "32",
                 "--duration",
@@ -360,6 +374,9 @@ class Runner:
         )
 
     def memory(self, t: Target, res: dict) -> None:
+        if not t.streams_ok:
+            res["memory"] = {"skipped": "the target does not stream"}
+            return
         n = self.s["mem_streams"]
         chunks = self.s["mem_hold_chunks"]
         gap = self.s["mem_hold_gap_ms"]
@@ -390,7 +407,7 @@ class Runner:
                     "streams",
                     "--url",
                     t.url,
-                    *(["--key", t.key] if t.key else []),
+                    *_client_args(t),
                     "--n",
                     str(n),
                     "--expect-events",
@@ -435,6 +452,9 @@ class Runner:
 
     def streams(self, t: Target, res: dict) -> None:
         res.setdefault("streams", {})
+        if not t.streams_ok:
+            res["streams_skipped"] = "the target does not stream"
+            return
         deadline = self.s["stream_deadline_s"]
         for n in self.s["stream_sizes"]:
             if self.budget.left() < deadline + 30:
@@ -465,7 +485,7 @@ class Runner:
                         "streams",
                         "--url",
                         t.url,
-                        *(["--key", t.key] if t.key else []),
+                        *_client_args(t),
                         "--n",
                         str(n),
                         "--deadline-s",
@@ -474,8 +494,12 @@ class Runner:
                     timeout=deadline + 60,
                 )
             cpu = meter.stop()
+            self.upstream.wait_idle(timeout=30)
+            time.sleep(1.0)
+            after = _mem(t)  # the workers once this burst is over
             a, b = tgt["ttft_ms"], direct["ttft_ms"]
             res["streams"][str(n)] = {
+                "workers_after": after["workers"],
                 "target": tgt,
                 "direct": direct,
                 "added_ttft_p50_ms": _sub(a.get("p50"), b.get("p50")),
@@ -489,13 +513,74 @@ class Runner:
                 f"{tgt['max_gap_ms'].get('max')} ms"
             )
 
+    def soak(self, t: Target, res: dict) -> None:
+        """--soak-min N: N minutes of mixed load (c=16 non-streaming, and a burst of 100
+        streams each cycle when the target streams), the workers' memory sampled after every
+        cycle; growth = end minus the sample after warm-up (the first fifth, at most 2 min)."""
+        total_s = self.args.soak_min * 60.0
+        cycle_s = min(30.0, max(5.0, total_s / 4))
+        warm_s = min(120.0, max(cycle_s, total_s / 5))
+        t0 = time.monotonic()
+        samples: list[dict] = []
+        warm: dict | None = None
+        errors: dict[str, int] = {}
+        requests = lost = 0
+        while time.monotonic() - t0 < total_s and self.budget.left() > cycle_s + 30:
+            tp = run_loadgen(
+                self.python,
+                ["throughput", "--url", t.url, *_client_args(t), "--concurrency", "16",
+                 "--duration", str(cycle_s * 0.7), "--warmup-s", "0"],
+                timeout=cycle_s + 60,
+            )
+            requests += tp.get("requests_ok", 0)
+            for k, v in tp.get("errors", {}).items():
+                errors[k] = errors.get(k, 0) + v
+            if t.streams_ok:
+                st = run_loadgen(
+                    self.python,
+                    ["streams", "--url", t.url, *_client_args(t), "--n", "100",
+                     "--deadline-s", "30"],
+                    timeout=90,
+                )
+                lost += st.get("lost", 0)
+            self.upstream.wait_idle(timeout=30)
+            m = _mem(t)
+            m["t_s"] = round(time.monotonic() - t0, 1)
+            samples.append(m)
+            if warm is None and m["t_s"] >= warm_s:
+                warm = m
+        end = samples[-1] if samples else None
+        res["soak"] = {
+            "minutes": self.args.soak_min,
+            "cycle_s": cycle_s,
+            "after_warmup": warm,
+            "end": end,
+            "growth_bytes": (
+                {k: end["workers"][k] - warm["workers"][k] for k in ("rss", "pss", "uss")}
+                if warm and end
+                else None
+            ),
+            "rss_series_mib": [
+                [s_["t_s"], round(s_["workers"]["rss"] / 1048576, 1)] for s_ in samples
+            ],
+            "requests": requests,
+            "streams_lost": lost,
+            "errors": errors,
+        }
+        if warm and end:
+            log(
+                f"{t.name}: soak {self.args.soak_min} min: workers RSS "
+                f"{warm['workers']['rss'] / 1048576:.1f} MiB after warm-up, "
+                f"{end['workers']['rss'] / 1048576:.1f} MiB at the end"
+            )
+
     def profile(self, t: Target, res: dict) -> None:
         pyspy = ensure_pyspy(self.logdir)
         if not pyspy:
             res["profile"] = {"error": "py-spy unavailable"}
             return
         out = {}
-        key = ["--key", t.key] if t.key else []
+        key = _client_args(t)
         tp = ["throughput", "--url", t.url, *key, "--warmup-s", "0.5", "--duration"]
         plan = [
             ("c1", [*tp, "6", "--concurrency", "1"], 6),
@@ -550,7 +635,9 @@ class Runner:
             ("memory", self.memory),
             ("streams", self.streams),
         ]
-        if (self.args.profile or self.args.profile_idle) and t.kind != "litellm":
+        if self.args.soak_min > 0:
+            phases.append(("soak", self.soak))
+        if (self.args.profile or self.args.profile_idle) and t.kind == "silkgateway":
             phases.append(("profile", self.profile))
         try:
             log(f"{t.name}: preparing")
@@ -641,7 +728,34 @@ class Runner:
             t = LiteLLM(self.logdir, self.upstream, a.workers, Path(a.litellm_venv))
             t.ensure_venv(log)
             return t
+        if name == "portkey":
+            t = Portkey(self.logdir, self.upstream, Path(a.portkey_dir))
+            t.ensure_installed(log)
+            return t
         raise SystemExit(f"unknown target {name!r}")
+
+
+def _stream_text(t: Target) -> str:
+    """The raw answer to one streaming request (for the report, when a target fails it)."""
+    body = loadgen.make_body("deepseek-chat", True, 128, t.url)
+    conn = loadgen.BlockingConn(
+        loadgen.Target(t.url, t.key, body, True, tuple(t.extra_headers)), timeout=30
+    )
+    try:
+        r = _stream_once(conn)
+        return f"status {r.status}, {r.events} events"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+def _client_args(t: Target) -> list[str]:
+    """The load generator's options for a target's key(s) and routing headers."""
+    out = ["--key", t.key] if t.key else []
+    for h in t.extra_headers:
+        out.append(f"--header={h}")
+    return out
 
 
 def _stream_once(conn: loadgen.BlockingConn) -> loadgen.Resp:
@@ -869,6 +983,11 @@ def main(argv=None) -> int:
         "--litellm-venv", default=os.environ.get("SILK_BENCH_LITELLM_VENV", "/work/litellm-venv")
     )
     ap.add_argument(
+        "--portkey-dir",
+        default=os.environ.get("SILK_BENCH_PORTKEY_DIR", "/work/portkey"),
+        help="npm prefix Portkey's gateway is installed into (outside the repository)",
+    )
+    ap.add_argument(
         "--python",
         default=sys.executable,
         help="interpreter of the gateway's venv (default: this one)",
@@ -888,6 +1007,13 @@ def main(argv=None) -> int:
         "--profile-idle",
         action="store_true",
         help="with --profile: keep py-spy's idle samples too (shows where workers block)",
+    )
+    ap.add_argument(
+        "--soak-min",
+        type=float,
+        default=0.0,
+        help="after the measured phases, N minutes of mixed load per target; reports the "
+        "workers' RSS after warm-up and at the end (growth)",
     )
     ap.add_argument("--budget-min", type=float, help="hard time budget in minutes")
     ap.add_argument(
@@ -957,6 +1083,7 @@ def main(argv=None) -> int:
     meta["duration_s"] = round(time.monotonic() - t0, 1)
     results["meta"] = meta
     results["checks"] = report.checks(results)
+    results["peer_checks"] = report.peer_checks(results)
     md = report.markdown(results)
     json_path = out_dir / f"bench-{stamp}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str))

@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parents[1]
 LITELLM_SPEC = "litellm[proxy]==1.106.12"
 LITELLM_VERSION = "1.106.12"
+PORTKEY_VERSION = "1.15.2"
+PORTKEY_SPEC = f"@portkey-ai/gateway@{PORTKEY_VERSION}"
 DEAD_PROXY = "http://127.0.0.1:9"  # any accidental outbound HTTP(S) goes nowhere
 SCRUB_PREFIXES = ("SILK_", "DEEPSEEK_", "ARK_", "MIMO_", "LITELLM_", "OPENAI_")
 SCRUB_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "FLASK_APP")
@@ -230,6 +232,8 @@ class Target:
         self.port = free_port()
         self.proc: Proc | None = None
         self.key: str | None = None
+        self.extra_headers: list[str] = []  # sent with every request (routing headers)
+        self.streams_ok = True  # False when validation found that the target cannot stream
         self.info: dict = {}
 
     @property
@@ -536,3 +540,72 @@ class LiteLLM(Target):
             "127.0.0.1",
         ]
         return cmd, self._env(), self.logdir
+
+
+class Portkey(Target):
+    """Portkey's open-source gateway (Node.js, one process), routed to the fake upstream by
+    headers: it meters nothing and keeps no database, the reference for the hot path alone."""
+
+    kind = "portkey"
+    name = "portkey"
+    health_path = "/"
+
+    def __init__(self, logdir: Path, upstream: FakeUpstream, prefix: Path, node: str = "node"):
+        super().__init__(logdir, upstream, 1)
+        self.prefix = prefix
+        self.node = node
+
+    @property
+    def server_js(self) -> Path:
+        return self.prefix / "node_modules/@portkey-ai/gateway/build/start-server.js"
+
+    def installed_version(self) -> str | None:
+        try:
+            pkg = json.loads((self.server_js.parents[1] / "package.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return pkg.get("version")
+
+    def ensure_installed(self, log) -> None:
+        if self.installed_version() == PORTKEY_VERSION and self.server_js.exists():
+            return
+        log(f"installing {PORTKEY_SPEC} into {self.prefix} (one time)")
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        with open(self.logdir / "portkey-install.log", "ab") as f:
+            subprocess.run(
+                ["npm", "install", "--save-exact", "--no-audit", "--no-fund",
+                 "--prefix", str(self.prefix), PORTKEY_SPEC],
+                check=True,
+                timeout=900,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),  # npm needs the real network settings
+            )
+        if self.installed_version() != PORTKEY_VERSION:
+            raise TargetError(f"{PORTKEY_SPEC} did not install into {self.prefix}")
+
+    def prepare(self) -> None:
+        # Portkey passes the client's key on to the provider: any key does for the fake.
+        self.key = "sk-bench-portkey-upstream"
+        self.extra_headers = [
+            "x-portkey-provider: openai",
+            f"x-portkey-custom-host: {self.upstream.base('portkey')}/v1",
+        ]
+        cp = subprocess.run([self.node, "--version"], capture_output=True, text=True, timeout=30)
+        self.info["version"] = self.installed_version()
+        self.info["node"] = cp.stdout.strip()
+        self.info["config"] = (
+            "x-portkey-provider: openai, x-portkey-custom-host: the fake upstream; "
+            "no auth of its own, no database, one Node.js process"
+        )
+
+    def command(self):
+        cmd = [self.node, str(self.server_js), f"--port={self.port}", "--headless"]
+        return cmd, base_env(), self.logdir
+
+    def worker_pids(self) -> list[int]:
+        # one process serves everything (no cluster), so it is its own worker
+        return [self.root_pid(), *procinfo.worker_pids(self.root_pid())] if self.proc else []
+
+    def all_pids(self) -> list[int]:
+        return self.worker_pids()
