@@ -26,8 +26,10 @@ def _os_poll():
 
 def readable_now(sock) -> bool:
     """Whether a socket (or file descriptor) has bytes or an end waiting, without waiting."""
-    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted are not polled
-    if pending is not None and pending():
+    # TLS: bytes already decrypted are not polled. Looked up on the class: on a plain gevent
+    # socket an instance lookup of a missing name raises AttributeError twice inside.
+    pending = getattr(type(sock), "pending", None)
+    if pending is not None and pending(sock):
         return True
     poller = _os_poll()()
     poller.register(sock, select.POLLIN)

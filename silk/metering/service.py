@@ -152,7 +152,10 @@ _UNPRINTABLE = dict.fromkeys(range(32))  # control characters, NUL among them
 def _text(value: Any, size: int) -> str:
     """A provider's string fit for a text column: no control characters (PostgreSQL refuses
     NUL), cut to the column's size."""
-    return str(value or "").translate(_UNPRINTABLE)[:size]
+    text = value if type(value) is str else str(value or "")
+    if not text.isprintable():  # a printable text has no control character: nothing to drop
+        text = text.translate(_UNPRINTABLE)
+    return text[:size]
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,11 +113,13 @@ class Transport:
 
     def head(self, headers: dict[str, str], length: int) -> bytes:
         """The request line and headers as they go on the wire, the body's length included."""
+        # One search over all names and values; which header is bad is looked for only then.
+        if _BREAK.search("".join(headers) + "".join(headers.values())):
+            for name, value in headers.items():
+                if _BREAK.search(name) or _BREAK.search(value):
+                    raise requests.exceptions.InvalidHeader(f"Invalid header {name!r}")
         lines = [self._request_line]
-        for name, value in headers.items():
-            if _BREAK.search(name) or _BREAK.search(value):
-                raise requests.exceptions.InvalidHeader(f"Invalid header {name!r}")
-            lines.append(f"{name}: {value}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
         if "Content-Length" not in headers:
             lines.append(f"Content-Length: {length}\r\n")
         lines.append("\r\n")
