@@ -69,7 +69,10 @@ class SSEParser:
                 self._data_size = 0
         elif line.startswith(b"data:"):
             start = 6 if line.startswith(b"data: ") else 5
-            value = bytes(memoryview(line)[start:stop])
+            # a line cut from the chunk is bytes: one slice copies it; a joined partial line
+            # is a bytearray, copied once through a view
+            value = (line[start:stop] if type(line) is bytes
+                     else bytes(memoryview(line)[start:stop]))
             self._data_size += len(value) + 1
             if self._data_size > self.max_event:
                 self._data, self._data_size = [], 0
