@@ -188,3 +188,21 @@ def test_a_control_socket_only_at_a_path_of_its_own(sqlite_only, app, database_u
     with Gateway(database_url, {**env, "SILK_CONTROL_SOCKET": str(own)}, workers=1):
         assert wait_for(lambda: own.is_socket())
         assert not (home / ".gunicorn").exists()
+
+
+def test_the_date_header_is_the_time_of_the_answer(sqlite_only, app, database_url, gateway_env):
+    """Workers format the Date header once a second (gunicorn.conf.py): it must still be the
+    current second's, and move on with the clock."""
+    from email.utils import parsedate_to_datetime
+
+    with Gateway(database_url, gateway_env, workers=1) as gateway, requests.Session() as s:
+        seen = []
+        for _ in range(2):
+            before = int(time.time())
+            date = s.get(gateway.url + "/healthz", timeout=5).headers["Date"]
+            after = int(time.time())
+            stamp = int(parsedate_to_datetime(date).timestamp())
+            assert before <= stamp <= after, (date, before, after)
+            seen.append(stamp)
+            time.sleep(1.1)
+        assert seen[1] > seen[0]
