@@ -1,0 +1,153 @@
+"""The shared hot path in one process, for repeatable profiles on a busy machine: the gateway's
+WSGI app called directly (no gunicorn, no sockets on the client side) against the fake
+upstream, every request authenticated, validated, reserved and charged like in production.
+
+    python tests/bench/hotpath.py --db sqlite --n 2000                 # timing and books
+    python tests/bench/hotpath.py --db sqlite --n 300 --surface messages
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
+        python tests/bench/hotpath.py --db sqlite --n 200 --marks      # instructions
+
+Instruction counts do not depend on what else the machine runs: run once with --n A and once
+with --n B (same warm-up) and (I_B - I_A) / (B - A) is the instructions of one request.
+``--marks`` prints callgrind's own totals when run under it (via ``callgrind_control``); the
+README of this directory says how the figures were taken. gevent patches everything first,
+as in ``wsgi.py``, so the same transport and database drivers run as under gunicorn.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import loadgen  # noqa: E402
+from targets import REPO, FakeUpstream, Gateway  # noqa: E402
+
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "messages": loadgen.MESSAGES_PATH,
+    "responses": loadgen.RESPONSES_PATH,
+}
+
+
+def environ_for(path: str, key: str, body: bytes) -> dict:
+    """A WSGI environ like gunicorn's gevent worker builds for a keep-alive POST."""
+    return {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "40000",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+        "HTTP_ACCEPT": "application/json",
+        "HTTP_USER_AGENT": "silk-hotpath/1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+
+
+def one(app, path: str, key: str, body: bytes) -> tuple[str, bytes]:
+    status: list[str] = []
+
+    def start_response(s, headers, exc_info=None):
+        status.append(s)
+
+    it = app(environ_for(path, key, body), start_response)
+    try:
+        data = b"".join(it)
+    finally:
+        close = getattr(it, "close", None)
+        if close:
+            close()
+    return status[0], data
+
+
+def callgrind(cmd: str) -> None:
+    """Ask callgrind (when this runs under it) to dump its counters now."""
+    if os.environ.get("SILK_HOTPATH_CALLGRIND"):
+        os.system(f"callgrind_control -{cmd} {os.getpid()} >/dev/null 2>&1")  # noqa: S605
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--surface", choices=tuple(PATHS), default="chat")
+    ap.add_argument("--n", type=int, default=1000, help="measured requests")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
+    ap.add_argument("--stream", action="store_true", help="streaming requests instead")
+    args = ap.parse_args(argv)
+
+    logdir = Path(tempfile.mkdtemp(prefix="silk-hotpath-"))
+    upstream = FakeUpstream(sys.executable, logdir)
+    upstream.start()
+    gw = Gateway(args.db, logdir, upstream, 1, sys.executable, None, args.pg_base)
+    gw.pg_dbname = f"silk_hotpath_{os.getpid()}"
+    try:
+        gw.prepare()
+        os.environ.update(gw._env)
+        os.chdir(REPO)
+        from silk import create_app
+
+        app = create_app()
+        path = PATHS[args.surface]
+        body = loadgen.make_body("deepseek-chat", args.stream, 128, path)
+        for _ in range(args.warmup):
+            s, data = one(app, path, gw.key, body)
+            if not s.startswith("200"):
+                raise SystemExit(f"warm-up request failed: {s} {data[:300]!r}")
+        callgrind("z")  # zero callgrind's counters: only the measured requests count
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        bad = 0
+        for _ in range(args.n):
+            s, _data = one(app, path, gw.key, body)
+            bad += not s.startswith("200")
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - t0
+        callgrind("d")  # dump: the file holds the measured requests' instructions only
+        time.sleep(0.5)  # let the last settlements land before the books are read
+        books = gw.books()
+        out = {
+            "db": args.db,
+            "surface": args.surface,
+            "stream": args.stream,
+            "n": args.n,
+            "failed": bad,
+            "cpu_ms_per_request": round(cpu / max(1, args.n) * 1000, 4),
+            "wall_ms_per_request": round(wall / max(1, args.n) * 1000, 4),
+            "usage_records": books["usage_records"]["rows"],
+            "audit_exit": books["audit_exit"],
+        }
+        print(json.dumps(out))
+        return 1 if bad or books["audit_exit"] else 0
+    finally:
+        upstream.stop()
+        gw.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
