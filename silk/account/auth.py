@@ -243,8 +243,9 @@ def require_owner() -> Principal:
 
 
 def require_admin() -> Principal:
-    """Return the caller's principal if it holds an admin key, else 403."""
+    """Return the caller's principal if it holds an admin key (an owner key of an admin
+    account), else 403."""
     principal = authenticate()
-    if not principal.is_admin:
+    if not principal.is_admin or not principal.is_owner:
         raise PermissionDenied("This endpoint needs an admin key.")
     return principal
