@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from silk.cliutil import fail, parse_usd, usd, when
+from silk.database import utcnow
 from silk.errors import SilkError
 from silk.pricing import usd_to_units
 
@@ -93,13 +94,18 @@ def _caps(day: str | None, month: str | None, total: str | None) -> dict[str, in
 
 def _budget(key) -> str:
     """A key's role, caps and spend against them, for the key lines."""
-    from silk.account.schemas import spend, spend_caps
+    from silk.metering.rules import PYTHON, day_of, month_of, spent_in
 
-    caps, spent = spend_caps(key), spend(key)
-    against = " ".join(f"{period}=${spent[period]}/"
-                       f"{'-' if caps[period] is None else '$' + str(caps[period])}"
+    now = utcnow()
+    spent = {"day": spent_in(PYTHON, key.spent_day, key.spent_day_units, day_of(now)),
+             "month": spent_in(PYTHON, key.spent_month, key.spent_month_units, month_of(now)),
+             "total": key.spent_total_units}
+    caps = {"day": key.cap_day_units, "month": key.cap_month_units,
+            "total": key.cap_total_units}
+    against = " ".join(f"{period}={usd(spent[period])}/"
+                       f"{'-' if caps[period] is None else usd(caps[period])}"
                        for period in ("day", "month", "total"))
-    return f"role={key.role}\tspend {against} held=${spent['held']}"
+    return f"role={key.role}\tspend {against} held={usd(key.held_units)}"
 
 
 @commands.command("set-key-caps")
