@@ -253,3 +253,21 @@ def test_a_burst_of_holds_never_takes_a_key_past_its_cap(app, accounts):
     assert key.spent_total_units + key.held_units <= cap
     assert (key.spent_total_units, key.held_units) == (spent, more * HOLD)
     assert accounts.audit() == []
+
+
+def test_a_late_settlement_after_a_sweep_corrects_the_keys_spend(app, accounts):
+    from silk.extensions import db
+    from silk.metering.sweeper import sweep
+
+    user = accounts.make(credit="1")
+    _no_free_tokens(app, user.id)
+    hold = _reserve(app, user, "late")
+    with app.app_context():
+        assert sweep(db.engine, {}, lambda model, at: PRICE, everything=True) == 1
+    assert _key(app, user.key_id).spent_total_units == 100 * 140  # the sweep's estimate
+    settled = _settle(app, hold, Usage(100, 500))  # the owner's real settlement arrives
+    assert settled.charged_units == 100 * 140 + 500 * 280
+    key = _key(app, user.key_id)
+    assert (key.held_units, key.spent_day_units, key.spent_total_units) == (
+        0, 100 * 140 + 500 * 280, 100 * 140 + 500 * 280)
+    assert accounts.audit() == []
