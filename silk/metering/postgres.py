@@ -8,6 +8,12 @@ only make the statement match nothing (it then returns the account as it is, to 
 again), never overdraw nor mis-price. Settlement claims the reservation, charges the
 account and writes the ledger entry and the usage record in one statement too.
 
+Both also keep the request's key's budget counters (silk.metering.rules.key_covers), always
+after the account's row, so that a batch, sorted by account, takes its row locks in one
+order. A key with spend caps is held by a statement of its own, which locks the account's
+row and then the key's and checks the caps on what the locks read (the newest versions,
+never the statement's snapshot, which predates any lock wait).
+
 Each process sends these statements over one connection of its own, through a group
 commit (silk.metering.groupcommit): the statements that arrive while a batch is in flight
 go together in the next transaction, sent as one query string, ordered by account so
