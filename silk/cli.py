@@ -42,7 +42,8 @@ def audit_cmd():
         click.echo(f"  account {account_id} ({email}): ${units_to_usd(units)} ({units} units)")
     if problems:
         sys.exit(1)
-    click.echo("audit ok: every ledger sums to its balance and no balance is negative")
+    click.echo("audit ok: every ledger sums to its balance, no balance is negative and "
+               "every key's budget counters match its records")
 
 
 @silk_cli.command("sweep")

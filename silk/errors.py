@@ -51,6 +51,12 @@ class InsufficientBalance(SilkError):
         self.headers.setdefault("x-should-retry", "false")
 
 
+class KeyBudgetExceeded(InsufficientBalance):
+    """A key's spend cap (day, month or total) cannot cover the request's worst case."""
+
+    code = "key_budget_exceeded"
+
+
 class PermissionDenied(SilkError):
     status, type, code = 403, "permission_error", "permission_denied"
 

@@ -105,28 +105,34 @@ def _paths(models: list[str]) -> dict:
         "/v1/pricing": {"get": op("Every model's price and every tier; no key needed.",
                                   response(ref("Pricing"), "Prices."), tag="models",
                                   auth=False)},
-        "/v1/balance": {"get": op("The caller's balance.", response(ref("Balance"),
+        "/v1/balance": {"get": op("The caller's balance (owner keys).", response(ref("Balance"),
                                                                     "The balance."),
                                   tag="billing")},
-        "/v1/usage": {"get": op("A month's requests, tokens and cost, by model and day.",
+        "/v1/usage": {"get": op("A month's requests, tokens and cost, by model and day (a "
+                                "member key: its own).",
                                 response(ref("UsageReport"), "Usage."), tag="billing",
                                 params=(MONTH,))},
-        "/v1/billing": {"get": op("A month's bill: costs, free quota, balance.",
+        "/v1/billing": {"get": op("A month's bill: costs, free quota, balance (owner keys).",
                                   response(ref("Billing"), "The bill."), tag="billing",
                                   params=(MONTH,))},
         "/v1/topup": {"post": op(
-            "Add funds: a redemption code, an admin credit, or open self-service.",
+            "Add funds: a redemption code, an admin credit, or open self-service (owner keys).",
             response(ref("Topup"), "The credit and the new balance."), tag="billing",
             params=(IDEMPOTENCY,), body=json_body("TopupRequest"))},
         "/v1/keys": {
-            "get": op("The caller's account's keys (prefixes only).",
+            "get": op("The caller's account's keys (prefixes only); a member key sees itself.",
                       response(listing("Key"), "Keys."), tag="keys"),
-            "post": op("Make a key, no wider than the calling key; shown once.",
+            "post": op("Make a key, no wider than the calling key (caps included); shown "
+                       "once. Owner keys only.",
                        response(ref("NewKey"), "The new key."), tag="keys", status="201",
                        body=json_body("KeyCreate", required=False))},
-        "/v1/keys/{key_id}": {"delete": op(
-            "Revoke one of the caller's keys.", response(ref("Key"), "The revoked key."),
-            tag="keys", params=(path_id("key_id"),))},
+        "/v1/keys/{key_id}": {
+            "delete": op("Revoke one of the caller's keys (owner keys).",
+                         response(ref("Key"), "The revoked key."), tag="keys",
+                         params=(path_id("key_id"),)),
+            "patch": op("Rename a key or change its spend caps, never above the caller's "
+                        "(owner keys).", response(ref("Key"), "The key."), tag="keys",
+                        params=(path_id("key_id"),), body=json_body("KeyUpdate"))},
         "/v1/register": {
             "get": op("Whether registration is open, by invite, or closed.",
                       response(ref("RegistrationMode"), "The mode."), tag="accounts",
@@ -204,9 +210,12 @@ def _admin_paths(account: tuple) -> dict:
                                                            "Entries."),
             tag=ADMIN, params=(*account, LIMIT, query("before", {"type": "integer",
                                                                  "minimum": 1})))},
-        "/v1/admin/keys/{key_id}": {"delete": op(
-            "Revoke any key.", response(ref("Key"), "The revoked key."), tag=ADMIN,
-            params=key_id)},
+        "/v1/admin/keys/{key_id}": {
+            "delete": op("Revoke any key.", response(ref("Key"), "The revoked key."),
+                         tag=ADMIN, params=key_id),
+            "patch": op("Rename any key or set its spend caps.", response(ref("Key"),
+                                                                            "The key."),
+                        tag=ADMIN, params=key_id, body=json_body("KeyUpdate"))},
         "/v1/admin/redemption-codes": {
             "get": op("Redemption codes (prefixes only).", response(listing("Code"),
                                                                     "Codes."),

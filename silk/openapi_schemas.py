@@ -167,9 +167,23 @@ SCHEMAS = {
                prefix=STRING, status={"type": "string", "enum": ["active", "revoked",
                                                                   "expired"]},
                models=nullable({"type": "array", "items": STRING}),
-               rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER), created_at=MOMENT,
-               expires_at=MOMENT, last_used_at=MOMENT, revoked_at=MOMENT,
+               rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER),
+               role={"type": "string", "enum": ["owner", "member"]},
+               spend_caps=ref("SpendCaps"),
+               spend=obj(("day", "month", "total", "held"), day=USD, month=USD, total=USD,
+                         held={**USD, "description": "Held by the key's requests in flight; "
+                               "the caps count it until they settle."}),
+               created_at=MOMENT, expires_at=MOMENT, last_used_at=MOMENT, revoked_at=MOMENT,
                deleted=BOOLEAN),
+    "SpendCaps": {**obj(day=nullable(USD), month=nullable(USD), total=nullable(USD)),
+                  "description": "USD a key may spend per UTC day, per UTC month and in all "
+                                 "(null or absent: no cap). A request whose worst case would "
+                                 "pass a cap, with what was spent in its period and what the "
+                                 "key's open requests hold, is refused with 402 "
+                                 "key_budget_exceeded."},
+    "KeyUpdate": obj(name={"type": "string", "minLength": 1, "maxLength": 100},
+                     spend_caps={**ref("SpendCaps"), "description": "Caps sent replace those; "
+                                 "null removes one, one left out stays."}),
     "NewKey": {"allOf": [ref("Key"), obj(("key",), key=STRING, message=STRING)]},
     "KeyCreate": obj(name={"type": "string", "minLength": 1, "maxLength": 100},
                      expires_at={"type": "string", "format": "date-time"},
@@ -177,7 +191,13 @@ SCHEMAS = {
                      models={"type": "array", "minItems": 1, "maxItems": 100,
                              "items": STRING},
                      rpm_limit={"type": "integer", "minimum": 1},
-                     tpm_limit={"type": "integer", "minimum": 1}),
+                     tpm_limit={"type": "integer", "minimum": 1},
+                     role={"type": "string", "enum": ["owner", "member"],
+                           "description": "owner (default) manages keys and sees the whole "
+                                          "account; member uses the API and sees its own "
+                                          "usage and caps."},
+                     spend_caps={**ref("SpendCaps"), "description": "Never above the creating "
+                                 "key's caps; a cap left out is the creating key's."}),
     "Account": obj(("id", "object", "email", "tier", "balance"), id=INTEGER, object=STRING,
                    email=STRING, tier=STRING, is_admin=BOOLEAN, disabled=BOOLEAN,
                    balance=USD, reserved=USD, currency=STRING, created_at=MOMENT,

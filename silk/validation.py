@@ -238,8 +238,12 @@ _TYPE_NAMES = {str: "a string", list: "an array", dict: "an object", type(None):
 def first_error(messages: dict, prefix: str = "") -> tuple[str, str]:
     """Flatten marshmallow's nested error dict to (param path, message) of the first error."""
     key, value = next(iter(messages.items()))
-    path = f"{prefix}.{key}" if prefix and not isinstance(key, int) else (
-        f"{prefix}[{key}]" if isinstance(key, int) else str(key))
+    if key == "_schema" and prefix:  # a nested object's own error (it is not an object)
+        path = prefix
+    elif isinstance(key, int):
+        path = f"{prefix}[{key}]"
+    else:
+        path = f"{prefix}.{key}" if prefix else str(key)
     if isinstance(value, dict):
         return first_error(value, path)
     text = value[0] if isinstance(value, list) and value else str(value)

@@ -36,6 +36,13 @@ class Principal:
     rpm_limit: int | None
     tpm_limit: int | None
     expires_at: datetime | None
+    role: str = "owner"
+    capped: bool = False  # the key had spend caps when it was read (metering checks them)
+
+    @property
+    def is_owner(self) -> bool:
+        """True for an owner key: it manages keys and sees the whole account."""
+        return self.role == "owner"
 
     def may_use(self, model_id: str) -> bool:
         """True when the key is not limited to other models."""
@@ -150,6 +157,8 @@ def _load(key_hash: str) -> Principal | None:
         key_id=key.id, key_hash=key_hash, account_id=key.account_id, is_admin=is_admin,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
         rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit, expires_at=key.expires_at,
+        role=key.role, capped=not (key.cap_day_units is None and key.cap_month_units is None
+                                   and key.cap_total_units is None),
     )
 
 
@@ -223,9 +232,20 @@ def authenticate() -> Principal:
     return principal
 
 
-def require_admin() -> Principal:
-    """Return the caller's principal if it holds an admin key, else 403."""
+def require_owner() -> Principal:
+    """Return the caller's principal if it holds an owner key, else 403 (`owner_key_required`)."""
     principal = authenticate()
-    if not principal.is_admin:
+    if not principal.is_owner:
+        raise PermissionDenied("This needs an owner key of the account: a member key uses "
+                               "the API and sees only its own usage and caps.",
+                               code="owner_key_required")
+    return principal
+
+
+def require_admin() -> Principal:
+    """Return the caller's principal if it holds an admin key (an owner key of an admin
+    account), else 403."""
+    principal = authenticate()
+    if not principal.is_admin or not principal.is_owner:
         raise PermissionDenied("This endpoint needs an admin key.")
     return principal

@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from silk.cliutil import fail, parse_usd, usd, when
+from silk.database import utcnow
 from silk.errors import SilkError
 from silk.pricing import usd_to_units
 
@@ -60,20 +61,70 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
 @click.option("--models", default="", help="Comma-separated models this key may use.")
 @click.option("--rpm", type=int, default=None, help="Requests per minute.")
 @click.option("--tpm", type=int, default=None, help="Tokens per minute.")
+@click.option("--role", type=click.Choice(["owner", "member"]), default="owner",
+              help="owner: manages keys, sees everything; member: uses the API only.")
+@click.option("--cap-day", default=None, help="USD the key may spend per UTC day.")
+@click.option("--cap-month", default=None, help="USD the key may spend per UTC month.")
+@click.option("--cap-total", default=None, help="USD the key may spend in all.")
 def create_key_cmd(account: str, name: str, expires: datetime | None, models: str,
-                   rpm: int | None, tpm: int | None):
+                   rpm: int | None, tpm: int | None, role: str, cap_day: str | None,
+                   cap_month: str | None, cap_total: str | None):
     """Make another key for ACCOUNT (id or email); prints the key last."""
     from silk.account.service import create_key, find_account
 
+    caps = _caps(cap_day, cap_month, cap_total)
     try:
         target = find_account(account)
         key = create_key(target.id, name=name, expires_at=expires,
                          allowed_models=[m.strip() for m in models.split(",") if m.strip()],
-                         rpm_limit=rpm, tpm_limit=tpm)
+                         rpm_limit=rpm, tpm_limit=tpm, role=role,
+                         **{f"cap_{period}_units": units for period, units in caps.items()})
     except SilkError as err:
         fail(err)
     click.echo(f"key {key.record.id} for account {target.id} ({key.record.name})")
     click.echo(key.secret)
+
+
+def _caps(day: str | None, month: str | None, total: str | None) -> dict[str, int | None]:
+    """Spend caps given as options, in units; `none` removes a cap."""
+    given = {"day": day, "month": month, "total": total}
+    return {period: None if value.strip().lower() == "none" else _usd(value)
+            for period, value in given.items() if value is not None}
+
+
+def _budget(key) -> str:
+    """A key's role, caps and spend against them, for the key lines."""
+    from silk.metering.rules import PYTHON, day_of, month_of, spent_in
+
+    now = utcnow()
+    spent = {"day": spent_in(PYTHON, key.spent_day, key.spent_day_units, day_of(now)),
+             "month": spent_in(PYTHON, key.spent_month, key.spent_month_units, month_of(now)),
+             "total": key.spent_total_units}
+    caps = {"day": key.cap_day_units, "month": key.cap_month_units,
+            "total": key.cap_total_units}
+    against = " ".join(f"{period}={usd(spent[period])}/"
+                       f"{'-' if caps[period] is None else usd(caps[period])}"
+                       for period in ("day", "month", "total"))
+    return f"role={key.role}\tspend {against} held={usd(key.held_units)}"
+
+
+@commands.command("set-key-caps")
+@click.argument("key_id", type=int)
+@click.option("--day", default=None, help="USD per UTC day (`none` removes the cap).")
+@click.option("--month", default=None, help="USD per UTC month (`none` removes the cap).")
+@click.option("--total", default=None, help="USD in all (`none` removes the cap).")
+def set_key_caps_cmd(key_id: int, day: str | None, month: str | None, total: str | None):
+    """Set or remove a key's spend caps; caps not given stay as they are."""
+    from silk.account.service import update_key
+
+    caps = _caps(day, month, total)
+    if not caps:
+        raise click.UsageError("Give --day, --month or --total.")
+    try:
+        key = update_key(key_id, {"spend_caps": caps})
+    except SilkError as err:
+        fail(err)
+    click.echo(f"key {key.id}\t{_budget(key)}")
 
 
 @commands.command("list-keys")
@@ -90,7 +141,7 @@ def list_keys_cmd(account: str | None):
         state = "revoked" if key.revoked_at else (
             f"expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "active")
         click.echo(f"{key.id}\taccount={key.account_id}\t{key.prefix}...\t{key.name}\t{state}\t"
-                   f"last_used={key.last_used_at or '-'}")
+                   f"last_used={key.last_used_at or '-'}\t{_budget(key)}")
 
 
 @commands.command("revoke-key")
@@ -140,7 +191,8 @@ def show_account_cmd(account: str):
     for key in list_keys(found.id):
         state = "revoked" if key.revoked_at else "active"
         click.echo(f"  key {key.id}\t{key.prefix}...\t{key.name}\t{state}\t"
-                   f"expires={when(key.expires_at)}\tlast_used={when(key.last_used_at)}")
+                   f"expires={when(key.expires_at)}\tlast_used={when(key.last_used_at)}\t"
+                   f"{_budget(key)}")
 
 
 def _set_state(account: str, **change):

@@ -40,9 +40,21 @@ class Account(Model):
 
 
 class ApiKey(Model):
-    """An API key, stored only as its SHA-256; `prefix` is what lists show."""
+    """An API key, stored only as its SHA-256; `prefix` is what lists show.
+
+    `role` is `owner` (manages the account) or `member` (uses the API, sees its own
+    usage). The spend caps (units; None: no cap) bound what the key may spend per UTC day,
+    per UTC month and in total. The counters are kept by metering alone, in the same
+    statements that hold and charge the account: `held_units` is the sum of the key's open
+    holds, `spent_*` what its settlements charged in the day and month named beside them
+    and in all.
+    """
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("held_units >= 0", name="key_held_nonnegative"),
+        CheckConstraint("role IN ('owner', 'member')", name="key_role"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -56,6 +68,16 @@ class ApiKey(Model):
     allowed_models: Mapped[list | None] = mapped_column(JSON, default=None)
     rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    role: Mapped[str] = mapped_column(String(8), default="owner", server_default="owner")
+    cap_day_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    cap_month_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    cap_total_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    held_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    spent_day: Mapped[str] = mapped_column(String(10), default="", server_default="")
+    spent_day_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    spent_month: Mapped[str] = mapped_column(String(7), default="", server_default="")
+    spent_month_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    spent_total_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class InviteCode(Model):

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from silk.database import utcnow
-from silk.validation import StrictInteger, StrictString, UnitsAsUsd, UtcDateTime
+from silk.metering import rules
+from silk.pricing import units_to_usd, usd_to_units
+from silk.validation import StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
+
+_MOST_USD = 10**9  # a cap above a billion dollars is a typo; it must also fit a BIGINT of units
+
+
+class SpendCapsSchema(Schema):
+    """`spend_caps`: USD per UTC day, per UTC month and in total; null is no cap."""
+
+    day = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
+    month = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
+    total = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
+
+    @post_load
+    def _units(self, data, **kwargs):
+        return {period: None if usd is None else usd_to_units(usd)
+                for period, usd in data.items()}
 
 _EMAIL = validate.Email(error="must be an email address")
 
@@ -27,6 +44,8 @@ class KeyCreateSchema(Schema):
                          validate=validate.Length(min=1, max=100))
     rpm_limit = StrictInteger(validate=validate.Range(min=1))
     tpm_limit = StrictInteger(validate=validate.Range(min=1))
+    spend_caps = fields.Nested(SpendCapsSchema)
+    role = StrictString(validate=validate.OneOf(["owner", "member"]))
 
     @validates_schema
     def _expiry(self, data, **kwargs):
@@ -34,6 +53,13 @@ class KeyCreateSchema(Schema):
             raise ValidationError("send expires_at or expires_in_days, not both", "expires_at")
         if "expires_at" in data and data["expires_at"] <= utcnow():
             raise ValidationError("must be in the future", "expires_at")
+
+
+class KeyUpdateSchema(Schema):
+    """PATCH /v1/keys/<id>: a new name, or spend caps (null removes one, absent keeps it)."""
+
+    name = StrictString(validate=validate.Length(min=1, max=100))
+    spend_caps = fields.Nested(SpendCapsSchema)
 
 
 def key_status(key) -> str:
@@ -56,10 +82,35 @@ class KeySchema(Schema):
     models = fields.List(fields.String(), attribute="allowed_models", allow_none=True)
     rpm_limit = fields.Integer(allow_none=True)
     tpm_limit = fields.Integer(allow_none=True)
+    role = fields.String()
+    spend_caps = fields.Function(lambda key: spend_caps(key))
+    spend = fields.Function(lambda key: spend(key))
     created_at = UtcDateTime()
     expires_at = UtcDateTime()
     last_used_at = UtcDateTime()
     revoked_at = UtcDateTime()
+
+
+def spend_caps(key) -> dict:
+    """A key's caps in USD (null: no cap)."""
+    return {period: None if units is None else _usd(units) for period, units in
+            (("day", key.cap_day_units), ("month", key.cap_month_units),
+             ("total", key.cap_total_units))}
+
+
+def spend(key) -> dict:
+    """What a key spent this UTC day, this UTC month and in all, and holds for requests
+    running now (the caps count those too), in USD."""
+    now = utcnow()
+    return {"day": _usd(rules.spent_in(rules.PYTHON, key.spent_day or "",
+                                       key.spent_day_units or 0, rules.day_of(now))),
+            "month": _usd(rules.spent_in(rules.PYTHON, key.spent_month or "",
+                                         key.spent_month_units or 0, rules.month_of(now))),
+            "total": _usd(key.spent_total_units or 0), "held": _usd(key.held_units or 0)}
+
+
+def _usd(units: int):
+    return units_to_usd(units)
 
 
 class AccountSchema(Schema):
@@ -79,6 +130,7 @@ class AccountSchema(Schema):
 
 register_schema = RegisterSchema()
 key_create_schema = KeyCreateSchema()
+key_update_schema = KeyUpdateSchema()
 key_schema = KeySchema()
 account_schema = AccountSchema()
 

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from silk import invalidation
-from silk.account.auth import Principal
 from silk.account.keys import display_prefix, generate_key, hash_secret
 from silk.account.models import Account, ApiKey
 from silk.database import utcnow
@@ -23,6 +22,7 @@ from silk.errors import (
 )
 from silk.extensions import db
 from silk.metering.service import credit
+from silk.pricing import units_to_usd
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,17 @@ def create_account(email: str, *, tier: str, known_tiers, credit_units: int = 0,
 
 def _new_key(account_id: int, *, name: str, expires_at: datetime | None = None,
              allowed_models: list[str] | None = None, rpm_limit: int | None = None,
-             tpm_limit: int | None = None) -> NewKey:
+             tpm_limit: int | None = None, role: str = "owner",
+             cap_day_units: int | None = None, cap_month_units: int | None = None,
+             cap_total_units: int | None = None) -> NewKey:
     secret = generate_key()
     record = ApiKey(account_id=account_id, key_hash=hash_secret(secret),
                     prefix=display_prefix(secret), name=name[:100], expires_at=expires_at,
                     allowed_models=allowed_models or None, rpm_limit=rpm_limit,
-                    tpm_limit=tpm_limit)
+                    tpm_limit=tpm_limit, role=role, cap_day_units=cap_day_units,
+                    cap_month_units=cap_month_units, cap_total_units=cap_total_units,
+                    held_units=0, spent_day="", spent_day_units=0, spent_month="",
+                    spent_month_units=0, spent_total_units=0)
     db.session.add(record)
     db.session.flush()
     return NewKey(record, secret)
@@ -146,28 +151,34 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
     return account
 
 
+CAPS = ("cap_day_units", "cap_month_units", "cap_total_units")
+
+
 @dataclass(frozen=True)
 class Scope:
-    """What a key may do: its models, rates and lifetime (None: no limit)."""
+    """What a key may do: its models, rates, lifetime and spend caps (None: no limit)."""
 
     allowed_models: frozenset[str] | None
     rpm_limit: int | None
     tpm_limit: int | None
     expires_at: datetime | None
+    cap_day_units: int | None = None
+    cap_month_units: int | None = None
+    cap_total_units: int | None = None
 
     @classmethod
-    def of(cls, key: ApiKey | Principal) -> Scope:
-        """The scope of a stored key or of an authenticated one."""
+    def of(cls, key: ApiKey) -> Scope:
+        """The scope of a stored key."""
         models = key.allowed_models
         return cls(frozenset(models) if models else None, key.rpm_limit, key.tpm_limit,
-                   key.expires_at)
+                   key.expires_at, key.cap_day_units, key.cap_month_units, key.cap_total_units)
 
     def exceeded_by(self, other: Scope) -> str | None:
         """The first field in which `other` is wider than this scope, else None."""
         if self.allowed_models is not None and (
                 other.allowed_models is None or not other.allowed_models <= self.allowed_models):
             return "models"
-        for field in ("expires_at", "rpm_limit", "tpm_limit"):
+        for field in ("expires_at", "rpm_limit", "tpm_limit", *CAPS):
             own, theirs = getattr(self, field), getattr(other, field)
             if own is not None and (theirs is None or theirs > own):
                 return field
@@ -204,17 +215,29 @@ def acting_key(key_id: int, account_id: int) -> ApiKey:
     return key
 
 
+def owner_key(key_id: int, account_id: int) -> ApiKey:
+    """The caller's key, read now, if it is an owner key; 403 (`owner_key_required`) for a
+    member key, which may not manage keys."""
+    key = acting_key(key_id, account_id)
+    if key.role != "owner":
+        raise PermissionDenied("A member key may not manage the account's keys; use an "
+                               "owner key.", code="owner_key_required")
+    return key
+
+
 def create_key_as(key_id: int, account_id: int, data: Mapping,
                   known_models: Mapping) -> NewKey:
-    """Make a key for the caller's account, never wider than the caller's key (API, dashboard)."""
-    creator = acting_key(key_id, account_id)
+    """Make a key for the caller's account, never wider than the caller's key (API, dashboard);
+    only an owner key may."""
+    creator = owner_key(key_id, account_id)
     options = key_options(data, known_models, limit_to=Scope.of(creator))
     return create_key(account_id, **options)
 
 
 def revoke_key_as(key_id: int, account_id: int, target_id: int) -> ApiKey:
-    """Revoke one of the caller's account's keys, unless it is wider than the caller's key."""
-    creator = acting_key(key_id, account_id)
+    """Revoke one of the caller's account's keys, unless it is wider than the caller's key;
+    only an owner key may."""
+    creator = owner_key(key_id, account_id)
     target = db.session.get(ApiKey, target_id)
     if target is None or target.account_id != account_id:
         raise NotFound("API key not found.", param="id", code="key_not_found")
@@ -239,23 +262,70 @@ def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> d
     expires_at = data.get("expires_at")
     if "expires_in_days" in data:
         expires_at = utcnow() + timedelta(days=data["expires_in_days"])
+    caps = data.get("spend_caps") or {}
     options = {"name": data.get("name", "default"), "expires_at": expires_at,
                "allowed_models": models, "rpm_limit": data.get("rpm_limit"),
-               "tpm_limit": data.get("tpm_limit")}
+               "tpm_limit": data.get("tpm_limit"), "role": data.get("role", "owner"),
+               **{field: caps.get(period) for field, period in zip(CAPS, PERIODS, strict=True)}}
     if limit_to is None:
         return options
     if models is None and limit_to.allowed_models is not None:
         options["allowed_models"] = sorted(limit_to.allowed_models)
-    for field in ("expires_at", "rpm_limit", "tpm_limit"):
+    for field in ("expires_at", "rpm_limit", "tpm_limit", *CAPS):
         if options[field] is None:
             options[field] = getattr(limit_to, field)
     wider = limit_to.exceeded_by(Scope(
         frozenset(options["allowed_models"]) if options["allowed_models"] else None,
-        options["rpm_limit"], options["tpm_limit"], options["expires_at"]))
+        options["rpm_limit"], options["tpm_limit"], options["expires_at"],
+        *(options[field] for field in CAPS)))
     if wider == "models":
         raise PermissionDenied("A new key may not use models this key may not use.",
                                param="models", code="key_scope_exceeded")
+    if wider in CAPS:
+        period = PERIODS[CAPS.index(wider)]
+        raise PermissionDenied(f"A key's {period} spend cap may not exceed the {period} cap "
+                               f"of the key setting it (${units_to_usd(getattr(limit_to, wider))})."
+                               , param=f"spend_caps.{period}", code="key_scope_exceeded")
     if wider:
         raise PermissionDenied(f"A new key's {wider} may not exceed this key's.",
                                param=wider, code="key_scope_exceeded")
     return options
+
+
+PERIODS = ("day", "month", "total")  # the spend caps' names in the API, as CAPS orders them
+
+
+def update_key(target_id: int, data: Mapping, account_id: int | None = None,
+               limit_to: Scope | None = None) -> ApiKey:
+    """Rename a key or change its spend caps (a cap sent as null is removed, one left out
+    stays); with `limit_to`, no cap may end up above it (403 `key_scope_exceeded`)."""
+    key = db.session.get(ApiKey, target_id)
+    if key is None or (account_id is not None and key.account_id != account_id):
+        raise NotFound("API key not found.", param="id", code="key_not_found")
+    caps = {field: getattr(key, field) for field in CAPS}
+    for period, units in (data.get("spend_caps") or {}).items():
+        caps[CAPS[PERIODS.index(period)]] = units
+    if limit_to is not None:
+        for field in CAPS:
+            own = getattr(limit_to, field)
+            if own is not None and (caps[field] is None or caps[field] > own):
+                period = PERIODS[CAPS.index(field)]
+                raise PermissionDenied(
+                    f"A key's {period} spend cap may not exceed the {period} cap of the key "
+                    f"setting it (${units_to_usd(own)}).", param=f"spend_caps.{period}",
+                    code="key_scope_exceeded")
+    # Only the caps and the name change: the counters belong to metering, whose statements
+    # may be updating them now.
+    db.session.execute(update(ApiKey).where(ApiKey.id == target_id).values(
+        name=str(data.get("name", key.name))[:100], **caps))
+    db.session.commit()
+    db.session.refresh(key)
+    invalidation.key_changed(key.key_hash)
+    return key
+
+
+def update_key_as(key_id: int, account_id: int, target_id: int, data: Mapping) -> ApiKey:
+    """Change one of the caller's account's keys (owner keys only), caps never above the
+    caller's."""
+    updater = owner_key(key_id, account_id)
+    return update_key(target_id, data, account_id=account_id, limit_to=Scope.of(updater))

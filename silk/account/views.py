@@ -9,6 +9,7 @@ from silk.account.schemas import (
     account_schema,
     key_create_schema,
     key_schema,
+    key_update_schema,
     new_key_body,
     register_schema,
 )
@@ -21,9 +22,11 @@ bp = Blueprint("account", __name__, url_prefix="/v1")
 
 @bp.get("/keys")
 def list_keys():
-    """The caller's account's keys (prefixes only)."""
+    """The caller's account's keys (prefixes only); a member key sees itself alone."""
     principal = authenticate()
     keys = service.list_keys(principal.account_id)
+    if not principal.is_owner:
+        keys = [key for key in keys if key.id == principal.key_id]
     return jsonify({"object": "list", "data": key_schema.dump(keys, many=True)})
 
 
@@ -44,6 +47,16 @@ def revoke_key(key_id: int):
     principal = authenticate()
     key = service.revoke_key_as(principal.key_id, principal.account_id, key_id)
     return jsonify({**key_schema.dump(key), "deleted": True})
+
+
+@bp.patch("/keys/<int:key_id>")
+def update_key(key_id: int):
+    """Rename one of the caller's account's keys or change its spend caps (owner keys only;
+    no cap above the caller's)."""
+    principal = authenticate()
+    data = load(key_update_schema, json_body())
+    key = service.update_key_as(principal.key_id, principal.account_id, key_id, data)
+    return jsonify(key_schema.dump(key))
 
 
 @bp.post("/register")

@@ -5,7 +5,13 @@ from decimal import Decimal
 from flask import Blueprint, current_app, g, jsonify, request
 
 from silk.account import service
-from silk.account.schemas import account_schema, key_create_schema, key_schema, new_key_body
+from silk.account.schemas import (
+    account_schema,
+    key_create_schema,
+    key_schema,
+    key_update_schema,
+    new_key_body,
+)
 from silk.admin.schemas import account_create_schema, account_patch_schema
 from silk.billing.tiers import tiers
 from silk.billing.topup import check_amount
@@ -73,6 +79,13 @@ def create_key(account_id: int):
     data = load(key_create_schema, json_body())
     key = service.create_key(account_id, **service.key_options(data, catalogue().models))
     return jsonify(new_key_body(key)), 201
+
+
+@bp.patch("/keys/<int:key_id>")
+def update_key(key_id: int):
+    """Rename any key or set its spend caps, with no ceiling."""
+    key = service.update_key(key_id, load(key_update_schema, json_body()))
+    return jsonify(key_schema.dump(key))
 
 
 @bp.delete("/keys/<int:key_id>")

@@ -133,9 +133,12 @@ def balance_units(conn: Connection, account_id: int) -> int:
 
 
 def usage_report(conn: Connection, account_id: int, month: str, start: date,
-                 end: date) -> UsageReport:
-    """One account's usage in the month starting `start` (end exclusive)."""
+                 end: date, key_id: int | None = None) -> UsageReport:
+    """One account's usage in the month starting `start` (end exclusive); one key's alone
+    with `key_id`."""
     where = _in_month(start, end, account_id)
+    if key_id is not None:
+        where.append(USAGE.c.key_id == key_id)
     overall = conn.execute(select(*_totals_columns()).where(*where)).one()
     by_model = conn.execute(select(USAGE.c.model, *_totals_columns()).where(*where)
                             .group_by(USAGE.c.model).order_by(USAGE.c.model)).all()

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from silk.account.auth import authenticate
+from silk.account.auth import authenticate, require_owner
 from silk.billing import service
 from silk.billing import topup as topups
 from silk.billing.idempotency import HEADER, answer_response, check_key
@@ -19,8 +19,8 @@ bp = Blueprint("billing", __name__, url_prefix="/v1")
 
 @bp.get("/balance")
 def balance():
-    """The caller's balance in USD."""
-    principal = authenticate()
+    """The caller's balance in USD (owner keys: a member key sees only its own spend)."""
+    principal = require_owner()
     with db.engine.connect() as conn:
         units = service.balance_units(conn, principal.account_id)
     return jsonify({"balance": units_to_usd(units), "currency": "USD"})
@@ -28,18 +28,20 @@ def balance():
 
 @bp.get("/usage")
 def usage():
-    """The caller's requests, tokens and cost in a month, by model and by day."""
+    """The caller's requests, tokens and cost in a month, by model and by day: the whole
+    account's for an owner key, the key's own for a member key."""
     principal = authenticate()
     month, start, end = parse_month(request.args.get("month"))
     with db.engine.connect() as conn:
-        report = service.usage_report(conn, principal.account_id, month, start, end)
+        report = service.usage_report(conn, principal.account_id, month, start, end,
+                                      key_id=None if principal.is_owner else principal.key_id)
     return jsonify(usage_report_schema.dump(report))
 
 
 @bp.get("/billing")
 def billing():
-    """The caller's bill for a month in the document's shape."""
-    principal = authenticate()
+    """The caller's bill for a month in the document's shape (owner keys)."""
+    principal = require_owner()
     month, start, end = parse_month(request.args.get("month"))
     tier_table = tiers()
     with db.engine.connect() as conn:
@@ -50,8 +52,9 @@ def billing():
 
 @bp.post("/topup")
 def topup():
-    """Add funds: an admin amount, a redemption code, or an open self-service amount."""
-    principal = authenticate()
+    """Add funds: an admin amount, a redemption code, or an open self-service amount (owner
+    keys)."""
+    principal = require_owner()
     key = check_key(request.headers.get(HEADER))
     data = load(topup_schema, json_body())
     config = current_app.config

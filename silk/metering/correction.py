@@ -33,6 +33,14 @@ CORRECT = ("UPDATE accounts SET balance_units = balance_units - :applied, "
 ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units, "
          "request_id, note, actor, created_at) VALUES (:account, :kind, -:applied, :balance, "
          ":request, :model, 'gateway', :now)")
+# The key's spend counts the correction on the day the sweep's record counted it.
+_KEY_SPENT = rules.spent_after(rules.SQLITE.for_sqlalchemy(), "spent_day", "spent_day_units",
+                               ":swept_day", ":applied")
+_KEY_MONTH = rules.spent_after(rules.SQLITE.for_sqlalchemy(), "spent_month",
+                               "spent_month_units", ":swept_month", ":applied")
+KEY = (f"UPDATE api_keys SET spent_day_units = {_KEY_SPENT}, "
+       f"spent_month_units = {_KEY_MONTH}, spent_total_units = spent_total_units + :applied "
+       "WHERE id = :key")
 USAGE = (
     "UPDATE usage_records SET upstream_model = :upstream_model, provider = :provider, "
     "stream = :stream, route = :route, surface = :surface, status = :status, "
@@ -86,6 +94,8 @@ def correct(run: Run, count: Count, values: dict[str, Any]) -> Written | None:
     if applied:
         run(ENTRY, {**values, "kind": "charge" if applied > 0 else "refund",
                     "balance": balance_after})
+        if values["key"] is not None:
+            run(KEY, {**values, "swept_day": swept_day[:10], "swept_month": swept_day[:7]})
     written_off = min(values["beyond_units"] + cost.total - due + missed - applied, _BIGINT)
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
     return Written(balance_after, swept_cost + applied, written_off)

@@ -8,6 +8,12 @@ only make the statement match nothing (it then returns the account as it is, to 
 again), never overdraw nor mis-price. Settlement claims the reservation, charges the
 account and writes the ledger entry and the usage record in one statement too.
 
+Both also keep the request's key's budget counters (silk.metering.rules.key_covers), always
+after the account's row, so that a batch, sorted by account, takes its row locks in one
+order. A key with spend caps is held by a statement of its own, which locks the account's
+row and then the key's and checks the caps on what the locks read (the newest versions,
+never the statement's snapshot, which predates any lock wait).
+
 Each process sends these statements over one connection of its own, through a group
 commit (silk.metering.groupcommit): the statements that arrive while a batch is in flight
 go together in the next transaction, sent as one query string, ordered by account so
@@ -38,8 +44,18 @@ from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
 from silk.metering.rules import POSTGRES
-from silk.metering.state import SELECT, AccountState
-from silk.metering.store import Ask, Common, Reserved, Written, plan, reserve_locked
+from silk.metering.state import COLUMNS, KEY_COLUMNS, KEY_SELECT, SELECT, AccountState, KeyState
+from silk.metering.store import (
+    CAPPED,
+    Ask,
+    Common,
+    Reserved,
+    Written,
+    check_key,
+    key_sql,
+    plan,
+    reserve_locked,
+)
 from silk.metering.worker import identity
 from silk.pricing import Tier
 from silk.sockets import readable_now, waiters
@@ -52,11 +68,8 @@ _COVERED = rules.covers(POSTGRES, "balance_units", "reserved_units", "%(hold)s")
 _FREE = rules.free_split(POSTGRES, "CAST(%(tier_quota)s AS BIGINT)", "quota_month",
                          "quota_used", "quota_held", "%(month)s", "CAST(%(want)s AS BIGINT)")
 _USED_AFTER = rules.used_after(POSTGRES, "quota_month", "quota_used", "%(month)s", "%(free)s")
-
-SNAPSHOT_SQL = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
-
-RESERVE_SQL = f"""
-WITH held AS (
+_KEY_COVERS, _KEY_SETTLED = key_sql(POSTGRES)
+_HOLD = f"""
     UPDATE accounts SET
         reserved_units = reserved_units + %(hold)s,
         quota_held = quota_held + %(quota)s,
@@ -64,27 +77,70 @@ WITH held AS (
         quota_month = %(month)s
     WHERE id = %(account)s AND NOT disabled AND tier = %(tier)s
       AND {_COVERED}
-      AND {_FREE} = %(quota)s
-    RETURNING id, {_STATE}
-), made AS (
+      AND {_FREE} = %(quota)s"""
+_MADE = """
     INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, quota_tokens,
                               prompt_estimate, state, worker, created_at, expires_at)
     SELECT id, CAST(%(key)s AS INTEGER), %(request)s, %(model)s, %(hold)s, %(quota)s,
            %(estimate)s, 'open', %(worker)s, %(now)s, %(expires)s
     FROM held
-    RETURNING id
+    RETURNING id"""
+_TEXT_KEY_COLUMNS = ("spent_day", "spent_month")
+_NO_KEY = ", ".join(f"CAST(NULL AS {'VARCHAR' if name in _TEXT_KEY_COLUMNS else 'BIGINT'})"
+                    for name in KEY_COLUMNS)
+
+SNAPSHOT_SQL = f"SELECT CAST(NULL AS INTEGER), {_STATE} FROM accounts WHERE id = %(account)s"
+
+# A key without caps: its open holds are counted (the key's row after the account's), and
+# the statement holds only while the key has no cap; the last column says whether it has.
+RESERVE_SQL = f"""
+WITH held AS ({_HOLD}
+      AND NOT EXISTS (SELECT 1 FROM api_keys WHERE id = %(key)s AND {CAPPED})
+    RETURNING id, {_STATE}
+), keyed AS (
+    UPDATE api_keys SET held_units = held_units + %(hold)s
+    WHERE id = %(key)s AND EXISTS (SELECT 1 FROM held)
+), made AS ({_MADE}
 )
-SELECT made.id, {_STATE} FROM held, made
+SELECT made.id, {_STATE}, FALSE FROM held, made
 UNION ALL
-SELECT NULL, {_STATE} FROM accounts
+SELECT NULL, {_STATE}, EXISTS (SELECT 1 FROM api_keys WHERE id = %(key)s AND {CAPPED})
+FROM accounts
 WHERE id = %(account)s AND NOT EXISTS (SELECT 1 FROM held)
+"""
+
+# A key with caps: the account's row, then the key's, are locked and read as they are now
+# (a lock wait's newest version, not the statement's snapshot), and the hold must fit both
+# the balance and the key's caps. When it does not, the account and the key as read under
+# the locks come back: a refusal is decided on them.
+RESERVE_CAPPED_SQL = f"""
+WITH acct AS (
+    SELECT id, {_STATE} FROM accounts WHERE id = %(account)s FOR UPDATE
+), k AS (
+    SELECT id, {KEY_SELECT} FROM api_keys
+    WHERE id = %(key)s AND account_id = %(account)s AND EXISTS (SELECT 1 FROM acct)
+    FOR UPDATE
+), held AS ({_HOLD}
+      AND EXISTS (SELECT 1 FROM k WHERE {_KEY_COVERS})
+    RETURNING id, {_STATE}
+), keyed AS (
+    UPDATE api_keys SET held_units = held_units + %(hold)s
+    WHERE id IN (SELECT id FROM k) AND EXISTS (SELECT 1 FROM held)
+), made AS ({_MADE}
+)
+SELECT made.id, {_STATE}, {_NO_KEY} FROM held, made
+UNION ALL
+SELECT NULL, {", ".join("acct." + name for name in COLUMNS)},
+       {", ".join("k." + name for name in KEY_COLUMNS)}
+FROM acct LEFT JOIN k ON TRUE
+WHERE NOT EXISTS (SELECT 1 FROM held)
 """
 
 SETTLE_SQL = f"""
 WITH claimed AS (
     UPDATE reservations SET state = %(claimed)s, settled_at = %(now)s
     WHERE id = %(reservation)s AND state = 'open'
-    RETURNING account_id
+    RETURNING account_id, key_id
 ), charged AS (
     UPDATE accounts SET
         reserved_units = reserved_units - %(hold)s,
@@ -94,6 +150,9 @@ WITH claimed AS (
         quota_month = %(month)s
     WHERE id IN (SELECT account_id FROM claimed)
     RETURNING id, {_STATE}
+), keyed AS (
+    UPDATE api_keys SET held_units = held_units - %(hold)s, {_KEY_SETTLED}
+    WHERE id IN (SELECT key_id FROM claimed) AND EXISTS (SELECT 1 FROM charged)
 ), entry AS (
     INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units,
                                 request_id, note, actor, created_at)
@@ -131,6 +190,7 @@ _TYPES = {
     "month": "varchar", "tier": "varchar", "request": "varchar", "model": "varchar",
     "worker": "varchar", "upstream_model": "varchar", "provider": "varchar",
     "status": "varchar", "surface": "varchar", "route": "varchar", "claimed": "varchar",
+    "budget_day": "varchar", "budget_month": "varchar",
     "stream": "boolean", "estimated": "boolean",
     "now": "timestamp", "expires": "timestamp", "day": "date",
 }
@@ -168,9 +228,11 @@ SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL, durable=False)  # a read
 # (which also makes every hold before them durable): a client is answered only after
 # its charge is on disk.
 RESERVE = Statement("silk_reserve", RESERVE_SQL, durable=False)
+RESERVE_CAPPED = Statement("silk_reserve_capped", RESERVE_CAPPED_SQL, durable=False)
 SETTLE = Statement("silk_settle", SETTLE_SQL)
 
 
+_END_OF_STATE = 1 + len(COLUMNS)
 LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gateway's metering
 
 # Within an account: release holds before taking new ones, so a batch never refuses a
@@ -188,10 +250,12 @@ class Queued(NamedTuple):
 
 
 class StatementResult(NamedTuple):
-    """A statement's first column (reservation id, balance after, or None) and the account."""
+    """A statement's first column (reservation id, balance after, or None), the account, and
+    any columns after the account's (what a reservation says of its key)."""
 
     value: Any
     state: AccountState
+    extra: tuple[Any, ...] = ()
 
 
 class DatabaseStalled(psycopg.OperationalError):
@@ -353,9 +417,9 @@ class Channel:
             if isinstance(row, Exception) or row is None:
                 answers[index] = row
                 continue
-            state = AccountState(*row[1:])
+            state = AccountState(*row[1:_END_OF_STATE])
             self.remember(ops[index].account, state)
-            answers[index] = StatementResult(row[0], state)
+            answers[index] = StatementResult(row[0], state, row[_END_OF_STATE:])
         return answers
 
     def _rows(self, conn: psycopg.Connection, ops: list[Queued]) -> list[Any]:
@@ -471,6 +535,7 @@ class PostgresStore(Common):
         month = rules.month_of(now)
         line = channel(self.engine)
         state, fresh = line.snapshots.get(ask.account_id), False
+        capped = ask.key_capped and ask.key_id is not None
         tries = 0
         while tries < _RESERVE_ATTEMPTS:
             if state is None:
@@ -486,9 +551,11 @@ class PostgresStore(Common):
                 continue
             assert state is not None  # plan refused a missing account
             tries += 1
-            answer = line.run(Queued(ask.account_id, RESERVING, RESERVE, {
+            answer = line.run(Queued(ask.account_id, RESERVING,
+                                     RESERVE_CAPPED if capped else RESERVE, {
                 "account": ask.account_id, "hold": bound.total, "quota": bound.free_tokens,
                 "tier": state.tier, "tier_quota": tier.monthly_free_tokens, "month": month,
+                "budget_day": rules.day_of(now),
                 "want": ask.want, "key": ask.key_id, "request": ask.request_id,
                 "model": ask.model, "estimate": ask.prompt_estimate, "worker": identity(),
                 "now": now, "expires": now + timedelta(seconds=ask.ttl_seconds)}))
@@ -497,7 +564,19 @@ class PostgresStore(Common):
             if answer.value is not None:
                 return Reserved(answer.value, tier, bound)
             state, fresh = answer.state, True  # it changed since: compute again from this
+            if not capped:
+                capped = bool(answer.extra[0])  # the key has caps: hold under its row lock
+            elif answer.extra[0] is not None:
+                # Read under both locks: refuse on these if the key's caps are what failed.
+                self._refuse_on(tiers, month, now, ask, state, KeyState(*answer.extra))
         return None
+
+    @staticmethod
+    def _refuse_on(tiers: Mapping[str, Tier], month: str, now: datetime, ask: Ask,
+                   state: AccountState, key: KeyState) -> None:
+        """Raise the 402 the account or the key, as just read under their locks, calls for."""
+        _, _, bound = plan(state, ask, tiers, month)
+        check_key(key, now, bound.total)
 
     def write(self, values: dict[str, Any]) -> Written | None:
         """The settlement statement, group-committed; a swept hold is corrected apart."""

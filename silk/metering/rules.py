@@ -19,12 +19,19 @@ What each rule says:
   covers; the worst-case bound (silk.pricing.worst_case) prices the rest.
 - balance check (`covers`): money open holds set aside is theirs; an amount must fit in
   the rest (`spendable`).
+- key budget (`key_covers`): a key's spend cap per UTC day, per UTC month and in total
+  bounds what the key spent in that period plus its open holds plus the amount asked;
+  open holds count against the current day and month, as they settle into them. A key's
+  spend counts in the day (and month) of its usage record (`spent_after`); a counter read
+  in another period is 0, and a late settlement for a period that is over leaves the
+  current period's counter as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from silk.pricing import Cost, Price, Tier, worst_case
 
@@ -63,6 +70,22 @@ class Arithmetic(Generic[N, M]):
         """`then` if a and b are the same month, else `otherwise`."""
         raise NotImplementedError
 
+    def by_period(self, stored: M, new: M, same: N, newer: N, older: N) -> N:
+        """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
+        raise NotImplementedError
+
+    def later(self, a: M, b: M) -> M:
+        """The later of two periods (ISO day or month strings compare as text)."""
+        raise NotImplementedError
+
+    def both(self, a: N, b: N) -> N:
+        """a and b (truth values)."""
+        raise NotImplementedError
+
+    def unless_uncapped(self, cap: N | None, check: Callable[[], N]) -> N:
+        """True when there is no cap, else `check()`."""
+        raise NotImplementedError
+
 
 class Python(Arithmetic[int, str]):
     """Rules computed on values."""
@@ -94,6 +117,22 @@ class Python(Arithmetic[int, str]):
     def same_month(self, a: str, b: str, then: int, otherwise: int) -> int:
         """`then` if a and b are the same month, else `otherwise`."""
         return then if a == b else otherwise
+
+    def by_period(self, stored: str, new: str, same: int, newer: int, older: int) -> int:
+        """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
+        return same if new == stored else newer if new > stored else older
+
+    def later(self, a: str, b: str) -> str:
+        """The later of two periods."""
+        return a if a >= b else b
+
+    def both(self, a: int, b: int) -> int:
+        """a and b, as a bool."""
+        return bool(a) and bool(b)
+
+    def unless_uncapped(self, cap: int | None, check: Callable[[], int]) -> int:
+        """True when there is no cap, else `check()`."""
+        return True if cap is None else check()
 
 
 class Sql(Arithmetic[str, str]):
@@ -139,6 +178,23 @@ class Sql(Arithmetic[str, str]):
     def same_month(self, a: str, b: str, then: str, otherwise: str) -> str:
         """`then` if a and b are the same month, else `otherwise`."""
         return f"CASE WHEN {a} = {b} THEN {then} ELSE {otherwise} END"
+
+    def by_period(self, stored: str, new: str, same: str, newer: str, older: str) -> str:
+        """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
+        return (f"CASE WHEN {new} = {stored} THEN {same} WHEN {new} > {stored} THEN {newer} "
+                f"ELSE {older} END")
+
+    def later(self, a: str, b: str) -> str:
+        """The later of two periods."""
+        return f"CASE WHEN {a} >= {b} THEN {a} ELSE {b} END"
+
+    def both(self, a: str, b: str) -> str:
+        """a and b."""
+        return f"({a} AND {b})"
+
+    def unless_uncapped(self, cap: str | None, check: Callable[[], str]) -> str:
+        """True when there is no cap (NULL), else `check()`."""
+        return f"({cap} IS NULL OR {check()})"
 
 
 PYTHON = Python()
@@ -203,3 +259,39 @@ def covers(o: Arithmetic[N, M], balance: N, reserved: N, amount: N) -> N:
 def bound(price: Price, prompt_worst: int, max_output: int, tier: Tier, free: int) -> Cost:
     """The worst-case cost a request holds, with `free` of its tokens from the quota."""
     return worst_case(price, prompt_worst, max_output, tier, free)
+
+
+def day_of(moment: datetime) -> str:
+    """The budget day of a moment, as YYYY-MM-DD (UTC)."""
+    return f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+
+
+def spent_in(o: Arithmetic[N, M], spent_period: M, spent: N, period: M) -> N:
+    """What a key spent in `period` (a day or a month), from its counter of `spent_period`."""
+    return o.same_month(spent_period, period, spent, o.number(0))
+
+
+def within_cap(o: Arithmetic[N, M], cap: N, spent: N, held: N, amount: N) -> N:
+    """`amount` fits under `cap` beside what was spent in its period and what is held."""
+    return o.at_least(o.minus(o.minus(cap, spent), held), amount)
+
+
+def key_covers(o: Arithmetic[N, M], caps: tuple[N | None, N | None, N | None],
+               spent: tuple[N, N, N], held: N, amount: N) -> N:
+    """Key budget: `amount` fits under the day, month and total caps (None: no cap), given
+    what the key spent in the current day, month and in all, and its open holds."""
+    checks = [o.unless_uncapped(cap, _within(o, cap, used, held, amount))
+              for cap, used in zip(caps, spent, strict=True)]
+    return o.both(o.both(checks[0], checks[1]), checks[2])
+
+
+def _within(o: Arithmetic[N, M], cap: N | None, spent: N, held: N,
+            amount: N) -> Callable[[], N]:
+    """The cap check, computed only where there is a cap."""
+    return lambda: within_cap(o, cast(N, cap), spent, held, amount)
+
+
+def spent_after(o: Arithmetic[N, M], spent_period: M, spent: N, period: M, charge: N) -> N:
+    """A period counter once a settlement of `period` adds `charge`: a new period starts
+    from it, one that is over leaves the current counter alone."""
+    return o.by_period(spent_period, period, o.plus(spent, charge), charge, spent)

@@ -103,8 +103,10 @@ class Settlement:
 
 def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_id: int | None,
             request_id: str, model: str, price: Price | Tiered, prompt_worst: int,
-            max_output: int, prompt_estimate: int, ttl_seconds: int) -> Hold:
-    """Set aside the worst-case cost of a request, or raise 402 if it cannot be covered.
+            max_output: int, prompt_estimate: int, ttl_seconds: int,
+            key_capped: bool = False) -> Hold:
+    """Set aside the worst-case cost of a request, or raise 402 if the balance or the key's
+    spend caps cannot cover it (`key_capped`: the caller saw caps on the key, a hint).
 
     A prompt-tiered price is held at the highest rates a prompt within the bound could pay.
     """
@@ -114,7 +116,7 @@ def reserve(engine: Engine, tiers: Mapping[str, Tier], *, account_id: int, key_i
     else:
         held = price
     ask = Ask(account_id, key_id, request_id, model, held, prompt_worst, max_output,
-              prompt_estimate, ttl_seconds)
+              prompt_estimate, ttl_seconds, key_capped)
     return _own(engine, ask, store.of(engine).reserve(tiers, utcnow(), ask), tiered)
 
 
@@ -277,7 +279,9 @@ def write(engine: Engine, decision: Decision, *, claim: str = "settled") -> Sett
     claims with "swept": a real settlement that comes later (its lease ran out while the
     database was away) then corrects the sweep's estimate (silk.metering.correction).
     """
-    values = {**decision.values, "month": month_of(utcnow()), "claimed": claim}
+    day = decision.values["day"].isoformat()  # a key's spend counts on its record's day
+    values = {**decision.values, "month": month_of(utcnow()), "claimed": claim,
+              "budget_day": day, "budget_month": day[:7]}
     written = store.of(engine).write(values)
     keeper.of(engine).release(decision.reservation_id)
     if written is None:

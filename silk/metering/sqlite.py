@@ -32,8 +32,17 @@ from sqlalchemy.exc import OperationalError
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_in_memory, sqlite_pragmas
 from silk.metering import correction, rules
 from silk.metering.perprocess import PerProcess
-from silk.metering.state import SELECT, AccountState
-from silk.metering.store import Ask, Common, Reserved, Written, plan, renewal
+from silk.metering.state import KEY_SELECT, SELECT, AccountState, KeyState
+from silk.metering.store import (
+    Ask,
+    Common,
+    Reserved,
+    Written,
+    check_key,
+    key_sql,
+    plan,
+    renewal,
+)
 from silk.metering.worker import identity
 from silk.pricing import Tier
 
@@ -201,6 +210,13 @@ NEW_USAGE_RECORD = (
     ":latency_ms, :ttft_ms, :now, :day)")
 
 
+KEY = f"SELECT {KEY_SELECT} FROM api_keys WHERE id = :key AND account_id = :account"
+KEY_HOLD = "UPDATE api_keys SET held_units = held_units + :hold WHERE id = :key"
+_KEY_SETTLED = key_sql(rules.SQLITE)[1]
+KEY_SETTLE = (f"UPDATE api_keys SET held_units = held_units - :hold, {_KEY_SETTLED} "
+              "WHERE id = :key")
+
+
 def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | None:
     """Read the account inside the write transaction."""
     row = driver.execute(LOCK, {"account": account_id}).fetchone()
@@ -260,6 +276,10 @@ class SqliteStore(Common):
         month = rules.month_of(now)
         with write_transaction(self.engine) as driver:
             tier, used, bound = plan(lock_account(driver, ask.account_id), ask, tiers, month)
+            if ask.key_id is not None:
+                key = run(driver, KEY, {"key": ask.key_id, "account": ask.account_id})
+                check_key(KeyState(*key) if key else None, now, bound.total)
+                run(driver, KEY_HOLD, {"key": ask.key_id, "hold": bound.total})
             run(driver, HOLD, {"account": ask.account_id, "hold": bound.total,
                                "quota": bound.free_tokens, "month": month, "used": used})
             (reservation_id,) = run(driver, NEW_RESERVATION, {
@@ -274,6 +294,8 @@ class SqliteStore(Common):
         with write_transaction(self.engine) as driver:
             if count(driver, CLAIM, values) == 1:
                 (balance_after,) = run(driver, SETTLE, values)
+                if values["key"] is not None:
+                    run(driver, KEY_SETTLE, values)
                 if values["charge"]:  # a ledger entry is a change of balance
                     run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
                 run(driver, NEW_USAGE_RECORD, values)

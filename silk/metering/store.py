@@ -19,13 +19,13 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import Row, bindparam, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from silk.account.models import Account
+from silk.account.models import Account, ApiKey
 from silk.database import utcnow
-from silk.errors import InsufficientBalance, InvalidRequest, NotFound
+from silk.errors import InsufficientBalance, InvalidRequest, KeyBudgetExceeded, NotFound
 from silk.metering import rules
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
 from silk.metering.rules import PYTHON
-from silk.metering.state import COLUMNS, AccountState
+from silk.metering.state import COLUMNS, KEY_COLUMNS, AccountState, KeyState
 from silk.metering.worker import identity
 from silk.pricing import Cost, Price, Tier, units_to_usd
 
@@ -34,6 +34,7 @@ ACCOUNTS = Account.__table__
 RESERVATIONS = Reservation.__table__
 LEDGER = LedgerEntry.__table__
 USAGE = UsageRecord.__table__
+API_KEYS = ApiKey.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Ask:
     max_output: int
     prompt_estimate: int
     ttl_seconds: int
+    key_capped: bool = False  # a hint: the key had caps when it was authenticated
 
     @property
     def want(self) -> int:
@@ -128,6 +130,45 @@ def plan(state: AccountState | None, ask: Ask, tiers: Mapping[str, Tier],
     return tier, used, bound
 
 
+def check_key(key: KeyState | None, now: datetime, amount: int) -> None:
+    """402 (`key_budget_exceeded`) if `amount` does not fit under the key's caps, naming
+    the cap and when it resets; a key without caps (or no key) passes."""
+    if key is None or not key.capped:
+        return
+    day, month = rules.day_of(now), rules.month_of(now)
+    spent = (rules.spent_in(PYTHON, key.spent_day, key.spent_day_units, day),
+             rules.spent_in(PYTHON, key.spent_month, key.spent_month_units, month),
+             key.spent_total_units)
+    caps = (key.cap_day_units, key.cap_month_units, key.cap_total_units)
+    if rules.key_covers(PYTHON, caps, spent, key.held_units, amount):
+        return
+    name, cap, used = next(
+        (name, cap, used) for name, cap, used in zip(("daily", "monthly", "total"), caps, spent,
+                                                     strict=True)
+        if cap is not None and not rules.within_cap(PYTHON, cap, used, key.held_units, amount))
+    left = max(cap - used - key.held_units, 0)
+    raise KeyBudgetExceeded(
+        f"This API key's {name} spend cap of ${units_to_usd(cap)} would be exceeded: "
+        f"this request may cost up to ${units_to_usd(amount)} and ${units_to_usd(left)} of "
+        f"the cap is left. The cap {_resets(name, now)}. Lower max_tokens, or ask the "
+        "account's owner to raise the cap.")
+
+
+def _resets(name: str, now: datetime) -> str:
+    """When a cap's period ends, in words for the refusal."""
+    moment = reset_at(name, now)
+    return "never resets" if moment is None else f"resets at {moment.isoformat()}Z"
+
+
+def reset_at(name: str, now: datetime) -> datetime | None:
+    """When the `daily`/`monthly` cap's period ends; None for `total`."""
+    if name == "total":
+        return None
+    if name == "monthly":
+        return datetime(now.year + now.month // 12, now.month % 12 + 1, 1)
+    return datetime(now.year, now.month, now.day) + timedelta(days=1)
+
+
 # Statements are built once: building and cache-keying a Core statement per call cost more
 # than running it. Parameters prefixed p_ keep bind names apart from column names.
 _THIS_ACCOUNT = ACCOUNTS.c.id == bindparam("p_account")
@@ -139,7 +180,36 @@ _HOLD = update(ACCOUNTS).where(_THIS_ACCOUNT).values(
     quota_held=ACCOUNTS.c.quota_held + bindparam("p_quota"),
     quota_month=bindparam("p_month"), quota_used=bindparam("p_used"))
 _NEW_RESERVATION = insert(RESERVATIONS).returning(RESERVATIONS.c.id)
+_LOCK_KEY = (select(*(API_KEYS.c[name] for name in KEY_COLUMNS))
+             .where(API_KEYS.c.id == bindparam("p_key"),
+                    API_KEYS.c.account_id == bindparam("p_account"))
+             .with_for_update())
+_KEY_HOLD = (update(API_KEYS).where(API_KEYS.c.id == bindparam("p_key"))
+             .values(held_units=API_KEYS.c.held_units + bindparam("p_hold")))
 RENEW = "UPDATE reservations SET expires_at = :expires WHERE state = 'open' AND id IN ({})"
+
+# A key with a cap: its holds are checked against its counters.
+CAPPED = "NOT (cap_day_units IS NULL AND cap_month_units IS NULL AND cap_total_units IS NULL)"
+
+
+def key_sql(o: rules.Sql) -> tuple[str, str]:
+    """The key-budget rules over `api_keys` columns and the statement parameters `hold`,
+    `budget_day`, `month` (checking a hold), `budget_month` and `charge` (settling one):
+    (the cap check, the counters' assignments when a settlement of that day is written)."""
+    spent = (rules.spent_in(o, "spent_day", "spent_day_units", o.param("budget_day")),
+             rules.spent_in(o, "spent_month", "spent_month_units", o.param("month")),
+             "spent_total_units")
+    covers = rules.key_covers(o, ("cap_day_units", "cap_month_units", "cap_total_units"),
+                              spent, "held_units", o.param("hold"))
+    day, month, charge = o.param("budget_day"), o.param("budget_month"), o.param("charge")
+    assignments = (
+        f"spent_day_units = {rules.spent_after(o, 'spent_day', 'spent_day_units', day, charge)}, "
+        f"spent_day = {o.later('spent_day', day)}, "
+        f"spent_month_units = "
+        f"{rules.spent_after(o, 'spent_month', 'spent_month_units', month, charge)}, "
+        f"spent_month = {o.later('spent_month', month)}, "
+        f"spent_total_units = spent_total_units + {charge}")
+    return covers, assignments
 
 
 def reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
@@ -151,6 +221,11 @@ def reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
         row = conn.execute(_LOCK, {"p_account": ask.account_id}).first()
         state = AccountState(*row) if row is not None else None
         tier, used, bound = plan(state, ask, tiers, month)
+        if ask.key_id is not None:  # the key's row after the account's, as everywhere
+            key = conn.execute(_LOCK_KEY, {"p_key": ask.key_id,
+                                           "p_account": ask.account_id}).first()
+            check_key(KeyState(*key) if key is not None else None, now, bound.total)
+            conn.execute(_KEY_HOLD, {"p_key": ask.key_id, "p_hold": bound.total})
         conn.execute(_HOLD, {"p_account": ask.account_id, "p_hold": bound.total,
                              "p_quota": bound.free_tokens, "p_month": month, "p_used": used})
         reservation_id = conn.execute(_NEW_RESERVATION, {

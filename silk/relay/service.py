@@ -59,7 +59,7 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
                    key_id=principal.key_id, request_id=request_id, model=model.id,
                    price=model.price_at(admitted), prompt_worst=call.prompt_bound,
                    max_output=call.max_output, prompt_estimate=call.prompt_estimate,
-                   ttl_seconds=config["SILK_RESERVATION_TTL"])
+                   ttl_seconds=config["SILK_RESERVATION_TTL"], key_capped=principal.capped)
     limiter = current_app.extensions["silk.limiter"]
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
                   surface=call.surface, cost=model.cost_at(admitted),

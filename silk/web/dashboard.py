@@ -99,6 +99,7 @@ class SignedIn:
 
     account_id: int
     key_id: int
+    member: bool = False  # a member key: its own usage and caps, no keys or account money
 
 
 def csrf_token() -> str:
@@ -158,7 +159,7 @@ def _signed_in() -> SignedIn | None:
         flash("Your session ended. Sign in again with an API key.", "info")
         return None
     g.account_id = account_id  # the request's log line names the account
-    return SignedIn(account_id, key_id)
+    return SignedIn(account_id, key_id, member=key.role != "owner")
 
 
 def _sign_out() -> None:
@@ -220,7 +221,8 @@ def logout():
 @login_required
 def overview():
     """Balance, tier and quota, daily usage and cost charts, recent requests."""
-    info = data.overview(g.dashboard_user.account_id)
+    user = g.dashboard_user
+    info = data.overview(user.account_id, key_id=user.key_id, member=user.member)
     db.session.close()
     labels = [d.day.strftime("%b %d") for d in info.days]
     cost_chart = bar_chart(list(zip(labels, [d.cost for d in info.days], strict=True)),
@@ -236,6 +238,9 @@ def overview():
 def redeem():
     """Credit the balance with an operator-issued redemption code."""
     code = request.form.get("code", "").strip()
+    if g.dashboard_user.member:
+        flash("A member key may not top up the account; ask its owner.", "error")
+        return redirect(url_for("dashboard.overview"))
     if not code:
         flash("Enter a redemption code.", "error")
         return redirect(url_for("dashboard.overview"))
@@ -291,6 +296,13 @@ def _key_request() -> dict:
     models = [m for m in request.form.getlist("models") if m]
     if models:
         data["models"] = models
+    role = request.form.get("role", "").strip()
+    if role:
+        data["role"] = role
+    caps = {period: request.form.get(f"cap_{period}", "").strip()
+            for period in ("day", "month", "total")}
+    if any(caps.values()):
+        data["spend_caps"] = {period: usd for period, usd in caps.items() if usd}
     for field in ("rpm_limit", "tpm_limit", "expires_in_days"):
         raw = request.form.get(field, "").strip()
         if not raw:
@@ -331,10 +343,14 @@ def revoke_key(key_id: int):
 def _keys_page(**extra):
     user = g.dashboard_user
     rows = accounts.list_keys(user.account_id)
+    if user.member:  # a member key sees itself alone
+        rows = [key for key in rows if key.id == user.key_id]
     own = next((key for key in rows if key.id == user.key_id), None)
     db.session.close()
     models = sorted(catalogue().models)
     if own is not None and own.allowed_models:
         models = [m for m in models if m in own.allowed_models]
+    budgets = {key.id: data.budget(key) for key in rows}
     return render_template("dashboard/keys.html", keys=rows, now=utcnow(),
-                           current_key_id=user.key_id, own=own, models=models, **extra)
+                           current_key_id=user.key_id, own=own, models=models,
+                           member=user.member, budgets=budgets, **extra)

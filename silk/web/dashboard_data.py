@@ -37,6 +37,34 @@ class Day:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """One of a key's caps and what was spent against it."""
+
+    period: str  # day, month, total
+    cap: Decimal | None  # None: no cap
+    spent: Decimal
+    held: Decimal
+
+    @property
+    def percent(self) -> int:
+        """Share of the cap spent or held, for the progress bar."""
+        if self.cap is None:
+            return 0
+        if not self.cap:
+            return 100
+        return min(100, round(100 * (self.spent + self.held) / self.cap))
+
+
+def budget(key: ApiKey) -> tuple[Budget, ...]:
+    """A key's caps with its spend this UTC day, this month and in all (the API's figures)."""
+    from silk.account.schemas import spend, spend_caps
+
+    caps, spent = spend_caps(key), spend(key)
+    return tuple(Budget(period, caps[period], spent[period], spent["held"])
+                 for period in ("day", "month", "total"))
+
+
+@dataclass(frozen=True)
 class Overview:
     """The account page's facts."""
 
@@ -56,6 +84,8 @@ class Overview:
     month_cost: Decimal
     days: tuple[Day, ...]
     recent: tuple[UsageRecord, ...]
+    member: bool = False  # a member key's view: its own usage, no account money
+    budget: tuple[Budget, ...] = ()  # the signed-in key's caps and spend
 
     @property
     def quota_percent(self) -> int:
@@ -77,8 +107,10 @@ def key_for_login(secret: str) -> ApiKey | None:
     return key if key_usable(key) else None
 
 
-def overview(account_id: int, *, days: int = 30, today: date | None = None) -> Overview:
-    """Read everything the overview page shows for one account."""
+def overview(account_id: int, *, days: int = 30, today: date | None = None,
+             key_id: int | None = None, member: bool = False) -> Overview:
+    """Read everything the overview page shows for one account: with `member`, the usage
+    of key `key_id` alone; with `key_id`, that key's budget."""
     now = utcnow()
     today = today or now.date()
     month = month_of(now)
@@ -91,11 +123,15 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
     used = rules.used_in(PYTHON, account.quota_month, account.quota_used, month)
     remaining = rules.free_left(PYTHON, free, used, account.quota_held)
     spendable = rules.spendable(PYTHON, account.balance_units, account.reserved_units)
+    key = db.session.get(ApiKey, key_id) if key_id is not None else None
     start = today - timedelta(days=days - 1)
+    mine = [UsageRecord.account_id == account_id]
+    if member:
+        mine.append(UsageRecord.key_id == key_id)
     rows = db.session.execute(
         select(UsageRecord.day, served_and_failed()[0], func.sum(UsageRecord.total_tokens),
                func.sum(UsageRecord.cost_units))
-        .where(UsageRecord.account_id == account_id, UsageRecord.day >= start)
+        .where(*mine, UsageRecord.day >= start)
         .group_by(UsageRecord.day)).all()
     by_day = {_as_date(r[0]): r for r in rows}
     series = tuple(_day(start + timedelta(days=i), by_day) for i in range(days))
@@ -103,10 +139,10 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
     totals = db.session.execute(
         select(*served_and_failed(), func.sum(UsageRecord.total_tokens),
                func.sum(UsageRecord.cost_units))
-        .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= month_start)
+        .where(*mine, UsageRecord.created_at >= month_start)
     ).one()
     recent = tuple(db.session.scalars(
-        select(UsageRecord).where(UsageRecord.account_id == account_id)
+        select(UsageRecord).where(*mine)
         .order_by(UsageRecord.id.desc()).limit(RECENT_REQUESTS)))
     return Overview(
         email=account.email, tier=account.tier,
@@ -117,7 +153,8 @@ def overview(account_id: int, *, days: int = 30, today: date | None = None) -> O
         month=month, quota_free=free, quota_used=used, quota_remaining=remaining,
         month_requests=totals[0] or 0, month_failed=totals[1] or 0,
         month_tokens=int(totals[2] or 0), month_cost=units_to_usd(int(totals[3] or 0)),
-        days=series, recent=recent)
+        days=series, recent=recent, member=member,
+        budget=budget(key) if key is not None else ())
 
 
 def _plain(value: Decimal) -> Decimal:
