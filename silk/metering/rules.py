@@ -19,6 +19,10 @@ What each rule says:
   covers; the worst-case bound (silk.pricing.worst_case) prices the rest.
 - balance check (`covers`): money open holds set aside is theirs; an amount must fit in
   the rest (`spendable`).
+- threshold crossing (`fell_below`, `reached`): a change that takes a value from one side
+  of a threshold to the other writes one alert; staying on the far side writes none, and
+  coming back re-arms it. Balance alerts, the free quota used up and (once keys have caps)
+  a key's spend at 80, 90 and 100 % of a cap are this one rule over their own values.
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ class Arithmetic(Generic[N, M]):
         """The larger of a and b."""
         raise NotImplementedError
 
+    def less(self, a: N, b: N) -> N:
+        """a < b (a truth value)."""
+        raise NotImplementedError
+
+    def both(self, a: N, b: N) -> N:
+        """a and b (truth values)."""
+        raise NotImplementedError
+
     def least(self, a: N, b: N) -> N:
         """The smaller of a and b."""
         raise NotImplementedError
@@ -86,6 +98,14 @@ class Python(Arithmetic[int, str]):
     def greatest(self, a: int, b: int) -> int:
         """The larger of a and b."""
         return a if a >= b else b
+
+    def less(self, a: int, b: int) -> int:
+        """a < b, as 1 or 0 (a bool)."""
+        return a < b
+
+    def both(self, a: int, b: int) -> int:
+        """a and b, as 1 or 0 (a bool)."""
+        return bool(a) and bool(b)
 
     def least(self, a: int, b: int) -> int:
         """The smaller of a and b."""
@@ -131,6 +151,14 @@ class Sql(Arithmetic[str, str]):
     def greatest(self, a: str, b: str) -> str:
         """The larger of a and b."""
         return f"{self._greatest}({a}, {b})"
+
+    def less(self, a: str, b: str) -> str:
+        """a < b."""
+        return f"{a} < {b}"
+
+    def both(self, a: str, b: str) -> str:
+        """a and b."""
+        return f"({a} AND {b})"
 
     def least(self, a: str, b: str) -> str:
         """The smaller of a and b."""
@@ -198,6 +226,28 @@ def spendable(o: Arithmetic[N, M], balance: N, reserved: N) -> N:
 def covers(o: Arithmetic[N, M], balance: N, reserved: N, amount: N) -> N:
     """Balance check: `amount` fits in the money open holds have not set aside."""
     return o.at_least(spendable(o, balance, reserved), amount)
+
+
+def fell_below(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
+    """Threshold crossing, downwards: `before` was at or above `threshold`, `after` is under
+    it (a balance running low)."""
+    return o.both(o.at_least(before, threshold), o.less(after, threshold))
+
+
+def reached(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
+    """Threshold crossing, upwards: `before` was under `threshold`, `after` is at or above
+    it (a quota used up, a key's spend at a share of its cap)."""
+    return o.both(o.less(before, threshold), o.at_least(after, threshold))
+
+
+# The shares of a key's spend cap that alert when its spend reaches them, in percent.
+CAP_ALERT_PERCENTS = (80, 90, 100)
+
+
+def cap_mark(cap: int, percent: int) -> int:
+    """The spend, in units, at which a key reaches `percent` of its `cap` (rounded up, so
+    the alert never comes before the share is really spent)."""
+    return -(-cap * percent // 100)
 
 
 def bound(price: Price, prompt_worst: int, max_output: int, tier: Tier, free: int) -> Cost:
