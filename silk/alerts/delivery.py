@@ -65,7 +65,7 @@ def body_of(event: outbox.Claimed, account: Mapping[str, Any] | None) -> dict[st
     data = dict(event.payload)
     for name, value in event.payload.items():
         if name.endswith("_units") and isinstance(value, int):
-            data[name[:-len("_units")] + "_usd"] = str(units_to_usd(value))
+            data[name[:-len("_units")] + "_usd"] = f"{units_to_usd(value):f}"
     return {"id": event.event_id, "type": event.kind,
             "created_at": event.created_at.isoformat() + "Z",
             "account": ({"id": account["id"], "email": account["email"]}
