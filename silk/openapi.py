@@ -127,6 +127,13 @@ def _paths(models: list[str]) -> dict:
         "/v1/keys/{key_id}": {"delete": op(
             "Revoke one of the caller's keys.", response(ref("Key"), "The revoked key."),
             tag="keys", params=(path_id("key_id"),))},
+        "/v1/account/alerts": {
+            "get": op("Where the account's alerts go, and its balance threshold.",
+                      response(ref("AlertSettings"), "The settings."), tag="accounts"),
+            "put": op("Set the account's alert webhook, address and balance threshold; "
+                      "a new webhook's signing secret is shown once.",
+                      response(ref("AlertSettings"), "The settings."), tag="accounts",
+                      body=json_body("AlertSettingsUpdate"))},
         "/v1/register": {
             "get": op("Whether registration is open, by invite, or closed.",
                       response(ref("RegistrationMode"), "The mode."), tag="accounts",

@@ -137,7 +137,7 @@ def _send(recipient: str, event: outbox.Claimed, account: dict[str, Any] | None,
     """Deliver to one recipient; one that is no longer configured counts as done."""
     body = body_of(event, account)
     who, how = recipient.split(":", 1)
-    settings = account if who == "account" else {
+    settings: Mapping[str, Any] | None = account if who == "account" else {
         "alert_webhook_url": config.get("SILK_ALERT_WEBHOOK_URL"),
         "alert_webhook_secret": config.get("SILK_ALERT_WEBHOOK_SECRET"),
         "alert_email": config.get("SILK_ALERT_EMAIL")}
