@@ -21,6 +21,7 @@ import requests
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from silk.alerts import outbox, signing
 from silk.alerts.safety import UnsafeUrl, check_url
@@ -192,6 +193,7 @@ def start_delivery(app: Flask) -> None:
     import gevent
 
     from silk.extensions import db
+    from silk.ops import schema
 
     interval = float(app.config["SILK_ALERT_INTERVAL"])
     if interval <= 0:
@@ -202,7 +204,10 @@ def start_delivery(app: Flask) -> None:
         while True:
             try:
                 with app.app_context():
-                    deliver_due(db.engine, app.config)
+                    if schema.problem() is None:  # no outbox before `db upgrade`
+                        deliver_due(db.engine, app.config)
+            except DBAPIError as exc:  # the database is away: the events wait for it
+                log.warning("alert delivery postponed: %s", type(exc.orig).__name__)
             except Exception:  # noqa: BLE001 - a failed round is tried again next round
                 log.exception("alert delivery failed")
             gevent.sleep(interval)

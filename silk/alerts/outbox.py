@@ -34,6 +34,10 @@ def record(conn: Connection, event_id: str, kind: str, account_id: int | None,
     return result.rowcount == 1
 
 
+_DUE = ("state = 'pending' AND next_attempt_at <= :now "
+        "AND (claim_until IS NULL OR claim_until < :now)")
+
+
 @dataclass(frozen=True)
 class Claimed:
     """An event this worker may deliver until its lease ends."""
@@ -58,11 +62,14 @@ def claim(engine: Engine, worker: str, now: datetime, lease: float,
     SKIP LOCKED); SQLite runs one writer at a time. Either way one worker holds an event
     while its lease lasts.
     """
+    with engine.connect() as conn:  # a read first: most rounds find nothing to write
+        if conn.execute(text(f"SELECT 1 FROM alert_outbox WHERE {_DUE} LIMIT 1"),
+                        {"now": now}).first() is None:
+            return []
     skip = " FOR UPDATE SKIP LOCKED" if engine.dialect.name == "postgresql" else ""
     sql = text(
         "UPDATE alert_outbox SET claimed_by = :worker, claim_until = :until "
-        "WHERE id IN (SELECT id FROM alert_outbox WHERE state = 'pending' "
-        "AND next_attempt_at <= :now AND (claim_until IS NULL OR claim_until < :now) "
+        f"WHERE id IN (SELECT id FROM alert_outbox WHERE {_DUE} "
         f"ORDER BY id LIMIT :limit{skip}) "
         "RETURNING id, event_id, kind, account_id, payload, recipients, pending, attempts, "
         "created_at")

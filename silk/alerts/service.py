@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from silk.account.models import Account, ApiKey
 from silk.alerts import outbox, signing
@@ -97,6 +98,8 @@ def route_listener(app: Flask):
                 outbox.record(conn, f"{outbox.ROUTE_FAILING}:{route}:{period}",
                               outbox.ROUTE_FAILING, None,
                               {"route": route, "resting_seconds": rest}, utcnow())
+        except DBAPIError as exc:  # the database is away too: nothing to write it to
+            log.warning("route alert not recorded: %s", type(exc.orig).__name__)
         except Exception:  # noqa: BLE001 - an alert never fails the request that saw it
             log.exception("route alert not recorded")
     return changed
