@@ -67,6 +67,10 @@ class Arithmetic(Generic[N, M]):
         """a and b (truth values)."""
         raise NotImplementedError
 
+    def share(self, a: N, percent: int) -> N:
+        """`percent` % of a non-negative a, rounded up to a whole unit."""
+        raise NotImplementedError
+
     def least(self, a: N, b: N) -> N:
         """The smaller of a and b."""
         raise NotImplementedError
@@ -106,6 +110,10 @@ class Python(Arithmetic[int, str]):
     def both(self, a: int, b: int) -> int:
         """a and b, as 1 or 0 (a bool)."""
         return bool(a) and bool(b)
+
+    def share(self, a: int, percent: int) -> int:
+        """`percent` % of a non-negative a, rounded up to a whole unit."""
+        return -(-a * percent // 100)
 
     def least(self, a: int, b: int) -> int:
         """The smaller of a and b."""
@@ -159,6 +167,10 @@ class Sql(Arithmetic[str, str]):
     def both(self, a: str, b: str) -> str:
         """a and b."""
         return f"({a} AND {b})"
+
+    def share(self, a: str, percent: int) -> str:
+        """`percent` % of a non-negative a, rounded up (integer division truncates)."""
+        return f"(({a}) * {int(percent)} + 99) / 100"
 
     def least(self, a: str, b: str) -> str:
         """The smaller of a and b."""
@@ -244,10 +256,16 @@ def reached(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
 CAP_ALERT_PERCENTS = (80, 90, 100)
 
 
-def cap_mark(cap: int, percent: int) -> int:
+def cap_mark(o: Arithmetic[N, M], cap: N, percent: int) -> N:
     """The spend, in units, at which a key reaches `percent` of its `cap` (rounded up, so
     the alert never comes before the share is really spent)."""
-    return -(-cap * percent // 100)
+    return o.share(cap, percent)
+
+
+def cap_reached(o: Arithmetic[N, M], before: N, after: N, cap: N, percent: int) -> N:
+    """A key's spend alert: a change took its spend from under `percent` % of `cap` to at
+    least that (one alert per share crossed, as for any threshold)."""
+    return reached(o, before, after, cap_mark(o, cap, percent))
 
 
 def bound(price: Price, prompt_worst: int, max_output: int, tier: Tier, free: int) -> Cost:

@@ -23,8 +23,34 @@ def test_threshold_crossing_rule(before, after, low, high):
 def test_crossing_rule_renders_for_both_databases():
     assert rules.fell_below(rules.SQLITE, "b", "a", "t") == "(b >= t AND a < t)"
     assert rules.reached(rules.POSTGRES, "b", "a", "t") == "(b < t AND a >= t)"
-    assert [rules.cap_mark(1000, p) for p in rules.CAP_ALERT_PERCENTS] == [800, 900, 1000]
-    assert rules.cap_mark(7, 80) == 6  # 5.6 rounds up: never before the share is spent
+    assert [rules.cap_mark(rules.PYTHON, 1000, p) for p in rules.CAP_ALERT_PERCENTS] == [
+        800, 900, 1000]
+    assert rules.cap_mark(rules.PYTHON, 7, 80) == 6  # 5.6 rounds up: never before it is spent
+    assert rules.cap_reached(rules.PYTHON, 790, 805, 1000, 80)
+    assert not rules.cap_reached(rules.PYTHON, 805, 899, 1000, 80)
+    assert not rules.cap_reached(rules.PYTHON, 805, 899, 1000, 90)
+
+
+def test_cap_rule_in_sql_agrees_with_python(backend, database_url):
+    """The same rule, evaluated by each database, over caps that do not divide evenly."""
+    from sqlalchemy import create_engine, text
+
+    arithmetic = (rules.SQLITE if backend == "sqlite" else rules.POSTGRES).for_sqlalchemy()
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            for cap in (1, 7, 999, 10**12 + 3):
+                for percent in rules.CAP_ALERT_PERCENTS:
+                    mark = rules.cap_mark(rules.PYTHON, cap, percent)
+                    for before, after in ((mark - 1, mark), (mark, mark + 1), (0, mark - 1)):
+                        sql = rules.cap_reached(arithmetic, ":before", ":after", ":cap",
+                                                percent)
+                        got = conn.execute(text(f"SELECT {sql}"), {
+                            "before": before, "after": after, "cap": cap}).scalar()
+                        assert bool(got) is rules.cap_reached(
+                            rules.PYTHON, before, after, cap, percent), (cap, percent)
+    finally:
+        engine.dispose()
 
 
 def test_balance_crossing_writes_one_event_per_crossing(app, accounts, client):
