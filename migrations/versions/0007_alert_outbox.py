@@ -29,7 +29,7 @@ def upgrade():
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
-        sa.Column("claimed_by", sa.String(length=64), nullable=True),
+        sa.Column("claimed_by", sa.String(length=100), nullable=True),
         sa.Column("claim_until", sa.DateTime(), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),

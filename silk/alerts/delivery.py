@@ -159,33 +159,51 @@ def backoff(config: Mapping[str, Any], attempts: int) -> float:
     return min(base, _MOST_BACKOFF) * random.uniform(1.0, 1.2)
 
 
+_MOST_PER_ROUND = 100  # events one worker delivers in a round; the rest wait for the next
+
+
 def deliver_due(engine: Engine, config: Mapping[str, Any]) -> int:
-    """Claim and deliver this worker's share of due events; how many were finished."""
-    worker = identity()
-    done = 0
-    for event in outbox.claim(engine, worker, utcnow(), float(config["SILK_ALERT_LEASE"])):
-        account = _account(engine, event.account_id)
-        recipients = (event.recipients if event.recipients is not None
-                      else recipients_of(account, config))
-        pending = list(recipients if event.pending is None else event.pending)
-        errors = []
-        for recipient in list(pending):
-            try:
-                _send(recipient, event, account, config)
-            except Undelivered as exc:
-                errors.append(f"{recipient}: {exc}")
-                continue
-            pending.remove(recipient)
-        attempts = event.attempts + 1
-        retry = (backoff(config, attempts)
-                 if attempts < int(config["SILK_ALERT_MAX_ATTEMPTS"]) else None)
-        if pending:
-            log.warning("alert not delivered", extra={"fields": {
-                "event": event.event_id, "attempts": attempts, "errors": "; ".join(errors)}})
-        if outbox.finish(engine, event, worker, recipients=recipients, pending=pending,
-                         now=utcnow(), retry_after=retry, error="; ".join(errors)):
-            done += 1
+    """Claim and deliver this worker's share of due events; how many were finished.
+
+    Events are claimed a few at a time, as many as can surely be sent within one lease
+    (each recipient may take SILK_ALERT_TIMEOUT), so a slow receiver does not let the
+    lease of an event still waiting its turn run out and another worker send it too.
+    """
+    lease, timeout = float(config["SILK_ALERT_LEASE"]), float(config["SILK_ALERT_TIMEOUT"])
+    per_claim = max(1, int(lease // max(4 * timeout, 1)))
+    worker, done, seen = identity(), 0, 0
+    while seen < _MOST_PER_ROUND:
+        batch = outbox.claim(engine, worker, utcnow(), lease, limit=per_claim)
+        if not batch:
+            break
+        seen += len(batch)
+        done += sum(_deliver(engine, event, worker, config) for event in batch)
     return done
+
+
+def _deliver(engine: Engine, event: outbox.Claimed, worker: str,
+             config: Mapping[str, Any]) -> bool:
+    """Send one claimed event to each recipient still pending; record the round."""
+    account = _account(engine, event.account_id)
+    recipients = (event.recipients if event.recipients is not None
+                  else recipients_of(account, config))
+    pending = list(recipients if event.pending is None else event.pending)
+    errors = []
+    for recipient in list(pending):
+        try:
+            _send(recipient, event, account, config)
+        except Undelivered as exc:
+            errors.append(f"{recipient}: {exc}")
+            continue
+        pending.remove(recipient)
+    attempts = event.attempts + 1
+    retry = (backoff(config, attempts)
+             if attempts < int(config["SILK_ALERT_MAX_ATTEMPTS"]) else None)
+    if pending:
+        log.warning("alert not delivered", extra={"fields": {
+            "event": event.event_id, "attempts": attempts, "errors": "; ".join(errors)}})
+    return outbox.finish(engine, event, worker, recipients=recipients, pending=pending,
+                         now=utcnow(), retry_after=retry, error="; ".join(errors))
 
 
 def start_delivery(app: Flask) -> None:
