@@ -78,21 +78,16 @@ def test_balance_crossing_writes_one_event_per_crossing(app, accounts, client):
     assert accounts.audit() == []
 
 
-def test_operator_threshold_applies_to_accounts_that_set_none(app_config, accounts, app):
-    from silk.extensions import db
-    from silk.metering import outbox
-
-    with app.app_context():
-        outbox.configure(db.engine, 999_750_000)
-    try:
-        acct = accounts.make(credit="1")
-        set_quota_left(app, acct.id)
+@pytest.mark.parametrize("app_config", [{"SILK_ALERT_BALANCE_USD": "0.99975"}])
+def test_operator_threshold_applies_to_accounts_that_set_none(app, accounts, client):
+    acct, own = accounts.make(credit="1"), accounts.make(credit="1")
+    client.put("/v1/account/alerts", json={"balance_threshold": 0}, headers=own.headers)
+    for account in (acct, own):
+        set_quota_left(app, account.id)
         for n in range(4):
-            settle(app, acct.id, f"r{n}", 1000)
-        assert len(events(app, "balance_low")) == 1
-    finally:
-        with app.app_context():
-            outbox.configure(db.engine, 0)
+            settle(app, account.id, f"r{account.id}-{n}", 1000)
+    assert [e.account_id for e in events(app, "balance_low")] == [acct.id]
+    assert json.loads(events(app)[0].payload)["threshold_units"] == 999_750_000
 
 
 def test_no_threshold_no_balance_alert(app, accounts):
