@@ -190,3 +190,19 @@ def test_smtp_down_is_retried(app, accounts, client):
     (row,) = events(app)
     assert (row.state, row.attempts) == ("pending", 1)
     assert "e-mail" in row.last_error
+
+
+def test_readme_verification_snippet_verifies_our_signatures():
+    """The README's receiver snippet accepts what the gateway signs, and nothing else."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("def verify(secret: str, header: str, body: bytes")
+    snippet = readme[readme.rindex("```python", 0, start) + len("```python"):
+                     readme.index("```", start)]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - the project's own documentation
+    header = signing.sign("whsec_readme", b'{"id":"e1"}')
+    assert namespace["verify"]("whsec_readme", header, b'{"id":"e1"}')
+    assert not namespace["verify"]("whsec_other", header, b'{"id":"e1"}')
+    assert not namespace["verify"]("whsec_readme", header, b'{"id":"e2"}')
