@@ -1,18 +1,22 @@
-"""The alerts a settlement writes, in its own transaction, into the alert outbox.
+"""The alerts a change of balance writes, in its own transaction, into the alert outbox.
 
 A settlement that takes an account's balance under its alert threshold, or its free
 tokens used this month up to the tier's quota, inserts one row into `alert_outbox` in
 the statement (PostgreSQL) or transaction (SQLite) that charges it; whether it crossed
 is the threshold rule of silk.metering.rules. Event ids come from the cause (the
-reservation; the account and month), so a cause written twice is one event. Delivery is
-silk.alerts', never the request's.
+reservation; the account and month), so a cause written twice is one event. A removal of
+money (`credit` with a negative amount) that crosses the threshold writes one too.
+Delivery is silk.alerts', never the request's.
 """
 
 from __future__ import annotations
 
+import json
 import weakref
+from datetime import datetime
 
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
 
 from silk.metering import rules
 from silk.metering.rules import POSTGRES, SQLITE
@@ -80,3 +84,17 @@ POSTGRES_ALERTS_CTE = f"""alerted AS (
         POSTGRES, "(charged.quota_used - %(free)s)", "charged.quota_used", "%(tier_quota)s")}
     ON CONFLICT (event_id) DO NOTHING
 )"""
+
+
+_CREDIT_ALERT = text(f"INSERT INTO alert_outbox ({_COLUMNS}) VALUES (:event_id, "
+                     f"'{BALANCE_LOW}', :account, :payload, 'pending', 0, :now, '', :now)")
+
+
+def balance_low_after_credit(conn: Connection, account_id: int, entry_id: int,
+                             balance: int, threshold: int, now: datetime) -> None:
+    """The alert of a removal of money (an adjustment, a refund taken back) that took the
+    balance under its threshold, in the removal's transaction; named by its ledger entry."""
+    conn.execute(_CREDIT_ALERT, {
+        "event_id": f"{BALANCE_LOW}:ledger:{entry_id}", "account": account_id, "now": now,
+        "payload": json.dumps({"balance_units": balance, "threshold_units": threshold,
+                               "ledger_entry_id": entry_id})})

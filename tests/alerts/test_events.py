@@ -78,6 +78,20 @@ def test_balance_crossing_writes_one_event_per_crossing(app, accounts, client):
     assert accounts.audit() == []
 
 
+def test_removal_of_money_that_crosses_writes_one_event(app, accounts, client):
+    acct = accounts.make(credit="1")
+    client.put("/v1/account/alerts", json={"balance_threshold": "0.5"}, headers=acct.headers)
+    credit(app, acct.id, -400_000_000)  # 0.6: above
+    credit(app, acct.id, -200_000_000)  # 0.4: crossed
+    credit(app, acct.id, -100_000_000)  # 0.3: still under
+    credit(app, acct.id, 300_000_000)  # 0.6: re-armed, and a top-up never alerts
+    credit(app, acct.id, -150_000_000)  # 0.45: crossed again
+    low = events(app, "balance_low")
+    assert [json.loads(e.payload)["balance_units"] for e in low] == [400_000_000, 450_000_000]
+    assert all(e.event_id.startswith("balance_low:ledger:") for e in low)
+    assert accounts.audit() == []
+
+
 @pytest.mark.parametrize("app_config", [{"SILK_ALERT_BALANCE_USD": "0.99975"}])
 def test_operator_threshold_applies_to_accounts_that_set_none(app, accounts, client):
     acct, own = accounts.make(credit="1"), accounts.make(credit="1")
