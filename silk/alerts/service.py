@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from silk.account.models import Account, ApiKey
 from silk.alerts import outbox, signing
+from silk.alerts.models import AlertEvent
 from silk.alerts.safety import UnsafeUrl, check_url
 from silk.database import utcnow
 from silk.errors import InvalidRequest, NotFound
@@ -104,3 +105,11 @@ def route_listener(app: Flask):
             log.exception("route alert not recorded")
     return changed
 
+
+
+def counts_by_state(engine: Engine) -> dict[str, int]:
+    """How many events are pending, delivered and failed (for the operator)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(AlertEvent.state, func.count()).group_by(
+            AlertEvent.state)).all()
+    return {"pending": 0, "delivered": 0, "failed": 0, **{state: n for state, n in rows}}

@@ -206,3 +206,23 @@ def test_readme_verification_snippet_verifies_our_signatures():
     assert namespace["verify"]("whsec_readme", header, b'{"id":"e1"}')
     assert not namespace["verify"]("whsec_other", header, b'{"id":"e1"}')
     assert not namespace["verify"]("whsec_readme", header, b'{"id":"e2"}')
+
+
+@pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_KEY_EXPIRY_DAYS": 7}])
+def test_operator_commands(app, runner, accounts):
+    from silk.account.service import create_key
+    from silk.database import utcnow
+
+    acct = accounts.make()
+    with app.app_context():
+        create_key(acct.id, name="soon", expires_at=utcnow() + timedelta(days=2))
+    result = runner.invoke(args=["silk", "sweep"])
+    assert result.exit_code == 0 and "recorded 1 key-expiry alert(s)" in result.output
+    result = runner.invoke(args=["silk", "alerts"])
+    assert result.exit_code == 0 and "pending: 1" in result.output
+    with Receiver(secret="whsec_op") as receiver:
+        app.config.update(SILK_ALERT_WEBHOOK_URL=receiver.url,
+                          SILK_ALERT_WEBHOOK_SECRET="whsec_op")
+        result = runner.invoke(args=["silk", "alerts", "--deliver"])
+    assert "delivered 1 event(s)" in result.output and "delivered: 1" in result.output
+    assert [event["type"] for event in receiver.accepted.values()] == ["key_expiring"]
