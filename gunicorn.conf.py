@@ -132,12 +132,15 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Start this worker's reservation sweeper (settles holds of killed workers) and, with
+    """Start this worker's reservation sweeper (settles holds of killed workers; its chores
+    expire stored responses and write key-expiry alerts), its alert delivery and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers).
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
     import threading
 
+    from silk.alerts.delivery import start_delivery
+    from silk.alerts.service import key_expiry_chore
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.invalidation import start_subscriber
@@ -146,7 +149,10 @@ def post_worker_init(worker):
     from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
     start_sweeper(worker.wsgi, tiers, lambda model, at: catalogue().price_of(model, at),
-                  lambda model, at: catalogue().cost_of(model, at), chores=(expire,))
+                  lambda model, at: catalogue().cost_of(model, at),
+                  chores=(expire, key_expiry_chore(
+                      float(worker.wsgi.config["SILK_ALERT_KEY_EXPIRY_DAYS"]))))
+    start_delivery(worker.wsgi)
     start_subscriber(worker.wsgi)
     threading.Thread(target=check_at_start, args=(worker.wsgi,),
                      kwargs={"say": worker.age == 1}, daemon=True).start()

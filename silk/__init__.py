@@ -40,7 +40,9 @@ def register_extensions(app: Flask) -> None:
     from silk.database_events import install_engine_events
     from silk.extensions import db, migrate
     from silk.limits import build_limiter
+    from silk.metering import outbox
     from silk.metering.journal import configure as configure_journal
+    from silk.pricing import usd_to_units
 
     db.init_app(app)
     migrate.init_app(app, db, directory=_migrations_dir())
@@ -48,6 +50,7 @@ def register_extensions(app: Flask) -> None:
         install_engine_events(db.engine)
         configure_journal(db.engine, app.config["SILK_SETTLEMENT_JOURNAL_DIR"]
                           or os.path.join(app.instance_path, "journal"))
+        outbox.configure(db.engine, usd_to_units(app.config["SILK_ALERT_BALANCE_USD"]))
     app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
     from silk.invalidation import install
 
@@ -56,11 +59,13 @@ def register_extensions(app: Flask) -> None:
 
 def register_catalogue(app: Flask) -> None:
     """Build the model catalogue and upstream clients from configuration; the clients count
-    their failovers in the gateway's metrics. Refuse to start on a urllib3, httptools or
+    their failovers in the gateway's metrics, and a route that starts resting both in the
+    metrics and as an alert. Refuse to start on a urllib3, httptools or
     requests that lacks what the upstream transport uses."""
     from silk.upstream import dependencies
 
     dependencies.check()  # before the transport is imported: it may not import on a bad one
+    from silk.alerts.service import route_listener
     from silk.catalog.catalogue import build_catalogue
     from silk.ops import metrics
     from silk.upstream.breaker import Breakers
@@ -74,7 +79,16 @@ def register_catalogue(app: Flask) -> None:
     app.extensions["silk.breakers"] = Breakers(app.config["SILK_ROUTE_FAILURES"],
                                                app.config["SILK_ROUTE_REST"],
                                                app.config.get("REDIS_URL"),
-                                               on_change=metrics.route_state)
+                                               on_change=_both(metrics.route_state,
+                                                               route_listener(app)))
+
+
+def _both(first, second):
+    """A listener that tells two."""
+    def tell(*args) -> None:
+        first(*args)
+        second(*args)
+    return tell
 
 
 def _warn_below_cost(app: Flask, catalogue) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from silk.extensions import db
@@ -50,8 +51,9 @@ def audit_cmd():
 @click.option("--all", "everything", is_flag=True,
               help="Settle every open reservation (only when no gateway is running).")
 def sweep_cmd(everything: bool):
-    """Write stopped workers' journaled settlements, settle holds whose lease ran out, and
-    delete stored responses past their retention."""
+    """Write stopped workers' journaled settlements, settle holds whose lease ran out,
+    delete stored responses past their retention and write key-expiry alerts."""
+    from silk.alerts.service import key_expiry_chore
     from silk.billing.tiers import tiers
     from silk.catalog import catalogue
     from silk.metering.sweeper import sweep
@@ -61,14 +63,27 @@ def sweep_cmd(everything: bool):
                   everything=everything)
     click.echo(f"settled {count} reservation(s)")
     click.echo(f"deleted {expire(db.engine)} expired stored response(s)")
+    days = float(current_app.config["SILK_ALERT_KEY_EXPIRY_DAYS"])
+    click.echo(f"recorded {key_expiry_chore(days)(db.engine)} key-expiry alert(s)")
+
+
+@silk_cli.command("alerts")
+@click.option("--deliver", is_flag=True, help="Deliver the events due now, from here.")
+def alerts_cmd(deliver: bool):
+    """Alert events by state (pending, delivered, failed); --deliver sends those due."""
+    from silk.alerts.delivery import deliver_due
+    from silk.alerts.service import counts_by_state
+
+    if deliver:
+        click.echo(f"delivered {deliver_due(db.engine, current_app.config)} event(s)")
+    for state, count in counts_by_state(db.engine).items():
+        click.echo(f"{state}: {count}")
 
 
 @silk_cli.command("providers")
 def providers_cmd():
     """Show each model's routes and each provider key: serving or resting, recent failures,
     latency percentiles (as this process sees them; rests are shared through Redis)."""
-    from flask import current_app
-
     from silk.relay.routes import report
 
     ext = current_app.extensions

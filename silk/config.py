@@ -259,6 +259,7 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         problems.append(f"SILK_DEFAULT_TIER {cfg['SILK_DEFAULT_TIER']!r} is not a tier")
     if cfg["SILK_REGISTRATION"] not in ("open", "invite", "closed"):
         problems.append("SILK_REGISTRATION must be open, invite or closed")
+    problems += _alert_problems(cfg)
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:
@@ -377,6 +378,26 @@ def _route_problems(mid: str, model, provider) -> list[str]:
                 "thinking and the provider has no thinking_off: give the model a "
                 "reasoning_budget or thinking: false"]
     return []
+
+
+def _alert_problems(cfg) -> list[str]:
+    """What is wrong with the alert settings (defaults stand in for those not set)."""
+    def get(name):
+        return cfg.get(name, getattr(Defaults, name))
+
+    problems = []
+    if not _money_ok(get("SILK_ALERT_BALANCE_USD")):
+        problems.append("SILK_ALERT_BALANCE_USD must be a USD amount of at least 0")
+    if get("SILK_SMTP_SECURITY") not in ("starttls", "ssl", "none"):
+        problems.append("SILK_SMTP_SECURITY must be starttls, ssl or none")
+    for name in ("SILK_ALERT_INTERVAL", "SILK_ALERT_RETRY_BASE", "SILK_ALERT_LEASE",
+                 "SILK_ALERT_TIMEOUT", "SILK_ALERT_MAX_ATTEMPTS", "SILK_ALERT_KEY_EXPIRY_DAYS"):
+        if not isinstance(get(name), int | float) or get(name) < 0:
+            problems.append(f"{name} must be a number of at least 0")
+    url = get("SILK_ALERT_WEBHOOK_URL")
+    if url and urlparse(url).scheme not in ("http", "https"):
+        problems.append("SILK_ALERT_WEBHOOK_URL must be an http or https URL")
+    return problems
 
 
 def _money_ok(value) -> bool:

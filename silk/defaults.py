@@ -133,6 +133,33 @@ class Defaults:
     SILK_DEFAULT_RPM = None  # per-key requests per minute when the key sets none
     SILK_DEFAULT_TPM = None  # per-key tokens per minute when the key sets none
 
+    # Alerts (silk.alerts): each worker delivers due events every SILK_ALERT_INTERVAL
+    # seconds (0: this process delivers none), retrying a failed delivery after
+    # SILK_ALERT_RETRY_BASE x 2^attempts seconds (at most an hour) until it has tried
+    # SILK_ALERT_MAX_ATTEMPTS times. A worker claims an event for SILK_ALERT_LEASE seconds:
+    # if it dies meanwhile, another delivers it after that.
+    SILK_ALERT_INTERVAL = 5.0
+    SILK_ALERT_RETRY_BASE = 30.0
+    SILK_ALERT_MAX_ATTEMPTS = 12
+    SILK_ALERT_LEASE = 60.0
+    SILK_ALERT_TIMEOUT = 10.0  # seconds a webhook or the SMTP server may take to answer
+    SILK_ALERT_BALANCE_USD = "0"  # balance alert threshold for accounts that set none (0: none)
+    SILK_ALERT_KEY_EXPIRY_DAYS = 7  # alert when a key expires within this many days (0: never)
+    # The operator's own alerts: every event of every account goes here too.
+    SILK_ALERT_WEBHOOK_URL = ""
+    SILK_ALERT_WEBHOOK_SECRET = ""  # signs the operator's webhook deliveries
+    SILK_ALERT_EMAIL = ""
+    # Webhooks to loopback, private, link-local or reserved addresses are refused unless
+    # this is true (the gateway would otherwise post into its own network on request).
+    SILK_ALERT_ALLOW_PRIVATE = False
+    # E-mail through this SMTP server (none: no e-mail); security: starttls, ssl or none.
+    SILK_SMTP_HOST = ""
+    SILK_SMTP_PORT = 587
+    SILK_SMTP_SECURITY = "starttls"
+    SILK_SMTP_USER = ""
+    SILK_SMTP_PASSWORD = ""
+    SILK_SMTP_FROM = ""
+
     SILK_TOPUP_MAX = "10000"  # USD; the most one top-up may add
     SILK_OPEN_TOPUP = False  # let a plain key add funds by amount alone
     SILK_REGISTRATION = "invite"  # open | invite | closed

@@ -133,6 +133,13 @@ def _paths(models: list[str]) -> dict:
             "patch": op("Rename a key or change its spend caps, never above the caller's "
                         "(owner keys).", response(ref("Key"), "The key."), tag="keys",
                         params=(path_id("key_id"),), body=json_body("KeyUpdate"))},
+        "/v1/account/alerts": {
+            "get": op("Where the account's alerts go, and its balance threshold.",
+                      response(ref("AlertSettings"), "The settings."), tag="accounts"),
+            "put": op("Set the account's alert webhook, address and balance threshold; "
+                      "a new webhook's signing secret is shown once.",
+                      response(ref("AlertSettings"), "The settings."), tag="accounts",
+                      body=json_body("AlertSettingsUpdate"))},
         "/v1/register": {
             "get": op("Whether registration is open, by invite, or closed.",
                       response(ref("RegistrationMode"), "The mode."), tag="accounts",

@@ -198,6 +198,20 @@ SCHEMAS = {
                                           "usage and caps."},
                      spend_caps={**ref("SpendCaps"), "description": "Never above the creating "
                                  "key's caps; a cap left out is the creating key's."}),
+    "AlertSettings": obj(("object", "webhook_url", "email", "balance_threshold"),
+                         object={"type": "string", "enum": ["alert_settings"]},
+                         webhook_url=nullable(STRING), email=nullable(STRING),
+                         balance_threshold=nullable(USD),
+                         webhook_secret={**STRING, "description": (
+                             "Signs each delivery (Silk-Signature); only in the answer "
+                             "that set a new webhook_url.")},
+                         message=STRING),
+    "AlertSettingsUpdate": obj(
+        webhook_url=nullable({"type": "string", "maxLength": 500, "description": (
+            "Where events are POSTed, signed; http(s) to a public address.")}),
+        email=nullable({"type": "string", "format": "email", "maxLength": 254}),
+        balance_threshold=nullable({"oneOf": [NUMBER, STRING], "description": (
+            "USD: the settlement that takes the balance under it sends one alert.")})),
     "Account": obj(("id", "object", "email", "tier", "balance"), id=INTEGER, object=STRING,
                    email=STRING, tier=STRING, is_admin=BOOLEAN, disabled=BOOLEAN,
                    balance=USD, reserved=USD, currency=STRING, created_at=MOMENT,

@@ -37,6 +37,12 @@ class Account(Model):
     quota_used: Mapped[int] = mapped_column(BigInteger, default=0)
     quota_held: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Alerts the owner set (silk.alerts): where they go, and the balance under which the
+    # settlement that crosses it writes one (None: the operator's SILK_ALERT_BALANCE_USD).
+    alert_webhook_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    alert_webhook_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    alert_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    alert_balance_units: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class ApiKey(Model):

@@ -13,6 +13,8 @@ from silk.account.schemas import (
     new_key_body,
     register_schema,
 )
+from silk.alerts import service as alerts
+from silk.alerts.schemas import SECRET_SHOWN_ONCE, settings_schema, update_schema
 from silk.billing.tiers import tiers
 from silk.catalog import catalogue
 from silk.validation import json_body, load
@@ -57,6 +59,26 @@ def update_key(key_id: int):
     data = load(key_update_schema, json_body())
     key = service.update_key_as(principal.key_id, principal.account_id, key_id, data)
     return jsonify(key_schema.dump(key))
+@bp.get("/account/alerts")
+def alert_settings():
+    """Where the caller's account's alerts go, and its balance threshold."""
+    principal = authenticate()
+    return jsonify(settings_schema.dump(alerts.settings_of(principal.account_id)))
+
+
+@bp.put("/account/alerts")
+def update_alert_settings():
+    """Set the account's webhook, alert address and balance threshold; a new webhook's
+    signing secret is in this answer only."""
+    principal = authenticate()
+    data = load(update_schema, json_body())
+    account, secret = alerts.update_settings(
+        principal.account_id, data,
+        allow_private=bool(current_app.config["SILK_ALERT_ALLOW_PRIVATE"]))
+    body = settings_schema.dump(account)
+    if secret is not None:
+        body.update(webhook_secret=secret, message=SECRET_SHOWN_ONCE)
+    return jsonify(body)
 
 
 @bp.post("/register")

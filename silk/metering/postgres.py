@@ -42,6 +42,7 @@ from silk.defaults import Defaults
 from silk.errors import InsufficientBalance, NotFound
 from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
+from silk.metering.outbox import POSTGRES_ALERTS_CTE
 from silk.metering.perprocess import PerProcess
 from silk.metering.rules import POSTGRES
 from silk.metering.state import COLUMNS, KEY_COLUMNS, KEY_SELECT, SELECT, AccountState, KeyState
@@ -174,7 +175,8 @@ WITH claimed AS (
            %(charge)s, %(written_off_units)s, %(upstream_cost_units)s, %(estimated)s,
            CAST(%(latency_ms)s AS INTEGER), CAST(%(ttft_ms)s AS INTEGER), %(now)s, %(day)s
     FROM charged
-)
+), -- alerts: balance under its threshold, free quota used up (silk.metering.outbox)
+{POSTGRES_ALERTS_CTE}
 SELECT balance_units, {_STATE} FROM charged
 """
 
@@ -183,7 +185,7 @@ _TYPES = {
     "account": "integer", "reservation": "integer", "key": "integer", "estimate": "integer",
     "http_status": "integer", "latency_ms": "integer", "ttft_ms": "integer",
     "hold": "bigint", "quota": "bigint", "tier_quota": "bigint", "want": "bigint",
-    "charge": "bigint", "free": "bigint", "prompt_tokens": "bigint",
+    "charge": "bigint", "free": "bigint", "alert_floor": "bigint", "prompt_tokens": "bigint",
     "completion_tokens": "bigint", "reasoning_tokens": "bigint", "cache_hit_tokens": "bigint",
     "total_tokens": "bigint", "free_tokens": "bigint", "subtotal_units": "bigint",
     "discount_units": "bigint", "written_off_units": "bigint", "upstream_cost_units": "bigint",

@@ -25,6 +25,10 @@ What each rule says:
   spend counts in the day (and month) of its usage record (`spent_after`); a counter read
   in another period is 0, and a late settlement for a period that is over leaves the
   current period's counter as it is.
+- threshold crossing (`fell_below`, `reached`): a change that takes a value from one side
+  of a threshold to the other writes one alert; staying on the far side writes none, and
+  coming back re-arms it. Balance alerts, the free quota used up and (once keys have caps)
+  a key's spend at 80, 90 and 100 % of a cap are this one rule over their own values.
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ class Arithmetic(Generic[N, M]):
 
     def greatest(self, a: N, b: N) -> N:
         """The larger of a and b."""
+        raise NotImplementedError
+
+    def less(self, a: N, b: N) -> N:
+        """a < b (a truth value)."""
+        raise NotImplementedError
+
+    def both(self, a: N, b: N) -> N:
+        """a and b (truth values)."""
+        raise NotImplementedError
+
+    def share(self, a: N, percent: int) -> N:
+        """`percent` % of a non-negative a, rounded up to a whole unit."""
         raise NotImplementedError
 
     def least(self, a: N, b: N) -> N:
@@ -109,6 +125,18 @@ class Python(Arithmetic[int, str]):
     def greatest(self, a: int, b: int) -> int:
         """The larger of a and b."""
         return a if a >= b else b
+
+    def less(self, a: int, b: int) -> int:
+        """a < b, as 1 or 0 (a bool)."""
+        return a < b
+
+    def both(self, a: int, b: int) -> int:
+        """a and b, as 1 or 0 (a bool)."""
+        return bool(a) and bool(b)
+
+    def share(self, a: int, percent: int) -> int:
+        """`percent` % of a non-negative a, rounded up to a whole unit."""
+        return -(-a * percent // 100)
 
     def least(self, a: int, b: int) -> int:
         """The smaller of a and b."""
@@ -170,6 +198,18 @@ class Sql(Arithmetic[str, str]):
     def greatest(self, a: str, b: str) -> str:
         """The larger of a and b."""
         return f"{self._greatest}({a}, {b})"
+
+    def less(self, a: str, b: str) -> str:
+        """a < b."""
+        return f"{a} < {b}"
+
+    def both(self, a: str, b: str) -> str:
+        """a and b."""
+        return f"({a} AND {b})"
+
+    def share(self, a: str, percent: int) -> str:
+        """`percent` % of a non-negative a, rounded up (integer division truncates)."""
+        return f"(({a}) * {int(percent)} + 99) / 100"
 
     def least(self, a: str, b: str) -> str:
         """The smaller of a and b."""
@@ -254,6 +294,34 @@ def spendable(o: Arithmetic[N, M], balance: N, reserved: N) -> N:
 def covers(o: Arithmetic[N, M], balance: N, reserved: N, amount: N) -> N:
     """Balance check: `amount` fits in the money open holds have not set aside."""
     return o.at_least(spendable(o, balance, reserved), amount)
+
+
+def fell_below(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
+    """Threshold crossing, downwards: `before` was at or above `threshold`, `after` is under
+    it (a balance running low)."""
+    return o.both(o.at_least(before, threshold), o.less(after, threshold))
+
+
+def reached(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
+    """Threshold crossing, upwards: `before` was under `threshold`, `after` is at or above
+    it (a quota used up, a key's spend at a share of its cap)."""
+    return o.both(o.less(before, threshold), o.at_least(after, threshold))
+
+
+# The shares of a key's spend cap that alert when its spend reaches them, in percent.
+CAP_ALERT_PERCENTS = (80, 90, 100)
+
+
+def cap_mark(o: Arithmetic[N, M], cap: N, percent: int) -> N:
+    """The spend, in units, at which a key reaches `percent` of its `cap` (rounded up, so
+    the alert never comes before the share is really spent)."""
+    return o.share(cap, percent)
+
+
+def cap_reached(o: Arithmetic[N, M], before: N, after: N, cap: N, percent: int) -> N:
+    """A key's spend alert: a change took its spend from under `percent` % of `cap` to at
+    least that (one alert per share crossed, as for any threshold)."""
+    return reached(o, before, after, cap_mark(o, cap, percent))
 
 
 def bound(price: Price, prompt_worst: int, max_output: int, tier: Tier, free: int) -> Cost:

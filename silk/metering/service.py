@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Connection, Engine
 
 from silk.database import utcnow
-from silk.metering import keeper, store
+from silk.metering import keeper, outbox, store
 from silk.metering.rules import month_of
 from silk.metering.store import ACCOUNTS, LEDGER, RESERVATIONS, USAGE, Ask, tier_of
 from silk.ops import metrics
@@ -275,13 +275,15 @@ def write(engine: Engine, decision: Decision, *, claim: str = "settled") -> Sett
     """Write a decided settlement exactly once; None if its hold was settled already.
 
     One claim of the reservation (which makes a second settlement a no-op), one update of
-    the account, the ledger entry and the usage record, in one transaction. The sweep
+    the account, the ledger entry, the usage record and any alert it crosses into (silk.
+    metering.outbox), in one transaction. The sweep
     claims with "swept": a real settlement that comes later (its lease ran out while the
     database was away) then corrects the sweep's estimate (silk.metering.correction).
     """
     day = decision.values["day"].isoformat()  # a key's spend counts on its record's day
     values = {**decision.values, "month": month_of(utcnow()), "claimed": claim,
-              "budget_day": day, "budget_month": day[:7]}
+              "budget_day": day, "budget_month": day[:7],
+              "alert_floor": outbox.floor(engine)}
     written = store.of(engine).write(values)
     keeper.of(engine).release(decision.reservation_id)
     if written is None:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_in_memory, sqlite_pragmas
-from silk.metering import correction, rules
+from silk.metering import correction, outbox, rules
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import KEY_SELECT, SELECT, AccountState, KeyState
 from silk.metering.store import (
@@ -299,6 +299,8 @@ class SqliteStore(Common):
                 if values["charge"]:  # a ledger entry is a change of balance
                     run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
                 run(driver, NEW_USAGE_RECORD, values)
+                # alerts: balance under its threshold, free quota used up
+                count(driver, outbox.SQLITE_ALERTS, values)
                 return Written(balance_after, values["charge"], values["written_off_units"])
             if values["claimed"] != "settled":
                 return None

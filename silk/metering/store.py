@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from silk.account.models import Account, ApiKey
 from silk.database import utcnow
 from silk.errors import InsufficientBalance, InvalidRequest, KeyBudgetExceeded, NotFound
-from silk.metering import rules
+from silk.metering import outbox, rules
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
 from silk.metering.rules import PYTHON
 from silk.metering.state import COLUMNS, KEY_COLUMNS, AccountState, KeyState
@@ -249,7 +249,7 @@ class Common:
         self._credit = (update(ACCOUNTS)
                         .where(ACCOUNTS.c.id == bindparam("p_account"), text(covered))
                         .values(balance_units=ACCOUNTS.c.balance_units + bindparam("p_amount"))
-                        .returning(ACCOUNTS.c.balance_units))
+                        .returning(ACCOUNTS.c.balance_units, ACCOUNTS.c.alert_balance_units))
 
     def credit(self, conn: Connection, account_id: int, amount_units: int, *, kind: str,
                note: str, actor: str, request_id: str | None) -> int:
@@ -267,10 +267,16 @@ class Common:
             raise InvalidRequest("The adjustment would take the balance below zero.",
                                  param="amount", code="balance_would_go_negative")
         balance: int = row.balance_units
-        conn.execute(insert(LEDGER).values(
+        now = utcnow()
+        entry = conn.execute(insert(LEDGER).values(
             account_id=account_id, kind=kind, amount_units=amount_units,
             balance_after_units=balance, request_id=request_id, note=note[:200],
-            actor=actor[:100], created_at=utcnow()))
+            actor=actor[:100], created_at=now).returning(LEDGER.c.id)).scalar_one()
+        # alerts: a removal that takes the balance under its threshold (silk.metering.outbox)
+        threshold = (row.alert_balance_units if row.alert_balance_units is not None
+                     else outbox.floor(self.engine))
+        if rules.fell_below(PYTHON, balance - amount_units, balance, threshold):
+            outbox.balance_low_after_credit(conn, account_id, entry, balance, threshold, now)
         return balance
 
     def expired(self, now: datetime, *, everything: bool) -> Sequence[Row[Any]]:

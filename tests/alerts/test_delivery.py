@@ -1,0 +1,228 @@
+"""Delivery: signed webhooks with retries and backoff, e-mail over SMTP, URL safety."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+
+from silk.alerts import signing
+from tests.alerts.helpers import events
+from tests.alerts.receiver import Receiver
+
+ALLOW_LOOPBACK = {"SILK_ALERT_ALLOW_PRIVATE": True, "SILK_ALERT_RETRY_BASE": 10.0,
+                  "SILK_ALERT_TIMEOUT": 5.0}
+
+
+def _record(app, event_id: str, account_id: int | None, kind: str = "balance_low") -> None:
+    from silk.alerts import outbox
+    from silk.database import utcnow
+    from silk.extensions import db
+
+    with app.app_context(), db.engine.begin() as conn:
+        outbox.record(conn, event_id, kind, account_id, {"balance_units": 5}, utcnow())
+
+
+def _deliver(app) -> int:
+    from silk.alerts.delivery import deliver_due
+    from silk.extensions import db
+
+    with app.app_context():
+        return deliver_due(db.engine, app.config)
+
+
+@pytest.fixture
+def clock():
+    """Move silk's clock forward by hand; the system clock again afterwards."""
+    from silk.database import set_clock, utcnow
+
+    now = [utcnow()]
+    set_clock(lambda: now[0])
+    yield now
+    set_clock(None)
+
+
+def test_signature_round_trip():
+    header = signing.sign("whsec_x", b'{"a":1}', timestamp=1000)
+    assert signing.verify("whsec_x", header, b'{"a":1}', now=1010)
+    assert not signing.verify("whsec_y", header, b'{"a":1}', now=1010)
+    assert not signing.verify("whsec_x", header, b'{"a":2}', now=1010)
+    assert not signing.verify("whsec_x", header, b'{"a":1}', now=5000)  # too old
+    assert not signing.verify("whsec_x", "garbage", b'{"a":1}', now=1010)
+
+
+def test_private_webhook_refused_by_default(client, accounts):
+    acct = accounts.make()
+    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "http://[::1]/x",
+                "http://169.254.169.254/latest", "ftp://example.com/x", "not a url"):
+        answer = client.put("/v1/account/alerts", json={"webhook_url": url},
+                            headers=acct.headers)
+        assert answer.status_code == 400, url
+        assert answer.json["error"]["param"] == "webhook_url"
+    answer = client.put("/v1/account/alerts", json={"email": "nope"}, headers=acct.headers)
+    assert answer.status_code == 400 and answer.json["error"]["param"] == "email"
+    answer = client.put("/v1/account/alerts", json={"balance_threshold": -1},
+                        headers=acct.headers)
+    assert answer.status_code == 400
+    assert client.put("/v1/account/alerts", json={}).status_code == 401
+
+
+@pytest.mark.parametrize("app_config", [ALLOW_LOOPBACK])
+def test_webhook_retries_with_backoff_until_delivered(app, client, accounts, clock):
+    acct = accounts.make()
+    with Receiver() as receiver:
+        answer = client.put("/v1/account/alerts", json={"webhook_url": receiver.url},
+                            headers=acct.headers)
+        assert answer.status_code == 200
+        receiver.secret = answer.json["webhook_secret"]  # shown this once
+        assert receiver.secret.startswith("whsec_")
+        shown = client.get("/v1/account/alerts", headers=acct.headers).json
+        assert shown["webhook_url"] == receiver.url and "webhook_secret" not in shown
+
+        _record(app, "balance_low:1", acct.id)
+        receiver.fail = 2
+        _deliver(app)
+        (row,) = events(app)
+        assert (row.state, row.attempts) == ("pending", 1)
+        first_wait = (row.next_attempt_at - clock[0]).total_seconds()
+        assert 10 <= first_wait <= 12
+        assert _deliver(app) == 0  # not due yet: nothing is sent
+        assert len(receiver.deliveries) == 1
+
+        clock[0] += timedelta(seconds=first_wait + 1)
+        _deliver(app)
+        (row,) = events(app)
+        assert (row.state, row.attempts) == ("pending", 2)
+        second_wait = (row.next_attempt_at - clock[0]).total_seconds()
+        assert 20 <= second_wait <= 24  # doubled
+
+        clock[0] += timedelta(seconds=second_wait + 1)
+        _deliver(app)
+        (row,) = events(app)
+        assert (row.state, row.attempts) == ("delivered", 3)
+        clock[0] += timedelta(hours=2)
+        _deliver(app)  # delivered events are never sent again
+    assert receiver.counts() == {"balance_low:1": 3}
+    assert receiver.bad_signatures == 0
+    body = receiver.accepted["balance_low:1"]
+    assert body["type"] == "balance_low"
+    assert body["account"]["id"] == acct.id
+    assert body["data"]["balance_usd"] == "0.000000005"
+
+
+@pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_MAX_ATTEMPTS": 2}])
+def test_delivery_gives_up_after_max_attempts(app, client, accounts, clock):
+    acct = accounts.make()
+    with Receiver() as receiver:
+        answer = client.put("/v1/account/alerts", json={"webhook_url": receiver.url},
+                            headers=acct.headers)
+        receiver.secret = answer.json["webhook_secret"]
+        receiver.fail = 10
+        _record(app, "balance_low:2", acct.id)
+        _deliver(app)
+        clock[0] += timedelta(minutes=5)
+        _deliver(app)
+        (row,) = events(app)
+        assert (row.state, row.attempts) == ("failed", 2)
+        assert "500" in row.last_error
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on loopback (aiosmtpd) keeping what it receives."""
+    from aiosmtpd.controller import Controller
+
+    from tests.support.gateway import free_port
+
+    class Keep:
+        def __init__(self):
+            self.messages = []
+            self.arrived = threading.Event()
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            self.messages.append(envelope)
+            self.arrived.set()
+            return "250 OK"
+
+    handler = Keep()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, handler
+    controller.stop()
+
+
+def test_email_to_the_account_and_the_operator(app, client, accounts, smtp_server):
+    from email import message_from_bytes
+
+    controller, handler = smtp_server
+    app.config.update(SILK_SMTP_HOST="127.0.0.1", SILK_SMTP_PORT=controller.port,
+                      SILK_SMTP_SECURITY="none", SILK_SMTP_FROM="alerts@gateway.test",
+                      SILK_ALERT_EMAIL="ops@gateway.test")
+    acct = accounts.make()
+    answer = client.put("/v1/account/alerts", json={"email": "owner@example.com"},
+                        headers=acct.headers)
+    assert answer.status_code == 200 and answer.json["email"] == "owner@example.com"
+    _record(app, "quota_used_up:7:2026-12", acct.id, kind="quota_used_up")
+    _record(app, "route_failing:x:1", None, kind="route_failing")  # the operator's only
+    _deliver(app)
+    assert [row.state for row in events(app)] == ["delivered", "delivered"]
+    received = [(env.rcpt_tos, message_from_bytes(env.content)) for env in handler.messages]
+    assert sorted((tuple(to), msg["Silk-Event-Id"]) for to, msg in received) == [
+        (("ops@gateway.test",), "quota_used_up:7:2026-12"),
+        (("ops@gateway.test",), "route_failing:x:1"),
+        (("owner@example.com",), "quota_used_up:7:2026-12")]
+    message = received[0][1]
+    assert message["From"] == "alerts@gateway.test"
+    assert "[SilkGateway]" in message["Subject"]
+    text = message.get_payload(decode=True).decode().replace("\r\n", "\n")
+    assert json.loads(text.split("\n\n", 1)[1])["id"] == message["Silk-Event-Id"]
+
+
+def test_smtp_down_is_retried(app, accounts, client):
+    from tests.support.gateway import free_port
+
+    app.config.update(SILK_SMTP_HOST="127.0.0.1", SILK_SMTP_PORT=free_port(),
+                      SILK_SMTP_SECURITY="none", SILK_ALERT_EMAIL="ops@gateway.test")
+    _record(app, "route_failing:y:1", None, kind="route_failing")
+    _deliver(app)
+    (row,) = events(app)
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert "e-mail" in row.last_error
+
+
+def test_readme_verification_snippet_verifies_our_signatures():
+    """The README's receiver snippet accepts what the gateway signs, and nothing else."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("def verify(secret: str, header: str, body: bytes")
+    snippet = readme[readme.rindex("```python", 0, start) + len("```python"):
+                     readme.index("```", start)]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 - the project's own documentation
+    header = signing.sign("whsec_readme", b'{"id":"e1"}')
+    assert namespace["verify"]("whsec_readme", header, b'{"id":"e1"}')
+    assert not namespace["verify"]("whsec_other", header, b'{"id":"e1"}')
+    assert not namespace["verify"]("whsec_readme", header, b'{"id":"e2"}')
+
+
+@pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_KEY_EXPIRY_DAYS": 7}])
+def test_operator_commands(app, runner, accounts):
+    from silk.account.service import create_key
+    from silk.database import utcnow
+
+    acct = accounts.make()
+    with app.app_context():
+        create_key(acct.id, name="soon", expires_at=utcnow() + timedelta(days=2))
+    result = runner.invoke(args=["silk", "sweep"])
+    assert result.exit_code == 0 and "recorded 1 key-expiry alert(s)" in result.output
+    result = runner.invoke(args=["silk", "alerts"])
+    assert result.exit_code == 0 and "pending: 1" in result.output
+    with Receiver(secret="whsec_op") as receiver:
+        app.config.update(SILK_ALERT_WEBHOOK_URL=receiver.url,
+                          SILK_ALERT_WEBHOOK_SECRET="whsec_op")
+        result = runner.invoke(args=["silk", "alerts", "--deliver"])
+    assert "delivered 1 event(s)" in result.output and "delivered: 1" in result.output
+    assert [event["type"] for event in receiver.accepted.values()] == ["key_expiring"]
