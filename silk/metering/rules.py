@@ -94,10 +94,6 @@ class Arithmetic(Generic[N, M]):
         """The later of two periods (ISO day or month strings compare as text)."""
         raise NotImplementedError
 
-    def both(self, a: N, b: N) -> N:
-        """a and b (truth values)."""
-        raise NotImplementedError
-
     def unless_uncapped(self, cap: N | None, check: Callable[[], N]) -> N:
         """True when there is no cap, else `check()`."""
         raise NotImplementedError
@@ -153,10 +149,6 @@ class Python(Arithmetic[int, str]):
     def later(self, a: str, b: str) -> str:
         """The later of two periods."""
         return a if a >= b else b
-
-    def both(self, a: int, b: int) -> int:
-        """a and b, as a bool."""
-        return bool(a) and bool(b)
 
     def unless_uncapped(self, cap: int | None, check: Callable[[], int]) -> int:
         """True when there is no cap, else `check()`."""
@@ -227,10 +219,6 @@ class Sql(Arithmetic[str, str]):
     def later(self, a: str, b: str) -> str:
         """The later of two periods."""
         return f"CASE WHEN {a} >= {b} THEN {a} ELSE {b} END"
-
-    def both(self, a: str, b: str) -> str:
-        """a and b."""
-        return f"({a} AND {b})"
 
     def unless_uncapped(self, cap: str | None, check: Callable[[], str]) -> str:
         """True when there is no cap (NULL), else `check()`."""
