@@ -21,7 +21,7 @@ from silk.responses import store
 from silk.responses.answer import Builder
 from silk.responses.encode import encode_completion, encode_stream
 from silk.responses.request import input_items
-from silk.responses.schemas import responses_request_schema
+from silk.responses.schemas import schema_for
 from silk.responses.translate import to_call
 from silk.validation import json_object, load
 
@@ -45,7 +45,8 @@ def _keeper(engine, account_id: int, items: list[dict], days: float
 
 def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
-    body = load(responses_request_schema, json_object(raw))
+    body = json_object(raw)
+    body = load(schema_for(body), body)
     model = allowed_model(principal, body["model"])
     if body.get("background"):
         raise InvalidRequest("Invalid 'background': background responses are not supported "
@@ -60,7 +61,8 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     translated = to_call(model, catalogue().provider_of(model), body, carried, stream=stream,
                          image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     response_id = "resp_" + uuid.uuid4().hex
-    builder = Builder(response_id, int(time.time()), model.id, body, translated.names)
+    builder = Builder(response_id, int(time.time()), model.id, body, translated.names,
+                      events=stream)
     keep = None
     if body.get("store") is not False:
         keep = _keeper(engine, principal.account_id,
