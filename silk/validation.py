@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import TypeVar
 
 import orjson
 from flask import request
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError, fields, missing
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from silk.database import utcnow
@@ -94,6 +97,37 @@ def _deep_path(body: dict) -> str:
                 step = f"[{key}]" if isinstance(key, int) else (f".{key}" if path else key)
                 stack.append((child, depth + 1, path + step))
     return ""
+
+
+S = TypeVar("S", bound=Schema)
+
+
+def needed_fields(schema: type[Schema]) -> frozenset[str]:
+    """Fields that act even when absent: required ones, and those with a default."""
+    return frozenset(name for name, field in schema._declared_fields.items()
+                     if field.required or field.load_default is not missing)
+
+
+def present_fields(schema: type[S]) -> Callable[[dict], S]:
+    """`schema_for(body)`: the schema limited to the fields `body` has (and the needed ones),
+    which loads it exactly as the full one.
+
+    marshmallow runs every declared field on every load, present or not, and a field that
+    is absent, not required and without a default does nothing; so leaving it out changes
+    nothing, and every field the body has is still validated. The variants, one per set of
+    fields present, are kept in a bounded cache.
+    """
+    names = tuple(schema._declared_fields)
+    needed = needed_fields(schema)
+
+    @lru_cache(maxsize=128)
+    def variant(present: frozenset[str]) -> S:
+        return schema(only=[name for name in names if name in present or name in needed])
+
+    def schema_for(body: dict) -> S:
+        return variant(frozenset(body.keys() & names))
+
+    return schema_for
 
 
 def load(schema: Schema, data) -> dict:

@@ -9,12 +9,18 @@ from marshmallow import (
     Schema,
     ValidationError,
     fields,
-    missing,
     validate,
     validates_schema,
 )
 
-from silk.validation import OneOf, StrictBool, StrictInteger, StrictNumber, StrictString
+from silk.validation import (
+    OneOf,
+    StrictBool,
+    StrictInteger,
+    StrictNumber,
+    StrictString,
+    needed_fields,
+)
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
 
@@ -130,16 +136,10 @@ def drop_nulls(body: dict) -> dict:
     return body
 
 
-def _needed(schema: type[Schema]) -> frozenset[str]:
-    """Fields that act even when absent: required ones, and those with a default."""
-    return frozenset(name for name, field in schema._declared_fields.items()
-                     if field.required or field.load_default is not missing)
-
-
 _FIELDS = tuple(ChatRequestSchema._declared_fields)
 _MESSAGE_FIELDS = tuple(MessageSchema._declared_fields)
-_NEEDED = _needed(ChatRequestSchema)
-_MESSAGE_NEEDED = _needed(MessageSchema)
+_NEEDED = needed_fields(ChatRequestSchema)
+_MESSAGE_NEEDED = needed_fields(MessageSchema)
 
 
 def schema_for(body: dict) -> ChatRequestSchema:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 from flask import current_app, g
 
@@ -11,9 +10,9 @@ from silk.account.auth import Principal
 from silk.catalog import catalogue
 from silk.chat.schemas import drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
-from silk.errors import NotFound, PermissionDenied
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
+from silk.relay.surface import Answer, SurfaceStream, admit, allowed_model
 from silk.validation import json_object, load
 
 
@@ -54,60 +53,19 @@ def _quality(ranked: list[tuple[str, float]], types: tuple[str, ...]) -> float:
     return 0.0
 
 
-class ChatStream:
-    """A stream's response body: the relay's events as SSE bytes; closing it settles.
-
-    A WSGI server calls `close()` when the client is gone; the relay then settles what was
-    delivered and closes the upstream.
-    """
-
-    __slots__ = ("_relay", "_bytes")
-
-    def __init__(self, relay_stream: RelayStream, **encoding):
-        self._relay = relay_stream
-        self._bytes = encode_stream(relay_stream, on_error=relay_stream.abort, **encoding)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._bytes
-
-    def close(self) -> None:
-        """Stop encoding, then end the relay (which settles if the stream had not ended)."""
-        self._bytes.close()
-        self._relay.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A non-streaming chat answer, settled: the JSON body and what it cost."""
-
-    body: dict
-    cost: object  # USD, Decimal (0 when nothing was charged)
-
-
 def start(principal: Principal, raw: bytes,
-          accept: Iterable[tuple[str, float]]) -> ChatStream | Answer:
+          accept: Iterable[tuple[str, float]]) -> SurfaceStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
-    cat = catalogue()
-    model = cat.model(body["model"])
-    if model is None:
-        raise NotFound(f"The model '{body['model']}' does not exist. GET /v1/models lists "
-                       "the models you can use.", param="model", code="model_not_found")
-    if not principal.may_use(model.id):
-        raise PermissionDenied(f"This API key may not use the model '{model.id}'.",
-                               param="model", code="model_not_allowed")
-    g.model = model.id
+    model = allowed_model(principal, body["model"])
+    admit(principal)
     config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    rpm = principal.rpm_limit or config["SILK_DEFAULT_RPM"]
-    tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
-    limiter.admit(f"key:{principal.key_id}", rpm, tpm)
-
     stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
-    chat = to_call(model, cat.provider_of(model), body, stream=stream,
+    chat = to_call(model, catalogue().provider_of(model), body, stream=stream,
                    image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     started = relay.start(chat.call, principal, g.request_id)
     if isinstance(started, RelayStream):
-        return ChatStream(started, client_wants_usage=chat.client_wants_usage,
-                          model=model.upstream, request_id=g.request_id)
+        return SurfaceStream(started, encode_stream,
+                             client_wants_usage=chat.client_wants_usage,
+                             model=model.upstream, request_id=g.request_id)
     return Answer(encode_completion(started), started.bill.cost_usd)

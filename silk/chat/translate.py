@@ -8,7 +8,7 @@ may see as the provider sent them go out as the provider's own bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -87,7 +87,7 @@ def encode_completion(completion: Completion) -> dict:
 
 def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                   request_id: str, on_error: Callable[[], None] | None = None
-                  ) -> Iterator[bytes]:
+                  ) -> Generator[bytes, None, None]:
     """The relay's events as OpenAI server-sent events.
 
     Chunks pass as the provider's bytes, except that usage is taken out of them: the client

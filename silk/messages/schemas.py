@@ -7,11 +7,16 @@ results, what the next client sends) pass as they came.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from silk.validation import OneOf, StrictBool, StrictInteger, StrictNumber, StrictString
+from silk.validation import (
+    OneOf,
+    StrictBool,
+    StrictInteger,
+    StrictNumber,
+    StrictString,
+    present_fields,
+)
 
 ROLES = ("user", "assistant", "system")  # Claude Code sends mid-conversation system turns
 THINKING = ("enabled", "adaptive", "disabled")
@@ -159,19 +164,5 @@ class MessagesRequestSchema(Schema):
 
 
 messages_request_schema = MessagesRequestSchema()
-_FIELDS = tuple(MessagesRequestSchema._declared_fields)
-_REQUIRED = frozenset(name for name, field in MessagesRequestSchema._declared_fields.items()
-                      if field.required)
-
-
-def schema_for(body: dict) -> MessagesRequestSchema:
-    """The schema limited to the fields `body` has (and the required ones), which loads it
-    exactly as the full one: marshmallow runs every declared field on every load, and an
-    absent optional field without a default does nothing."""
-    return _variant(frozenset(body.keys() & _FIELDS))
-
-
-@lru_cache(maxsize=128)
-def _variant(present: frozenset[str]) -> MessagesRequestSchema:
-    return MessagesRequestSchema(only=[name for name in _FIELDS
-                                       if name in present or name in _REQUIRED])
+# The schema limited to the fields a body has, which loads it exactly as the full one.
+schema_for = present_fields(MessagesRequestSchema)

@@ -6,6 +6,7 @@ from silk.account.auth import authenticate
 from silk.errors import SilkError
 from silk.jsonio import dumps_bytes
 from silk.messages import errors, service
+from silk.relay.surface import respond
 from silk.validation import read_body
 
 bp = Blueprint("messages", __name__, url_prefix="/v1")
@@ -25,13 +26,7 @@ def create_message():
     `?beta=true`, `anthropic-version` and `anthropic-beta` are accepted and need nothing.
     """
     principal = authenticate()
-    answer = service.start(principal, read_body(cache=False))
-    if isinstance(answer, service.MessagesStream):
-        return Response(answer, status=200, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response = Response(dumps_bytes(answer.body), status=200, mimetype="application/json")
-    response.headers["x-silk-cost"] = str(answer.cost)
-    return response
+    return respond(service.start(principal, read_body(cache=False)))
 
 
 @bp.post("/messages/count_tokens")

@@ -63,8 +63,10 @@ class Builder:
     """
 
     def __init__(self, response_id: str, created_at: int, model: str, request: dict,
-                 names: dict[str, tuple[str, str]]):
+                 names: dict[str, tuple[str, str]], *, events: bool = True):
         self.id = response_id
+        # False for a whole answer: the items are kept, the stream events never made.
+        self.events = events
         self.created_at = created_at
         self.model = model
         self.echo = {name: request.get(name, default) if request.get(name) is not None
@@ -80,6 +82,8 @@ class Builder:
     # -- events
 
     def _event(self, kind: str, **fields) -> bytes:
+        if not self.events:
+            return b""
         data = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + _json(data) + b"\n\n"
@@ -181,6 +185,8 @@ class Builder:
     def _add(self, item: dict) -> bytes:
         self.output.append(item)
         self._open = item
+        if not self.events:
+            return b""
         return self._event("response.output_item.added", output_index=len(self.output) - 1,
                            item=_copy(item))
 
@@ -188,6 +194,10 @@ class Builder:
         """Finish the open item: its done events, then output_item.done."""
         item, self._open = self._open, None
         if item is None:
+            return b""
+        if not self.events:
+            if "status" in item:
+                item["status"] = "completed"
             return b""
         index = len(self.output) - 1
         out = b""

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, validate
 
-from silk.validation import OneOf, StrictBool, StrictInteger, StrictNumber, StrictString
+from silk.validation import (
+    OneOf,
+    StrictBool,
+    StrictInteger,
+    StrictNumber,
+    StrictString,
+    present_fields,
+)
 
 
 class ResponsesRequestSchema(Schema):
@@ -37,4 +44,5 @@ class ResponsesRequestSchema(Schema):
     background = OneOf(bool, allow_none=True)
 
 
-responses_request_schema = ResponsesRequestSchema()
+# The schema limited to the fields a body has, which loads it exactly as the full one.
+schema_for = present_fields(ResponsesRequestSchema)

@@ -6,54 +6,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from flask import current_app, g
 
 from silk.account.auth import Principal
 from silk.catalog import catalogue
-from silk.errors import InvalidRequest, NotFound, PermissionDenied
+from silk.errors import InvalidRequest
 from silk.extensions import db
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
+from silk.relay.surface import Answer, SurfaceStream, admit, allowed_model
 from silk.responses import store
 from silk.responses.answer import Builder
 from silk.responses.encode import encode_completion, encode_stream
 from silk.responses.request import input_items
-from silk.responses.schemas import responses_request_schema
+from silk.responses.schemas import schema_for
 from silk.responses.translate import to_call
 from silk.validation import json_object, load
 
 log = logging.getLogger("silk.responses")
-
-
-class ResponsesStream:
-    """A stream's response body: typed events as SSE bytes; closing it settles."""
-
-    __slots__ = ("_relay", "_bytes")
-
-    def __init__(self, relay_stream: RelayStream, builder: Builder,
-                 on_done: Callable[[dict], None] | None):
-        self._relay = relay_stream
-        self._bytes = encode_stream(relay_stream, builder, on_done=on_done,
-                                    on_error=relay_stream.abort)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._bytes
-
-    def close(self) -> None:
-        """Stop encoding, then end the relay (which settles if the stream had not ended)."""
-        self._bytes.close()
-        self._relay.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A non-streaming answer, settled: the Response object and what it cost."""
-
-    body: dict
-    cost: object  # USD, Decimal (0 when nothing was charged)
 
 
 def _keeper(engine, account_id: int, items: list[dict], days: float
@@ -71,35 +43,26 @@ def _keeper(engine, account_id: int, items: list[dict], days: float
     return keep
 
 
-def start(principal: Principal, raw: bytes) -> ResponsesStream | Answer:
+def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
-    body = load(responses_request_schema, json_object(raw))
-    cat = catalogue()
-    model = cat.model(body["model"])
-    if model is None:
-        raise NotFound(f"The model '{body['model']}' does not exist. GET /v1/models lists "
-                       "the models you can use.", param="model", code="model_not_found")
-    if not principal.may_use(model.id):
-        raise PermissionDenied(f"This API key may not use the model '{model.id}'.",
-                               param="model", code="model_not_allowed")
+    body = json_object(raw)
+    body = load(schema_for(body), body)
+    model = allowed_model(principal, body["model"])
     if body.get("background"):
         raise InvalidRequest("Invalid 'background': background responses are not supported "
                              "by this gateway.", param="background")
-    g.model = model.id
+    admit(principal)
     config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    rpm = principal.rpm_limit or config["SILK_DEFAULT_RPM"]
-    tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
-    limiter.admit(f"key:{principal.key_id}", rpm, tpm)
 
     engine = db.engine
     previous = body.get("previous_response_id")
     carried = store.conversation(engine, principal.account_id, previous) if previous else []
     stream = bool(body.get("stream"))
-    translated = to_call(model, cat.provider_of(model), body, carried, stream=stream,
+    translated = to_call(model, catalogue().provider_of(model), body, carried, stream=stream,
                          image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     response_id = "resp_" + uuid.uuid4().hex
-    builder = Builder(response_id, int(time.time()), model.id, body, translated.names)
+    builder = Builder(response_id, int(time.time()), model.id, body, translated.names,
+                      events=stream)
     keep = None
     if body.get("store") is not False:
         keep = _keeper(engine, principal.account_id,
@@ -107,7 +70,7 @@ def start(principal: Principal, raw: bytes) -> ResponsesStream | Answer:
                        config["SILK_RESPONSES_RETENTION_DAYS"])
     started = relay.start(translated.call, principal, g.request_id)
     if isinstance(started, RelayStream):
-        return ResponsesStream(started, builder, keep)
+        return SurfaceStream(started, encode_stream, builder, on_done=keep)
     answer = encode_completion(started, builder)
     if keep is not None:
         keep(answer)

@@ -3,10 +3,10 @@
 Errors use the application's envelope (silk.errors), which is OpenAI's.
 """
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from silk.account.auth import authenticate
-from silk.jsonio import dumps_bytes
+from silk.relay.surface import respond
 from silk.responses import service
 from silk.validation import int_arg, read_body
 
@@ -17,13 +17,7 @@ bp = Blueprint("responses", __name__, url_prefix="/v1")
 def create_response():
     """Relay a response, streaming typed server-sent events or answering the JSON object."""
     principal = authenticate()
-    answer = service.start(principal, read_body(cache=False))
-    if isinstance(answer, service.ResponsesStream):
-        return Response(answer, status=200, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    response = Response(dumps_bytes(answer.body), status=200, mimetype="application/json")
-    response.headers["x-silk-cost"] = str(answer.cost)
-    return response
+    return respond(service.start(principal, read_body(cache=False)))
 
 
 @bp.get("/responses/<response_id>")

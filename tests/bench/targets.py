@@ -296,6 +296,7 @@ class Gateway(Target):
         self.database_url = ""
         self.pg_dbname = "silk_bench"
         self.accounts = max(1, accounts)
+        self.repo = REPO  # the checkout to run (surfaces.py runs an older one beside it)
 
     def env(self) -> dict[str, str]:
         env = base_env()
@@ -308,6 +309,8 @@ class Gateway(Target):
             )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.repo != REPO:  # its own silk package, before the venv's editable install
+            env["PYTHONPATH"] = str(self.repo)
         return env
 
     def _flask(
@@ -318,7 +321,7 @@ class Gateway(Target):
         cmd = [str(self.bindir / "flask"), "--app", "app", *args]
         cp = subprocess.run(
             cmd,
-            cwd=str(REPO),
+            cwd=str(self.repo),
             env=self._env,
             capture_output=True,
             text=True,
@@ -445,7 +448,7 @@ class Gateway(Target):
             "-w",
             str(self.workers),
         ]
-        return cmd, self._env, REPO
+        return cmd, self._env, self.repo
 
     def cleanup(self) -> None:
         if self.tmpdir:

@@ -308,3 +308,49 @@ def test_a_whole_answer_with_a_namespaced_call_becomes_the_response_object():
     assert response["usage"]["output_tokens_details"]["reasoning_tokens"] == 3
     assert response["usage"]["cost"] == SETTLED.cost_usd
     assert isinstance(response["usage"]["cost"], Decimal)
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "tool_calls"])
+def test_a_whole_answer_is_the_same_whether_or_not_stream_events_are_made(finish):
+    """A non-streaming answer's builder makes no events; the Response is the one a builder
+    that makes them would give."""
+    data = copy.deepcopy(ANSWERS["reasoning_tool_whole"])
+    data["choices"][0]["message"]["content"] = "Closing it now."
+    data["choices"][0]["finish_reason"] = finish
+    request = {"instructions": "x", "store": False}
+    names = {"multi_agent_v1__close_agent": ("multi_agent_v1", "close_agent")}
+    quiet = Builder("resp_abc", 1, "deepseek-chat", request, names, events=False)
+    assert quiet.delta({"content": "hi"}) == b""
+    quiet = Builder("resp_abc", 1, "deepseek-chat", request, names, events=False)
+    whole = encode_completion(Completion(copy.deepcopy(data), True, BILLED), quiet)
+    evented = encode_completion(Completion(copy.deepcopy(data), True, BILLED),
+                                _builder(request, names))
+    assert whole == evented
+    assert [item["type"] for item in whole["output"]] == ["reasoning", "message",
+                                                          "function_call"]
+    assert {item.get("status") for item in whole["output"]} >= {
+        "incomplete" if finish == "length" else "completed"}
+
+
+@pytest.mark.parametrize("body", [
+    CODEX,
+    {"model": "deepseek-chat", "input": "hi", "store": False, "max_output_tokens": 16},
+    {"model": "deepseek-chat", "input": "hi", "temperature": 3},
+    {"model": "deepseek-chat", "input": 5},
+    {"model": "deepseek-chat", "input": "hi", "max_output_tokens": "16", "top_p": 2},
+    {"input": "hi", "client_metadata": {"x": 1}},
+    {"model": "", "input": [], "text": "plain"},
+])
+def test_the_schema_of_the_fields_present_loads_as_the_full_one(body):
+    """schema_for(body) keeps only the fields the body has: the same result, the same 400."""
+    from silk.responses.schemas import ResponsesRequestSchema, schema_for
+    from silk.validation import load
+
+    def outcome(schema):
+        try:
+            return load(schema, copy.deepcopy(body))
+        except InvalidRequest as err:
+            return (err.param, err.message)
+
+    assert outcome(schema_for(body)) == outcome(ResponsesRequestSchema())
+    assert len(schema_for(body).fields) <= len(body.keys() | {"model", "input"})
