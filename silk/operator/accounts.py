@@ -103,7 +103,8 @@ def change_status(account_id: int):
     return redirect(url_for(".show", account_id=account_id))
 
 
-def _credit_request(account_id: int) -> tuple[str, Decimal, int, str]:
+def _credit_request() -> tuple[str, Decimal, int, str]:
+    """The credit form as (kind, amount, units, note), checked as the admin API checks it."""
     form = request.form
     kind = form.get("kind", "")
     if kind not in KINDS:
@@ -121,7 +122,7 @@ def _credit_request(account_id: int) -> tuple[str, Decimal, int, str]:
 def credit_review(account_id: int):
     """The confirmation step: what will be written, and the balance after."""
     try:
-        kind, value, units, note = _credit_request(account_id)
+        kind, value, units, note = _credit_request()
         view = data.account_view(account_id)
     except SilkError as err:
         db.session.rollback()
@@ -140,7 +141,7 @@ def credit_apply(account_id: int):
     """Write the confirmed entry through metering; the form's one-time token makes a second
     submission replay the first instead of paying twice."""
     try:
-        kind, value, units, note = _credit_request(account_id)
+        kind, value, units, note = _credit_request()
         service.find_account(account_id)
         db.session.close()
         token = request.form.get("token", "").strip()

@@ -147,3 +147,27 @@ def test_the_key_form_carries_every_key_option_of_the_api():
     from silk.operator.forms import KEY_FIELDS
 
     assert {field.name for field in KEY_FIELDS} == set(key_create_schema.fields)
+
+
+def test_accounts_are_searched_and_paged(client, accounts, operator):
+    for n in range(30):
+        accounts.make(email=f"page{n:02d}@example.com")
+    first = client.get("/admin/accounts?q=page")
+    assert first.text.count("@example.com</a>") == 25 and 'rel="next"' in first.text
+    second = client.get("/admin/accounts?q=page&page=2")
+    assert second.text.count("@example.com</a>") == 5 and 'rel="prev"' in second.text
+    assert "page29@example.com" in second.text and 'rel="next"' not in second.text
+    target = accounts.make(email="ada@example.com")
+    by_id = client.get(f"/admin/accounts?q={target.id}")
+    assert by_id.text.count("@example.com</a>") == 1 and "ada@example.com" in by_id.text
+
+
+def test_reviewing_a_credit_writes_nothing_until_confirmed(client, accounts, operator):
+    _, token = operator
+    user = accounts.make(credit="1", email="ada@example.com")
+    entries = len(accounts.ledger(user.id))
+    review = client.post(f"/admin/accounts/{user.id}/credit",
+                         data={"kind": "topup", "amount": "4", "note": "n", "csrf_token": token})
+    assert review.status_code == 200 and "$5.00" in review.text
+    assert len(accounts.ledger(user.id)) == entries
+    assert accounts.balance_units(user.id) == 1_000_000_000
