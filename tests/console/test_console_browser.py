@@ -70,12 +70,19 @@ def _books_exact(accounts, books, account_id: int) -> list:
     return entries
 
 
+def _go(page, selector: str) -> None:
+    """Click a link or submit button and wait for the page it leads to (a locator read
+    straight after a click could still see the page before)."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def _credit(page, kind: str, amount: str, note: str) -> dict:
     """Fill the credit form and review it; returns the confirmation form's fields."""
     page.select_option("#kind", kind)
     page.fill("#amount", amount)
     page.fill("#note", note)
-    page.click("form[data-testid=credit-form] button")
+    _go(page, "form[data-testid=credit-form] button")
     page.wait_for_selector("[data-testid=confirm]")
     form = page.locator("[data-testid=confirm] form")
     return {name: form.locator(f"input[name={name}]").get_attribute("value")
@@ -90,7 +97,7 @@ def test_money_actions_with_confirmation_ledger_and_audit(backend, app, accounts
     sign_in(page, gateway, admin.key)
 
     page.fill("#q", "ada")
-    page.click("form[role=search] button")
+    _go(page, "form[role=search] button")
     rows = page.locator("table[data-testid=accounts] tbody tr")
     assert rows.count() == 1
     rows.locator("a", has_text="ada@example.com").click()
@@ -104,7 +111,7 @@ def test_money_actions_with_confirmation_ledger_and_audit(backend, app, accounts
     assert page.inner_text("[data-testid=confirm-after]") == "$25.00"
     screenshot_checks(page.screenshot(path=str(tmp_path / "confirm.png"), full_page=True),
                       min_height=500)
-    page.click("[data-testid=confirm-button]")
+    _go(page, "[data-testid=confirm-button]")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=balance]") == "$25.00"
     entries = _books_exact(accounts, books, user.id)
@@ -123,10 +130,10 @@ def test_money_actions_with_confirmation_ledger_and_audit(backend, app, accounts
 
     # A refund and a negative adjustment, each one exact entry.
     _credit(page, "refund", "2.50", "bad answer")
-    page.click("[data-testid=confirm-button]")
+    _go(page, "[data-testid=confirm-button]")
     page.wait_for_selector(".flash-success")
     _credit(page, "adjustment", "-7.25", "correction")
-    page.click("[data-testid=confirm-button]")
+    _go(page, "[data-testid=confirm-button]")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=balance]") == "$20.25"
     entries = _books_exact(accounts, books, user.id)
@@ -140,13 +147,13 @@ def test_money_actions_with_confirmation_ledger_and_audit(backend, app, accounts
     assert page.locator("table[data-testid=holds] tbody tr", has_text="console-open-hold").count()
     _credit(page, "adjustment", "-10.26", "too much")
     assert page.locator("[data-testid=confirm] .flash-error").count() == 1  # warned first
-    page.click("[data-testid=confirm-button]")
+    _go(page, "[data-testid=confirm-button]")
     page.wait_for_selector(".flash-error")
     assert page.inner_text("[data-testid=balance]") == "$20.25"
     assert len(_books_exact(accounts, books, user.id)) == len(entries)
     # Down to exactly what is held is allowed.
     _credit(page, "adjustment", "-10.25", "down to the hold")
-    page.click("[data-testid=confirm-button]")
+    _go(page, "[data-testid=confirm-button]")
     page.wait_for_selector(".flash-success")
     assert accounts.balance_units(user.id) == 10_000_000_000
     assert len(_books_exact(accounts, books, user.id)) == len(entries) + 1
@@ -164,7 +171,7 @@ def test_usage_tables_and_csv_totals_equal_the_api(backend, app, accounts, gatew
                        (bob.key, "deepseek-chat")):
         _chat(gateway, key, "Count the tokens [[fake: pieces=12]]", model)
     sign_in(page, gateway, admin.key)
-    page.click("nav a[href$='/admin/usage']")
+    _go(page, "nav a[href$='/admin/usage']")
     page.wait_for_selector("table[data-testid=usage-account]")
     days = page.locator("svg.chart-cost rect.bar").count()
     assert 28 <= days <= 31
@@ -193,7 +200,7 @@ def test_usage_tables_and_csv_totals_equal_the_api(backend, app, accounts, gatew
 
     status, margin = _api(gateway, admin.key, "GET", "/v1/admin/margin?by=provider")
     assert status == 200
-    page.click("a[href*='by=provider']")
+    _go(page, "a[href*='by=provider']")
     page.wait_for_selector("table[data-testid=margin]")
     with page.expect_download() as download:
         page.click("[data-testid=csv-margin]")
@@ -205,7 +212,7 @@ def test_usage_tables_and_csv_totals_equal_the_api(backend, app, accounts, gatew
     assert money(total[4]) == money(margin["total"]["margin"])
     assert len(rows) == len(margin["data"])
 
-    page.click("[data-testid=run-audit]")
+    _go(page, "[data-testid=run-audit]")
     page.wait_for_selector("[data-testid=audit-result]")
     assert "no problems" in page.inner_text("[data-testid=audit-result]")
     assert books()[0] == 0
@@ -222,7 +229,7 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     page.fill("#email", "new@example.com")
     page.select_option("#tier", "free")
     page.fill("#credit", "3")
-    page.click("form[data-testid=create-account] button")
+    _go(page, "form[data-testid=create-account] button")
     page.wait_for_selector("[data-testid=new-secret]")
     first = page.inner_text("[data-testid=new-secret]").strip()
     account_id = int(re.search(r"Account (\d+)", page.inner_text(".page-head")).group(1))
@@ -233,15 +240,15 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
 
     # Tier, then disable and enable: the API sees each at once.
     page.select_option("#tier", "pro")
-    page.click("form[data-testid=tier-form] button")
+    _go(page, "form[data-testid=tier-form] button")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=tier]") == "pro"
     assert _api(gateway, admin.key, "GET", f"/v1/admin/accounts/{account_id}")[1]["tier"] == "pro"
-    page.click("form[data-testid=status-form] button")
+    _go(page, "form[data-testid=status-form] button")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=state]") == "disabled"
     assert _api(gateway, first, "GET", "/v1/balance")[0] in (401, 403)
-    page.click("form[data-testid=status-form] button")
+    _go(page, "form[data-testid=status-form] button")
     page.wait_for_selector(".flash-success")
     assert page.inner_text("[data-testid=state]") == "active"
     # (A worker that refused the key keeps refusing it for a while without Redis; the
@@ -256,7 +263,7 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     page.fill("#key-rpm_limit", "7")
     page.fill("#key-tpm_limit", "7000")
     page.fill("#key-expires_in_days", "3")
-    page.click("form[data-testid=create-key] button")
+    _go(page, "form[data-testid=create-key] button")
     secret = page.inner_text("[data-testid=new-secret]").strip()
     assert secret.startswith("sk-")
     _, listed = _api(gateway, admin.key, "GET", f"/v1/admin/accounts/{account_id}/keys")
@@ -268,13 +275,13 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     assert _api(gateway, secret, "GET", "/v1/balance")[0] == 200
 
     # The keys page shows its last use; revoking it there stops it.
-    page.click("nav a[href$='/admin/keys']")
+    _go(page, "nav a[href$='/admin/keys']")
     row = page.locator("table[data-testid=all-keys] tbody tr", has_text="ci-runner")
     assert row.locator("[data-testid=last-used]").inner_text() != "—"
     screenshot_checks(page.screenshot(path=str(tmp_path / "keys.png"), full_page=True),
                       min_height=500)
-    row.locator("button", has_text="Revoke").click()
-    page.wait_for_selector(".flash-success")
+    with page.expect_navigation():
+        row.locator("button", has_text="Revoke").click()
     assert "Revoked" in page.inner_text(".flash-success")
     assert _api(gateway, secret, "GET", "/v1/balance")[0] == 401
 
@@ -284,11 +291,11 @@ def test_codes_issued_once_with_csv_and_listed_by_state(sqlite_only, app, accoun
     admin = accounts.make(admin=True, email="ops@example.com")
     user = accounts.make(email="ada@example.com")
     sign_in(page, gateway, admin.key)
-    page.click("nav a[href$='/admin/codes']")
+    _go(page, "nav a[href$='/admin/codes']")
     page.fill("#rc-amount", "2.50")
     page.fill("#rc-count", "3")
     page.fill("#rc-note", "meetup")
-    page.click("form[data-testid=issue-redemption] button")
+    _go(page, "form[data-testid=issue-redemption] button")
     page.wait_for_selector("[data-testid=issued]")
     shown = [c.strip() for c in page.locator("[data-testid=issued-codes] code").all_inner_texts()]
     assert len(shown) == 3 and all(c.startswith("silk-rc") for c in shown)
@@ -306,14 +313,14 @@ def test_codes_issued_once_with_csv_and_listed_by_state(sqlite_only, app, accoun
     _books_exact(accounts, books, user.id)
     page.goto(gateway.url + "/admin/codes?state=redeemed")
     assert page.locator("table[data-testid=redemption-codes] tbody tr").count() == 1
-    page.click("nav[aria-label='Redemption code state'] a:text-is('unused')")
+    _go(page, "nav[aria-label='Redemption code state'] a:text-is('unused')")
     page.wait_for_url(re.compile(r"state=unused"))
     assert page.locator("table[data-testid=redemption-codes] tbody tr").count() == 2
 
     page.fill("#inv-count", "2")
     page.fill("#inv-uses", "5")
     page.select_option("#inv-tier", "pro")
-    page.click("form[data-testid=issue-invites] button")
+    _go(page, "form[data-testid=issue-invites] button")
     page.wait_for_selector("[data-testid=issued]")
     invites = [c.strip() for c in page.locator("[data-testid=issued-codes] code").all_inner_texts()]
     assert len(invites) == 2
@@ -330,7 +337,7 @@ def test_codes_issued_once_with_csv_and_listed_by_state(sqlite_only, app, accoun
 def test_tiers_and_prices(sqlite_only, app, accounts, gateway, page, tmp_path):
     admin = accounts.make(admin=True, email="ops@example.com")
     sign_in(page, gateway, admin.key)
-    page.click("nav a[href$='/admin/tiers']")
+    _go(page, "nav a[href$='/admin/tiers']")
     pricing = requests.get(gateway.url + "/v1/pricing", timeout=10).json()
     shown = page.locator("table[data-testid=catalogue] tbody tr[data-model]")
     assert shown.count() == len(pricing["models"])
@@ -340,7 +347,7 @@ def test_tiers_and_prices(sqlite_only, app, accounts, gateway, page, tmp_path):
     page.fill("#tier-name", "startup")
     page.fill("#tier-discount", "12.5")
     page.fill("#tier-free", "250000")
-    page.click("form[data-testid=tier-edit] button")
+    _go(page, "form[data-testid=tier-edit] button")
     page.wait_for_selector(".flash-success")
     assert "startup" in page.inner_text("table[data-testid=tiers]")
     _, tiers = _api(gateway, admin.key, "GET", "/v1/admin/tiers")
@@ -351,7 +358,7 @@ def test_tiers_and_prices(sqlite_only, app, accounts, gateway, page, tmp_path):
     page.fill("#tier-name", "bad name!")
     page.fill("#tier-discount", "150")
     page.fill("#tier-free", "1")
-    page.click("form[data-testid=tier-edit] button")
+    _go(page, "form[data-testid=tier-edit] button")
     page.wait_for_selector(".flash-error")
     screenshot_checks(page.screenshot(path=str(tmp_path / "tiers.png"), full_page=True))
 
@@ -360,7 +367,7 @@ def test_now_refreshes_without_reloading(sqlite_only, app, accounts, gateway, pa
     admin = accounts.make(admin=True, email="ops@example.com")
     user = accounts.make(credit="5", email="ada@example.com")
     sign_in(page, gateway, admin.key)
-    page.click("nav a[href$='/admin/now']")
+    _go(page, "nav a[href$='/admin/now']")
     page.wait_for_selector("#now[data-polls]")
     page.evaluate("window.consoleMarker = 'same page'")
     before = int(page.inner_text("[data-now=requests]"))
@@ -391,7 +398,7 @@ def test_non_admin_revoked_and_cross_site_are_refused(sqlite_only, app, accounts
     # A customer's key does not open the console.
     page.goto(gateway.url + "/admin/login")
     page.fill("#api_key", user.key)
-    page.click("button[type=submit].primary")
+    _go(page, "button[type=submit].primary")
     assert page.url.endswith("/admin/login")
     assert "not an admin" in page.inner_text(".flash-error")
     page.goto(gateway.url + "/admin/accounts")
@@ -402,7 +409,7 @@ def test_non_admin_revoked_and_cross_site_are_refused(sqlite_only, app, accounts
     sign_in(page, gateway, other.key)
     page.goto(gateway.url + f"/admin/accounts/{user.id}")
     assert _api(gateway, admin.key, "DELETE", f"/v1/admin/keys/{other.key_id}")[0] == 200
-    page.click("form[data-testid=status-form] button")
+    _go(page, "form[data-testid=status-form] button")
     page.wait_for_url(re.compile(r"/admin/login$"))
     assert accounts.row(user.id).disabled is False
 
