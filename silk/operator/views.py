@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from silk.account.auth import count_failure, guard_address
-from silk.errors import RateLimited, SilkError
+from silk.errors import AuthenticationFailed, RateLimited, SilkError, error_response
 from silk.extensions import db
 from silk.operator import guard
 from silk.operator.accounts import bp as accounts_bp
@@ -54,8 +54,10 @@ def _guard():
     g.operator = guard.current_operator()
     if g.operator is None and request.endpoint not in _OPEN:
         db.session.close()
-        if request.path.endswith(".json"):
-            return {"error": {"message": "Sign in with an admin key.", "type": "auth"}}, 401
+        if request.path.endswith(".json"):  # the Now page's poll: the API's envelope
+            refused = AuthenticationFailed("Sign in to the console with an admin key.",
+                                           code="console_signed_out")
+            return error_response(refused.status, refused.body())
         return redirect(url_for("operator.login"))
     if g.operator is not None:
         g.account_id = g.operator.account_id  # the request's log line names the operator
