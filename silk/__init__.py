@@ -129,7 +129,7 @@ def register_schema_check(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the API, the operator API and the web pages."""
+    """Mount the API, the operator API, the web pages and the operator's console."""
     from silk.account.views import bp as account_bp
     from silk.admin.views import bp as admin_bp
     from silk.billing.views import bp as billing_bp
@@ -137,6 +137,7 @@ def register_blueprints(app: Flask) -> None:
     from silk.chat.views import bp as chat_bp
     from silk.messages.views import bp as messages_bp
     from silk.openapi import bp as openapi_bp
+    from silk.operator.views import bp as operator_bp
     from silk.ops.views import bp as ops_bp
     from silk.responses.views import bp as responses_bp
     from silk.web.dashboard import bp as dashboard_bp
@@ -147,6 +148,7 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
     app.register_blueprint(responses_bp)
     app.register_blueprint(dashboard_bp)
+    app.register_blueprint(operator_bp)
     app.register_blueprint(openapi_bp)
 
 

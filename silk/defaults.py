@@ -123,6 +123,7 @@ class Defaults:
     # of one database must see the same directory to adopt a stopped worker's journal.
     SILK_SETTLEMENT_JOURNAL_DIR = ""
     SILK_KEY_CACHE_TTL = 10.0  # seconds an API key lookup is trusted without the database
+    SILK_CONSOLE_SESSION_HOURS = 8.0  # an operator's console session lasts this long
     # With REDIS_URL, revocations, account and tier changes are published here and reach
     # every worker at once; without Redis they take up to the caches' TTL.
     SILK_INVALIDATION_CHANNEL = "silk:invalidate"

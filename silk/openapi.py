@@ -247,7 +247,7 @@ def _admin_paths(account: tuple) -> dict:
             params=({"name": "name", "in": "path", "required": True, "schema": STRING},),
             body=json_body("TierInput"))},
         "/v1/admin/usage": {"get": op(
-            "A month's usage by account and by model.", response(ref("AdminUsage"),
+            "A month's usage by account, by model and by day.", response(ref("AdminUsage"),
                                                                  "Usage."),
             tag=ADMIN, params=(MONTH, query("account", STRING)))},
         "/v1/admin/margin": {"get": op(

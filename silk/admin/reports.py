@@ -6,6 +6,7 @@ from silk.account.service import find_account
 from silk.billing import service
 from silk.billing.schemas import (
     account_usage_schema,
+    day_totals_schema,
     margin_schema,
     model_totals_schema,
     tier_input_schema,
@@ -35,15 +36,17 @@ def put_tier(name: str):
 
 @bp.get("/usage")
 def usage():
-    """A month's usage by account and by model; ?account= narrows to one account."""
+    """A month's usage by account, by model and by day; ?account= narrows to one account."""
     month, start, end = parse_month(request.args.get("month"))
     ref = request.args.get("account")
     account_id = find_account(ref).id if ref else None
     with db.engine.connect() as conn:
         by_account, by_model = service.accounts_report(conn, month, start, end, account_id)
+        by_day = service.days_report(conn, start, end, account_id)
     return jsonify({"object": "usage_report", "month": month, "currency": "USD",
                     "by_account": account_usage_schema.dump(by_account, many=True),
-                    "by_model": model_totals_schema.dump(by_model, many=True)})
+                    "by_model": model_totals_schema.dump(by_model, many=True),
+                    "by_day": day_totals_schema.dump(by_day, many=True)})
 
 
 @bp.get("/margin")

@@ -198,3 +198,12 @@ def accounts_report(conn: Connection, month: str, start: date, end: date,
                             .group_by(USAGE.c.model).order_by(USAGE.c.model)).all()
     return ([_totals(row[0], row[1:]) for row in by_account],
             [_totals(row[0], row[1:]) for row in by_model])
+
+
+def days_report(conn: Connection, start: date, end: date,
+                account_id: int | None = None) -> list[Totals]:
+    """Every account's usage in a month (or one account's) by UTC day, days with usage only."""
+    rows = conn.execute(select(USAGE.c.day, *_totals_columns())
+                        .where(*_in_month(start, end, account_id))
+                        .group_by(USAGE.c.day).order_by(USAGE.c.day)).all()
+    return [_totals(str(row[0])[:10], row[1:]) for row in rows]

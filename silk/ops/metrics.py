@@ -244,18 +244,45 @@ def settled(meter, outcome) -> None:
         _settlement_listener(meter, outcome)
 
 
-def render(accept: str | None = None) -> tuple[bytes, str]:
-    """The exposition for the whole server (every worker), in the format the scraper asks."""
+def _registry():
+    """The server's registry: every worker's files under gunicorn, else this process's."""
     from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
     from prometheus_client.multiprocess import MultiProcessCollector
 
     _families()  # the metric families appear (with HELP) before the first request
     directory = multiprocess_dir()
-    if directory:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=directory)
-    else:
-        registry = REGISTRY
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return registry
+
+
+def snapshot() -> dict[str, object]:
+    """The server's API counters now, for the operator's console: requests and error
+    responses under /v1/ since start (by status), and the streams open now. Rates are the
+    reader's to take from two snapshots."""
+    requests = errors = 0
+    streams = 0.0
+    by_status: dict[str, int] = {}
+    for family in _registry().collect():
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name == "silk_http_requests_total" and route.startswith("/v1/"):
+                requests += int(sample.value)
+            elif sample.name == "silk_http_errors_total" and route.startswith("/v1/"):
+                errors += int(sample.value)
+                status = sample.labels.get("status", "")
+                by_status[status] = by_status.get(status, 0) + int(sample.value)
+            elif sample.name == "silk_open_streams":
+                streams += sample.value
+    return {"requests": requests, "errors": errors, "errors_by_status": by_status,
+            "open_streams": max(0, round(streams))}
+
+
+def render(accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition for the whole server (every worker), in the format the scraper asks."""
+    from prometheus_client.exposition import choose_encoder
+
     encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    return encoder(_registry()), content_type

@@ -195,7 +195,7 @@ def test_codes_and_invites_are_shown_once_and_listed_by_prefix(client, admin):
     assert len(listed) == 2 and all("code" not in i for i in listed)
 
 
-def test_usage_report_by_account_and_model(app, client, admin, accounts):
+def test_usage_report_by_account_model_and_day(app, client, admin, accounts):
     first = accounts.make(email="a@example.com", credit="1")
     second = accounts.make(email="b@example.com", credit="1")
     spend(app, first.id, prompt=100, completion=50)
@@ -204,5 +204,16 @@ def test_usage_report_by_account_and_model(app, client, admin, accounts):
     assert [(r["account"], r["total_tokens"]) for r in report["by_account"]] == [
         ("a@example.com", 150), ("b@example.com", 15)]
     assert {r["model"] for r in report["by_model"]} == {"deepseek-chat", "mimo-v2.5"}
+    import json
+    from decimal import Decimal
+
+    from silk.database import utcnow
+
+    exact = json.loads(client.get("/v1/admin/usage", headers=admin.headers).text,
+                       parse_float=Decimal)
+    assert sum(r["cost"] for r in exact["by_day"]) == sum(r["cost"] for r in exact["by_account"])
+    assert [(r["date"], r["total_tokens"], r["requests"]) for r in report["by_day"]] == [
+        (utcnow().date().isoformat(), 165, 2)]
     only = client.get("/v1/admin/usage?account=b@example.com", headers=admin.headers).json
     assert [r["account"] for r in only["by_account"]] == ["b@example.com"]
+    assert [r["total_tokens"] for r in only["by_day"]] == [15]

@@ -1,0 +1,33 @@
+"""Tables as CSV for download: one header row, then the rows, money as exact USD."""
+
+from __future__ import annotations
+
+import csv
+import io
+from base64 import b64encode
+from collections.abc import Iterable, Sequence
+
+from flask import Response
+
+
+def text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """The CSV text of a table (values written with str(); Decimals stay exact)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+    return out.getvalue()
+
+
+def download(filename: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Response:
+    """A CSV attachment."""
+    return Response(text(header, rows), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "Cache-Control": "no-store"})
+
+
+def data_url(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """The CSV as a data: URL, for a download link of something that exists on this page only
+    (codes shown once are never stored, so no later request could fetch them)."""
+    return "data:text/csv;base64," + b64encode(text(header, rows).encode()).decode()

@@ -1,0 +1,174 @@
+"""The console's guard and bad input, through Flask's client: who may sign in, what a POST
+needs, and that bad input is a page saying why, never a 500."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+
+def _token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _sign_in(client, key: str):
+    token = _token(client.get("/admin/login").text)
+    return client.post("/admin/login", data={"api_key": key, "csrf_token": token})
+
+
+@pytest.fixture
+def operator(client, accounts):
+    """A console session of an admin; returns (admin, the session's CSRF token)."""
+    admin = accounts.make(admin=True, email="ops@example.com")
+    answer = _sign_in(client, admin.key)
+    assert answer.status_code == 302 and answer.location.endswith("/admin/accounts")
+    return admin, _token(client.get("/admin/accounts").text)
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(client):
+    for path in ("/admin/", "/admin/accounts", "/admin/usage", "/admin/now", "/admin/keys"):
+        answer = client.get(path)
+        assert answer.status_code == 302 and answer.location.endswith("/admin/login"), path
+    answer = client.get("/admin/now.json")
+    assert answer.status_code == 401
+    assert set(answer.json["error"]) == {"message", "type", "param", "code"}
+    assert client.get("/admin/usage.csv").status_code == 302
+
+
+def test_a_customer_key_is_refused(client, accounts):
+    user = accounts.make(email="ada@example.com")
+    answer = _sign_in(client, user.key)
+    assert answer.status_code == 403 and "not an admin" in answer.text
+    assert client.get("/admin/accounts").status_code == 302
+
+
+def test_unknown_and_revoked_keys_are_refused(client, accounts):
+    admin = accounts.make(admin=True)
+    assert _sign_in(client, "sk-not-a-key").status_code == 401
+    with client.application.app_context():
+        from silk.account.service import revoke_key
+
+        revoke_key(admin.key_id)
+    assert _sign_in(client, admin.key).status_code == 401
+
+
+def test_a_session_ends_when_the_key_is_revoked_or_the_admin_right_removed(app, client,
+                                                                             accounts, operator):
+    admin, token = operator
+    user = accounts.make(email="ada@example.com")
+    from sqlalchemy import update
+
+    from silk.account.models import Account
+    from silk.extensions import db
+
+    with app.app_context():
+        db.session.execute(update(Account).where(Account.id == admin.id).values(is_admin=False))
+        db.session.commit()
+    answer = client.post(f"/admin/accounts/{user.id}/status",
+                         data={"disabled": "1", "csrf_token": token})
+    assert answer.status_code == 302 and answer.location.endswith("/admin/login")
+    assert accounts.row(user.id).disabled is False
+
+
+def test_posts_need_the_session_token_and_this_origin(client, accounts, operator):
+    _, token = operator
+    user = accounts.make(email="ada@example.com")
+    path = f"/admin/accounts/{user.id}/status"
+    assert client.post(path, data={"disabled": "1"}).status_code == 400
+    assert client.post(path, data={"disabled": "1", "csrf_token": "guess"}).status_code == 400
+    answer = client.post(path, data={"disabled": "1", "csrf_token": token},
+                         headers={"Origin": "https://evil.example"})
+    assert answer.status_code == 403 and "another site" in answer.text
+    assert accounts.row(user.id).disabled is False
+    assert client.post(path, data={"disabled": "1", "csrf_token": token},
+                       headers={"Origin": "http://localhost"}).status_code == 302
+    assert accounts.row(user.id).disabled is True
+
+
+def test_sign_in_keeps_the_dashboard_session_apart(client, accounts, operator):
+    _, token = operator
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/accounts").status_code == 302
+
+
+def test_pages_carry_security_headers(client, operator):
+    answer = client.get("/admin/accounts")
+    policy = answer.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(("path", "form"), [
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "abc", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "NaN", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "1.001", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "refund", "amount": "-1", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "gift", "amount": "1", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "1", "note": ""}),
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "1e400", "note": "x"}),
+    ("/admin/accounts/{id}/credit/confirm", {"kind": "topup", "amount": "1", "note": "x"}),
+    ("/admin/accounts/{id}/tier", {"tier": "platinum"}),
+    ("/admin/accounts/{id}/keys", {"rpm_limit": "-3"}),
+    ("/admin/accounts/{id}/keys", {"models": "no-such-model"}),
+    ("/admin/accounts/{id}/keys", {"expires_at": "tomorrow"}),
+    ("/admin/accounts", {"email": "not-an-email"}),
+    ("/admin/accounts", {"email": "x@example.com", "credit": "-5"}),
+    ("/admin/codes/redemption", {"amount": "0"}),
+    ("/admin/codes/redemption", {"amount": "1", "count": "5000"}),
+    ("/admin/codes/invites", {"count": "1", "uses": "0"}),
+    ("/admin/codes/invites", {"count": "1", "tier": "platinum"}),
+    ("/admin/tiers", {"name": "x", "discount_percent": "101", "monthly_free_tokens": "0"}),
+    ("/admin/tiers", {"name": "x", "discount_percent": "1", "monthly_free_tokens": "many"}),
+])
+def test_bad_input_is_shown_not_a_500(client, accounts, operator, path, form):
+    _, token = operator
+    user = accounts.make(credit="1", email="ada@example.com")
+    before = accounts.balance_units(user.id)
+    answer = client.post(path.format(id=user.id), data={**form, "csrf_token": token},
+                         follow_redirects=True)
+    assert answer.status_code < 500
+    assert "flash-error" in answer.text or 'data-testid="error"' in answer.text
+    assert accounts.balance_units(user.id) == before
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("path", ["/admin/usage?month=2026-13", "/admin/usage.csv?table=x",
+                                  "/admin/margin.csv?by=colour", "/admin/accounts/999999",
+                                  "/admin/codes?state=lost", "/admin/accounts?page=x"])
+def test_bad_queries_are_shown_not_a_500(client, operator, path):
+    answer = client.get(path, follow_redirects=True)
+    assert answer.status_code < 500
+    assert answer.mimetype == "text/html"
+
+
+def test_the_key_form_carries_every_key_option_of_the_api():
+    from silk.account.schemas import key_create_schema
+    from silk.operator.forms import KEY_FIELDS
+
+    assert {field.name for field in KEY_FIELDS} == set(key_create_schema.fields)
+
+
+def test_accounts_are_searched_and_paged(client, accounts, operator):
+    for n in range(30):
+        accounts.make(email=f"page{n:02d}@example.com")
+    first = client.get("/admin/accounts?q=page")
+    assert first.text.count("@example.com</a>") == 25 and 'rel="next"' in first.text
+    second = client.get("/admin/accounts?q=page&page=2")
+    assert second.text.count("@example.com</a>") == 5 and 'rel="prev"' in second.text
+    assert "page29@example.com" in second.text and 'rel="next"' not in second.text
+    target = accounts.make(email="ada@example.com")
+    by_id = client.get(f"/admin/accounts?q={target.id}")
+    assert by_id.text.count("@example.com</a>") == 1 and "ada@example.com" in by_id.text
+
+
+def test_reviewing_a_credit_writes_nothing_until_confirmed(client, accounts, operator):
+    _, token = operator
+    user = accounts.make(credit="1", email="ada@example.com")
+    entries = len(accounts.ledger(user.id))
+    review = client.post(f"/admin/accounts/{user.id}/credit",
+                         data={"kind": "topup", "amount": "4", "note": "n", "csrf_token": token})
+    assert review.status_code == 200 and "$5.00" in review.text
+    assert len(accounts.ledger(user.id)) == entries
+    assert accounts.balance_units(user.id) == 1_000_000_000
