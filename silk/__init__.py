@@ -48,7 +48,8 @@ def register_extensions(app: Flask) -> None:
         install_engine_events(db.engine)
         configure_journal(db.engine, app.config["SILK_SETTLEMENT_JOURNAL_DIR"]
                           or os.path.join(app.instance_path, "journal"))
-    app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
+    app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"),
+                                                   app.config["SILK_CONCURRENCY_LEASE"])
     from silk.invalidation import install
 
     install(app)

@@ -1,9 +1,9 @@
 """Every SQLAlchemy model in one import, so migrations and the shell see the whole schema."""
 
-from silk.account.models import Account, ApiKey, InviteCode
+from silk.account.models import Account, AccountLimit, ApiKey, InviteCode
 from silk.billing.models import IdempotencyRecord, RedemptionCode, TierRecord
 from silk.metering.models import LedgerEntry, Reservation, UsageRecord
 from silk.responses.models import StoredResponse
 
-__all__ = ["Account", "ApiKey", "IdempotencyRecord", "InviteCode", "LedgerEntry",
+__all__ = ["Account", "AccountLimit", "ApiKey", "IdempotencyRecord", "InviteCode", "LedgerEntry",
            "RedemptionCode", "Reservation", "StoredResponse", "TierRecord", "UsageRecord"]

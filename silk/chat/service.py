@@ -98,11 +98,6 @@ def start(principal: Principal, raw: bytes,
                                param="model", code="model_not_allowed")
     g.model = model.id
     config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    rpm = principal.rpm_limit or config["SILK_DEFAULT_RPM"]
-    tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
-    limiter.admit(f"key:{principal.key_id}", rpm, tpm)
-
     stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
     chat = to_call(model, cat.provider_of(model), body, stream=stream,
                    image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])

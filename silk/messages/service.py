@@ -14,6 +14,7 @@ from silk.errors import NotFound, PermissionDenied
 from silk.messages.encode import encode_message, encode_stream
 from silk.messages.schemas import schema_for
 from silk.messages.translate import bounded_request, native_prompt_bound, to_call, to_chat_body
+from silk.relay import admission
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
 from silk.relay.tokens import prompt_bound, prompt_estimate
@@ -69,19 +70,10 @@ def _model(principal: Principal, name: str) -> Model:
     return model
 
 
-def _admit(principal: Principal) -> None:
-    """Count the request against the key's rate limits (429 past them)."""
-    config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    limiter.admit(f"key:{principal.key_id}", principal.rpm_limit or config["SILK_DEFAULT_RPM"],
-                  principal.tpm_limit or config["SILK_DEFAULT_TPM"])
-
-
 def start(principal: Principal, raw: bytes) -> MessagesStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     model = _model(principal, body["model"])
-    _admit(principal)
     cat = catalogue()
     stream = body.get("stream") is True
     call = to_call(model, cat.provider_of(model), body, stream=stream,
@@ -99,7 +91,9 @@ def count_tokens(principal: Principal, raw: bytes) -> dict:
     """{"input_tokens": N}: the gateway's estimate of the prompt; costs nothing."""
     body = parse_body(raw, counting=True)
     model = _model(principal, body["model"])
-    _admit(principal)
+    # A request like any other for the requests-per-minute limits; it holds no slot and
+    # uses no tokens.
+    admission.admit(principal, model.id, 0, slot=False)
     chat = to_chat_body(body)
     allowance = current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
     native = bool(catalogue().provider_of(model).anthropic_base_url)

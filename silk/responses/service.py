@@ -87,11 +87,6 @@ def start(principal: Principal, raw: bytes) -> ResponsesStream | Answer:
                              "by this gateway.", param="background")
     g.model = model.id
     config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    rpm = principal.rpm_limit or config["SILK_DEFAULT_RPM"]
-    tpm = principal.tpm_limit or config["SILK_DEFAULT_TPM"]
-    limiter.admit(f"key:{principal.key_id}", rpm, tpm)
-
     engine = db.engine
     previous = body.get("previous_response_id")
     carried = store.conversation(engine, principal.account_id, previous) if previous else []
