@@ -27,6 +27,7 @@ class KeyCreateSchema(Schema):
                          validate=validate.Length(min=1, max=100))
     rpm_limit = StrictInteger(validate=validate.Range(min=1))
     tpm_limit = StrictInteger(validate=validate.Range(min=1))
+    concurrency_limit = StrictInteger(validate=validate.Range(min=1))
 
     @validates_schema
     def _expiry(self, data, **kwargs):
@@ -56,6 +57,7 @@ class KeySchema(Schema):
     models = fields.List(fields.String(), attribute="allowed_models", allow_none=True)
     rpm_limit = fields.Integer(allow_none=True)
     tpm_limit = fields.Integer(allow_none=True)
+    concurrency_limit = fields.Integer(allow_none=True)
     created_at = UtcDateTime()
     expires_at = UtcDateTime()
     last_used_at = UtcDateTime()

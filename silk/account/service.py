@@ -66,12 +66,12 @@ def create_account(email: str, *, tier: str, known_tiers, credit_units: int = 0,
 
 def _new_key(account_id: int, *, name: str, expires_at: datetime | None = None,
              allowed_models: list[str] | None = None, rpm_limit: int | None = None,
-             tpm_limit: int | None = None) -> NewKey:
+             tpm_limit: int | None = None, concurrency_limit: int | None = None) -> NewKey:
     secret = generate_key()
     record = ApiKey(account_id=account_id, key_hash=hash_secret(secret),
                     prefix=display_prefix(secret), name=name[:100], expires_at=expires_at,
                     allowed_models=allowed_models or None, rpm_limit=rpm_limit,
-                    tpm_limit=tpm_limit)
+                    tpm_limit=tpm_limit, concurrency_limit=concurrency_limit)
     db.session.add(record)
     db.session.flush()
     return NewKey(record, secret)
@@ -146,6 +146,10 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
     return account
 
 
+# The limits a key may narrow but never widen: None is no limit, the widest of all.
+_NARROWING = ("expires_at", "rpm_limit", "tpm_limit", "concurrency_limit")
+
+
 @dataclass(frozen=True)
 class Scope:
     """What a key may do: its models, rates and lifetime (None: no limit)."""
@@ -154,20 +158,21 @@ class Scope:
     rpm_limit: int | None
     tpm_limit: int | None
     expires_at: datetime | None
+    concurrency_limit: int | None = None
 
     @classmethod
     def of(cls, key: ApiKey | Principal) -> Scope:
         """The scope of a stored key or of an authenticated one."""
         models = key.allowed_models
         return cls(frozenset(models) if models else None, key.rpm_limit, key.tpm_limit,
-                   key.expires_at)
+                   key.expires_at, key.concurrency_limit)
 
     def exceeded_by(self, other: Scope) -> str | None:
         """The first field in which `other` is wider than this scope, else None."""
         if self.allowed_models is not None and (
                 other.allowed_models is None or not other.allowed_models <= self.allowed_models):
             return "models"
-        for field in ("expires_at", "rpm_limit", "tpm_limit"):
+        for field in _NARROWING:
             own, theirs = getattr(self, field), getattr(other, field)
             if own is not None and (theirs is None or theirs > own):
                 return field
@@ -241,17 +246,19 @@ def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> d
         expires_at = utcnow() + timedelta(days=data["expires_in_days"])
     options = {"name": data.get("name", "default"), "expires_at": expires_at,
                "allowed_models": models, "rpm_limit": data.get("rpm_limit"),
-               "tpm_limit": data.get("tpm_limit")}
+               "tpm_limit": data.get("tpm_limit"),
+               "concurrency_limit": data.get("concurrency_limit")}
     if limit_to is None:
         return options
     if models is None and limit_to.allowed_models is not None:
         options["allowed_models"] = sorted(limit_to.allowed_models)
-    for field in ("expires_at", "rpm_limit", "tpm_limit"):
+    for field in _NARROWING:
         if options[field] is None:
             options[field] = getattr(limit_to, field)
     wider = limit_to.exceeded_by(Scope(
         frozenset(options["allowed_models"]) if options["allowed_models"] else None,
-        options["rpm_limit"], options["tpm_limit"], options["expires_at"]))
+        options["rpm_limit"], options["tpm_limit"], options["expires_at"],
+        options["concurrency_limit"]))
     if wider == "models":
         raise PermissionDenied("A new key may not use models this key may not use.",
                                param="models", code="key_scope_exceeded")

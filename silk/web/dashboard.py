@@ -291,7 +291,7 @@ def _key_request() -> dict:
     models = [m for m in request.form.getlist("models") if m]
     if models:
         data["models"] = models
-    for field in ("rpm_limit", "tpm_limit", "expires_in_days"):
+    for field in ("rpm_limit", "tpm_limit", "concurrency_limit", "expires_in_days"):
         raw = request.form.get(field, "").strip()
         if not raw:
             continue
