@@ -49,6 +49,11 @@ def optional_nullable(schema: dict) -> dict:
         for name, value in schema["properties"].items()}}
 
 
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+LIMITS = obj(rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER),
+             concurrency_limit=nullable(INTEGER))
+
+
 TIER_RATES = obj(max_prompt_tokens=nullable(INTEGER), input=USD, output=USD,
                  cache_hit_input=USD)
 RATES = {"input": USD, "output": USD, "cache_hit_input": USD,
@@ -167,7 +172,8 @@ SCHEMAS = {
                prefix=STRING, status={"type": "string", "enum": ["active", "revoked",
                                                                   "expired"]},
                models=nullable({"type": "array", "items": STRING}),
-               rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER), created_at=MOMENT,
+               rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER),
+               concurrency_limit=nullable(INTEGER), created_at=MOMENT,
                expires_at=MOMENT, last_used_at=MOMENT, revoked_at=MOMENT,
                deleted=BOOLEAN),
     "NewKey": {"allOf": [ref("Key"), obj(("key",), key=STRING, message=STRING)]},
@@ -177,7 +183,20 @@ SCHEMAS = {
                      models={"type": "array", "minItems": 1, "maxItems": 100,
                              "items": STRING},
                      rpm_limit={"type": "integer", "minimum": 1},
-                     tpm_limit={"type": "integer", "minimum": 1}),
+                     tpm_limit={"type": "integer", "minimum": 1},
+                     concurrency_limit={"type": "integer", "minimum": 1}),
+    "AccountLimits": obj(("object", "model"), object=STRING,
+                         model=nullable(STRING), rpm_limit=nullable(INTEGER),
+                         tpm_limit=nullable(INTEGER), concurrency_limit=nullable(INTEGER),
+                         updated_at=MOMENT),
+    "AccountLimitList": obj(("object", "data", "defaults"), object=STRING,
+                            data={"type": "array", "items": ref("AccountLimits")},
+                            defaults=obj(key=LIMITS, account=LIMITS, account_model=LIMITS)),
+    "AccountLimitsPatch": obj(
+        model={"type": "string", "minLength": 1, "maxLength": 128,
+               "description": "A catalogue model: the account's limits on it alone."},
+        rpm_limit=nullable(LIMIT), tpm_limit=nullable(LIMIT),
+        concurrency_limit=nullable(LIMIT)),
     "Account": obj(("id", "object", "email", "tier", "balance"), id=INTEGER, object=STRING,
                    email=STRING, tier=STRING, is_admin=BOOLEAN, disabled=BOOLEAN,
                    balance=USD, reserved=USD, currency=STRING, created_at=MOMENT,

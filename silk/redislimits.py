@@ -79,11 +79,6 @@ return #KEYS
 """
 
 
-def _keys(level: Level, minute: int) -> tuple[str, str, str]:
-    base = f"silk:rl:{level.name}"
-    return f"{base}:r:{minute}", f"{base}:t:{minute}", f"{base}:c"
-
-
 def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
@@ -91,9 +86,10 @@ def _limit(value: int | None) -> int:
 class RedisLimiter:
     """Counters and slots in Redis, shared by every worker and host."""
 
-    def __init__(self, url: str, *, lease_seconds: float = 60.0):
+    def __init__(self, url: str, *, lease_seconds: float = 60.0, prefix: str = "silk:rl:"):
         import redis
 
+        self.prefix = prefix  # of every key, so tests (and gateways) can share one Redis
         self.redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.lease_seconds = float(lease_seconds)
         self._admit = self.redis.register_script(_ADMIT)
@@ -102,6 +98,11 @@ class RedisLimiter:
         self._live: weakref.WeakValueDictionary[str, Ticket] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
+
+    def _keys(self, level: Level, minute: int) -> tuple[str, str, str]:
+        """The level's requests and tokens counters of `minute`, and its slots set."""
+        base = f"{self.prefix}{level.name}"
+        return f"{base}:r:{minute}", f"{base}:t:{minute}", f"{base}:c"
 
     def admit(self, levels: Sequence[Level], tokens: int, *, slot: bool = True) -> Ticket:
         """Admit a request at every level or raise 429 naming the first without room."""
@@ -116,7 +117,7 @@ class RedisLimiter:
         keys: list[str] = []
         args: list[str | int | float] = [lease, self.lease_seconds, max(0, tokens)]
         for level in levels:
-            keys.extend(_keys(level, minute))
+            keys.extend(self._keys(level, minute))
             args.extend((_limit(level.rpm), _limit(level.tpm), _limit(level.concurrency)))
         try:
             refused, which = self._admit(keys=keys, args=args)
@@ -142,7 +143,7 @@ class RedisLimiter:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for level in ticket.levels:
-                _, tokens_key, slots_key = _keys(level, ticket.minute)
+                _, tokens_key, slots_key = self._keys(level, ticket.minute)
                 if level.concurrency is not None:
                     pipe.zrem(slots_key, ticket.lease or "")
                 if level.tpm is not None and delta and current:
@@ -161,7 +162,7 @@ class RedisLimiter:
         leases: list[str] = []
         for ticket in tickets:
             for level in ticket.slots:
-                keys.append(_keys(level, ticket.minute)[2])
+                keys.append(self._keys(level, ticket.minute)[2])
                 leases.append(ticket.lease or "")
         if not keys:
             return 0
@@ -174,7 +175,7 @@ class RedisLimiter:
 
     def in_use(self, name: str) -> int:
         """Slots held now at the level `name`, by every worker (for tests and the operator)."""
-        key = f"silk:rl:{name}:c"
+        key = f"{self.prefix}{name}:c"
         pipe = self.redis.pipeline(transaction=True)
         pipe.time()
         pipe.zrange(key, 0, -1, withscores=True)
@@ -201,7 +202,7 @@ class RedisLimiter:
     def hit(self, name: str, limit: int, window_seconds: int) -> int:
         """Count one event in a window of any length; return the count so far."""
         bucket = int(time.time() // window_seconds)
-        key = f"silk:rl:{name}:h:{window_seconds}:{bucket}"
+        key = f"{self.prefix}{name}:h:{window_seconds}:{bucket}"
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.incr(key)
