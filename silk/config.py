@@ -186,6 +186,11 @@ def _bad(name: str, value, allowed: str) -> str:
     return f"{name}={shown!r} is not allowed: use {allowed}"
 
 
+def _as_given(name: str, value):
+    """A setting's value as the operator wrote it: the variable's text, else the value."""
+    return os.environ.get(name) or value
+
+
 def _kind_problems(cfg) -> list[str]:
     """Every scalar setting of silk.defaults holds the kind of value its default does (an
     instance file may set anything)."""
@@ -266,10 +271,12 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         value = cfg.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
-            problems.append(_bad(name, value, "a whole number of at least 1, or unset"))
+            problems.append(_bad(name, _as_given(name, value),
+                                 "a whole number of at least 1, or unset"))
     lease = cfg.get("SILK_CONCURRENCY_LEASE")
     if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 3:
-        problems.append(_bad("SILK_CONCURRENCY_LEASE", lease, "a number of seconds, at least 3"))
+        problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
+                             "a number of seconds, at least 3"))
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:
