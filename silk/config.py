@@ -273,7 +273,7 @@ def validate(cfg, problems: list[str] | None = None) -> None:
                                   or value < 1):
             problems.append(_bad(name, _as_given(name, value),
                                  "a whole number of at least 1, or unset"))
-    lease = cfg.get("SILK_CONCURRENCY_LEASE")
+    lease = cfg.get("SILK_CONCURRENCY_LEASE", Defaults.SILK_CONCURRENCY_LEASE)
     if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 3:
         problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
                              "a number of seconds, at least 3"))
