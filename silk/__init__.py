@@ -51,7 +51,8 @@ def register_extensions(app: Flask) -> None:
         configure_journal(db.engine, app.config["SILK_SETTLEMENT_JOURNAL_DIR"]
                           or os.path.join(app.instance_path, "journal"))
         outbox.configure(db.engine, usd_to_units(app.config["SILK_ALERT_BALANCE_USD"]))
-    app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"))
+    app.extensions["silk.limiter"] = build_limiter(app.config.get("REDIS_URL"),
+                                                   app.config["SILK_CONCURRENCY_LEASE"])
     from silk.invalidation import install
 
     install(app)

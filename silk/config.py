@@ -136,7 +136,10 @@ def _sqlite_in_memory(uri: str) -> bool:
 _READ_APART = frozenset({"SILK_MODEL_ALIASES"})
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 # Settings whose default is None, and the kind of value they take when set.
-_OPTIONAL_KINDS = {"SILK_DEFAULT_RPM": int, "SILK_DEFAULT_TPM": int}
+_OPTIONAL_KINDS = {name: int for name in (
+    "SILK_DEFAULT_RPM", "SILK_DEFAULT_TPM", "SILK_DEFAULT_CONCURRENCY", "SILK_ACCOUNT_RPM",
+    "SILK_ACCOUNT_TPM", "SILK_ACCOUNT_CONCURRENCY", "SILK_ACCOUNT_MODEL_RPM",
+    "SILK_ACCOUNT_MODEL_TPM", "SILK_ACCOUNT_MODEL_CONCURRENCY")}
 # Comma-separated address lists (CIDRs, addresses or *), read where they are used.
 ADDRESS_LISTS = ("SILK_METRICS_ALLOW", "SILK_TRUSTED_PROXIES")
 
@@ -181,6 +184,11 @@ def coerce(name: str, raw: str, current):
 def _bad(name: str, value, allowed: str) -> str:
     shown = value if len(str(value)) <= 80 else str(value)[:77] + "..."
     return f"{name}={shown!r} is not allowed: use {allowed}"
+
+
+def _as_given(name: str, value):
+    """A setting's value as the operator wrote it: the variable's text, else the value."""
+    return os.environ.get(name) or value
 
 
 def _kind_problems(cfg) -> list[str]:
@@ -260,6 +268,16 @@ def validate(cfg, problems: list[str] | None = None) -> None:
     if cfg["SILK_REGISTRATION"] not in ("open", "invite", "closed"):
         problems.append("SILK_REGISTRATION must be open, invite or closed")
     problems += _alert_problems(cfg)
+    for name in _OPTIONAL_KINDS:
+        value = cfg.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            problems.append(_bad(name, _as_given(name, value),
+                                 "a whole number of at least 1, or unset"))
+    lease = cfg.get("SILK_CONCURRENCY_LEASE", Defaults.SILK_CONCURRENCY_LEASE)
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 3:
+        problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
+                             "a number of seconds, at least 3"))
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:

@@ -131,8 +131,20 @@ class Defaults:
     # Browser origins that may call /v1/* (comma-separated, or *); empty: no cross-origin use.
     SILK_CORS_ORIGINS = ""
     SILK_AUTH_FAILURES_PER_MINUTE = 30  # failed key checks per client address, then 429
+    # Operator defaults for rate limits, per level, used where the key (or the operator, for
+    # an account or an account and model) set none; None: no limit at that level.
     SILK_DEFAULT_RPM = None  # per-key requests per minute when the key sets none
     SILK_DEFAULT_TPM = None  # per-key tokens per minute when the key sets none
+    SILK_DEFAULT_CONCURRENCY = None  # per-key requests at once when the key sets none
+    SILK_ACCOUNT_RPM = None  # requests per minute per account, all its keys together
+    SILK_ACCOUNT_TPM = None  # tokens per minute per account
+    SILK_ACCOUNT_CONCURRENCY = None  # requests at once per account
+    SILK_ACCOUNT_MODEL_RPM = None  # requests per minute per account on each model
+    SILK_ACCOUNT_MODEL_TPM = None  # tokens per minute per account on each model
+    SILK_ACCOUNT_MODEL_CONCURRENCY = None  # requests at once per account on each model
+    # Seconds of lease on a concurrency slot held in Redis: renewed every third of it while
+    # the request runs, so a killed worker's slots are free again within this time.
+    SILK_CONCURRENCY_LEASE = 60.0
 
     # Alerts (silk.alerts): each worker delivers due events every SILK_ALERT_INTERVAL
     # seconds (0: this process delivers none), retrying a failed delivery after

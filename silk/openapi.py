@@ -212,6 +212,14 @@ def _admin_paths(account: tuple) -> dict:
             "post": op("Make a key for an account.", response(ref("NewKey"), "The key."),
                        tag=ADMIN, status="201", params=account,
                        body=json_body("KeyCreate", required=False))},
+        "/v1/admin/accounts/{account_id}/limits": {
+            "get": op("The rate limits set for an account and for it on each model, and the "
+                      "operator's defaults.", response(ref("AccountLimitList"), "Limits."),
+                      tag=ADMIN, params=account),
+            "patch": op("Set or clear (null) rate limits of an account, or with `model` of "
+                        "the account on that model; fields left out are kept.",
+                        response(ref("AccountLimits"), "The limits now set there."),
+                        tag=ADMIN, params=account, body=json_body("AccountLimitsPatch"))},
         "/v1/admin/accounts/{account_id}/ledger": {"get": op(
             "An account's ledger, newest first.", response(listing("LedgerEntry"),
                                                            "Entries."),

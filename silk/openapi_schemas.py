@@ -49,6 +49,11 @@ def optional_nullable(schema: dict) -> dict:
         for name, value in schema["properties"].items()}}
 
 
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+LIMITS = obj(rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER),
+             concurrency_limit=nullable(INTEGER))
+
+
 TIER_RATES = obj(max_prompt_tokens=nullable(INTEGER), input=USD, output=USD,
                  cache_hit_input=USD)
 RATES = {"input": USD, "output": USD, "cache_hit_input": USD,
@@ -168,6 +173,7 @@ SCHEMAS = {
                                                                   "expired"]},
                models=nullable({"type": "array", "items": STRING}),
                rpm_limit=nullable(INTEGER), tpm_limit=nullable(INTEGER),
+               concurrency_limit=nullable(INTEGER),
                role={"type": "string", "enum": ["owner", "member"]},
                spend_caps=ref("SpendCaps"),
                spend=obj(("day", "month", "total", "held"), day=USD, month=USD, total=USD,
@@ -192,6 +198,7 @@ SCHEMAS = {
                              "items": STRING},
                      rpm_limit={"type": "integer", "minimum": 1},
                      tpm_limit={"type": "integer", "minimum": 1},
+                     concurrency_limit={"type": "integer", "minimum": 1},
                      role={"type": "string", "enum": ["owner", "member"],
                            "description": "owner (default) manages keys and sees the whole "
                                           "account; member uses the API and sees its own "
@@ -212,6 +219,18 @@ SCHEMAS = {
         email=nullable({"type": "string", "format": "email", "maxLength": 254}),
         balance_threshold=nullable({"oneOf": [NUMBER, STRING], "description": (
             "USD: the settlement that takes the balance under it sends one alert.")})),
+    "AccountLimits": obj(("object", "model"), object=STRING,
+                         model=nullable(STRING), rpm_limit=nullable(INTEGER),
+                         tpm_limit=nullable(INTEGER), concurrency_limit=nullable(INTEGER),
+                         updated_at=MOMENT),
+    "AccountLimitList": obj(("object", "data", "defaults"), object=STRING,
+                            data={"type": "array", "items": ref("AccountLimits")},
+                            defaults=obj(key=LIMITS, account=LIMITS, account_model=LIMITS)),
+    "AccountLimitsPatch": obj(
+        model={"type": "string", "minLength": 1, "maxLength": 128,
+               "description": "A catalogue model: the account's limits on it alone."},
+        rpm_limit=nullable(LIMIT), tpm_limit=nullable(LIMIT),
+        concurrency_limit=nullable(LIMIT)),
     "Account": obj(("id", "object", "email", "tier", "balance"), id=INTEGER, object=STRING,
                    email=STRING, tier=STRING, is_admin=BOOLEAN, disabled=BOOLEAN,
                    balance=USD, reserved=USD, currency=STRING, created_at=MOMENT,

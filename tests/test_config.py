@@ -11,6 +11,9 @@ import pytest
     ("SILK_OPEN_TOPUP", "maybe", "true or false"),
     ("SILK_OPEN_TOPUP", "on", "true or false"),
     ("SILK_DEFAULT_RPM", "ten", "a whole number"),
+    ("SILK_ACCOUNT_CONCURRENCY", "0", "a whole number of at least 1, or unset"),
+    ("SILK_ACCOUNT_MODEL_TPM", "-5", "a whole number of at least 1, or unset"),
+    ("SILK_CONCURRENCY_LEASE", "1", "a number of seconds, at least 3"),
     ("SILK_TIERS", "{not json", "a JSON object"),
     ("SILK_MODELS", "[1, 2]", "a JSON object"),
     ("SILK_METRICS_ALLOW", "10.0.0.0/8, not-an-address", "addresses or CIDRs"),
@@ -47,12 +50,14 @@ def test_numbers_lists_and_json_are_read(monkeypatch, tmp_path):
     monkeypatch.setenv("SILK_DB_POOL_SIZE", " 12 ")
     monkeypatch.setenv("SILK_BODY_READ_TIMEOUT", "2.5")
     monkeypatch.setenv("SILK_DEFAULT_RPM", "60")
+    monkeypatch.setenv("SILK_ACCOUNT_MODEL_CONCURRENCY", "4")
     monkeypatch.setenv("SILK_TIERS", '{"free": {"discount_percent": "5", '
                                      '"monthly_free_tokens": 7}}')
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
     assert app.config["SILK_DB_POOL_SIZE"] == 12
     assert app.config["SILK_BODY_READ_TIMEOUT"] == 2.5
     assert app.config["SILK_DEFAULT_RPM"] == 60
+    assert app.config["SILK_ACCOUNT_MODEL_CONCURRENCY"] == 4
     assert app.config["SILK_TIERS"]["free"]["monthly_free_tokens"] == 7
 
 

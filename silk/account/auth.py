@@ -11,7 +11,7 @@ from flask import current_app, g, request
 from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
-from silk.account.models import Account, ApiKey
+from silk.account.models import Account, AccountLimit, ApiKey
 from silk.cache import ExpiringCache
 from silk.clientaddr import client_address
 from silk.database import utcnow
@@ -36,6 +36,10 @@ class Principal:
     rpm_limit: int | None
     tpm_limit: int | None
     expires_at: datetime | None
+    concurrency_limit: int | None = None
+    # The operator's limits for the account: (model, rpm, tpm, concurrency), model "" for
+    # the whole account. Cached with the key; a change drops the account's keys.
+    account_limits: tuple[tuple[str, int | None, int | None, int | None], ...] = ()
     role: str = "owner"
     capped: bool = False  # the key had spend caps when it was read (metering checks them)
 
@@ -47,6 +51,14 @@ class Principal:
     def may_use(self, model_id: str) -> bool:
         """True when the key is not limited to other models."""
         return self.allowed_models is None or model_id in self.allowed_models
+
+    def limits_for(self, model: str) -> tuple[int | None, int | None, int | None]:
+        """The operator's (rpm, tpm, concurrency) for the account on `model` ("": the
+        account as a whole); Nones where the operator set none."""
+        for name, rpm, tpm, concurrency in self.account_limits:
+            if name == model:
+                return rpm, tpm, concurrency
+        return None, None, None
 
 
 class KeyCache(ExpiringCache[str, Principal | None]):
@@ -153,12 +165,19 @@ def _load(key_hash: str) -> Principal | None:
     # The index found the row; compare again in constant time, as if it had not.
     if not hmac.compare_digest(key.key_hash, key_hash) or key.revoked_at or disabled:
         return None
+    limits = db.session.execute(
+        select(AccountLimit.model, AccountLimit.rpm_limit, AccountLimit.tpm_limit,
+               AccountLimit.concurrency_limit).where(AccountLimit.account_id == key.account_id)
+    ).all()
+    db.session.close()
     return Principal(
         key_id=key.id, key_hash=key_hash, account_id=key.account_id, is_admin=is_admin,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
         rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit, expires_at=key.expires_at,
         role=key.role, capped=not (key.cap_day_units is None and key.cap_month_units is None
                                    and key.cap_total_units is None),
+        concurrency_limit=key.concurrency_limit,
+        account_limits=tuple((str(m), r, t, c) for m, r, t, c in limits),
     )
 
 

@@ -61,13 +61,16 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
 @click.option("--models", default="", help="Comma-separated models this key may use.")
 @click.option("--rpm", type=int, default=None, help="Requests per minute.")
 @click.option("--tpm", type=int, default=None, help="Tokens per minute.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Requests at once.")
 @click.option("--role", type=click.Choice(["owner", "member"]), default="owner",
               help="owner: manages keys, sees everything; member: uses the API only.")
 @click.option("--cap-day", default=None, help="USD the key may spend per UTC day.")
 @click.option("--cap-month", default=None, help="USD the key may spend per UTC month.")
 @click.option("--cap-total", default=None, help="USD the key may spend in all.")
 def create_key_cmd(account: str, name: str, expires: datetime | None, models: str,
-                   rpm: int | None, tpm: int | None, role: str, cap_day: str | None,
+                   rpm: int | None, tpm: int | None, concurrency: int | None, role: str,
+                   cap_day: str | None,
                    cap_month: str | None, cap_total: str | None):
     """Make another key for ACCOUNT (id or email); prints the key last."""
     from silk.account.service import create_key, find_account
@@ -77,7 +80,7 @@ def create_key_cmd(account: str, name: str, expires: datetime | None, models: st
         target = find_account(account)
         key = create_key(target.id, name=name, expires_at=expires,
                          allowed_models=[m.strip() for m in models.split(",") if m.strip()],
-                         rpm_limit=rpm, tpm_limit=tpm, role=role,
+                         rpm_limit=rpm, tpm_limit=tpm, concurrency_limit=concurrency, role=role,
                          **{f"cap_{period}_units": units for period, units in caps.items()})
     except SilkError as err:
         fail(err)
@@ -193,6 +196,79 @@ def show_account_cmd(account: str):
         click.echo(f"  key {key.id}\t{key.prefix}...\t{key.name}\t{state}\t"
                    f"expires={when(key.expires_at)}\tlast_used={when(key.last_used_at)}\t"
                    f"{_budget(key)}")
+
+
+class _Limit(click.ParamType):
+    """A rate limit on the command line: a whole number of at least 1, or `none` to clear."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value.strip().lower() == "none":
+            return value if isinstance(value, int) else "none"
+        if value.strip().isdigit() and int(value) >= 1:
+            return int(value)
+        self.fail(f"{value!r} is not a whole number of at least 1, or none", param, ctx)
+
+
+_LIMIT_HELP = "{} (none: clear it, the operator's default applies)."
+
+
+@commands.command("set-limits")
+@click.argument("account")
+@click.option("--model", default=None, help="Limit the account on this model only.")
+@click.option("--rpm", type=_Limit(), default=None, help=_LIMIT_HELP.format("Requests per minute"))
+@click.option("--tpm", type=_Limit(), default=None, help=_LIMIT_HELP.format("Tokens per minute"))
+@click.option("--concurrency", type=_Limit(), default=None,
+              help=_LIMIT_HELP.format("Requests at once"))
+def set_limits_cmd(account: str, model: str | None, rpm, tpm, concurrency):
+    """Set the rate limits of ACCOUNT (id or email), or of ACCOUNT on one model; limits
+    not named keep their value. Every worker applies them at once with Redis, else within
+    the key cache TTL."""
+    from silk.account.limits import set_limits
+    from silk.account.service import find_account
+    from silk.catalog import catalogue
+
+    changes = {field: None if value == "none" else value for field, value in (
+        ("rpm_limit", rpm), ("tpm_limit", tpm), ("concurrency_limit", concurrency))
+        if value is not None}
+    if not changes:
+        fail(SilkError("name at least one of --rpm, --tpm, --concurrency"))
+    try:
+        found = find_account(account)
+        set_limits(found.id, changes, model=model, known_models=catalogue().models)
+    except SilkError as err:
+        fail(err)
+    _echo_limits(found.id)
+
+
+@commands.command("show-limits")
+@click.argument("account")
+def show_limits_cmd(account: str):
+    """Show the rate limits set for ACCOUNT and its models, and the operator's defaults."""
+    from silk.account.service import find_account
+
+    try:
+        found = find_account(account)
+    except SilkError as err:
+        fail(err)
+    _echo_limits(found.id)
+
+
+def _echo_limits(account_id: int) -> None:
+    from silk.account.limits import defaults, list_limits
+
+    def shown(value) -> str:
+        return "-" if value is None else str(value)
+
+    click.echo(f"account {account_id} limits (-: the default applies)")
+    for row in list_limits(account_id):
+        click.echo(f"  {row.model or '(account)'}\trpm={shown(row.rpm_limit)}\t"
+                   f"tpm={shown(row.tpm_limit)}\tconcurrency={shown(row.concurrency_limit)}")
+    for level, values in defaults(current_app.config).items():
+        click.echo(f"  default per {level.replace('_', ' and ')}\t"
+                   f"rpm={values['rpm_limit'] or 'none'}\ttpm={values['tpm_limit'] or 'none'}"
+                   f"\tconcurrency={values['concurrency_limit'] or 'none'}")
 
 
 def _set_state(account: str, **change):

@@ -1,10 +1,18 @@
-"""Accounts, their API keys and registration invite codes."""
+"""Accounts, their API keys and rate limits, and registration invite codes."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from silk.database import utcnow
@@ -84,6 +92,25 @@ class ApiKey(Model):
     spent_month: Mapped[str] = mapped_column(String(7), default="", server_default="")
     spent_month_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     spent_total_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class AccountLimit(Model):
+    """The operator's rate limits for one account (`model` "") or one account on one model.
+
+    A limit left None falls back to the operator's default for its level (silk.defaults).
+    """
+
+    __tablename__ = "account_limits"
+    __table_args__ = (UniqueConstraint("account_id", "model"),)  # also the lookup index
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    model: Mapped[str] = mapped_column(String(128), default="")
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class InviteCode(Model):

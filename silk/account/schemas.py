@@ -46,6 +46,7 @@ class KeyCreateSchema(Schema):
     tpm_limit = StrictInteger(validate=validate.Range(min=1))
     spend_caps = fields.Nested(SpendCapsSchema)
     role = StrictString(validate=validate.OneOf(["owner", "member"]))
+    concurrency_limit = StrictInteger(validate=validate.Range(min=1))
 
     @validates_schema
     def _expiry(self, data, **kwargs):
@@ -85,6 +86,7 @@ class KeySchema(Schema):
     role = fields.String()
     spend_caps = fields.Function(lambda key: spend_caps(key))
     spend = fields.Function(lambda key: spend(key))
+    concurrency_limit = fields.Integer(allow_none=True)
     created_at = UtcDateTime()
     expires_at = UtcDateTime()
     last_used_at = UtcDateTime()

@@ -68,7 +68,8 @@ def _new_key(account_id: int, *, name: str, expires_at: datetime | None = None,
              allowed_models: list[str] | None = None, rpm_limit: int | None = None,
              tpm_limit: int | None = None, role: str = "owner",
              cap_day_units: int | None = None, cap_month_units: int | None = None,
-             cap_total_units: int | None = None) -> NewKey:
+             cap_total_units: int | None = None,
+             concurrency_limit: int | None = None) -> NewKey:
     secret = generate_key()
     record = ApiKey(account_id=account_id, key_hash=hash_secret(secret),
                     prefix=display_prefix(secret), name=name[:100], expires_at=expires_at,
@@ -76,7 +77,8 @@ def _new_key(account_id: int, *, name: str, expires_at: datetime | None = None,
                     tpm_limit=tpm_limit, role=role, cap_day_units=cap_day_units,
                     cap_month_units=cap_month_units, cap_total_units=cap_total_units,
                     held_units=0, spent_day="", spent_day_units=0, spent_month="",
-                    spent_month_units=0, spent_total_units=0)
+                    spent_month_units=0, spent_total_units=0,
+                    concurrency_limit=concurrency_limit)
     db.session.add(record)
     db.session.flush()
     return NewKey(record, secret)
@@ -152,6 +154,8 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
 
 
 CAPS = ("cap_day_units", "cap_month_units", "cap_total_units")
+# The limits a key may narrow but never widen: None is no limit, the widest of all.
+_NARROWING = ("expires_at", "rpm_limit", "tpm_limit", "concurrency_limit", *CAPS)
 
 
 @dataclass(frozen=True)
@@ -165,20 +169,22 @@ class Scope:
     cap_day_units: int | None = None
     cap_month_units: int | None = None
     cap_total_units: int | None = None
+    concurrency_limit: int | None = None
 
     @classmethod
     def of(cls, key: ApiKey) -> Scope:
         """The scope of a stored key."""
         models = key.allowed_models
         return cls(frozenset(models) if models else None, key.rpm_limit, key.tpm_limit,
-                   key.expires_at, key.cap_day_units, key.cap_month_units, key.cap_total_units)
+                   key.expires_at, key.cap_day_units, key.cap_month_units, key.cap_total_units,
+                   key.concurrency_limit)
 
     def exceeded_by(self, other: Scope) -> str | None:
         """The first field in which `other` is wider than this scope, else None."""
         if self.allowed_models is not None and (
                 other.allowed_models is None or not other.allowed_models <= self.allowed_models):
             return "models"
-        for field in ("expires_at", "rpm_limit", "tpm_limit", *CAPS):
+        for field in _NARROWING:
             own, theirs = getattr(self, field), getattr(other, field)
             if own is not None and (theirs is None or theirs > own):
                 return field
@@ -266,18 +272,19 @@ def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> d
     options = {"name": data.get("name", "default"), "expires_at": expires_at,
                "allowed_models": models, "rpm_limit": data.get("rpm_limit"),
                "tpm_limit": data.get("tpm_limit"), "role": data.get("role", "owner"),
+               "concurrency_limit": data.get("concurrency_limit"),
                **{field: caps.get(period) for field, period in zip(CAPS, PERIODS, strict=True)}}
     if limit_to is None:
         return options
     if models is None and limit_to.allowed_models is not None:
         options["allowed_models"] = sorted(limit_to.allowed_models)
-    for field in ("expires_at", "rpm_limit", "tpm_limit", *CAPS):
+    for field in _NARROWING:
         if options[field] is None:
             options[field] = getattr(limit_to, field)
     wider = limit_to.exceeded_by(Scope(
         frozenset(options["allowed_models"]) if options["allowed_models"] else None,
         options["rpm_limit"], options["tpm_limit"], options["expires_at"],
-        *(options[field] for field in CAPS)))
+        **{field: options[field] for field in (*CAPS, "concurrency_limit")}))
     if wider == "models":
         raise PermissionDenied("A new key may not use models this key may not use.",
                                param="models", code="key_scope_exceeded")

@@ -1,4 +1,4 @@
-"""Admin input and output schemas: accounts, credits, invites and the ledger."""
+"""Admin input and output schemas: accounts, rate limits, credits, invites and the ledger."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 from silk.validation import StrictBool, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
 _TIER = validate.Length(min=1, max=32)
+_LIMIT = validate.Range(min=1, max=2**31 - 1)  # what an INTEGER column holds
 
 
 class AccountCreateSchema(Schema):
@@ -24,6 +25,27 @@ class AccountPatchSchema(Schema):
 
     tier = StrictString(validate=_TIER)
     disabled = StrictBool()
+
+
+class LimitsPatchSchema(Schema):
+    """PATCH /v1/admin/accounts/<id>/limits: the account's (or, with `model`, the account's
+    on that model) rate limits; a field sent as null clears it, one left out is kept."""
+
+    model = StrictString(validate=validate.Length(min=1, max=128))
+    rpm_limit = StrictInteger(allow_none=True, validate=_LIMIT)
+    tpm_limit = StrictInteger(allow_none=True, validate=_LIMIT)
+    concurrency_limit = StrictInteger(allow_none=True, validate=_LIMIT)
+
+
+class AccountLimitSchema(Schema):
+    """The rate limits set for an account (model null) or an account on one model."""
+
+    object = fields.Constant("account_limits")
+    model = fields.Function(lambda row: row.model or None)
+    rpm_limit = fields.Integer(allow_none=True)
+    tpm_limit = fields.Integer(allow_none=True)
+    concurrency_limit = fields.Integer(allow_none=True)
+    updated_at = UtcDateTime()
 
 
 class CreditSchema(Schema):
@@ -72,6 +94,8 @@ class LedgerEntrySchema(Schema):
 account_create_schema = AccountCreateSchema()
 account_patch_schema = AccountPatchSchema()
 credit_schema = CreditSchema()
+limits_patch_schema = LimitsPatchSchema()
+account_limit_schema = AccountLimitSchema()
 invite_issue_schema = InviteIssueSchema()
 invite_schema = InviteSchema()
 ledger_entry_schema = LedgerEntrySchema()

@@ -4,6 +4,7 @@ from flask import Blueprint
 
 from silk.account.auth import require_admin
 from silk.admin.accounts import bp as accounts_bp
+from silk.admin.limits import bp as limits_bp
 from silk.admin.money import bp as money_bp
 from silk.admin.providers import bp as providers_bp
 from silk.admin.reports import bp as reports_bp
@@ -17,5 +18,5 @@ def admins_only():
     require_admin()
 
 
-for child in (accounts_bp, money_bp, reports_bp, providers_bp):
+for child in (accounts_bp, limits_bp, money_bp, reports_bp, providers_bp):
     bp.register_blueprint(child)

@@ -12,7 +12,7 @@ from silk.chat.schemas import drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
-from silk.relay.surface import Answer, SurfaceStream, admit, allowed_model
+from silk.relay.surface import Answer, SurfaceStream, allowed_model
 from silk.validation import json_object, load
 
 
@@ -58,7 +58,6 @@ def start(principal: Principal, raw: bytes,
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     model = allowed_model(principal, body["model"])
-    admit(principal)
     config = current_app.config
     stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
     chat = to_call(model, catalogue().provider_of(model), body, stream=stream,

@@ -9,9 +9,10 @@ from silk.catalog import catalogue
 from silk.messages.encode import encode_message, encode_stream
 from silk.messages.schemas import schema_for
 from silk.messages.translate import bounded_request, native_prompt_bound, to_call, to_chat_body
+from silk.relay import admission
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
-from silk.relay.surface import Answer, SurfaceStream, admit, allowed_model
+from silk.relay.surface import Answer, SurfaceStream, allowed_model
 from silk.relay.tokens import prompt_bound, prompt_estimate
 from silk.validation import json_object, load
 
@@ -29,7 +30,6 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     model = allowed_model(principal, body["model"])
-    admit(principal)
     stream = body.get("stream") is True
     call = to_call(model, catalogue().provider_of(model), body, stream=stream,
                    image_allowance=current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"])
@@ -46,7 +46,9 @@ def count_tokens(principal: Principal, raw: bytes) -> dict:
     """{"input_tokens": N}: the gateway's estimate of the prompt; costs nothing."""
     body = parse_body(raw, counting=True)
     model = allowed_model(principal, body["model"])
-    admit(principal)
+    # A request like any other for the requests-per-minute limits; it holds no slot and
+    # uses no tokens.
+    admission.admit(principal, model.id, 0, slot=False)
     chat = to_chat_body(body)
     allowance = current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
     native = bool(catalogue().provider_of(model).anthropic_base_url)

@@ -56,7 +56,8 @@ class Meter:
 
     def __init__(self, engine: Engine, hold: Hold, *, provider: str, stream: bool,
                  surface: str = "", cost: Price | Tiered | None = None,
-                 on_settled: Callable[[Meter, Outcome], None] | None = None):
+                 on_settled: Callable[[Meter, Outcome], None] | None = None,
+                 on_ended: Callable[[Meter], None] | None = None):
         self.engine = engine
         self.hold = hold
         self.provider = provider
@@ -64,7 +65,8 @@ class Meter:
         self.surface = surface
         self.cost = cost  # the serving route's upstream price
         self.route = ""  # the route that served, once one answered
-        self.on_settled = on_settled
+        self.on_settled = on_settled  # once the settlement is written or journaled
+        self.on_ended = on_ended  # once the request ended, whether or not it was written
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.upstream_model = ""
@@ -119,6 +121,13 @@ class Meter:
         """Settle the hold with what is known now; later calls return the first bill."""
         if self.bill is not None:
             return self.bill
+        try:
+            return self._settle_once(status, http_status, billable)
+        finally:
+            if self.on_ended is not None:
+                self.on_ended(self)
+
+    def _settle_once(self, status: str, http_status: int, billable: bool) -> Bill:
         estimated = False
         usage = self.usage
         if usage is None and billable and self.delivered_any:

@@ -17,10 +17,11 @@ from silk.billing.tiers import tiers
 from silk.database import utcnow
 from silk.errors import SilkError, UpstreamError
 from silk.extensions import db
+from silk.limits import Ticket
 from silk.metering.meter import Meter
-from silk.metering.service import Outcome, reserve
+from silk.metering.service import reserve
 from silk.ops import metrics
-from silk.relay import anthropic
+from silk.relay import admission, anthropic
 from silk.relay.call import Call
 from silk.relay.events import Completion
 from silk.relay.routes import open_route
@@ -34,36 +35,43 @@ from silk.validation import nests_deeper
 _MAX_ANSWER_DEPTH = 250
 
 
-def _after_settle(limiter, key_id: int | None):
-    """What happens once a request is settled: its tokens count against the key's TPM."""
+def _release(ticket: Ticket):
+    """What happens once a request ended, however: its rate-limit ticket is finished, with
+    the tokens billed (none when nothing was), freeing its concurrency slots."""
 
-    def done(meter: Meter, outcome: Outcome) -> None:
-        if meter.billed is not None:
-            limiter.add_tokens(f"key:{key_id}", meter.billed.total_tokens)
-        metrics.settled(meter, outcome)
+    def ended(meter: Meter) -> None:
+        ticket.finish(meter.billed.total_tokens if meter.billed is not None else 0)
 
-    return done
+    return ended
 
 
 def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Completion:
-    """Reserve the call's hold and open the upstream: a stream's events, or the settled answer.
+    """Admit the call (rate limits), reserve its hold and open the upstream: a stream's
+    events, or the settled answer.
 
-    The caller has admitted the request (rate limits); the hold is released whole if the
+    The hold is released whole, and the admission's tokens and slots given back, if the
     upstream never answers.
     """
     config = current_app.config
     model = call.model
+    # Counted at its estimate (the prompt and all the output it may produce), corrected to
+    # the tokens billed when it ends.
+    ticket = admission.admit(principal, model.id, call.prompt_estimate + call.max_output)
     engine = db.engine
     admitted = utcnow()  # the request pays the prices in force now, however long it runs
-    hold = reserve(engine, tiers(), account_id=principal.account_id,
-                   key_id=principal.key_id, request_id=request_id, model=model.id,
-                   price=model.price_at(admitted), prompt_worst=call.prompt_bound,
-                   max_output=call.max_output, prompt_estimate=call.prompt_estimate,
-                   ttl_seconds=config["SILK_RESERVATION_TTL"], key_capped=principal.capped)
-    limiter = current_app.extensions["silk.limiter"]
+    try:
+        hold = reserve(engine, tiers(), account_id=principal.account_id,
+                       key_id=principal.key_id, request_id=request_id, model=model.id,
+                       price=model.price_at(admitted), prompt_worst=call.prompt_bound,
+                       max_output=call.max_output, prompt_estimate=call.prompt_estimate,
+                       ttl_seconds=config["SILK_RESERVATION_TTL"],
+                       key_capped=principal.capped)
+    except BaseException:
+        ticket.finish(0)
+        raise
     meter = Meter(engine, hold, provider=model.provider, stream=call.stream,
                   surface=call.surface, cost=model.cost_at(admitted),
-                  on_settled=_after_settle(limiter, principal.key_id))
+                  on_settled=metrics.settled, on_ended=_release(ticket))
     try:
         response, route = open_route(call, current_app.extensions["silk.upstreams"],
                                      current_app.extensions["silk.catalogue"].providers,

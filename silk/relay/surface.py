@@ -1,4 +1,4 @@
-"""What every surface does around the relay, written once: the model a key may use, admission,
+"""What every surface does around the relay, written once: the model a key may use,
 the stream body whose closing settles, the settled answer, and the HTTP response of either.
 
 A surface brings its own dialect (parsing, translation, encoding, error envelope); the steps
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from flask import Response, current_app, g
+from flask import Response, g
 
 from silk.account.auth import Principal
 from silk.catalog import catalogue
@@ -31,14 +31,6 @@ def allowed_model(principal: Principal, name: str) -> Model:
                                param="model", code="model_not_allowed")
     g.model = model.id
     return model
-
-
-def admit(principal: Principal) -> None:
-    """Count the request against the key's rate limits (429 past them)."""
-    config = current_app.config
-    limiter = current_app.extensions["silk.limiter"]
-    limiter.admit(f"key:{principal.key_id}", principal.rpm_limit or config["SILK_DEFAULT_RPM"],
-                  principal.tpm_limit or config["SILK_DEFAULT_TPM"])
 
 
 class SurfaceStream:

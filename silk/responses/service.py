@@ -16,7 +16,7 @@ from silk.errors import InvalidRequest
 from silk.extensions import db
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
-from silk.relay.surface import Answer, SurfaceStream, admit, allowed_model
+from silk.relay.surface import Answer, SurfaceStream, allowed_model
 from silk.responses import store
 from silk.responses.answer import Builder
 from silk.responses.encode import encode_completion, encode_stream
@@ -51,9 +51,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     if body.get("background"):
         raise InvalidRequest("Invalid 'background': background responses are not supported "
                              "by this gateway.", param="background")
-    admit(principal)
     config = current_app.config
-
     engine = db.engine
     previous = body.get("previous_response_id")
     carried = store.conversation(engine, principal.account_id, previous) if previous else []

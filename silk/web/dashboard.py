@@ -303,7 +303,7 @@ def _key_request() -> dict:
             for period in ("day", "month", "total")}
     if any(caps.values()):
         data["spend_caps"] = {period: usd for period, usd in caps.items() if usd}
-    for field in ("rpm_limit", "tpm_limit", "expires_in_days"):
+    for field in ("rpm_limit", "tpm_limit", "concurrency_limit", "expires_in_days"):
         raw = request.form.get(field, "").strip()
         if not raw:
             continue

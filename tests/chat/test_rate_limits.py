@@ -21,7 +21,7 @@ def limiter_kind(request, app):
     if request.param == "redis":
         import redis
 
-        from silk.limits import RedisLimiter
+        from silk.redislimits import RedisLimiter
 
         try:
             redis.Redis.from_url("redis://127.0.0.1:6379/15").flushdb()
@@ -62,10 +62,12 @@ def test_tokens_per_minute(app, client, accounts, upstream, limiter_kind):
 
 
 def test_redis_counters_are_shared_between_app_instances(app, accounts, upstream):
-    """Two app objects stand in for two workers: one key's limit holds across both."""
+    """Two limiters stand in for two workers: one key's limit holds across both."""
     import redis
 
-    from silk.limits import RedisLimiter
+    from silk.errors import RateLimited
+    from silk.limits import Level
+    from silk.redislimits import RedisLimiter
 
     try:
         redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
@@ -73,10 +75,8 @@ def test_redis_counters_are_shared_between_app_instances(app, accounts, upstream
         pytest.skip("Redis not reachable")
     first, second = RedisLimiter("redis://127.0.0.1:6379/15"), RedisLimiter(
         "redis://127.0.0.1:6379/15")
-    name = f"key:shared-{uuid.uuid4().hex}"
-    first.admit(name, 2, None)
-    second.admit(name, 2, None)
-    from silk.errors import RateLimited
-
+    level = Level(f"key:shared-{uuid.uuid4().hex}", "this API key", rpm=2)
+    first.admit([level], 0)
+    second.admit([level], 0)
     with pytest.raises(RateLimited):
-        first.admit(name, 2, None)
+        first.admit([level], 0)

@@ -105,7 +105,7 @@ def test_failed_key_counts_are_shared_through_redis(app, accounts, redis_url):
     """Two app instances (standing in for two hosts) block a guesser together."""
     from silk import create_app
     from silk.extensions import db
-    from silk.limits import RedisLimiter
+    from silk.redislimits import RedisLimiter
 
     other = create_app({**app.config, "SILK_SWEEP_INTERVAL": 0})
     for instance in (app, other):
