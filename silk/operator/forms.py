@@ -36,6 +36,7 @@ KEY_FIELDS: tuple[KeyField, ...] = (
     KeyField("models", "Models", "models", "none chosen: every model"),
     KeyField("rpm_limit", "Requests per minute", "whole", "empty: no limit"),
     KeyField("tpm_limit", "Tokens per minute", "whole", "empty: no limit"),
+    KeyField("concurrency_limit", "Requests at once", "whole", "empty: no limit"),
     KeyField("expires_in_days", "Expires in (days)", "whole", "or an exact time below"),
     KeyField("expires_at", "Expires at (UTC)", "moment", "e.g. 2026-12-31T23:59"),
 )
