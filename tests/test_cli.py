@@ -97,7 +97,8 @@ def test_sweep_settles_only_holds_whose_lease_ran_out(app, runner, accounts):
     assert [r.request_id for r in accounts.usage_records(acct.id)] == ["lease-ran-out"]
     result = runner.invoke(args=["silk", "sweep", "--all"])
     assert result.output.splitlines() == ["settled 1 reservation(s)",
-                                          "deleted 0 expired stored response(s)"]
+                                          "deleted 0 expired stored response(s)",
+                                          "recorded 0 key-expiry alert(s)"]
     row = accounts.row(acct.id)
     assert row.reserved_units == 0
     assert row.balance_units == 10**9 - 2 * 10 * 140  # prompt estimates at the input price
