@@ -134,10 +134,10 @@ def _paths(models: list[str]) -> dict:
                         "(owner keys).", response(ref("Key"), "The key."), tag="keys",
                         params=(path_id("key_id"),), body=json_body("KeyUpdate"))},
         "/v1/account/alerts": {
-            "get": op("Where the account's alerts go, and its balance threshold.",
+            "get": op("Where the account's alerts go, and its balance threshold (owner keys).",
                       response(ref("AlertSettings"), "The settings."), tag="accounts"),
             "put": op("Set the account's alert webhook, address and balance threshold; "
-                      "a new webhook's signing secret is shown once.",
+                      "a new webhook's signing secret is shown once (owner keys).",
                       response(ref("AlertSettings"), "The settings."), tag="accounts",
                       body=json_body("AlertSettingsUpdate"))},
         "/v1/register": {
