@@ -170,11 +170,12 @@ def _responses_paths() -> dict:
             "Create a model response (OpenAI Responses; JSON unless stream is true).", ok,
             tag="responses", body=json_body("ResponseRequest"))},
         "/v1/responses/{response_id}": {
-            "get": op("A stored response of the caller's account.",
+            "get": op("A stored response of the caller's account (a member key: of its own "
+                      "key).",
                       response(ref("Response"), "The response."), tag="responses",
                       params=response_id),
-            "delete": op("Delete a stored response.", response(ref("ResponseDeleted"),
-                                                               "Deleted."),
+            "delete": op("Delete a stored response (a member key: one of its own key's).",
+                         response(ref("ResponseDeleted"), "Deleted."),
                          tag="responses", params=response_id)},
         "/v1/responses/{response_id}/input_items": {"get": op(
             "A stored response's input items, paged.", response(ref("ResponseItemList"),
