@@ -85,7 +85,7 @@ def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE
     selects = []
     for period, counts, spent, cap, value in _KEY_PERIODS:
         period_value = f"CAST({o.param(value) if value else 'k.' + cap} AS TEXT)"
-        in_period = f" AND k.{counts} = {o.param(value or '')}" if counts else ""
+        in_period = f" AND k.{counts} = {o.param(value)}" if counts and value else ""
         for percent in rules.CAP_ALERT_PERCENTS:
             crossed = rules.cap_reached(o, f"(k.{spent} - {charge})", f"k.{spent}",
                                         f"k.{cap}", percent)
@@ -93,13 +93,13 @@ def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE
                 # ':' apart from the words: a colon before a name would read as a parameter
                 f"SELECT '{KEY_SPEND}:' || CAST(k.id AS TEXT) || ':' || '{period}' || ':' || "
                 f"{period_value} || ':' || '{percent}', '{KEY_SPEND}', k.account_id, "
-                f"{payload.format(fields(period, period_value, percent, cap, spent))}, "
+                f"{payload.format(_fields(period, period_value, percent, cap, spent))}, "
                 f"'pending', 0, {o.param('now')}, '', {o.param('now')} "
                 f"FROM {source} WHERE {which} AND k.{cap} IS NOT NULL{in_period} AND {crossed}")
     return "\nUNION ALL\n".join(selects)
 
 
-def fields(period: str, period_value: str, percent: int, cap: str, spent: str) -> str:
+def _fields(period: str, period_value: str, percent: int, cap: str, spent: str) -> str:
     """A key_spend event's payload, as the names and values of a JSON object."""
     return (f"'key_id', k.id, 'period', '{period}', 'period_value', {period_value}, "
             f"'percent', {percent}, 'cap_units', k.{cap}, 'spent_units', k.{spent}")
@@ -109,7 +109,7 @@ def fields(period: str, period_value: str, percent: int, cap: str, spent: str) -
 # key with caps (the key's UPDATE says whether it has).
 SQLITE_KEY_ALERTS = (f"INSERT OR IGNORE INTO alert_outbox ({_COLUMNS})\n"
                      + key_spend_alerts(SQLITE, "api_keys AS k", "json_object({})",
-                                                      "k.id = :key"))
+                                        "k.id = :key"))
 # PostgreSQL, in a transaction of SQLAlchemy's (a correction of a swept hold).
 POSTGRES_KEY_ALERTS = (f"INSERT INTO alert_outbox ({_COLUMNS})\n"
                        + key_spend_alerts(POSTGRES.for_sqlalchemy(), "api_keys AS k",
