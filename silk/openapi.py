@@ -134,10 +134,10 @@ def _paths(models: list[str]) -> dict:
                         "(owner keys).", response(ref("Key"), "The key."), tag="keys",
                         params=(path_id("key_id"),), body=json_body("KeyUpdate"))},
         "/v1/account/alerts": {
-            "get": op("Where the account's alerts go, and its balance threshold.",
+            "get": op("Where the account's alerts go, and its balance threshold (owner keys).",
                       response(ref("AlertSettings"), "The settings."), tag="accounts"),
             "put": op("Set the account's alert webhook, address and balance threshold; "
-                      "a new webhook's signing secret is shown once.",
+                      "a new webhook's signing secret is shown once (owner keys).",
                       response(ref("AlertSettings"), "The settings."), tag="accounts",
                       body=json_body("AlertSettingsUpdate"))},
         "/v1/register": {
@@ -170,11 +170,12 @@ def _responses_paths() -> dict:
             "Create a model response (OpenAI Responses; JSON unless stream is true).", ok,
             tag="responses", body=json_body("ResponseRequest"))},
         "/v1/responses/{response_id}": {
-            "get": op("A stored response of the caller's account.",
+            "get": op("A stored response of the caller's account (a member key: of its own "
+                      "key).",
                       response(ref("Response"), "The response."), tag="responses",
                       params=response_id),
-            "delete": op("Delete a stored response.", response(ref("ResponseDeleted"),
-                                                               "Deleted."),
+            "delete": op("Delete a stored response (a member key: one of its own key's).",
+                         response(ref("ResponseDeleted"), "Deleted."),
                          tag="responses", params=response_id)},
         "/v1/responses/{response_id}/input_items": {"get": op(
             "A stored response's input items, paged.", response(ref("ResponseItemList"),

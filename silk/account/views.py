@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, jsonify, request
 
 from silk.account import registration, service
-from silk.account.auth import authenticate
+from silk.account.auth import authenticate, require_owner
 from silk.account.schemas import (
     SHOWN_ONCE,
     account_schema,
@@ -61,16 +61,16 @@ def update_key(key_id: int):
     return jsonify(key_schema.dump(key))
 @bp.get("/account/alerts")
 def alert_settings():
-    """Where the caller's account's alerts go, and its balance threshold."""
-    principal = authenticate()
+    """Where the caller's account's alerts go, and its balance threshold (owner keys)."""
+    principal = require_owner()
     return jsonify(settings_schema.dump(alerts.settings_of(principal.account_id)))
 
 
 @bp.put("/account/alerts")
 def update_alert_settings():
     """Set the account's webhook, alert address and balance threshold; a new webhook's
-    signing secret is in this answer only."""
-    principal = authenticate()
+    signing secret is in this answer only (owner keys)."""
+    principal = require_owner()
     data = load(update_schema, json_body())
     account, secret = alerts.update_settings(
         principal.account_id, data,

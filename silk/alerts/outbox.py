@@ -13,8 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 
 KEY_EXPIRING = "key_expiring"
 ROUTE_FAILING = "route_failing"
-# Written by the settlement itself (silk.metering.outbox): balance_low, quota_used_up.
-# A key's spend reaching a share of its cap is the same threshold rule over the key's spend.
+# Written by the settlement itself (silk.metering.outbox): balance_low, quota_used_up and
+# key_spend (a key's spend reaching 80, 90 or 100 % of a cap).
 
 _COLUMNS = ("event_id, kind, account_id, payload, state, attempts, next_attempt_at, "
             "last_error, created_at")

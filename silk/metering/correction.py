@@ -58,9 +58,11 @@ Run = Callable[[str, dict[str, Any]], Any]  # one statement: its first row (or N
 Count = Callable[[str, dict[str, Any]], int]  # one statement: the rows it changed
 
 
-def correct(run: Run, count: Count, values: dict[str, Any]) -> Written | None:
+def correct(run: Run, count: Count, values: dict[str, Any], key_alerts: str) -> Written | None:
     """Correct a swept hold inside the caller's transaction: the balance after, charged in
-    all and written off in all; None when the hold was not swept (settled already)."""
+    all and written off in all; None when the hold was not swept (settled already).
+    `key_alerts` is the database's statement of a key's spend alerts
+    (silk.metering.outbox), run when the correction adds to a key's spend."""
     if count(RECLAIM, values) != 1:
         return None
     swept = run(SWEPT, values)
@@ -96,6 +98,9 @@ def correct(run: Run, count: Count, values: dict[str, Any]) -> Written | None:
                     "balance": balance_after})
         if values["key"] is not None:
             run(KEY, {**values, "swept_day": swept_day[:10], "swept_month": swept_day[:7]})
+            if applied > 0:  # the key's spend grew: it may have reached a share of a cap
+                count(key_alerts, {**values, "charge": applied, "budget_day": swept_day[:10],
+                                   "budget_month": swept_day[:7]})
     written_off = min(values["beyond_units"] + cost.total - due + missed - applied, _BIGINT)
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
     return Written(balance_after, swept_cost + applied, written_off)

@@ -3,8 +3,10 @@
 A settlement that takes an account's balance under its alert threshold, or its free
 tokens used this month up to the tier's quota, inserts one row into `alert_outbox` in
 the statement (PostgreSQL) or transaction (SQLite) that charges it; whether it crossed
-is the threshold rule of silk.metering.rules. Event ids come from the cause (the
-reservation; the account and month), so a cause written twice is one event. A removal of
+is the threshold rule of silk.metering.rules. So does a key's spend reaching 80, 90 or
+100 % of one of its caps (`key_spend`, rules.cap_reached), per day, month and in total.
+Event ids come from the cause (the reservation; the account and month; the key, the
+period and the share), so a cause written twice is one event. A removal of
 money (`credit` with a negative amount) that crosses the threshold writes one too.
 Delivery is silk.alerts', never the request's.
 """
@@ -23,6 +25,7 @@ from silk.metering.rules import POSTGRES, SQLITE
 
 BALANCE_LOW = "balance_low"
 QUOTA_USED_UP = "quota_used_up"
+KEY_SPEND = "key_spend"
 
 _floors: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 
@@ -60,8 +63,62 @@ FROM accounts WHERE id = :account AND :tier_quota > 0 AND {rules.reached(
     SQLITE, "(quota_used - :free)", "quota_used", ":tier_quota")}
 """
 
+
+# A key's spend alerts, over `source` (the key's row after its counters took `charge` for
+# the day `budget_day` and the month `budget_month`). A counter that now counts that
+# period counted `charge` less before (a new period starts from the charge, so it counted
+# 0 of it); one left on a later period (a late settlement) did not change. The total's
+# "period" is the cap itself, so a raised cap alerts again at its own shares.
+_KEY_PERIODS = (  # (period, the period it counts or None, its spend, its cap, its value)
+    ("day", "spent_day", "spent_day_units", "cap_day_units", "budget_day"),
+    ("month", "spent_month", "spent_month_units", "cap_month_units", "budget_month"),
+    ("total", None, "spent_total_units", "cap_total_units", None),
+)
+
+
+def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE") -> str:
+    """The SELECTs (joined by UNION ALL) of the outbox rows a settlement's `charge` to the
+    key in `source` (the rows `which` picks) writes: one per cap and share it crossed; none
+    for a key without caps. `payload` makes JSON text of its "{}" (a list of names and
+    values) in the database's way."""
+    charge = o.param("charge")
+    selects = []
+    for period, counts, spent, cap, value in _KEY_PERIODS:
+        period_value = f"CAST({o.param(value) if value else 'k.' + cap} AS TEXT)"
+        in_period = f" AND k.{counts} = {o.param(value)}" if counts and value else ""
+        for percent in rules.CAP_ALERT_PERCENTS:
+            crossed = rules.cap_reached(o, f"(k.{spent} - {charge})", f"k.{spent}",
+                                        f"k.{cap}", percent)
+            selects.append(
+                # ':' apart from the words: a colon before a name would read as a parameter
+                f"SELECT '{KEY_SPEND}:' || CAST(k.id AS TEXT) || ':' || '{period}' || ':' || "
+                f"{period_value} || ':' || '{percent}', '{KEY_SPEND}', k.account_id, "
+                f"{payload.format(_fields(period, period_value, percent, cap, spent))}, "
+                f"'pending', 0, {o.param('now')}, '', {o.param('now')} "
+                f"FROM {source} WHERE {which} AND k.{cap} IS NOT NULL{in_period} AND {crossed}")
+    return "\nUNION ALL\n".join(selects)
+
+
+def _fields(period: str, period_value: str, percent: int, cap: str, spent: str) -> str:
+    """A key_spend event's payload, as the names and values of a JSON object."""
+    return (f"'key_id', k.id, 'period', '{period}', 'period_value', {period_value}, "
+            f"'percent', {percent}, 'cap_units', k.{cap}, 'spent_units', k.{spent}")
+
+
+# SQLite: run after the key's counters took the settlement, in its transaction, only for a
+# key with caps (the key's UPDATE says whether it has).
+SQLITE_KEY_ALERTS = (f"INSERT OR IGNORE INTO alert_outbox ({_COLUMNS})\n"
+                     + key_spend_alerts(SQLITE, "api_keys AS k", "json_object({})",
+                                        "k.id = :key"))
+# PostgreSQL, in a transaction of SQLAlchemy's (a correction of a swept hold).
+POSTGRES_KEY_ALERTS = (f"INSERT INTO alert_outbox ({_COLUMNS})\n"
+                       + key_spend_alerts(POSTGRES.for_sqlalchemy(), "api_keys AS k",
+                                          "json_build_object({})::text", "k.id = :key")
+                       + "\nON CONFLICT (event_id) DO NOTHING")
+
 # PostgreSQL: one CTE of the settlement statement, over `charged` (the account after the
-# UPDATE) and the account's alert threshold (a column the settlement does not change).
+# UPDATE), the account's alert threshold (a column the settlement does not change) and
+# `keyed` (the key after its UPDATE; no row without a key).
 _PG_THRESHOLD = "COALESCE(settings.alert_balance_units, %(alert_floor)s)"
 POSTGRES_ALERTS_CTE = f"""alerted AS (
     INSERT INTO alert_outbox ({_COLUMNS})
@@ -82,6 +139,8 @@ POSTGRES_ALERTS_CTE = f"""alerted AS (
     FROM charged
     WHERE %(tier_quota)s > 0 AND {rules.reached(
         POSTGRES, "(charged.quota_used - %(free)s)", "charged.quota_used", "%(tier_quota)s")}
+    UNION ALL
+    {key_spend_alerts(POSTGRES, "keyed AS k", "json_build_object({})::text")}
     ON CONFLICT (event_id) DO NOTHING
 )"""
 

@@ -42,7 +42,7 @@ from silk.defaults import Defaults
 from silk.errors import InsufficientBalance, NotFound
 from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
-from silk.metering.outbox import POSTGRES_ALERTS_CTE
+from silk.metering.outbox import POSTGRES_ALERTS_CTE, POSTGRES_KEY_ALERTS
 from silk.metering.perprocess import PerProcess
 from silk.metering.rules import POSTGRES
 from silk.metering.state import COLUMNS, KEY_COLUMNS, KEY_SELECT, SELECT, AccountState, KeyState
@@ -154,6 +154,7 @@ WITH claimed AS (
 ), keyed AS (
     UPDATE api_keys SET held_units = held_units - %(hold)s, {_KEY_SETTLED}
     WHERE id IN (SELECT key_id FROM claimed) AND EXISTS (SELECT 1 FROM charged)
+    RETURNING id, account_id, {KEY_SELECT}
 ), entry AS (
     INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units,
                                 request_id, note, actor, created_at)
@@ -175,7 +176,8 @@ WITH claimed AS (
            %(charge)s, %(written_off_units)s, %(upstream_cost_units)s, %(estimated)s,
            CAST(%(latency_ms)s AS INTEGER), CAST(%(ttft_ms)s AS INTEGER), %(now)s, %(day)s
     FROM charged
-), -- alerts: balance under its threshold, free quota used up (silk.metering.outbox)
+), -- alerts: balance under its threshold, free quota used up, a key's spend at a share
+  -- of a cap (silk.metering.outbox)
 {POSTGRES_ALERTS_CTE}
 SELECT balance_units, {_STATE} FROM charged
 """
@@ -590,7 +592,8 @@ class PostgresStore(Common):
         # Rare: in a transaction of its own, where the rows stay locked until it commits.
         with self.engine.begin() as conn:
             return correction.correct(lambda sql, bound: _first(conn, sql, bound),
-                                      lambda sql, bound: _rowcount(conn, sql, bound), values)
+                                      lambda sql, bound: _rowcount(conn, sql, bound), values,
+                                      POSTGRES_KEY_ALERTS)
 
 
 def _first(conn: Connection, sql: str, values: dict[str, Any]) -> Any:

@@ -200,8 +200,11 @@ class Sql(Arithmetic[str, str]):
         return f"({a} AND {b})"
 
     def share(self, a: str, percent: int) -> str:
-        """`percent` % of a non-negative a, rounded up (integer division truncates)."""
-        return f"(({a}) * {int(percent)} + 99) / 100"
+        """`percent` % of a non-negative a, rounded up (integer division truncates). With
+        a = 100q + r it is q * percent + ceil(r * percent / 100): a * percent would overflow
+        a BIGINT for the largest caps, this never does."""
+        p = int(percent)
+        return f"(({a}) / 100 * {p} + (({a}) % 100 * {p} + 99) / 100)"
 
     def least(self, a: str, b: str) -> str:
         """The smaller of a and b."""

@@ -34,6 +34,7 @@ from silk.metering import correction, outbox, rules
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import KEY_SELECT, SELECT, AccountState, KeyState
 from silk.metering.store import (
+    CAPPED,
     Ask,
     Common,
     Reserved,
@@ -214,7 +215,7 @@ KEY = f"SELECT {KEY_SELECT} FROM api_keys WHERE id = :key AND account_id = :acco
 KEY_HOLD = "UPDATE api_keys SET held_units = held_units + :hold WHERE id = :key"
 _KEY_SETTLED = key_sql(rules.SQLITE)[1]
 KEY_SETTLE = (f"UPDATE api_keys SET held_units = held_units - :hold, {_KEY_SETTLED} "
-              "WHERE id = :key")
+              f"WHERE id = :key RETURNING {CAPPED}")
 
 
 def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | None:
@@ -295,7 +296,9 @@ class SqliteStore(Common):
             if count(driver, CLAIM, values) == 1:
                 (balance_after,) = run(driver, SETTLE, values)
                 if values["key"] is not None:
-                    run(driver, KEY_SETTLE, values)
+                    capped = run(driver, KEY_SETTLE, values)
+                    if capped and capped[0]:  # spend alerts: a key without caps has none
+                        count(driver, outbox.SQLITE_KEY_ALERTS, values)
                 if values["charge"]:  # a ledger entry is a change of balance
                     run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
                 run(driver, NEW_USAGE_RECORD, values)
@@ -305,7 +308,8 @@ class SqliteStore(Common):
             if values["claimed"] != "settled":
                 return None
             return correction.correct(lambda sql, bound: run(driver, sql, bound),
-                                      lambda sql, bound: count(driver, sql, bound), values)
+                                      lambda sql, bound: count(driver, sql, bound), values,
+                                      outbox.SQLITE_KEY_ALERTS)
 
     def renew(self, reservation_ids: Sequence[int], expires: datetime) -> int:
         """Move the leases of open holds in one write transaction."""

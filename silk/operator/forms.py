@@ -26,9 +26,9 @@ class KeyField:
 
     name: str
     label: str
-    kind: str  # text, whole, moment, models or choice
+    kind: str  # text, whole, moment, models, choice or caps
     hint: str = ""
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # a choice's values; the periods of caps (one input each)
 
 
 KEY_FIELDS: tuple[KeyField, ...] = (
@@ -39,6 +39,10 @@ KEY_FIELDS: tuple[KeyField, ...] = (
     KeyField("concurrency_limit", "Requests at once", "whole", "empty: no limit"),
     KeyField("expires_in_days", "Expires in (days)", "whole", "or an exact time below"),
     KeyField("expires_at", "Expires at (UTC)", "moment", "e.g. 2026-12-31T23:59"),
+    KeyField("role", "Role", "choice", "empty: owner (manages keys); a member key uses the "
+             "API and sees only itself", ("owner", "member")),
+    KeyField("spend_caps", "Spend caps (USD)", "caps", "per UTC day, per UTC month, in "
+             "total; empty: no cap", ("day", "month", "total")),
 )
 
 
@@ -46,6 +50,10 @@ def _value(field: KeyField, form) -> object | None:
     """One field's value as the API's JSON would carry it, or None when left empty."""
     if field.kind == "models":
         return [m for m in form.getlist(field.name) if m] or None
+    if field.kind == "caps":  # inputs spend_caps.day, ...: USD amounts the schema checks
+        caps = {period: raw[:40] for period in field.choices
+                if (raw := form.get(f"{field.name}.{period}", "").strip())}
+        return caps or None
     raw = form.get(field.name, "").strip()
     if not raw:
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from silk.account.auth import count_failure, guard_address
+from silk.account.schemas import spend, spend_caps
 from silk.errors import AuthenticationFailed, RateLimited, SilkError, error_response
 from silk.extensions import db
 from silk.operator import guard
@@ -39,7 +40,8 @@ def _install(state):
 
 @bp.context_processor
 def _helpers():
-    return {"op_csrf": guard.csrf_token, "operator": g.get("operator")}
+    return {"op_csrf": guard.csrf_token, "operator": g.get("operator"),
+            "key_caps": spend_caps, "key_spend": spend}
 
 
 @bp.before_request

@@ -28,13 +28,13 @@ from silk.validation import json_object, load
 log = logging.getLogger("silk.responses")
 
 
-def _keeper(engine, account_id: int, items: list[dict], days: float
+def _keeper(engine, principal: Principal, items: list[dict], days: float
             ) -> Callable[[dict], None]:
     """Keep a finished response; a failure to store is logged, never the content."""
 
     def keep(response: dict) -> None:
         try:
-            store.save(engine, account_id, response, items, days)
+            store.save(engine, principal.account_id, principal.key_id, response, items, days)
         except Exception as exc:  # noqa: BLE001 - the answer was delivered and paid
             # No traceback: a database error's text would carry the stored content.
             log.error("storing a response failed", extra={"fields": {
@@ -54,7 +54,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     config = current_app.config
     engine = db.engine
     previous = body.get("previous_response_id")
-    carried = store.conversation(engine, principal.account_id, previous) if previous else []
+    carried = store.conversation(engine, *_scope(principal), previous) if previous else []
     stream = bool(body.get("stream"))
     translated = to_call(model, catalogue().provider_of(model), body, carried, stream=stream,
                          image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
@@ -63,7 +63,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
                       events=stream)
     keep = None
     if body.get("store") is not False:
-        keep = _keeper(engine, principal.account_id,
+        keep = _keeper(engine, principal,
                        store.with_ids(response_id, input_items(body["input"])),
                        config["SILK_RESPONSES_RETENTION_DAYS"])
     started = relay.start(translated.call, principal, g.request_id)
@@ -75,9 +75,15 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     return Answer(answer, started.bill.cost_usd)
 
 
+def _scope(principal: Principal) -> tuple[int, int | None]:
+    """Whose stored responses the caller sees: its account's, only its own key's for a
+    member key."""
+    return principal.account_id, None if principal.is_owner else principal.key_id
+
+
 def retrieve(principal: Principal, response_id: str) -> dict:
-    """A stored Response of this account."""
-    return store.get(db.engine, principal.account_id, response_id)
+    """A stored Response the caller may see."""
+    return store.get(db.engine, *_scope(principal), response_id)
 
 
 def list_input_items(principal: Principal, response_id: str, *, after: str | None,
@@ -85,11 +91,11 @@ def list_input_items(principal: Principal, response_id: str, *, after: str | Non
     """A page of a stored response's input items, OpenAI's list object."""
     if order not in ("asc", "desc"):
         raise InvalidRequest("Invalid 'order': must be asc or desc.", param="order")
-    return store.input_items(db.engine, principal.account_id, response_id, after=after,
+    return store.input_items(db.engine, *_scope(principal), response_id, after=after,
                              limit=limit, order=order)
 
 
 def delete(principal: Principal, response_id: str) -> dict:
-    """Delete a stored response of this account; what OpenAI answers."""
-    store.remove(db.engine, principal.account_id, response_id)
+    """Delete a stored response the caller may see; what OpenAI answers."""
+    store.remove(db.engine, *_scope(principal), response_id)
     return {"id": response_id, "object": "response", "deleted": True}

@@ -2,6 +2,8 @@
 
 Storage is not money: nothing here touches a balance. A row is written only after the
 answer, only with store true, and is never logged; another account's id reads as missing.
+A row names the key that made it: a member key reads, continues and deletes only its own
+key's responses (another key's read as missing), an owner key all of the account's.
 """
 
 from __future__ import annotations
@@ -33,37 +35,47 @@ def with_ids(response_id: str, items: list[dict]) -> list[dict]:
             {**item, "id": f"in_{response_id[5:]}_{index}"} for index, item in enumerate(items)]
 
 
-def save(engine: Engine, account_id: int, response: dict, items: list[dict],
+def save(engine: Engine, account_id: int, key_id: int, response: dict, items: list[dict],
          retention_days: float) -> None:
     """Keep a finished response and its input items for `retention_days`."""
     response = orjson.loads(dumps_bytes(response))  # its cost, a Decimal, as a JSON number
     now = utcnow()
     with engine.begin() as connection:
         connection.execute(insert(_TABLE).values(
-            id=response["id"], account_id=account_id,
+            id=response["id"], account_id=account_id, key_id=key_id,
             previous_response_id=response.get("previous_response_id"),
             model=response["model"], status=response["status"], input_items=items,
             response=response, created_at=now,
             expires_at=now + timedelta(days=retention_days)))
 
 
-def _row(connection, account_id: int, response_id: str):
+def _mine(account_id: int, key_id: int | None, response_id: str) -> list:
+    """The conditions of a response the caller may see: of its account and, for a member
+    key (`key_id` given), of that key; an owner key passes None."""
+    where = [_TABLE.c.id == response_id, _TABLE.c.account_id == account_id]
+    if key_id is not None:
+        where.append(_TABLE.c.key_id == key_id)
+    return where
+
+
+def _row(connection, account_id: int, key_id: int | None, response_id: str):
     return connection.execute(
         select(_TABLE.c.previous_response_id, _TABLE.c.input_items, _TABLE.c.response)
-        .where(_TABLE.c.id == response_id, _TABLE.c.account_id == account_id,
+        .where(*_mine(account_id, key_id, response_id),
                _TABLE.c.expires_at > utcnow())).first()
 
 
-def get(engine: Engine, account_id: int, response_id: str) -> dict:
+def get(engine: Engine, account_id: int, key_id: int | None, response_id: str) -> dict:
     """The stored Response object; 404 when this account has none by that id."""
     with engine.connect() as connection:
-        row = _row(connection, account_id, response_id)
+        row = _row(connection, account_id, key_id, response_id)
     if row is None:
         raise missing(response_id)
     return row.response
 
 
-def conversation(engine: Engine, account_id: int, response_id: str) -> list[dict]:
+def conversation(engine: Engine, account_id: int, key_id: int | None,
+                 response_id: str) -> list[dict]:
     """The items a new response continues from: every earlier input and output, oldest first.
 
     A response deleted or expired inside the chain ends it there (its content is gone).
@@ -74,7 +86,7 @@ def conversation(engine: Engine, account_id: int, response_id: str) -> list[dict
         next_id: str | None = response_id
         while next_id and next_id not in seen and len(chain) < MAX_CHAIN:
             seen.add(next_id)
-            row = _row(connection, account_id, next_id)
+            row = _row(connection, account_id, key_id, next_id)
             if row is None:
                 if next_id == response_id:
                     raise missing(response_id, "previous_response_id")
@@ -84,11 +96,11 @@ def conversation(engine: Engine, account_id: int, response_id: str) -> list[dict
     return [item for items in reversed(chain) for item in items]
 
 
-def input_items(engine: Engine, account_id: int, response_id: str, *, after: str | None,
-                limit: int, order: str) -> dict:
+def input_items(engine: Engine, account_id: int, key_id: int | None, response_id: str, *,
+                after: str | None, limit: int, order: str) -> dict:
     """A page of a response's input items, as OpenAI's list object."""
     with engine.connect() as connection:
-        row = _row(connection, account_id, response_id)
+        row = _row(connection, account_id, key_id, response_id)
     if row is None:
         raise missing(response_id)
     items = list(row.input_items)
@@ -107,11 +119,11 @@ def input_items(engine: Engine, account_id: int, response_id: str, *, after: str
             "has_more": len(items) > limit}
 
 
-def remove(engine: Engine, account_id: int, response_id: str) -> None:
+def remove(engine: Engine, account_id: int, key_id: int | None, response_id: str) -> None:
     """Delete a stored response; 404 when this account has none by that id."""
     with engine.begin() as connection:
         gone = connection.execute(delete(_TABLE).where(
-            _TABLE.c.id == response_id, _TABLE.c.account_id == account_id)).rowcount
+            *_mine(account_id, key_id, response_id))).rowcount
     if not gone:
         raise missing(response_id)
 

@@ -134,13 +134,15 @@ def test_member_keys_are_refused_what_only_owners_may_do(client, accounts, upstr
         client.get("/v1/balance", headers=headers),
         client.get("/v1/billing", headers=headers),
         client.post("/v1/topup", headers=headers, json={"code": "SILK-NOPE"}),
+        client.get("/v1/account/alerts", headers=headers),
+        client.put("/v1/account/alerts", headers=headers, json={"balance_threshold": "1"}),
         client.get("/v1/admin/accounts", headers=headers),
         client.get(f"/v1/admin/accounts/{owner.id}/ledger", headers=headers),
     ]
     for response in refusals:
         assert response.status_code == 403, (response.request.path, response.json)
         assert response.json["error"]["code"] in ("owner_key_required", "permission_denied")
-    assert {r.json["error"]["code"] for r in refusals[:8]} == {"owner_key_required"}
+    assert {r.json["error"]["code"] for r in refusals[:10]} == {"owner_key_required"}
     # What a member key may do: use the API and see its own usage.
     assert chat(client, headers).status_code == 200
     assert chat(client, owner.headers).status_code == 200

@@ -39,7 +39,7 @@ def test_cap_rule_in_sql_agrees_with_python(backend, database_url):
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            for cap in (1, 7, 999, 10**12 + 3):
+            for cap in (1, 7, 999, 10**12 + 3, 10**18 + 99):  # up to the largest cap
                 for percent in rules.CAP_ALERT_PERCENTS:
                     mark = rules.cap_mark(rules.PYTHON, cap, percent)
                     for before, after in ((mark - 1, mark), (mark, mark + 1), (0, mark - 1)):

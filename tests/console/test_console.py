@@ -113,6 +113,9 @@ def test_pages_carry_security_headers(client, operator):
     ("/admin/accounts/{id}/keys", {"rpm_limit": "-3"}),
     ("/admin/accounts/{id}/keys", {"models": "no-such-model"}),
     ("/admin/accounts/{id}/keys", {"expires_at": "tomorrow"}),
+    ("/admin/accounts/{id}/keys", {"role": "admin"}),
+    ("/admin/accounts/{id}/keys", {"spend_caps.day": "lots"}),
+    ("/admin/accounts/{id}/keys", {"spend_caps.total": "-1"}),
     ("/admin/accounts", {"email": "not-an-email"}),
     ("/admin/accounts", {"email": "x@example.com", "credit": "-5"}),
     ("/admin/codes/redemption", {"amount": "0"}),
@@ -141,6 +144,29 @@ def test_bad_queries_are_shown_not_a_500(client, operator, path):
     answer = client.get(path, follow_redirects=True)
     assert answer.status_code < 500
     assert answer.mimetype == "text/html"
+
+
+def test_the_key_form_makes_a_member_key_with_caps_shown_in_the_tables(client, accounts,
+                                                                       operator):
+    from silk.account.models import ApiKey
+    from silk.extensions import db
+
+    _, token = operator
+    user = accounts.make(credit="1", email="team@example.com")
+    answer = client.post(f"/admin/accounts/{user.id}/keys", data={
+        "name": "ci", "role": "member", "spend_caps.day": "0.5", "spend_caps.total": "12",
+        "csrf_token": token})
+    assert answer.status_code == 201, answer.text
+    with client.application.app_context():
+        key = db.session.scalars(db.select(ApiKey).where(ApiKey.account_id == user.id,
+                                                         ApiKey.name == "ci")).one()
+        assert (key.role, key.cap_day_units, key.cap_month_units, key.cap_total_units) == (
+            "member", 500_000_000, None, 12_000_000_000)
+        db.session.remove()
+    for page in (client.get(f"/admin/accounts/{user.id}").text, client.get("/admin/keys").text):
+        assert '<td data-testid="key-role">member</td>' in page
+        assert "day $0.00 of $0.50" in page and "total $0.00 of $12.00" in page
+        assert "month $0.00 <span class=\"muted\">(no cap)</span>" in page
 
 
 def test_the_key_form_carries_every_key_option_of_the_api():

@@ -263,6 +263,10 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     page.fill("#key-rpm_limit", "7")
     page.fill("#key-tpm_limit", "7000")
     page.fill("#key-expires_in_days", "3")
+    page.select_option("#key-role", "member")
+    page.fill("#key-spend_caps-day", "1")
+    page.fill("#key-spend_caps-month", "2.5")
+    page.fill("#key-spend_caps-total", "5")
     _go(page, "form[data-testid=create-key] button")
     secret = page.inner_text("[data-testid=new-secret]").strip()
     assert secret.startswith("sk-")
@@ -271,13 +275,23 @@ def test_accounts_keys_tier_and_state(sqlite_only, app, accounts, gateway, page,
     assert made["models"] == ["deepseek-chat"] if "models" in made else True
     assert (made["rpm_limit"], made["tpm_limit"]) == (7, 7000)
     assert made["expires_at"]
+    assert made["role"] == "member"
+    assert made["spend_caps"] == {"day": 1, "month": Decimal("2.5"), "total": 5}
     _chat(gateway, secret)
-    assert _api(gateway, secret, "GET", "/v1/balance")[0] == 200
+    status, refused = _api(gateway, secret, "GET", "/v1/balance")  # a member key's limits
+    assert (status, refused["error"]["code"]) == (403, "owner_key_required")
+    # The account's page shows the role and the spend against each cap.
+    row = page.locator("table[data-testid=keys] tbody tr", has_text="ci-runner")
+    assert row.locator("[data-testid=key-role]").inner_text() == "member"
+    caps = row.locator("[data-testid=key-caps]").inner_text()
+    assert "of $1.00" in caps and "of $2.50" in caps and "of $5.00" in caps
 
-    # The keys page shows its last use; revoking it there stops it.
+    # The keys page shows its last use, role and caps; revoking it there stops it.
     _go(page, "nav a[href$='/admin/keys']")
     row = page.locator("table[data-testid=all-keys] tbody tr", has_text="ci-runner")
     assert row.locator("[data-testid=last-used]").inner_text() != "—"
+    assert row.locator("[data-testid=key-role]").inner_text() == "member"
+    assert "total $" in row.locator("[data-testid=key-caps]").inner_text()
     screenshot_checks(page.screenshot(path=str(tmp_path / "keys.png"), full_page=True),
                       min_height=500)
     with page.expect_navigation():

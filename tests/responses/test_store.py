@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select, text
@@ -108,6 +109,46 @@ def test_one_account_never_reads_anothers_responses(client, accounts, upstream):
     assert stolen.status_code == 404 and "private" not in stolen.get_data(as_text=True)
     assert accounts.balance_units(other.id) == 10**9  # nothing was held or charged
     assert client.get(f"/v1/responses/{made['id']}", headers=owner.headers).status_code == 200
+
+
+def _member(client, owner) -> SimpleNamespace:
+    made = client.post("/v1/keys", headers=owner.headers, json={"role": "member"})
+    assert made.status_code == 201, made.json
+    return SimpleNamespace(key_id=made.json["id"],
+                           headers={"Authorization": f"Bearer {made.json['key']}"})
+
+
+def test_a_member_key_sees_only_its_own_keys_responses(app, client, accounts, upstream):
+    owner = accounts.make(credit="1")
+    alice, bob = _member(client, owner), _member(client, owner)
+    owners = _create(client, owner, input="the owner's").json
+    alices = _create(client, alice, input="alice's").json
+    for made in (owners, alices):  # another key's response: as missing as another account's
+        for method, path in (("get", ""), ("get", "/input_items"), ("delete", "")):
+            answer = getattr(client, method)(f"/v1/responses/{made['id']}{path}",
+                                              headers=bob.headers)
+            assert answer.status_code == 404, (made["id"], method, path)
+            assert answer.json["error"]["code"] == "response_not_found"
+        stolen = post(client, bob, {"model": "deepseek-chat", "input": "x",
+                                    "previous_response_id": made["id"]})
+        assert stolen.status_code == 404
+        assert stolen.json["error"]["param"] == "previous_response_id"
+    # A member key reads and continues its own; the owner key reads every key's.
+    assert client.get(f"/v1/responses/{alices['id']}", headers=alice.headers).status_code == 200
+    assert client.get(f"/v1/responses/{owners['id']}",
+                      headers=alice.headers).status_code == 404
+    _create(client, alice, input="more", previous_response_id=alices["id"])
+    assert client.get(f"/v1/responses/{alices['id']}", headers=owner.headers).status_code == 200
+    with app.app_context():
+        keys = dict(db.session.execute(select(StoredResponse.id, StoredResponse.key_id)).all())
+        db.session.remove()
+    assert (keys[owners["id"]], keys[alices["id"]]) == (owner.key_id, alice.key_id)
+    # The owner key deletes a member's response; the member deletes only its own.
+    assert client.delete(f"/v1/responses/{alices['id']}",
+                         headers=owner.headers).status_code == 200
+    last = _create(client, alice, input="last").json
+    assert client.delete(f"/v1/responses/{last['id']}", headers=alice.headers).status_code == 200
+    assert accounts.audit() == []
 
 
 def test_responses_expire_through_the_sweep(app, client, accounts, upstream):
