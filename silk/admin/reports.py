@@ -12,7 +12,7 @@ from silk.billing.schemas import (
     tier_input_schema,
     tier_schema,
 )
-from silk.billing.tiers import save_tier, tiers
+from silk.billing.tiers import save_tier, stored_tiers
 from silk.extensions import db
 from silk.metering.audit import audit
 from silk.validation import json_body, load, parse_month
@@ -22,8 +22,10 @@ bp = Blueprint("reports", __name__)
 
 @bp.get("/tiers")
 def list_tiers():
-    """Every tier in effect (config overlaid by operator edits)."""
-    return jsonify({"object": "list", "data": tier_schema.dump(tiers().values(), many=True)})
+    """Every tier (config overlaid by operator edits), read from the database: workers
+    apply an edit at once with Redis, else within 10 s."""
+    return jsonify({"object": "list",
+                    "data": tier_schema.dump(stored_tiers().values(), many=True)})
 
 
 @bp.put("/tiers/<name>")

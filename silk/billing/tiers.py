@@ -38,6 +38,12 @@ def _load(_key: str) -> dict[str, Tier]:
     return merged
 
 
+def stored_tiers() -> dict[str, Tier]:
+    """Every tier as the database holds it now, past any worker's cache (for operators,
+    who expect to read back what they just saved)."""
+    return _load("tiers")
+
+
 def forget_tiers() -> None:
     """Drop this process's cache."""
     cache = current_app.extensions.get("silk.tiers")
