@@ -29,11 +29,16 @@ def tiers() -> dict[str, Tier]:
     return cache.fetch("tiers", _load)
 
 
-def _load(_key: str) -> dict[str, Tier]:
+def _read() -> dict[str, Tier]:
     merged = dict(catalogue().tiers)
     for record in db.session.scalars(select(TierRecord)):
         merged[record.name] = Tier(record.name, Decimal(record.discount_bp) / 10_000,
                                    record.monthly_free_tokens)
+    return merged
+
+
+def _load(_key: str) -> dict[str, Tier]:
+    merged = _read()
     db.session.close()
     return merged
 
@@ -41,7 +46,7 @@ def _load(_key: str) -> dict[str, Tier]:
 def stored_tiers() -> dict[str, Tier]:
     """Every tier as the database holds it now, past any worker's cache (for operators,
     who expect to read back what they just saved)."""
-    return _load("tiers")
+    return _read()
 
 
 def forget_tiers() -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from silk.account import service
-from silk.billing.tiers import tiers
+from silk.billing.tiers import stored_tiers
 from silk.billing.topup import check_adjustment, check_amount, operator_credit
 from silk.catalog import catalogue
 from silk.database import utcnow
@@ -38,7 +38,7 @@ def index():
     page = max(1, min(forms.whole(request.args, "page", 1) or 1, 10**6))
     found = data.search_accounts(query, page)
     return render_template("operator/accounts.html", found=found, q=query,
-                           tiers=sorted(tiers()),
+                           tiers=sorted(stored_tiers()),
                            default_tier=current_app.config["SILK_DEFAULT_TIER"])
 
 
@@ -52,7 +52,7 @@ def create():
         units = check_amount(credit, _maximum(), param="credit") if credit else 0
         account, key = service.create_account(
             form.get("email", ""), tier=form.get("tier") or
-            current_app.config["SILK_DEFAULT_TIER"], known_tiers=tiers(), credit_units=units,
+            current_app.config["SILK_DEFAULT_TIER"], known_tiers=stored_tiers(), credit_units=units,
             is_admin=form.get("admin") == "on", actor=_actor())
     except SilkError as err:
         db.session.rollback()
@@ -70,7 +70,7 @@ def show(account_id: int):
 
 def _account_page(account_id: int, status: int = 200, **extra):
     view = data.account_view(account_id)
-    return render_template("operator/account.html", view=view, tiers=sorted(tiers()),
+    return render_template("operator/account.html", view=view, tiers=sorted(stored_tiers()),
                            kinds=KINDS, key_fields=forms.KEY_FIELDS,
                            models=sorted(catalogue().models), **extra), status
 
@@ -79,7 +79,7 @@ def _account_page(account_id: int, status: int = 200, **extra):
 def change_tier(account_id: int):
     """Move an account to another tier (it applies from the account's next request)."""
     try:
-        account = service.update_account(account_id, known_tiers=tiers(),
+        account = service.update_account(account_id, known_tiers=stored_tiers(),
                                          tier=request.form.get("tier", ""))
     except SilkError as err:
         db.session.rollback()
@@ -94,7 +94,7 @@ def change_status(account_id: int):
     """Disable or enable an account."""
     disable = request.form.get("disabled") == "1"
     try:
-        service.update_account(account_id, known_tiers=tiers(), disabled=disable)
+        service.update_account(account_id, known_tiers=stored_tiers(), disabled=disable)
     except SilkError as err:
         db.session.rollback()
         flash(err.message, "error")

@@ -11,7 +11,7 @@ from silk.account import registration
 from silk.admin.schemas import invite_issue_schema
 from silk.billing import codes
 from silk.billing.schemas import code_issue_schema
-from silk.billing.tiers import tiers
+from silk.billing.tiers import stored_tiers
 from silk.billing.topup import check_amount
 from silk.errors import SilkError
 from silk.extensions import db
@@ -42,7 +42,7 @@ def index():
     return render_template("operator/codes.html", redemption=redemption, invites=invites,
                            state=state, invite_state=invite_state, states=STATES,
                            invite_states=INVITE_STATES, code_state=codes.code_state,
-                           tiers=sorted(tiers()))
+                           tiers=sorted(stored_tiers()))
 
 
 @bp.post("/codes/redemption")
@@ -88,7 +88,7 @@ def issue_invites():
         issued = registration.issue_invites(
             count=request_data["count"], uses=request_data["uses"],
             tier=request_data.get("tier"), expires_at=request_data.get("expires_at"),
-            note=request_data["note"], known_tiers=tiers())
+            note=request_data["note"], known_tiers=stored_tiers())
     except SilkError as err:
         db.session.rollback()
         flash(err.message, "error")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from silk.account.models import Account, ApiKey, InviteCode
 from silk.account.service import find_account, list_accounts
-from silk.billing.tiers import tiers
+from silk.billing.tiers import stored_tiers
 from silk.database import utcnow
 from silk.errors import NotFound
 from silk.extensions import db
@@ -69,7 +69,7 @@ def account_view(account_id: int) -> AccountView:
     """Everything an account's page shows, read in one session."""
     account = find_account(account_id)
     db.session.refresh(account)  # the balance as the database holds it now
-    tier = tier_of(tiers(), account.tier)
+    tier = tier_of(stored_tiers(), account.tier)
     month = month_of(utcnow())
     used = rules.used_in(PYTHON, account.quota_month, account.quota_used, month)
     holds = list(db.session.scalars(

@@ -17,7 +17,7 @@ from flask import (
 from silk.billing import service
 from silk.billing.margin import GROUPINGS, margin_rows, models_below_cost, total
 from silk.billing.schemas import tier_input_schema
-from silk.billing.tiers import save_tier, tiers
+from silk.billing.tiers import save_tier, stored_tiers
 from silk.catalog import catalogue
 from silk.database import utcnow
 from silk.errors import InvalidRequest, SilkError
@@ -53,7 +53,7 @@ def tiers_page():
             "available": cat.available(model), "steps": price.steps,
             "cost": cost.steps[0].price if cost is not None else None,
             "schedule": describe(model.pricing, now) if model.pricing is not None else {}})
-    return render_template("operator/tiers.html", tiers=sorted(tiers().values(),
+    return render_template("operator/tiers.html", tiers=sorted(stored_tiers().values(),
                                                                key=lambda t: t.name),
                            models=models, below_cost=models_below_cost(cat.models), now=now)
 
