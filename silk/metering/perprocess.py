@@ -30,9 +30,20 @@ class PerProcess(Generic[T]):
             weakref.WeakKeyDictionary())
         self._inherited: list[T] = []  # a parent's: never used nor closed here
         self._lock = threading.Lock()
+        # The last answer, looked at first: a process meters one engine, and a weak
+        # dictionary's lookup makes a weak reference on every call.
+        self._last: tuple[weakref.ref[Engine], int, T] | None = None
 
     def get(self, engine: Engine) -> T:
         """This process's object for `engine`."""
+        last = self._last
+        if last is not None and last[0]() is engine and last[1] == os.getpid():
+            return last[2]
+        made = self._get(engine)
+        self._last = (weakref.ref(engine), os.getpid(), made)
+        return made
+
+    def _get(self, engine: Engine) -> T:
         found = self._made.get(engine)
         if found is not None and found[0] == os.getpid():
             return found[1]
@@ -49,6 +60,7 @@ class PerProcess(Generic[T]):
             return made
 
     def _disposed(self, engine: Engine) -> None:
+        self._last = None
         found = self._made.get(engine)
         if found is not None and found[0] == os.getpid():
             self._close(found[1])
