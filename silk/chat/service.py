@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flask import current_app, g
 
@@ -27,16 +27,18 @@ _JSON_TYPES = ("application/json", "application/*")
 _STREAM_TYPES = ("text/event-stream", "text/*")
 
 
-def wants_stream(body: dict, accept: Iterable[tuple[str, float]], default: bool) -> bool:
+def wants_stream(body: dict, accept: Callable[[], Iterable[tuple[str, float]]],
+                 default: bool) -> bool:
     """`stream` as sent; when omitted, what `Accept` prefers, else the operator's default.
 
-    `accept` is the parsed header (werkzeug's `request.accept_mimetypes`): a client that
+    `accept()` gives the parsed header (werkzeug's `request.accept_mimetypes`), parsed only
+    when `stream` was omitted: a client that
     ranks JSON above an event stream gets JSON, and the other way round; `*/*`, no header
     or a tie leaves it to SILK_STREAM_DEFAULT.
     """
     if "stream" in body:
         return body["stream"]
-    ranked = [(value.split(";", 1)[0].strip().lower(), quality) for value, quality in accept]
+    ranked = [(value.split(";", 1)[0].strip().lower(), quality) for value, quality in accept()]
     as_json = _quality(ranked, _JSON_TYPES)
     as_stream = _quality(ranked, _STREAM_TYPES)
     if as_json == as_stream:
@@ -54,7 +56,7 @@ def _quality(ranked: list[tuple[str, float]], types: tuple[str, ...]) -> float:
 
 
 def start(principal: Principal, raw: bytes,
-          accept: Iterable[tuple[str, float]]) -> SurfaceStream | Answer:
+          accept: Callable[[], Iterable[tuple[str, float]]]) -> SurfaceStream | Answer:
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     model = allowed_model(principal, body["model"])

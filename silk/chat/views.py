@@ -16,4 +16,5 @@ bp.register_error_handler(SilkError, errors.render)
 def create_chat_completion():
     """Relay a chat completion, streaming as server-sent events or answering JSON."""
     principal = authenticate()
-    return respond(service.start(principal, read_body(cache=False), request.accept_mimetypes))
+    return respond(service.start(principal, read_body(cache=False),
+                                 lambda: request.accept_mimetypes))

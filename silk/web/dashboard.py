@@ -72,6 +72,18 @@ class DashboardSessionInterface(SecureCookieSessionInterface):
             made = self._serializer = (keys, super().get_signing_serializer(app))
         return made[1]
 
+    def open_session(self, app, request):
+        """A request without cookies (every API call) gets a new empty session at once."""
+        if "HTTP_COOKIE" not in request.environ:
+            return None if self.get_signing_serializer(app) is None else self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        """Nothing to write for a session nobody read or changed and that holds nothing."""
+        if not session and not session.accessed and not session.modified:
+            return
+        super().save_session(app, session, response)
+
     def get_cookie_samesite(self, app):
         """Lax keeps the cookie off cross-site POSTs while links into the dashboard work."""
         return app.config.get("SESSION_COOKIE_SAMESITE") or "Lax"

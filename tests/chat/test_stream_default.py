@@ -27,7 +27,7 @@ def _accept(header: str) -> MIMEAccept:
 ])
 def test_a_preference_decides_under_either_default(header, json_wins):
     for default in (True, False):
-        assert wants_stream({}, _accept(header), default) is not json_wins
+        assert wants_stream({}, lambda h=header: _accept(h), default) is not json_wins
 
 
 @pytest.mark.parametrize("header", [
@@ -35,15 +35,15 @@ def test_a_preference_decides_under_either_default(header, json_wins):
     "text/plain", "application/json;q=0",
 ])
 def test_no_preference_follows_the_default(header):
-    assert wants_stream({}, _accept(header), True) is True
-    assert wants_stream({}, _accept(header), False) is False
+    assert wants_stream({}, lambda: _accept(header), True) is True
+    assert wants_stream({}, lambda: _accept(header), False) is False
 
 
 def test_a_stream_field_always_wins():
     for header in ("application/json", "text/event-stream", "*/*"):
         for default in (True, False):
-            assert wants_stream({"stream": True}, _accept(header), default) is True
-            assert wants_stream({"stream": False}, _accept(header), default) is False
+            assert wants_stream({"stream": True}, lambda h=header: _accept(h), default) is True
+            assert wants_stream({"stream": False}, lambda h=header: _accept(h), default) is False
 
 
 @pytest.mark.parametrize("setting,accept,streams", [
