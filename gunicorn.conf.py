@@ -157,6 +157,28 @@ def post_worker_init(worker):
     threading.Thread(target=check_at_start, args=(worker.wsgi,),
                      kwargs={"say": worker.age == 1}, daemon=True).start()
     _date_once_a_second()
+    _write_in_one_send()
+
+
+def _write_in_one_send() -> None:
+    """Write each piece of an answer with one send where the socket takes it all.
+
+    gevent's sendall asks the kernel for the socket's buffer size on every call (one more
+    system call per SSE event of every stream); a plain send is tried first, and sendall
+    takes over only for what a full buffer left unsent, with the same errors and timeout.
+    """
+    from gunicorn import util
+
+    def write(sock, data, chunked=False):
+        if chunked:
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            data = b"%X\r\n%b\r\n" % (len(data), data)
+        sent = sock.send(data)
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+
+    util.write = write
 
 
 def _date_once_a_second() -> None:
