@@ -11,6 +11,11 @@ They run on driver connections of their own, kept idle per process and set to bu
 twice per transaction cost more than the transaction. The statements are plain SQL for the
 same reason: SQLite answers in microseconds, so SQLAlchemy's per-statement machinery was
 most of the cost of metering a request.
+
+Holds and settlements are group-committed (silk.metering.groupcommit), as on PostgreSQL:
+those that arrive while a worker waits for the lock, or writes, go in its next transaction,
+each in a savepoint of its own, so a burst takes the lock and commits once per batch
+instead of once per request, and one request's refusal undoes only its own statements.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -31,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS, sqlite_in_memory, sqlite_pragmas
 from silk.metering import correction, outbox, rules
+from silk.metering.groupcommit import BatchInterrupted, GroupCommit
 from silk.metering.perprocess import PerProcess
 from silk.metering.state import KEY_SELECT, SELECT, AccountState, KeyState
 from silk.metering.store import (
@@ -68,6 +75,30 @@ class _Connections:
         self.params: Any = {**params, "isolation_level": None, "check_same_thread": False,
                        "timeout": _BUSY_TIMEOUT_MS / 1000}
         self.idle: list[sqlite3.Connection] = []
+        self._engine = weakref.ref(engine)  # the engine owns this object, not the reverse
+        self.batches: GroupCommit[Operation] = GroupCommit(self._run_batch)
+
+    def _run_batch(self, ops: Sequence[Operation]) -> list[Any]:
+        """Run operations in one write transaction, each in a savepoint: an operation that
+        raises is undone alone and its caller gets the exception; a lone one needs none."""
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine was disposed")
+        results: list[Any] = []
+        with write_transaction(engine) as driver:
+            if len(ops) == 1:
+                results.append(ops[0](driver))
+            else:
+                for op in ops:
+                    driver.execute("SAVEPOINT silk_op")
+                    try:
+                        results.append(op(driver))
+                    except Exception as exc:  # noqa: BLE001 - that caller gets it
+                        driver.execute("ROLLBACK TO silk_op")
+                        results.append(_unavailable(exc)
+                                       if isinstance(exc, sqlite3.OperationalError) else exc)
+                    driver.execute("RELEASE silk_op")
+        return results
 
     def take(self) -> sqlite3.Connection:
         """An idle connection, or a new one with the app's settings and no busy wait."""
@@ -104,7 +135,16 @@ class _Connections:
             self.idle.pop().close()
 
 
+Operation = Callable[[sqlite3.Connection], Any]  # statements on the write transaction
 _connections: PerProcess[_Connections] = PerProcess(_Connections, _Connections.close)
+
+
+def batched(engine: Engine, op: Operation) -> Any:
+    """Run `op` in this process's next write transaction on `engine`; its result or error."""
+    try:
+        return _connections.get(engine).batches.submit(op)
+    except BatchInterrupted as exc:  # whether the batch committed is unknown: retryable
+        raise OperationalError("metering batch", None, exc) from exc
 
 
 def _begin(driver: sqlite3.Connection) -> None:
@@ -275,7 +315,8 @@ class SqliteStore(Common):
     def reserve(self, tiers: Mapping[str, Tier], now: datetime, ask: Ask) -> Reserved:
         """Read the account and hold the ask's worst case in one write transaction."""
         month = rules.month_of(now)
-        with write_transaction(self.engine) as driver:
+
+        def hold(driver: sqlite3.Connection) -> Reserved:
             tier, used, bound = plan(lock_account(driver, ask.account_id), ask, tiers, month)
             if ask.key_id is not None:
                 key = run(driver, KEY, {"key": ask.key_id, "account": ask.account_id})
@@ -288,30 +329,38 @@ class SqliteStore(Common):
                 "model": ask.model, "hold": bound.total, "quota": bound.free_tokens,
                 "estimate": ask.prompt_estimate, "worker": identity(), "now": now,
                 "expires": now + timedelta(seconds=ask.ttl_seconds)})
-        return Reserved(reservation_id, tier, bound)
+            return Reserved(reservation_id, tier, bound)
+
+        result: Reserved = batched(self.engine, hold)
+        return result
 
     def write(self, values: dict[str, Any]) -> Written | None:
         """Claim, charge, ledger entry and usage record in one write transaction."""
-        with write_transaction(self.engine) as driver:
-            if count(driver, CLAIM, values) == 1:
-                (balance_after,) = run(driver, SETTLE, values)
-                if values["key"] is not None:
-                    capped = run(driver, KEY_SETTLE, values)
-                    if capped and capped[0]:  # spend alerts: a key without caps has none
-                        count(driver, outbox.SQLITE_KEY_ALERTS, values)
-                if values["charge"]:  # a ledger entry is a change of balance
-                    run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
-                run(driver, NEW_USAGE_RECORD, values)
-                # alerts: balance under its threshold, free quota used up
-                count(driver, outbox.SQLITE_ALERTS, values)
-                return Written(balance_after, values["charge"], values["written_off_units"])
-            if values["claimed"] != "settled":
-                return None
-            return correction.correct(lambda sql, bound: run(driver, sql, bound),
-                                      lambda sql, bound: count(driver, sql, bound), values,
-                                      outbox.SQLITE_KEY_ALERTS)
+        result: Written | None = batched(self.engine, lambda driver: _settle(driver, values))
+        return result
 
     def renew(self, reservation_ids: Sequence[int], expires: datetime) -> int:
         """Move the leases of open holds in one write transaction."""
         with write_transaction(self.engine) as driver:
             return count(driver, renewal(reservation_ids), {"expires": expires})
+
+
+def _settle(driver: sqlite3.Connection, values: dict[str, Any]) -> Written | None:
+    """Claim, charge, ledger entry and usage record on the write transaction."""
+    if count(driver, CLAIM, values) == 1:
+        (balance_after,) = run(driver, SETTLE, values)
+        if values["key"] is not None:
+            capped = run(driver, KEY_SETTLE, values)
+            if capped and capped[0]:  # spend alerts: a key without caps has none
+                count(driver, outbox.SQLITE_KEY_ALERTS, values)
+        if values["charge"]:  # a ledger entry is a change of balance
+            run(driver, NEW_LEDGER_ENTRY, {**values, "balance": balance_after})
+        run(driver, NEW_USAGE_RECORD, values)
+        # alerts: balance under its threshold, free quota used up
+        count(driver, outbox.SQLITE_ALERTS, values)
+        return Written(balance_after, values["charge"], values["written_off_units"])
+    if values["claimed"] != "settled":
+        return None
+    return correction.correct(lambda sql, bound: run(driver, sql, bound),
+                              lambda sql, bound: count(driver, sql, bound), values,
+                              outbox.SQLITE_KEY_ALERTS)

@@ -1,0 +1,93 @@
+"""SQLite's group-committed metering: a batch shares one transaction, each request its own fate."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from silk.errors import InsufficientBalance
+from silk.pricing import Usage
+from tests.chat.helpers import set_quota_left
+from tests.metering.test_service import _reserve, _services
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only(backend):
+    if backend != "sqlite":
+        pytest.skip("SQLite's batches; PostgreSQL has its channel (test_postgres_channel)")
+
+
+def _batches(app):
+    from silk.metering import sqlite
+
+    engine, _, _ = _services(app)
+    return engine, sqlite._connections.get(engine)
+
+
+def test_a_failing_operation_is_undone_alone_in_its_batch(app, accounts):
+    acct = accounts.make(credit="1")
+    engine, connections = _batches(app)
+
+    def add(amount):
+        def op(driver):
+            driver.execute("UPDATE accounts SET reserved_units = reserved_units + ? "
+                           "WHERE id = ?", (amount, acct.id))
+            return amount
+        return op
+
+    def fails(driver):
+        driver.execute("UPDATE accounts SET reserved_units = reserved_units + 1000 "
+                       "WHERE id = ?", (acct.id,))
+        raise ValueError("refused")
+
+    answers = connections._run_batch([add(5), fails, add(7)])
+    assert answers[0] == 5 and answers[2] == 7
+    assert isinstance(answers[1], ValueError)
+    assert accounts.row(acct.id).reserved_units == 12  # the failed one's update was undone
+    with engine.begin() as conn:  # leave the books as they were
+        conn.exec_driver_sql("UPDATE accounts SET reserved_units = 0 WHERE id = ?", (acct.id,))
+    assert accounts.audit() == []
+
+
+def test_a_refusal_in_a_busy_batch_leaves_the_others_charged(app, accounts):
+    acct = accounts.make(credit="0.0006")  # 600,000 units: two holds of 294,000 fit, not three
+    set_quota_left(app, acct.id)
+    engine, _, service = _services(app)
+
+    def request(i):
+        try:
+            hold = _reserve(app, acct.id, f"r{i}")
+        except InsufficientBalance:
+            return None
+        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        settled = list(pool.map(request, range(8)))
+    charged = [s for s in settled if s is not None]
+    each = 100 * 140 + 10 * 280
+    assert len(charged) >= 2 and all(s.charged_units == each for s in charged)
+    row = accounts.row(acct.id)
+    assert row.reserved_units == 0
+    assert row.balance_units == 600_000 - len(charged) * each
+    assert len(accounts.usage_records(acct.id)) == len(charged)
+    assert accounts.audit() == []
+
+
+def test_many_requests_share_commits_and_balance_exactly(app, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    engine, _, service = _services(app)
+
+    def request(i):
+        hold = _reserve(app, acct.id, f"b{i}")
+        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        settled = list(pool.map(request, range(96)))
+    each = 100 * 140 + 10 * 280
+    assert all(s.charged_units == each for s in settled)
+    row = accounts.row(acct.id)
+    assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
+    assert len(accounts.usage_records(acct.id)) == 96
+    assert accounts.audit() == []
