@@ -10,7 +10,8 @@ stdout. Modes:
   sending its next request as soon as the previous answer is complete, for ``--duration``
   seconds after a warm-up; reports requests/s and latency percentiles.
 * ``streams``: ``--n N`` streaming requests, all connected at once from one ``epoll`` loop;
-  reports completed streams, time to first token (first SSE ``data:`` event) percentiles,
+  reports completed streams, time to first token (the first SSE ``data:`` event with a
+  ``delta``: surfaces such as Responses send events before the provider answers) percentiles,
   inter-chunk gaps, total stream time. ``--announce-open`` prints ``ALL_OPEN <s>`` once every
   stream has its first token (so that the caller can sample memory while all are open).
 
@@ -161,6 +162,7 @@ class Resp:
         "events",
         "t_head",
         "t_first",
+        "t_token",
         "t_last",
         "t_end",
         "max_gap",
@@ -180,7 +182,7 @@ class Resp:
         self.keep_body = keep_body
         self.body = bytearray()
         self.events = 0
-        self.t_head = self.t_first = self.t_last = self.t_end = None
+        self.t_head = self.t_first = self.t_token = self.t_last = self.t_end = None
         self.max_gap = 0.0
         self.done_marker = False
         self.usage = False
@@ -329,6 +331,11 @@ class Resp:
                     if gap > self.max_gap:
                         self.max_gap = gap
                 self.t_last = now
+                if self.t_token is None and b'"delta"' in payload:
+                    # the first event carrying output (chat's first chunk, Messages'
+                    # content_block_delta, Responses' output_text.delta): events a surface
+                    # sends before the provider answers (response.created) are not a token
+                    self.t_token = now
                 if b'"prompt_tokens"' in payload or b'"input_tokens"' in payload:
                     self.usage = True
                 if payload.startswith((b'{"error"', b'{"type":"error"')) and (
@@ -725,7 +732,8 @@ def run_streams(args) -> dict:
     for c in allc:
         k = c.result or "connect_failed"
         results[k] = results.get(k, 0) + 1
-    ttft = [c.resp.t_first - c.t0 for c in allc if c.resp.t_first is not None]
+    ttft = [c.resp.t_token - c.t0 for c in allc if c.resp.t_token is not None]
+    first_event = [c.resp.t_first - c.t0 for c in allc if c.resp.t_first is not None]
     gaps = [c.resp.max_gap for c in ok]
     total = [c.resp.t_end - c.t0 for c in ok if c.resp.t_end is not None]
     head = [c.resp.t_head - c.t0 for c in allc if c.resp.t_head is not None]
@@ -740,6 +748,7 @@ def run_streams(args) -> dict:
         "usage_seen": sum(1 for c in ok if c.resp.usage),
         "events_min": min((c.resp.events for c in ok), default=0),
         "ttft_ms": summary(ttft),
+        "first_event_ms": summary(first_event),
         "head_ms": summary(head),
         "max_gap_ms": summary(gaps),
         "stream_total_ms": summary(total),
