@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
@@ -115,25 +113,6 @@ def test_a_session_the_server_ended_is_replaced(app, accounts):
     assert _channel(app)._conn.info.backend_pid != pid
     assert hold.quota_tokens == 1100
     assert accounts.row(acct.id).quota_held == 2 * 1100
-
-
-def test_many_requests_share_commits_and_balance_exactly(app, accounts):
-    acct = accounts.make(credit="1")
-    set_quota_left(app, acct.id)
-    engine, _, service = _services(app)
-
-    def request(i):
-        hold = _reserve(app, acct.id, f"b{i}")
-        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        settled = list(pool.map(request, range(96)))
-    each = 100 * 140 + 10 * 280
-    assert all(s.charged_units == each for s in settled)
-    row = accounts.row(acct.id)
-    assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
-    assert len(accounts.usage_records(acct.id)) == 96
-    assert accounts.audit() == []
 
 
 def test_a_row_locked_elsewhere_delays_only_its_own_requests(app, accounts, monkeypatch):

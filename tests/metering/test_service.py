@@ -166,3 +166,25 @@ def test_sqlite_writer_waits_for_the_lock_without_blocking(app, accounts, backen
     assert time.monotonic() - started >= 0.25
     assert hold.hold_units >= 0 and accounts.row(acct.id).reserved_units == hold.hold_units
     other.close()
+
+
+def test_many_requests_share_commits_and_balance_exactly(app, accounts):
+    """Both stores group-commit: 96 requests from 16 threads, each charged exactly once."""
+    from tests.chat.helpers import set_quota_left
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    engine, _, service = _services(app)
+
+    def request(i):
+        hold = _reserve(app, acct.id, f"b{i}")
+        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        settled = list(pool.map(request, range(96)))
+    each = 100 * 140 + 10 * 280
+    assert all(s.charged_units == each for s in settled)
+    row = accounts.row(acct.id)
+    assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
+    assert len(accounts.usage_records(acct.id)) == 96
+    assert accounts.audit() == []

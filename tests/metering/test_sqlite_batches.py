@@ -72,22 +72,3 @@ def test_a_refusal_in_a_busy_batch_leaves_the_others_charged(app, accounts):
     assert row.balance_units == 600_000 - len(charged) * each
     assert len(accounts.usage_records(acct.id)) == len(charged)
     assert accounts.audit() == []
-
-
-def test_many_requests_share_commits_and_balance_exactly(app, accounts):
-    acct = accounts.make(credit="1")
-    set_quota_left(app, acct.id)
-    engine, _, service = _services(app)
-
-    def request(i):
-        hold = _reserve(app, acct.id, f"b{i}")
-        return service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        settled = list(pool.map(request, range(96)))
-    each = 100 * 140 + 10 * 280
-    assert all(s.charged_units == each for s in settled)
-    row = accounts.row(acct.id)
-    assert row.reserved_units == 0 and row.balance_units == 10**9 - 96 * each
-    assert len(accounts.usage_records(acct.id)) == 96
-    assert accounts.audit() == []
