@@ -31,6 +31,7 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 
 from silk.sockets import readable_now
 from silk.upstream import resolver
+from silk.upstream.silence import Silence, cooperative
 
 _READ_SIZE = 65536
 _BREAK = re.compile(r"[\r\n]")
@@ -134,12 +135,18 @@ class Transport:
         """
         message = self.head(headers, len(body)) + body
         conn = self._connection(timeout)
-        answer = AnswerReader(self.pool, conn)
+        read_timeout = timeout.read_timeout
+        silence = Silence(read_timeout) if read_timeout and cooperative() else None
+        answer = AnswerReader(self.pool, conn, silence)
         answer.begin(message)
         return UpstreamResponse(answer, self.url, self.adapter)
 
     def _connection(self, timeout: urllib3.Timeout) -> HTTPConnection:
-        """A pooled connection if one is open and quiet, else a new one; its reads time out."""
+        """A pooled connection if one is open and quiet, else a new one; its reads time out.
+
+        In a gevent worker the socket itself has no timeout: the answer's `Silence` bounds
+        each wait instead.
+        """
         try:
             conn = self.pool._get_conn()
             if conn.sock is None:
@@ -150,7 +157,7 @@ class Transport:
                     conn.close()
                     self.pool._put_conn(None)
                     raise
-            conn.sock.settimeout(timeout.read_timeout)
+            conn.sock.settimeout(None if cooperative() else timeout.read_timeout)
         except (ConnectTimeoutError, NewConnectionError) as exc:
             if isinstance(exc, NewConnectionError):
                 raise requests.ConnectionError(exc) from exc
@@ -241,9 +248,12 @@ class AnswerReader:
     or, at close, if the rest of it is already waiting; otherwise it is closed.
     """
 
-    def __init__(self, pool: urllib3.HTTPConnectionPool, conn: HTTPConnection):
+    def __init__(self, pool: urllib3.HTTPConnectionPool, conn: HTTPConnection,
+                 silence: Silence | None = None):
+        """`silence` bounds each wait for the socket when the socket has no timeout."""
         self._pool = pool
         self._conn: HTTPConnection | None = conn
+        self._silence = silence
         self._parser = httptools.HttpResponseParser(self)
         self._pending: list[bytes] = []
         self._inflate = None
@@ -302,7 +312,12 @@ class AnswerReader:
     # reading
     def _fill(self) -> None:
         """Read what the socket has (waiting for it) and parse it."""
-        data = self._conn.sock.recv(_READ_SIZE) if self._conn else b""
+        if self._conn is None:
+            data = b""
+        elif self._silence is None:
+            data = self._conn.sock.recv(_READ_SIZE)
+        else:
+            data = self._silence.wait(self._conn.sock.recv, _READ_SIZE)
         if not data:
             if self.head_done and not self._framed and self._conn is not None:
                 self.complete = True  # a body that ends with the connection
@@ -316,7 +331,10 @@ class AnswerReader:
         and is raised as requests' exception."""
         try:
             if message is not None:
-                self._conn.sock.sendall(message)
+                if self._silence is None:
+                    self._conn.sock.sendall(message)
+                else:
+                    self._silence.wait(self._conn.sock.sendall, message)
             while not done():
                 self._fill()
         except BaseException as exc:
@@ -358,6 +376,8 @@ class AnswerReader:
     def _finish(self) -> None:
         """The answer is read: the connection is reusable unless it was told otherwise."""
         conn, self._conn = self._conn, None
+        if self._silence is not None:
+            self._silence.stop()
         if conn is None:
             return
         if self._messages == 1 and self._reusable:
@@ -369,6 +389,8 @@ class AnswerReader:
     def discard(self) -> None:
         """Close the connection: its state is unknown or it carries the rest of an answer."""
         conn, self._conn = self._conn, None
+        if self._silence is not None:
+            self._silence.stop()
         if conn is not None:
             conn.close()
             self._pool._put_conn(None)

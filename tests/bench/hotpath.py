@@ -4,13 +4,16 @@ upstream, every request authenticated, validated, reserved and charged like in p
 
     python tests/bench/hotpath.py --db sqlite --n 2000                 # timing and books
     python tests/bench/hotpath.py --db sqlite --n 300 --surface messages
-    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
-        python tests/bench/hotpath.py --db sqlite --n 200 --marks      # instructions
+    python tests/bench/hotpath.py --db sqlite --n 600 --stream --gap-ms 1   # streams
+    SILK_HOTPATH_CALLGRIND=1 valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
+        python tests/bench/hotpath.py --db sqlite --n 200                 # instructions
 
-Instruction counts do not depend on what else the machine runs: run once with --n A and once
-with --n B (same warm-up) and (I_B - I_A) / (B - A) is the instructions of one request.
-``--marks`` prints callgrind's own totals when run under it (via ``callgrind_control``); the
-README of this directory says how the figures were taken. gevent patches everything first,
+Instruction counts do not depend on what else the machine runs. With SILK_HOTPATH_CALLGRIND
+set, callgrind's counters are zeroed after the warm-up and dumped after the measured
+requests (via ``callgrind_control``), so the ``summary:`` of the dump (``/tmp/cg.PID.1``)
+divided by --n is the instructions of one request. ``--gap-ms`` paces the fake upstream's
+stream chunks (by default they come at once, which measures a stream read in few pieces);
+the README of this directory says how the figures were taken. gevent patches everything first,
 as in ``wsgi.py``, so the same transport and database drivers run as under gunicorn.
 """
 
@@ -99,11 +102,16 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     ap.add_argument("--stream", action="store_true", help="streaming requests instead")
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="the fake upstream's wait before and between stream chunks")
     args = ap.parse_args(argv)
 
     logdir = Path(tempfile.mkdtemp(prefix="silk-hotpath-"))
     upstream = FakeUpstream(sys.executable, logdir)
     upstream.start()
+    # Streams at full speed unless asked otherwise: this measures the gateway's work per
+    # stream, not the pacing of a real model.
+    upstream.set_profile(ttft_ms=args.gap_ms, gap_ms=args.gap_ms)
     gw = Gateway(args.db, logdir, upstream, 1, sys.executable, None, args.pg_base)
     gw.pg_dbname = f"silk_hotpath_{os.getpid()}"
     try:
