@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import smtplib
 import ssl
@@ -18,6 +19,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import requests
+import urllib3
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -76,20 +78,64 @@ def body_of(event: outbox.Claimed, account: Mapping[str, Any] | None) -> dict[st
 
 def post_webhook(url: str, secret: str, body: bytes, event_id: str, *,
                  allow_private: bool, timeout: float) -> None:
-    """POST a signed event; raise Undelivered unless the receiver answers 2xx."""
+    """POST a signed event; raise Undelivered unless the receiver answers 2xx.
+
+    Unless private addresses are allowed, the POST goes to an address the URL's check
+    approved (the next one if a connection cannot be made), with the URL's host name for
+    Host, SNI and the certificate.
+    """
     try:
-        check_url(url, allow_private=allow_private)
+        addresses = check_url(url, allow_private=allow_private)
     except UnsafeUrl as exc:
         raise Undelivered(str(exc)) from None
     headers = {"Content-Type": "application/json", "User-Agent": "SilkGateway-Alerts",
                "Silk-Event-Id": event_id, signing.HEADER: signing.sign(secret, body)}
-    try:
-        answer = requests.post(url, data=body, headers=headers, timeout=timeout,
-                               allow_redirects=False)
-    except requests.RequestException as exc:
-        raise Undelivered(f"webhook: {type(exc).__name__}") from None
-    if not 200 <= answer.status_code < 300:
-        raise Undelivered(f"webhook answered {answer.status_code}")
+    if not addresses:
+        try:
+            status = requests.post(url, data=body, headers=headers, timeout=timeout,
+                                   allow_redirects=False).status_code
+        except requests.RequestException as exc:
+            raise Undelivered(f"webhook: {type(exc).__name__}") from None
+    else:
+        status = _post_pinned(url, addresses, body, headers, timeout)
+    if not 200 <= status < 300:
+        raise Undelivered(f"webhook answered {status}")
+
+
+def _trusted() -> str:
+    """The certificate bundle requests would verify with (its environment variables too)."""
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or requests.certs.where())
+
+
+def _post_pinned(url: str, addresses: list[str], body: bytes, headers: dict[str, str],
+                 timeout: float) -> int:
+    """POST to the first of `addresses` that takes a connection; the answer's status."""
+    parsed = urllib3.util.parse_url(url)
+    https = parsed.scheme == "https"
+    port = parsed.port or (443 if https else 80)
+    host = parsed.host or ""
+    headers = {**headers, "Host": host if parsed.port is None else f"{host}:{parsed.port}"}
+    failure: Exception | None = None
+    for address in addresses:
+        options: dict[str, Any] = {"port": port, "maxsize": 1, "retries": False,
+                                   "timeout": urllib3.Timeout(connect=timeout, read=timeout)}
+        if https:
+            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+                address, **options, server_hostname=host.strip("[]"),
+                assert_hostname=host.strip("[]"), cert_reqs="CERT_REQUIRED",
+                ca_certs=_trusted())
+        else:
+            pool = urllib3.HTTPConnectionPool(address, **options)
+        try:
+            with pool:
+                return pool.urlopen("POST", parsed.request_uri, body=body, headers=headers,
+                                    redirect=False, retries=False).status
+        except urllib3.exceptions.NewConnectionError as exc:
+            failure = exc  # this address takes no connection: the next one may
+        except urllib3.exceptions.HTTPError as exc:
+            raise Undelivered(f"webhook: {type(exc).__name__}") from None
+    raise Undelivered(f"webhook: {type(failure).__name__}")
 
 
 def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str, Any]) -> None:

@@ -11,25 +11,35 @@ class UnsafeUrl(ValueError):
     """A webhook URL the gateway will not post to; the message says why."""
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
+def check_url(url: str, *, allow_private: bool) -> list[str]:
     """Raise UnsafeUrl unless `url` is http(s) and, unless `allow_private`, every address
     its host resolves to is public (no loopback, private, link-local or reserved range:
-    the gateway would otherwise post into its own network for whoever sets the URL)."""
+    the gateway would otherwise post into its own network for whoever sets the URL).
+
+    Returns the addresses checked ([] when private ones are allowed): a delivery connects
+    to one of them, not to what a second lookup of the host says, which a name server
+    could answer differently (DNS rebinding).
+    """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UnsafeUrl("must be an http or https URL with a host")
     if parsed.username or parsed.password:
         raise UnsafeUrl("must not carry a user or password")
     if allow_private:
-        return
+        return []
     try:
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         infos = socket.getaddrinfo(parsed.hostname, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError):
         raise UnsafeUrl("its host does not resolve") from None
+    addresses: list[str] = []
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        text = str(info[4][0]).split("%", 1)[0]
+        address = ipaddress.ip_address(text)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         if not address.is_global:
             raise UnsafeUrl("points to a loopback, private or reserved address")
+        if text not in addresses:
+            addresses.append(text)
+    return addresses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,13 +15,15 @@ class Receiver:
     """Records every delivery; `fail` answers 500 that many times; `hang_on` holds the
     first delivery of that event id until `release` is set."""
 
-    def __init__(self, secret: str = "") -> None:
+    def __init__(self, secret: str = "", host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
         self.fail = 0
         self.hang_on: str | None = None
         self.hung = threading.Event()  # the delivery to hang on arrived
         self.release = threading.Event()
         self.deliveries: list[dict] = []  # every arrival, repeats included
+        self.hosts: list[str] = []  # the Host header of each arrival
         self.bad_signatures = 0
         self.accepted: dict[str, dict] = {}  # by id: what a receiver acts on, once
         self._lock = threading.Lock()
@@ -34,6 +37,7 @@ class Receiver:
                 event = json.loads(body)
                 with receiver._lock:
                     receiver.deliveries.append(event)
+                    receiver.hosts.append(self.headers.get("Host", ""))
                     if not signed:
                         receiver.bad_signatures += 1
                     failing = receiver.fail > 0
@@ -56,9 +60,12 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}/hook"
 
     def counts(self) -> Counter:
         """How many times each event id arrived."""

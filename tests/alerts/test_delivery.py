@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import threading
 from datetime import timedelta
 
@@ -67,6 +69,85 @@ def test_private_webhook_refused_by_default(client, accounts):
                         headers=acct.headers)
     assert answer.status_code == 400
     assert client.put("/v1/account/alerts", json={}).status_code == 401
+
+
+_GETADDRINFO = socket.getaddrinfo
+
+
+def _rebinding_dns(monkeypatch, answers: dict[str, list[str]]) -> None:
+    """A name server whose first answer for hooks.example is public and later ones are
+    loopback; the public addresses themselves lead to other loopback addresses here."""
+    real = _GETADDRINFO
+    looked_up = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "hooks.example":
+            looked_up.append(host)
+            names = answers["first"] if len(looked_up) == 1 else ["127.0.0.1"]
+            return [info for name in names for info in real(name, port, *args, **kwargs)]
+        return real(answers.get(host, [host])[0], port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_webhook_goes_to_the_address_that_was_checked(monkeypatch):
+    """DNS rebinding: the host passes the check as public, then resolves to loopback; the
+    event still goes only to the checked address, with the URL's host name as Host."""
+    from silk.alerts.delivery import post_webhook
+
+    with Receiver("whsec_test", host="127.0.0.2") as checked, \
+            Receiver("whsec_test", host="127.0.0.1", port=checked.port) as internal:
+        _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                     "93.184.216.34": ["127.0.0.2"]})
+        body = json.dumps({"id": "evt_pinned"}).encode()
+        post_webhook(f"http://hooks.example:{checked.port}/hook", "whsec_test", body,
+                     "evt_pinned", allow_private=False, timeout=5)
+        assert [e["id"] for e in checked.deliveries] == ["evt_pinned"]
+        assert checked.hosts == [f"hooks.example:{checked.port}"]
+        assert internal.deliveries == []
+
+
+def test_a_pinned_https_webhook_checks_the_certificate_of_the_urls_host(monkeypatch, tmp_path):
+    """Over TLS the checked address is reached with the URL's host name for SNI and the
+    certificate; a certificate for another name is refused."""
+    import trustme
+
+    from silk.alerts.delivery import Undelivered, post_webhook
+
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    for name, delivered in (("hooks.example", True), ("other.example", False)):
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(context)
+        with Receiver("whsec_test", host="127.0.0.2", tls=context) as checked:
+            _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                         "93.184.216.34": ["127.0.0.2"]})
+            body = json.dumps({"id": f"evt_{name}"}).encode()
+            url = f"https://hooks.example:{checked.port}/hook"
+            if delivered:
+                post_webhook(url, "whsec_test", body, "x", allow_private=False, timeout=5)
+            else:
+                with pytest.raises(Undelivered, match="SSLError"):
+                    post_webhook(url, "whsec_test", body, "x", allow_private=False, timeout=5)
+            assert [e["id"] for e in checked.deliveries] == ([f"evt_{name}"] if delivered
+                                                             else [])
+
+
+def test_a_webhook_tries_the_next_checked_address_when_one_refuses(monkeypatch):
+    from silk.alerts.delivery import post_webhook
+
+    with Receiver("whsec_test", host="127.0.0.2") as checked, \
+            Receiver("whsec_test", host="127.0.0.1", port=checked.port) as internal:
+        _rebinding_dns(monkeypatch, {"first": ["93.184.216.34", "93.184.216.35"],
+                                     "93.184.216.34": ["127.0.0.3"],  # nothing listens
+                                     "93.184.216.35": ["127.0.0.2"]})
+        body = json.dumps({"id": "evt_second"}).encode()
+        post_webhook(f"http://hooks.example:{checked.port}/hook", "whsec_test", body,
+                     "evt_second", allow_private=False, timeout=5)
+        assert [e["id"] for e in checked.deliveries] == ["evt_second"]
+        assert internal.deliveries == []
 
 
 @pytest.mark.parametrize("app_config", [ALLOW_LOOPBACK])
