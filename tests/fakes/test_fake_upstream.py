@@ -278,6 +278,38 @@ def test_tool_call_option_answers_with_one_call(fake):
     assert events[-1]["usage"]["completion_tokens"] == tool_call_tokens(args) and done
 
 
+@pytest.mark.parametrize("order", ["sequential", "interleaved", "rounds"])
+def test_tool_calls_option_answers_with_several_calls_in_order(fake, order):
+    calls = [{"name": "a", "arguments": '{"x": "12345678"}'}, {"name": "b", "arguments": "{}"},
+             {"name": "c", "arguments": '{"y": 1}'}]
+    fake.enqueue("deepseek", tool_calls=json.dumps(calls), tool_stream=order)
+    doc = post(fake, "deepseek", body()).json()
+    message = doc["choices"][0]["message"]
+    assert [c["function"] for c in message["tool_calls"]] == calls
+    assert doc["usage"]["completion_tokens"] == sum(tool_call_tokens(c["arguments"])
+                                                    for c in calls)
+    fake.enqueue("deepseek", tool_calls=calls, tool_stream=order)
+    events, _, done, _ = read_sse(post(fake, "deepseek", body(stream=True), stream=True))
+    deltas = [d for e in events for d in e["choices"][0]["delta"].get("tool_calls", ())]
+    assert done and all(len(e["choices"][0]["delta"].get("tool_calls", ())) <= 1
+                        for e in events)
+    indexes = [d["index"] for d in deltas]
+    starts = [d["index"] for d in deltas if "id" in d]
+    assert starts == [0, 1, 2]
+    for index, call in enumerate(calls):
+        mine = [d for d in deltas if d["index"] == index]
+        assert mine[0]["function"] == {"name": call["name"], "arguments": ""}
+        assert "".join(d["function"]["arguments"] for d in mine) == call["arguments"]
+    if order == "sequential":
+        assert indexes == sorted(indexes)
+    else:  # every call starts, with its first piece, before any call's second piece
+        assert indexes[:6] == [0, 0, 1, 1, 2, 2]
+        rest = indexes[6:]
+        assert rest == ([0, 0, 0, 0, 2] if order == "interleaved" else [0, 2, 0, 0, 0])
+    with pytest.raises(ValueError):
+        fake.behave(tool_stream="sideways")
+
+
 def test_constructor_defaults_and_keys():
     with FakeUpstream(keys={"ark": ["a1", "a2"]}, reply="One two", cache_hit=2) as other:
         assert other.base_url("deepseek") == f"http://127.0.0.1:{other.port}/deepseek"

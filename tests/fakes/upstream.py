@@ -66,7 +66,12 @@ arguments follow in pieces of four characters. The call costs one token for its 
 one per piece of four characters (:func:`tool_call_tokens`); output limits do not cut it.
 Reasoning, when on, still comes first. Once the conversation holds a tool result (a ``tool``
 message), or when the request offers tools but not NAME, the reply comes instead: an
-agent's loop ends after one call.
+agent's loop ends after one call. ``tool_calls`` answers with several calls instead, a list
+of ``{"name", "arguments"}`` (or its JSON text), at chat indexes 0, 1, ...; each costs what
+one call does. ``tool_stream`` says how their chunks are ordered: ``sequential`` (the
+default: each call whole before the next starts), ``interleaved`` (every call starts, its
+first piece with it, before the rest of any call's pieces, which then follow call by call)
+or ``rounds`` (after those starts, the remaining pieces alternate between calls, one each).
 
 Anthropic Messages: each provider also answers at ``/<provider>/anthropic/v1/messages``
 (:meth:`FakeUpstream.anthropic_base_url`), key in ``x-api-key`` or Bearer, in Anthropic's
@@ -141,6 +146,21 @@ def _non_negative(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return check
 
 
+def _tool_calls(value: Any) -> list[dict[str, str]]:
+    calls = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str)
+            and isinstance(c.get("arguments", ""), str) for c in calls):
+        raise ValueError('expected a list of {"name", "arguments"} objects')
+    return [{"name": c["name"], "arguments": c.get("arguments", "{}")} for c in calls]
+
+
+def _tool_stream(value: Any) -> str:
+    if value not in ("sequential", "interleaved", "rounds"):
+        raise ValueError(f"expected sequential, interleaved or rounds, got {value!r}")
+    return value
+
+
 OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "status": int,                      # non-200: error body in the provider's dialect
     "delay": _non_negative(float),      # seconds before the response headers
@@ -168,6 +188,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "long_line": _non_negative(int),    # stream: a data line of n bytes after the first chunk
     "tool_call": str,                   # answer with a call to this function, not a reply
     "tool_args": str,                   # the call's arguments (JSON text), "{}" by default
+    "tool_calls": _tool_calls,          # several calls: [{"name", "arguments"}, ...]
+    "tool_stream": _tool_stream,        # sequential | interleaved | rounds
 }
 
 
@@ -236,6 +258,30 @@ def pieces_reply(n: int, prefix: str = "w") -> str:
 def tool_arg_pieces(arguments: str) -> list[str]:
     """A tool call's arguments as streamed: pieces of four characters."""
     return [arguments[i:i + 4] for i in range(0, len(arguments), 4)]
+
+
+def tool_call_deltas(tools: list[dict[str, str]], order: str | None = None
+                     ) -> Iterator[tuple[int, dict]]:
+    """The (chat index, tool call delta) a stream sends for ``tools``, in ``tool_stream`` order:
+    a call's start (id, name, empty arguments), then its pieces of four characters."""
+    starts = [[(i, {"id": tool["id"], "type": "function",
+                    "function": {"name": tool["name"], "arguments": ""}})]
+              for i, tool in enumerate(tools)]
+    pieces = [[(i, {"function": {"arguments": piece}})
+               for piece in tool_arg_pieces(tool["arguments"])] for i, tool in enumerate(tools)]
+    if order in ("interleaved", "rounds"):
+        for start, rest in zip(starts, pieces, strict=True):
+            yield from start + rest[:1]
+        rests = [rest[1:] for rest in pieces]
+        if order == "interleaved":
+            for rest in rests:
+                yield from rest
+        else:
+            for turn in itertools.zip_longest(*rests):
+                yield from (delta for delta in turn if delta is not None)
+        return
+    for start, rest in zip(starts, pieces, strict=True):
+        yield from start + rest
 
 
 def tool_call_tokens(arguments: str) -> int:
@@ -524,14 +570,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
-        tool = None
-        if opts.get("tool_call") and wants_tool_call(body, opts["tool_call"]):
-            tool = {"id": "call_" + rid.removeprefix("fakereq-"), "name": opts["tool_call"],
-                    "arguments": opts.get("tool_args", "{}")}
+        tools: list[dict[str, str]] = []
+        call_id = "call_" + rid.removeprefix("fakereq-")
+        if opts.get("tool_calls") and all(wants_tool_call(body, call["name"])
+                                          for call in opts["tool_calls"]):
+            tools = [{"id": f"{call_id}_{i}", **call} for i, call in enumerate(opts["tool_calls"])]
+        elif opts.get("tool_call") and wants_tool_call(body, opts["tool_call"]):
+            tools = [{"id": call_id, "name": opts["tool_call"],
+                      "arguments": opts.get("tool_args", "{}")}]
         reasoning, content, finish = truncate(provider, body, reasoning,
-                                              [] if tool else reply_pieces(opts.get("reply", "")))
+                                              [] if tools else reply_pieces(opts.get("reply", "")))
         prompt = count_prompt_tokens(body["messages"])
-        called = tool_call_tokens(tool["arguments"]) if tool else 0
+        called = sum(tool_call_tokens(tool["arguments"]) for tool in tools)
         usage = build_usage(provider, prompt, len(content) + len(reasoning) + called,
                             len(reasoning), opts.get("cache_hit", 0))
         if opts.get("usage_json"):
@@ -539,8 +589,8 @@ class _Handler(BaseHTTPRequestHandler):
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"], "finish": "tool_calls" if tool else finish,
-                "tool": tool}
+                "model": body["model"], "finish": "tool_calls" if tools else finish,
+                "tools": tools}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -563,11 +613,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                   content: list[str], usage: dict | None) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-        tool = meta["tool"]
-        if tool:
+        if meta["tools"]:
             message["content"] = None
             message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
-                "name": tool["name"], "arguments": tool["arguments"]}}]
+                "name": tool["name"], "arguments": tool["arguments"]}} for tool in meta["tools"]]
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
         doc: dict[str, Any] = {
@@ -633,15 +682,9 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in content:
                 counts[1] += 1
                 yield chunk({"content": piece})
-            tool = meta["tool"]
-            if tool:
+            for index, call in tool_call_deltas(meta["tools"], opts.get("tool_stream")):
                 counts[1] += 1
-                yield chunk({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
-                                             "function": {"name": tool["name"],
-                                                          "arguments": ""}}]})
-                for piece in tool_arg_pieces(tool["arguments"]):
-                    counts[1] += 1
-                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                yield chunk({"tool_calls": [{"index": index, **call}]})
             yield chunk({}, meta["finish"])
             if usage is not None:
                 for _ in range(1 + opts.get("repeat_usage", 0)):
