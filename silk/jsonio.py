@@ -18,6 +18,16 @@ def dumps_bytes(obj) -> bytes:
     return orjson.dumps(obj, default=_default)
 
 
+def whole_object(text: str) -> bool:
+    """Whether text is a whole JSON object: no further text but whitespace keeps it JSON."""
+    if not text.rstrip().endswith("}"):
+        return False
+    try:
+        return isinstance(orjson.loads(text), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 class OrjsonProvider(JSONProvider):
     """Flask JSON provider backed by orjson."""
 

@@ -4,7 +4,9 @@ Translated answers (chat completions) are rebuilt as Anthropic's stream: message
 ping, content blocks (thinking, text, tool_use with input_json_delta), message_delta with
 the stop reason and the usage billed with its cost, message_stop. A native provider's
 events pass as it sent them, except that its message_delta waits for the settlement to
-carry the cost, and message_stop is sent once the request is settled.
+carry the cost, and message_stop is sent once the request is settled. silk.messages.blocks
+keeps the translated stream's content blocks: the open one, and those that wait behind a
+tool call whose arguments may still grow.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from decimal import Decimal
 
 import orjson
 
-from silk.jsonio import dumps_bytes
+from silk.messages.blocks import Blocks, event
 from silk.messages.errors import stream_error
 from silk.metering.meter import Bill
 from silk.pricing import Usage
@@ -27,11 +29,6 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 _EVENT_NAME = re.compile(r"[a-z_]{1,64}")  # Anthropic's event names
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-
-
-def event(kind: str, data: dict) -> bytes:
-    """One server-sent event named as Anthropic names it."""
-    return b"event: " + kind.encode() + b"\ndata: " + dumps_bytes(data) + b"\n\n"
 
 
 def usage_object(bill: Bill, reported: dict | None = None) -> dict:
@@ -67,38 +64,7 @@ def _message_start(message_id: str, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0}}}) + PING
 
 
-class _Blocks:
-    """The content blocks of a translated stream: which is open, and its index."""
-
-    __slots__ = ("index", "kind", "tools")
-
-    def __init__(self):
-        self.index = -1
-        self.kind: str | None = None
-        self.tools: dict[int, int] = {}  # chat tool call index -> block index
-
-    def close(self) -> bytes:
-        if self.kind is None:
-            return b""
-        self.kind = None
-        return event("content_block_stop", {"type": "content_block_stop", "index": self.index})
-
-    def open(self, kind: str, block: dict) -> bytes:
-        out = self.close()
-        self.index += 1
-        self.kind = kind
-        return out + event("content_block_start", {"type": "content_block_start",
-                                                   "index": self.index, "content_block": block})
-
-    def delta(self, kind: str, block: dict, field: str, text: str) -> bytes:
-        """A text or thinking delta, written directly: one per chunk of a stream."""
-        out = b"" if self.kind == kind else self.open(kind, block)
-        return out + (b'event: content_block_delta\ndata: {"type":"content_block_delta",'
-                      b'"index":%d,"delta":{"type":"%s_delta","%s":%s}}\n\n'
-                      % (self.index, kind.encode(), field.encode(), orjson.dumps(text)))
-
-
-def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[bytes, str | None]:
+def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[bytes, str | None]:
     """One chat chunk's deltas as Anthropic events, and its finish reason if it has one."""
     out = b""
     finish = None
@@ -110,11 +76,11 @@ def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[byt
         delta = delta if isinstance(delta, dict) else {}
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
-            out += blocks.delta("thinking", {"type": "thinking", "thinking": "",
-                                             "signature": ""}, "thinking", reasoning)
+            out += blocks.text("thinking", {"type": "thinking", "thinking": "",
+                                            "signature": ""}, reasoning)
         text = delta.get("content")
         if isinstance(text, str) and text:
-            out += blocks.delta("text", {"type": "text", "text": ""}, "text", text)
+            out += blocks.text("text", {"type": "text", "text": ""}, text)
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             out += _tool_delta(call, blocks, request_id)
@@ -123,27 +89,29 @@ def _translated_chunk(data: dict, blocks: _Blocks, request_id: str) -> tuple[byt
     return out, finish
 
 
-def _tool_delta(call, blocks: _Blocks, request_id: str) -> bytes:
+def _tool_delta(call, blocks: Blocks, request_id: str) -> bytes:
+    """A tool call's piece: a new call's block (open, or waiting), then its arguments.
+
+    A call is new at a chat index not seen before, or with an id other than its call's.
+    """
     if not isinstance(call, dict):
         return b""
     index = call.get("index")
     position = index if isinstance(index, int) else 0
     function = call.get("function")
     function = function if isinstance(function, dict) else {}
+    call_id = call.get("id") if isinstance(call.get("id"), str) else ""
+    kind = blocks.calls.get(position)
     out = b""
-    if position not in blocks.tools:
-        call_id = call.get("id") if isinstance(call.get("id"), str) else (
-            f"toolu_{request_id}_{position}")
-        out += blocks.open(f"tool{position}", {"type": "tool_use", "id": call_id,
-                                               "name": str(function.get("name") or ""),
-                                               "input": {}})
-        blocks.tools[position] = blocks.index
+    if kind is None or (call_id and kind != f"tool{position}:{call_id}"):
+        call_id = call_id or f"toolu_{request_id}_{position}"
+        kind = f"tool{position}:{call_id}"
+        out += blocks.call(position, kind, {"type": "tool_use", "id": call_id,
+                                            "name": str(function.get("name") or ""),
+                                            "input": {}})
     arguments = function.get("arguments")
-    if isinstance(arguments, str) and arguments and blocks.kind == f"tool{position}":
-        out += event("content_block_delta", {"type": "content_block_delta",
-                                             "index": blocks.index, "delta": {
-                                                 "type": "input_json_delta",
-                                                 "partial_json": arguments}})
+    if isinstance(arguments, str) and arguments:
+        out += blocks.piece(kind, arguments)
     return out
 
 
@@ -166,7 +134,7 @@ def encode_stream(events: Iterable, *, model: str, request_id: str, native: bool
 
 
 def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterator[bytes]:
-    blocks = _Blocks()
+    blocks = Blocks()
     started = False
     stop_reason = "end_turn"
     for item in events:
@@ -186,12 +154,12 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
         elif type(item) is Done:
             if not started:
                 yield _message_start(f"msg_{request_id}", model)
-            yield blocks.close() + event("message_delta", {
+            yield blocks.end() + event("message_delta", {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                 "usage": usage_object(item.bill)}) + STOP
         elif type(item) is Failed:
-            yield event("error", _error_event(item))
+            yield blocks.broken() + event("error", _error_event(item))
 
 
 def _native_stream(events: Iterable) -> Iterator[bytes]:

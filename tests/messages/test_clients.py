@@ -7,6 +7,7 @@ import anthropic
 import pytest
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.fakes.upstream import tool_call_tokens
 from tests.messages.helpers import chat_prompt_tokens
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,35 @@ def test_sdk_tool_use_round_trip_thinking_and_images(gateway, accounts, upstream
     sent = upstream.requests[-1].body["messages"]
     assert sent[0]["content"][0]["type"] == "image_url"
     assert sent[-1] == {"role": "tool", "tool_call_id": call.id, "content": "contents of a.txt"}
+    assert accounts.audit() == []
+
+
+BASH = {"name": "Bash", "description": "Run a command",
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}
+
+
+def test_sdk_stream_of_interleaved_tool_calls_accumulates_each_input(app, gateway, accounts,
+                                                                     upstream):
+    """A chat stream that sends a call's arguments after the next call started: the SDK's
+    accumulator rebuilds every call's whole input, and the request is charged once."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    calls = [{"name": "Read", "arguments": '{"path": "/var/log/syslog"}'},
+             {"name": "Bash", "arguments": '{"command": "grep -c error /var/log/syslog"}'}]
+    upstream.enqueue("deepseek", tool_calls=calls, tool_stream="rounds")
+    msgs = [{"role": "user", "content": "count the errors"}]
+    with _sdk(gateway, acct.key).messages.stream(model="deepseek-chat", max_tokens=200,
+                                                 messages=msgs, tools=[READ, BASH]) as stream:
+        final = stream.get_final_message()
+    assert [(b.type, b.name, b.input) for b in final.content] == [
+        ("tool_use", "Read", {"path": "/var/log/syslog"}),
+        ("tool_use", "Bash", {"command": "grep -c error /var/log/syslog"})]
+    assert final.stop_reason == "tool_use"
+    output = sum(tool_call_tokens(call["arguments"]) for call in calls)
+    assert final.usage.output_tokens == output
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == output and record.status == "ok"
+    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
     assert accounts.audit() == []
 
 

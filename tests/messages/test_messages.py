@@ -1,11 +1,13 @@
 """POST /v1/messages, translated to chat completions: answers, streams, exact metering."""
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
-from tests.messages.helpers import HEADERS, chat_prompt_tokens, request, sse
+from tests.fakes.upstream import tool_arg_pieces, tool_call_deltas, tool_call_tokens
+from tests.messages.helpers import HEADERS, chat_prompt_tokens, content_blocks, request, sse
 
 
 def _post(client, acct, body, **kw):
@@ -133,6 +135,84 @@ def test_tool_use_streams_input_json_deltas(client, accounts, upstream):
                       if n == "content_block_delta")
     assert partial == '{"command": "ls"}'
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+TWO_TOOLS = [{"name": "Read", "input_schema": {"type": "object"}},
+             {"name": "Bash", "input_schema": {"type": "object"}}]
+TWO_CALLS = [{"name": "Read", "arguments": '{"path": "/etc/hostname", "limit": 20}'},
+             {"name": "Bash", "arguments": '{"command": "ls -la /tmp", "timeout": 5}'}]
+
+
+@pytest.mark.parametrize("order", ["sequential", "interleaved", "rounds"])
+def test_interleaved_tool_calls_reach_the_client_whole_and_are_charged_once(
+        app, client, accounts, upstream, order):
+    """A chat stream may send a call's arguments after the next call has started: every
+    piece reaches its own tool_use block, in a sequence of blocks Anthropic allows."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS, tool_stream=order)
+    body = request("read and run", tools=TWO_TOOLS, stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    blocks = content_blocks(events)
+    assert [(b["type"], b["name"], b.get("partial_json")) for b in blocks] == [
+        ("tool_use", call["name"], call["arguments"]) for call in TWO_CALLS]
+    rid = upstream.requests[-1].request_id.removeprefix("fakereq-")
+    assert [b["id"] for b in blocks] == [f"call_{rid}_0", f"call_{rid}_1"]
+    if order == "sequential":  # each piece is sent as it comes, as for a single call
+        assert [b["deltas"] for b in blocks] == [
+            len(tool_arg_pieces(call["arguments"])) for call in TWO_CALLS]
+    names = [name for name, _ in events]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    delta = events[-2][1]
+    assert delta["delta"]["stop_reason"] == "tool_use"
+    output = sum(tool_call_tokens(call["arguments"]) for call in TWO_CALLS)
+    cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), output)
+    assert delta["usage"]["output_tokens"] == output
+    assert Decimal(str(delta["usage"]["cost"])) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and record.completion_tokens == output
+    assert record.cost_units == units(cost)
+    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
+        ("topup", 10**9), ("charge", -units(cost))]
+    assert accounts.audit() == []
+
+
+def test_a_stream_cut_between_interleaved_calls_delivers_every_piece_before_the_error(
+        app, client, accounts, upstream):
+    """A broken stream sends each call that was waiting whole, as far as it came, before
+    the error event."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS, tool_stream="interleaved", cut_after=7)
+    events = sse(_post(client, acct, request("go", tools=TWO_TOOLS, stream=True),
+                       buffered=True).data)
+    # The role chunk, then six tool call deltas: both calls' starts and first pieces, and
+    # the next two pieces of the first call.
+    sent = list(tool_call_deltas([{"id": str(i), **c} for i, c in enumerate(TWO_CALLS)],
+                                 "interleaved"))[:6]
+    delivered = ["".join(d["function"]["arguments"] for i, d in sent if i == n) for n in (0, 1)]
+    assert delivered == [TWO_CALLS[0]["arguments"][:12], TWO_CALLS[1]["arguments"][:4]]
+    blocks = content_blocks(events)
+    assert [(b["name"], b.get("partial_json")) for b in blocks] == [
+        ("Read", delivered[0]), ("Bash", delivered[1])]
+    name, data = events[-1]
+    assert name == "error" and "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
+    assert accounts.audit() == []
+
+
+def test_several_tool_calls_in_a_json_answer(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS)
+    response = _post(client, acct, request("read and run", tools=TWO_TOOLS))
+    assert response.status_code == 200, response.json
+    assert [(b["name"], b["input"]) for b in response.json["content"]] == [
+        (call["name"], json.loads(call["arguments"])) for call in TWO_CALLS]
+    assert response.json["usage"]["output_tokens"] == sum(
+        tool_call_tokens(call["arguments"]) for call in TWO_CALLS)
 
 
 def test_thinking_becomes_reasoning_and_comes_back_as_thinking_blocks(client, accounts,

@@ -14,7 +14,7 @@ from silk.messages.translate import to_call, to_chat_body
 from silk.metering.meter import Bill
 from silk.pricing import Usage
 from silk.relay.events import Chunk, Comment, Completion, Done, Failed
-from tests.messages.helpers import sse
+from tests.messages.helpers import content_blocks, sse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -99,6 +99,99 @@ def test_translated_stream_pair():
                                      native=False)))
     expected = json.loads((FIXTURES / "translated-stream.json").read_text())
     assert [[name, data] for name, data in out] == expected
+
+
+def _call(index, arguments="", call_id=None, name=None):
+    call = {"index": index, "function": {"arguments": arguments}}
+    if call_id:
+        call.update(id=call_id, type="function")
+        call["function"]["name"] = name
+    return _chunk({"tool_calls": [call]})
+
+
+def _as_sent(events):
+    """The Anthropic events each chat event causes, as encode_stream sends them."""
+    sent: list[list] = []
+
+    def source():
+        for item in events:
+            sent.append([])
+            yield item
+
+    for out in encode_stream(source(), model="m", request_id="r", native=False):
+        sent[-1].extend(sse(out))
+    return sent
+
+
+def test_calls_one_after_another_stream_every_piece_as_it_comes():
+    events = [_call(0, call_id="call_a", name="Read"), _call(0, '{"path":'),
+              _call(0, ' "a"}'), _call(1, call_id="call_b", name="Bash"),
+              _call(1, '{"command":'), _call(1, ' "ls"}'), _chunk({}, "tool_calls"),
+              Done(_bill())]
+    sent = _as_sent(events)
+    assert [[name for name, _ in out] for out in sent[:6]] == [
+        ["message_start", "ping", "content_block_start"], ["content_block_delta"],
+        ["content_block_delta"], ["content_block_stop", "content_block_start"],
+        ["content_block_delta"], ["content_block_delta"]]
+    blocks = content_blocks([event for out in sent for event in out])
+    assert [(b["id"], b["name"], b["partial_json"]) for b in blocks] == [
+        ("call_a", "Read", '{"path": "a"}'), ("call_b", "Bash", '{"command": "ls"}')]
+
+
+def test_interleaved_calls_wait_for_the_open_one_to_be_whole():
+    """Pieces of the first call after the second has started go to the first call's block,
+    which stays open; the second, kept back with text that came meanwhile, follows whole."""
+    events = [_chunk({"content": "Looking"}), _call(0, call_id="call_a", name="Read"),
+              _call(0, '{"path":'), _call(1, '{"comm', "call_b", "Bash"),
+              _chunk({"content": " now"}), _call(0, ' "a"'), _call(1, 'and": "ls"}'),
+              _call(0, "}"), _chunk({}, "tool_calls"), Done(_bill())]
+    sent = _as_sent(events)
+    assert sent[3] == sent[4] == []  # the second call and the text wait
+    assert [name for name, _ in sent[5]] == ["content_block_delta"]
+    assert [name for name, _ in sent[7]] == [  # the first call is whole: the rest follows
+        "content_block_delta", "content_block_stop", "content_block_start",
+        "content_block_delta", "content_block_stop", "content_block_start",
+        "content_block_delta"]
+    blocks = content_blocks([event for out in sent for event in out])
+    assert [(b["type"], b.get("partial_json", b.get("text"))) for b in blocks] == [
+        ("text", "Looking"), ("tool_use", '{"path": "a"}'),
+        ("tool_use", '{"command": "ls"}'), ("text", " now")]
+    assert sent[-1][-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_calls_that_are_never_whole_follow_at_the_end_and_a_new_id_is_a_new_call():
+    """Arguments that are no JSON object keep the next call waiting until the stream ends;
+    a call with a new id at a chat index already used is a call of its own."""
+    events = [_call(0, "", "call_a", "Now"), _call(0, call_id="call_b", name="Later"),
+              _call(0, '{"x": 1}'), _call(1, "not json", "call_c", "Odd"),
+              _call(2, '{"y"', "call_d", "Last"), _call(1, "!"), _call(2, ": 2}"),
+              _chunk({}, "tool_calls"), Done(_bill())]
+    sent = _as_sent(events)
+    blocks = content_blocks([event for out in sent for event in out])
+    assert [(b["id"], b["name"], b.get("partial_json")) for b in blocks] == [
+        ("call_a", "Now", None), ("call_b", "Later", '{"x": 1}'),
+        ("call_c", "Odd", "not json!"), ("call_d", "Last", '{"y": 2}')]
+    assert [name for name, _ in sent[-1]][-4:] == [
+        "content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+
+
+def test_a_broken_stream_sends_the_waiting_calls_before_its_error():
+    """The open call is stopped for them; the last is left open, as an error leaves it."""
+    failed = Failed("cut", "The provider ended the stream early.", "upstream_stream_cut",
+                    _bill(estimated=True))
+    events = [_call(0, '{"path":', "call_a", "Read"), _call(1, '{"command"', "call_b", "Bash"),
+              _call(0, ' "a'), failed]
+    out = sse(b"".join(encode_stream(events, model="m", request_id="r", native=False)))
+    blocks = content_blocks(out)
+    assert [(b["id"], b["partial_json"]) for b in blocks] == [
+        ("call_a", '{"path": "a'), ("call_b", '{"command"')]
+    assert [name for name, _ in out][-5:] == ["content_block_delta", "content_block_stop",
+                                              "content_block_start", "content_block_delta",
+                                              "error"]
+    out = sse(b"".join(encode_stream(events[:1] + events[2:], model="m", request_id="r",
+                                     native=False)))
+    assert [name for name, _ in out][-3:] == ["content_block_delta", "content_block_delta",
+                                              "error"]
 
 
 def test_failed_stream_states_the_charge():
