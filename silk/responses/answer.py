@@ -3,6 +3,18 @@
 One builder reads chat deltas (a stream's chunks, or a whole answer's message read as one
 delta) and keeps the output items, so a stream's typed events and the JSON Response agree
 item for item. The usage told back is what was billed, with its cost.
+
+Items follow one another, each done before the next is added, but a chat stream may send a
+tool call's arguments after the next call has started. So a function_call item stays open
+until its arguments are a whole JSON object (then only whitespace, which changes no call,
+could follow; a done item gets none), and an item that would start meanwhile (the next
+call, text, reasoning) waits, gathering its pieces. Waiting items are sent whole, in the
+order they came, once the open call is whole or can grow no more: a new call took its chat
+index, or the answer ended. Calls sent one after another, each whole before the next
+starts, stream piece by piece. A broken stream sends its waiting items before
+response.failed, so the client holds every piece delivered and charged for: the items this
+closes (among them the call they waited for, cut short) are done as incomplete, and the last
+stays in progress, as a failure leaves the open item.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from silk.jsonio import whole_object
 from silk.metering.meter import Bill
 from silk.pricing import Usage
 from silk.relay.tokens import usage_from
@@ -77,7 +90,10 @@ class Builder:
         self.reported: dict | None = None  # the provider's usage object, last seen
         self._sequence = 0
         self._open: Any = None  # the item receiving deltas (a dict), or None
-        self._tool_index: object = None  # the provider's index of the open tool call
+        self._call: dict | None = None  # the open item, a function_call that may still grow
+        self._waiting: list[dict] = []  # items to come, only while there is such a call
+        self._calls: dict[int, dict] = {}  # the provider's tool call index -> its latest
+        self._status = "completed"  # what an item becomes when it is closed
 
     # -- events
 
@@ -112,50 +128,112 @@ class Builder:
         out = b""
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
-            out += self._into("reasoning")
-            self._open["summary"][0]["text"] += reasoning
-            out += self._event("response.reasoning_summary_text.delta", item_id=self._open["id"],
-                               output_index=len(self.output) - 1, summary_index=0,
-                               delta=reasoning)
+            out += self._text("reasoning", reasoning)
         content = delta.get("content")
         if isinstance(content, str) and content:
-            out += self._into("message")
-            self._open["content"][0]["text"] += content
-            out += self._event("response.output_text.delta", item_id=self._open["id"],
-                               output_index=len(self.output) - 1, content_index=0,
-                               delta=content, logprobs=[])
+            out += self._text("message", content)
         calls = delta.get("tool_calls")
         for position, call in enumerate(calls if isinstance(calls, list) else ()):
             if isinstance(call, dict):
-                out += self._tool_delta(call, call.get("index", position))
+                index = call.get("index")
+                out += self._tool_delta(call, index if isinstance(index, int) else position)
         return out
 
-    def _tool_delta(self, call: dict, index: object) -> bytes:
+    def _text(self, kind: str, text: str) -> bytes:
+        """Reasoning or answer text: the open or last waiting item of its kind, else a new one."""
+        if self._open is not None and self._open["type"] == kind:
+            return self._write(text)
+        if self._waiting and self._waiting[-1]["type"] == kind:
+            self._waiting[-1]["text"] += text
+            return b""
+        return self._start({"type": kind, "text": text})
+
+    def _tool_delta(self, call: dict, index: int) -> bytes:
+        """A tool call's piece: a new call's item (open, or waiting), then its arguments.
+
+        A call is new at a chat index not seen before, or with an id other than its call's.
+        """
         function = call.get("function")
         if not isinstance(function, dict):
             function = {}
         out = b""
-        current = self._open if self._open and self._open["type"] == "function_call" else None
+        entry = self._calls.get(index)
         new_id = call.get("id")
-        if current is None or index != self._tool_index or (new_id and new_id != current[
-                "call_id"]):
-            out += self._close()
-            name = str(function.get("name") or "")
-            item = {"id": f"fc_{self.id[5:]}_{len(self.output)}", "type": "function_call",
-                    "status": "in_progress", "arguments": "",
-                    "call_id": str(call.get("id") or f"call_{self.id[5:]}_{len(self.output)}"),
-                    "name": name}
-            if name in self.names:
-                item["namespace"], item["name"] = self.names[name]
-            self._tool_index = index
-            out += self._add(item)
+        if entry is None or (new_id and new_id != entry["call_id"]):
+            if entry is not None and self._call is not None and entry.get("item") is self._call:
+                self._call = None  # its index is taken: the open call grows no more
+                out += self._release()
+            entry = {"type": "function_call", "call_id": new_id,
+                     "name": str(function.get("name") or ""), "text": ""}
+            self._calls[index] = entry
+            out += self._start(entry)
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            self._open["arguments"] += arguments
-            out += self._event("response.function_call_arguments.delta",
-                               item_id=self._open["id"],
-                               output_index=len(self.output) - 1, delta=arguments)
+            if "item" not in entry:
+                entry["text"] += arguments
+            elif entry["item"] is self._open:
+                out += self._write(arguments)
+                if self._waiting and arguments.rstrip().endswith("}"):
+                    out += self._release()
         return out
+
+    def _growing(self) -> bool:
+        """Whether the open item is a function call whose arguments may still grow."""
+        return self._call is not None and not whole_object(self._call["arguments"])
+
+    def _start(self, entry: dict) -> bytes:
+        """Open an item for `entry`, or keep it waiting behind the open call while that may
+        grow."""
+        if self._waiting or self._growing():
+            self._waiting.append(entry)
+            return b""
+        return self._open_item(entry)
+
+    def _open_item(self, entry: dict) -> bytes:
+        """Close the open item and add `entry`'s, with the text it has so far."""
+        if entry["type"] == "function_call":
+            out = self._new_call(entry)
+        else:
+            out = self._into(entry["type"])
+        return out + (self._write(entry["text"]) if entry["text"] else b"")
+
+    def _release(self, ending: bool = False) -> bytes:
+        """Open the waiting items in turn while the open item cannot grow (or at the end)."""
+        out = b""
+        while self._waiting and (ending or not self._growing()):
+            out += self._open_item(self._waiting.pop(0))
+        return out
+
+    def _new_call(self, entry: dict) -> bytes:
+        """Close the open item and add a function_call item for a chat tool call."""
+        out = self._close()
+        name = entry["name"]
+        item = {"id": f"fc_{self.id[5:]}_{len(self.output)}", "type": "function_call",
+                "status": "in_progress", "arguments": "",
+                "call_id": str(entry["call_id"] or f"call_{self.id[5:]}_{len(self.output)}"),
+                "name": name}
+        if name in self.names:
+            item["namespace"], item["name"] = self.names[name]
+        entry["item"] = item
+        out += self._add(item)
+        self._call = item
+        return out
+
+    def _write(self, text: str) -> bytes:
+        """Text into the open item, and its delta event."""
+        item = self._open
+        index = len(self.output) - 1
+        if item["type"] == "reasoning":
+            item["summary"][0]["text"] += text
+            return self._event("response.reasoning_summary_text.delta", item_id=item["id"],
+                               output_index=index, summary_index=0, delta=text)
+        if item["type"] == "message":
+            item["content"][0]["text"] += text
+            return self._event("response.output_text.delta", item_id=item["id"],
+                               output_index=index, content_index=0, delta=text, logprobs=[])
+        item["arguments"] += text
+        return self._event("response.function_call_arguments.delta", item_id=item["id"],
+                           output_index=index, delta=text)
 
     def _into(self, kind: str) -> bytes:
         """Make sure the open item is of `kind`, closing another and opening one if not."""
@@ -193,11 +271,12 @@ class Builder:
     def _close(self) -> bytes:
         """Finish the open item: its done events, then output_item.done."""
         item, self._open = self._open, None
+        self._call = None
         if item is None:
             return b""
         if not self.events:
             if "status" in item:
-                item["status"] = "completed"
+                item["status"] = self._status
             return b""
         index = len(self.output) - 1
         out = b""
@@ -218,7 +297,7 @@ class Builder:
             out += self._event("response.function_call_arguments.done", item_id=item["id"],
                                output_index=index, arguments=item["arguments"])
         if "status" in item:
-            item["status"] = "completed"
+            item["status"] = self._status
         return out + self._event("response.output_item.done", output_index=index,
                                  item=_copy(item))
 
@@ -231,7 +310,7 @@ class Builder:
     def done(self, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
         """The finished Response, and the events that end the stream (made when called,
         so that the caller may store the response first)."""
-        closing = self._close()
+        closing = self._release(ending=True) + self._close()
         if self.finish == "length":
             for item in self.output:
                 if item.get("status") == "completed" and item["type"] == "message":
@@ -241,10 +320,13 @@ class Builder:
         return final, lambda: closing + self._event(kind, response=final)
 
     def failed(self, message: str, bill: Bill) -> bytes:
-        """The event that ends a broken stream: the error, stating what was charged."""
+        """The events that end a broken stream: the waiting items (see the module docstring),
+        then the error, stating what was charged."""
+        self._status = "incomplete"
+        out = self._release(ending=True)
         error = {"code": "server_error", "message": message + charge_note(bill)}
         final = self.response("failed", usage_object(bill, self.reported), error)
-        return self._event("response.failed", response=final)
+        return out + self._event("response.failed", response=final)
 
 
 def _copy(item: dict) -> dict:

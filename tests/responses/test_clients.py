@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
-from tests.fakes.upstream import count_prompt_tokens
+from tests.fakes.upstream import count_prompt_tokens, tool_call_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +85,35 @@ def test_async_stream_create_and_stream_helper(app, gateway, accounts, upstream)
     kinds = [event.type for event in _sdk(gateway, acct.key).responses.create(
         model="deepseek-chat", stream=True, input="x [[fake: pieces=10 cut_after=4]]")]
     assert kinds[-1] == "response.failed"
+    assert accounts.audit() == []
+
+
+def test_stream_helper_with_interleaved_tool_calls_gets_each_call_whole(app, gateway, accounts,
+                                                                        upstream):
+    """A chat stream that sends a call's arguments after the next call started: the SDK's
+    stream helper sees each call whole, in its own item, and the request is charged once."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    calls = [{"name": "shell", "arguments": '{"cmd": "grep -c error /var/log/syslog"}'},
+             {"name": "shell", "arguments": '{"cmd": "tail -n 5 /var/log/syslog"}'}]
+    upstream.enqueue("deepseek", tool_calls=calls, tool_stream="rounds")
+    done = []
+    with _sdk(gateway, acct.key).responses.stream(model="deepseek-chat", tools=[SHELL],
+                                                  input="look at the log") as stream:
+        for event in stream:
+            if event.type == "response.function_call_arguments.done":
+                done.append(event.arguments)
+        final = stream.get_final_response()
+    assert done == [call["arguments"] for call in calls]
+    assert [(item.type, json.loads(item.arguments)) for item in final.output] == [
+        ("function_call", {"cmd": "grep -c error /var/log/syslog"}),
+        ("function_call", {"cmd": "tail -n 5 /var/log/syslog"})]
+    assert len({item.call_id for item in final.output}) == 2
+    output = sum(tool_call_tokens(call["arguments"]) for call in calls)
+    assert final.usage.output_tokens == output
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == output and record.status == "ok"
+    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
     assert accounts.audit() == []
 
 

@@ -7,8 +7,13 @@ from decimal import Decimal
 import pytest
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
-from tests.fakes.upstream import count_prompt_tokens, tool_call_tokens
-from tests.responses.helpers import post, typed_events
+from tests.fakes.upstream import (
+    count_prompt_tokens,
+    tool_arg_pieces,
+    tool_call_deltas,
+    tool_call_tokens,
+)
+from tests.responses.helpers import output_items, post, typed_events
 
 
 def _user(text: str) -> list[dict]:
@@ -87,6 +92,91 @@ def test_a_tool_call_streams_as_a_function_call_item(client, accounts, upstream)
     assert done[0]["arguments"] == args
     assert events[-1]["response"]["usage"]["output_tokens"] == tool_call_tokens(args)
     assert upstream.requests[-1].body["tools"][0]["function"]["name"] == "shell"
+
+
+TWO_TOOLS = [{"type": "function", "name": name, "parameters": {"type": "object"}}
+             for name in ("read_file", "shell")]
+TWO_CALLS = [{"name": "read_file", "arguments": '{"path": "/etc/hostname", "limit": 20}'},
+             {"name": "shell", "arguments": '{"cmd": "ls -la /tmp", "timeout_ms": 5000}'}]
+
+
+@pytest.mark.parametrize("order", ["sequential", "interleaved", "rounds"])
+def test_interleaved_tool_calls_stream_as_whole_function_call_items_charged_once(
+        app, client, accounts, upstream, order):
+    """A chat stream may send a call's arguments after the next call has started: every
+    piece reaches its own function_call item, items one after another."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS, tool_stream=order)
+    response = post(client, acct, {"model": "deepseek-chat", "input": "read and run",
+                                   "stream": True, "tools": TWO_TOOLS})
+    events = typed_events(response.data)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    items = output_items(events)
+    rid = upstream.requests[-1].request_id.removeprefix("fakereq-")
+    assert [(i["type"], i["name"], i["call_id"], i["arguments"]) for i in items] == [
+        ("function_call", call["name"], f"call_{rid}_{n}", call["arguments"])
+        for n, call in enumerate(TWO_CALLS)]
+    assert [i["done"]["arguments"] for i in items] == [c["arguments"] for c in TWO_CALLS]
+    assert {i["done"]["status"] for i in items} == {"completed"}
+    if order == "sequential":  # each piece is sent as it comes, as for a single call
+        assert [i["deltas"] for i in items] == [
+            len(tool_arg_pieces(call["arguments"])) for call in TWO_CALLS]
+    final = events[-1]
+    assert final["type"] == "response.completed"
+    assert [(o["name"], o["arguments"]) for o in final["response"]["output"]] == [
+        (call["name"], call["arguments"]) for call in TWO_CALLS]
+    output = sum(tool_call_tokens(call["arguments"]) for call in TWO_CALLS)
+    prompt = count_prompt_tokens(_user("read and run"))
+    cost = expected_cost("deepseek-chat", prompt, output)
+    assert final["response"]["usage"]["output_tokens"] == output
+    assert Decimal(str(final["response"]["usage"]["cost"])) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and record.completion_tokens == output
+    assert record.cost_units == units(cost)
+    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
+        ("topup", 10**9), ("charge", -units(cost))]
+    assert accounts.audit() == []
+
+
+def test_a_stream_cut_between_interleaved_calls_sends_every_piece_before_failing(
+        app, client, accounts, upstream):
+    """A broken stream sends each call that was waiting, as far as it came, before
+    response.failed; the calls are not told completed."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS, tool_stream="interleaved", cut_after=7)
+    events = typed_events(post(client, acct, {"model": "deepseek-chat", "input": "go",
+                                              "stream": True, "tools": TWO_TOOLS}).data)
+    # The role chunk, then six tool call deltas: both calls' starts and first pieces, and
+    # the next two pieces of the first call.
+    sent = list(tool_call_deltas([{"id": str(i), **c} for i, c in enumerate(TWO_CALLS)],
+                                 "interleaved"))[:6]
+    delivered = ["".join(d["function"]["arguments"] for i, d in sent if i == n) for n in (0, 1)]
+    assert delivered == [TWO_CALLS[0]["arguments"][:12], TWO_CALLS[1]["arguments"][:4]]
+    items = output_items(events)
+    assert [(i["name"], i["arguments"]) for i in items] == [
+        ("read_file", delivered[0]), ("shell", delivered[1])]
+    assert items[0]["done"]["status"] == "incomplete" and items[1]["done"] is None
+    final = events[-1]
+    assert final["type"] == "response.failed"
+    assert [(o["arguments"], o["status"]) for o in final["response"]["output"]] == [
+        (delivered[0], "incomplete"), (delivered[1], "in_progress")]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.cost_units == units(Decimal(str(final["response"]["usage"]["cost"])))
+    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
+    assert accounts.audit() == []
+
+
+def test_several_tool_calls_in_a_json_answer(client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    upstream.enqueue("deepseek", tool_calls=TWO_CALLS)
+    response = post(client, acct, {"model": "deepseek-chat", "input": "read and run",
+                                   "tools": TWO_TOOLS})
+    assert response.status_code == 200, response.json
+    assert [(o["name"], o["arguments"], o["status"]) for o in response.json["output"]] == [
+        (call["name"], call["arguments"], "completed") for call in TWO_CALLS]
 
 
 def test_a_cut_stream_charges_what_was_delivered_once(app, client, accounts, upstream):

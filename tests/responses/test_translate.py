@@ -25,7 +25,7 @@ from silk.relay.tokens import prompt_bound, prompt_estimate
 from silk.responses.answer import Builder
 from silk.responses.encode import encode_completion, encode_stream
 from silk.responses.translate import to_call
-from tests.responses.helpers import typed_events
+from tests.responses.helpers import output_items, typed_events
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANSWERS = json.loads((FIXTURES / "chat_answers.json").read_text())
@@ -257,6 +257,81 @@ def test_reasoning_then_a_tool_call_stream():
     assert call["type"] == "function_call" and call["name"] == "exec_command"
     assert call["arguments"] == "{\"cmd\":\"echo hi\"}" and call["call_id"].startswith("call_")
     assert events[-1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 3
+
+
+def _tool(index, arguments="", call_id=None, name=None) -> dict:
+    call = {"index": index, "function": {"arguments": arguments}}
+    if call_id:
+        call.update(id=call_id, type="function")
+        call["function"]["name"] = name
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}
+
+
+def _text(content: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": content}}]}
+
+
+def test_interleaved_calls_wait_for_the_open_one_to_be_whole():
+    """Pieces of the first call after the second has started go to the first call's item,
+    which stays open; the second, kept back with text that came meanwhile, follows whole."""
+    chunks = [_text("Looking"), _tool(0, call_id="call_a", name="read"), _tool(0, '{"path":'),
+              _tool(1, '{"cm', "call_b", "shell"), _text(" now"), _tool(0, ' "a"'),
+              _tool(1, 'd": "ls"}'), _tool(0, "}"),
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]
+    events = _stream(chunks, Done(BILLED))
+    items = output_items(events)
+    assert [(i["type"], i.get("arguments", i.get("text")), i["deltas"]) for i in items] == [
+        ("message", "Looking", 1), ("function_call", '{"path": "a"}', 3),
+        ("function_call", '{"cmd": "ls"}', 1), ("message", " now", 1)]
+    assert [i.get("call_id") for i in items] == [None, "call_a", "call_b", None]
+    assert events[-1]["type"] == "response.completed"
+    output = events[-1]["response"]["output"]
+    assert [o.get("arguments") for o in output] == [None, '{"path": "a"}', '{"cmd": "ls"}',
+                                                    None]
+
+
+def test_calls_never_whole_follow_at_the_end_and_a_new_id_is_a_new_call():
+    """Arguments that are no JSON object keep the next call waiting until the answer ends;
+    a call with a new id at a chat index already used is a call of its own."""
+    chunks = [_tool(0, "", "call_a", "now"), _tool(0, call_id="call_b", name="later"),
+              _tool(0, '{"x": 1}'), _tool(1, "not json", "call_c", "odd"),
+              _tool(2, '{"y"', "call_d", "last"), _tool(1, "!"), _tool(2, ": 2}")]
+    items = output_items(_stream(chunks, Done(BILLED)))
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in items] == [
+        ("call_a", "now", ""), ("call_b", "later", '{"x": 1}'),
+        ("call_c", "odd", "not json!"), ("call_d", "last", '{"y": 2}')]
+
+
+def test_a_broken_stream_sends_the_waiting_calls_before_failing():
+    estimated = Bill(Usage(12, 4), estimated=True, as_reported=False, settlement=SETTLED)
+    failed = Failed("cut", "The provider ended the stream early.", "upstream_stream_cut",
+                    estimated)
+    chunks = [_tool(0, '{"path":', "call_a", "read"), _tool(1, '{"cmd"', "call_b", "shell"),
+              _tool(0, ' "a')]
+    events = _stream(chunks, failed)
+    items = output_items(events)
+    assert [(i["call_id"], i["arguments"]) for i in items] == [
+        ("call_a", '{"path": "a'), ("call_b", '{"cmd"')]
+    assert items[0]["done"]["status"] == "incomplete" and items[1]["done"] is None
+    assert events[-1]["type"] == "response.failed"
+    assert [o["status"] for o in events[-1]["response"]["output"]] == ["incomplete",
+                                                                      "in_progress"]
+
+
+def test_a_whole_answer_keeps_each_call_with_its_arguments():
+    """A message's calls, whatever their arguments, are items in their order."""
+    data = copy.deepcopy(ANSWERS["reasoning_tool_whole"])
+    message = data["choices"][0]["message"]
+    message["tool_calls"] = [
+        {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": ""}},
+        {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+        {"id": "call_3", "type": "function", "function": {"name": "c", "arguments": "{"}}]
+    quiet = Builder("resp_abc", 1, "deepseek-chat", {}, {}, events=False)
+    response = encode_completion(Completion(data, True, BILLED), quiet)
+    assert [(o["type"], o.get("call_id"), o.get("arguments")) for o in response["output"]] == [
+        ("reasoning", None, None), ("function_call", "call_1", ""),
+        ("function_call", "call_2", "{}"), ("function_call", "call_3", "{")]
+    assert {o.get("status") for o in response["output"][1:]} == {"completed"}
 
 
 def test_a_stream_cut_by_the_limit_is_incomplete():
