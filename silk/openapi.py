@@ -130,8 +130,8 @@ def _paths(models: list[str]) -> dict:
             "delete": op("Revoke one of the caller's keys (owner keys).",
                          response(ref("Key"), "The revoked key."), tag="keys",
                          params=(path_id("key_id"),)),
-            "patch": op("Rename a key or change its spend caps, never above the caller's "
-                        "(owner keys).", response(ref("Key"), "The key."), tag="keys",
+            "patch": op("Rename a key or change its spend caps or rate limits, never above "
+                        "the caller's (owner keys).", response(ref("Key"), "The key."), tag="keys",
                         params=(path_id("key_id"),), body=json_body("KeyUpdate"))},
         "/v1/account/alerts": {
             "get": op("Where the account's alerts go, and its balance threshold (owner keys).",
@@ -229,8 +229,8 @@ def _admin_paths(account: tuple) -> dict:
         "/v1/admin/keys/{key_id}": {
             "delete": op("Revoke any key.", response(ref("Key"), "The revoked key."),
                          tag=ADMIN, params=key_id),
-            "patch": op("Rename any key or set its spend caps.", response(ref("Key"),
-                                                                            "The key."),
+            "patch": op("Rename any key or set its spend caps or rate limits.",
+                        response(ref("Key"), "The key."),
                         tag=ADMIN, params=key_id, body=json_body("KeyUpdate"))},
         "/v1/admin/redemption-codes": {
             "get": op("Redemption codes (prefixes only).", response(listing("Code"),

@@ -189,7 +189,9 @@ SCHEMAS = {
                                  "key_budget_exceeded."},
     "KeyUpdate": obj(name={"type": "string", "minLength": 1, "maxLength": 100},
                      spend_caps={**ref("SpendCaps"), "description": "Caps sent replace those; "
-                                 "null removes one, one left out stays."}),
+                                 "null removes one, one left out stays."},
+                     rpm_limit=nullable(LIMIT), tpm_limit=nullable(LIMIT),
+                     concurrency_limit=nullable(LIMIT)),
     "NewKey": {"allOf": [ref("Key"), obj(("key",), key=STRING, message=STRING)]},
     "KeyCreate": obj(name={"type": "string", "minLength": 1, "maxLength": 100},
                      expires_at={"type": "string", "format": "date-time"},

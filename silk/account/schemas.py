@@ -57,10 +57,14 @@ class KeyCreateSchema(Schema):
 
 
 class KeyUpdateSchema(Schema):
-    """PATCH /v1/keys/<id>: a new name, or spend caps (null removes one, absent keeps it)."""
+    """PATCH /v1/keys/<id>: a new name, spend caps or rate limits (null removes one, absent
+    keeps it)."""
 
     name = StrictString(validate=validate.Length(min=1, max=100))
     spend_caps = fields.Nested(SpendCapsSchema)
+    rpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    tpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    concurrency_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
 
 
 def key_status(key) -> str:

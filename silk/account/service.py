@@ -302,16 +302,21 @@ def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> d
 PERIODS = ("day", "month", "total")  # the spend caps' names in the API, as CAPS orders them
 
 
+RATES = ("rpm_limit", "tpm_limit", "concurrency_limit")  # a key's rate limits, as named
+
+
 def update_key(target_id: int, data: Mapping, account_id: int | None = None,
                limit_to: Scope | None = None) -> ApiKey:
-    """Rename a key or change its spend caps (a cap sent as null is removed, one left out
-    stays); with `limit_to`, no cap may end up above it (403 `key_scope_exceeded`)."""
+    """Rename a key or change its spend caps or rate limits (one sent as null is removed,
+    one left out stays); with `limit_to`, none may end up above it (403
+    `key_scope_exceeded`)."""
     key = db.session.get(ApiKey, target_id)
     if key is None or (account_id is not None and key.account_id != account_id):
         raise NotFound("API key not found.", param="id", code="key_not_found")
     caps = {field: getattr(key, field) for field in CAPS}
     for period, units in (data.get("spend_caps") or {}).items():
         caps[CAPS[PERIODS.index(period)]] = units
+    rates = {field: data.get(field, getattr(key, field)) for field in RATES}
     if limit_to is not None:
         for field in CAPS:
             own = getattr(limit_to, field)
@@ -321,10 +326,16 @@ def update_key(target_id: int, data: Mapping, account_id: int | None = None,
                     f"A key's {period} spend cap may not exceed the {period} cap of the key "
                     f"setting it (${units_to_usd(own)}).", param=f"spend_caps.{period}",
                     code="key_scope_exceeded")
-    # Only the caps and the name change: the counters belong to metering, whose statements
-    # may be updating them now.
+        for field in RATES:
+            own = getattr(limit_to, field)
+            if own is not None and (rates[field] is None or rates[field] > own):
+                raise PermissionDenied(
+                    f"A key's {field} may not exceed the {field} of the key setting it "
+                    f"({own}).", param=field, code="key_scope_exceeded")
+    # Only the name, caps and limits change: the counters belong to metering, whose
+    # statements may be updating them now.
     db.session.execute(update(ApiKey).where(ApiKey.id == target_id).values(
-        name=str(data.get("name", key.name))[:100], **caps))
+        name=str(data.get("name", key.name))[:100], **caps, **rates))
     db.session.commit()
     db.session.refresh(key)
     invalidation.key_changed(key.key_hash)

@@ -53,8 +53,8 @@ def revoke_key(key_id: int):
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int):
-    """Rename one of the caller's account's keys or change its spend caps (owner keys only;
-    no cap above the caller's)."""
+    """Rename one of the caller's account's keys or change its spend caps or rate limits
+    (owner keys only; none above the caller's)."""
     principal = authenticate()
     data = load(key_update_schema, json_body())
     key = service.update_key_as(principal.key_id, principal.account_id, key_id, data)

@@ -83,7 +83,7 @@ def create_key(account_id: int):
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int):
-    """Rename any key or set its spend caps, with no ceiling."""
+    """Rename any key or set its spend caps and rate limits, with no ceiling."""
     key = service.update_key(key_id, load(key_update_schema, json_body()))
     return jsonify(key_schema.dump(key))
 

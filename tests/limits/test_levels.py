@@ -212,3 +212,45 @@ def test_count_tokens_counts_a_request_and_holds_no_slot(app, client, accounts, 
     assert client.post(path, headers=headers, json=body).status_code == 200
     blocked = client.post("/v1/messages/count_tokens", headers=headers, json=body)
     assert blocked.status_code == 429 and blocked.json["error"]["type"] == "rate_limit_error"
+
+
+def test_a_keys_rate_limits_change_with_patch(app, client, accounts, upstream, limiter_kind):
+    """PATCH /v1/keys/<id> sets, changes and removes a key's rate limits, and the next
+    request is held to them; a limited key cannot give a key more than it has."""
+    acct = accounts.make(credit="1")
+    made = client.post("/v1/keys", headers=acct.headers, json={"name": "ci", "rpm_limit": 100})
+    assert made.status_code == 201, made.json
+    key_id, headers = made.json["id"], {"Authorization": f"Bearer {made.json['key']}", **JSON}
+    assert [_chat(client, headers).status_code for _ in range(2)] == [200, 200]
+
+    changed = client.patch(f"/v1/keys/{key_id}", headers=acct.headers, json={"rpm_limit": 2})
+    assert changed.status_code == 200 and changed.json["rpm_limit"] == 2
+    _refused(_chat(client, headers), "rate_limit_exceeded", LABELS["key"])
+    removed = client.patch(f"/v1/keys/{key_id}", headers=acct.headers,
+                           json={"rpm_limit": None, "concurrency_limit": 3, "tpm_limit": 50000})
+    assert removed.status_code == 200, removed.json
+    assert (removed.json["rpm_limit"], removed.json["concurrency_limit"],
+            removed.json["tpm_limit"]) == (None, 3, 50000)
+    assert _chat(client, headers).status_code == 200
+
+    for bad in ({"rpm_limit": 0}, {"tpm_limit": "5"}, {"concurrency_limit": 1.5}):
+        answer = client.patch(f"/v1/keys/{key_id}", headers=acct.headers, json=bad)
+        assert answer.status_code == 400, bad
+        assert answer.json["error"]["param"] == next(iter(bad))
+
+    limited = client.post("/v1/keys", headers=acct.headers, json={"name": "lead",
+                                                                 "rpm_limit": 10})
+    lead = {"Authorization": f"Bearer {limited.json['key']}", **JSON}
+    for wider in ({"rpm_limit": 20}, {"rpm_limit": None}):
+        answer = client.patch(f"/v1/keys/{key_id}", headers=lead, json=wider)
+        assert answer.status_code == 403, answer.json
+        assert answer.json["error"]["code"] == "key_scope_exceeded"
+        assert answer.json["error"]["param"] == "rpm_limit"
+    narrowed = client.patch(f"/v1/keys/{key_id}", headers=lead, json={"rpm_limit": 5})
+    assert narrowed.status_code == 200 and narrowed.json["rpm_limit"] == 5
+
+    admin = accounts.make(admin=True)
+    opened = client.patch(f"/v1/admin/keys/{key_id}", headers=admin.headers,
+                          json={"rpm_limit": 1000})
+    assert opened.status_code == 200 and opened.json["rpm_limit"] == 1000
+    assert accounts.audit() == []
