@@ -6,7 +6,8 @@ a second. In a gevent worker the upstream socket has no timeout instead, and a `
 marks each wait: one event-loop timer per answer checks, when it fires, whether the wait
 in progress has lasted the read timeout, and if so raises `TimeoutError` in the greenlet
 that waits, as the socket's own timeout would have. The bound is the same: no single wait
-for the provider lasts longer than the read timeout.
+for the provider lasts longer than the read timeout (sending the request counts as one
+wait: the provider must take all of it within that time).
 
 The timer runs only while the answer is read: when it fires between two waits (the client
 reads slowly, or the answer was abandoned) it is not restarted until the next wait.
