@@ -12,7 +12,6 @@ halved again, so a burst ending gets a few at most, and steady load none.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 
 
@@ -35,11 +34,12 @@ class AfterBursts:
 
 
 def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's malloc_trim(0), or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    """glibc's malloc_trim(0), or None where the C library is another (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")  # glibc's name; no ldconfig run to find it
+    except OSError:
         return None
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    trim = getattr(libc, "malloc_trim", None)
     if trim is None:
         return None
     return lambda: trim(0)
