@@ -9,21 +9,11 @@ it the request ends with a 408 and the rest of the body is not waited for.
 from __future__ import annotations
 
 import contextlib
-import functools
 import socket
 import time
 
 from silk.errors import RequestTimeout
-
-
-@functools.cache
-def _cooperative() -> bool:
-    """Whether sockets are gevent's (a gunicorn gevent worker), where a timer can interrupt."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return monkey.is_module_patched("socket")
+from silk.sockets import cooperative
 
 
 class BodyDeadline:
@@ -35,7 +25,7 @@ class BodyDeadline:
 
     def __call__(self, environ, start_response):
         stream = environ.get("wsgi.input")
-        if self.seconds and stream is not None and _has_body(environ) and _cooperative():
+        if self.seconds and stream is not None and _has_body(environ) and cooperative():
             environ["wsgi.input"] = _DeadlineInput(stream, time.monotonic() + self.seconds,
                                                    self.seconds, environ)
         return self.app(environ, start_response)

@@ -37,19 +37,25 @@ def readable_now(sock) -> bool:
 
 
 @functools.cache
+def cooperative() -> bool:
+    """Whether sockets are gevent's here (a gunicorn gevent worker, or a patched process)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return False
+    return monkey.is_module_patched("socket")
+
+
+@functools.cache
 def waiters() -> tuple[Callable[..., None], Callable[..., None]]:
     """(wait_read, wait_write) for a descriptor: gevent's in a patched worker, else the OS's.
 
     Each takes an optional timeout in seconds and raises TimeoutError when it passes.
     """
-    try:
-        from gevent import monkey
+    if cooperative():
         from gevent import socket as gsocket
 
-        if monkey.is_module_patched("socket"):
-            return gsocket.wait_read, gsocket.wait_write  # raise socket.timeout (TimeoutError)
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        pass
+        return gsocket.wait_read, gsocket.wait_write  # raise socket.timeout (TimeoutError)
 
     def wait(events: int) -> Callable[..., None]:
         def waiter(fd: int, timeout: float | None = None) -> None:

@@ -15,21 +15,10 @@ reads slowly, or the answer was abandoned) it is not restarted until the next wa
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-
-@functools.cache
-def cooperative() -> bool:
-    """Whether sockets are gevent's here (a gunicorn gevent worker, or a patched process)."""
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return False
-    return monkey.is_module_patched("socket")
 
 
 class Silence:

@@ -29,9 +29,9 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from silk.sockets import readable_now
+from silk.sockets import cooperative, readable_now
 from silk.upstream import resolver
-from silk.upstream.silence import Silence, cooperative
+from silk.upstream.silence import Silence
 
 _READ_SIZE = 65536
 _BREAK = re.compile(r"[\r\n]")

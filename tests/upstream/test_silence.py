@@ -114,7 +114,7 @@ def test_the_transport_keeps_its_promises_under_gevent():
     """
     script = ("from gevent import monkey; monkey.patch_all()\n"
               "import sys, pytest\n"
-              "from silk.upstream.silence import cooperative\n"
+              "from silk.sockets import cooperative\n"
               "assert cooperative()\n"
               "sys.exit(pytest.main(['tests/upstream/test_transport.py',"
               " 'tests/upstream/test_transport_tls.py', '-q', '-p', 'no:cacheprovider']))\n")
