@@ -30,6 +30,21 @@ def units(usd: Decimal) -> int:
     return int(usd / NANO)
 
 
+def assert_charged_once(accounts, account_id: int, output: int,
+                        cost: Decimal | None = None, credit: str = "1") -> None:
+    """One request, ended ok with `output` tokens, charged once (at `cost` if given) after the
+    account's top-up of `credit` USD, and the books audit clean."""
+    [record] = accounts.usage_records(account_id)
+    assert record.status == "ok" and record.completion_tokens == output
+    ledger = [(e.kind, e.amount_units) for e in accounts.ledger(account_id)]
+    assert [kind for kind, _ in ledger] == ["topup", "charge"]
+    assert ledger[0][1] == units(Decimal(credit))
+    if cost is not None:
+        assert record.cost_units == units(cost)
+        assert ledger[1][1] == -units(cost)
+    assert accounts.audit() == []
+
+
 def messages(text: str = "Hello there", directive: str = "") -> list[dict]:
     """A one-message conversation, optionally steering the fake upstream."""
     content = f"{text} [[fake: {directive}]]" if directive else text

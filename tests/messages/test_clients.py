@@ -6,7 +6,7 @@ from decimal import Decimal
 import anthropic
 import pytest
 
-from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.chat.helpers import assert_charged_once, expected_cost, set_quota_left, units
 from tests.fakes.upstream import tool_call_tokens
 from tests.messages.helpers import chat_prompt_tokens
 
@@ -97,10 +97,7 @@ def test_sdk_stream_of_interleaved_tool_calls_accumulates_each_input(app, gatewa
     assert final.stop_reason == "tool_use"
     output = sum(tool_call_tokens(call["arguments"]) for call in calls)
     assert final.usage.output_tokens == output
-    [record] = accounts.usage_records(acct.id)
-    assert record.completion_tokens == output and record.status == "ok"
-    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
-    assert accounts.audit() == []
+    assert_charged_once(accounts, acct.id, output)
 
 
 def test_sdk_native_path(native_gateway, gateway, accounts):

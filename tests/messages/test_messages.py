@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.chat.helpers import assert_charged_once, expected_cost, set_quota_left, units
 from tests.fakes.upstream import tool_arg_pieces, tool_call_deltas, tool_call_tokens
 from tests.messages.helpers import HEADERS, chat_prompt_tokens, content_blocks, request, sse
 
@@ -169,12 +169,7 @@ def test_interleaved_tool_calls_reach_the_client_whole_and_are_charged_once(
     cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), output)
     assert delta["usage"]["output_tokens"] == output
     assert Decimal(str(delta["usage"]["cost"])) == cost
-    [record] = accounts.usage_records(acct.id)
-    assert record.status == "ok" and record.completion_tokens == output
-    assert record.cost_units == units(cost)
-    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
-        ("topup", 10**9), ("charge", -units(cost))]
-    assert accounts.audit() == []
+    assert_charged_once(accounts, acct.id, output, cost)
 
 
 def test_a_stream_cut_between_interleaved_calls_delivers_every_piece_before_the_error(

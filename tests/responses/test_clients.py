@@ -10,7 +10,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.chat.helpers import assert_charged_once, expected_cost, set_quota_left, units
 from tests.fakes.upstream import count_prompt_tokens, tool_call_tokens
 
 pytestmark = pytest.mark.slow
@@ -111,10 +111,7 @@ def test_stream_helper_with_interleaved_tool_calls_gets_each_call_whole(app, gat
     assert len({item.call_id for item in final.output}) == 2
     output = sum(tool_call_tokens(call["arguments"]) for call in calls)
     assert final.usage.output_tokens == output
-    [record] = accounts.usage_records(acct.id)
-    assert record.completion_tokens == output and record.status == "ok"
-    assert [e.kind for e in accounts.ledger(acct.id)] == ["topup", "charge"]
-    assert accounts.audit() == []
+    assert_charged_once(accounts, acct.id, output)
 
 
 def _function_calling_loop(sdk, accounts, acct, upstream):

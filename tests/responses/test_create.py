@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.chat.helpers import assert_charged_once, expected_cost, set_quota_left, units
 from tests.fakes.upstream import (
     count_prompt_tokens,
     tool_arg_pieces,
@@ -131,12 +131,7 @@ def test_interleaved_tool_calls_stream_as_whole_function_call_items_charged_once
     cost = expected_cost("deepseek-chat", prompt, output)
     assert final["response"]["usage"]["output_tokens"] == output
     assert Decimal(str(final["response"]["usage"]["cost"])) == cost
-    [record] = accounts.usage_records(acct.id)
-    assert record.status == "ok" and record.completion_tokens == output
-    assert record.cost_units == units(cost)
-    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
-        ("topup", 10**9), ("charge", -units(cost))]
-    assert accounts.audit() == []
+    assert_charged_once(accounts, acct.id, output, cost)
 
 
 def test_a_stream_cut_between_interleaved_calls_sends_every_piece_before_failing(
