@@ -20,7 +20,7 @@ from silk.errors import InvalidRequest
 from silk.metering.meter import Bill
 from silk.pricing import Usage
 from silk.relay.call import LIMIT_FIELDS, Call, bound_body
-from silk.relay.events import Chunk, Comment, Completion, Done, Failed
+from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 from silk.relay.tokens import prompt_bound, prompt_estimate
 from silk.sse import DONE_EVENT, encode_comment, encode_data
 
@@ -125,6 +125,8 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                         yield encode_data(event.payload)
                 elif event.counted:
                     usage_chunk = data
+            elif type(event) is Flush:
+                yield b""
             elif type(event) is Comment:
                 yield encode_comment(event.text)
             elif type(event) is Done:
@@ -132,8 +134,10 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                     ours = {"id": stream_id or f"chatcmpl-{request_id}",
                             "object": "chat.completion.chunk", "created": int(time.time()),
                             "model": upstream_model, "choices": []}
-                    yield encode_data(_usage_chunk(event.bill, ours, usage_chunk, reported))
-                yield DONE_EVENT
+                    yield encode_data(_usage_chunk(event.bill, ours, usage_chunk,
+                                                   reported)) + DONE_EVENT
+                else:
+                    yield DONE_EVENT
             elif type(event) is Failed:
                 yield encode_data(_error_event(event, reported))
     except Exception:

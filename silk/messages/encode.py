@@ -21,7 +21,7 @@ from silk.messages.blocks import Blocks, event
 from silk.messages.errors import stream_error
 from silk.metering.meter import Bill
 from silk.pricing import Usage
-from silk.relay.events import Chunk, Comment, Completion, Done, Failed
+from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 
 # Chat completions' finish reasons as Anthropic's stop reasons.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
@@ -149,6 +149,8 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
                 stop_reason = STOP_REASONS.get(finish, "end_turn")
             if out:
                 yield out
+        elif type(item) is Flush:
+            yield b""
         elif type(item) is Comment:
             yield PING
         elif type(item) is Done:
@@ -176,6 +178,8 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
             if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
                 continue  # no name an SSE line could carry: a newline would forge events
             yield b"event: " + kind.encode() + b"\ndata: " + item.payload + b"\n\n"
+        elif type(item) is Flush:
+            yield b""
         elif type(item) is Comment:
             yield PING
         elif type(item) is Done:

@@ -32,6 +32,19 @@ class Comment:
     text: bytes
 
 
+class Flush:
+    """The events of one upstream read that carried several have all been handed out.
+
+    A surface yields b"" for it: what it encoded from that read then goes to the client in
+    one write (silk.relay.surface.SurfaceStream), before the relay waits for the next read.
+    """
+
+    __slots__ = ()
+
+
+FLUSH = Flush()
+
+
 @dataclass(frozen=True, slots=True)
 class Done:
     """The upstream finished its answer; the request is settled."""
@@ -61,4 +74,4 @@ class Completion:
     bill: Bill
 
 
-Event = Chunk | Comment | Done | Failed
+Event = Chunk | Comment | Flush | Done | Failed

@@ -14,7 +14,7 @@ import requests
 from silk.metering.meter import Meter
 from silk.ops import metrics
 from silk.relay import anthropic
-from silk.relay.events import Chunk, Comment, Done, Event, Failed
+from silk.relay.events import FLUSH, Chunk, Comment, Done, Event, Failed
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.sse import DONE, MAX_EVENT, SSEParser
 from silk.upstream.dialects import scrub
@@ -24,19 +24,31 @@ _CUT = ("cut", "The provider ended the stream early.", "upstream_stream_cut")
 _TIMEOUT = ("timeout", "The provider stopped sending in time.", "upstream_timeout")
 
 
+class Batch:
+    """Open while the relay hands out the events of one upstream read that carried several;
+    a Flush follows the last of them, before the next read or the settlement."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = False
+
+
 class RelayStream:
     """A stream's events: iterate them; closing it settles even if it was never iterated.
 
     A WSGI server calls `close()` when the client is gone; a generator closed before it
     started runs no `finally`, so the hold and the upstream connection are released here.
+    `batch` says whether more events of the current upstream read are to come.
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
                  max_event: int = MAX_EVENT, dialect: str = "chat"):
         self._response = response
         self._meter = meter
+        self.batch = Batch()
         relay = _relay_anthropic if dialect == "anthropic" else _relay
-        self._events = relay(response, meter, upstream_model, max_event)
+        self._events = relay(response, meter, upstream_model, max_event, self.batch)
 
     def __iter__(self) -> Iterator[Event]:
         return self._events
@@ -56,11 +68,12 @@ class RelayStream:
 
 
 def _relay(response: requests.Response, meter: Meter, upstream_model: str,
-           max_event: int) -> Generator[Event, None, None]:
+           max_event: int, batch: Batch) -> Generator[Event, None, None]:
     """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
 
     Usage is recorded from every chunk that carries it, the last one counting (a provider
-    may repeat it, or put the running total in every chunk).
+    may repeat it, or put the running total in every chunk). The events of a read that
+    carried several are handed out with `batch.open`, then a Flush.
     """
     parser = SSEParser(max_event)
     raw = response.raw
@@ -82,6 +95,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
             if not chunk:
                 failure = _CUT
                 break
+            several = len(events) > 1
+            batch.open = several
             for kind, payload in events:
                 if kind == "comment":
                     yield Comment(payload)
@@ -113,6 +128,9 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
                 if parsed:
                     meter.usage_seen(*parsed)
                 yield Chunk(payload, data, parsed is not None)
+            if several:
+                batch.open = False
+                yield FLUSH
             if failure:
                 break
         if done:
@@ -141,7 +159,7 @@ def _reported_error(data: dict) -> str:
 
 
 def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: str,
-                     max_event: int) -> Generator[Event, None, None]:
+                     max_event: int, batch: Batch) -> Generator[Event, None, None]:
     """`_relay` for a provider answering in Anthropic Messages events.
 
     `message_stop` ends the answer (it is not passed on: the surface ends its stream on
@@ -170,6 +188,8 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
             if not chunk:
                 failure = _CUT
                 break
+            several = len(events) > 1
+            batch.open = several
             for kind, payload in events:
                 if kind == "comment":
                     yield Comment(payload)
@@ -208,6 +228,9 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                     if tokens or what == "content_block_delta":
                         meter.delivered(tokens)
                 yield Chunk(payload, data, counted)
+            if several:
+                batch.open = False
+                yield FLUSH
             if failure:
                 break
         if done:

@@ -36,9 +36,11 @@ def allowed_model(principal: Principal, name: str) -> Model:
 class SurfaceStream:
     """A stream's response body: the relay's events in a surface's SSE; closing it settles.
 
-    `encode(relay_stream, *args, on_error=..., **kwargs)` is the surface's encoder. A WSGI
-    server calls `close()` when the client is gone; the relay then settles what was delivered
-    and closes the upstream.
+    `encode(relay_stream, *args, on_error=..., **kwargs)` is the surface's encoder; it
+    yields b"" for a Flush. A WSGI server writes each piece it is given with a system call
+    of its own, so what a surface encodes from one upstream read goes out as one piece. A
+    WSGI server calls `close()` when the client is gone; the relay then settles what was
+    delivered and closes the upstream.
     """
 
     __slots__ = ("_relay", "_bytes")
@@ -49,7 +51,20 @@ class SurfaceStream:
         self._bytes = encode(relay_stream, *args, on_error=relay_stream.abort, **kwargs)
 
     def __iter__(self) -> Iterator[bytes]:
-        return self._bytes
+        batch = self._relay.batch
+        held: list[bytes] = []
+        for piece in self._bytes:
+            if batch.open:  # more events of this read to come: hold what they made so far
+                held.append(piece)
+                continue
+            if held:
+                held.append(piece)
+                piece = b"".join(held)
+                held.clear()
+            if piece:
+                yield piece
+        if held:
+            yield b"".join(held)
 
     def close(self) -> None:
         """Stop encoding, then end the relay (which settles if the stream had not ended)."""

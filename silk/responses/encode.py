@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable
 
-from silk.relay.events import Chunk, Comment, Completion, Done, Failed
+from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 from silk.responses.answer import Builder, usage_object
 from silk.sse import encode_comment
 
@@ -39,6 +39,8 @@ def encode_stream(events: Iterable, builder: Builder, *,
                             yield out
                     if choice.get("finish_reason"):
                         builder.finish = str(choice["finish_reason"])
+            elif type(event) is Flush:
+                yield b""
             elif type(event) is Comment:
                 yield encode_comment(event.text)
             elif type(event) is Done:

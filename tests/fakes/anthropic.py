@@ -189,7 +189,7 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
     for index, (name, data) in enumerate(events()):
         if cut_after is not None and handler.chunks_sent >= cut_after:
             break
-        if index and chunk_delay:
+        if index and chunk_delay and index % handler.together == 0:
             handler._wait(chunk_delay)
         if opts.get("stall_after") is not None and handler.chunks_sent >= opts["stall_after"]:
             handler._wait(3600)

@@ -53,6 +53,10 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
 far (cumulative, the prompt and the pieces sent up to and including it).
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
+``stall_after=n`` falls silent after n data events, until the client leaves. ``together=n``
+writes the events n at a time, each group in one write (one read for the gateway), as a
+provider's events pile up while a reader is busy; ``chunk_delay`` then comes between groups,
+and a group is never held back across a pause, a cut or the end.
 ``stream_error="..."`` sends, after the role chunk, one ``{"error": {...}}`` event carrying that
 message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
@@ -168,7 +172,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "chunk_delay": _non_negative(float),        # between stream chunks
     "keepalive_interval": _non_negative(float),  # deepseek keep-alive cadence while waiting
     "cut_after": _non_negative(int),    # stream: close after n data events; else half body
-    "stall_after": _non_negative(int),  # Anthropic stream: fall silent after n events
+    "stall_after": _non_negative(int),  # stream: fall silent after n events
+    "together": _non_negative(int),     # stream: write the events n at a time, in one write
     "rst": _to_bool,                    # make cuts a TCP RST instead of a FIN
     "hang": _to_bool,                   # never answer; wait for the client to give up
     "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE
@@ -470,6 +475,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.record: RequestRecord | None = None
         self.dropped = False  # set when the fake itself hangs up (refuse/stop)
         self.native = False  # the request came to an Anthropic Messages path
+        self.together = 1  # events per write (the together option)
+        self.group: list[bytes] = []  # events kept for the current write
         self.fake._track(self, True)
 
     def finish(self) -> None:
@@ -537,6 +544,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(provider, 400, key, message=f"fake directive error: {exc}")
             return
         self.record.options = opts
+        self.together = max(opts.get("together", 1), 1)
+        self.group.clear()
 
         if opts.get("delay"):
             self._wait(opts["delay"])
@@ -703,8 +712,10 @@ class _Handler(BaseHTTPRequestHandler):
         for index, event in enumerate(events()):
             if cut_after is not None and self.chunks_sent >= cut_after:
                 break
-            if index and chunk_delay:
+            if index and chunk_delay and index % self.together == 0:
                 self._wait(chunk_delay)
+            if opts.get("stall_after") is not None and self.chunks_sent >= opts["stall_after"]:
+                self._wait(3600)
             if index == 1 and "stream_error" in opts:
                 self.record.outcome = "error"
                 error = {"error": {"message": opts["stream_error"], "type": "server_error",
@@ -724,6 +735,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _long_line(self, size: int) -> None:
         """One data line of `size` bytes (not JSON), written in 64 KiB pieces."""
+        self._write_group()
         piece = b"x" * 65536
         self._chunk(b"data: ")
         for start in range(0, size, len(piece)):
@@ -760,7 +772,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- waiting
 
     def _wait(self, seconds: float) -> None:
-        """Sleep, but notice the client leaving or the fake stopping (raises _ClientGone)."""
+        """Sleep, but notice the client leaving or the fake stopping (raises _ClientGone);
+        the events kept for a group go out first."""
+        self._write_group()
         deadline = time.monotonic() + seconds
         while True:
             remaining = deadline - time.monotonic()
@@ -855,11 +869,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _event(self, data: bytes, last: bool = False) -> None:
-        """Write one SSE event, checking first that the client is still there."""
+        """Write one SSE event (or keep it for its group's write), checking first that the
+        client is still there."""
         if self._peer_closed():
             raise _ClientGone
-        self._chunk(data, last)
+        self.group.append(data)
         self.chunks_sent += 1
+        if last or len(self.group) >= self.together:
+            self._write_group(last)
+
+    def _write_group(self, last: bool = False) -> None:
+        """Write the events kept for the current group, as one piece."""
+        if self.group:
+            data = b"".join(self.group)
+            self.group.clear()
+            self._chunk(data, last)
 
     def _send_bytes(self, status: int, data: bytes, content_type: str,
                     headers: Mapping[str, str] | None = None) -> None:
@@ -871,6 +895,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _cut(self, rst: bool) -> None:
         """Hang up mid-response: FIN by default, TCP RST with ``rst=1``."""
+        self._write_group()
         self.close_connection = True
         conn = self.connection
         with contextlib.suppress(OSError):
