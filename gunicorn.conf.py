@@ -135,7 +135,8 @@ def post_worker_init(worker):
     """Start this worker's reservation sweeper (settles holds of killed workers; its chores
     expire stored responses and write key-expiry alerts), its alert delivery and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers),
-    and the trimmer that gives memory back after a burst.
+    the trimmer that gives memory back after a burst, and accepting a burst's connections
+    by each worker's share of the queue.
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
     import threading
@@ -146,6 +147,7 @@ def post_worker_init(worker):
     from silk.catalog import catalogue
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
+    from silk.ops.accept import accept_shares
     from silk.ops.memory import start_trimmer
     from silk.ops.schema import check_at_start
     from silk.responses.store import expire  # the sweep's chore: stored responses expire
@@ -160,6 +162,7 @@ def post_worker_init(worker):
                      kwargs={"say": worker.age == 1}, daemon=True).start()
     _date_once_a_second()
     _write_in_one_send()
+    accept_shares(worker.cfg.workers)
     start_trimmer()
 
 
