@@ -136,7 +136,7 @@ def post_worker_init(worker):
     expire stored responses and write key-expiry alerts), its alert delivery and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers),
     the trimmer that gives memory back after a burst, and accepting a burst's connections
-    by each worker's share of the queue.
+    by each worker's share of the queue; then freeze the startup heap (silk.ops.memory).
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
     import threading
@@ -148,7 +148,7 @@ def post_worker_init(worker):
     from silk.invalidation import start_subscriber
     from silk.metering.sweeper import start_sweeper
     from silk.ops.accept import accept_shares
-    from silk.ops.memory import start_trimmer
+    from silk.ops.memory import freeze_startup, start_trimmer
     from silk.ops.schema import check_at_start
     from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
@@ -164,6 +164,7 @@ def post_worker_init(worker):
     _write_in_one_send()
     accept_shares(worker.cfg.workers)
     start_trimmer()
+    freeze_startup()  # last: what the lines above made lives as long as the worker
 
 
 def _write_in_one_send() -> None:

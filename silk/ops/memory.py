@@ -1,4 +1,11 @@
-"""Give a worker's freed memory back to the system once a burst of connections is over.
+"""A worker's memory: the startup heap kept out of the collector's way, and freed memory given
+back to the system once a burst of connections is over.
+
+Python's cyclic collector walks every object it tracks in a full collection. A worker's
+app, catalogue, schemas and libraries are hundreds of thousands of objects that live as long
+as the worker, and a full pass over them stopped a worker for 100-240 ms at a time during a
+burst of streams (about 0.8 s per worker over three 2000-stream bursts). `freeze_startup`
+moves them, once the worker has started, into the collector's permanent generation.
 
 glibc keeps the memory a process frees for its own reuse. After a burst (a thousand
 streams' buffers, frames and parsed bodies freed within a second) a worker's resident size
@@ -12,7 +19,16 @@ halved again, so a burst ending gets a few at most, and steady load none.
 from __future__ import annotations
 
 import ctypes
+import gc
 from collections.abc import Callable
+
+
+def freeze_startup() -> int:
+    """Collect what startup left as garbage, then freeze every object alive now (they stay
+    alive and are no longer walked by collections); the number of objects frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class AfterBursts:
