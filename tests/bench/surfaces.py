@@ -10,6 +10,9 @@ each with its own database), chat, messages and responses measured against every
 * latency at concurrency 1: every target in alternating rounds (loadgen.py latency);
 * requests/s at concurrency 32: short bursts, target after target, the order turned each
   round; the mean and median of each target's bursts;
+* with --streams N: bursts of N streams opened at once (loadgen.py streams), target after
+  target, the order turned each round, with a burst straight to the fake upstream first:
+  each target's added TTFT p50, streams lost and workers' CPU seconds per burst;
 * per request of each surface, sent one at a time: the gateway workers' CPU, PostgreSQL's
   transactions and rows (pg_stat_database, pg_stat_user_tables), and with --pg-log (a
   readable server log; needs superuser) the statements the server received, one line per
@@ -71,6 +74,35 @@ def one(gw: Gateway, surface: str, n: int) -> None:
                 raise RuntimeError(f"{surface}: status {resp.status}")
     finally:
         conn.close()
+
+
+def stream_bursts(targets: list, upstream: FakeUpstream, n: int, rounds: int) -> dict:
+    """Bursts of n streams at once on every target, alternating; see the module docstring."""
+    python = sys.executable
+    direct = upstream.base("direct") + "/chat/completions"
+    args = ["--n", str(n), "--deadline-s", "60"]
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in targets}
+    for rnd in range(rounds):
+        for name, gw, surface in targets if rnd % 2 == 0 else reversed(targets):
+            upstream.wait_idle(timeout=30)
+            base = run_loadgen(python, ["streams", "--url", direct, *args], timeout=120)
+            upstream.wait_idle(timeout=30)
+            workers = gw.worker_pids()
+            cpu0 = procinfo.cpu_seconds(workers)
+            out = run_loadgen(python, ["streams", "--url", url(gw, surface), "--key", gw.key,
+                                       *args], timeout=120)
+            runs[name].append({
+                "added_ttft_p50_ms": round(out["ttft_ms"]["p50"] - base["ttft_ms"]["p50"], 1),
+                "lost": out["lost"],
+                "worker_cpu_s": round(procinfo.cpu_seconds(workers) - cpu0, 2)})
+    result = {}
+    for name, bursts in runs.items():
+        added = [b["added_ttft_p50_ms"] for b in bursts]
+        result[name] = {"bursts": bursts, "added_ttft_p50_median_ms": statistics.median(added),
+                        "worker_cpu_s_median": statistics.median(
+                            b["worker_cpu_s"] for b in bursts),
+                        "lost": sum(b["lost"] for b in bursts)}
+    return result
 
 
 def table_counters(gw: Gateway) -> dict:
@@ -149,8 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--per-round", type=int, default=300)
-    ap.add_argument("--bursts", type=int, default=4)
+    ap.add_argument("--bursts", type=int, default=4, help="c=32 bursts per target (0: skip)")
     ap.add_argument("--burst-s", type=float, default=3.0)
+    ap.add_argument("--streams", default="",
+                    help="comma-separated burst sizes for the streams phase (none: skip)")
+    ap.add_argument("--stream-rounds", type=int, default=4)
     ap.add_argument("--per-request", type=int, default=200,
                     help="requests per surface for the CPU and counter phase (0: skip)")
     ap.add_argument("--pg-log", type=Path, help="the server's log file, readable here")
@@ -204,10 +239,19 @@ def main(argv=None) -> int:
                     "--concurrency", "32", "--duration", str(args.burst_s),
                     "--warmup-s", "0.5"], timeout=args.burst_s + 60)
                 bursts[name].append(tp["rps"])
-        result["rps_c32"] = {name: {"bursts": v, "mean": round(statistics.mean(v), 1),
-                                    "median": round(statistics.median(v), 1)}
-                             for name, v in bursts.items()}
-        log("c=32: " + ", ".join(f"{n} {v['mean']}" for n, v in result["rps_c32"].items()))
+        if args.bursts:
+            result["rps_c32"] = {name: {"bursts": v, "mean": round(statistics.mean(v), 1),
+                                        "median": round(statistics.median(v), 1)}
+                                 for name, v in bursts.items()}
+            log("c=32: " + ", ".join(f"{n} {v['mean']}"
+                                     for n, v in result["rps_c32"].items()))
+
+        for n in [int(x) for x in args.streams.split(",") if x]:
+            bursts = stream_bursts(targets, upstream, n, args.stream_rounds)
+            result.setdefault("streams", {})[str(n)] = bursts
+            log(f"{n} streams: " + ", ".join(
+                f"{name} +{v['added_ttft_p50_median_ms']} ms, {v['worker_cpu_s_median']} s CPU,"
+                f" {v['lost']} lost" for name, v in bursts.items()))
 
         if args.per_request:
             time.sleep(11)  # the counters of the phases before are published first
