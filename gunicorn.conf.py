@@ -136,7 +136,8 @@ def post_worker_init(worker):
     expire stored responses and write key-expiry alerts), its alert delivery and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers),
     the trimmer that gives memory back after a burst, and accepting a burst's connections
-    by each worker's share of the queue; then freeze the startup heap (silk.ops.memory).
+    by each worker's share of the queue; once the schema is checked, freeze the startup heap
+    (silk.ops.memory).
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
     import threading
@@ -158,13 +159,18 @@ def post_worker_init(worker):
                       float(worker.wsgi.config["SILK_ALERT_KEY_EXPIRY_DAYS"]))))
     start_delivery(worker.wsgi)
     start_subscriber(worker.wsgi)
-    threading.Thread(target=check_at_start, args=(worker.wsgi,),
-                     kwargs={"say": worker.age == 1}, daemon=True).start()
+
+    def check_then_freeze() -> None:
+        try:
+            check_at_start(worker.wsgi, say=worker.age == 1)
+        finally:  # the check done, what starting left lives as long as the worker
+            freeze_startup()
+
+    threading.Thread(target=check_then_freeze, daemon=True).start()
     _date_once_a_second()
     _write_in_one_send()
     accept_shares(worker.cfg.workers)
     start_trimmer()
-    freeze_startup()  # last: what the lines above made lives as long as the worker
 
 
 def _write_in_one_send() -> None:

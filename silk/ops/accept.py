@@ -4,14 +4,17 @@ gunicorn's gevent worker accepts one connection per turn of its event loop when 
 several workers, so that one worker does not take them all. Under a burst of streams a turn
 lasts as long as the streams already open keep the worker busy: of 2000 connections opened
 at once, 1,300 to 1,700 were still waiting in the listening socket's queue a second later,
-and it took the workers seconds to accept them one per turn. Each turn here accepts this
-worker's share of what waits (the queue's length, which the kernel reports in `TCP_INFO`,
-divided by the number of workers, at least one and at most `MOST`), so the queue empties in
-a few turns and the workers still split it between them. `MOST` bounds the requests a turn
-starts at once: each runs its first steps (reading, checking, the reservation's queue) before
-the turn can go on with the streams already open. With the queue read this way the queue of
-a 2000-stream burst emptied within 0.2-0.6 s instead of seconds, and the burst's p99 TTFT
-fell from 5.5-7.8 s to 2.9-3.5 s (PostgreSQL, two workers, both at 32 and with no bound).
+and it took the workers seconds to accept them one per turn.
+
+Here, when at least `BURST` connections wait (the queue's length, which the kernel reports
+in `TCP_INFO`), a turn accepts this worker's share of them: the queue divided by the number
+of workers, at most `MOST`. The queue empties in a few turns and the workers still split it.
+`MOST` bounds the requests a turn starts at once: each runs its first steps (reading,
+checking, the reservation's queue) before the turn can go on with the streams already open.
+Under `BURST` a turn takes one, as gunicorn does: a client's keep-alive connections opened
+together (32 at c=32) must spread over the workers, not all go to the one that woke first.
+The queue of a 2000-stream burst emptied within 0.2-0.6 s instead of seconds, and the burst's
+p99 TTFT fell from 5.5-7.8 s to 2.9-3.5 s (PostgreSQL, two workers).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import struct
 _WAITING = struct.Struct("=I")
 _WAITING_AT = 24
 _INFO_SIZE = _WAITING_AT + _WAITING.size
+BURST = 64  # connections waiting from which a turn accepts more than one
 MOST = 32  # connections a worker accepts in one turn of its loop
 
 
@@ -39,8 +43,8 @@ def waiting(sock: socket.socket) -> int:
 
 
 class ShareOfQueue:
-    """A gevent server's `max_accept`, read at each turn: this worker's share of the queue
-    (at least one, at most `MOST`).
+    """A gevent server's `max_accept`, read at each turn: one, or in a burst this worker's
+    share of the queue (at most `MOST`).
 
     gunicorn sets `max_accept = 1` on each server when there are several workers; that
     setting is kept aside and the share is used instead.
@@ -52,7 +56,10 @@ class ShareOfQueue:
     def __get__(self, server, owner=None):
         if server is None:
             return self
-        return min(max(1, -(-waiting(server.socket) // self.workers)), MOST)
+        queued = waiting(server.socket)
+        if queued < BURST:
+            return 1
+        return min(-(-queued // self.workers), MOST)
 
     def __set__(self, server, value) -> None:
         server.__dict__["asked_max_accept"] = value

@@ -8,7 +8,7 @@ import pytest
 from gevent.server import StreamServer
 from gunicorn.workers import ggevent
 
-from silk.ops.accept import MOST, ShareOfQueue, accept_shares, waiting
+from silk.ops.accept import BURST, MOST, ShareOfQueue, accept_shares, waiting
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_socket_that_is_not_tcp_has_no_queue_to_read(tmp_path):
         assert waiting(unix) == 0
 
 
-def test_each_turn_accepts_this_workers_share_of_the_queue(listener, monkeypatch):
+def test_a_burst_is_accepted_by_this_workers_share_of_the_queue(listener, monkeypatch):
     sock, queue = listener
     monkeypatch.setattr(ggevent, "StreamServer", StreamServer)  # restored after the test
     accept_shares(2)
@@ -54,14 +54,14 @@ def test_each_turn_accepts_this_workers_share_of_the_queue(listener, monkeypatch
         sock, handle=lambda client, address: None,
         spawn=lambda _run, _handle, _close, args: accepted.append(args[0]))
     server.max_accept = 1  # what gunicorn sets when there are several workers
-    queue(40)
-    server._do_read()  # one turn of the loop's accept callback
-    assert len(accepted) == 20 and waiting(sock) == 20
-    server._do_read()
-    assert len(accepted) == 30 and waiting(sock) == 10
-    queue(100)
-    server._do_read()  # half of 110 is more than a turn takes
-    assert len(accepted) == 30 + MOST and waiting(sock) == 110 - MOST
+    queue(BURST)
+    server._do_read()  # one turn of the loop's accept callback: half, the other worker's half
+    assert len(accepted) == BURST // 2 and waiting(sock) == BURST // 2
+    server._do_read()  # under a burst: one a turn, as gunicorn
+    assert len(accepted) == BURST // 2 + 1 and waiting(sock) == BURST // 2 - 1
+    queue(200)
+    server._do_read()  # half of what waits is more than a turn takes
+    assert len(accepted) == BURST // 2 + 1 + MOST
     for client in accepted:
         client.close()
 
