@@ -66,7 +66,12 @@ class ShareOfQueue:
 
 
 def accept_shares(workers: int) -> None:
-    """Make gunicorn's gevent worker accept by share of the queue (call before it runs)."""
+    """Make gunicorn's gevent worker accept by share of the queue (call before it runs).
+
+    A lone worker keeps gevent's own rule (up to 100 a turn): it has nobody to share with.
+    """
+    if workers < 2:
+        return
     from gevent.server import StreamServer
     from gunicorn.workers import ggevent
 

@@ -58,7 +58,9 @@ def _hold(app, account_id: int, request_id: str, *, prompt: int = 100, output: i
 def test_a_stream_read_slowly_past_many_leases_is_charged_in_full(app, accounts, upstream):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    msgs = messages("slow reader", "pieces=20 chunk_delay=0.05")
+    # The provider paces the stream (a slow reader's pieces would be joined once the
+    # provider's events pile up, so the reader alone cannot make it last).
+    msgs = messages("slow reader", "pieces=20 chunk_delay=0.2")
     response = app.test_client().post(
         "/v1/chat/completions", headers=acct.headers, buffered=False,
         json={"model": "deepseek-chat", "stream": True, "messages": msgs})

@@ -74,3 +74,9 @@ def test_with_nothing_waiting_a_turn_still_takes_one():
 
     assert share.__get__(Server()) == 1
     assert ShareOfQueue.__get__(share, None, Server) is share
+
+
+def test_a_lone_worker_keeps_gevents_own_rule(monkeypatch):
+    monkeypatch.setattr(ggevent, "StreamServer", StreamServer)
+    accept_shares(1)
+    assert ggevent.StreamServer is StreamServer and StreamServer.max_accept == 100

@@ -93,16 +93,25 @@ def test_hang_up_while_sending_the_body(app, accounts, served, upstream, acct):
     assert_money_exact(accounts, acct.id, "1")
 
 
-@pytest.mark.parametrize("stream", [True, False])
-def test_hang_up_before_response_headers(app, accounts, served, upstream, acct, stream):
-    sock = raw_request(served.url, acct.key, _payload("delay=1.5 pieces=6", stream=stream))
+@pytest.mark.parametrize("stream,answer,status,billed,estimated", [
+    (False, "", "ok", 6, False),
+    # A stream is cut off at its first write: the provider's events come one by one, and
+    # only the empty first chunk had been read (an estimate: no usage came).
+    (True, "chunk_delay=0.2", "client_closed", 0, True),
+    # The provider's whole answer, its usage too, came in one read before the first write:
+    # it was delivered (and is billed by the provider), so it is billed as reported.
+    (True, "together=20", "client_closed", 6, False),
+])
+def test_hang_up_before_response_headers(app, accounts, served, upstream, acct, stream, answer,
+                                         status, billed, estimated):
+    sock = raw_request(served.url, acct.key, _payload(f"delay=1.5 pieces=6 {answer}",
+                                                      stream=stream))
     time.sleep(0.3)
     hang_up(sock)  # the gateway is still waiting for the provider's headers
     [record] = _settled(app, accounts, acct)
-    # A finished non-streamed answer was produced and paid for upstream, so it is billed;
-    # a stream is cut off at its first write and bills at most the empty first chunk.
-    assert record.status == ("client_closed" if stream else "ok")
-    assert record.completion_tokens == (0 if stream else 6)
+    # A finished non-streamed answer was produced and paid for upstream, so it is billed.
+    assert (record.status, record.completion_tokens, record.estimated) == (status, billed,
+                                                                          estimated)
     _still_serving(served, acct)
     assert_money_exact(accounts, acct.id, "1")
 
