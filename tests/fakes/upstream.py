@@ -421,8 +421,9 @@ class DisconnectRecord:
     """A client that went away before the fake finished answering.
 
     ``chunks_sent`` counts SSE data events written before the departure was noticed (keep-alive
-    comments excluded). The fake checks the socket before every event, so with any chunk delay
-    this is exact; without one the kernel may have accepted an event or two more.
+    comments excluded; with ``together``, the events kept for the group's write count too).
+    The fake checks the socket before every event, so with any chunk delay this is exact;
+    without one the kernel may have accepted an event or two more.
     """
 
     request_id: str
