@@ -281,22 +281,29 @@ def key_options(data: Mapping, known_models, limit_to: Scope | None = None) -> d
     for field in _NARROWING:
         if options[field] is None:
             options[field] = getattr(limit_to, field)
-    wider = limit_to.exceeded_by(Scope(
+    _refuse_wider(limit_to, Scope(
         frozenset(options["allowed_models"]) if options["allowed_models"] else None,
         options["rpm_limit"], options["tpm_limit"], options["expires_at"],
         **{field: options[field] for field in (*CAPS, "concurrency_limit")}))
+    return options
+
+
+def _refuse_wider(limit_to: Scope, scope: Scope) -> None:
+    """403 `key_scope_exceeded` naming the first field in which `scope` is wider than the
+    scope of the key setting it."""
+    wider = limit_to.exceeded_by(scope)
+    if wider is None:
+        return
     if wider == "models":
-        raise PermissionDenied("A new key may not use models this key may not use.",
+        raise PermissionDenied("A key may not use models the key setting it may not use.",
                                param="models", code="key_scope_exceeded")
     if wider in CAPS:
         period = PERIODS[CAPS.index(wider)]
         raise PermissionDenied(f"A key's {period} spend cap may not exceed the {period} cap "
                                f"of the key setting it (${units_to_usd(getattr(limit_to, wider))})."
                                , param=f"spend_caps.{period}", code="key_scope_exceeded")
-    if wider:
-        raise PermissionDenied(f"A new key's {wider} may not exceed this key's.",
-                               param=wider, code="key_scope_exceeded")
-    return options
+    raise PermissionDenied(f"A key's {wider} may not exceed that of the key setting it.",
+                           param=wider, code="key_scope_exceeded")
 
 
 PERIODS = ("day", "month", "total")  # the spend caps' names in the API, as CAPS orders them
@@ -317,21 +324,10 @@ def update_key(target_id: int, data: Mapping, account_id: int | None = None,
     for period, units in (data.get("spend_caps") or {}).items():
         caps[CAPS[PERIODS.index(period)]] = units
     rates = {field: data.get(field, getattr(key, field)) for field in RATES}
-    if limit_to is not None:
-        for field in CAPS:
-            own = getattr(limit_to, field)
-            if own is not None and (caps[field] is None or caps[field] > own):
-                period = PERIODS[CAPS.index(field)]
-                raise PermissionDenied(
-                    f"A key's {period} spend cap may not exceed the {period} cap of the key "
-                    f"setting it (${units_to_usd(own)}).", param=f"spend_caps.{period}",
-                    code="key_scope_exceeded")
-        for field in RATES:
-            own = getattr(limit_to, field)
-            if own is not None and (rates[field] is None or rates[field] > own):
-                raise PermissionDenied(
-                    f"A key's {field} may not exceed the {field} of the key setting it "
-                    f"({own}).", param=field, code="key_scope_exceeded")
+    if limit_to is not None:  # models and lifetime do not change here: only these count
+        _refuse_wider(limit_to, Scope(limit_to.allowed_models, rates["rpm_limit"],
+                                      rates["tpm_limit"], limit_to.expires_at,
+                                      concurrency_limit=rates["concurrency_limit"], **caps))
     # Only the name, caps and limits change: the counters belong to metering, whose
     # statements may be updating them now.
     db.session.execute(update(ApiKey).where(ApiKey.id == target_id).values(

@@ -47,7 +47,7 @@ class ShareOfQueue:
     share of the queue (at most `MOST`).
 
     gunicorn sets `max_accept = 1` on each server when there are several workers; that
-    setting is kept aside and the share is used instead.
+    setting is ignored and the share is used instead.
     """
 
     def __init__(self, workers: int) -> None:
@@ -62,7 +62,7 @@ class ShareOfQueue:
         return min(-(-queued // self.workers), MOST)
 
     def __set__(self, server, value) -> None:
-        server.__dict__["asked_max_accept"] = value
+        """Ignored (a setter keeps an instance attribute from hiding the share)."""
 
 
 def accept_shares(workers: int) -> None:

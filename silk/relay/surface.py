@@ -63,8 +63,6 @@ class SurfaceStream:
                 held.clear()
             if piece:
                 yield piece
-        if held:
-            yield b"".join(held)
 
     def close(self) -> None:
         """Stop encoding, then end the relay (which settles if the stream had not ended)."""
