@@ -135,8 +135,9 @@ def post_worker_init(worker):
     """Start this worker's reservation sweeper (settles holds of killed workers; its chores
     expire stored responses and write key-expiry alerts), its alert delivery and, with
     Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers),
-    the trimmer that gives memory back after a burst, and accepting a burst's connections
-    by each worker's share of the queue; once the schema is checked, freeze the startup heap
+    the trimmer that gives memory back after a burst, accepting a burst's connections by
+    each worker's share of the queue, and the probe that paces stream reads while the
+    event loop runs late (silk.relay.pace); once the schema is checked, freeze the startup heap
     (silk.ops.memory).
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
@@ -151,6 +152,7 @@ def post_worker_init(worker):
     from silk.ops.accept import accept_shares
     from silk.ops.memory import freeze_startup, start_trimmer
     from silk.ops.schema import check_at_start
+    from silk.relay.pace import start_probe
     from silk.responses.store import expire  # the sweep's chore: stored responses expire
 
     start_sweeper(worker.wsgi, tiers, lambda model, at: catalogue().price_of(model, at),
@@ -171,6 +173,9 @@ def post_worker_init(worker):
     _write_in_one_send()
     accept_shares(worker.cfg.workers)
     start_trimmer()
+    config = worker.wsgi.config
+    start_probe(float(config["SILK_STREAM_PACE_MS"]) / 1000,
+                float(config["SILK_STREAM_PACE_WHEN_LATE_MS"]) / 1000)
 
 
 def _write_in_one_send() -> None:

@@ -102,6 +102,11 @@ class Defaults:
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker
+    # While a worker's event loop runs this many milliseconds late, each read of a stream
+    # that has delivered output waits SILK_STREAM_PACE_MS (0: never) so that it carries
+    # several events (silk.relay.pace).
+    SILK_STREAM_PACE_WHEN_LATE_MS = 5.0
+    SILK_STREAM_PACE_MS = 80.0
     SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
     SILK_ROUTE_FAILURES = 3  # failures in a row before a model's route rests

@@ -15,6 +15,7 @@ from silk.metering.meter import Meter
 from silk.ops import metrics
 from silk.relay import anthropic
 from silk.relay.events import FLUSH, Chunk, Comment, Done, Event, Failed
+from silk.relay.pace import pace
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.sse import DONE, MAX_EVENT, SSEParser
 from silk.upstream.dialects import scrub
@@ -83,6 +84,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
+            if meter.delivered_tokens:  # the first output is never held
+                pace.wait()
             try:
                 chunk = raw.read1(_READ_SIZE)
                 events = parser.feed(chunk)  # EventTooLarge (a ValueError) is a cut
@@ -176,6 +179,8 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
+            if meter.delivered_tokens:  # the first output is never held
+                pace.wait()
             try:
                 chunk = raw.read1(_READ_SIZE)
                 events = parser.feed(chunk)
