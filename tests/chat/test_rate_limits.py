@@ -1,11 +1,11 @@
 """Per-key rate limits: requests and tokens per minute, in process or shared through Redis."""
 
-import time
 import uuid
 
 import pytest
 
 from tests.chat.helpers import messages
+from tests.reliability.helpers import fresh_window
 
 JSON = {"Accept": "application/json"}
 
@@ -17,17 +17,9 @@ def _limited_key(app, account_id, **limits):
         return create_key(account_id, name="limited", **limits).secret
 
 
-def _early_in_a_minute(margin: float = 8.0) -> None:
-    """Counting is per fixed minute (silk.limits.window): a test that counts requests starts
-    at least `margin` seconds before a minute ends, so its requests share one window."""
-    left = 60 - time.time() % 60
-    if left < margin:
-        time.sleep(left + 0.05)
-
-
 @pytest.fixture(params=["memory", "redis"])
 def limiter_kind(request, app):
-    _early_in_a_minute()
+    fresh_window(8)  # requests are counted in fixed one-minute windows: a test uses one
     if request.param == "redis":
         import redis
 
@@ -83,7 +75,7 @@ def test_redis_counters_are_shared_between_app_instances(app, accounts, upstream
         redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
     except redis.RedisError:
         pytest.skip("Redis not reachable")
-    _early_in_a_minute()
+    fresh_window(8)
     first, second = RedisLimiter("redis://127.0.0.1:6379/15"), RedisLimiter(
         "redis://127.0.0.1:6379/15")
     level = Level(f"key:shared-{uuid.uuid4().hex}", "this API key", rpm=2)

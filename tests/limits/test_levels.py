@@ -8,6 +8,7 @@ import pytest
 
 from tests.chat.helpers import messages
 from tests.limits.conftest import redis_limiter
+from tests.reliability.helpers import fresh_window
 
 JSON = {"Accept": "application/json"}
 CHAT = "/v1/chat/completions"
@@ -15,6 +16,7 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture(params=["memory", "redis"])
 def limiter_kind(request, app):
+    fresh_window(8)  # requests and tokens are counted in fixed one-minute windows
     if request.param == "redis":
         app.extensions["silk.limiter"] = redis_limiter()
     return request.param
