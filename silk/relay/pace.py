@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 
+LONGEST = 1.0  # seconds: a longer wait would stall a stream rather than pace it
+
 
 class Pace:
     """How long a stream's next read waits now: `seconds` while the loop is late, else 0."""
@@ -21,7 +23,12 @@ class Pace:
     __slots__ = ("seconds", "late", "now")
 
     def __init__(self, seconds: float = 0.0, late: float = 0.0) -> None:
-        self.seconds = max(0.0, seconds)
+        self.now = 0.0
+        self.set(seconds, late)
+
+    def set(self, seconds: float, late: float) -> None:
+        """Wait `seconds` (at most LONGEST) while the loop is `late` seconds late or more."""
+        self.seconds = min(max(0.0, seconds), LONGEST)
         self.late = max(0.0, late)
         self.now = 0.0
 
@@ -43,7 +50,7 @@ def start_probe(seconds: float, late: float, interval: float = 0.05):
     late it fires. The probing greenlet, or None when pacing is off (`seconds` 0)."""
     import gevent
 
-    pace.seconds, pace.late = max(0.0, seconds), max(0.0, late)
+    pace.set(seconds, late)
     pace.observe(0.0)  # on time so far
     if not pace.seconds:
         return None

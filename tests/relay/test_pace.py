@@ -37,6 +37,7 @@ def test_the_pace_follows_the_loops_lateness():
     off.observe(10.0)
     assert off.now == 0
     assert Pace(seconds=-1, late=-1).seconds == 0
+    assert Pace(seconds=float("inf"), late=0).seconds == 1.0  # a pace, never a stall
 
 
 def test_only_a_paced_read_waits():
