@@ -23,7 +23,6 @@ class Pace:
     __slots__ = ("seconds", "late", "now")
 
     def __init__(self, seconds: float = 0.0, late: float = 0.0) -> None:
-        self.now = 0.0
         self.set(seconds, late)
 
     def set(self, seconds: float, late: float) -> None:

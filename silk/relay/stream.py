@@ -68,6 +68,25 @@ class RelayStream:
         self._response.close()
 
 
+def _read(raw, parser: SSEParser,
+          meter: Meter) -> tuple[list[tuple[str, bytes]], tuple[str, str, str] | None]:
+    """The events of the stream's next upstream read, or why there are none (cut or timeout).
+
+    Once the stream has delivered output the read is paced while the worker runs late
+    (silk.relay.pace); the first output is never held.
+    """
+    if meter.delivered_tokens:
+        pace.wait()
+    try:
+        chunk = raw.read1(_READ_SIZE)
+        events = parser.feed(chunk)  # EventTooLarge (a ValueError) is a cut
+    except (requests.Timeout, TimeoutError):
+        return [], _TIMEOUT
+    except (requests.RequestException, OSError, ValueError):
+        return [], _CUT
+    return (events, None) if chunk else ([], _CUT)
+
+
 def _relay(response: requests.Response, meter: Meter, upstream_model: str,
            max_event: int, batch: Batch) -> Generator[Event, None, None]:
     """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
@@ -84,19 +103,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
-            if meter.delivered_tokens:  # the first output is never held
-                pace.wait()
-            try:
-                chunk = raw.read1(_READ_SIZE)
-                events = parser.feed(chunk)  # EventTooLarge (a ValueError) is a cut
-            except (requests.Timeout, TimeoutError):
-                failure = _TIMEOUT
-                break
-            except (requests.RequestException, OSError, ValueError):
-                failure = _CUT
-                break
-            if not chunk:
-                failure = _CUT
+            events, failure = _read(raw, parser, meter)
+            if failure:
                 break
             several = len(events) > 1
             batch.open = several
@@ -179,19 +187,8 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
-            if meter.delivered_tokens:  # the first output is never held
-                pace.wait()
-            try:
-                chunk = raw.read1(_READ_SIZE)
-                events = parser.feed(chunk)
-            except (requests.Timeout, TimeoutError):
-                failure = _TIMEOUT
-                break
-            except (requests.RequestException, OSError, ValueError):
-                failure = _CUT
-                break
-            if not chunk:
-                failure = _CUT
+            events, failure = _read(raw, parser, meter)
+            if failure:
                 break
             several = len(events) > 1
             batch.open = several
