@@ -6,7 +6,7 @@ the statement (PostgreSQL) or transaction (SQLite) that charges it; whether it c
 is the threshold rule of silk.metering.rules. So does a key's spend reaching 80, 90 or
 100 % of one of its caps (`key_spend`, rules.cap_reached), per day, month and in total.
 Event ids come from the cause (the reservation; the account and month; the key, the
-period and the share), so a cause written twice is one event. A removal of
+period, the cap and the share), so a cause written twice is one event. A removal of
 money (`credit` with a negative amount) that crosses the threshold writes one too.
 Delivery is silk.alerts', never the request's.
 """
@@ -67,8 +67,7 @@ FROM accounts WHERE id = :account AND :tier_quota > 0 AND {rules.reached(
 # A key's spend alerts, over `source` (the key's row after its counters took `charge` for
 # the day `budget_day` and the month `budget_month`). A counter that now counts that
 # period counted `charge` less before (a new period starts from the charge, so it counted
-# 0 of it); one left on a later period (a late settlement) did not change. The total's
-# "period" is the cap itself, so a raised cap alerts again at its own shares.
+# 0 of it); one left on a later period (a late settlement) did not change.
 _KEY_PERIODS = (  # (period, the period it counts or None, its spend, its cap, its value)
     ("day", "spent_day", "spent_day_units", "cap_day_units", "budget_day"),
     ("month", "spent_month", "spent_month_units", "cap_month_units", "budget_month"),
@@ -85,6 +84,9 @@ def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE
     selects = []
     for period, counts, spent, cap, value in _KEY_PERIODS:
         period_value = f"CAST({o.param(value) if value else 'k.' + cap} AS TEXT)"
+        # The cap is in the id: a cap changed within its day or month alerts again at its
+        # own shares (the total's period value is the cap itself).
+        named = f"{period_value} || ':' || CAST(k.{cap} AS TEXT)" if value else period_value
         in_period = f" AND k.{counts} = {o.param(value)}" if counts and value else ""
         for percent in rules.CAP_ALERT_PERCENTS:
             crossed = rules.cap_reached(o, f"(k.{spent} - {charge})", f"k.{spent}",
@@ -92,7 +94,7 @@ def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE
             selects.append(
                 # ':' apart from the words: a colon before a name would read as a parameter
                 f"SELECT '{KEY_SPEND}:' || CAST(k.id AS TEXT) || ':' || '{period}' || ':' || "
-                f"{period_value} || ':' || '{percent}', '{KEY_SPEND}', k.account_id, "
+                f"{named} || ':' || '{percent}', '{KEY_SPEND}', k.account_id, "
                 f"{payload.format(_fields(period, period_value, percent, cap, spent))}, "
                 f"'pending', 0, {o.param('now')}, '', {o.param('now')} "
                 f"FROM {source} WHERE {which} AND k.{cap} IS NOT NULL{in_period} AND {crossed}")

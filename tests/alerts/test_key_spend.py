@@ -51,15 +51,32 @@ def test_one_settlement_crossing_two_shares_writes_both_and_a_new_day_rearms(
     key = user.key_id
     _settle(app, _reserve(app, user, "jan-31"), Usage(100, 1000))  # 294,000
     assert [e for e, _ in _spend(app)] == [
-        f"key_spend:{key}:day:2031-01-31:80", f"key_spend:{key}:day:2031-01-31:90"]
+        f"key_spend:{key}:day:2031-01-31:300000:80", f"key_spend:{key}:day:2031-01-31:300000:90"]
 
     clock.now = NEXT_DAY  # a new day (and month): its counter starts from the charge
     _no_free_tokens(app, user.id, NEXT_DAY)
     _settle(app, _reserve(app, user, "feb-1"), Usage(100, 1000))
     assert [e for e, _ in _spend(app)][2:] == [
-        f"key_spend:{key}:day:2031-02-01:80", f"key_spend:{key}:day:2031-02-01:90"]
+        f"key_spend:{key}:day:2031-02-01:300000:80", f"key_spend:{key}:day:2031-02-01:300000:90"]
     # The month counted 294,000 of 1,000,000 each time: under 80 %, no month alert.
     assert all(payload["period"] == "day" for _, payload in _spend(app))
+    assert accounts.audit() == []
+
+
+def test_a_day_cap_raised_within_the_day_alerts_again_at_its_own_shares(
+        app, accounts, clock):  # noqa: F811 - the fixture imported above
+    user = accounts.make(credit="1")
+    _no_free_tokens(app, user.id, LAST_SECOND)
+    _caps(app, user.key_id, day="0.0003")  # 240,000; 270,000; 300,000
+    key = user.key_id
+    _settle(app, _reserve(app, user, "first"), Usage(100, 1000))  # 294,000: 80 and 90 %
+    _caps(app, user.key_id, day="0.0006")  # 480,000; 540,000; 600,000
+    _settle(app, _reserve(app, user, "second"), Usage(100, 1000))  # 588,000: 80 and 90 %
+    assert [e for e, _ in _spend(app)] == [
+        f"key_spend:{key}:day:2031-01-31:{cap}:{share}"
+        for cap in (300000, 600000) for share in (80, 90)]
+    assert [(p["cap_units"], p["percent"]) for _, p in _spend(app)][2:] == [
+        (600000, 80), (600000, 90)]
     assert accounts.audit() == []
 
 
