@@ -135,6 +135,70 @@ def test_a_pinned_https_webhook_checks_the_certificate_of_the_urls_host(monkeypa
                                                              else [])
 
 
+def _clear_proxies(monkeypatch) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+
+
+def test_a_webhook_goes_through_the_environments_proxy_to_the_checked_address(
+        monkeypatch, tmp_path):
+    """With HTTPS_PROXY and HTTP_PROXY (credentials in their URLs), an https webhook tunnels
+    to the address that was checked, never to the host name (the proxy would look it up
+    again), with the URL's host name for the certificate and Host; http goes in absolute
+    form to that address."""
+    import base64
+
+    import trustme
+
+    from silk.alerts.delivery import post_webhook
+    from tests.alerts.proxy import Proxy
+
+    _clear_proxies(monkeypatch)
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.example").configure_cert(context)
+    with Receiver("whsec_test", host="127.0.0.2", tls=context) as tls, \
+            Receiver("whsec_test", host="127.0.0.2") as plain, \
+            Proxy({"93.184.216.34": "127.0.0.2"}) as proxy:
+        port = proxy.url.rsplit(":", 1)[1]
+        monkeypatch.setenv("HTTPS_PROXY", f"http://ops:s3cret@127.0.0.1:{port}")
+        monkeypatch.setenv("HTTP_PROXY", f"http://ops:s3cret@127.0.0.1:{port}")
+        for receiver, scheme in ((tls, "https"), (plain, "http")):
+            # Direct, the public address leads nowhere: only the proxy reaches it.
+            _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                         "93.184.216.34": ["127.0.0.3"]})
+            body = json.dumps({"id": f"evt_{scheme}"}).encode()
+            post_webhook(f"{scheme}://hooks.example:{receiver.port}/hook", "whsec_test", body,
+                         "x", allow_private=False, timeout=5)
+            assert [e["id"] for e in receiver.deliveries] == [f"evt_{scheme}"]
+            assert receiver.hosts == [f"hooks.example:{receiver.port}"]
+        assert proxy.targets == [f"CONNECT 93.184.216.34:{tls.port}",
+                                 f"POST http://93.184.216.34:{plain.port}/hook"]
+        assert proxy.authorizations == 2 * ["Basic " + base64.b64encode(b"ops:s3cret").decode()]
+
+
+def test_no_proxy_sends_a_webhook_directly(monkeypatch):
+    from silk.alerts.delivery import post_webhook
+    from tests.alerts.proxy import Proxy
+
+    _clear_proxies(monkeypatch)
+    with Receiver("whsec_test", host="127.0.0.2") as checked, \
+            Proxy({"93.184.216.34": "127.0.0.3"}) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "hooks.example")
+        _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                     "93.184.216.34": ["127.0.0.2"]})
+        body = json.dumps({"id": "evt_direct"}).encode()
+        post_webhook(f"http://hooks.example:{checked.port}/hook", "whsec_test", body,
+                     "x", allow_private=False, timeout=5)
+        assert [e["id"] for e in checked.deliveries] == ["evt_direct"]
+        assert proxy.targets == []
+
+
 def test_a_webhook_tries_the_next_checked_address_when_one_refuses(monkeypatch):
     from silk.alerts.delivery import post_webhook
 
