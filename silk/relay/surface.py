@@ -53,16 +53,23 @@ class SurfaceStream:
     def __iter__(self) -> Iterator[bytes]:
         batch = self._relay.batch
         held: list[bytes] = []
-        for piece in self._bytes:
-            if batch.open:  # more events of this read to come: hold what they made so far
-                held.append(piece)
-                continue
+        try:
+            for piece in self._bytes:
+                if batch.open:  # more events of this read to come: hold what they made so far
+                    held.append(piece)
+                    continue
+                if held:
+                    held.append(piece)
+                    piece = b"".join(held)
+                    held.clear()
+                if piece:
+                    yield piece
+        except Exception:
+            # The encoder failed (the relay settled the request as the gateway's error):
+            # what it had made of this read was delivered and is billed, so it goes out.
             if held:
-                held.append(piece)
-                piece = b"".join(held)
-                held.clear()
-            if piece:
-                yield piece
+                yield b"".join(held)
+            raise
 
     def close(self) -> None:
         """Stop encoding, then end the relay (which settles if the stream had not ended)."""

@@ -97,3 +97,32 @@ def test_the_events_of_one_read_go_out_as_one_piece(surface, app, accounts):
     [record] = accounts.usage_records(acct.id)
     assert record.status == "ok" and record.completion_tokens == text_events
     assert accounts.audit() == []
+
+
+def test_what_a_failing_encoder_made_of_a_read_still_goes_out(app, accounts, monkeypatch):
+    """A fault in the gateway's own encoder, in the middle of a read that carried four
+    events: the pieces it encoded before it failed reach the client, and the request is
+    settled as the gateway's error, billed for what the provider delivered."""
+    from silk.chat import translate
+    from silk.sse import encode_data
+
+    def failing(payload: bytes) -> bytes:
+        if b"w2" in payload:
+            raise RuntimeError("an encoder fault")
+        return encode_data(payload)
+
+    monkeypatch.setattr(translate, "encode_data", failing)
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = _open(app.test_client(), acct, "chat", "pieces=8 together=4 chunk_delay=0.05")
+    pieces = []
+    with pytest.raises(RuntimeError, match="an encoder fault"):
+        for piece in response.response:
+            pieces.append(piece)
+    response.close()
+    body = b"".join(pieces)
+    assert b"w0" in body and b"w1" in body and b"w2" not in body
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "error" and record.completion_tokens == 3  # w0, w1, w2 came
+    assert accounts.row(acct.id).reserved_units == 0
+    assert accounts.audit() == []
