@@ -10,12 +10,15 @@ from silk.config import load_config
 from silk.startup import instance_path
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the WSGI app; each step below is short and named for what it adds."""
+def create_app(test_config: dict | None = None, *, serving: bool = False) -> Flask:
+    """Build the WSGI app; each step below is short and named for what it adds. `serving`
+    (wsgi.py, the server) leaves out what only the commands use."""
     app = Flask(__name__, instance_path=instance_path(), instance_relative_config=True)
     load_config(app, test_config)
     register_json(app)
     register_extensions(app)
+    if not serving:
+        register_migrations(app)
     register_catalogue(app)
     register_request_hooks(app)
     register_cors(app)
@@ -35,17 +38,16 @@ def register_json(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, migrations and the shared services to this app."""
+    """Bind the database and the shared services to this app."""
     from silk import models  # noqa: F401 - every table must be known to migrations
     from silk.database_events import install_engine_events
-    from silk.extensions import db, migrate
+    from silk.extensions import db
     from silk.limits import build_limiter
     from silk.metering import outbox
     from silk.metering.journal import configure as configure_journal
     from silk.pricing import usd_to_units
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=_migrations_dir())
     with app.app_context():
         install_engine_events(db.engine)
         configure_journal(db.engine, app.config["SILK_SETTLEMENT_JOURNAL_DIR"]
@@ -56,6 +58,17 @@ def register_extensions(app: Flask) -> None:
     from silk.invalidation import install
 
     install(app)
+
+
+def register_migrations(app: Flask) -> None:
+    """Bind Flask-Migrate (the `db` commands) to this app. A server never migrates, so its
+    processes skip this and the alembic, mako and pygments it imports (11 MB each)."""
+    from flask_migrate import Migrate
+
+    from silk.extensions import db
+    from silk.ops.schema import MIGRATIONS
+
+    Migrate(app, db, directory=MIGRATIONS, compare_type=True, render_as_batch=True)
 
 
 def register_catalogue(app: Flask) -> None:
@@ -172,9 +185,3 @@ def register_body_deadline(app: Flask) -> None:
     from silk.bodydeadline import BodyDeadline
 
     app.wsgi_app = BodyDeadline(app.wsgi_app, app.config["SILK_BODY_READ_TIMEOUT"])
-
-
-def _migrations_dir() -> str:
-    import os
-
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")

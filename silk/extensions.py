@@ -2,13 +2,11 @@
 
 from typing import TYPE_CHECKING, ClassVar
 
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
 from silk.database import Base
 
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
-migrate = Migrate(compare_type=True, render_as_batch=True)
 
 # The base of every model: db.Model, a subclass of Base that type checkers cannot see.
 if TYPE_CHECKING:

@@ -161,3 +161,52 @@ def test_the_gateway_logs_pending_migrations_once(sqlite_only, empty_database, g
     start_lines = [line for line in text.splitlines() if '"logger":"silk.schema"' in line]
     assert len(start_lines) == 1, text
     _says_not_ready(start_lines[0])
+
+
+def test_the_revisions_read_without_alembic_are_alembics(tmp_path):
+    """Heads and known revisions, read from the files, match alembic's own reading: of the
+    project's migrations, and of a copy with two branches (one annotated) and a merge."""
+    from alembic.script import ScriptDirectory
+
+    from silk.ops import schema
+
+    directory = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", directory)
+    versions = directory / "versions"
+    head = sorted(schema.head_revisions(str(ROOT / "migrations")))[0]
+    (versions / "0099_test.py").write_text(SECOND.format(down=head))
+    (versions / "0098_other.py").write_text(
+        SECOND.replace('revision = "0099_test"', 'revision: str = "0098_other"')
+        .format(down=head))
+    for stage in ("branched", "merged"):
+        if stage == "merged":
+            (versions / "0100_merge.py").write_text(
+                '"""Merge."""\nrevision = "0100_merge"\n'
+                'down_revision = ("0099_test", "0098_other")\n')
+        alembic = ScriptDirectory(str(directory))
+        assert schema.head_revisions(str(directory)) == frozenset(alembic.get_heads()), stage
+        assert schema.known_revisions(str(directory)) == frozenset(
+            rev.revision for rev in alembic.walk_revisions()), stage
+        schema._graph.cache_clear()
+    expected = frozenset(ScriptDirectory(str(ROOT / "migrations")).get_heads())
+    assert schema.head_revisions(schema.MIGRATIONS) == expected
+
+
+def test_the_server_imports_no_migration_tooling():
+    """wsgi.py's app leaves Flask-Migrate to the commands: no worker carries alembic, mako
+    or pygments; the `flask` CLI's app (app.py) still has the `db` commands."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, wsgi, app; "
+             "print(sorted(m for m in ('alembic', 'mako', 'pygments', 'flask_migrate') "
+             "if m in sys.modules))")
+    env = {"SILK_DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
+    server = subprocess.run([sys.executable, "-c", probe.replace(", app;", ";")], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert server.returncode == 0, server.stderr
+    assert server.stdout.strip() == "[]"
+    commands = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert commands.returncode == 0, commands.stderr
+    assert "flask_migrate" in commands.stdout

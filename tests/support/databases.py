@@ -56,10 +56,9 @@ def reset_schema(db) -> None:
 def stamp_head(engine, revisions=None) -> None:
     """Record in alembic_version that the schema is at the migrations' head (or `revisions`),
     as `flask db upgrade` would."""
-    from silk import _migrations_dir
-    from silk.ops.schema import head_revisions
+    from silk.ops.schema import MIGRATIONS, head_revisions
 
-    wanted = set(revisions if revisions is not None else head_revisions(_migrations_dir()))
+    wanted = set(revisions if revisions is not None else head_revisions(MIGRATIONS))
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS alembic_version "
                           "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
