@@ -141,6 +141,9 @@ class Invalidation:
         self.client_name = f"silk-invalidation-{self.pid}-{id(self):x}"
         self.thread: threading.Thread | None = None
         self.listening = threading.Event()  # set while subscribed
+        # Subscriptions confirmed, each after dropping what was cached: redis-py may
+        # reconnect and subscribe again by itself, while `listening` stays set.
+        self.subscriptions = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._publisher = None
@@ -206,6 +209,7 @@ class Invalidation:
                 if message["type"] == "subscribe":
                     # Whatever changed while this worker was not listening is unknown.
                     drop(self.app, "*")
+                    self.subscriptions += 1
                     self.listening.set()
                 elif message["type"] == "message":
                     data = message["data"]

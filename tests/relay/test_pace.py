@@ -121,8 +121,10 @@ def test_a_late_worker_sends_each_stream_in_fewer_writes_and_bills_it_the_same(
     assert "".join(text for _, text in pieces) == " ".join(f"w{i}" for i in range(PIECES))
     reads = _reads(pieces)
     if paced:
-        # The first piece is not held: it comes before the first pause could have ended.
-        assert pieces[0][0] - started < PACE_MS / 1000
+        # The first piece is not held: its read brings it alone (or with the next, on a busy
+        # machine), where a pause before it would have gathered six events.
+        first_read = sum(1 for at, _ in pieces if at == pieces[0][0])
+        assert first_read <= 2, [round(at - started, 3) for at, _ in pieces]
         # The rest, 11 events over 0.55 s, come in a few reads spaced by the pause.
         assert reads <= 5, [round(at - started, 3) for at, _ in pieces]
         assert pieces[-1][0] - pieces[1][0] >= 0.8 * PACE_MS / 1000
