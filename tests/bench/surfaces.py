@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bursts", type=int, default=4, help="c=32 bursts per target (0: skip)")
     ap.add_argument("--burst-s", type=float, default=3.0)
     ap.add_argument("--streams", default="",
-                    help="comma-separated burst sizes for the streams phase (none: skip)")
+                    help="comma-separated burst sizes for the streams phase (empty: skip)")
     ap.add_argument("--stream-rounds", type=int, default=4)
     ap.add_argument("--per-request", type=int, default=200,
                     help="requests per surface for the CPU and counter phase (0: skip)")
