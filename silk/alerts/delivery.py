@@ -137,11 +137,7 @@ def _post_pinned(url: str, addresses: list[str], body: bytes, headers: dict[str,
     host = parsed.host or ""
     headers = {**headers, "Host": host if parsed.port is None else f"{host}:{parsed.port}"}
     proxy = _proxy(url)
-    try:
-        manager = _proxy_manager(proxy) if proxy else None
-    except ValueError:  # a SOCKS proxy or a malformed URL (not shown: it may hold a password)
-        raise Undelivered("webhook: the environment's proxy for it is not an http(s) "
-                          "proxy URL") from None
+    manager = _proxy_manager(proxy) if proxy else None
     failure: Exception | None = None
     for address in addresses:
         options: dict[str, Any] = {"maxsize": 1, "retries": False,
