@@ -108,68 +108,33 @@ def _trusted() -> str:
             or requests.certs.where())
 
 
-def _proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY), unless
-    NO_PROXY exempts its host: what requests would use for it."""
-    proxies = requests.utils.get_environ_proxies(url)
-    return requests.utils.select_proxy(url, proxies) or None
-
-
-def _proxy_manager(proxy: str) -> urllib3.ProxyManager:
-    """A manager for `proxy`, with its credentials (from its URL) as Proxy-Authorization."""
-    user, password = requests.utils.get_auth_from_url(proxy)
-    headers = (urllib3.make_headers(proxy_basic_auth=f"{user}:{password}")
-               if user or password else None)
-    return urllib3.ProxyManager(proxy, proxy_headers=headers)
-
-
 def _post_pinned(url: str, addresses: list[str], body: bytes, headers: dict[str, str],
                  timeout: float) -> int:
-    """POST to the first of `addresses` that takes a connection; the answer's status.
-
-    Through the environment's proxy, an https POST tunnels (CONNECT) to the address and an
-    http one is sent to the address in absolute form; either way the proxy never resolves
-    the host name again.
-    """
+    """POST to the first of `addresses` that takes a connection; the answer's status."""
     parsed = urllib3.util.parse_url(url)
     https = parsed.scheme == "https"
     port = parsed.port or (443 if https else 80)
     host = parsed.host or ""
     headers = {**headers, "Host": host if parsed.port is None else f"{host}:{parsed.port}"}
-    proxy = _proxy(url)
-    manager = _proxy_manager(proxy) if proxy else None
     failure: Exception | None = None
     for address in addresses:
-        options: dict[str, Any] = {"maxsize": 1, "retries": False,
+        options: dict[str, Any] = {"port": port, "maxsize": 1, "retries": False,
                                    "timeout": urllib3.Timeout(connect=timeout, read=timeout)}
         if https:
-            options.update(server_hostname=host.strip("[]"), assert_hostname=host.strip("[]"),
-                           cert_reqs="CERT_REQUIRED", ca_certs=_trusted())
-        target = parsed.request_uri
-        forwarded = manager is not None and not https  # the pool is the proxy's own
-        pool: urllib3.HTTPConnectionPool
-        if manager is not None:
-            pool = manager.connection_from_host(address, port, parsed.scheme,
-                                                pool_kwargs=options)
-            if forwarded:
-                literal = f"[{address}]" if ":" in address else address
-                target = f"http://{literal}:{port}{parsed.request_uri}"
-        elif https:
-            pool = urllib3.HTTPSConnectionPool(address, port, **options)
+            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+                address, **options, server_hostname=host.strip("[]"),
+                assert_hostname=host.strip("[]"), cert_reqs="CERT_REQUIRED",
+                ca_certs=_trusted())
         else:
-            pool = urllib3.HTTPConnectionPool(address, port, **options)
+            pool = urllib3.HTTPConnectionPool(address, **options)
         try:
             with pool:
-                return pool.urlopen("POST", target, body=body, headers=headers,
-                                    redirect=False, retries=False,
-                                    assert_same_host=not forwarded).status
+                return pool.urlopen("POST", parsed.request_uri, body=body, headers=headers,
+                                    redirect=False, retries=False).status
         except urllib3.exceptions.NewConnectionError as exc:
             failure = exc  # this address takes no connection: the next one may
         except urllib3.exceptions.HTTPError as exc:
             raise Undelivered(f"webhook: {type(exc).__name__}") from None
-        finally:
-            if manager is not None:
-                manager.clear()
     raise Undelivered(f"webhook: {type(failure).__name__}")
 
 
