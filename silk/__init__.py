@@ -17,8 +17,7 @@ def create_app(test_config: dict | None = None, *, serving: bool = False) -> Fla
     load_config(app, test_config)
     register_json(app)
     register_extensions(app)
-    if not serving:
-        register_migrations(app)
+    register_migrations(app, lazily=serving)
     register_catalogue(app)
     register_request_hooks(app)
     register_cors(app)
@@ -60,15 +59,35 @@ def register_extensions(app: Flask) -> None:
     install(app)
 
 
-def register_migrations(app: Flask) -> None:
-    """Bind Flask-Migrate (the `db` commands) to this app. A server never migrates, so its
-    processes skip this and the alembic, mako and pygments it imports (11 MB each)."""
-    from flask_migrate import Migrate
+def register_migrations(app: Flask, *, lazily: bool = False) -> None:
+    """Bind Flask-Migrate (the `db` commands) to this app; `lazily`, only once a `db`
+    command runs, so a server's workers never import alembic, mako and pygments (11 MB a
+    process) while `flask db ...` still finds its commands on the server's app."""
+    import click
 
-    from silk.extensions import db
-    from silk.ops.schema import MIGRATIONS
+    def bind() -> None:
+        from flask_migrate import Migrate
 
-    Migrate(app, db, directory=MIGRATIONS, compare_type=True, render_as_batch=True)
+        from silk.extensions import db
+        from silk.ops.schema import MIGRATIONS
+
+        if "migrate" not in app.extensions:
+            Migrate(app, db, directory=MIGRATIONS, compare_type=True, render_as_batch=True)
+
+    if not lazily:
+        bind()
+        return
+
+    class Db(click.Group):
+        """Stands in for Flask-Migrate's `db` group until it runs, then is that group."""
+
+        def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+            from flask_migrate.cli import db as commands
+
+            bind()
+            return commands.make_context(info_name, args, parent=parent, **extra)
+
+    app.cli.add_command(Db("db", help="Perform database migrations."))
 
 
 def register_catalogue(app: Flask) -> None:

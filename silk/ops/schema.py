@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import threading
+import tokenize
 from pathlib import Path
 
 from flask import Flask, current_app, request
@@ -40,11 +41,19 @@ MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 def _graph(directory: str) -> dict[str, tuple[str, ...]]:
     """Each migration's revision and the revisions it follows, read from the literal
     `revision` and `down_revision` of versions/*.py without importing alembic (and mako and
-    pygments with it: 11 MB in every server process)."""
+    pygments with it: 11 MB in every server process).
+
+    A file alembic would load but whose revision is not a literal here raises ValueError,
+    so the check never guesses a head.
+    """
     graph: dict[str, tuple[str, ...]] = {}
     for path in sorted(Path(directory, "versions").glob("*.py")):
+        if path.name.startswith(("_", ".")):  # __init__.py, editors' lock files: not loaded
+            continue
+        with tokenize.open(path) as source:  # honours a coding line, as Python does
+            tree = ast.parse(source.read())
         values: dict[str, object] = {}
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for node in tree.body:
             if isinstance(node, ast.Assign):
                 targets, value = node.targets, node.value
             elif isinstance(node, ast.AnnAssign) and node.value is not None:
@@ -53,11 +62,15 @@ def _graph(directory: str) -> dict[str, tuple[str, ...]]:
                 continue
             for target in targets:
                 if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
-                    values[target.id] = ast.literal_eval(value)
+                    try:
+                        values[target.id] = ast.literal_eval(value)
+                    except ValueError:
+                        raise ValueError(f"{path}: {target.id} is not a literal") from None
         revision, down = values.get("revision"), values.get("down_revision")
-        if isinstance(revision, str):
-            follows = down if isinstance(down, (tuple, list)) else (down,) if down else ()
-            graph[revision] = tuple(str(d) for d in follows)
+        if not isinstance(revision, str):
+            raise ValueError(f"{path}: no literal revision string")
+        follows = down if isinstance(down, (tuple, list)) else (down,) if down else ()
+        graph[revision] = tuple(str(d) for d in follows)
     return graph
 
 
@@ -143,6 +156,7 @@ def problem() -> str | None:
 
 def install(app: Flask) -> None:
     """Answer 503 (in the surface's own envelope) while the schema is behind."""
+    head_revisions(MIGRATIONS)  # a migration file it cannot read stops the start, loudly
     app.extensions["silk.schema"] = SchemaState(MIGRATIONS)
 
     @app.before_request

@@ -192,21 +192,36 @@ def test_the_revisions_read_without_alembic_are_alembics(tmp_path):
     assert schema.head_revisions(schema.MIGRATIONS) == expected
 
 
-def test_the_server_imports_no_migration_tooling():
-    """wsgi.py's app leaves Flask-Migrate to the commands: no worker carries alembic, mako
-    or pygments; the `flask` CLI's app (app.py) still has the `db` commands."""
+def test_the_server_imports_no_migration_tooling(tmp_path):
+    """wsgi.py's app binds Flask-Migrate only when a `db` command runs: importing it loads
+    no alembic, mako or pygments, yet `flask db` (which finds wsgi.py first) still works."""
     import subprocess
     import sys
 
-    probe = ("import sys, wsgi, app; "
-             "print(sorted(m for m in ('alembic', 'mako', 'pygments', 'flask_migrate') "
-             "if m in sys.modules))")
-    env = {"SILK_DATABASE_URL": "sqlite://", "PATH": "/usr/bin:/bin"}
-    server = subprocess.run([sys.executable, "-c", probe.replace(", app;", ";")], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=60)
+    env = {"SILK_INSTANCE_PATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    probe = ("import sys, wsgi; print(sorted(m for m in ('alembic', 'mako', 'pygments', "
+             "'flask_migrate') if m in sys.modules))")
+    server = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
     assert server.returncode == 0, server.stderr
     assert server.stdout.strip() == "[]"
-    commands = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
-    assert commands.returncode == 0, commands.stderr
-    assert "flask_migrate" in commands.stdout
+    from silk.ops import schema
+
+    [head] = schema.head_revisions(schema.MIGRATIONS)
+    heads = subprocess.run([sys.executable, "-m", "flask", "db", "heads"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert heads.returncode == 0, heads.stderr
+    assert heads.stdout.strip() == f"{head} (head)"
+
+
+def test_a_migration_whose_revision_is_not_a_literal_is_an_error(tmp_path):
+    """The reader never guesses a head: a revision it cannot read stops it."""
+    from silk.ops import schema
+
+    directory = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", directory)
+    (directory / "versions" / "0099_test.py").write_text(
+        SECOND.replace('revision = "0099_test"', 'REV = "0099_test"\nrevision = REV')
+        .format(down="0008"))
+    with pytest.raises(ValueError, match="0099_test.py: revision is not a literal"):
+        schema.head_revisions(str(directory))
