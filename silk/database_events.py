@@ -1,4 +1,5 @@
-"""Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer."""
+"""Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer, and
+every commit on disk before the caller goes on."""
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
@@ -10,7 +11,10 @@ def sqlite_pragmas(dbapi_conn) -> None:
     """Apply the settings every SQLite connection of the app uses (shared with metering)."""
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit returns once the write-ahead log is flushed, so a charge or a credit
+    # that was answered survives a power loss too (NORMAL would only survive a crash of the
+    # process). Metering's holds opt out per transaction (silk.metering.sqlite).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()

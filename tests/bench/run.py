@@ -278,6 +278,8 @@ class Runner:
         is_pg = isinstance(t, Gateway) and t.db == "postgres"
         if is_pg:
             res["pg_commit_probe"] = pg_commit_probe(self.args.pg_base, t.pg_dbname)
+        if isinstance(t, Gateway) and t.db == "sqlite" and t.tmpdir:
+            res["flush_probe"] = flush_probe(t.tmpdir)  # beside the database file
         self.quiet(t, res, "latency")
         pg0 = pg_counters(self.args.pg_base, t.pg_dbname) if is_pg else None
         meter = self.cpu_meter(t).start()
@@ -864,20 +866,29 @@ def pg_counters(pg_base: str, dbname: str) -> dict | None:
     return dict(zip(keys, row, strict=True))
 
 
+PAUSE_S = 0.002  # about a fast upstream call: the disk idles that long between two flushes
+
+
 def pg_commit_probe(pg_base: str, dbname: str, n: int = 200) -> dict | None:
     """What this PostgreSQL server gives a client: one-row UPDATE + COMMIT, n times, from a
-    plain blocking connection (no gevent, no SQLAlchemy)."""
+    plain blocking connection (no gevent, no SQLAlchemy), back to back and after a pause of
+    PAUSE_S each (as a charge at concurrency 1 follows its hold: on some virtual disks the
+    first flush after an idle moment costs ten times more)."""
     try:
         with _pg_connect(pg_base, dbname) as conn:
             conn.execute("create table if not exists bench_probe (id int primary key, v int)")
             conn.execute("insert into bench_probe values (1, 0) on conflict do nothing")
             conn.autocommit = False
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                conn.execute("update bench_probe set v = v + 1 where id = 1")
-                conn.commit()
-                times.append(time.perf_counter() - t0)
+            times: list[float] = []
+            paused: list[float] = []
+            for pause, into in ((0.0, times), (PAUSE_S, paused)):
+                for _ in range(n):
+                    if pause:
+                        time.sleep(pause)
+                    t0 = time.perf_counter()
+                    conn.execute("update bench_probe set v = v + 1 where id = 1")
+                    conn.commit()
+                    into.append(time.perf_counter() - t0)
             rt = []
             for _ in range(n):
                 t0 = time.perf_counter()
@@ -890,8 +901,34 @@ def pg_commit_probe(pg_base: str, dbname: str, n: int = 200) -> dict | None:
         return {"error": str(exc)}
     return {
         "update_commit_ms": loadgen.summary(times),
+        "update_commit_after_pause_ms": loadgen.summary(paused),
         "select1_roundtrip_ms": loadgen.summary(rt),
     }
+
+
+def flush_probe(directory: str, n: int = 200) -> dict:
+    """What this machine's disk gives a commit: write 8 kB into a file in `directory` and
+    fdatasync it, n times back to back and n times after a pause of PAUSE_S each."""
+    path = os.path.join(directory, f"bench-flush-probe-{os.getpid()}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\0" * (1 << 20))
+        os.fsync(fd)
+        out = {}
+        for name, pause in (("back_to_back_ms", 0.0), ("after_pause_ms", PAUSE_S)):
+            times = []
+            for i in range(n):
+                if pause:
+                    time.sleep(pause)
+                t0 = time.perf_counter()
+                os.pwrite(fd, b"x" * 8192, (i % 128) * 8192)
+                os.fdatasync(fd)
+                times.append(time.perf_counter() - t0)
+            out[name] = loadgen.summary(times)
+        return out
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def _cpu_done(cpu: dict, loadgen_cpu: float | None) -> dict:

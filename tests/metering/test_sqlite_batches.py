@@ -72,3 +72,56 @@ def test_a_refusal_in_a_busy_batch_leaves_the_others_charged(app, accounts):
     assert row.balance_units == 600_000 - len(charged) * each
     assert len(accounts.usage_records(acct.id)) == len(charged)
     assert accounts.audit() == []
+
+
+NORMAL, FULL = 1, 2  # what PRAGMA synchronous reads
+
+
+def _synchronous(driver):
+    return driver.execute("PRAGMA synchronous").fetchone()[0]
+
+
+def test_a_batch_that_charges_waits_for_the_disk_and_one_that_only_holds_does_not(app):
+    from silk.metering.sqlite import Hold
+
+    _, connections = _batches(app)
+    assert connections._run_batch([Hold(_synchronous)]) == [NORMAL]
+    assert connections._run_batch([Hold(_synchronous), _synchronous]) == [FULL, FULL]
+    assert connections._run_batch([_synchronous]) == [FULL]
+    assert connections._run_batch([Hold(_synchronous), Hold(_synchronous)]) == [NORMAL, NORMAL]
+
+
+def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, accounts,
+                                                                   upstream):
+    engine, connections = _batches(app)
+    with engine.connect() as conn:  # the app's own writes (top-ups, keys) wait for the disk
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    statements: list[str] = []
+    while connections.idle:  # the next metering transaction runs on the traced connection
+        connections.idle.pop().close()
+    traced = connections.take()
+    traced.set_trace_callback(statements.append)
+    connections.give_back(traced)
+
+    response = client.post("/v1/chat/completions", headers=acct.headers,
+                           json={"model": "deepseek-chat", "stream": False,
+                                 "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 200, response.json
+
+    # Each transaction starts by setting how its commit waits; group them by that.
+    transactions: list[tuple[str, str]] = []
+    for sql in statements:
+        if sql.startswith("PRAGMA synchronous"):
+            transactions.append((sql.rsplit(" ", 1)[-1], ""))
+        elif transactions:
+            mode, text = transactions[-1]
+            transactions[-1] = (mode, text + "\n" + sql)
+    [hold] = [t for t in transactions if "INSERT INTO reservations" in t[1]]
+    [charge] = [t for t in transactions if "INSERT INTO usage_records" in t[1]]
+    assert hold[0] == "NORMAL" and "COMMIT" in hold[1]
+    assert charge[0] == "FULL" and "COMMIT" in charge[1]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and record.cost_units > 0
+    assert accounts.audit() == []
