@@ -141,6 +141,10 @@ class Runner:
         extra = args.soak_min * len(args.targets) if not args.budget_min else 0.0
         self.budget = Budget((args.budget_min or settings["budget_min"]) + extra)
         self.upstream = FakeUpstream(self.python, logdir)
+        # With Portkey among the targets, a second Portkey stays up all run and is measured
+        # beside each gateway target (see start_reference): the machine's speed drifts
+        # within minutes, so the ratios use the reference of the same moment.
+        self.reference: Portkey | None = None
 
     # -- helpers
     def direct_url(self) -> str:
@@ -282,8 +286,49 @@ class Runner:
             res["flush_probe"] = flush_probe(t.tmpdir)  # beside the database file
         self.quiet(t, res, "latency")
         pg0 = pg_counters(self.args.pg_base, t.pg_dbname) if is_pg else None
+        # Portkey's own phase just before the target's and just after, apart from it: Node's
+        # background threads (V8's garbage collector) would share the cores with the target.
+        ref = self.reference if t.kind == "silkgateway" else None
+        before = self._latency_phase(ref) if ref is not None else None
+        if before is not None:
+            time.sleep(1.0)
         meter = self.cpu_meter(t).start()
-        out = run_loadgen(
+        out = self._latency_phase(t)
+        cpu = _cpu_done(meter.stop(), out["loadgen_cpu_s"])
+        after = None
+        if ref is not None:
+            time.sleep(1.0)
+            after = self._latency_phase(ref)
+        tgt, direct = out["targets"]["target"], out["targets"]["direct"]
+        a, b = tgt["latency_ms"], direct["latency_ms"]
+        res["latency_c1"] = {
+            "target": a,
+            "direct": b,
+            "target_errors": tgt["errors"],
+            "added_p50_ms": _sub(a.get("p50"), b.get("p50")),
+            "added_p99_ms": _sub(a.get("p99"), b.get("p99")),
+            "ratio_p50": _div(a.get("p50"), b.get("p50")),
+            "cpu": cpu,
+        }
+        if ref is not None and before is not None and after is not None:
+            added = [_sub(o["targets"]["target"]["latency_ms"].get("p50"),
+                          o["targets"]["direct"]["latency_ms"].get("p50")) for o in (before, after)]
+            res["latency_c1"]["reference"] = {
+                "name": ref.name, "added_p50_before_ms": added[0], "added_p50_after_ms": added[1],
+                "added_p50_ms": None if None in added else round((added[0] + added[1]) / 2, 3)}
+        if pg0:
+            time.sleep(1.0)  # let PostgreSQL publish its counters
+            pg1 = pg_counters(self.args.pg_base, t.pg_dbname)
+            sent = a.get("n", 0) + self.s["lat_warmup"] + sum(tgt["errors"].values())
+            if pg1 and sent:
+                res["latency_c1"]["pg_per_request"] = {
+                    k: round((pg1[k] - pg0[k]) / sent, 2) for k in pg1
+                }
+        log(f"{t.name}: c=1 p50 {a.get('p50')} ms (direct {b.get('p50')} ms)")
+
+    def _latency_phase(self, t: Target) -> dict:
+        """Concurrency 1: rounds alternating between `t` and the fake upstream direct."""
+        return run_loadgen(
             self.python,
             [
                 "latency",
@@ -305,33 +350,22 @@ class Runner:
             ],
             timeout=200,
         )
-        tgt, direct = out["targets"]["target"], out["targets"]["direct"]
-        a, b = tgt["latency_ms"], direct["latency_ms"]
-        res["latency_c1"] = {
-            "target": a,
-            "direct": b,
-            "target_errors": tgt["errors"],
-            "added_p50_ms": _sub(a.get("p50"), b.get("p50")),
-            "added_p99_ms": _sub(a.get("p99"), b.get("p99")),
-            "ratio_p50": _div(a.get("p50"), b.get("p50")),
-            "cpu": _cpu_done(meter.stop(), out["loadgen_cpu_s"]),
-        }
-        if pg0:
-            time.sleep(1.0)  # let PostgreSQL publish its counters
-            pg1 = pg_counters(self.args.pg_base, t.pg_dbname)
-            sent = a.get("n", 0) + self.s["lat_warmup"] + sum(tgt["errors"].values())
-            if pg1 and sent:
-                res["latency_c1"]["pg_per_request"] = {
-                    k: round((pg1[k] - pg0[k]) / sent, 2) for k in pg1
-                }
-        log(f"{t.name}: c=1 p50 {a.get('p50')} ms (direct {b.get('p50')} ms)")
 
     def throughput(self, t: Target, res: dict) -> None:
         self.quiet(t, res, "throughput")
+        ref = self.reference if t.kind == "silkgateway" else None
+        before = None
+        if ref is not None:  # Portkey's burst just before the target's and just after
+            before = self._throughput_target(ref)
+            time.sleep(0.5)
         meter = self.cpu_meter(t).start()
         with PgWaits(t, self.args.pg_base) as pg:
             tgt = self._throughput_target(t)
         cpu = meter.stop()
+        after = None
+        if ref is not None:
+            time.sleep(0.5)
+            after = self._throughput_target(ref)
         time.sleep(0.5)
         direct = run_loadgen(
             self.python,
@@ -355,7 +389,14 @@ class Runner:
             "cpu": _cpu_done(cpu, tgt["loadgen_cpu_s"]),
             "pg_activity": pg.result(),
         }
-        log(f"{t.name}: c=32 {tgt['rps']} req/s (direct {direct['rps']} req/s)")
+        beside = ""
+        if ref is not None and before is not None and after is not None:
+            res["throughput_c32"]["reference"] = {
+                "name": ref.name, "rps": round((before["rps"] + after["rps"]) / 2, 1),
+                "rps_before": before["rps"], "rps_after": after["rps"],
+                "errors": {"before": before["errors"], "after": after["errors"]}}
+            beside = f", Portkey before and after it {before['rps']} and {after['rps']} req/s"
+        log(f"{t.name}: c=32 {tgt['rps']} req/s (direct {direct['rps']} req/s{beside})")
 
     def _throughput_target(self, t: Target) -> dict:
         return run_loadgen(
@@ -689,10 +730,28 @@ class Runner:
             f"{books['upstream_requests']} upstream requests, audit exit {books['audit_exit']}"
         )
 
+    def start_reference(self) -> None:
+        """Portkey kept up beside the gateway targets (when Portkey is one of the targets)."""
+        if "portkey" not in self.args.targets or self.args.no_reference:
+            return
+        ref = Portkey(self.logdir, self.upstream, Path(self.args.portkey_dir))
+        ref.name = "portkey-reference"
+        try:
+            ref.ensure_installed(log)
+            ref.prepare()
+            ref.start(timeout=30)
+        except Exception as exc:  # noqa: BLE001 - the run goes on with the run-wide figures
+            log(f"{ref.name}: not started ({exc}); ratios use the portkey target's figures")
+            ref.stop()
+            return
+        self.reference = ref
+        log(f"{ref.name}: up on port {ref.port}, measured beside each gateway target")
+
     def run(self) -> dict:
         results: dict = {"targets": {}}
         self.upstream.start()
         try:
+            self.start_reference()
             for name in self.args.targets:
                 t = self.make_target(name)
                 if t is None:
@@ -703,6 +762,8 @@ class Runner:
                 results["targets"][name] = self.run_target(t)
             results["upstream_final_stats"] = self.upstream.stats()
         finally:
+            if self.reference is not None:
+                self.reference.stop()
             self.upstream.stop()
         return results
 
@@ -1018,6 +1079,12 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--litellm-venv", default=os.environ.get("SILK_BENCH_LITELLM_VENV", "/work/litellm-venv")
+    )
+    ap.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="with portkey among the targets: do not keep a second Portkey up to measure "
+        "beside each gateway target (the ratios then use the portkey target's figures)",
     )
     ap.add_argument(
         "--portkey-dir",

@@ -592,7 +592,7 @@ class Portkey(Target):
         self.key = "sk-bench-portkey-upstream"
         self.extra_headers = [
             "x-portkey-provider: openai",
-            f"x-portkey-custom-host: {self.upstream.base('portkey')}/v1",
+            f"x-portkey-custom-host: {self.upstream.base(self.name)}/v1",
         ]
         cp = subprocess.run([self.node, "--version"], capture_output=True, text=True, timeout=30)
         self.info["version"] = self.installed_version()
