@@ -289,7 +289,7 @@ class Runner:
         # Portkey's own phase just before the target's and just after, apart from it: Node's
         # background threads (V8's garbage collector) would share the cores with the target.
         ref = self.reference if t.kind == "silkgateway" else None
-        before = self._latency_phase(ref) if ref is not None else None
+        before = self._beside(ref, self._latency_phase) if ref is not None else None
         if before is not None:
             time.sleep(1.0)
         meter = self.cpu_meter(t).start()
@@ -298,7 +298,7 @@ class Runner:
         after = None
         if ref is not None:
             time.sleep(1.0)
-            after = self._latency_phase(ref)
+            after = self._beside(ref, self._latency_phase)
         tgt, direct = out["targets"]["target"], out["targets"]["direct"]
         a, b = tgt["latency_ms"], direct["latency_ms"]
         res["latency_c1"] = {
@@ -325,6 +325,16 @@ class Runner:
                     k: round((pg1[k] - pg0[k]) / sent, 2) for k in pg1
                 }
         log(f"{t.name}: c=1 p50 {a.get('p50')} ms (direct {b.get('p50')} ms)")
+
+    @staticmethod
+    def _beside(ref: Target, phase) -> dict | None:
+        """A phase of the reference Portkey; its failure costs only the ratio, not the
+        gateway target's own figures (they then fall back to the portkey target's)."""
+        try:
+            return phase(ref)
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            log(f"{ref.name}: phase failed ({exc})")
+            return None
 
     def _latency_phase(self, t: Target) -> dict:
         """Concurrency 1: rounds alternating between `t` and the fake upstream direct."""
@@ -356,7 +366,7 @@ class Runner:
         ref = self.reference if t.kind == "silkgateway" else None
         before = None
         if ref is not None:  # Portkey's burst just before the target's and just after
-            before = self._throughput_target(ref)
+            before = self._beside(ref, self._throughput_target)
             time.sleep(0.5)
         meter = self.cpu_meter(t).start()
         with PgWaits(t, self.args.pg_base) as pg:
@@ -365,7 +375,7 @@ class Runner:
         after = None
         if ref is not None:
             time.sleep(0.5)
-            after = self._throughput_target(ref)
+            after = self._beside(ref, self._throughput_target)
         time.sleep(0.5)
         direct = run_loadgen(
             self.python,
