@@ -1,5 +1,5 @@
 """Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer, and
-every commit on disk before the caller goes on."""
+every commit but a metering hold's on disk before the caller goes on."""
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine

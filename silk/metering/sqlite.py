@@ -69,7 +69,7 @@ def _locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-class Hold:
+class HoldOnly:
     """An operation that only holds money: its transaction need not wait for the disk."""
 
     __slots__ = ("run",)
@@ -102,7 +102,7 @@ class _Connections:
         if engine is None:
             raise RuntimeError("the engine was disposed")
         results: list[Any] = []
-        durable = not all(isinstance(op, Hold) for op in ops)
+        durable = not all(isinstance(op, HoldOnly) for op in ops)
         with write_transaction(engine, durable=durable) as driver:
             if len(ops) == 1:
                 results.append(ops[0](driver))
@@ -354,7 +354,7 @@ class SqliteStore(Common):
                 "expires": now + timedelta(seconds=ask.ttl_seconds)})
             return Reserved(reservation_id, tier, bound)
 
-        result: Reserved = batched(self.engine, Hold(hold))
+        result: Reserved = batched(self.engine, HoldOnly(hold))
         return result
 
     def write(self, values: dict[str, Any]) -> Written | None:

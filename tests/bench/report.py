@@ -107,7 +107,7 @@ def peer_checks(results: dict) -> list[dict]:
             continue
         db, surface = _surface(name)
         rps = _get(res, "throughput_c32", "target", "rps")
-        # Portkey measured beside this target (c=1 interleaved, c=32 right after) when the
+        # Portkey measured beside this target (a phase just before and one just after) when the
         # run kept a reference up; else the portkey target's figures, minutes apart.
         pk_rps = _get(res, "throughput_c32", "reference", "rps") or _get(
             pk, "throughput_c32", "target", "rps")

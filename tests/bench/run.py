@@ -331,10 +331,15 @@ class Runner:
         """A phase of the reference Portkey; its failure costs only the ratio, not the
         gateway target's own figures (they then fall back to the portkey target's)."""
         try:
-            return phase(ref)
+            out = phase(ref)
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             log(f"{ref.name}: phase failed ({exc})")
             return None
+        errors = out.get("errors") or out.get("targets", {}).get("target", {}).get("errors") or {}
+        if any(errors.values()) or not out.get("rps", 1):  # a failing Portkey is no yardstick
+            log(f"{ref.name}: phase had errors ({errors}); not used")
+            return None
+        return out
 
     def _latency_phase(self, t: Target) -> dict:
         """Concurrency 1: rounds alternating between `t` and the fake upstream direct."""
@@ -367,7 +372,7 @@ class Runner:
         before = None
         if ref is not None:  # Portkey's burst just before the target's and just after
             before = self._beside(ref, self._throughput_target)
-            time.sleep(0.5)
+            self.quiet(t, res, "throughput")  # Node's background threads done with the cores
         meter = self.cpu_meter(t).start()
         with PgWaits(t, self.args.pg_base) as pg:
             tgt = self._throughput_target(t)
@@ -745,7 +750,8 @@ class Runner:
         if "portkey" not in self.args.targets or self.args.no_reference:
             return
         ref = Portkey(self.logdir, self.upstream, Path(self.args.portkey_dir))
-        ref.name = "portkey-reference"
+        ref.name = "reference-portkey"
+        self.reference = ref  # stopped by run()'s finally, even if interrupted while starting
         try:
             ref.ensure_installed(log)
             ref.prepare()
@@ -753,8 +759,8 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the run goes on with the run-wide figures
             log(f"{ref.name}: not started ({exc}); ratios use the portkey target's figures")
             ref.stop()
+            self.reference = None
             return
-        self.reference = ref
         log(f"{ref.name}: up on port {ref.port}, measured beside each gateway target")
 
     def run(self) -> dict:
@@ -981,7 +987,10 @@ def flush_probe(directory: str, n: int = 200) -> dict:
     """What this machine's disk gives a commit: write 8 kB into a file in `directory` and
     fdatasync it, n times back to back and n times after a pause of PAUSE_S each."""
     path = os.path.join(directory, f"bench-flush-probe-{os.getpid()}")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:  # diagnostics only
+        return {"error": str(exc)}
     try:
         os.write(fd, b"\0" * (1 << 20))
         os.fsync(fd)

@@ -82,7 +82,7 @@ def _synchronous(driver):
 
 
 def test_a_batch_that_charges_waits_for_the_disk_and_one_that_only_holds_does_not(app):
-    from silk.metering.sqlite import Hold
+    from silk.metering.sqlite import HoldOnly as Hold
 
     _, connections = _batches(app)
     assert connections._run_batch([Hold(_synchronous)]) == [NORMAL]
