@@ -74,11 +74,14 @@ def _graph(directory: str) -> dict[str, tuple[str, ...]]:
     return graph
 
 
-def head_revisions(directory: str) -> frozenset[str]:
-    """The revisions the migrations end at (one, unless a branch is left unmerged)."""
-    graph = _graph(directory)
+def _heads(graph: dict[str, tuple[str, ...]]) -> frozenset[str]:
     followed = {down for downs in graph.values() for down in downs}
     return frozenset(graph.keys() - followed)
+
+
+def head_revisions(directory: str) -> frozenset[str]:
+    """The revisions the migrations end at (one, unless a branch is left unmerged)."""
+    return _heads(_graph(directory))
 
 
 def known_revisions(directory: str) -> frozenset[str]:
@@ -102,24 +105,28 @@ def behind_message(current: frozenset[str], heads: frozenset[str]) -> str:
             "(or `flask --app app db upgrade` in the project folder).")
 
 
-def pending(engine: Engine, directory: str) -> str | None:
-    """The message when the schema is behind the migrations, else None.
+def pending(engine: Engine, heads: frozenset[str], known: frozenset[str]) -> str | None:
+    """The message when the schema is behind the migrations (`heads`, of `known`
+    revisions), else None.
 
     A revision the migrations do not know is a newer schema (a release being rolled out
     or back): the code in hand is not behind it, so it counts as ready.
     """
-    heads = head_revisions(directory)
     current = database_revisions(engine)
-    if current == heads or not current <= known_revisions(directory):
+    if current == heads or not current <= known:
         return None
     return behind_message(current, heads)
 
 
 class SchemaState:
-    """One process's view of its database's schema: ready for good once seen ready."""
+    """One process's view of its database's schema: ready for good once seen ready.
+
+    The migrations are read once, here: a file it cannot read stops the start, loudly.
+    """
 
     def __init__(self, directory: str):
-        self.directory = directory
+        graph = _graph(directory)
+        self.heads, self.known = _heads(graph), frozenset(graph)
         self.ready = False
         self.message: str | None = None
         self._lock = threading.Lock()
@@ -133,7 +140,7 @@ class SchemaState:
             if self.ready:
                 return None  # another request found it ready while this one waited
             try:
-                message = pending(engine, self.directory)
+                message = pending(engine, self.heads, self.known)
             except Exception:  # noqa: BLE001 - unreachable: /readyz and the 503s say that
                 log.debug("schema check failed", exc_info=True)
                 return None
@@ -156,7 +163,6 @@ def problem() -> str | None:
 
 def install(app: Flask) -> None:
     """Answer 503 (in the surface's own envelope) while the schema is behind."""
-    head_revisions(MIGRATIONS)  # a migration file it cannot read stops the start, loudly
     app.extensions["silk.schema"] = SchemaState(MIGRATIONS)
 
     @app.before_request

@@ -310,7 +310,7 @@ class Runner:
             "ratio_p50": _div(a.get("p50"), b.get("p50")),
             "cpu": cpu,
         }
-        if ref is not None and before is not None and after is not None:
+        if before is not None and after is not None:
             added = [_sub(o["targets"]["target"]["latency_ms"].get("p50"),
                           o["targets"]["direct"]["latency_ms"].get("p50")) for o in (before, after)]
             res["latency_c1"]["reference"] = {
@@ -946,6 +946,20 @@ def pg_counters(pg_base: str, dbname: str) -> dict | None:
 PAUSE_S = 0.002  # about a fast upstream call: the disk idles that long between two flushes
 
 
+def _back_to_back_and_paused(step, n: int) -> tuple[list[float], list[float]]:
+    """Seconds of `step(i)`, n times back to back, then n times each after PAUSE_S."""
+    times: list[float] = []
+    paused: list[float] = []
+    for pause, into in ((0.0, times), (PAUSE_S, paused)):
+        for i in range(n):
+            if pause:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            step(i)
+            into.append(time.perf_counter() - t0)
+    return times, paused
+
+
 def pg_commit_probe(pg_base: str, dbname: str, n: int = 200) -> dict | None:
     """What this PostgreSQL server gives a client: one-row UPDATE + COMMIT, n times, from a
     plain blocking connection (no gevent, no SQLAlchemy), back to back and after a pause of
@@ -956,16 +970,12 @@ def pg_commit_probe(pg_base: str, dbname: str, n: int = 200) -> dict | None:
             conn.execute("create table if not exists bench_probe (id int primary key, v int)")
             conn.execute("insert into bench_probe values (1, 0) on conflict do nothing")
             conn.autocommit = False
-            times: list[float] = []
-            paused: list[float] = []
-            for pause, into in ((0.0, times), (PAUSE_S, paused)):
-                for _ in range(n):
-                    if pause:
-                        time.sleep(pause)
-                    t0 = time.perf_counter()
-                    conn.execute("update bench_probe set v = v + 1 where id = 1")
-                    conn.commit()
-                    into.append(time.perf_counter() - t0)
+
+            def commit(_i: int) -> None:
+                conn.execute("update bench_probe set v = v + 1 where id = 1")
+                conn.commit()
+
+            times, paused = _back_to_back_and_paused(commit, n)
             rt = []
             for _ in range(n):
                 t0 = time.perf_counter()
@@ -994,18 +1004,14 @@ def flush_probe(directory: str, n: int = 200) -> dict:
     try:
         os.write(fd, b"\0" * (1 << 20))
         os.fsync(fd)
-        out = {}
-        for name, pause in (("back_to_back_ms", 0.0), ("after_pause_ms", PAUSE_S)):
-            times = []
-            for i in range(n):
-                if pause:
-                    time.sleep(pause)
-                t0 = time.perf_counter()
-                os.pwrite(fd, b"x" * 8192, (i % 128) * 8192)
-                os.fdatasync(fd)
-                times.append(time.perf_counter() - t0)
-            out[name] = loadgen.summary(times)
-        return out
+
+        def flush(i: int) -> None:
+            os.pwrite(fd, b"x" * 8192, (i % 128) * 8192)
+            os.fdatasync(fd)
+
+        times, paused = _back_to_back_and_paused(flush, n)
+        return {"back_to_back_ms": loadgen.summary(times),
+                "after_pause_ms": loadgen.summary(paused)}
     finally:
         os.close(fd)
         os.unlink(path)
