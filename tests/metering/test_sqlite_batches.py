@@ -98,12 +98,15 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    statements: list[str] = []
-    while connections.idle:  # the next metering transaction runs on the traced connection
+    # Every idle connection is traced, each into its own list: the keeper's first lease
+    # renewal may run beside the request's charge, on a connection of its own.
+    while connections.idle:
         connections.idle.pop().close()
-    traced = connections.take()
-    traced.set_trace_callback(statements.append)
-    connections.give_back(traced)
+    traces: list[list[str]] = []
+    for driver in [connections.take() for _ in range(4)]:
+        traces.append([])
+        driver.set_trace_callback(traces[-1].append)
+        connections.give_back(driver)
 
     response = client.post("/v1/chat/completions", headers=acct.headers,
                            json={"model": "deepseek-chat", "stream": False,
@@ -112,12 +115,14 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
 
     # Each transaction starts by setting how its commit waits; group them by that.
     transactions: list[tuple[str, str]] = []
-    for sql in statements:
-        if sql.startswith("PRAGMA synchronous"):
-            transactions.append((sql.rsplit(" ", 1)[-1], ""))
-        elif transactions:
-            mode, text = transactions[-1]
-            transactions[-1] = (mode, text + "\n" + sql)
+    for statements in traces:
+        start = len(transactions)
+        for sql in statements:
+            if sql.startswith("PRAGMA synchronous"):
+                transactions.append((sql.rsplit(" ", 1)[-1], ""))
+            elif len(transactions) > start:
+                mode, text = transactions[-1]
+                transactions[-1] = (mode, text + "\n" + sql)
     [hold] = [t for t in transactions if "INSERT INTO reservations" in t[1]]
     [charge] = [t for t in transactions if "INSERT INTO usage_records" in t[1]]
     assert hold[0] == "NORMAL" and "COMMIT" in hold[1]
@@ -125,3 +130,31 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
     [record] = accounts.usage_records(acct.id)
     assert record.status == "ok" and record.cost_units > 0
     assert accounts.audit() == []
+
+
+def test_a_lease_renewal_does_not_wait_for_the_disk(app, accounts):
+    from datetime import datetime
+
+    from silk.metering import store
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    engine, connections = _batches(app)
+    hold = _reserve(app, acct.id, "renewed")
+    while connections.idle:
+        connections.idle.pop().close()
+    statements: list[str] = []
+    traced = connections.take()
+    traced.set_trace_callback(statements.append)
+    connections.give_back(traced)
+
+    expires = datetime(2030, 1, 2, 3, 4, 5)
+    assert store.of(engine).renew([hold.reservation_id], expires) == 1
+
+    assert statements[0] == "PRAGMA synchronous = NORMAL"
+    assert any(s.startswith("UPDATE reservations SET expires_at") for s in statements)
+    assert statements[-1] == "COMMIT"
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT expires_at FROM reservations WHERE id = ?",
+                                      (hold.reservation_id,)).scalar()
+    assert str(stored).startswith("2030-01-02 03:04:05")
