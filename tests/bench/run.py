@@ -132,13 +132,26 @@ def run_loadgen(python: str, argv: list[str], timeout: float, on_line=None) -> d
 # the phases
 
 
+def _reference_min(args, s: dict) -> float:
+    """Minutes the reference Portkey's phases add: for each gateway target, its c=1 phase
+    and its c=32 burst before and after the target's, each followed by a pause."""
+    if "portkey" not in args.targets or args.no_reference:
+        return 0.0
+    gateways = sum(1 for name in args.targets if name.split("-")[0] in ("sqlite", "postgres"))
+    latency_s = s["lat_rounds"] * s["lat_round_max_s"] * 2 + 1.0  # target and direct
+    burst_s = s["tp_warmup_s"] + s["tp_duration_s"] + 1.0
+    return gateways * 2 * (latency_s + burst_s) / 60
+
+
 class Runner:
     def __init__(self, args, settings: dict, logdir: Path):
         self.args = args
         self.s = settings
         self.logdir = logdir
         self.python = args.python
-        extra = args.soak_min * len(args.targets) if not args.budget_min else 0.0
+        extra = 0.0
+        if not args.budget_min:
+            extra = args.soak_min * len(args.targets) + _reference_min(args, settings)
         self.budget = Budget((args.budget_min or settings["budget_min"]) + extra)
         self.upstream = FakeUpstream(self.python, logdir)
         # With Portkey among the targets, a second Portkey stays up all run and is measured
