@@ -46,16 +46,34 @@ def cooperative() -> bool:
     return monkey.is_module_patched("socket")
 
 
+_URGENT = 2  # libev's highest watcher priority (EV_MAXPRI)
+
+
 @functools.cache
-def waiters() -> tuple[Callable[..., None], Callable[..., None]]:
+def waiters(urgent: bool = False) -> tuple[Callable[..., None], Callable[..., None]]:
     """(wait_read, wait_write) for a descriptor: gevent's in a patched worker, else the OS's.
 
-    Each takes an optional timeout in seconds and raises TimeoutError when it passes.
+    Each takes an optional timeout in seconds and raises TimeoutError when it passes. With
+    `urgent`, a gevent worker resumes the waiting greenlet before the others that the same
+    turn of its loop finds ready: for a connection every request of the process waits on.
     """
     if cooperative():
         from gevent import socket as gsocket
 
-        return gsocket.wait_read, gsocket.wait_write  # raise socket.timeout (TimeoutError)
+        if not urgent:
+            return gsocket.wait_read, gsocket.wait_write  # raise socket.timeout (TimeoutError)
+        from gevent.hub import get_hub
+
+        def first(events: int) -> Callable[..., None]:
+            def waiter(fd: int, timeout: float | None = None) -> None:
+                watcher = get_hub().loop.io(fd, events, True, _URGENT)
+                try:
+                    gsocket.wait(watcher, timeout)
+                finally:
+                    watcher.close()
+            return waiter
+
+        return first(1), first(2)
 
     def wait(events: int) -> Callable[..., None]:
         def waiter(fd: int, timeout: float | None = None) -> None:

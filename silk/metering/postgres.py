@@ -276,7 +276,7 @@ def _exchange(pgconn: pq.abc.PGconn, query: bytes,
     within `timeout` seconds, or DatabaseStalled: a server that accepts bytes but never
     answers must not hold every request of the process.
     """
-    wait_read, wait_write = waiters()
+    wait_read, wait_write = waiters(urgent=True)  # every request waits on this channel
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def left() -> float | None:
