@@ -17,6 +17,7 @@ from silk.clientaddr import client_address
 from silk.database import utcnow
 from silk.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from silk.extensions import db
+from silk.sqlite_writes import write_begin
 
 _MAX_KEY_LENGTH = 256
 _LAST_USED_EVERY = 60.0  # seconds between last_used_at writes for one key
@@ -242,10 +243,9 @@ def authenticate() -> Principal:
     if principal.expires_at is not None and principal.expires_at <= utcnow():
         raise _reject("This API key has expired.", code="expired_api_key")
     if cache.due_for_touch(principal.key_id):
-        db.session.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
-                           .values(last_used_at=utcnow()))
-        db.session.commit()
-        db.session.close()
+        with write_begin(db.engine) as conn:  # a lock wait here must not stop the worker
+            conn.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
+                         .values(last_used_at=utcnow()))
     g.principal = principal
     g.account_id = principal.account_id
     return principal

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from silk.sqlite_writes import write_begin
+
 KEY_EXPIRING = "key_expiring"
 ROUTE_FAILING = "route_failing"
 # Written by the settlement itself (silk.metering.outbox): balance_low, quota_used_up and
@@ -73,7 +75,7 @@ def claim(engine: Engine, worker: str, now: datetime, lease: float,
         f"ORDER BY id LIMIT :limit{skip}) "
         "RETURNING id, event_id, kind, account_id, payload, recipients, pending, attempts, "
         "created_at")
-    with engine.begin() as conn:
+    with write_begin(engine) as conn:
         rows = conn.execute(sql, {"worker": worker, "now": now, "limit": limit,
                                   "until": now + timedelta(seconds=lease)}).all()
     return sorted((Claimed(row.id, row.event_id, row.kind, row.account_id,
@@ -106,7 +108,7 @@ def finish(engine: Engine, event: Claimed, worker: str, *, recipients: list[str]
         "UPDATE alert_outbox SET state = :state, attempts = :attempts, recipients = :recipients,"
         " pending = :pending, next_attempt_at = :due, claimed_by = NULL, claim_until = NULL, "
         "last_error = :error, delivered_at = :delivered WHERE id = :id AND claimed_by = :worker")
-    with engine.begin() as conn:
+    with write_begin(engine) as conn:
         result = conn.execute(sql, {
             "state": state, "attempts": attempts, "recipients": json.dumps(recipients),
             "pending": json.dumps(pending), "due": due, "error": error[:500],

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 import re
 import sqlite3
-import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,15 +56,11 @@ from silk.metering.store import (
 )
 from silk.metering.worker import identity
 from silk.pricing import Tier
+from silk.sqlite_writes import GIVE_UP_AFTER, begin_immediate
 
-_GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
+_GIVE_UP_AFTER = GIVE_UP_AFTER  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # what the rest of the app waits
 _MAX_IDLE = 16  # idle connections a process keeps per database; more are closed after use
-
-
-def _locked(error: sqlite3.OperationalError) -> bool:
-    message = str(error).lower()
-    return "locked" in message or "busy" in message
 
 
 class HoldOnly:
@@ -167,18 +161,10 @@ def batched(engine: Engine, op: Operation) -> Any:
 
 def _begin(driver: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, yielding to other greenlets while another writer holds the lock."""
-    deadline = time.monotonic() + _GIVE_UP_AFTER
-    pause = 0.0005
-    while True:
-        try:
-            driver.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as error:
-            if not _locked(error) or time.monotonic() > deadline:
-                raise _unavailable(error) from error
-        # time.sleep is gevent's under gunicorn: other greenlets run meanwhile.
-        time.sleep(pause * random.uniform(0.5, 1.5))
-        pause = min(pause * 2, 0.02)
+    try:
+        begin_immediate(driver, _GIVE_UP_AFTER)
+    except sqlite3.OperationalError as error:
+        raise _unavailable(error) from error
 
 
 _SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}

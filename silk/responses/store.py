@@ -18,6 +18,7 @@ from silk.database import utcnow
 from silk.errors import NotFound
 from silk.jsonio import dumps_bytes
 from silk.responses.models import StoredResponse
+from silk.sqlite_writes import write_begin
 
 _TABLE = StoredResponse.__table__
 MAX_CHAIN = 1000  # responses a conversation may go back through previous_response_id
@@ -40,7 +41,7 @@ def save(engine: Engine, account_id: int, key_id: int, response: dict, items: li
     """Keep a finished response and its input items for `retention_days`."""
     response = orjson.loads(dumps_bytes(response))  # its cost, a Decimal, as a JSON number
     now = utcnow()
-    with engine.begin() as connection:
+    with write_begin(engine) as connection:  # on the stream's path: the wait must yield
         connection.execute(insert(_TABLE).values(
             id=response["id"], account_id=account_id, key_id=key_id,
             previous_response_id=response.get("previous_response_id"),
@@ -121,7 +122,7 @@ def input_items(engine: Engine, account_id: int, key_id: int | None, response_id
 
 def remove(engine: Engine, account_id: int, key_id: int | None, response_id: str) -> None:
     """Delete a stored response; 404 when this account has none by that id."""
-    with engine.begin() as connection:
+    with write_begin(engine) as connection:
         gone = connection.execute(delete(_TABLE).where(
             *_mine(account_id, key_id, response_id))).rowcount
     if not gone:
@@ -130,6 +131,6 @@ def remove(engine: Engine, account_id: int, key_id: int | None, response_id: str
 
 def expire(engine: Engine) -> int:
     """Delete every stored response past its expiry; returns how many (the sweep's chore)."""
-    with engine.begin() as connection:
+    with write_begin(engine) as connection:
         return connection.execute(delete(_TABLE).where(
             _TABLE.c.expires_at <= utcnow())).rowcount
