@@ -91,15 +91,9 @@ def test_a_batch_that_charges_waits_for_the_disk_and_one_that_only_holds_does_no
     assert connections._run_batch([Hold(_synchronous), Hold(_synchronous)]) == [NORMAL, NORMAL]
 
 
-def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, accounts,
-                                                                   upstream):
-    engine, connections = _batches(app)
-    with engine.connect() as conn:  # the app's own writes (top-ups, keys) wait for the disk
-        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
-    acct = accounts.make(credit="1")
-    set_quota_left(app, acct.id)
-    # Every idle connection is traced, each into its own list: the keeper's first lease
-    # renewal may run beside the request's charge, on a connection of its own.
+def _trace_every_connection(connections) -> list[list[str]]:
+    """Trace the statements of every metering connection, each into its own list: the
+    keeper's lease renewals may run beside a request's writes, on a connection of their own."""
     while connections.idle:
         connections.idle.pop().close()
     traces: list[list[str]] = []
@@ -107,13 +101,12 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
         traces.append([])
         driver.set_trace_callback(traces[-1].append)
         connections.give_back(driver)
+    return traces
 
-    response = client.post("/v1/chat/completions", headers=acct.headers,
-                           json={"model": "deepseek-chat", "stream": False,
-                                 "messages": [{"role": "user", "content": "hi"}]})
-    assert response.status_code == 200, response.json
 
-    # Each transaction starts by setting how its commit waits; group them by that.
+def _transactions(traces: list[list[str]]) -> list[tuple[str, str]]:
+    """(how its commit waits, its statements) of each traced transaction: each starts by
+    setting the first."""
     transactions: list[tuple[str, str]] = []
     for statements in traces:
         start = len(transactions)
@@ -123,6 +116,24 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
             elif len(transactions) > start:
                 mode, text = transactions[-1]
                 transactions[-1] = (mode, text + "\n" + sql)
+    return transactions
+
+
+def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, accounts,
+                                                                   upstream):
+    engine, connections = _batches(app)
+    with engine.connect() as conn:  # the app's own writes (top-ups, keys) wait for the disk
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    traces = _trace_every_connection(connections)
+
+    response = client.post("/v1/chat/completions", headers=acct.headers,
+                           json={"model": "deepseek-chat", "stream": False,
+                                 "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 200, response.json
+
+    transactions = _transactions(traces)
     [hold] = [t for t in transactions if "INSERT INTO reservations" in t[1]]
     [charge] = [t for t in transactions if "INSERT INTO usage_records" in t[1]]
     assert hold[0] == "NORMAL" and "COMMIT" in hold[1]
@@ -141,19 +152,14 @@ def test_a_lease_renewal_does_not_wait_for_the_disk(app, accounts):
     set_quota_left(app, acct.id)
     engine, connections = _batches(app)
     hold = _reserve(app, acct.id, "renewed")
-    while connections.idle:
-        connections.idle.pop().close()
-    statements: list[str] = []
-    traced = connections.take()
-    traced.set_trace_callback(statements.append)
-    connections.give_back(traced)
+    traces = _trace_every_connection(connections)
 
     expires = datetime(2030, 1, 2, 3, 4, 5)
     assert store.of(engine).renew([hold.reservation_id], expires) == 1
 
-    assert statements[0] == "PRAGMA synchronous = NORMAL"
-    assert any(s.startswith("UPDATE reservations SET expires_at") for s in statements)
-    assert statements[-1] == "COMMIT"
+    [renewal] = [t for t in _transactions(traces) if "2030-01-02" in t[1]]
+    assert renewal[0] == "NORMAL"
+    assert "UPDATE reservations SET expires_at" in renewal[1] and "COMMIT" in renewal[1]
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT expires_at FROM reservations WHERE id = ?",
                                       (hold.reservation_id,)).scalar()
