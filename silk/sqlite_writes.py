@@ -48,6 +48,18 @@ def begin_immediate(driver: sqlite3.Connection, give_up_after: float = GIVE_UP_A
         pause = min(pause * 2, 0.02)
 
 
+def begin_pooled(conn: Connection, give_up_after: float = GIVE_UP_AFTER) -> sqlite3.Connection:
+    """BEGIN IMMEDIATE on a connection of the engine's pool, whose busy wait is switched
+    off meanwhile; its driver connection (the caller commits)."""
+    driver = cast(sqlite3.Connection, conn.connection.driver_connection)
+    driver.execute("PRAGMA busy_timeout = 0")
+    try:
+        begin_immediate(driver, give_up_after)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    return driver
+
+
 @contextmanager
 def write_begin(engine: Engine) -> Iterator[Connection]:
     """`engine.begin()` whose wait for SQLite's write lock yields to other greenlets; on
@@ -57,14 +69,10 @@ def write_begin(engine: Engine) -> Iterator[Connection]:
             yield conn
         return
     with engine.connect() as conn:
-        driver = cast(sqlite3.Connection, conn.connection.driver_connection)
-        driver.execute("PRAGMA busy_timeout = 0")
         try:
-            begin_immediate(driver)
+            begin_pooled(conn)
         except sqlite3.OperationalError as error:
             raise OperationalError("write transaction", None, error) from error
-        finally:
-            driver.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         try:
             yield conn
             conn.commit()

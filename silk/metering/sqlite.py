@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -56,7 +56,7 @@ from silk.metering.store import (
 )
 from silk.metering.worker import identity
 from silk.pricing import Tier
-from silk.sqlite_writes import GIVE_UP_AFTER, begin_immediate
+from silk.sqlite_writes import GIVE_UP_AFTER, begin_immediate, begin_pooled
 
 _GIVE_UP_AFTER = GIVE_UP_AFTER  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # what the rest of the app waits
@@ -205,12 +205,10 @@ def write_transaction(engine: Engine, *, durable: bool = True) -> Iterator[sqlit
 def _engine_write_transaction(engine: Engine) -> Iterator[sqlite3.Connection]:
     """The same on the engine's own connection, switching its busy wait off meanwhile."""
     with engine.connect() as conn:
-        driver = cast(sqlite3.Connection, conn.connection.driver_connection)
-        driver.execute("PRAGMA busy_timeout = 0")
         try:
-            _begin(driver)
-        finally:
-            driver.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            driver = begin_pooled(conn, _GIVE_UP_AFTER)
+        except sqlite3.OperationalError as error:
+            raise _unavailable(error) from error
         try:
             yield driver
             driver.commit()

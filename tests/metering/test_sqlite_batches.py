@@ -164,3 +164,24 @@ def test_a_lease_renewal_does_not_wait_for_the_disk(app, accounts):
         stored = conn.exec_driver_sql("SELECT expires_at FROM reservations WHERE id = ?",
                                       (hold.reservation_id,)).scalar()
     assert str(stored).startswith("2030-01-02 03:04:05")
+
+
+def test_an_in_memory_database_writes_on_the_engines_own_connection():
+    from sqlalchemy import create_engine
+
+    from silk.database_events import install_engine_events
+    from silk.metering.sqlite import write_transaction
+
+    engine = create_engine("sqlite://")  # only the engine's connection sees this database
+    install_engine_events(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (v INTEGER NOT NULL)")
+    with write_transaction(engine) as driver:
+        driver.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(Exception, match="NOT NULL"), write_transaction(engine) as driver:
+        driver.execute("INSERT INTO t VALUES (2)")
+        driver.execute("INSERT INTO t VALUES (NULL)")
+    with engine.connect() as conn:
+        assert [v for (v,) in conn.exec_driver_sql("SELECT v FROM t")] == [1]
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    engine.dispose()
