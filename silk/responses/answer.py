@@ -94,6 +94,10 @@ class Builder:
         self._waiting: list[dict] = []  # items to come, only while there is such a call
         self._calls: dict[int, dict] = {}  # the provider's tool call index -> its latest
         self._status = "completed"  # what an item becomes when it is closed
+        self._frame: tuple | None = None  # (item, bytes around a delta's number and text)
+        # The open item's text (or arguments) since it was last written into the item: a
+        # long answer's deltas are joined once, not copied into the item one by one.
+        self._pieces: list[str] = []
 
     # -- events
 
@@ -107,6 +111,7 @@ class Builder:
     def response(self, status: str, usage: dict | None = None, error: dict | None = None
                  ) -> dict:
         """The Response object as it stands."""
+        self._gather()
         incomplete = None
         if status == "incomplete":
             incomplete = {"reason": "max_output_tokens"}
@@ -179,7 +184,10 @@ class Builder:
 
     def _growing(self) -> bool:
         """Whether the open item is a function call whose arguments may still grow."""
-        return self._call is not None and not whole_object(self._call["arguments"])
+        if self._call is None:
+            return False
+        self._gather()
+        return not whole_object(self._call["arguments"])
 
     def _start(self, entry: dict) -> bytes:
         """Open an item for `entry`, or keep it waiting behind the open call while that may
@@ -220,20 +228,35 @@ class Builder:
         return out
 
     def _write(self, text: str) -> bytes:
-        """Text into the open item, and its delta event."""
+        """Text into the open item, and its delta event.
+
+        A delta event is most of a stream's events: its bytes are the ones `_event` makes,
+        put together from a frame kept while the item is open, around the sequence number and
+        the text (one dict and one JSON encoding fewer per event).
+        """
         item = self._open
-        index = len(self.output) - 1
+        self._pieces.append(text)
+        if not self.events:
+            return b""
+        frame = self._frame
+        if frame is None or frame[0] is not item:
+            frame = self._frame = (item, *_delta_frame(item, len(self.output) - 1))
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return b"".join((frame[1], str(sequence).encode(), frame[2], _json(text), frame[3]))
+
+    def _gather(self) -> None:
+        """Write the open item's pieces into it."""
+        if not self._pieces:
+            return
+        item, text = self._open, "".join(self._pieces)
+        self._pieces.clear()
         if item["type"] == "reasoning":
             item["summary"][0]["text"] += text
-            return self._event("response.reasoning_summary_text.delta", item_id=item["id"],
-                               output_index=index, summary_index=0, delta=text)
-        if item["type"] == "message":
+        elif item["type"] == "message":
             item["content"][0]["text"] += text
-            return self._event("response.output_text.delta", item_id=item["id"],
-                               output_index=index, content_index=0, delta=text, logprobs=[])
-        item["arguments"] += text
-        return self._event("response.function_call_arguments.delta", item_id=item["id"],
-                           output_index=index, delta=text)
+        else:
+            item["arguments"] += text
 
     def _into(self, kind: str) -> bytes:
         """Make sure the open item is of `kind`, closing another and opening one if not."""
@@ -270,6 +293,7 @@ class Builder:
 
     def _close(self) -> bytes:
         """Finish the open item: its done events, then output_item.done."""
+        self._gather()
         item, self._open = self._open, None
         self._call = None
         if item is None:
@@ -327,6 +351,23 @@ class Builder:
         error = {"code": "server_error", "message": message + charge_note(bill)}
         final = self.response("failed", usage_object(bill, self.reported), error)
         return out + self._event("response.failed", response=final)
+
+
+# Each kind of item's delta event: its type, and the fields between the item's id and the text.
+_DELTAS = {"reasoning": ("response.reasoning_summary_text.delta", b',"summary_index":0', b"}"),
+           "message": ("response.output_text.delta", b',"content_index":0', b',"logprobs":[]}'),
+           "function_call": ("response.function_call_arguments.delta", b"", b"}")}
+
+
+def _delta_frame(item: dict, index: int) -> tuple[bytes, bytes, bytes]:
+    """The bytes of an item's delta event before its sequence number, between that and the
+    text, and after the text: `Builder._event`'s, field for field."""
+    kind, position, tail = _DELTAS[item["type"]]
+    return (b"event: " + kind.encode() + b'\ndata: {"type":' + _json(kind)
+            + b',"sequence_number":',
+            b',"item_id":' + _json(item["id"]) + b',"output_index":' + str(index).encode()
+            + position + b',"delta":',
+            tail + b"\n\n")
 
 
 def _copy(item: dict) -> dict:

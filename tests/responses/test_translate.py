@@ -259,6 +259,38 @@ def test_reasoning_then_a_tool_call_stream():
     assert events[-1]["response"]["usage"]["output_tokens_details"]["reasoning_tokens"] == 3
 
 
+def test_delta_events_are_the_bytes_of_a_whole_event():
+    """The frame a delta event is put together from gives `_event`'s bytes, for each kind
+    of item at any place in the output, for each delta into an item, and for text that JSON
+    must escape."""
+    builder = _builder()
+    builder.start()
+    texts = ['a "quoted"\nline \u00e9\u4e2d \U0001f600 \\ end', "\t</script>\u2028"]
+    kinds = [("reasoning_content", "response.reasoning_summary_text.delta",
+              {"summary_index": 0}),
+             ("content", "response.output_text.delta", {"content_index": 0}),
+             ("tool_calls", "response.function_call_arguments.delta", {})]
+    for index, (field, kind, position) in enumerate(kinds):
+        for number, text in enumerate(texts):
+            if field != "tool_calls":
+                delta: dict = {field: text}
+            else:
+                delta = {field: [{"index": 0, "function": {"arguments": text}}]}
+                if number == 0:
+                    delta[field][0].update(id="call_x", function={"name": "shell",
+                                                                  "arguments": text})
+            raw = builder.delta(delta)
+            builder._sequence -= 1  # the same event again, made the general way
+            fields = {"item_id": builder.output[index]["id"], "output_index": index,
+                      **position, "delta": text}
+            if kind == "response.output_text.delta":
+                fields["logprobs"] = []
+            assert raw.endswith(builder._event(kind, **fields)), (kind, number)
+    output = builder.response("in_progress")["output"]
+    assert output[1]["content"][0]["text"] == "".join(texts)
+    assert output[2]["arguments"] == "".join(texts)
+
+
 def _tool(index, arguments="", call_id=None, name=None) -> dict:
     call = {"index": index, "function": {"arguments": arguments}}
     if call_id:
