@@ -1,5 +1,10 @@
 """The relay's events as a Responses stream or a Response object; pure.
 
+A stream's opening events (response.created, response.in_progress) go out in one write
+with the first events the provider's answer makes (or its first keep-alive): like every
+surface, a Responses stream sends nothing before the provider does, and a burst of streams
+costs one write a stream fewer while its requests wait for their first tokens.
+
 The finished Response is handed to `on_done` before the stream's last event goes out, so a
 client that continues from it at once (previous_response_id) finds it stored.
 """
@@ -20,40 +25,49 @@ def encode_stream(events: Iterable, builder: Builder, *,
     """Typed Responses events from the relay's chunks; `on_error` is called if encoding fails
     (the relay then settles the request as the gateway's error)."""
     try:
-        yield builder.start()
-        for event in events:
-            if type(event) is Chunk:
-                data = event.data
-                if data is None:
-                    continue  # not JSON: nothing a Responses client could read
-                if event.counted:
-                    builder.reported = dict(data["usage"])
-                choices = data.get("choices")
-                for choice in choices if isinstance(choices, list) else ():
-                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                        continue
-                    delta = choice.get("delta")
-                    if isinstance(delta, dict):
-                        out = builder.delta(delta)
-                        if out:
-                            yield out
-                    if choice.get("finish_reason"):
-                        builder.finish = str(choice["finish_reason"])
-            elif type(event) is Flush:
-                yield b""
-            elif type(event) is Comment:
-                yield encode_comment(event.text)
-            elif type(event) is Done:
-                final, closing = builder.done(event.bill)
-                if on_done is not None:
-                    on_done(final)
-                yield closing()
-            elif type(event) is Failed:
-                yield builder.failed(event.message, event.bill)
+        head = builder.start()
+        for out in _typed(events, builder, on_done):
+            if head:
+                out, head = head + out, b""
+            yield out
     except Exception:
         if on_error is not None:
             on_error()
         raise
+
+
+def _typed(events: Iterable, builder: Builder, on_done: Callable[[dict], None] | None
+           ) -> Generator[bytes, None, None]:
+    """Each relay event's typed events (b"" for a Flush)."""
+    for event in events:
+        if type(event) is Chunk:
+            data = event.data
+            if data is None:
+                continue  # not JSON: nothing a Responses client could read
+            if event.counted:
+                builder.reported = dict(data["usage"])
+            choices = data.get("choices")
+            for choice in choices if isinstance(choices, list) else ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    out = builder.delta(delta)
+                    if out:
+                        yield out
+                if choice.get("finish_reason"):
+                    builder.finish = str(choice["finish_reason"])
+        elif type(event) is Flush:
+            yield b""
+        elif type(event) is Comment:
+            yield encode_comment(event.text)
+        elif type(event) is Done:
+            final, closing = builder.done(event.bill)
+            if on_done is not None:
+                on_done(final)
+            yield closing()
+        elif type(event) is Failed:
+            yield builder.failed(event.message, event.bill)
 
 
 def encode_completion(completion: Completion, builder: Builder) -> dict:
