@@ -171,6 +171,7 @@ def post_worker_init(worker):
     threading.Thread(target=check_then_freeze, daemon=True).start()
     _date_once_a_second()
     _write_in_one_send()
+    _headers_with_the_body()
     accept_shares(worker.cfg.workers)
     start_trimmer()
     config = worker.wsgi.config
@@ -197,6 +198,78 @@ def _write_in_one_send() -> None:
             sock.sendall(memoryview(data)[sent:])
 
     util.write = write
+
+
+class _Held:
+    """A socket stand-in that keeps what is written to it (the headers, held back)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def send(self, data, flags=0) -> int:
+        self.data.append(bytes(data))
+        return len(data)
+
+    def sendall(self, data, flags=0) -> None:
+        self.data.append(bytes(data))
+
+
+def _headers_with_the_body() -> None:
+    """Send a response's status line and headers in the same send as its first body bytes.
+
+    gunicorn sends the headers with a send of their own, then the body: a JSON answer went
+    out in two segments, and a client woken by the first was woken again for the second.
+    The headers a write with body bytes makes are held (gunicorn's own, written to a
+    stand-in socket) and go out with that write's bytes, framed as gunicorn frames them. A
+    response that sends no body bytes sends its headers when it closes, as before; a file
+    sent with sendfile sends its own.
+    """
+    from gunicorn import util
+    from gunicorn.http import wsgi
+
+    response = wsgi.Response
+    if not hasattr(response, "_emit_body"):  # before gunicorn 27 the body had no such step
+        return
+    send_headers, write, emit_body, close = (response.send_headers, response.write,
+                                             response._emit_body, response.close)
+
+    def holding_write(self, arg):
+        self._silk_hold = bool(arg) and not self.headers_sent and not self._omits_body
+        write(self, arg)
+
+    def held_send_headers(self):
+        if self.headers_sent or not getattr(self, "_silk_hold", False):
+            send_headers(self)
+            return
+        self._silk_hold = False
+        sock, self.sock = self.sock, _Held()
+        try:
+            send_headers(self)
+        finally:
+            held, self.sock = self.sock, sock
+        self._silk_headers = b"".join(held.data)
+
+    def emit_with_headers(self, data):
+        headers = self.__dict__.pop("_silk_headers", None)
+        if headers is None:
+            emit_body(self, data)
+            return
+        if self.chunked:
+            data = b"%X\r\n%b\r\n" % (len(data), data)
+        util.write(self.sock, headers + data)
+
+    def closing(self):
+        headers = self.__dict__.pop("_silk_headers", None)
+        if headers is not None:  # a write that sent no body after all
+            util.write(self.sock, headers)
+        close(self)
+
+    response.write = holding_write
+    response.send_headers = held_send_headers
+    response._emit_body = emit_with_headers
+    response.close = closing
 
 
 def _date_once_a_second() -> None:
