@@ -236,6 +236,16 @@ RESERVE_CAPPED = Statement("silk_reserve_capped", RESERVE_CAPPED_SQL, durable=Fa
 SETTLE = Statement("silk_settle", SETTLE_SQL)
 
 
+# A batch commits without waiting for the disk, so the rows it locked are free at once. A
+# batch with a charge then runs one more transaction in the same exchange: it writes one
+# WAL record (a logical message, which locks nothing and which only logical decoding
+# reads), so its commit waits for the WAL flush up to its own commit record, after the
+# batch's. The answer, the message's position in the WAL, comes back once the charges are
+# on disk. (A transaction that writes no WAL, such as txid_current() alone, commits without
+# waiting.) Waiting inside the batch's own commit kept the accounts' rows locked through the
+# flush, and the workers' batches took turns at it.
+_ASYNC_BEGIN = "BEGIN;SET LOCAL synchronous_commit TO OFF;"
+_COMMIT_THEN_FLUSH = ";COMMIT;SELECT pg_logical_emit_message(true, 'silk', 'flush')"
 _END_OF_STATE = 1 + len(COLUMNS)
 LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gateway's metering
 
@@ -363,6 +373,7 @@ class Channel:
         self._prepared: set[Statement] = set()  # prepared on _conn
         self._commit: GroupCommit[Queued] = GroupCommit(self._run)
         self.snapshots: dict[int, AccountState] = {}
+        self.flushed_to: str | None = None  # the WAL on disk up to here after the last charge
 
     def run(self, op: Queued) -> StatementResult | None:
         """Run one statement in the next batch; None when it matched no row."""
@@ -460,19 +471,23 @@ class Channel:
         assert binder is not None  # made with the connection
         statements = [binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
-        lazy = not any(op.statement.durable for op in ops)
-        if len(statements) == 1 and not lazy:
-            query = statements[0]  # one statement is its own transaction
-        else:
-            begin = "BEGIN;SET LOCAL synchronous_commit TO OFF;" if lazy else "BEGIN;"
-            query = begin + ";".join(statements) + ";COMMIT"
+        durable = any(op.statement.durable for op in ops)
+        query = _ASYNC_BEGIN + ";".join(statements) + (_COMMIT_THEN_FLUSH if durable
+                                                       else ";COMMIT")
         try:
-            return self._send(conn, query, timeout)
+            rows = self._send(conn, query, timeout)
         except psycopg.Error:
             if conn.pgconn.status == ConnStatus.OK and (
                     conn.pgconn.transaction_status != TransactionStatus.IDLE):
-                self._send(conn, "ROLLBACK", timeout)
+                self._send(conn, "ROLLBACK", timeout)  # a statement failed: nothing committed
+            elif durable:
+                # The commit or the flush after it failed: whether the batch is on disk is
+                # unknown, as when a connection drops at commit; nothing may run it again.
+                self.close()
             raise
+        if durable:
+            (self.flushed_to,) = rows.pop()
+        return rows
 
     def _send(self, conn: psycopg.Connection, query: str,
               timeout: float | None) -> list[Any]:

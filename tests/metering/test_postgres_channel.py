@@ -104,6 +104,39 @@ def test_a_failing_statement_fails_alone_in_its_batch(app, accounts):
     assert answers[2] == answers[0]
 
 
+def _lsn(app, function: str) -> int:
+    engine, _, _ = _services(app)
+    with engine.connect() as conn:
+        return _lsn_value(conn.execute(text(f"SELECT {function}()")).scalar_one())
+
+
+def _lsn_value(lsn: str) -> int:
+    """A WAL position ('16/B374D848') as a number."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def test_a_charge_is_answered_once_the_wal_holding_it_is_on_disk(app, accounts):
+    """A charging batch commits without waiting (its rows' locks end at once), and the
+    exchange answers after a transaction of its own that writes to the WAL, whose commit
+    waits for the flush: when a settlement returns, the server's flushed WAL reaches past
+    the position that transaction reported, which is after the charge's commit record."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    hold = _reserve(app, acct.id, "w1")
+    before = _lsn(app, "pg_current_wal_insert_lsn")
+    engine, _, service = _services(app)
+    settled = service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+    flushed = _lsn(app, "pg_current_wal_flush_lsn")
+    reported = _channel(app).flushed_to
+    assert settled.charged_units > 0
+    assert reported is not None and _lsn_value(reported) > before
+    assert flushed >= _lsn_value(reported)
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == settled.charged_units
+    assert accounts.audit() == []
+
+
 def test_a_session_the_server_ended_is_replaced(app, accounts):
     acct = accounts.make(credit="1")
     _reserve(app, acct.id, "s1")
