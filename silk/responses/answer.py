@@ -235,7 +235,10 @@ class Builder:
         the text (one dict and one JSON encoding fewer per event).
         """
         item = self._open
-        self._pieces.append(text)
+        pieces = self._pieces
+        pieces.append(text)
+        if len(pieces) >= _LOOSE:  # a few long strings, not one small one per delta
+            pieces[:] = ["".join(pieces)]
         if not self.events:
             return b""
         frame = self._frame
@@ -352,6 +355,8 @@ class Builder:
         final = self.response("failed", usage_object(bill, self.reported), error)
         return out + self._event("response.failed", response=final)
 
+
+_LOOSE = 32  # an open item's pieces joined into one when they are this many
 
 # Each kind of item's delta event: its type, and the fields between the item's id and the text.
 _DELTAS = {"reasoning": ("response.reasoning_summary_text.delta", b',"summary_index":0', b"}"),
