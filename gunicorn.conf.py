@@ -236,7 +236,8 @@ def _headers_with_the_body() -> None:
                                              response._emit_body, response.close)
 
     def holding_write(self, arg):
-        self._silk_hold = bool(arg) and not self.headers_sent and not self._omits_body
+        self._silk_hold = bool(arg) and not self.headers_sent and not getattr(
+            self, "_omits_body", False)
         write(self, arg)
 
     def held_send_headers(self):

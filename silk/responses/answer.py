@@ -96,7 +96,8 @@ class Builder:
         self._status = "completed"  # what an item becomes when it is closed
         self._frame: tuple | None = None  # (item, bytes around a delta's number and text)
         # The open item's text (or arguments) since it was last written into the item: a
-        # long answer's deltas are joined once, not copied into the item one by one.
+        # long answer's deltas are joined every _LOOSE of them and when the item is read,
+        # not copied into the item one by one.
         self._pieces: list[str] = []
 
     # -- events

@@ -4,6 +4,7 @@ and a response's headers in the send of its first body bytes."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import socket
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _answer(status: str, headers: list, body: list[bytes], method: str = "GET"):
     while data := right.recv(65536):
         got.extend(data)
     right.close()
-    return bytes(got).replace(util.http_date().encode(), b"DATE"), counting.sends
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", bytes(got)), counting.sends
 
 
 _ANSWERS = {
@@ -157,6 +158,6 @@ def test_headers_go_out_with_the_first_body_bytes(name):
         for step, function in original.items():
             setattr(wsgi.Response, step, function)
     assert after == before
-    assert after.startswith(b"HTTP/1.1 " + status.encode())
+    assert after.startswith(b"HTTP/1.1 " + status.encode()) and b"\r\nDate: -\r\n" in after
     carries_body = name in ("json", "stream")
     assert sends_after == sends_before - (1 if carries_body else 0), (sends_before, sends_after)
