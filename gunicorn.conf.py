@@ -179,6 +179,11 @@ def post_worker_init(worker):
                 float(config["SILK_STREAM_PACE_WHEN_LATE_MS"]) / 1000)
 
 
+def _chunk(data: bytes) -> bytes:
+    """One piece of a chunked body, framed as gunicorn frames it."""
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
 def _write_in_one_send() -> None:
     """Write each piece of an answer with one send where the socket takes it all.
 
@@ -190,9 +195,7 @@ def _write_in_one_send() -> None:
 
     def write(sock, data, chunked=False):
         if chunked:
-            if isinstance(data, str):
-                data = data.encode("utf-8")
-            data = b"%X\r\n%b\r\n" % (len(data), data)
+            data = _chunk(data.encode("utf-8") if isinstance(data, str) else data)
         sent = sock.send(data)
         if sent < len(data):
             sock.sendall(memoryview(data)[sent:])
@@ -257,9 +260,7 @@ def _headers_with_the_body() -> None:
         if headers is None:
             emit_body(self, data)
             return
-        if self.chunked:
-            data = b"%X\r\n%b\r\n" % (len(data), data)
-        util.write(self.sock, headers + data)
+        util.write(self.sock, headers + (_chunk(data) if self.chunked else data))
 
     def closing(self):
         headers = self.__dict__.pop("_silk_headers", None)

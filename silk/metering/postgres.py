@@ -456,7 +456,8 @@ class Channel:
         self.snapshots[account] = state
 
     def _execute(self, conn: psycopg.Connection, ops: list[Queued]) -> list[Any]:
-        """Send the batch as one query string: one write, one wait, one commit.
+        """Send the batch as one query string: one write, one wait, and a charging batch's
+        flush after its commit (see _COMMIT_THEN_FLUSH).
 
         Values are bound on the client (psycopg quotes them for the connection's
         encoding) into EXECUTEs of prepared statements: a pipeline of protocol-level
