@@ -249,6 +249,22 @@ _COMMIT_THEN_FLUSH = ";COMMIT;SELECT pg_logical_emit_message(true, 'silk', 'flus
 _END_OF_STATE = 1 + len(COLUMNS)
 LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gateway's metering
 
+
+def _session_settings() -> str:
+    """The channel's session settings, set once per connection.
+
+    A batch carries every account's requests: a lock some other session keeps on one
+    account's row must not stall them all for longer than LOCK_TIMEOUT. And the flush after
+    a charge only waits for the disk if the session's commits do: a server (or role, or
+    database) configured with synchronous_commit = off would answer clients before their
+    charges are on disk, so the channel turns it back on; any other setting (local, or
+    remote_apply for a synchronous standby) already waits at least for the local disk and
+    stays as the operator chose it.
+    """
+    return (f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms';"
+            "SELECT set_config('synchronous_commit', 'on', false) "
+            "WHERE current_setting('synchronous_commit') = 'off'")
+
 # Within an account: release holds before taking new ones, so a batch never refuses a
 # request for money that the same commit frees.
 SETTLING, READING, RESERVING = 0, 1, 2
@@ -367,7 +383,9 @@ class Channel:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._settings = _settings()
+        # The engine's own URL, not the app's setting: its libpq options (a search_path,
+        # say) are the engine's, and a channel may be made outside the app's context.
+        self._settings = {**_settings(), "SQLALCHEMY_DATABASE_URI": engine.url}
         self._conn: psycopg.Connection | None = None
         self._binder: psycopg.ClientCursor | None = None  # quotes values for _conn
         self._prepared: set[Statement] = set()  # prepared on _conn
@@ -400,11 +418,8 @@ class Channel:
             cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
             conn = psycopg.connect(*cargs, **{**cparams, **postgres_connect_args(
                 self._settings)}, autocommit=True)
-            # A batch carries every account's requests: a lock some other session keeps on
-            # one account's row must not stall them all for longer than this.
             try:
-                _exchange(conn.pgconn, f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'"
-                          .encode(), self._answer_timeout())
+                _exchange(conn.pgconn, _session_settings().encode(), self._answer_timeout())
             except BaseException:
                 conn.close()
                 raise
@@ -514,11 +529,11 @@ class Channel:
 
 
 def _settings() -> dict[str, Any]:
-    """The database settings of the running app (its defaults outside one)."""
+    """The database timeouts of the running app (its defaults outside one)."""
     from flask import current_app, has_app_context
 
     config = current_app.config if has_app_context() else {}
-    names = ("SQLALCHEMY_DATABASE_URI", "SILK_DB_CONNECT_TIMEOUT", "SILK_DB_STATEMENT_TIMEOUT")
+    names = ("SILK_DB_CONNECT_TIMEOUT", "SILK_DB_STATEMENT_TIMEOUT")
     return {name: config.get(name, getattr(Defaults, name)) for name in names}
 
 

@@ -137,6 +137,37 @@ def test_a_charge_is_answered_once_the_wal_holding_it_is_on_disk(app, accounts):
     assert accounts.audit() == []
 
 
+@pytest.mark.parametrize(("server", "channel"), [
+    ("off", "on"),  # commits that do not wait for the disk: the promise needs them to
+    ("local", "local"), ("remote_apply", "remote_apply"),  # the operator's stronger choices
+])
+def test_a_charge_waits_for_the_disk_whatever_the_sessions_default(
+        request, app_config, database_url, server, channel):
+    """With synchronous_commit off for the role, database or server, the flush after a
+    charge would not wait: the channel turns it on for its own session, and leaves a
+    setting that waits at least for the local disk as it is."""
+    from sqlalchemy.engine import make_url
+
+    app_config["SQLALCHEMY_DATABASE_URI"] = make_url(database_url).update_query_dict(
+        {"options": f"-c synchronous_commit={server}"}).render_as_string(hide_password=False)
+    app = request.getfixturevalue("app")
+    accounts = request.getfixturevalue("accounts")
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    hold = _reserve(app, acct.id, "sc1")
+    engine, _, service = _services(app)
+    with engine.connect() as conn:  # the app's other sessions keep the server's default
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == server
+    session = _channel(app)._conn
+    assert session.execute("SHOW synchronous_commit").fetchone()[0] == channel
+    settled = service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(100, 10)))
+    flushed = _lsn(app, "pg_current_wal_flush_lsn")
+    reported = _channel(app).flushed_to
+    assert settled.charged_units > 0
+    assert reported is not None and flushed >= _lsn_value(reported)
+    assert accounts.audit() == []
+
+
 def test_a_session_the_server_ended_is_replaced(app, accounts):
     acct = accounts.make(credit="1")
     _reserve(app, acct.id, "s1")
