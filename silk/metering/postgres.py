@@ -243,9 +243,11 @@ SETTLE = Statement("silk_settle", SETTLE_SQL)
 # batch's. The answer, the message's position in the WAL, comes back once the charges are
 # on disk. (A transaction that writes no WAL, such as txid_current() alone, commits without
 # waiting.) Waiting inside the batch's own commit kept the accounts' rows locked through the
-# flush, and the workers' batches took turns at it.
+# flush, and the workers' batches took turns at it. A session that may not call the
+# function (an operator can revoke it) commits a charging batch itself with the wait.
 _ASYNC_BEGIN = "BEGIN;SET LOCAL synchronous_commit TO OFF;"
 _COMMIT_THEN_FLUSH = ";COMMIT;SELECT pg_logical_emit_message(true, 'silk', 'flush')"
+_FLUSH_FUNCTION = "pg_catalog.pg_logical_emit_message(boolean, text, text)"
 _END_OF_STATE = 1 + len(COLUMNS)
 LOCK_TIMEOUT = 5.0  # seconds a batch waits for a row lock held outside the gateway's metering
 
@@ -259,11 +261,15 @@ def _session_settings() -> str:
     database) configured with synchronous_commit = off would answer clients before their
     charges are on disk, so the channel turns it back on; any other setting (local, or
     remote_apply for a synchronous standby) already waits at least for the local disk and
-    stays as the operator chose it.
+    stays as the operator chose it. Its answer: whether the session may call the function
+    that flushes after a batch's commit (_COMMIT_THEN_FLUSH).
     """
     return (f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms';"
             "SELECT set_config('synchronous_commit', 'on', false) "
-            "WHERE current_setting('synchronous_commit') = 'off'")
+            "WHERE current_setting('synchronous_commit') = 'off';"
+            f"SELECT coalesce(has_function_privilege(to_regprocedure('{_FLUSH_FUNCTION}'), "
+            "'EXECUTE'), false)")
+
 
 # Within an account: release holds before taking new ones, so a batch never refuses a
 # request for money that the same commit frees.
@@ -392,6 +398,7 @@ class Channel:
         self._commit: GroupCommit[Queued] = GroupCommit(self._run)
         self.snapshots: dict[int, AccountState] = {}
         self.flushed_to: str | None = None  # the WAL on disk up to here after the last charge
+        self.flush_after_commit = True  # whether the session may flush with a logical message
 
     def run(self, op: Queued) -> StatementResult | None:
         """Run one statement in the next batch; None when it matched no row."""
@@ -419,10 +426,12 @@ class Channel:
             conn = psycopg.connect(*cargs, **{**cparams, **postgres_connect_args(
                 self._settings)}, autocommit=True)
             try:
-                _exchange(conn.pgconn, _session_settings().encode(), self._answer_timeout())
+                answers = _exchange(conn.pgconn, _session_settings().encode(),
+                                    self._answer_timeout())
             except BaseException:
                 conn.close()
                 raise
+            self.flush_after_commit = bool(answers[-1] and answers[-1][0])
             self._binder = psycopg.ClientCursor(conn)
             self._prepared = set()
             self._conn = conn
@@ -488,8 +497,12 @@ class Channel:
         statements = [binder.mogrify(op.statement.execute, op.statement.values(op.params))
                       for op in ops]
         durable = any(op.statement.durable for op in ops)
-        query = _ASYNC_BEGIN + ";".join(statements) + (_COMMIT_THEN_FLUSH if durable
-                                                       else ";COMMIT")
+        flushed = durable and self.flush_after_commit
+        if durable and not flushed:  # the commit waits, with the batch's rows locked
+            query = "BEGIN;" + ";".join(statements) + ";COMMIT"
+        else:
+            query = _ASYNC_BEGIN + ";".join(statements) + (_COMMIT_THEN_FLUSH if flushed
+                                                           else ";COMMIT")
         try:
             rows = self._send(conn, query, timeout)
         except psycopg.Error:
@@ -501,7 +514,7 @@ class Channel:
                 # unknown, as when a connection drops at commit; nothing may run it again.
                 self.close()
             raise
-        if durable:
+        if flushed:
             (self.flushed_to,) = rows.pop()
         return rows
 

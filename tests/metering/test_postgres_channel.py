@@ -168,6 +168,75 @@ def test_a_charge_waits_for_the_disk_whatever_the_sessions_default(
     assert accounts.audit() == []
 
 
+@pytest.fixture
+def limited_database(backend):
+    """A database owned by a role that is no superuser and may not call the function the
+    channel flushes with: EXECUTE revoked from PUBLIC in that database, as on a hardened
+    server. Its URL, for that role."""
+    import os
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from tests.support import databases
+
+    name = f"silk_limited_{os.getpid()}"
+    admin = create_engine(databases.PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+
+    drop()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{name}"'))
+    url = make_url(databases.PG_ADMIN_URL).set(database=name)
+    inside = create_engine(url, isolation_level="AUTOCOMMIT")
+    with inside.connect() as conn:
+        conn.execute(text("REVOKE EXECUTE ON FUNCTION "
+                          "pg_logical_emit_message(boolean, text, text) FROM PUBLIC"))
+    inside.dispose()
+    yield url.set(username=name).render_as_string(hide_password=False)
+    drop()
+    admin.dispose()
+
+
+def test_a_session_that_may_not_flush_by_message_commits_charges_waiting(
+        request, app_config, limited_database):
+    """Where the function is revoked, a charging batch would commit and then fail on it,
+    its client answered 503 though charged: the channel finds out when it connects, and
+    commits charging batches itself with the wait for the disk."""
+    from sqlalchemy.exc import ProgrammingError
+
+    app_config["SQLALCHEMY_DATABASE_URI"] = limited_database
+    app = request.getfixturevalue("app")
+    accounts = request.getfixturevalue("accounts")
+    engine, _, service = _services(app)
+    with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+        conn.execute(text("SELECT pg_logical_emit_message(true, 'silk', 'probe')"))
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    holds = [_reserve(app, acct.id, f"nf{i}") for i in range(2)]
+    assert _channel(app).flush_after_commit is False
+    before = _lsn(app, "pg_current_wal_insert_lsn")
+    for hold in holds:
+        settled = service.settle(engine, hold, service.Outcome(status="ok",
+                                                               usage=Usage(100, 10)))
+        assert settled.charged_units > 0
+    assert _lsn(app, "pg_current_wal_flush_lsn") > before  # the charges' commits waited
+    assert _channel(app).flushed_to is None
+    assert [r.status for r in accounts.usage_records(acct.id)] == ["ok", "ok"]
+    assert accounts.audit() == []
+
+
+def test_a_session_that_may_flush_by_message_says_so(app, accounts):
+    acct = accounts.make(credit="1")
+    _reserve(app, acct.id, "f1")
+    assert _channel(app).flush_after_commit is True
+
+
 def test_a_session_the_server_ended_is_replaced(app, accounts):
     acct = accounts.make(credit="1")
     _reserve(app, acct.id, "s1")
