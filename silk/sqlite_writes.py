@@ -31,21 +31,41 @@ def locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
+# A metering transaction holds the lock for 0.1 to 0.4 ms. A writer that finds it taken asks
+# again soon: the other worker has operations queued and takes the lock back as soon as it
+# can, so a writer pausing for milliseconds would lose its turn again and again while its
+# own requests wait and its worker idles. Pauses grow past half a millisecond only once the
+# wait has outlasted many such transactions: a migration or a backup holds the lock longer.
+_FIRST_PAUSE = 0.0001  # seconds
+_SHORT_PAUSE = 0.0005  # the longest pause while the wait is short
+_SHORT_WAIT = 0.01  # seconds of pauses that count as a short wait
+_LONG_PAUSE = 0.02  # the longest pause after that
+
+
+def pauses() -> Iterator[float]:
+    """The pauses between attempts at the lock, before jitter: short at first, then longer."""
+    pause, waited = _FIRST_PAUSE, 0.0
+    while True:
+        yield pause
+        waited += pause
+        pause = (min(pause * 1.25, _SHORT_PAUSE) if waited < _SHORT_WAIT
+                 else min(pause * 2, _LONG_PAUSE))
+
+
 def begin_immediate(driver: sqlite3.Connection, give_up_after: float = GIVE_UP_AFTER) -> None:
     """BEGIN IMMEDIATE, yielding to other greenlets while another writer holds the lock;
     the driver's error once `give_up_after` seconds have passed (or for any other error)."""
     deadline = time.monotonic() + give_up_after
-    pause = 0.0005
-    while True:
+    for pause in pauses():
         try:
             driver.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as error:
             if not locked(error) or time.monotonic() > deadline:
                 raise
-        # time.sleep is gevent's under gunicorn: other greenlets run meanwhile.
+        # time.sleep is gevent's under gunicorn: other greenlets run meanwhile. The jitter
+        # keeps two waiting writers from asking in step.
         time.sleep(pause * random.uniform(0.5, 1.5))
-        pause = min(pause * 2, 0.02)
 
 
 def begin_pooled(conn: Connection, give_up_after: float = GIVE_UP_AFTER) -> sqlite3.Connection:

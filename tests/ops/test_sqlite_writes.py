@@ -82,3 +82,24 @@ def test_a_failed_write_rolls_back_and_leaves_the_lock_free(tmp_path):
         conn.execute(text("INSERT INTO t VALUES (2)"))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT v FROM t")).scalars().all() == [2]
+
+
+def test_a_writer_asks_for_the_lock_often_while_the_wait_is_short_and_less_after():
+    """Metering transactions hold the lock for a fraction of a millisecond: the first 10 ms
+    of a wait are polled every half millisecond at most; a long holder (a migration) is
+    polled less and less, so a 30 s wait costs about 1,500 attempts, not 60,000."""
+    from itertools import islice
+
+    from silk.sqlite_writes import pauses
+
+    waited, short, attempts = 0.0, [], 0
+    for pause in pauses():
+        if waited < 0.01:
+            short.append(pause)
+        waited += pause
+        attempts += 1
+        if waited >= 30:
+            break
+    assert short[0] <= 0.0001 and max(short) <= 0.0005 and len(short) >= 20
+    assert attempts < 1600
+    assert max(islice(pauses(), 2000)) == 0.02
