@@ -16,6 +16,7 @@ from decimal import Decimal
 import orjson
 from flask import Flask, g, request
 
+from silk import inflight
 from silk.ops import metrics
 
 log = logging.getLogger("silk.request")
@@ -70,6 +71,14 @@ def install_request_hooks(app: Flask) -> None:
         # Always our own id: usage records key on it, so a client must not choose it.
         g.request_id = new_request_id()
         g.started = time.perf_counter()
+        inflight.started()
+        g.silk_counted = True
+
+    @app.teardown_request
+    def _done(_error=None):
+        # A stream stays counted until the server closes it (see _finish).
+        if g.pop("silk_counted", False):
+            inflight.ended()
 
     @app.after_request
     def _finish(response):
@@ -86,7 +95,8 @@ def install_request_hooks(app: Flask) -> None:
                              fields["error"], None if streamed else fields["ms"] / 1000)
         if streamed:
             started = ctx.get("started")
-            response.call_on_close(lambda: _log_stream_end(fields, started))
+            counted = ctx.pop("silk_counted", False)
+            response.call_on_close(lambda: _log_stream_end(fields, started, counted))
         else:
             _emit(fields)
         return response
@@ -137,8 +147,10 @@ def remember_settlement(meter, outcome) -> None:
     _settled[hold.request_id] = fields
 
 
-def _log_stream_end(fields: dict, started: float | None) -> None:
+def _log_stream_end(fields: dict, started: float | None, counted: bool) -> None:
     """Write a stream's line once the server has closed it; `ms` spans the whole stream."""
+    if counted:
+        inflight.ended()
     if started is not None:
         fields["ms"] = round((time.perf_counter() - started) * 1000, 2)
     _emit(fields)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,8 @@ from silk.errors import InsufficientBalance
 from silk.pricing import Usage
 from tests.chat.helpers import set_quota_left
 from tests.metering.test_service import _reserve, _services
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +189,84 @@ def test_an_in_memory_database_writes_on_the_engines_own_connection():
         assert [v for (v,) in conn.exec_driver_sql("SELECT v FROM t")] == [1]
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     engine.dispose()
+
+
+# In a gevent-patched interpreter, as a gunicorn worker runs: durable write transactions
+# with other requests in flight and alone, each traced on the native thread that ran its
+# statements, while a ticker greenlet counts how often the loop ran during the commits.
+ASIDE_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import json, sys
+import gevent
+from gevent.monkey import get_original
+from sqlalchemy import create_engine
+from silk import inflight
+from silk.database_events import install_engine_events
+from silk.metering import sqlite as metering
+
+native = get_original("_thread", "get_ident")
+engine = create_engine(f"sqlite:///{sys.argv[1]}")
+install_engine_events(engine)
+with engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE t (v INTEGER)")
+seen = []
+def run(others):
+    for _ in range(others):
+        inflight.started()
+    try:
+        with metering.write_transaction(engine, durable=True,
+                                        commit_aside=inflight.others()) as driver:
+            driver.set_trace_callback(lambda sql: seen.append((others, sql, native())))
+            driver.execute("INSERT INTO t VALUES (?)", (others,))
+        driver.set_trace_callback(None)
+    finally:
+        for _ in range(others):
+            inflight.ended()
+for others in (1, 2, 1, 3):
+    run(others)
+with engine.connect() as conn:
+    rows = [v for (v,) in conn.exec_driver_sql("SELECT v FROM t ORDER BY rowid")]
+main = native()
+print(json.dumps({"rows": rows, "commits": [[others, thread != main] for others, sql, thread
+                                             in seen if sql == "COMMIT"],
+                  "inserts_aside": [thread != main for _, sql, thread in seen
+                                    if sql.startswith("INSERT")]}))
+"""
+
+
+def test_a_durable_commit_runs_aside_only_while_the_worker_serves_others(tmp_path):
+    """With other requests in flight, the commit (SQLite writing and flushing its log, the
+    interpreter released) runs on a thread of gevent's pool, so the worker's other
+    greenlets run meanwhile; a lone request commits inline, saving the trip to the thread.
+    The statements before the commit always run on the worker's own thread."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-c", ASIDE_SCRIPT, str(tmp_path / "a.db")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["rows"] == [1, 2, 1, 3]  # every transaction committed
+    assert seen["commits"] == [[1, False], [2, True], [1, False], [3, True]]
+    assert seen["inserts_aside"] == [False] * 4
+
+
+def test_a_request_counts_in_flight_until_the_app_is_done_with_it(app, client, accounts,
+                                                                   upstream):
+    """A JSON answer is counted while the app serves it; a stream until it is closed."""
+    from silk import inflight
+
+    acct = accounts.make(credit="1")
+    body = {"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}]}
+    before = inflight._serving
+    answer = client.post("/v1/chat/completions", headers=acct.headers,
+                         json={**body, "stream": False})
+    assert answer.status_code == 200 and inflight._serving == before
+    stream = client.post("/v1/chat/completions", headers=acct.headers,
+                         json={**body, "stream": True})
+    assert stream.status_code == 200 and inflight._serving == before + 1
+    stream.get_data()
+    stream.close()
+    assert inflight._serving == before
