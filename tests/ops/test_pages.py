@@ -93,8 +93,9 @@ def test_the_pages_in_a_browser(sqlite_only, gateway_env, request, page, tmp_pat
     secret = page.inner_text("[data-testid=new-secret]").strip()
     assert secret.startswith("sk-")
     page.click("[data-testid=copy-key]")
-    page.wait_for_function("document.querySelector('[data-testid=copy-key]').textContent"
-                           ".trim() === 'Copied'")
+    # A function, not a string: the page's CSP forbids evaluating a string.
+    page.wait_for_function("() => document.querySelector('[data-testid=copy-key]')"
+                           ".textContent.trim() === 'Copied'")
     assert page.evaluate("navigator.clipboard.readText()") == secret
     _screenshot_checks(page.screenshot(path=str(tmp_path / "registered.png"), full_page=True),
                        width=1280)
