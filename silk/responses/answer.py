@@ -95,9 +95,10 @@ class Builder:
         self._calls: dict[int, dict] = {}  # the provider's tool call index -> its latest
         self._status = "completed"  # what an item becomes when it is closed
         self._frame: tuple | None = None  # (item, bytes around a delta's number and text)
-        # The open item's text (or arguments) since it was last written into the item: a
-        # long answer's deltas are joined every _LOOSE of them and when the item is read,
-        # not copied into the item one by one.
+        # The open item's text (or arguments) since it was last written into the item, in
+        # the order it came: runs of _LOOSE deltas joined into one string each, then the
+        # deltas since. Joined into the item when it is read, not copied in one by one.
+        self._runs: list[str] = []
         self._pieces: list[str] = []
 
     # -- events
@@ -239,7 +240,8 @@ class Builder:
         pieces = self._pieces
         pieces.append(text)
         if len(pieces) >= _LOOSE:  # a few long strings, not one small one per delta
-            pieces[:] = ["".join(pieces)]
+            self._runs.append("".join(pieces))
+            pieces.clear()
         if not self.events:
             return b""
         frame = self._frame
@@ -251,9 +253,10 @@ class Builder:
 
     def _gather(self) -> None:
         """Write the open item's pieces into it."""
-        if not self._pieces:
+        if not self._runs and not self._pieces:
             return
-        item, text = self._open, "".join(self._pieces)
+        item, text = self._open, "".join(self._runs) + "".join(self._pieces)
+        self._runs.clear()
         self._pieces.clear()
         if item["type"] == "reasoning":
             item["summary"][0]["text"] += text
@@ -357,7 +360,7 @@ class Builder:
         return out + self._event("response.failed", response=final)
 
 
-_LOOSE = 32  # an open item's pieces joined into one when they are this many
+_LOOSE = 32  # an open item's deltas joined into one string when they are this many
 
 # Each kind of item's delta event: its type, and the fields between the item's id and the text.
 _DELTAS = {"reasoning": ("response.reasoning_summary_text.delta", b',"summary_index":0', b"}"),
