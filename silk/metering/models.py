@@ -31,7 +31,11 @@ class Reservation(Model):
     """A worst-case hold on a balance (and free quota) while a request runs."""
 
     __tablename__ = "reservations"
-    __table_args__ = (Index("ix_reservations_state_expires", "state", "expires_at"),)
+    # Rows of settled holds are deleted (silk.metering.store.claim_sql), so SQLite must
+    # never give a deleted row's id to a new hold: a settlement that comes again, a late
+    # lease renewal or an alert's id (silk.metering.outbox) would name someone else's.
+    __table_args__ = (Index("ix_reservations_state_expires", "state", "expires_at"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -41,11 +45,11 @@ class Reservation(Model):
     hold_units: Mapped[int] = mapped_column(BigInteger)
     quota_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_estimate: Mapped[int] = mapped_column(Integer, default=0)
-    state: Mapped[str] = mapped_column(String(8), default="open")  # open, settled
+    state: Mapped[str] = mapped_column(String(8), default="open")  # open, swept
     worker: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(default=utcnow)
-    settled_at: Mapped[datetime | None] = mapped_column(default=None)
+    settled_at: Mapped[datetime | None] = mapped_column(default=None)  # when swept
 
 
 class UsageRecord(Model):

@@ -53,6 +53,7 @@ from silk.metering.store import (
     Reserved,
     Written,
     check_key,
+    claim_sql,
     key_sql,
     plan,
     reserve_locked,
@@ -137,10 +138,12 @@ FROM acct LEFT JOIN k ON TRUE
 WHERE NOT EXISTS (SELECT 1 FROM held)
 """
 
-SETTLE_SQL = f"""
-WITH claimed AS (
-    UPDATE reservations SET state = %(claimed)s, settled_at = %(now)s
-    WHERE id = %(reservation)s AND state = 'open'
+
+
+def settle_sql(claimed: str) -> str:
+    """The settlement in one statement, its hold claimed as `claimed` (store.claim_sql)."""
+    return f"""
+WITH claimed AS ({claim_sql(POSTGRES, claimed)}
     RETURNING account_id, key_id
 ), charged AS (
     UPDATE accounts SET
@@ -181,6 +184,9 @@ WITH claimed AS (
 {POSTGRES_ALERTS_CTE}
 SELECT balance_units, {_STATE} FROM charged
 """
+
+
+SETTLE_SQL = settle_sql("settled")
 
 # Every parameter's type, declared once in PREPARE: values arrive as quoted literals.
 _TYPES = {
@@ -234,6 +240,7 @@ SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL, durable=False)  # a read
 RESERVE = Statement("silk_reserve", RESERVE_SQL, durable=False)
 RESERVE_CAPPED = Statement("silk_reserve_capped", RESERVE_CAPPED_SQL, durable=False)
 SETTLE = Statement("silk_settle", SETTLE_SQL)
+SETTLE_SWEPT = Statement("silk_settle_swept", settle_sql("swept"))  # the sweep's estimate
 
 
 # A batch commits without waiting for the disk, so the rows it locked are free at once. A
@@ -628,7 +635,8 @@ class PostgresStore(Common):
 
     def write(self, values: dict[str, Any]) -> Written | None:
         """The settlement statement, group-committed; a swept hold is corrected apart."""
-        answer = channel(self.engine).run(Queued(values["account"], SETTLING, SETTLE, values))
+        settle = SETTLE if values["claimed"] == "settled" else SETTLE_SWEPT
+        answer = channel(self.engine).run(Queued(values["account"], SETTLING, settle, values))
         if answer is not None:
             return Written(answer.value, values["charge"], values["written_off_units"])
         if values["claimed"] != "settled":

@@ -52,6 +52,7 @@ from silk.metering.store import (
     Reserved,
     Written,
     check_key,
+    claim_sql,
     key_sql,
     plan,
     renewal,
@@ -256,8 +257,7 @@ NEW_RESERVATION = (
     "quota_tokens, prompt_estimate, state, worker, created_at, expires_at) VALUES (:account, "
     ":key, :request, :model, :hold, :quota, :estimate, 'open', :worker, :now, :expires) "
     "RETURNING id")
-CLAIM = ("UPDATE reservations SET state = :claimed, settled_at = :now "
-         "WHERE id = :reservation AND state = 'open'")
+CLAIM = {claimed: claim_sql(rules.SQLITE, claimed) for claimed in ("settled", "swept")}
 _USED_AFTER = rules.used_after(rules.SQLITE, "quota_month", "quota_used", ":month", ":free")
 SETTLE = ("UPDATE accounts SET reserved_units = reserved_units - :hold, "
           "quota_held = quota_held - :quota, balance_units = balance_units - :charge, "
@@ -377,7 +377,7 @@ class SqliteStore(Common):
 
 def _settle(driver: sqlite3.Connection, values: dict[str, Any]) -> Written | None:
     """Claim, charge, ledger entry and usage record on the write transaction."""
-    if count(driver, CLAIM, values) == 1:
+    if count(driver, CLAIM[values["claimed"]], values) == 1:
         (balance_after,) = run(driver, SETTLE, values)
         if values["key"] is not None:
             capped = run(driver, KEY_SETTLE, values)

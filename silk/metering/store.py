@@ -188,6 +188,22 @@ _KEY_HOLD = (update(API_KEYS).where(API_KEYS.c.id == bindparam("p_key"))
              .values(held_units=API_KEYS.c.held_units + bindparam("p_hold")))
 RENEW = "UPDATE reservations SET expires_at = :expires WHERE state = 'open' AND id IN ({})"
 
+
+def claim_sql(o: rules.Sql, claimed: str) -> str:
+    """The statement that claims an open hold for its settlement, exactly once.
+
+    A hold's row lives while the hold is open. A real settlement ("settled") deletes it: a
+    settlement that comes again finds no open row either way, and the table keeps only
+    what is in flight instead of a row per request forever. A swept hold ("swept") stays,
+    marked, so that its real settlement can still replace the sweep's estimate
+    (silk.metering.correction), which then deletes it.
+    """
+    where = f"WHERE id = {o.param('reservation')} AND state = 'open'"
+    if claimed == "settled":
+        return f"DELETE FROM reservations {where}"
+    return (f"UPDATE reservations SET state = {o.param('claimed')}, "
+            f"settled_at = {o.param('now')} {where}")
+
 # A key with a cap: its holds are checked against its counters.
 CAPPED = "NOT (cap_day_units IS NULL AND cap_month_units IS NULL AND cap_total_units IS NULL)"
 

@@ -10,7 +10,8 @@ PRICE = Price(Decimal("0.14"), Decimal("0.28"))  # 140 units per prompt token
 
 
 def settle(app, account_id: int, request_id: str, prompt: int, output: int = 0):
-    """Reserve and settle one request using `prompt` and `output` tokens."""
+    """Reserve and settle one request using `prompt` and `output` tokens; its reservation
+    id (the row goes when it settles)."""
     from silk.billing.tiers import tiers
     from silk.extensions import db
     from silk.metering import service
@@ -21,8 +22,8 @@ def settle(app, account_id: int, request_id: str, prompt: int, output: int = 0):
                                request_id=request_id, model="deepseek-chat", price=PRICE,
                                prompt_worst=prompt, max_output=max(output, 1),
                                prompt_estimate=prompt, ttl_seconds=60)
-        return service.settle(engine, hold, service.Outcome(status="ok",
-                                                            usage=Usage(prompt, output)))
+        service.settle(engine, hold, service.Outcome(status="ok", usage=Usage(prompt, output)))
+        return hold.reservation_id
 
 
 def credit(app, account_id: int, units: int) -> None:

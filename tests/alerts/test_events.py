@@ -63,13 +63,13 @@ def test_balance_crossing_writes_one_event_per_crossing(app, accounts, client):
 
     settle(app, acct.id, "r1", 1000)  # 999,860,000: above
     assert events(app) == []
-    settle(app, acct.id, "r2", 1000)  # 999,720,000: crossed
+    crossed = settle(app, acct.id, "r2", 1000)  # 999,720,000: crossed
     settle(app, acct.id, "r3", 1000)  # 999,580,000: still under, no new alert
     low = events(app, "balance_low")
-    assert [e.event_id for e in low] == [f"balance_low:{_reservation(app, 'r2')}"]
+    assert [e.event_id for e in low] == [f"balance_low:{crossed}"]
     assert json.loads(low[0].payload) == {"balance_units": 999_720_000,
                                           "threshold_units": 999_750_000,
-                                          "reservation_id": _reservation(app, "r2")}
+                                          "reservation_id": crossed}
     assert low[0].account_id == acct.id and low[0].state == "pending"
 
     credit(app, acct.id, 200_000)  # 999,780,000: above again, re-armed
@@ -154,15 +154,3 @@ def test_route_that_starts_resting_writes_one_event(app):
     assert failing[0].account_id is None
     assert json.loads(failing[0].payload)["route"] == "deepseek/deepseek-chat"
 
-
-def _reservation(app, request_id: str) -> int:
-    from sqlalchemy import select
-
-    from silk.extensions import db
-    from silk.metering.models import Reservation
-
-    with app.app_context():
-        value = db.session.scalar(select(Reservation.id).where(
-            Reservation.request_id == request_id))
-        db.session.remove()
-        return value

@@ -13,7 +13,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
 from silk.pricing import Price, Usage, units_to_usd
@@ -146,7 +146,7 @@ def test_a_stopped_workers_journal_is_adopted_and_written_by_another_process(
     assert entry["reservation_id"] == reservation_id
     time.sleep(LEASE + 0.2)  # nobody renews its hold now
     assert _sweep(app) == 0  # the sweep writes the journal first: no estimate
-    assert _reservation(app, reservation_id).state == "settled"
+    assert _reservation(app, reservation_id) is None  # settled: its row is gone
     [record] = assert_money_exact(accounts, acct.id, "1")
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("ok", 60, 700)
     assert _journal_files(journal_dir) == []
@@ -194,7 +194,7 @@ def test_a_real_settlement_after_the_sweep_charges_what_the_estimate_missed(app,
     assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
         ("topup", 10**9), ("charge", -100 * 140), ("charge", -(real - 100 * 140))]
     assert accounts.balance_units(acct.id) == 10**9 - real
-    assert _reservation(app, hold.reservation_id).state == "settled"
+    assert _reservation(app, hold.reservation_id) is None  # corrected: its row is gone
     assert accounts.audit() == []
 
 
@@ -272,3 +272,28 @@ def test_a_renewal_the_database_refused_is_tried_again_within_a_second(app, acco
         keeper_._wake.set()  # a round while the database is away: the renewal fails
         time.sleep(0.8)
     wait_until(lambda: _reservation(app, hold.reservation_id).expires_at > first, timeout=4)
+
+
+def test_a_settled_holds_row_goes_and_its_id_is_never_given_again(app, accounts):
+    """Settling deletes the hold's row, so the table keeps only holds in flight; a hold made
+    next must not take the settled one's id (SQLite would give the largest id again), or a
+    settlement that came again would claim the new hold."""
+    from silk.extensions import db
+    from silk.metering.models import Reservation
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    first = _hold(app, acct.id, "first")
+    assert _settle(app, first, Usage(80, 900)) is not None
+    assert _reservation(app, first.reservation_id) is None
+    second = _hold(app, acct.id, "second")
+    assert second.reservation_id > first.reservation_id
+    assert _settle(app, first, Usage(80, 900)) is None  # exactly once
+    assert _reservation(app, second.reservation_id).state == "open"
+    assert accounts.row(acct.id).reserved_units == second.hold_units
+    assert _settle(app, second, Usage(10, 10)) is not None
+    with app.app_context():
+        assert db.session.scalars(select(Reservation)).all() == []
+        db.session.remove()
+    assert [r.request_id for r in accounts.usage_records(acct.id)] == ["first", "second"]
+    assert accounts.audit() == []

@@ -37,7 +37,7 @@ def _reservation(app, reservation_id: int):
 
     with app.app_context():
         row = db.session.scalars(select(Reservation).where(
-            Reservation.id == reservation_id)).one()
+            Reservation.id == reservation_id)).one_or_none()
         db.session.remove()
         return row
 

@@ -225,3 +225,42 @@ def test_a_migration_whose_revision_is_not_a_literal_is_an_error(tmp_path):
         .format(down="0008"))
     with pytest.raises(ValueError, match="0099_test.py: revision is not a literal"):
         schema.head_revisions(str(directory))
+
+
+def test_the_upgrade_to_deleted_settlements_keeps_what_is_in_flight(empty_database, upstream,
+                                                                    monkeypatch):
+    """Revision 0009: the rows of settled holds go, open and swept holds stay, and no hold
+    made afterwards takes the id of one that went (SQLite would give the largest id again)."""
+    from sqlalchemy import text
+
+    from silk.extensions import db
+
+    app = _app(empty_database, upstream, monkeypatch)
+    _upgrade(app, revision="0008")
+    with app.app_context():
+        with db.engine.begin() as conn:
+            account = conn.execute(text(
+                "INSERT INTO accounts (email, tier, is_admin, disabled, balance_units, "
+                "reserved_units, quota_month, quota_used, quota_held, created_at) VALUES "
+                "('a@example.com', 'free', false, false, 0, 0, '', 0, 0, '2026-12-01') "
+                "RETURNING id")).scalar_one()
+            ids = {state: conn.execute(text(
+                "INSERT INTO reservations (account_id, request_id, model, hold_units, "
+                "quota_tokens, prompt_estimate, state, worker, created_at, expires_at) "
+                "VALUES (:account, :state, 'deepseek-chat', 0, 0, 0, :state, '', "
+                "'2026-12-01', '2026-12-01') RETURNING id"),
+                {"account": account, "state": state}).scalar_one()
+                for state in ("open", "swept", "settled")}
+        db.engine.dispose()
+    _upgrade(app)
+    with app.app_context():
+        with db.engine.begin() as conn:
+            kept = dict(conn.execute(text("SELECT state, id FROM reservations")).all())
+            new = conn.execute(text(
+                "INSERT INTO reservations (account_id, request_id, model, hold_units, "
+                "quota_tokens, prompt_estimate, state, worker, created_at, expires_at) "
+                "VALUES (:account, 'new', 'deepseek-chat', 0, 0, 0, 'open', '', "
+                "'2026-12-01', '2026-12-01') RETURNING id"), {"account": account}).scalar_one()
+        db.engine.dispose()
+    assert kept == {"open": ids["open"], "swept": ids["swept"]}
+    assert new > ids["settled"]
