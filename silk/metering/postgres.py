@@ -139,7 +139,6 @@ WHERE NOT EXISTS (SELECT 1 FROM held)
 """
 
 
-
 def settle_sql(claimed: str) -> str:
     """The settlement in one statement, its hold claimed as `claimed` (store.claim_sql)."""
     return f"""
