@@ -46,6 +46,10 @@ def test_gateway_killed_mid_delivery_delivers_once_per_id(app, database_url, gat
             first.stop()
         receiver.release.set()
         assert ids[0] not in receiver.accepted  # the killed delivery was never answered
+        # The other worker may have been killed between a delivery the receiver took and
+        # marking it delivered: that event must come again, with the same id.
+        unmarked = {row.event_id for row in events(app) if row.state != "delivered"}
+        repeated = {ids[0]} | (unmarked & set(receiver.accepted))
 
         with Gateway(database_url, env, workers=2, log_path=tmp_path / "second.log"):
             deadline = time.monotonic() + 60
@@ -59,5 +63,5 @@ def test_gateway_killed_mid_delivery_delivers_once_per_id(app, database_url, gat
     assert receiver.bad_signatures == 0
     counts = receiver.counts()
     assert counts[ids[0]] == 2  # delivered again after the lease ran out, same id
-    assert all(counts[event_id] == 1 for event_id in ids[1:]), counts
+    assert counts == {event_id: 2 if event_id in repeated else 1 for event_id in ids}, counts
     assert {row.event_id: row.state for row in events(app)} == dict.fromkeys(ids, "delivered")
