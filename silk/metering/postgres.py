@@ -152,7 +152,7 @@ WITH claimed AS ({claim_sql(POSTGRES, claimed)}
         quota_used = {_USED_AFTER},
         quota_month = %(month)s
     WHERE id IN (SELECT account_id FROM claimed)
-    RETURNING id, {_STATE}
+    RETURNING id, {_STATE}, alert_balance_units
 ), keyed AS (
     UPDATE api_keys SET held_units = held_units - %(hold)s, {_KEY_SETTLED}
     WHERE id IN (SELECT key_id FROM claimed) AND EXISTS (SELECT 1 FROM charged)

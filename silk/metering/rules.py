@@ -74,7 +74,7 @@ class Arithmetic(Generic[N, M]):
         """a and b (truth values)."""
         raise NotImplementedError
 
-    def share(self, a: N, percent: int) -> N:
+    def share(self, a: N, percent: N) -> N:
         """`percent` % of a non-negative a, rounded up to a whole unit."""
         raise NotImplementedError
 
@@ -199,12 +199,11 @@ class Sql(Arithmetic[str, str]):
         """a and b."""
         return f"({a} AND {b})"
 
-    def share(self, a: str, percent: int) -> str:
+    def share(self, a: str, percent: str) -> str:
         """`percent` % of a non-negative a, rounded up (integer division truncates). With
         a = 100q + r it is q * percent + ceil(r * percent / 100): a * percent would overflow
-        a BIGINT for the largest caps, this never does."""
-        p = int(percent)
-        return f"(({a}) / 100 * {p} + (({a}) % 100 * {p} + 99) / 100)"
+        a BIGINT for the largest caps, this never does (percent is at most 100)."""
+        return f"(({a}) / 100 * {percent} + (({a}) % 100 * {percent} + 99) / 100)"
 
     def least(self, a: str, b: str) -> str:
         """The smaller of a and b."""
@@ -303,13 +302,13 @@ def reached(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
 CAP_ALERT_PERCENTS = (80, 90, 100)
 
 
-def cap_mark(o: Arithmetic[N, M], cap: N, percent: int) -> N:
+def cap_mark(o: Arithmetic[N, M], cap: N, percent: N) -> N:
     """The spend, in units, at which a key reaches `percent` of its `cap` (rounded up, so
     the alert never comes before the share is really spent)."""
     return o.share(cap, percent)
 
 
-def cap_reached(o: Arithmetic[N, M], before: N, after: N, cap: N, percent: int) -> N:
+def cap_reached(o: Arithmetic[N, M], before: N, after: N, cap: N, percent: N) -> N:
     """A key's spend alert: a change took its spend from under `percent` % of `cap` to at
     least that (one alert per share crossed, as for any threshold)."""
     return reached(o, before, after, cap_mark(o, cap, percent))
