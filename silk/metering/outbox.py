@@ -77,13 +77,13 @@ _KEY_PERIODS = (  # (period, the period it counts or None, its spend, its cap, i
 
 def key_spend_alerts(o: rules.Sql, source: str, payload: str, which: str = "TRUE") -> str:
     """The SELECTs (joined by UNION ALL) of the outbox rows a settlement's `charge` to the
-    key in `source` (the rows `which` picks) writes: one per cap and share it crossed; none
-    for a key without caps. `payload` makes JSON text of its "{}" (a list of names and
+    key in `source` (the rows `which` picks) writes: a row per cap and share it crossed;
+    none for a key without caps. `payload` makes JSON text of its "{}" (a list of names and
     values) in the database's way.
 
     One SELECT per period, its shares a joined VALUES list (`s.column1`): PostgreSQL builds
-    every branch of the settlement's statement afresh each time it runs it, and nine
-    branches, one per period and share, cost it more than the rest of the alerts."""
+    every branch of the settlement's statement afresh each time it runs it, and a branch per
+    period and share would be nine to build for alerts most settlements never write."""
     charge = o.param("charge")
     percent = "s.column1"
     shares = ", ".join(f"({share})" for share in rules.CAP_ALERT_PERCENTS)

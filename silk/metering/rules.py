@@ -202,7 +202,7 @@ class Sql(Arithmetic[str, str]):
     def share(self, a: str, percent: str) -> str:
         """`percent` % of a non-negative a, rounded up (integer division truncates). With
         a = 100q + r it is q * percent + ceil(r * percent / 100): a * percent would overflow
-        a BIGINT for the largest caps, this never does (percent is at most 100)."""
+        a BIGINT for the largest caps, this never does (CAP_ALERT_PERCENTS are at most 100)."""
         return f"(({a}) / 100 * {percent} + (({a}) % 100 * {percent} + 99) / 100)"
 
     def least(self, a: str, b: str) -> str:
@@ -300,6 +300,7 @@ def reached(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:
 
 # The shares of a key's spend cap that alert when its spend reaches them, in percent.
 CAP_ALERT_PERCENTS = (80, 90, 100)
+assert all(0 < percent <= 100 for percent in CAP_ALERT_PERCENTS)  # Sql.share cannot overflow
 
 
 def cap_mark(o: Arithmetic[N, M], cap: N, percent: N) -> N:
