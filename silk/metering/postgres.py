@@ -42,6 +42,7 @@ from silk.defaults import Defaults
 from silk.errors import InsufficientBalance, NotFound
 from silk.metering import correction, rules
 from silk.metering.groupcommit import BatchInterrupted, GroupCommit
+from silk.metering.literals import Quote, literal
 from silk.metering.outbox import POSTGRES_ALERTS_CTE, POSTGRES_KEY_ALERTS
 from silk.metering.perprocess import PerProcess
 from silk.metering.rules import POSTGRES
@@ -222,11 +223,13 @@ class Statement:
         numbered = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
         types = ", ".join(_TYPES[param] for param in self.order)
         self.prepare = f"PREPARE {name} ({types}) AS {numbered}"
-        self.execute = f"EXECUTE {name} ({', '.join(['%s'] * len(self.order))})"
+        self._execute = f"EXECUTE {name} ("
 
-    def values(self, params: dict[str, Any]) -> list[Any]:
-        """The parameters in the order PREPARE declared them."""
-        return [params[param] for param in self.order]
+    def bind(self, params: dict[str, Any], quote: Quote) -> str:
+        """EXECUTE with the parameters as literals, in the order PREPARE declared them
+        (", " between them, so that no literal's minus sign follows another's)."""
+        return self._execute + ", ".join([literal(params[param], quote)
+                                          for param in self.order]) + ")"
 
 
 SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL, durable=False)  # a read
@@ -399,7 +402,7 @@ class Channel:
         # say) are the engine's, and a channel may be made outside the app's context.
         self._settings = {**_settings(), "SQLALCHEMY_DATABASE_URI": engine.url}
         self._conn: psycopg.Connection | None = None
-        self._binder: psycopg.ClientCursor | None = None  # quotes values for _conn
+        self._quote: Quote | None = None  # psycopg's quoting for _conn, where literal() defers
         self._prepared: set[Statement] = set()  # prepared on _conn
         self._commit: GroupCommit[Queued] = GroupCommit(self._run)
         self.snapshots: dict[int, AccountState] = {}
@@ -438,7 +441,8 @@ class Channel:
                 conn.close()
                 raise
             self.flush_after_commit = bool(answers[-1] and answers[-1][0])
-            self._binder = psycopg.ClientCursor(conn)
+            binder = psycopg.ClientCursor(conn)
+            self._quote = lambda value: binder.mogrify("%s", (value,))
             self._prepared = set()
             self._conn = conn
         return conn
@@ -498,10 +502,9 @@ class Channel:
         for statement in {op.statement for op in ops} - self._prepared:
             self._send(conn, statement.prepare, timeout)
             self._prepared.add(statement)
-        binder = self._binder
-        assert binder is not None  # made with the connection
-        statements = [binder.mogrify(op.statement.execute, op.statement.values(op.params))
-                      for op in ops]
+        quote = self._quote
+        assert quote is not None  # made with the connection
+        statements = [op.statement.bind(op.params, quote) for op in ops]
         durable = any(op.statement.durable for op in ops)
         flushed = durable and self.flush_after_commit
         if durable and not flushed:  # the commit waits, with the batch's rows locked
