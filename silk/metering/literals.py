@@ -19,9 +19,11 @@ def literal(value: Any, quote: Quote) -> str:
     """`value` as a SQL literal: the statement's declared parameter type gives it its type.
 
     A string is quoted only if it is ASCII without a backslash or NUL: then doubling its
-    quotes is the whole escape, whatever `standard_conforming_strings` says and in every
-    client encoding (all are ASCII supersets). Any other string, and any other type, is
-    psycopg's to quote (a NUL fails there).
+    quotes is the whole escape, whatever `standard_conforming_strings` says, and the
+    literal is ASCII bytes that every client encoding reads as the same characters. Any
+    other string, and any other type (subclasses included), is psycopg's to quote (a NUL
+    fails there). A negative number starts with a space, so that no minus sign before it
+    makes a `--` comment.
     """
     kind = type(value)
     if kind is str:
@@ -29,7 +31,7 @@ def literal(value: Any, quote: Quote) -> str:
         if text.isascii() and "\\" not in text and "\x00" not in text:
             return "'" + text.replace("'", "''") + "'"
     elif kind is int:
-        return str(value)
+        return str(value) if value >= 0 else " " + str(value)
     elif value is None:
         return "NULL"
     elif kind is bool:

@@ -226,8 +226,8 @@ class Statement:
         self._execute = f"EXECUTE {name} ("
 
     def bind(self, params: dict[str, Any], quote: Quote) -> str:
-        """EXECUTE with the parameters as literals, in the order PREPARE declared them
-        (", " between them, so that no literal's minus sign follows another's)."""
+        """EXECUTE with the parameters as literals, in the order PREPARE declared them; an
+        untyped literal takes the type PREPARE declared for its place."""
         return self._execute + ", ".join([literal(params[param], quote)
                                           for param in self.order]) + ")"
 
@@ -493,10 +493,10 @@ class Channel:
         """Send the batch as one query string: one write, one wait, and a charging batch's
         flush after its commit (see _COMMIT_THEN_FLUSH).
 
-        Values are bound on the client (psycopg quotes them for the connection's
-        encoding) into EXECUTEs of prepared statements: a pipeline of protocol-level
-        prepared statements waited on the socket once per statement, at four times the
-        CPU of the whole batch.
+        Values are bound on the client as literals (silk.metering.literals; psycopg
+        quotes what has no plain form) into EXECUTEs of prepared statements: a pipeline of
+        protocol-level prepared statements waited on the socket once per statement, at
+        four times the CPU of the whole batch.
         """
         timeout = self._answer_timeout()
         for statement in {op.statement for op in ops} - self._prepared:

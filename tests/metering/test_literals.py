@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import IntEnum, StrEnum
 
 import psycopg
 import pytest
 
 from silk.metering.literals import literal
+from silk.metering.postgres import Statement
 
 TYPES = ("varchar", "integer", "bigint", "boolean", "timestamp", "date")
 STRINGS = ["", "deepseek-chat", "it's", "''", "a'); DROP TABLE accounts; --", "--", "/* x",
@@ -63,7 +65,16 @@ def test_strings_the_fast_form_cannot_carry_go_to_psycopg_and_mean_the_same(conn
         assert _through_execute(conn, [text, 1, 1, True, None, None])[0] == text
 
 
+class Surface(StrEnum):
+    CHAT = "chat"
+
+
+class Status(IntEnum):
+    OK = 200
+
+
 def test_only_values_without_a_fast_form_are_handed_to_psycopg(conn):
+    """By exact type: a subclass of str or int (an enum) keeps psycopg's own adaptation."""
     handed: list = []
     quote = _psycopg_quote(conn)
 
@@ -74,12 +85,35 @@ def test_only_values_without_a_fast_form_are_handed_to_psycopg(conn):
     for value in [*STRINGS, 0, -5, True, None, datetime(2026, 1, 1), date(2026, 1, 1)]:
         literal(value, recording)
     assert handed == []
-    for value in DEFERRED[:3] + DEFERRED[5:]:
+    others = [*DEFERRED[:3], *DEFERRED[5:], Surface.CHAT, Status.OK, 1.5]
+    for value in others:
         literal(value, recording)
-    assert handed == DEFERRED[:3] + DEFERRED[5:]
+    assert handed == others
 
 
-def test_a_nul_is_refused_as_psycopg_refused_it(conn):
-    """A provider's model name with a NUL fails that one statement, before anything is sent."""
+def test_a_decimal_goes_through_psycopg_and_keeps_its_value(conn):
+    assert _through_execute(conn, ["x", Decimal("7"), Decimal("-12"), False, None, None]
+                            )[1:3] == (7, -12)
+
+
+def test_a_negative_number_after_a_minus_sign_is_not_a_comment(conn):
+    (value,) = conn.execute(f"SELECT 10-{literal(-1, _psycopg_quote(conn))}").fetchone()
+    assert value == 11
+
+
+def test_bind_puts_each_value_in_the_place_prepare_declared(conn):
+    """Named values in any order, one repeated: EXECUTE's arguments follow PREPARE's."""
+    statement = Statement("silk_literals_t", "SELECT %(hold)s - %(charge)s, %(model)s, "
+                          "%(hold)s, %(now)s")
+    conn.execute("DEALLOCATE ALL")
+    conn.execute(statement.prepare)
+    now = datetime(2026, 12, 6, 7, 0, 0, 1)
+    bound = statement.bind({"model": "it's", "charge": -5, "now": now, "hold": 300,
+                            "unused": "x"}, _psycopg_quote(conn))
+    assert conn.execute(bound).fetchone() == (305, "it's", 300, now)
+
+
+def test_a_nul_is_refused_as_psycopg_refuses_it(conn):
+    """A string with a NUL fails its own statement before anything is sent."""
     with pytest.raises(psycopg.DataError):
         literal("a\x00b", _psycopg_quote(conn))
