@@ -223,13 +223,13 @@ class Statement:
         numbered = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
         types = ", ".join(_TYPES[param] for param in self.order)
         self.prepare = f"PREPARE {name} ({types}) AS {numbered}"
-        self._execute = f"EXECUTE {name} ("
+        self.execute_head = f"EXECUTE {name} ("
 
     def bind(self, params: dict[str, Any], quote: Quote) -> str:
         """EXECUTE with the parameters as literals, in the order PREPARE declared them; an
         untyped literal takes the type PREPARE declared for its place."""
-        return self._execute + ", ".join([literal(params[param], quote)
-                                          for param in self.order]) + ")"
+        return self.execute_head + ", ".join([literal(params[param], quote)
+                                              for param in self.order]) + ")"
 
 
 SNAPSHOT = Statement("silk_snapshot", SNAPSHOT_SQL, durable=False)  # a read
