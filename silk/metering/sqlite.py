@@ -65,6 +65,7 @@ from silk.sqlite_writes import GIVE_UP_AFTER, begin_immediate, begin_pooled
 _GIVE_UP_AFTER = GIVE_UP_AFTER  # seconds, as long as any other writer would wait for the lock
 _BUSY_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # what the rest of the app waits
 _MAX_IDLE = 16  # idle connections a process keeps per database; more are closed after use
+_SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 
 
 class HoldOnly:
@@ -89,7 +90,9 @@ class _Connections:
         self.args: Any = args  # what the dialect passes to sqlite3.connect
         self.params: Any = {**params, "isolation_level": None, "check_same_thread": False,
                        "timeout": _BUSY_TIMEOUT_MS / 1000}
-        self.idle: list[sqlite3.Connection] = []
+        # Idle connections by their `synchronous` setting (True: FULL), so that a transaction
+        # sets it only on a connection that last ran the other kind.
+        self.idle: dict[bool, list[sqlite3.Connection]] = {True: [], False: []}
         self._engine = weakref.ref(engine)  # the engine owns this object, not the reverse
         self.batches: GroupCommit[Operation] = GroupCommit(self._run_batch)
 
@@ -118,12 +121,23 @@ class _Connections:
                     driver.execute("RELEASE silk_op")
         return results
 
-    def take(self) -> sqlite3.Connection:
-        """An idle connection, or a new one with the app's settings and no busy wait."""
+    def take(self, durable: bool) -> sqlite3.Connection:
+        """An idle connection, or a new one with the app's settings and no busy wait; its
+        commits wait for the disk if `durable` (synchronous FULL), else not (NORMAL)."""
+        if self.idle[durable]:
+            return self.idle[durable].pop()
+        driver = self.idle[not durable].pop() if self.idle[not durable] else self._open()
         try:
-            return self.idle.pop()
-        except IndexError:
-            pass
+            driver.execute(_SYNCHRONOUS[durable])
+        except sqlite3.Error as error:
+            driver.close()
+            if isinstance(error, sqlite3.OperationalError):
+                raise _unavailable(error) from error
+            raise
+        return driver
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection with the app's settings (synchronous FULL among them)."""
         try:
             driver: sqlite3.Connection = sqlite3.connect(*self.args, **self.params)
         except sqlite3.OperationalError as error:
@@ -140,17 +154,19 @@ class _Connections:
             raise
         return driver
 
-    def give_back(self, driver: sqlite3.Connection) -> None:
+    def give_back(self, driver: sqlite3.Connection, durable: bool) -> None:
         """Keep a connection for the next transaction, unless enough are idle already."""
-        if len(self.idle) < _MAX_IDLE and self.pid == os.getpid():
-            self.idle.append(driver)
+        if (len(self.idle[True]) + len(self.idle[False]) < _MAX_IDLE
+                and self.pid == os.getpid()):
+            self.idle[durable].append(driver)
         else:
             driver.close()
 
     def close(self) -> None:
         """Close the idle connections (the engine was disposed)."""
-        while self.idle:
-            self.idle.pop().close()
+        for idle in self.idle.values():
+            while idle:
+                idle.pop().close()
 
 
 Operation = Callable[[sqlite3.Connection], Any]  # statements on the write transaction
@@ -173,8 +189,6 @@ def _begin(driver: sqlite3.Connection) -> None:
         raise _unavailable(error) from error
 
 
-_SYNCHRONOUS = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
-
 
 @contextmanager
 def write_transaction(engine: Engine, *, durable: bool = True,
@@ -190,10 +204,9 @@ def write_transaction(engine: Engine, *, durable: bool = True,
         with _engine_write_transaction(engine) as driver:
             yield driver
         return
-    driver = connections.take()
+    driver = connections.take(durable)
     committing = None  # the pool's commit of the driver, while it runs aside
     try:
-        driver.execute(_SYNCHRONOUS[durable])
         _begin(driver)
         try:
             yield driver
@@ -219,9 +232,9 @@ def write_transaction(engine: Engine, *, durable: bool = True,
         if isinstance(error, (sqlite3.Error, OperationalError)):
             driver.close()
         else:
-            connections.give_back(driver)
+            connections.give_back(driver, durable)
         raise
-    connections.give_back(driver)
+    connections.give_back(driver, durable)
 
 
 @contextmanager
@@ -295,8 +308,19 @@ def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | 
 
 def run(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> Any:
     """Run one statement with its values stored as SQLAlchemy stores them; the first row."""
-    # Only the values the statement names: settling passes one dict of ~30 fields to
-    # statements that use as few as six.
+    return driver.execute(sql, _bound(sql, values)).fetchone()
+
+
+def count(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> int:
+    """Run one statement as `run` does; the number of rows it changed."""
+    return driver.execute(sql, _bound(sql, values)).rowcount
+
+
+def _bound(sql: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The values a statement names, each as SQLAlchemy stores it.
+
+    Only those: settling passes one dict of ~30 fields to statements that use as few as six.
+    """
     bound: dict[str, Any] = {}
     try:
         for name in _names(sql):
@@ -304,13 +328,7 @@ def run(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> Any:
             bound[name] = value if type(value) in _PLAIN else _stored(value)
     except KeyError:  # let the driver name the missing value, as it always has
         bound = {name: _stored(value) for name, value in values.items()}
-    return driver.execute(sql, bound).fetchone()
-
-
-def count(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> int:
-    """Run one statement as `run` does; the number of rows it changed."""
-    bound = {name: _stored(values[name]) for name in _names(sql)}
-    return driver.execute(sql, bound).rowcount
+    return bound
 
 
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

@@ -95,31 +95,50 @@ def test_a_batch_that_charges_waits_for_the_disk_and_one_that_only_holds_does_no
     assert connections._run_batch([Hold(_synchronous), Hold(_synchronous)]) == [NORMAL, NORMAL]
 
 
+def test_a_connection_is_set_for_the_disk_only_when_it_last_ran_the_other_kind(app):
+    from silk.metering.sqlite import HoldOnly as Hold
+
+    _, connections = _batches(app)
+    traces = _trace_every_connection(connections)
+    kinds = [True, True, False, False, True, False, True, True]
+    for durable in kinds:
+        assert connections._run_batch([_synchronous if durable else Hold(_synchronous)]) \
+            == [FULL if durable else NORMAL]
+    settings = [sql for trace in traces for sql in trace
+                if sql.startswith("PRAGMA synchronous =")]
+    # Four durable connections were idle: the first batch that only holds set one of them
+    # to NORMAL, and every later batch found an idle connection of its own kind.
+    assert settings == ["PRAGMA synchronous = NORMAL"]
+
+
 def _trace_every_connection(connections) -> list[list[str]]:
     """Trace the statements of every metering connection, each into its own list: the
-    keeper's lease renewals may run beside a request's writes, on a connection of their own."""
-    while connections.idle:
-        connections.idle.pop().close()
+    keeper's lease renewals may run beside a request's writes, on a connection of their own.
+    Every traced connection starts idle as a durable one (synchronous FULL)."""
+    for idle in connections.idle.values():
+        while idle:
+            idle.pop().close()
     traces: list[list[str]] = []
-    for driver in [connections.take() for _ in range(4)]:
+    for driver in [connections.take(True) for _ in range(4)]:
         traces.append([])
         driver.set_trace_callback(traces[-1].append)
-        connections.give_back(driver)
+        connections.give_back(driver, True)
     return traces
 
 
 def _transactions(traces: list[list[str]]) -> list[tuple[str, str]]:
-    """(how its commit waits, its statements) of each traced transaction: each starts by
-    setting the first."""
+    """(how its commit waits, its statements) of each traced transaction: a connection's
+    setting stays until a PRAGMA changes it, and each transaction starts with BEGIN."""
     transactions: list[tuple[str, str]] = []
     for statements in traces:
-        start = len(transactions)
+        mode, start = "FULL", len(transactions)
         for sql in statements:
             if sql.startswith("PRAGMA synchronous"):
-                transactions.append((sql.rsplit(" ", 1)[-1], ""))
+                mode = sql.rsplit(" ", 1)[-1]
+            elif sql.startswith("BEGIN"):
+                transactions.append((mode, sql))
             elif len(transactions) > start:
-                mode, text = transactions[-1]
-                transactions[-1] = (mode, text + "\n" + sql)
+                transactions[-1] = (transactions[-1][0], transactions[-1][1] + "\n" + sql)
     return transactions
 
 
