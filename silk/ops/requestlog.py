@@ -162,4 +162,8 @@ def _emit(fields: dict) -> None:
         fields.update(settlement)
     level = logging.DEBUG if fields.get("path") in PROBES and (fields.get("status") or 0) < 400 \
         else logging.INFO
-    log.log(level, "request", extra={"fields": fields})
+    if log.isEnabledFor(level):
+        # The record made directly: Logger.log would walk the stack for the caller's file
+        # and line, which a request's line never shows (a twentieth of a request's logging).
+        log.handle(log.makeRecord(log.name, level, __file__, 0, "request", (), None,
+                                  extra={"fields": fields}))
