@@ -24,6 +24,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import cProfile  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stream", action="store_true", help="streaming requests instead")
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="the fake upstream's wait before and between stream chunks")
+    ap.add_argument("--cprofile", metavar="FILE",
+                    help="write cProfile's statistics of the measured requests (call counts)")
     args = ap.parse_args(argv)
 
     logdir = Path(tempfile.mkdtemp(prefix="silk-hotpath-"))
@@ -128,6 +131,9 @@ def main(argv=None) -> int:
             if not s.startswith("200"):
                 raise SystemExit(f"warm-up request failed: {s} {data[:300]!r}")
         callgrind("z")  # zero callgrind's counters: only the measured requests count
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler:
+            profiler.enable()
         t0 = time.perf_counter()
         cpu0 = time.process_time()
         bad = 0
@@ -137,6 +143,9 @@ def main(argv=None) -> int:
         cpu = time.process_time() - cpu0
         wall = time.perf_counter() - t0
         callgrind("d")  # dump: the file holds the measured requests' instructions only
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
         time.sleep(0.5)  # let the last settlements land before the books are read
         books = gw.books()
         out = {
