@@ -124,9 +124,14 @@ class _Connections:
     def take(self, durable: bool) -> sqlite3.Connection:
         """An idle connection, or a new one with the app's settings and no busy wait; its
         commits wait for the disk if `durable` (synchronous FULL), else not (NORMAL)."""
-        if self.idle[durable]:
+        try:  # pop, not test-then-pop: the keeper's renewals may run in a real thread
             return self.idle[durable].pop()
-        driver = self.idle[not durable].pop() if self.idle[not durable] else self._open()
+        except IndexError:
+            pass
+        try:
+            driver = self.idle[not durable].pop()
+        except IndexError:
+            driver = self._open()
         try:
             driver.execute(_SYNCHRONOUS[durable])
         except sqlite3.Error as error:
@@ -155,7 +160,8 @@ class _Connections:
         return driver
 
     def give_back(self, driver: sqlite3.Connection, durable: bool) -> None:
-        """Keep a connection for the next transaction, unless enough are idle already."""
+        """Keep a connection for the next transaction, unless enough are idle already;
+        `durable` must be what it was taken for, which is its setting."""
         if (len(self.idle[True]) + len(self.idle[False]) < _MAX_IDLE
                 and self.pid == os.getpid()):
             self.idle[durable].append(driver)

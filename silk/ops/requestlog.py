@@ -9,6 +9,7 @@ can ride in `?api_key=`, and a prompt lives only in the body, so neither can rea
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -165,5 +166,5 @@ def _emit(fields: dict) -> None:
     if log.isEnabledFor(level):
         # The record made directly: Logger.log would walk the stack for the caller's file
         # and line, which a request's line never shows (a twentieth of a request's logging).
-        log.handle(log.makeRecord(log.name, level, __file__, 0, "request", (), None,
-                                  extra={"fields": fields}))
+        log.handle(log.makeRecord(log.name, level, __file__, sys._getframe().f_lineno,
+                                  "request", (), None, func="_emit", extra={"fields": fields}))

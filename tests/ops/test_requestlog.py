@@ -95,3 +95,25 @@ def test_log_lines_are_single_line_json(client, log_lines):
     client.post(CHAT, data=b"{not json", headers={"Authorization": "Bearer nope"})
     for raw in log_lines.lines:
         assert "\n" not in raw and raw.startswith("{") and raw.endswith("}")
+
+
+def test_a_request_record_names_where_it_was_logged_and_honours_filters(client, log_lines):
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Filter):
+        def filter(self, record):
+            seen.append(record)
+            return record.fields["path"] != "/v1/pricing"  # drop one line
+
+    request_logger = logging.getLogger("silk.request")
+    keep = Keep()
+    request_logger.addFilter(keep)
+    try:
+        client.get("/v1/pricing")
+        client.get("/v1/models")
+    finally:
+        request_logger.removeFilter(keep)
+    assert [r.fields["path"] for r in seen] == ["/v1/pricing", "/v1/models"]
+    assert {(r.module, r.funcName) for r in seen} == {("requestlog", "_emit")}
+    assert all(r.lineno > 0 for r in seen)
+    assert [r["path"] for r in log_lines.requests()] == ["/v1/models"]
