@@ -132,14 +132,7 @@ class _Connections:
             driver = self.idle[not durable].pop()
         except IndexError:
             driver = self._open()
-        try:
-            driver.execute(_SYNCHRONOUS[durable])
-        except sqlite3.Error as error:
-            driver.close()
-            if isinstance(error, sqlite3.OperationalError):
-                raise _unavailable(error) from error
-            raise
-        return driver
+        return _set_up(driver, lambda d: d.execute(_SYNCHRONOUS[durable]))
 
     def _open(self) -> sqlite3.Connection:
         """A new connection with the app's settings (synchronous FULL among them)."""
@@ -147,17 +140,7 @@ class _Connections:
             driver: sqlite3.Connection = sqlite3.connect(*self.args, **self.params)
         except sqlite3.OperationalError as error:
             raise _unavailable(error) from error
-        try:
-            # The app's settings, with the same wait while a first open may switch to WAL;
-            # after that the connection never waits inside SQLite.
-            sqlite_pragmas(driver)
-            driver.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as error:
-            driver.close()
-            if isinstance(error, sqlite3.OperationalError):
-                raise _unavailable(error) from error
-            raise
-        return driver
+        return _set_up(driver, _without_busy_wait)
 
     def give_back(self, driver: sqlite3.Connection, durable: bool) -> None:
         """Keep a connection for the next transaction, unless enough are idle already;
@@ -173,6 +156,27 @@ class _Connections:
         for idle in self.idle.values():
             while idle:
                 idle.pop().close()
+
+
+def _without_busy_wait(driver: sqlite3.Connection) -> None:
+    """The app's settings, with the same wait while a first open may switch to WAL; after
+    that the connection never waits inside SQLite."""
+    sqlite_pragmas(driver)
+    driver.execute("PRAGMA busy_timeout = 0")
+
+
+def _set_up(driver: sqlite3.Connection,
+            configure: Callable[[sqlite3.Connection], Any]) -> sqlite3.Connection:
+    """`driver` once `configure` has run on it; closed if that failed, and an unavailable
+    database if SQLite said so."""
+    try:
+        configure(driver)
+    except sqlite3.Error as error:
+        driver.close()
+        if isinstance(error, sqlite3.OperationalError):
+            raise _unavailable(error) from error
+        raise
+    return driver
 
 
 Operation = Callable[[sqlite3.Connection], Any]  # statements on the write transaction
