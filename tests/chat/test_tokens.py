@@ -1,5 +1,11 @@
 """The prompt estimate reads everything the model is sent, and never exceeds the bound."""
 
+import re
+import string
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from silk.relay.tokens import estimate_text, prompt_bound, prompt_estimate
 
 TEXT = "word " * 400  # 2000 ASCII characters: about 500 tokens
@@ -62,3 +68,37 @@ def test_text_a_tokenizer_cannot_merge_is_not_counted_four_characters_a_token():
     # Prose stays at about four characters a token.
     prose = "The Silk Road was an ancient network of trade routes, linking East and West. " * 20
     assert len(prose) // 5 <= estimate_text(prose) <= len(prose) // 3
+
+
+# The estimate as defined, character by character; estimate_text works on UTF-8 bytes.
+_MARK_CHARS = set(string.punctuation + "".join(
+    chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127)))
+
+
+def _as_defined(text: str) -> int:
+    if not text:
+        return 0
+    marks = sum(1 for c in text if c in _MARK_CHARS)
+    if text.isascii():
+        return max((len(text) + 3) // 4, len(text.split()) + marks)
+    wide = (len(text.encode("utf-8")) - len(text)) // 2
+    narrow = max(0, len(text) - wide)
+    return max((narrow + 3) // 4, len(re.findall(r"[\x21-\x7e]+", text)) + marks) + wide
+
+
+# Every kind of character the estimate tells apart: letters, digits, ASCII whitespace
+# (str.split's, \x1c-\x1f included), marks, controls, DEL, non-ASCII spaces, two-, three-
+# and four-byte UTF-8.
+_ALPHABET = "ab 7\t\n\r\x0b\x0c\x1c\x1f\x00\x01\x7f!.,{}\"'\x85\xa0é—中文🤖"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=40) | st.text(max_size=40))
+def test_the_estimate_counts_as_defined(text):
+    assert estimate_text(text) == _as_defined(text)
+
+
+def test_a_long_non_ascii_text_is_estimated_as_defined():
+    """What a coding agent sends: tools and a system prompt, with an em dash here and there."""
+    text = ("Read a file — returns its lines, numbered; at most {limit} of them.\n" * 500)
+    assert estimate_text(text) == _as_defined(text) > len(text) // 5
