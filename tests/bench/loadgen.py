@@ -738,6 +738,13 @@ def run_streams(args) -> dict:
     total = [c.resp.t_end - c.t0 for c in ok if c.resp.t_end is not None]
     head = [c.resp.t_head - c.t0 for c in allc if c.resp.t_head is not None]
     errs = [c.resp.error_event for c in allc if c.resp.error_event][:3]
+    if args.dump:
+        def ms(t: float | None) -> float | None:
+            return None if t is None else round((t - t_begin) * 1000, 3)
+        with open(args.dump, "w") as f:
+            for c in allc:
+                f.write(json.dumps({"t0": ms(c.t0), "head": ms(c.resp.t_head),
+                                    "token": ms(c.resp.t_token), "result": c.result}) + "\n")
     return {
         "mode": "streams",
         "url": args.url,
@@ -793,6 +800,8 @@ def main(argv=None) -> None:
     p.add_argument("--deadline-s", type=float, default=60.0)
     p.add_argument("--expect-events", type=int, default=64)
     p.add_argument("--announce-open", action="store_true")
+    p.add_argument("--dump", help="write each stream's times (JSON lines, ms from the burst's "
+                   "start: connect, head, first token) to this file")
 
     args = ap.parse_args(argv)
     nofile = raise_nofile()
