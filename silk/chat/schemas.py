@@ -19,6 +19,7 @@ from silk.validation import (
     StrictInteger,
     StrictNumber,
     StrictString,
+    Vouched,
     needed_fields,
 )
 
@@ -73,6 +74,37 @@ class MessageSchema(Schema):
                     raise ValidationError({"content": {index: problem}})
 
 
+_NEEDS_CONTENT = ("user", "system", "developer")
+
+
+def quick_message(message) -> dict | None:
+    """What MessageSchema loads from a message of the common shape (a known role, content
+    the gateway accepts, string name and tool_call_id, an array of tool_calls); None for
+    anything else (the schema then loads it and says what is wrong)."""
+    if type(message) is not dict or type(message.get("role")) is not str:
+        return None
+    role = message["role"]
+    content = message.get("content")
+    if role not in _ROLES or (content is None and role in _NEEDS_CONTENT):
+        return None
+    if type(content) is list:
+        for part in content:
+            if type(part) is not dict or type(part.get("type")) is not str or (
+                    _part_error(part) is not None):
+                return None
+    elif content is not None and type(content) is not str:
+        return None
+    for name in ("name", "tool_call_id"):
+        if name in message and type(message[name]) is not str:
+            return None
+    if "tool_calls" in message and type(message["tool_calls"]) is not list:
+        return None
+    loaded = dict(message)
+    if "content" not in loaded:
+        loaded["content"] = None  # the schema's load_default
+    return loaded
+
+
 class ChatRequestSchema(Schema):
     """A chat completion request: what the gateway reads is typed; the rest passes through."""
 
@@ -80,8 +112,8 @@ class ChatRequestSchema(Schema):
         unknown = INCLUDE
 
     model = StrictString(required=True, validate=validate.Length(min=1, max=128))
-    messages = fields.List(fields.Nested(MessageSchema), required=True,
-                           validate=validate.Length(min=1, max=10_000))
+    messages = Vouched(MessageSchema, quick_message, required=True,
+                       validate=validate.Length(min=1, max=10_000))
     stream = StrictBool()
     stream_options = OneOf(dict)
     temperature = StrictNumber(validate=validate.Range(0, 2))

@@ -15,6 +15,7 @@ from silk.validation import (
     StrictInteger,
     StrictNumber,
     StrictString,
+    Vouched,
     present_fields,
 )
 
@@ -110,6 +111,18 @@ class MessageSchema(Schema):
             raise ValidationError({"content": problem})
 
 
+def quick_turn(message) -> dict | None:
+    """What MessageSchema loads from a turn with a known role and content blocks the gateway
+    accepts; None for anything else (the schema then loads it and says what is wrong)."""
+    if type(message) is not dict or type(message.get("role")) is not str:
+        return None
+    if message["role"] not in ROLES or "content" not in message:
+        return None
+    if _content_error(message["content"]) is not None:
+        return None
+    return dict(message)
+
+
 class MessagesRequestSchema(Schema):
     """A Messages request: what the gateway reads is typed; the rest passes through."""
 
@@ -118,8 +131,8 @@ class MessagesRequestSchema(Schema):
 
     model = StrictString(required=True, validate=validate.Length(min=1, max=128))
     max_tokens = StrictInteger(required=True, validate=validate.Range(min=1))
-    messages = fields.List(fields.Nested(MessageSchema), required=True,
-                           validate=validate.Length(min=1, max=10_000))
+    messages = Vouched(MessageSchema, quick_turn, required=True,
+                       validate=validate.Length(min=1, max=10_000))
     system = OneOf(str, list)
     stream = StrictBool()
     temperature = StrictNumber(validate=validate.Range(0, 1))
