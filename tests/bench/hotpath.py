@@ -5,6 +5,7 @@ upstream, every request authenticated, validated, reserved and charged like in p
     python tests/bench/hotpath.py --db sqlite --n 2000                 # timing and books
     python tests/bench/hotpath.py --db sqlite --n 300 --surface messages
     python tests/bench/hotpath.py --db sqlite --n 600 --stream --gap-ms 1   # streams
+    python tests/bench/hotpath.py --db sqlite --n 200 --surface messages --agent-turns 200
     SILK_HOTPATH_CALLGRIND=1 valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
         python tests/bench/hotpath.py --db sqlite --n 200                 # instructions
 
@@ -43,6 +44,47 @@ PATHS = {
     "messages": loadgen.MESSAGES_PATH,
     "responses": loadgen.RESPONSES_PATH,
 }
+
+
+FIXTURE = REPO / "tests" / "messages" / "fixtures" / "claude-code-2.1.332-request.json"
+
+
+def agent_body(path: str, turns: int, stream: bool) -> bytes:
+    """A coding agent's request after `turns` tool calls, each with a 1 kB result: Claude
+    Code's recorded request (12 tools, its system prompt) on /v1/messages, the same shape
+    as chat messages and tools on /v1/chat/completions."""
+    import orjson
+
+    recorded = orjson.loads(FIXTURE.read_bytes())["body"]
+    result = "def double(x):\n    return x * 2\n" * 32
+    if path == PATHS["messages"]:
+        body = {**recorded, "model": "deepseek-chat", "max_tokens": 128, "stream": stream}
+        for i in range(turns):
+            body["messages"] += [
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "I will read the module — then change it."},
+                    {"type": "tool_use", "id": f"toolu_{i}", "name": "Read",
+                     "input": {"file_path": f"/src/module_{i}.py"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": result}]}]
+        return orjson.dumps(body)
+    if path != PATHS["chat"]:
+        raise SystemExit("--agent-turns is for the chat and messages surfaces")
+    system = "\n".join(block["text"] for block in recorded["system"])
+    messages = [{"role": "system", "content": system},
+                {"role": "user", "content": "Double every value in the modules."}]
+    for i in range(turns):
+        messages += [
+            {"role": "assistant", "content": "I will read the module — then change it.",
+             "tool_calls": [{"id": f"call_{i}", "type": "function", "function": {
+                 "name": "Read", "arguments": f'{{"file_path": "/src/module_{i}.py"}}'}}]},
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": result}]
+    tools = [{"type": "function", "function": {"name": tool["name"],
+                                               "description": tool["description"],
+                                               "parameters": tool["input_schema"]}}
+             for tool in recorded["tools"]]
+    return orjson.dumps({"model": "deepseek-chat", "max_tokens": 128, "stream": stream,
+                         "messages": messages, "tools": tools})
 
 
 def environ_for(path: str, key: str, body: bytes) -> dict:
@@ -105,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stream", action="store_true", help="streaming requests instead")
     ap.add_argument("--gap-ms", type=float, default=0.0,
                     help="the fake upstream's wait before and between stream chunks")
+    ap.add_argument("--agent-turns", type=int, metavar="N",
+                    help="send a coding agent's request after N tool calls (chat, messages)")
     ap.add_argument("--cprofile", metavar="FILE",
                     help="write cProfile's statistics of the measured requests (call counts)")
     args = ap.parse_args(argv)
@@ -126,6 +170,8 @@ def main(argv=None) -> int:
         app = create_app()
         path = PATHS[args.surface]
         body = loadgen.make_body("deepseek-chat", args.stream, 128, path)
+        if args.agent_turns is not None:
+            body = agent_body(path, args.agent_turns, args.stream)
         for _ in range(args.warmup):
             s, data = one(app, path, gw.key, body)
             if not s.startswith("200"):
