@@ -24,6 +24,7 @@ from silk.validation import (
 )
 
 _ROLES = ("system", "user", "assistant", "tool", "function", "developer")
+_NEEDS_CONTENT = ("user", "system", "developer")  # roles whose content may not be null
 
 
 def _content_ok(content) -> bool:
@@ -65,16 +66,13 @@ class MessageSchema(Schema):
         if not _content_ok(data.get("content")):
             raise ValidationError("must be a string, null or an array of content parts",
                                   "content")
-        if data.get("content") is None and data["role"] in ("user", "system", "developer"):
+        if data.get("content") is None and data["role"] in _NEEDS_CONTENT:
             raise ValidationError(f"is required for a {data['role']} message", "content")
         if isinstance(data.get("content"), list):
             for index, part in enumerate(data["content"]):
                 problem = _part_error(part)
                 if problem is not None:
                     raise ValidationError({"content": {index: problem}})
-
-
-_NEEDS_CONTENT = ("user", "system", "developer")
 
 
 def quick_message(message) -> dict | None:
