@@ -129,3 +129,21 @@ def test_the_recorded_claude_code_turns_are_vouched_for():
     assert turns
     for turn in turns:
         assert messages.quick_turn(turn) == messages.MessageSchema().load(turn)
+
+
+def test_a_chat_message_content_rule_names_the_problem_whichever_check_meets_it():
+    """The content rule is written once (`_content_error`) for the schema and the quick
+    check; the schema's errors still name the field and say what is wrong."""
+    cases = [
+        ({"role": "user"}, {"content": ["is required for a user message"]}),
+        ({"role": "user", "content": 5},
+         {"content": ["must be a string, null or an array of content parts"]}),
+        ({"role": "user", "content": [{"type": "text", "text": 1}]},
+         {"content": {0: {"text": ["must be a string"]}}}),
+        ({"role": "user", "content": [{"type": "image_url", "image_url": 5}]},
+         {"content": {0: {"image_url": ["must be an object with a url"]}}}),
+    ]
+    for message, errors in cases:
+        assert chat.quick_message(message) is None
+        body = {"model": "deepseek-chat", "messages": [message]}
+        assert _outcome(chat.schema_for(body), body) == ("refused", {"messages": {0: errors}})

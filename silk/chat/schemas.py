@@ -49,6 +49,21 @@ def _part_error(part: dict) -> dict | None:
     return None
 
 
+def _content_error(content, role: str) -> str | dict | None:
+    """What is wrong with a message's content for its role (a message, or the problem per
+    part index), or None."""
+    if not _content_ok(content):
+        return "must be a string, null or an array of content parts"
+    if content is None and role in _NEEDS_CONTENT:
+        return f"is required for a {role} message"
+    if isinstance(content, list):
+        for index, part in enumerate(content):
+            problem = _part_error(part)
+            if problem is not None:
+                return {index: problem}
+    return None
+
+
 class MessageSchema(Schema):
     """One chat message: a role and string or multi-part content."""
 
@@ -63,16 +78,11 @@ class MessageSchema(Schema):
 
     @validates_schema
     def _content(self, data, **kwargs):
-        if not _content_ok(data.get("content")):
-            raise ValidationError("must be a string, null or an array of content parts",
-                                  "content")
-        if data.get("content") is None and data["role"] in _NEEDS_CONTENT:
-            raise ValidationError(f"is required for a {data['role']} message", "content")
-        if isinstance(data.get("content"), list):
-            for index, part in enumerate(data["content"]):
-                problem = _part_error(part)
-                if problem is not None:
-                    raise ValidationError({"content": {index: problem}})
+        problem = _content_error(data.get("content"), data["role"])
+        if isinstance(problem, str):
+            raise ValidationError(problem, "content")
+        if problem is not None:
+            raise ValidationError({"content": problem})
 
 
 def quick_message(message) -> dict | None:
@@ -81,16 +91,8 @@ def quick_message(message) -> dict | None:
     anything else (the schema then loads it and says what is wrong)."""
     if type(message) is not dict or type(message.get("role")) is not str:
         return None
-    role = message["role"]
-    content = message.get("content")
-    if role not in _ROLES or (content is None and role in _NEEDS_CONTENT):
-        return None
-    if type(content) is list:
-        for part in content:
-            if type(part) is not dict or type(part.get("type")) is not str or (
-                    _part_error(part) is not None):
-                return None
-    elif content is not None and type(content) is not str:
+    if message["role"] not in _ROLES or (
+            _content_error(message.get("content"), message["role"]) is not None):
         return None
     for name in ("name", "tool_call_id"):
         if name in message and type(message[name]) is not str:
