@@ -63,6 +63,32 @@ def test_one_settlement_crossing_two_shares_writes_both_and_a_new_day_rearms(
     assert accounts.audit() == []
 
 
+def test_a_month_cap_alerts_at_each_share_once_and_a_new_month_rearms(
+        app, accounts, clock):  # noqa: F811 - the fixture imported above
+    user = accounts.make(credit="1")
+    _no_free_tokens(app, user.id, LAST_SECOND)
+    _caps(app, user.key_id, month="0.00049")  # 490,000 units: 392,000; 441,000; all
+    key = user.key_id
+    _settle(app, _reserve(app, user, "jan-a"), Usage(100, 1000))  # 294,000
+    assert _spend(app) == []
+    _settle(app, _reserve(app, user, "jan-b", output=400), Usage(100, 400))  # 420,000: 80 %
+    assert _spend(app) == [(f"key_spend:{key}:month:2031-01:490000:80", {
+        "key_id": key, "period": "month", "period_value": "2031-01", "percent": 80,
+        "cap_units": 490_000, "spent_units": 420_000})]
+    _settle(app, _reserve(app, user, "jan-c", output=200), Usage(100, 200))  # 490,000: all
+    assert [(e, p["percent"], p["spent_units"]) for e, p in _spend(app)][1:] == [
+        (f"key_spend:{key}:month:2031-01:490000:{share}", share, 490_000)
+        for share in (90, 100)]
+
+    clock.now = NEXT_DAY  # a new month: its counter starts from the charge
+    _no_free_tokens(app, user.id, NEXT_DAY)
+    _settle(app, _reserve(app, user, "feb-a"), Usage(100, 1000))  # 294,000
+    assert len(_spend(app)) == 3
+    _settle(app, _reserve(app, user, "feb-b", output=400), Usage(100, 400))  # 420,000: 80 %
+    assert [e for e, _ in _spend(app)][3:] == [f"key_spend:{key}:month:2031-02:490000:80"]
+    assert accounts.audit() == []
+
+
 def test_a_day_cap_raised_within_the_day_alerts_again_at_its_own_shares(
         app, accounts, clock):  # noqa: F811 - the fixture imported above
     user = accounts.make(credit="1")
