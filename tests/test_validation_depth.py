@@ -36,8 +36,8 @@ def test_the_walk_agrees_with_the_recursive_depth(body, limit):
 
 
 def _chain(depth: int, leaf) -> dict:
-    """An object `depth` levels deep: arrays and objects in turn, with siblings beside (a
-    shallower container among them)."""
+    """An object `depth` levels deep around `leaf` (a container leaf adds its own level):
+    arrays and objects in turn, with siblings beside (a shallower container among them)."""
     node = leaf
     for level in range(depth - 1):
         node = [1, node, "x"] if level % 2 else {"a": node, "b": [2] if level > 1 else 2}
