@@ -1,5 +1,6 @@
 """Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer, and
-every commit but a metering hold's on disk before the caller goes on."""
+every commit on disk before the caller goes on but those that are not money (a metering
+hold, a stored response, a key's last use)."""
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
@@ -13,7 +14,8 @@ def sqlite_pragmas(dbapi_conn) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit returns once the write-ahead log is flushed, so a charge or a credit
     # that was answered survives a power loss too (NORMAL would only survive a crash of the
-    # process). Metering's holds opt out per transaction (silk.metering.sqlite).
+    # process). Metering's holds opt out per transaction (silk.metering.sqlite), as do the
+    # writes that are not money (silk.sqlite_writes.write_begin).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -5,7 +5,8 @@ gevent that wait freezes every greenlet of the worker: every stream it serves st
 another worker commits. A write on a request's path therefore asks for the lock with no
 wait (BEGIN IMMEDIATE, busy_timeout 0) and, when it is taken, yields to the event loop and
 asks again. Metering does this on connections of its own (silk.metering.sqlite); other
-writes on a request's path use `write_begin` on the app's pool.
+writes on a request's path use `write_begin` on the app's pool, which also lets a write
+that is not money commit without waiting for the disk.
 """
 
 from __future__ import annotations
@@ -81,21 +82,46 @@ def begin_pooled(conn: Connection, give_up_after: float = GIVE_UP_AFTER) -> sqli
 
 
 @contextmanager
-def write_begin(engine: Engine) -> Iterator[Connection]:
+def write_begin(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
     """`engine.begin()` whose wait for SQLite's write lock yields to other greenlets; on
-    any other database, `engine.begin()` itself."""
+    any other database, `engine.begin()` itself.
+
+    With `durable` false the commit does not wait for the disk (SQLite's synchronous NORMAL,
+    PostgreSQL's synchronous_commit off): it survives a crash of the process at once, and
+    a power loss from the next durable commit on, since logs are flushed in order. That is
+    for what is not money: a stored response, a key's last use.
+    """
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
+            if not durable:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield conn
         return
     with engine.connect() as conn:
+        driver = cast(sqlite3.Connection, conn.connection.driver_connection)
+        if not durable:
+            driver.execute("PRAGMA synchronous = NORMAL")
         try:
-            begin_pooled(conn)
-        except sqlite3.OperationalError as error:
-            raise OperationalError("write transaction", None, error) from error
-        try:
-            yield conn
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+            try:
+                begin_pooled(conn)
+            except sqlite3.OperationalError as error:
+                raise OperationalError("write transaction", None, error) from error
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        finally:
+            if not durable:
+                _back_to_full(conn, driver)
+
+
+def _back_to_full(conn: Connection, driver: sqlite3.Connection) -> None:
+    """Give the pool its connection back as every other writer expects it, committing
+    durably (database_events); one that cannot be set so is closed, never reused."""
+    try:
+        driver.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.invalidate()
+        raise

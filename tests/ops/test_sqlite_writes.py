@@ -103,3 +103,22 @@ def test_a_writer_asks_for_the_lock_often_while_the_wait_is_short_and_less_after
     assert short[0] <= 0.0001 and max(short) <= 0.0005 and len(short) >= 20
     assert attempts < 1600
     assert max(islice(pauses(), 2000)) == 0.02
+
+
+def test_a_write_that_need_not_be_durable_gives_its_connection_back_durable(tmp_path):
+    """`durable=False` switches the flush off for its own transaction only: the pool's
+    connection commits with synchronous FULL again afterwards, a failed write included."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'd.db'}", pool_size=1, max_overflow=0)
+    install_engine_events(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v INTEGER NOT NULL)"))
+    with write_begin(engine, durable=False) as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    with pytest.raises(Exception, match="NOT NULL"), write_begin(engine, durable=False) as conn:
+        conn.execute(text("INSERT INTO t VALUES (NULL)"))
+    with write_begin(engine) as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    with engine.connect() as conn:  # the pool's one connection
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+        assert conn.execute(text("SELECT v FROM t")).scalars().all() == [1]
