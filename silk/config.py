@@ -9,6 +9,7 @@ import secrets
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlparse
 
+import orjson
 from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -17,6 +18,7 @@ from silk.catalog.catalogue import limit_rule, parse_aliases, thinking_enabled
 from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
+from silk.jsonio import dumps_text
 from silk.ops.network import parse_networks
 from silk.schedule import PriceSpecError, schedule_from
 
@@ -36,7 +38,11 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.config.update(test_config)
     problems = _apply_environment(app)
     validate(app.config, problems)
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
+    options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
+    # JSON columns (stored responses) in and out with orjson, as every answer: a long
+    # conversation is written once and read back on each turn that continues it.
+    options.setdefault("json_serializer", dumps_text)
+    options.setdefault("json_deserializer", orjson.loads)
 
 
 def _apply_environment(app: Flask) -> list[str]:

@@ -18,6 +18,11 @@ def dumps_bytes(obj) -> bytes:
     return orjson.dumps(obj, default=_default)
 
 
+def dumps_text(obj) -> str:
+    """Serialise to compact JSON text (the database's JSON columns take it so)."""
+    return orjson.dumps(obj, default=_default).decode()
+
+
 def whole_object(text: str) -> bool:
     """Whether text is a whole JSON object: no further text but whitespace keeps it JSON."""
     if not text.rstrip().endswith("}"):
@@ -32,7 +37,7 @@ class OrjsonProvider(JSONProvider):
     """Flask JSON provider backed by orjson."""
 
     def dumps(self, obj, **kwargs) -> str:
-        return dumps_bytes(obj).decode()
+        return dumps_text(obj)
 
     def loads(self, s, **kwargs):
         return orjson.loads(s)

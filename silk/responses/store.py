@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
 from silk.errors import NotFound
-from silk.jsonio import dumps_bytes
 from silk.responses.models import StoredResponse
 from silk.sqlite_writes import write_begin
 
 _TABLE = StoredResponse.__table__
+_INSERT = insert(_TABLE)  # compiled once; each save binds its values
 MAX_CHAIN = 1000  # responses a conversation may go back through previous_response_id
 
 
@@ -38,16 +37,19 @@ def with_ids(response_id: str, items: list[dict]) -> list[dict]:
 
 def save(engine: Engine, account_id: int, key_id: int, response: dict, items: list[dict],
          retention_days: float) -> None:
-    """Keep a finished response and its input items for `retention_days`."""
-    response = orjson.loads(dumps_bytes(response))  # its cost, a Decimal, as a JSON number
+    """Keep a finished response and its input items for `retention_days`.
+
+    The commit does not wait for the disk: the answer is already the client's, and a
+    stored response is a convenience, not money (silk.sqlite_writes.write_begin).
+    """
     now = utcnow()
-    with write_begin(engine) as connection:  # on the stream's path: the wait must yield
-        connection.execute(insert(_TABLE).values(
-            id=response["id"], account_id=account_id, key_id=key_id,
-            previous_response_id=response.get("previous_response_id"),
-            model=response["model"], status=response["status"], input_items=items,
-            response=response, created_at=now,
-            expires_at=now + timedelta(days=retention_days)))
+    with write_begin(engine, durable=False) as connection:  # a lock wait must yield
+        connection.execute(_INSERT, {
+            "id": response["id"], "account_id": account_id, "key_id": key_id,
+            "previous_response_id": response.get("previous_response_id"),
+            "model": response["model"], "status": response["status"], "input_items": items,
+            "response": response, "created_at": now,
+            "expires_at": now + timedelta(days=retention_days)})
 
 
 def _mine(account_id: int, key_id: int | None, response_id: str) -> list:

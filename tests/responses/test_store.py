@@ -15,6 +15,7 @@ from silk.responses.models import StoredResponse
 from silk.responses.store import expire
 from tests.fakes.upstream import count_prompt_tokens
 from tests.responses.helpers import post, typed_events
+from tests.support.durability import committed_lightly, statements
 
 
 def _kept(app) -> int:
@@ -235,3 +236,34 @@ def test_text_with_a_nul_character_is_stored_and_read_back(client, accounts, ups
     made = _create(client, acct, input="nul \u0000 here").json
     items = client.get(f"/v1/responses/{made['id']}/input_items", headers=acct.headers).json
     assert items["data"][0]["content"][0]["text"] == "nul \u0000 here"
+
+
+def test_a_stored_response_commits_without_waiting_for_the_disk(app, client, accounts,
+                                                                 upstream):
+    """Storing is not money: its transaction opts out of the flush (SQLite's synchronous
+    NORMAL, PostgreSQL's synchronous_commit off), and the pool's connection commits
+    durably again afterwards."""
+    acct = accounts.make(credit="1")
+    with app.app_context():
+        engine = db.engine
+    with statements(engine) as seen:
+        made = _create(client, acct, input="kept lightly").json
+    assert committed_lightly(engine, seen, "INSERT INTO stored_responses")
+    with app.app_context(), db.engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        else:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    got = client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
+    assert got.status_code == 200 and got.json["output"] == made["output"]
+
+
+@pytest.mark.parametrize("app_config", [{"SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 900}}])
+def test_responses_are_stored_with_the_operators_own_engine_options(client, accounts, upstream):
+    """An operator's SQLALCHEMY_ENGINE_OPTIONS replace the gateway's pool settings; the JSON
+    columns keep their codec, which writes the answer's cost (a Decimal) as a number."""
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="kept").json
+    got = client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
+    assert got.status_code == 200
+    assert got.json["usage"]["cost"] == pytest.approx(float(made["usage"]["cost"]))
