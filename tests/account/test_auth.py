@@ -110,6 +110,19 @@ def test_last_used_is_recorded(app, client, accounts):
         assert db.session.get(ApiKey, acct.key_id).last_used_at is not None
 
 
+def test_last_used_does_not_wait_for_the_disk(app, client, accounts):
+    """A key's last use is not money: the answer does not wait for its flush."""
+    from silk.extensions import db
+    from tests.support.durability import committed_lightly, statements
+
+    acct = accounts.make()
+    with app.app_context():
+        engine = db.engine
+    with statements(engine) as seen:
+        assert client.get("/v1/models", headers=acct.headers).status_code == 200
+    assert committed_lightly(engine, seen, "UPDATE api_keys SET last_used_at")
+
+
 @pytest.mark.parametrize("header,problem", [
     ("{key}", "the key is not preceded by 'Bearer '"),
     ("sk-unknown-key-000000000000000000000000000000", "the key is not preceded by 'Bearer '"),
