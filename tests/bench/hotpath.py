@@ -153,6 +153,8 @@ def main(argv=None) -> int:
                     help="the fake upstream's wait before and between stream chunks")
     ap.add_argument("--agent-turns", type=int, metavar="N",
                     help="send a coding agent's request after N tool calls (chat, messages)")
+    ap.add_argument("--store", action="store_true",
+                    help="Responses with store true, as the openai SDKs send it by default")
     ap.add_argument("--cprofile", metavar="FILE",
                     help="write cProfile's statistics of the measured requests (call counts)")
     args = ap.parse_args(argv)
@@ -176,6 +178,10 @@ def main(argv=None) -> int:
         body = loadgen.make_body("deepseek-chat", args.stream, 128, path)
         if args.agent_turns is not None:
             body = agent_body(path, args.agent_turns, args.stream)
+        if args.store:
+            if b'"store":false' not in body:
+                raise SystemExit("--store is for /v1/responses")
+            body = body.replace(b'"store":false', b'"store":true')
         for _ in range(args.warmup):
             s, data = one(app, path, gw.key, body)
             if not s.startswith("200"):
