@@ -9,7 +9,6 @@ import secrets
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlparse
 
-import orjson
 from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,7 +17,7 @@ from silk.catalog.catalogue import limit_rule, parse_aliases, thinking_enabled
 from silk.cors import origin_problems
 from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
-from silk.jsonio import dumps_text
+from silk.jsonio import column_dumps, column_loads
 from silk.ops.network import parse_networks
 from silk.schedule import PriceSpecError, schedule_from
 
@@ -38,11 +37,14 @@ def load_config(app: Flask, test_config: dict | None) -> None:
         app.config.update(test_config)
     problems = _apply_environment(app)
     validate(app.config, problems)
-    options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
-    # JSON columns (stored responses) in and out with orjson, as every answer: a long
-    # conversation is written once and read back on each turn that continues it.
-    options.setdefault("json_serializer", dumps_text)
-    options.setdefault("json_deserializer", orjson.loads)
+    cfg = app.config
+    options = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"] if "SQLALCHEMY_ENGINE_OPTIONS" in cfg
+                   else _engine_options(cfg))
+    # JSON columns (stored responses, a key's models) in and out with orjson, as every
+    # answer: a long conversation is written once and read back on each turn continuing it.
+    options.setdefault("json_serializer", column_dumps)
+    options.setdefault("json_deserializer", column_loads)
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
 def _apply_environment(app: Flask) -> list[str]:

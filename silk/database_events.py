@@ -1,6 +1,6 @@
 """Engine tuning per backend: SQLite in WAL mode so readers never wait on the writer, and
-every commit on disk before the caller goes on but those that are not money (a metering
-hold, a stored response, a key's last use)."""
+every commit on disk before the caller goes on, but for a metering hold (until the next
+charge's flush) and writes that are not money (a stored response, a key's last use)."""
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine

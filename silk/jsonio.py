@@ -1,5 +1,6 @@
 """Fast JSON in and out with orjson; Decimal money leaves as a plain JSON number."""
 
+import json
 from decimal import Decimal
 
 import orjson
@@ -21,6 +22,24 @@ def dumps_bytes(obj) -> bytes:
 def dumps_text(obj) -> str:
     """Serialise to compact JSON text (the database's JSON columns take it so)."""
     return orjson.dumps(obj, default=_default).decode()
+
+
+def column_dumps(obj) -> str:
+    """JSON text for a database column: orjson's, or the standard library's for what orjson
+    refuses (a lone surrogate, which a command line's undecodable bytes become)."""
+    try:
+        return dumps_text(obj)
+    except TypeError:
+        return json.dumps(obj, default=_default)
+
+
+def column_loads(text: str | bytes):
+    """A database column's JSON: orjson reads what the standard library wrote, but for a
+    lone surrogate's escape, which only the standard library reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def whole_object(text: str) -> bool:

@@ -11,6 +11,7 @@ that is not money commit without waiting for the disk.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import time
@@ -23,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from silk.database_events import SQLITE_BUSY_TIMEOUT_MS
 
+log = logging.getLogger("silk.sqlite")
 GIVE_UP_AFTER = 30.0  # seconds, as long as any other writer would wait for the lock
 
 
@@ -84,7 +86,8 @@ def begin_pooled(conn: Connection, give_up_after: float = GIVE_UP_AFTER) -> sqli
 @contextmanager
 def write_begin(engine: Engine, *, durable: bool = True) -> Iterator[Connection]:
     """`engine.begin()` whose wait for SQLite's write lock yields to other greenlets; on
-    any other database, `engine.begin()` itself.
+    any other database, `engine.begin()` itself. The body runs in that one transaction
+    and does not commit it.
 
     With `durable` false the commit does not wait for the disk (SQLite's synchronous NORMAL,
     PostgreSQL's synchronous_commit off): it survives a crash of the process at once, and
@@ -99,10 +102,10 @@ def write_begin(engine: Engine, *, durable: bool = True) -> Iterator[Connection]
         return
     with engine.connect() as conn:
         driver = cast(sqlite3.Connection, conn.connection.driver_connection)
-        if not durable:
-            driver.execute("PRAGMA synchronous = NORMAL")
         try:
             try:
+                if not durable:
+                    driver.execute("PRAGMA synchronous = NORMAL")
                 begin_pooled(conn)
             except sqlite3.OperationalError as error:
                 raise OperationalError("write transaction", None, error) from error
@@ -119,9 +122,13 @@ def write_begin(engine: Engine, *, durable: bool = True) -> Iterator[Connection]
 
 def _back_to_full(conn: Connection, driver: sqlite3.Connection) -> None:
     """Give the pool its connection back as every other writer expects it, committing
-    durably (database_events); one that cannot be set so is closed, never reused."""
+    durably (database_events). One that cannot be set so is closed, never reused; the
+    transaction's own outcome (committed, or its error) stands."""
     try:
         driver.execute("PRAGMA synchronous = FULL")
-    except BaseException:
+    except BaseException as error:
         conn.invalidate()
-        raise
+        if not isinstance(error, Exception):
+            raise
+        log.warning("a connection could not be made durable again and was closed",
+                    extra={"fields": {"error": type(error).__name__}})

@@ -19,7 +19,7 @@ from silk.responses.models import StoredResponse
 from silk.sqlite_writes import write_begin
 
 _TABLE = StoredResponse.__table__
-_INSERT = insert(_TABLE)  # compiled once; each save binds its values
+_INSERT = insert(_TABLE)  # built once (SQLAlchemy caches its compiled form); saves bind values
 MAX_CHAIN = 1000  # responses a conversation may go back through previous_response_id
 
 

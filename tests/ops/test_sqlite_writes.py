@@ -122,3 +122,26 @@ def test_a_write_that_need_not_be_durable_gives_its_connection_back_durable(tmp_
     with engine.connect() as conn:  # the pool's one connection
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
         assert conn.execute(text("SELECT v FROM t")).scalars().all() == [1]
+
+
+def test_a_connection_that_cannot_be_made_durable_again_is_never_reused(tmp_path, caplog):
+    """The write stands; its connection, which refused to be set back to synchronous FULL,
+    is closed, and the pool opens a durable one in its place."""
+    import sqlite3
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}", pool_size=1, max_overflow=0)
+    install_engine_events(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v INTEGER)"))
+
+    def no_full(action, name, value, *_):
+        refused = action == sqlite3.SQLITE_PRAGMA and name == "synchronous" and value == "FULL"
+        return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
+
+    with write_begin(engine, durable=False) as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.connection.driver_connection.set_authorizer(no_full)
+    assert "could not be made durable again" in caplog.text
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 1

@@ -19,9 +19,11 @@ def statements(engine: Engine) -> Iterator[list[str]]:
     """The statements the engine's pooled connections run meanwhile, in order (on SQLite
     the driver's own too: the pragmas and BEGIN IMMEDIATE)."""
     seen: list[str] = []
+    traced = []
 
     def trace(dbapi_connection, _record, _proxy):
         dbapi_connection.set_trace_callback(seen.append)
+        traced.append(dbapi_connection)
 
     def statement(_conn, _cursor, sql, *_rest):
         seen.append(sql)
@@ -33,6 +35,8 @@ def statements(engine: Engine) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, hook, listener)
+        for dbapi_connection in traced:
+            dbapi_connection.set_trace_callback(None)
 
 
 def committed_lightly(engine: Engine, seen: list[str], marker: str) -> bool:
