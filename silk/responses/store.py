@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Select, delete, insert, literal, select
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
@@ -82,21 +82,37 @@ def conversation(engine: Engine, account_id: int, key_id: int | None,
     """The items a new response continues from: every earlier input and output, oldest first.
 
     A response deleted or expired inside the chain ends it there (its content is gone).
+    The chain is read in one query, however long it is.
     """
+    with engine.connect() as connection:
+        rows = connection.execute(_chain(account_id, key_id, response_id)).all()
+    if not rows:
+        raise missing(response_id, "previous_response_id")
     chain: list[list[dict]] = []
     seen: set[str] = set()
-    with engine.connect() as connection:
-        next_id: str | None = response_id
-        while next_id and next_id not in seen and len(chain) < MAX_CHAIN:
-            seen.add(next_id)
-            row = _row(connection, account_id, key_id, next_id)
-            if row is None:
-                if next_id == response_id:
-                    raise missing(response_id, "previous_response_id")
-                break
-            chain.append(list(row.input_items) + list(row.response.get("output") or []))
-            next_id = row.previous_response_id
+    for row in rows:  # newest first
+        if row.id in seen:
+            break
+        seen.add(row.id)
+        chain.append(list(row.input_items) + list(row.response.get("output") or []))
     return [item for items in reversed(chain) for item in items]
+
+
+def _chain(account_id: int, key_id: int | None, response_id: str) -> Select:
+    """The responses `response_id` continues, itself first, as far as the caller may see
+    them and at most MAX_CHAIN: a recursive query that walks previous_response_id."""
+    visible = [_TABLE.c.account_id == account_id, _TABLE.c.expires_at > utcnow()]
+    if key_id is not None:
+        visible.append(_TABLE.c.key_id == key_id)
+    first = select(_TABLE.c.id, _TABLE.c.previous_response_id, literal(1).label("depth")) \
+        .where(_TABLE.c.id == response_id, *visible).cte("chain", recursive=True)
+    chain = first.union_all(
+        select(_TABLE.c.id, _TABLE.c.previous_response_id, first.c.depth + 1)
+        .where(_TABLE.c.id == first.c.previous_response_id, first.c.depth < MAX_CHAIN,
+               *visible))
+    return (select(_TABLE.c.id, _TABLE.c.input_items, _TABLE.c.response)
+            .join_from(chain, _TABLE, _TABLE.c.id == chain.c.id)
+            .order_by(chain.c.depth))
 
 
 def input_items(engine: Engine, account_id: int, key_id: int | None, response_id: str, *,

@@ -267,3 +267,40 @@ def test_responses_are_stored_with_the_operators_own_engine_options(client, acco
     got = client.get(f"/v1/responses/{made['id']}", headers=acct.headers)
     assert got.status_code == 200
     assert got.json["usage"]["cost"] == pytest.approx(float(made["usage"]["cost"]))
+
+
+def _carried(upstream) -> list[str]:
+    """The user turns of the last request sent upstream."""
+    return [m["content"] for m in upstream.requests[-1].body["messages"] if m["role"] == "user"]
+
+
+def test_a_chain_ends_where_a_response_is_deleted_or_expired(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    made = [_create(client, acct, input="one").json]
+    for word in ("two", "three", "four"):
+        made.append(_create(client, acct, input=word, previous_response_id=made[-1]["id"]).json)
+    _create(client, acct, input="five", previous_response_id=made[-1]["id"])
+    assert _carried(upstream) == ["one", "two", "three", "four", "five"]
+    client.delete(f"/v1/responses/{made[0]['id']}", headers=acct.headers)
+    _create(client, acct, input="five", previous_response_id=made[-1]["id"])
+    assert _carried(upstream) == ["two", "three", "four", "five"]
+    with app.app_context():
+        db.session.execute(text("UPDATE stored_responses SET expires_at = :past WHERE id = :id"),
+                           {"past": system_utcnow() - timedelta(seconds=1), "id": made[2]["id"]})
+        db.session.commit()
+        db.session.remove()
+    _create(client, acct, input="five", previous_response_id=made[-1]["id"])
+    assert _carried(upstream) == ["four", "five"]
+
+
+def test_a_chain_is_read_back_at_most_max_chain_responses(client, accounts, upstream,
+                                                          monkeypatch):
+    from silk.responses import store
+
+    monkeypatch.setattr(store, "MAX_CHAIN", 2)
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="one").json
+    for word in ("two", "three"):
+        made = _create(client, acct, input=word, previous_response_id=made["id"]).json
+    _create(client, acct, input="four", previous_response_id=made["id"])
+    assert _carried(upstream) == ["two", "three", "four"]
