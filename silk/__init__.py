@@ -8,12 +8,13 @@ from flask import Flask
 
 from silk.config import load_config
 from silk.startup import instance_path
+from silk.syncapp import SyncFlask, check
 
 
 def create_app(test_config: dict | None = None, *, serving: bool = False) -> Flask:
     """Build the WSGI app; each step below is short and named for what it adds. `serving`
     (wsgi.py, the server) leaves out what only the commands use."""
-    app = Flask(__name__, instance_path=instance_path(), instance_relative_config=True)
+    app = SyncFlask(__name__, instance_path=instance_path(), instance_relative_config=True)
     load_config(app, test_config)
     register_json(app)
     register_extensions(app)
@@ -26,6 +27,7 @@ def create_app(test_config: dict | None = None, *, serving: bool = False) -> Fla
     register_error_handlers(app)
     register_commands(app)
     register_body_deadline(app)
+    check(app)  # every view and hook a plain function, as SyncFlask takes them
     return app
 
 
