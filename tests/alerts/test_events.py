@@ -78,6 +78,58 @@ def test_balance_crossing_writes_one_event_per_crossing(app, accounts, client):
     assert accounts.audit() == []
 
 
+def test_a_threshold_changed_while_a_charge_waits_is_the_one_it_crosses(app, accounts,
+                                                                       database_url):
+    """A charge that waits for the account's row (another transaction changes the threshold
+    and holds the row) reads the threshold committed before it took the row, not the one
+    its statement's snapshot saw; on SQLite the writers take turns whole."""
+    import threading
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from silk.billing.tiers import tiers
+    from silk.extensions import db
+    from silk.metering import service
+    from silk.pricing import Usage
+    from tests.alerts.helpers import PRICE
+
+    acct = accounts.make(credit="1")  # 1,000,000,000 units, no threshold set
+    set_quota_left(app, acct.id)
+    with app.app_context():
+        hold = service.reserve(db.engine, tiers(), account_id=acct.id, key_id=None,
+                               request_id="raced", model="deepseek-chat", price=PRICE,
+                               prompt_worst=1000, max_output=1, prompt_estimate=1000,
+                               ttl_seconds=60)
+    holder = create_engine(database_url).connect()
+    if holder.dialect.name == "sqlite":
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    holder.execute(text("UPDATE accounts SET alert_balance_units = 999900000 WHERE id = :id"),
+                   {"id": acct.id})
+    failures: list[BaseException] = []
+
+    def charge() -> None:
+        try:
+            with app.app_context():
+                service.settle(db.engine, hold,
+                               service.Outcome(status="ok", usage=Usage(1000, 0)))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    settling = threading.Thread(target=charge)
+    settling.start()
+    time.sleep(0.3)
+    waited = settling.is_alive()  # the account's row (or SQLite's lock) is taken
+    holder.commit()
+    holder.close()
+    settling.join(10)
+    assert waited and not settling.is_alive() and not failures
+    [low] = events(app, "balance_low")  # 999,860,000 is under the new threshold
+    assert json.loads(low.payload)["threshold_units"] == 999_900_000
+    assert json.loads(low.payload)["balance_units"] == 999_860_000
+    assert accounts.audit() == []
+
+
 def test_removal_of_money_that_crosses_writes_one_event(app, accounts, client):
     acct = accounts.make(credit="1")
     client.put("/v1/account/alerts", json={"balance_threshold": "0.5"}, headers=acct.headers)
