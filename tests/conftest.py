@@ -10,6 +10,7 @@ import pytest
 from tests.fakes.upstream import FakeUpstream
 from tests.support import databases
 from tests.support.accounts import AccountMaker
+from tests.support.client import ServerClient
 
 UPSTREAM_KEYS = {"deepseek": ["sk-ds-good", "sk-ds-second"], "ark": ["ark-good"],
                  "mimo": ["mimo-good"]}
@@ -81,6 +82,7 @@ def app(database_url, upstream, monkeypatch, app_config):
               "SILK_KEY_COOLDOWN": 0.5, "SILK_UPSTREAM_READ_TIMEOUT": 5.0}
     config.update(app_config)
     application = create_app(config)
+    application.test_client_class = ServerClient
     with application.app_context():
         databases.reset_schema(db)
     yield application

@@ -1,7 +1,8 @@
 """Request ids on every response and one JSON log line per request (never a key or prompt).
 
-A JSON answer is logged when it leaves the app. A stream is logged when it ends (the WSGI
-server closes it, however it ended), so its line carries what the request used and cost.
+Both are logged when the WSGI server closes the answer: a JSON one once it has been sent,
+so the client does not wait for the line, and a stream when it ends, however it ended, so
+its line carries what the request used and cost.
 Only ids, the path without its query string, counts, money and timings are logged: a key
 can ride in `?api_key=`, and a prompt lives only in the body, so neither can reach a line.
 """
@@ -91,15 +92,16 @@ def install_request_hooks(app: Flask) -> None:
             response.headers["x-silk-provider"] = ctx.silk_route
         fields = _fields(req, ctx, {"status": response.status_code})
         route = req.url_rule.rule if req.url_rule else "unmatched"
-        streamed = response.is_streamed and response.mimetype == "text/event-stream"
-        metrics.http_request(route, fields["model"] or "", response.status_code,
-                             fields["error"], None if streamed else fields["ms"] / 1000)
-        if streamed:
+        if response.is_streamed and response.mimetype == "text/event-stream":
+            metrics.http_request(route, fields["model"] or "", response.status_code,
+                                 fields["error"], None)
             started = ctx.get("started")
             counted = ctx.pop("silk_counted", False)
             response.call_on_close(lambda: _log_stream_end(fields, started, counted))
         else:
-            _emit(fields)
+            # Counted and logged once the server has sent the answer and closes it (a WSGI
+            # server always does): the client does not wait for the line's write.
+            response.call_on_close(lambda: _log_answer(route, fields))
         return response
 
 
@@ -146,6 +148,13 @@ def remember_settlement(meter, outcome) -> None:
     if len(_settled) >= _MAX_PENDING:  # lines that were never written must not pile up
         _settled.clear()
     _settled[hold.request_id] = fields
+
+
+def _log_answer(route: str, fields: dict) -> None:
+    """Count and write a JSON answer's line; `ms` is the time until it left the app."""
+    metrics.http_request(route, fields["model"] or "", fields["status"], fields["error"],
+                         fields["ms"] / 1000)
+    _emit(fields)
 
 
 def _log_stream_end(fields: dict, started: float | None, counted: bool) -> None:

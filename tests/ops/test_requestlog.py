@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from decimal import Decimal
+
+import requests
+from werkzeug.serving import make_server
 
 CHAT = "/v1/chat/completions"
 PROMPT = "My secret plan is pineapple-42"
@@ -39,6 +44,35 @@ def test_a_json_request_is_one_line_with_usage_cost_and_timings(client, accounts
     assert Decimal(str(line["cost"])) == Decimal(str(usage["cost"]))
     assert line["ms"] > 0 and line["upstream_ms"] is not None and line["ip"] == "127.0.0.1"
     _no_secrets(log_lines, user.key)
+
+
+def test_a_json_answer_reaches_the_client_before_its_line_is_written(app, accounts):
+    """Behind a real WSGI server the line's write waits until the client has its answer:
+    had the app written the line before answering, the client would have waited too."""
+    user = accounts.make(credit="5")
+    answered = threading.Event()
+    waited: list[bool] = []
+
+    class Gate(logging.Handler):
+        def emit(self, record):
+            waited.append(answered.wait(5))
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gate = Gate()
+    logging.getLogger("silk.request").addHandler(gate)
+    try:
+        response = requests.post(f"http://127.0.0.1:{server.port}{CHAT}", headers=user.headers,
+                                 json=_body(False), timeout=10)
+        answered.set()
+        deadline = time.monotonic() + 5
+        while not waited and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        logging.getLogger("silk.request").removeHandler(gate)
+        server.shutdown()
+    assert response.status_code == 200 and response.json()["usage"]["total_tokens"] > 0
+    assert waited == [True]
 
 
 def test_a_stream_is_logged_once_when_it_ends(client, accounts, log_lines):
