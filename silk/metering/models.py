@@ -34,11 +34,12 @@ class Reservation(Model):
     # Rows of settled holds are deleted (silk.metering.store.claim_sql), so SQLite must
     # never give a deleted row's id to a new hold: a settlement that comes again, a late
     # lease renewal or an alert's id (silk.metering.outbox) would name someone else's.
-    __table_args__ = (Index("ix_reservations_state_expires", "state", "expires_at"),
-                      {"sqlite_autoincrement": True})
+    # The table holds only what is in flight, and its readers read it whole or by id: no
+    # secondary index, which every hold and settlement would write.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     key_id: Mapped[int | None] = mapped_column(Integer, default=None)
     request_id: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(64))

@@ -51,20 +51,22 @@ def _app(url, upstream, monkeypatch):
                        "SILK_SWEEP_INTERVAL": 0})
 
 
-def _upgrade(app, directory: str | None = None, revision: str = "head") -> None:
-    """`db upgrade` in this process; migrations/env.py's logging.fileConfig would silence
-    every logger the later tests read, so their state is put back."""
+def _upgrade(app, directory: str | None = None, revision: str = "head",
+             down: bool = False) -> None:
+    """`db upgrade` (or `db downgrade`) in this process; migrations/env.py's
+    logging.fileConfig would silence every logger the later tests read, so their state is
+    put back."""
     import logging
 
-    from flask_migrate import upgrade
+    from flask_migrate import downgrade, upgrade
 
     loggers = {name: logger.disabled for name, logger in logging.root.manager.loggerDict.items()
                if isinstance(logger, logging.Logger)}
     handlers, level = logging.root.handlers[:], logging.root.level
     try:
         with app.app_context():
-            upgrade(directory=directory or app.extensions["migrate"].directory,
-                    revision=revision)
+            (downgrade if down else upgrade)(
+                directory=directory or app.extensions["migrate"].directory, revision=revision)
     finally:
         for name, disabled in loggers.items():
             logging.root.manager.loggerDict[name].disabled = disabled
@@ -264,3 +266,24 @@ def test_the_upgrade_to_deleted_settlements_keeps_what_is_in_flight(empty_databa
         db.engine.dispose()
     assert kept == {"open": ids["open"], "swept": ids["swept"]}
     assert new > ids["settled"]
+
+
+def test_reservations_carry_no_secondary_index(empty_database, upstream, monkeypatch):
+    """Revision 0010: the table of holds in flight has only its primary key (every hold and
+    settlement would write an index), and a downgrade gives the two indexes back."""
+    from sqlalchemy import inspect
+
+    from silk.extensions import db
+
+    app = _app(empty_database, upstream, monkeypatch)
+
+    def indexes() -> set[str]:
+        with app.app_context():
+            names = {index["name"] for index in inspect(db.engine).get_indexes("reservations")}
+            db.engine.dispose()
+        return names
+
+    _upgrade(app)
+    assert indexes() == set()
+    _upgrade(app, revision="0009", down=True)
+    assert indexes() == {"ix_reservations_account_id", "ix_reservations_state_expires"}
