@@ -98,6 +98,10 @@ def install_request_hooks(app: Flask) -> None:
             started = ctx.get("started")
             counted = ctx.pop("silk_counted", False)
             response.call_on_close(lambda: _log_stream_end(fields, started, counted))
+        elif response.direct_passthrough:
+            # A file the server sends itself: Werkzeug hands it over without the close that
+            # runs the response's callbacks, so its line is written now.
+            _log_answer(route, fields)
         else:
             # Counted and logged once the server has sent the answer and closes it (a WSGI
             # server always does): the client does not wait for the line's write.

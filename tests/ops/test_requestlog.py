@@ -7,6 +7,7 @@ import threading
 import time
 from decimal import Decimal
 
+import pytest
 import requests
 from werkzeug.serving import make_server
 
@@ -73,6 +74,15 @@ def test_a_json_answer_reaches_the_client_before_its_line_is_written(app, accoun
         server.shutdown()
     assert response.status_code == 200 and response.json()["usage"]["total_tokens"] > 0
     assert waited == [True]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_static_file_is_logged_once(client, log_lines, method):
+    """Werkzeug hands a file to the server without the close that logs a JSON answer."""
+    response = client.open("/static/silk.css", method=method)
+    assert response.status_code == 200
+    lines = [line for line in log_lines.requests() if line["path"] == "/static/silk.css"]
+    assert [(line["method"], line["status"]) for line in lines] == [(method, 200)]
 
 
 def test_a_stream_is_logged_once_when_it_ends(client, accounts, log_lines):
