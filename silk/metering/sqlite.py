@@ -271,7 +271,8 @@ def _unavailable(error: sqlite3.OperationalError) -> OperationalError:
     return OperationalError("metering transaction", None, error)
 
 
-LOCK = f"UPDATE accounts SET reserved_units = reserved_units WHERE id = :account RETURNING {SELECT}"
+# BEGIN IMMEDIATE already holds the database's one write lock: a plain read is current.
+ACCOUNT = f"SELECT {SELECT} FROM accounts WHERE id = :account"
 HOLD = ("UPDATE accounts SET reserved_units = reserved_units + :hold, "
         "quota_held = quota_held + :quota, quota_month = :month, quota_used = :used "
         "WHERE id = :account")
@@ -303,17 +304,24 @@ NEW_USAGE_RECORD = (
     ":latency_ms, :ttft_ms, :now, :day)")
 
 
-KEY = f"SELECT {KEY_SELECT} FROM api_keys WHERE id = :key AND account_id = :account"
-KEY_HOLD = "UPDATE api_keys SET held_units = held_units + :hold WHERE id = :key"
+# The key's hold and its state in one statement: the state is read after the hold (its
+# held_units include it), and a refusal undoes the hold with the rest of the transaction.
+KEY_HOLD = ("UPDATE api_keys SET held_units = held_units + :hold "
+            f"WHERE id = :key AND account_id = :account RETURNING {KEY_SELECT}")
 _KEY_SETTLED = key_sql(rules.SQLITE)[1]
 KEY_SETTLE = (f"UPDATE api_keys SET held_units = held_units - :hold, {_KEY_SETTLED} "
               f"WHERE id = :key RETURNING {CAPPED}")
 
 
-def lock_account(driver: sqlite3.Connection, account_id: int) -> AccountState | None:
+def read_account(driver: sqlite3.Connection, account_id: int) -> AccountState | None:
     """Read the account inside the write transaction."""
-    row = driver.execute(LOCK, {"account": account_id}).fetchone()
+    row = driver.execute(ACCOUNT, {"account": account_id}).fetchone()
     return AccountState(*row) if row else None
+
+
+def _before(key: KeyState, hold: int) -> KeyState:
+    """The key's state as it was before `hold` was added to it."""
+    return key._replace(held_units=key.held_units - hold)
 
 
 def run(driver: sqlite3.Connection, sql: str, values: dict[str, Any]) -> Any:
@@ -374,11 +382,12 @@ class SqliteStore(Common):
         month = rules.month_of(now)
 
         def hold(driver: sqlite3.Connection) -> Reserved:
-            tier, used, bound = plan(lock_account(driver, ask.account_id), ask, tiers, month)
+            tier, used, bound = plan(read_account(driver, ask.account_id), ask, tiers, month)
             if ask.key_id is not None:
-                key = run(driver, KEY, {"key": ask.key_id, "account": ask.account_id})
-                check_key(KeyState(*key) if key else None, now, bound.total)
-                run(driver, KEY_HOLD, {"key": ask.key_id, "hold": bound.total})
+                key = run(driver, KEY_HOLD, {"key": ask.key_id, "account": ask.account_id,
+                                             "hold": bound.total})
+                check_key(_before(KeyState(*key), bound.total) if key else None, now,
+                          bound.total)
             run(driver, HOLD, {"account": ask.account_id, "hold": bound.total,
                                "quota": bound.free_tokens, "month": month, "used": used})
             (reservation_id,) = run(driver, NEW_RESERVATION, {
