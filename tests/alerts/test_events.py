@@ -101,7 +101,8 @@ def test_a_threshold_changed_while_a_charge_waits_is_the_one_it_crosses(app, acc
                                request_id="raced", model="deepseek-chat", price=PRICE,
                                prompt_worst=1000, max_output=1, prompt_estimate=1000,
                                ttl_seconds=60)
-    holder = create_engine(database_url).connect()
+    holder_engine = create_engine(database_url)
+    holder = holder_engine.connect()
     if holder.dialect.name == "sqlite":
         holder.exec_driver_sql("BEGIN IMMEDIATE")
     holder.execute(text("UPDATE accounts SET alert_balance_units = 999900000 WHERE id = :id"),
@@ -118,10 +119,13 @@ def test_a_threshold_changed_while_a_charge_waits_is_the_one_it_crosses(app, acc
 
     settling = threading.Thread(target=charge)
     settling.start()
-    time.sleep(0.3)
-    waited = settling.is_alive()  # the account's row (or SQLite's lock) is taken
-    holder.commit()
-    holder.close()
+    try:
+        time.sleep(0.3)
+        waited = settling.is_alive()  # the account's row (or SQLite's lock) is taken
+        holder.commit()
+    finally:
+        holder.close()
+        holder_engine.dispose()
     settling.join(10)
     assert waited and not settling.is_alive() and not failures
     [low] = events(app, "balance_low")  # 999,860,000 is under the new threshold
