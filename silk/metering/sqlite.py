@@ -307,7 +307,7 @@ NEW_USAGE_RECORD = (
 # The key's hold and its state in one statement: the state is read after the hold (its
 # held_units include it), and a refusal undoes the hold with the rest of the transaction.
 KEY_HOLD = ("UPDATE api_keys SET held_units = held_units + :hold "
-            f"WHERE id = :key AND account_id = :account RETURNING {KEY_SELECT}")
+            f"WHERE id = :key RETURNING account_id, {KEY_SELECT}")
 _KEY_SETTLED = key_sql(rules.SQLITE)[1]
 KEY_SETTLE = (f"UPDATE api_keys SET held_units = held_units - :hold, {_KEY_SETTLED} "
               f"WHERE id = :key RETURNING {CAPPED}")
@@ -384,9 +384,9 @@ class SqliteStore(Common):
         def hold(driver: sqlite3.Connection) -> Reserved:
             tier, used, bound = plan(read_account(driver, ask.account_id), ask, tiers, month)
             if ask.key_id is not None:
-                key = run(driver, KEY_HOLD, {"key": ask.key_id, "account": ask.account_id,
-                                             "hold": bound.total})
-                check_key(_before(KeyState(*key), bound.total) if key else None, now,
+                key = run(driver, KEY_HOLD, {"key": ask.key_id, "hold": bound.total})
+                mine = key is not None and key[0] == ask.account_id
+                check_key(_before(KeyState(*key[1:]), bound.total) if mine else None, now,
                           bound.total)
             run(driver, HOLD, {"account": ask.account_id, "hold": bound.total,
                                "quota": bound.free_tokens, "month": month, "used": used})
