@@ -6,6 +6,7 @@ upstream, every request authenticated, validated, reserved and charged like in p
     python tests/bench/hotpath.py --db sqlite --n 300 --surface messages
     python tests/bench/hotpath.py --db sqlite --n 600 --stream --gap-ms 1   # streams
     python tests/bench/hotpath.py --db sqlite --n 200 --surface messages --agent-turns 200
+    python tests/bench/hotpath.py --db postgres --n 1500 --split       # wall time in parts
     SILK_HOTPATH_CALLGRIND=1 valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p \\
         python tests/bench/hotpath.py --db sqlite --n 200                 # instructions
 
@@ -30,6 +31,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
 import io  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -135,6 +137,49 @@ def one(app, path: str, key: str, body: bytes) -> tuple[str, bytes]:
     return status[0], data
 
 
+class Split:
+    """A request's wall time in parts, cut where it waits on the database: the relay's call
+    to reserve (the hold) and the meter's call to write (the charge) are timed by wrapping
+    the two names where they are looked up, for the measured requests only."""
+
+    PARTS = ("before_hold", "hold", "hold_to_charge", "charge", "after_charge", "total")
+
+    def __init__(self) -> None:
+        from silk.metering import meter
+        from silk.relay import service
+
+        self.marks: dict[str, float] = {}
+        self.rows: list[tuple[float, ...]] = []
+        service.reserve = self._timed(service.reserve, "hold")
+        meter.write = self._timed(meter.write, "charge")
+
+    def _timed(self, call, name: str):
+        def timed(*args, **kwargs):
+            self.marks[name] = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.marks[name + "_end"] = time.perf_counter()
+        return timed
+
+    def begin(self) -> None:
+        self.marks = {"start": time.perf_counter()}
+
+    def end(self) -> None:
+        m = self.marks
+        if "charge_end" in m and "hold_end" in m:
+            m["end"] = time.perf_counter()
+            points = ("start", "hold", "hold_end", "charge", "charge_end", "end")
+            self.rows.append(tuple(m[b] - m[a] for a, b in itertools.pairwise(points))
+                             + (m["end"] - m["start"],))
+
+    def medians(self) -> dict[str, float]:
+        import statistics
+
+        return {part: round(statistics.median(row[i] for row in self.rows) * 1000, 3)
+                for i, part in enumerate(self.PARTS)} if self.rows else {}
+
+
 def callgrind(cmd: str) -> None:
     """Ask callgrind (when this runs under it) to dump its counters now."""
     if os.environ.get("SILK_HOTPATH_CALLGRIND"):
@@ -157,7 +202,12 @@ def main(argv=None) -> int:
                     help="Responses with store true, as the openai SDKs send it by default")
     ap.add_argument("--cprofile", metavar="FILE",
                     help="write cProfile's statistics of the measured requests (call counts)")
+    ap.add_argument("--split", action="store_true",
+                    help="time each request's parts around its hold and its charge "
+                         "(non-streaming): medians in `split_ms`")
     args = ap.parse_args(argv)
+    if args.split and args.stream:
+        raise SystemExit("--split is for non-streaming requests (a stream settles on close)")
 
     logdir = Path(tempfile.mkdtemp(prefix="silk-hotpath-"))
     upstream = FakeUpstream(sys.executable, logdir)
@@ -189,6 +239,7 @@ def main(argv=None) -> int:
         # Read outside what callgrind and cProfile count: finding the backends walks /proc.
         server = procinfo.CpuMeter({"db": lambda: procinfo.postgres_backends(
             gw.pg_dbname)} if args.db == "postgres" else {}).start()
+        split = Split() if args.split else None
         callgrind("z")  # zero callgrind's counters: only the measured requests count
         profiler = cProfile.Profile() if args.cprofile else None
         if profiler:
@@ -197,7 +248,11 @@ def main(argv=None) -> int:
         cpu0 = time.process_time()
         bad = 0
         for _ in range(args.n):
+            if split:
+                split.begin()
             s, _data = one(app, path, gw.key, body)
+            if split:
+                split.end()
             bad += not s.startswith("200")
         cpu = time.process_time() - cpu0
         wall = time.perf_counter() - t0
@@ -223,6 +278,8 @@ def main(argv=None) -> int:
             "usage_records": books["usage_records"]["rows"],
             "audit_exit": books["audit_exit"],
         }
+        if split:
+            out["split_ms"] = split.medians()
         print(json.dumps(out))
         return 1 if bad or books["audit_exit"] else 0
     finally:
