@@ -71,6 +71,9 @@ class Meter:
         self.first_token_at: float | None = None
         self.upstream_model = ""
         self.usage: Usage | None = None
+        # The prompt's counts, when the upstream reported them before the output's (an
+        # Anthropic stream's message_start): billed instead of the estimate if no usage came.
+        self.prompt_counted: Usage | None = None
         self.reasoning_tokens = 0
         self.delivered_tokens = 0  # estimated from the text the client received
         self.delivered_any = False
@@ -98,6 +101,10 @@ class Meter:
         """The upstream reported its counts; the last report counts."""
         self.usage = usage
         self.reasoning_tokens = reasoning_tokens
+
+    def prompt_seen(self, prompt: Usage) -> None:
+        """The upstream reported the prompt's counts (no output count yet)."""
+        self.prompt_counted = prompt
 
     def delivered(self, tokens: int) -> None:
         """Output reached the client: `tokens` estimated from its text (may be 0)."""
@@ -131,7 +138,12 @@ class Meter:
         estimated = False
         usage = self.usage
         if usage is None and billable and self.delivered_any:
-            usage = Usage(self.hold.prompt_estimate, self.delivered_tokens)
+            # The output is the gateway's estimate; the prompt is the provider's count if
+            # it came, else the estimate too.
+            prompt = self.prompt_counted
+            usage = (Usage(prompt.prompt_tokens, self.delivered_tokens, prompt.cache_hit_tokens)
+                     if prompt is not None
+                     else Usage(self.hold.prompt_estimate, self.delivered_tokens))
             estimated = True
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated

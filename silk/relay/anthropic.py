@@ -10,21 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from silk.pricing import Usage
-from silk.relay.tokens import estimate_text
+from silk.relay.tokens import estimate_text, whole_count
 
 _COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
            "cache_creation_input_tokens")
+_INPUT_COUNTS = tuple(name for name in _COUNTS if name != "output_tokens")
 
 
-def merge_usage(seen: dict, usage: Mapping | None) -> None:
+def merge_usage(seen: dict, usage: Mapping | None, *, output: bool = True) -> None:
     """Fold one event's usage fields into the counts seen so far (later values win).
 
-    `message_start` carries the input side, `message_delta` the cumulative output (and,
-    from some providers, the input side again).
+    `message_start` carries the input side (its `output_tokens`, written before any output,
+    is no count of the answer: `output` False leaves it out), `message_delta` the cumulative
+    output (and, from some providers, the input side again).
     """
     if not isinstance(usage, Mapping):
         return
-    for name in _COUNTS:
+    for name in _COUNTS if output else _INPUT_COUNTS:
         value = usage.get(name)
         if value is not None:
             seen[name] = value
@@ -39,14 +41,35 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
     """
     if not isinstance(usage, Mapping) or usage.get("output_tokens") is None:
         return None
-    try:
-        values = [usage.get(name) or 0 for name in _COUNTS]
-        if any(isinstance(v, bool) or int(v) != v or v < 0 for v in values):
-            return None
-        fresh, output, read, written = (int(v) for v in values)
-    except (TypeError, ValueError):
+    counts = _whole(usage)
+    if counts is None:
         return None
+    fresh, output, read, written = counts
     return Usage(fresh + read + written, output, read), 0
+
+
+def input_from(usage: Mapping | None) -> Usage | None:
+    """The input side of Anthropic counts (`message_start`'s, before any output count): the
+    prompt and its cache reads, with no output; None when there is no whole input count."""
+    if not isinstance(usage, Mapping) or usage.get("input_tokens") is None:
+        return None
+    counts = _whole(usage)
+    if counts is None:
+        return None
+    fresh, _, read, written = counts
+    return Usage(fresh + read + written, 0, read)
+
+
+def _whole(usage: Mapping) -> tuple[int, ...] | None:
+    """The counts of _COUNTS (0 when absent), or None if one is not a whole number >= 0."""
+    counts: list[int] = []
+    for name in _COUNTS:
+        value = usage.get(name)
+        count = 0 if value is None else whole_count(value)
+        if count is None:
+            return None
+        counts.append(count)
+    return tuple(counts)
 
 
 def delivered_tokens(event: Mapping) -> int:

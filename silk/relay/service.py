@@ -125,6 +125,9 @@ def finish(response: requests.Response, call: Call, meter: Meter,
         if parsed:
             meter.usage_seen(*parsed)
         else:
+            prompt = anthropic.input_from(data.get("usage"))
+            if prompt is not None:
+                meter.prompt_seen(prompt)
             meter.delivered(anthropic.message_delivered(data))
         return Completion(data, parsed is not None, meter.ended("done"))
     parsed = usage_from(data.get("usage"))

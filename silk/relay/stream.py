@@ -218,7 +218,10 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                     meter.first_token(str(model or upstream_model))
                 counted = False
                 if what == "message_start" and isinstance(data.get("message"), dict):
-                    anthropic.merge_usage(seen, data["message"].get("usage"))
+                    anthropic.merge_usage(seen, data["message"].get("usage"), output=False)
+                    prompt = anthropic.input_from(seen)
+                    if prompt is not None:
+                        meter.prompt_seen(prompt)
                 elif what == "message_delta":
                     anthropic.merge_usage(seen, data.get("usage"))
                     parsed = anthropic.usage_from(seen)

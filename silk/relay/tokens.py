@@ -172,24 +172,34 @@ def delivered_tokens(chunk: dict) -> int:
 def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:
     """Read an OpenAI-style usage object (with DeepSeek's cache fields); None if absent.
 
-    A usage object that is not made of whole numbers counts as absent: the request is then
-    billed from an estimate, never failed for what the provider sent.
+    A usage object that is not made of whole numbers counts as absent (`whole_count`): a
+    prompt or completion count that is missing, null, a bool, a fraction, a string or
+    negative is no count of the answer, and the request is then billed from an estimate,
+    never failed for what the provider sent. Absent cache and reasoning counts are 0.
     """
     if not isinstance(data, Mapping):
         return None
-    try:
-        prompt = int(data.get("prompt_tokens") or 0)
-        completion = int(data.get("completion_tokens") or 0)
-        hit = data.get("prompt_cache_hit_tokens")
-        if hit is None:
-            hit = _mapping(data.get("prompt_tokens_details")).get("cached_tokens") or 0
-        reasoning = _mapping(data.get("completion_tokens_details")).get("reasoning_tokens") or 0
-        usage = Usage(prompt, completion, int(hit))
-        if min(prompt, completion, usage.cache_hit_tokens) < 0:
-            return None
-        return usage, int(reasoning)
-    except (TypeError, ValueError):
+    prompt = whole_count(data.get("prompt_tokens"))
+    completion = whole_count(data.get("completion_tokens"))
+    hit = data.get("prompt_cache_hit_tokens")
+    if hit is None:
+        hit = _mapping(data.get("prompt_tokens_details")).get("cached_tokens")
+    hit = 0 if hit is None else whole_count(hit)
+    reasoning = _mapping(data.get("completion_tokens_details")).get("reasoning_tokens")
+    reasoning = 0 if reasoning is None else whole_count(reasoning)
+    if prompt is None or completion is None or hit is None or reasoning is None:
         return None
+    return Usage(prompt, completion, hit), reasoning
+
+
+def whole_count(value) -> int | None:
+    """A provider's token count as an int if it is a whole number >= 0 (a JSON integer, or a
+    number written with a fraction of zero, such as 1e25); None for anything else."""
+    if type(value) is int:
+        return value if value >= 0 else None
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)
+    return None
 
 
 def _mapping(value) -> Mapping:

@@ -1,0 +1,101 @@
+"""A native stream cut after message_start: the provider's input counts came and are billed.
+
+message_start carries the provider's count of the prompt (input, cache reads and writes);
+only the output is unknown when the stream breaks before message_delta. The prompt the
+provider read is then billed as it counted it, not the gateway's guess: a guess that reads
+long as short (a digit string, text the estimate undercounts) would let a client that cuts
+the stream pay for less prompt than the provider billed, and one with cache reads would be
+billed those at the full input price.
+"""
+
+from decimal import Decimal
+
+import pytest
+
+from tests.chat.helpers import set_quota_left, units
+from tests.messages.helpers import HEADERS, native_prompt_tokens, request, sse
+
+
+def _post(client, acct, body, **kw):
+    return client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body, **kw)
+
+
+@pytest.fixture
+def cache_priced(app_config):
+    from silk.defaults import MODELS
+
+    app_config["SILK_MODELS"] = {
+        **MODELS, "deepseek-chat": {**MODELS["deepseek-chat"], "cache_hit": "0.014"}}
+
+
+def test_cut_stream_bills_the_input_the_provider_counted(native, app, client, accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    # 400 digits: the gateway guesses 100 tokens, the provider counts 400 (one per digit).
+    body = request("1234567890" * 40, "pieces=20 cut_after=8 "
+                   "usage_json='{\"input_tokens\": 400}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 400
+    name, data = events[-1]
+    assert name == "error" and "Charged $" in data["error"]["message"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.completion_tokens == 5  # the five text pieces delivered
+    assert record.prompt_tokens == 400  # the provider's count, not the gateway's guess
+    assert record.cost_units == units(Decimal(str(data["usage"]["cost"])))
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_cut_stream_bills_cache_reads_at_the_cache_price(cache_priced, native, app, client,
+                                                         accounts):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("a b c d e f g h", "pieces=20 cut_after=8 cache_hit=8", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[0][1]["message"]["usage"]["cache_read_input_tokens"] == 8
+    assert events[-1][0] == "error"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.cache_hit_tokens == 8
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_client_gone_after_message_start_bills_the_input_counted(native, app, client,
+                                                                 accounts):
+    """A client that leaves once the answer began pays for the prompt the provider read."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("1234567890" * 40, "pieces=20 chunk_delay=0.05 "
+                   "usage_json='{\"input_tokens\": 400}'", stream=True)
+    response = _post(client, acct, body)
+    stream = response.response
+    received = b""
+    for piece in stream:
+        received += piece
+        if received.count(b"text_delta") >= 3:
+            break
+    response.close()
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed"
+    assert record.prompt_tokens == 400
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+def test_an_answer_without_an_output_count_is_billed_for_its_delivery(native, app, client,
+                                                                     accounts, stream):
+    """message_start's output_tokens (1, before anything was written) is no count of the
+    answer: a message_delta (or a Message) without one bills the output delivered,
+    estimated, with the input the provider counted."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("x", "pieces=20 usage_json='{\"output_tokens\": null}'", stream=stream)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and record.estimated
+    assert record.completion_tokens == 20  # "w0".."w19": one token each, as estimated
+    assert record.prompt_tokens == native_prompt_tokens(body)
+    usage = sse(response.data)[-2][1]["usage"] if stream else response.json["usage"]
+    assert usage["output_tokens"] == 20 and usage["estimated"] is True
+    assert record.cost_units == units(Decimal(str(usage["cost"])))
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
