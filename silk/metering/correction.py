@@ -68,7 +68,7 @@ def correct(run: Run, count: Count, values: dict[str, Any], key_alerts: str) -> 
     swept_cost, swept_free, swept_day = (
         (int(swept[0]), int(swept[1]), str(swept[2])) if swept else (0, 0, ""))
     balance, reserved, quota_month, used, held = run(ACCOUNT, values)
-    month = values["month"]
+    month = rules.quota_month_after(PYTHON, quota_month, values["month"])
     # The sweep released the free tokens the hold had set aside, and other requests may have
     # used them since: the late settlement keeps those the sweep's record took, and may use
     # only what the month has left now, never more than its hold had.
@@ -88,7 +88,7 @@ def correct(run: Run, count: Count, values: dict[str, Any], key_alerts: str) -> 
     applied = min(missed, spendable) if missed > 0 else missed
     quota_used = rules.used_after_correction(quota_month, used, month, swept_day[:7],
                                              cost.free_tokens - swept_free)
-    values = {**values, "applied": applied, "quota_used": quota_used,
+    values = {**values, "month": month, "applied": applied, "quota_used": quota_used,
               "free_tokens": cost.free_tokens, "subtotal_units": cost.subtotal,
               "discount_units": cost.discount}
     (balance_after,) = run(CORRECT, values)

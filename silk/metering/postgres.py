@@ -71,13 +71,14 @@ _COVERED = rules.covers(POSTGRES, "balance_units", "reserved_units", "%(hold)s")
 _FREE = rules.free_split(POSTGRES, "CAST(%(tier_quota)s AS BIGINT)", "quota_month",
                          "quota_used", "quota_held", "%(month)s", "CAST(%(want)s AS BIGINT)")
 _USED_AFTER = rules.used_after(POSTGRES, "quota_month", "quota_used", "%(month)s", "%(free)s")
+_MONTH_AFTER = rules.quota_month_after(POSTGRES, "quota_month", "%(month)s")
 _KEY_COVERS, _KEY_SETTLED = key_sql(POSTGRES)
 _HOLD = f"""
     UPDATE accounts SET
         reserved_units = reserved_units + %(hold)s,
         quota_held = quota_held + %(quota)s,
         quota_used = {_USED},
-        quota_month = %(month)s
+        quota_month = {_MONTH_AFTER}
     WHERE id = %(account)s AND NOT disabled AND tier = %(tier)s
       AND {_COVERED}
       AND {_FREE} = %(quota)s"""
@@ -151,7 +152,7 @@ WITH claimed AS ({claim_sql(POSTGRES, claimed)}
         quota_held = quota_held - %(quota)s,
         balance_units = balance_units - %(charge)s,
         quota_used = {_USED_AFTER},
-        quota_month = %(month)s
+        quota_month = {_MONTH_AFTER}
     WHERE id IN (SELECT account_id FROM claimed)
     RETURNING id, {_STATE}, alert_balance_units
 ), keyed AS (

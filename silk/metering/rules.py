@@ -10,8 +10,12 @@ changes here, in one place.
 
 What each rule says:
 - month rollover (`used_in`): free tokens used count in the month they were counted in; an
-  account's counter read in another month is 0. A settlement adds its free tokens to the
-  month it is written in (`used_after`), whatever month its hold was taken in.
+  account's counter read in a later month is 0. A settlement adds its free tokens to the
+  month it is written in (`used_after`), whatever month its hold was taken in. The counter's
+  month never goes back (`quota_month_after`): a hold or settlement that read the clock
+  before a change of month and reached the database after another wrote the new month's
+  counter counts in the new month, as it settles into it (read in an earlier month, the
+  counter is the newer month's).
 - free quota left (`free_left`): the tier's monthly quota less the tokens used this month
   and those open holds took. Open holds count against the current month whenever they were
   taken, since they settle into it.
@@ -23,8 +27,9 @@ What each rule says:
   bounds what the key spent in that period plus its open holds plus the amount asked;
   open holds count against the current day and month, as they settle into them. A key's
   spend counts in the day (and month) of its usage record (`spent_after`); a counter read
-  in another period is 0, and a late settlement for a period that is over leaves the
-  current period's counter as it is.
+  in a later period is 0 (in an earlier one, by a hold stamped before the change and
+  written after it, it is the newer period's, which the hold settles into), and a late
+  settlement for a period that is over leaves the current period's counter as it is.
 - threshold crossing (`fell_below`, `reached`): a change that takes a value from one side
   of a threshold to the other writes one alert; staying on the far side writes none, and
   coming back re-arms it. Balance alerts, the free quota used up and (once keys have caps)
@@ -82,10 +87,6 @@ class Arithmetic(Generic[N, M]):
         """The smaller of a and b."""
         raise NotImplementedError
 
-    def same_month(self, a: M, b: M, then: N, otherwise: N) -> N:
-        """`then` if a and b are the same month, else `otherwise`."""
-        raise NotImplementedError
-
     def by_period(self, stored: M, new: M, same: N, newer: N, older: N) -> N:
         """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
         raise NotImplementedError
@@ -137,10 +138,6 @@ class Python(Arithmetic[int, str]):
     def least(self, a: int, b: int) -> int:
         """The smaller of a and b."""
         return a if a <= b else b
-
-    def same_month(self, a: str, b: str, then: int, otherwise: int) -> int:
-        """`then` if a and b are the same month, else `otherwise`."""
-        return then if a == b else otherwise
 
     def by_period(self, stored: str, new: str, same: int, newer: int, older: int) -> int:
         """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
@@ -209,10 +206,6 @@ class Sql(Arithmetic[str, str]):
         """The smaller of a and b."""
         return f"{self._least}({a}, {b})"
 
-    def same_month(self, a: str, b: str, then: str, otherwise: str) -> str:
-        """`then` if a and b are the same month, else `otherwise`."""
-        return f"CASE WHEN {a} = {b} THEN {then} ELSE {otherwise} END"
-
     def by_period(self, stored: str, new: str, same: str, newer: str, older: str) -> str:
         """`same` if `new` is the `stored` period, `newer` if it is later, else `older`."""
         return (f"CASE WHEN {new} = {stored} THEN {same} WHEN {new} > {stored} THEN {newer} "
@@ -238,8 +231,16 @@ def month_of(moment: datetime) -> str:
 
 
 def used_in(o: Arithmetic[N, M], quota_month: M, quota_used: N, month: M) -> N:
-    """Month rollover: the free tokens used in `month`, from the account's counters."""
-    return o.same_month(quota_month, month, quota_used, o.number(0))
+    """Month rollover: the free tokens used in `month`, from the account's counters. A
+    `month` before the counter's (a clock read before the change, written after it) reads
+    the newer month's counter, the month it counts in (`quota_month_after`)."""
+    return o.by_period(quota_month, month, quota_used, o.number(0), quota_used)
+
+
+def quota_month_after(o: Arithmetic[N, M], quota_month: M, month: M) -> M:
+    """The counter's month once a hold or settlement of `month` is written: never earlier
+    than it was."""
+    return o.later(quota_month, month)
 
 
 def used_after(o: Arithmetic[N, M], quota_month: M, quota_used: N, month: M, free: N) -> N:
@@ -255,6 +256,7 @@ def used_after_correction(quota_month: str, quota_used: int, month: str, swept_m
     that is over stay counted there, and `month` gains only what is new.
     """
     used = used_in(PYTHON, quota_month, quota_used, month)
+    month = quota_month_after(PYTHON, quota_month, month)
     return max(used + change, 0) if swept_month == month else used + max(change, 0)
 
 
@@ -326,8 +328,11 @@ def day_of(moment: datetime) -> str:
 
 
 def spent_in(o: Arithmetic[N, M], spent_period: M, spent: N, period: M) -> N:
-    """What a key spent in `period` (a day or a month), from its counter of `spent_period`."""
-    return o.same_month(spent_period, period, spent, o.number(0))
+    """What a key spent in `period` (a day or a month), from its counter of `spent_period`:
+    0 for a later period. A `period` before the counter's (a hold that read the clock before
+    midnight and reached the database after a settlement of the new day) reads the newer
+    period's counter, the period the hold settles into."""
+    return o.by_period(spent_period, period, spent, o.number(0), spent)
 
 
 def within_cap(o: Arithmetic[N, M], cap: N, spent: N, held: N, amount: N) -> N:

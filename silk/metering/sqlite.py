@@ -273,8 +273,9 @@ def _unavailable(error: sqlite3.OperationalError) -> OperationalError:
 
 # BEGIN IMMEDIATE already holds the database's one write lock: a plain read is current.
 ACCOUNT = f"SELECT {SELECT} FROM accounts WHERE id = :account"
+_MONTH_AFTER = rules.quota_month_after(rules.SQLITE, "quota_month", ":month")
 HOLD = ("UPDATE accounts SET reserved_units = reserved_units + :hold, "
-        "quota_held = quota_held + :quota, quota_month = :month, quota_used = :used "
+        f"quota_held = quota_held + :quota, quota_month = {_MONTH_AFTER}, quota_used = :used "
         "WHERE id = :account")
 NEW_RESERVATION = (
     "INSERT INTO reservations (account_id, key_id, request_id, model, hold_units, "
@@ -285,7 +286,7 @@ CLAIM = {claimed: claim_sql(rules.SQLITE, claimed) for claimed in ("settled", "s
 _USED_AFTER = rules.used_after(rules.SQLITE, "quota_month", "quota_used", ":month", ":free")
 SETTLE = ("UPDATE accounts SET reserved_units = reserved_units - :hold, "
           "quota_held = quota_held - :quota, balance_units = balance_units - :charge, "
-          f"quota_used = {_USED_AFTER}, quota_month = :month WHERE id = :account "
+          f"quota_used = {_USED_AFTER}, quota_month = {_MONTH_AFTER} WHERE id = :account "
           "RETURNING balance_units")
 NEW_LEDGER_ENTRY = (
     "INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units, "

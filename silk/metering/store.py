@@ -242,8 +242,11 @@ def reserve_locked(engine: Engine, tiers: Mapping[str, Tier], now: datetime,
                                            "p_account": ask.account_id}).first()
             check_key(KeyState(*key) if key is not None else None, now, bound.total)
             conn.execute(_KEY_HOLD, {"p_key": ask.key_id, "p_hold": bound.total})
+        assert state is not None  # plan refused a missing account
         conn.execute(_HOLD, {"p_account": ask.account_id, "p_hold": bound.total,
-                             "p_quota": bound.free_tokens, "p_month": month, "p_used": used})
+                             "p_quota": bound.free_tokens, "p_used": used,
+                             "p_month": rules.quota_month_after(PYTHON, state.quota_month,
+                                                                month)})
         reservation_id = conn.execute(_NEW_RESERVATION, {
             "account_id": ask.account_id, "key_id": ask.key_id, "request_id": ask.request_id,
             "model": ask.model, "hold_units": bound.total, "quota_tokens": bound.free_tokens,

@@ -271,3 +271,29 @@ def test_a_late_settlement_after_a_sweep_corrects_the_keys_spend(app, accounts):
     assert (key.held_units, key.spent_day_units, key.spent_total_units) == (
         0, 100 * 140 + 500 * 280, 100 * 140 + 500 * 280)
     assert accounts.audit() == []
+
+
+def test_a_hold_stamped_before_midnight_and_written_after_is_checked_against_the_new_day(
+        app, accounts, clock):
+    """At midnight a worker may read the clock on the old day and reach the database after
+    another worker counted the new day's spend. The hold settles into the new day, so the
+    new day's spend bounds it: the day's cap is never passed."""
+    from silk.billing.tiers import tiers
+    from silk.errors import KeyBudgetExceeded
+    from silk.extensions import db
+    from silk.metering import store
+    from silk.metering.store import Ask
+
+    user = accounts.make(credit="1")
+    clock.now = NEXT_DAY
+    _no_free_tokens(app, user.id, NEXT_DAY)
+    _caps(app, user.key_id, day="0.0005")  # one request of 294,000 units a day
+    _settle(app, _reserve(app, user, "feb-1"), Usage(100, 1000))  # the new day's spend
+
+    ask = Ask(user.id, user.key_id, "stamped-jan-31", "deepseek-chat", PRICE, 100, 1000, 100,
+              60, True)
+    with app.app_context(), pytest.raises(KeyBudgetExceeded):
+        store.of(db.engine).reserve(tiers(), LAST_SECOND, ask)  # read the clock on Jan 31
+    key = _key(app, user.key_id)
+    assert (key.spent_day, key.spent_day_units, key.held_units) == ("2031-02-01", HOLD, 0)
+    assert accounts.audit() == []

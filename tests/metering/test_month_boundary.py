@@ -159,3 +159,41 @@ def test_a_hold_swept_in_the_next_month_and_settled_late(app, client, accounts, 
     assert (row.quota_month, row.quota_used, row.quota_held) == ("2031-02", 400, 0)
     assert _shown(app, client, user, "2031-02") == ((400, FREE - 400), (400, FREE - 400))
     assert accounts.audit() == []
+
+
+def _reserve_stamped(app, account_id, request_id, prompt, output, now):
+    """A hold whose request read the clock at `now` and reached the database later: what a
+    worker's reserve does when another worker's write gets the lock first."""
+    from silk.billing.tiers import tiers
+    from silk.extensions import db
+    from silk.metering import store
+    from silk.metering.service import _own
+    from silk.metering.store import Ask
+
+    ask = Ask(account_id, None, request_id, "deepseek-chat", PRICE, prompt, output, prompt, 60)
+    with app.app_context():
+        return _own(db.engine, ask, store.of(db.engine).reserve(tiers(), now, ask))
+
+
+def test_a_hold_stamped_before_the_change_and_written_after_never_turns_the_month_back(
+        app, accounts, clock):
+    """At the change of month, a worker may read the clock in January and reach the
+    database after another worker wrote February's counter. The hold settles into
+    February, so it takes February's quota: the counter never goes back to January (which
+    would forget what February used and grant its quota again)."""
+    user = accounts.make(credit="1")
+    _january_quota_left(app, user.id, 0)  # January's free quota is used up
+
+    clock.now = NEXT_MONTH  # another worker's request, already in February
+    _settle(app, _reserve(app, user.id, "february", prompt=49_500, output=49_500),
+            Usage(49_500, 49_500))
+    row = accounts.row(user.id)
+    assert (row.quota_month, row.quota_used, row.balance_units) == ("2031-02", 99_000, 10**9)
+
+    late = _reserve_stamped(app, user.id, "stamped-in-january", 1000, 1000, LAST_SECOND)
+    assert late.quota_tokens == 1000  # what February has left, not a fresh month's quota
+    _settle(app, late, Usage(1000, 1000))
+    row = accounts.row(user.id)
+    assert (row.quota_month, row.quota_used, row.quota_held) == ("2031-02", FREE, 0)
+    assert _free_metering_gives(app, user.id) == 0  # February's quota is spent
+    assert accounts.audit() == []
