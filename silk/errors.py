@@ -146,14 +146,15 @@ def register_error_handlers(app: Flask) -> None:
     """Answer every failure with the one envelope; never show an exception's text.
 
     A surface with its own envelope registers its renderer for its path prefix in
-    `app.extensions["silk.error_envelopes"]`; errors on those paths are rendered by it.
+    `app.extensions["silk.error_envelopes"]`; errors on those paths are rendered by it
+    (a renderer answering None leaves that error to the API's envelope).
     """
 
     @app.errorhandler(SilkError)
     def _silk(err: SilkError):
         for prefix, render in current_app.extensions.get("silk.error_envelopes", {}).items():
-            if request.path.startswith(prefix):
-                return render(err)
+            if request.path.startswith(prefix) and (answer := render(err)) is not None:
+                return answer
         g.error_code = err.code
         return error_response(err.status, err.body(), err.headers)
 

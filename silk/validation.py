@@ -203,15 +203,31 @@ class UtcDateTime(fields.Field):
         return None if value is None else value.isoformat(timespec="seconds") + "Z"
 
 
+MOST_ID = 2**31 - 1  # ids are INTEGER columns, and PostgreSQL's hold no more
+
+
+def whole_number(text: str, most: int) -> int | None:
+    """`text` as an int when it is the digits 0-9 alone and at most `most`, else None.
+
+    Not `text.isdigit()` then `int(text)`: isdigit() is true for '²' or '①', which int()
+    refuses, and int() refuses a string of more than 4,300 digits.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(most)):
+        return None
+    value = int(text)
+    return value if value <= most else None
+
+
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """An integer query parameter within [low, high]; anything else is a 400 naming it."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = whole_number(raw, high)
+    if value is None or value < low:
         raise InvalidRequest(f"Invalid '{name}': a whole number from {low} to {high}.",
                              param=name)
-    return int(raw)
+    return value
 
 
 class StrictNumber(fields.Field):

@@ -23,6 +23,7 @@ from silk.errors import (
 from silk.extensions import db
 from silk.metering.service import credit
 from silk.pricing import units_to_usd
+from silk.validation import MOST_ID, whole_number
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,10 @@ def revoke_key(key_id: int, account_id: int | None = None) -> ApiKey:
 
 
 def find_account(ref: str | int) -> Account:
-    """Find an account by id or email."""
-    if isinstance(ref, int) or str(ref).isdigit():
-        account = db.session.get(Account, int(ref))
+    """Find an account by id or email (digits past any id are nobody's address either)."""
+    number = ref if isinstance(ref, int) else whole_number(str(ref), MOST_ID)
+    if number is not None:
+        account = db.session.get(Account, number)
     else:
         account = db.session.scalar(
             select(Account).where(Account.email == str(ref).strip().lower()))

@@ -24,6 +24,7 @@ from silk.database import utcnow
 from silk.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from silk.metering.ledger import Entry, credit_entry
 from silk.pricing import units_to_usd, usd_to_units
+from silk.validation import MOST_ID, whole_number
 
 CODES = RedemptionCode.__table__
 ACCOUNTS = Account.__table__
@@ -83,9 +84,10 @@ def _receipt(entry: Entry, kind: str) -> dict:
 
 def resolve_account(conn: Connection, ref: int | str) -> int:
     """An account id from an id or an email address; 404 when there is none."""
-    by_id = isinstance(ref, int) or ref.strip().isdigit()
-    column = ACCOUNTS.c.id if by_id else ACCOUNTS.c.email
-    value = int(ref) if by_id else ref.strip().lower()
+    # Digits are an id (past any id, they are nobody's address either).
+    number = ref if isinstance(ref, int) else whole_number(ref.strip(), MOST_ID)
+    column = ACCOUNTS.c.id if number is not None else ACCOUNTS.c.email
+    value = number if number is not None else ref.strip().lower()
     account_id = conn.execute(select(ACCOUNTS.c.id).where(column == value)).scalar()
     if account_id is None:
         raise NotFound(f"No account {ref}.", param="account", code="account_not_found")

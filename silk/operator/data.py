@@ -20,6 +20,7 @@ from silk.metering.ledger import history
 from silk.metering.models import Reservation, UsageRecord
 from silk.metering.rules import PYTHON, month_of
 from silk.metering.service import tier_of
+from silk.validation import MOST_ID, whole_number
 
 PAGE_SIZE = 25
 RECENT_REQUESTS = 25
@@ -55,9 +56,9 @@ class AccountView:
 def search_accounts(query: str, page: int) -> AccountPage:
     """Accounts whose id is `query` or whose email contains it, PAGE_SIZE a page."""
     query = query.strip()
-    if query.isdigit():
+    if (number := whole_number(query, MOST_ID)) is not None:
         try:
-            return AccountPage([find_account(int(query))], 1, False)
+            return AccountPage([find_account(number)], 1, False)
         except NotFound:
             pass  # a number may still be part of an email address
     found = list_accounts(email_contains=query or None, limit=PAGE_SIZE + 1,
@@ -97,8 +98,8 @@ def all_keys(account_query: str = "", limit: int = 200) -> list[tuple[ApiKey, st
     query = (select(ApiKey, Account.email).join(Account, Account.id == ApiKey.account_id)
              .order_by(ApiKey.id.desc()).limit(limit))
     account_query = account_query.strip().lower()
-    if account_query.isdigit():
-        query = query.where(ApiKey.account_id == int(account_query))
+    if (number := whole_number(account_query, MOST_ID)) is not None:
+        query = query.where(ApiKey.account_id == number)
     elif account_query:
         query = query.where(Account.email.contains(account_query, autoescape=True))
     return [(key, email) for key, email in db.session.execute(query)]

@@ -3,6 +3,8 @@ every page goes through, and the page groups mounted under it."""
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from silk.account.auth import count_failure, guard_address
@@ -36,6 +38,7 @@ def _install(state):
     for name, function in (("op_usd", usd), ("op_count", count), ("op_when", when),
                            ("op_units", units)):
         state.app.add_template_filter(function, name)
+    state.app.extensions.setdefault("silk.error_envelopes", {})["/admin/"] = _error_page
 
 
 @bp.context_processor
@@ -73,11 +76,17 @@ def _headers(response):
     return response
 
 
-@bp.errorhandler(SilkError)
-def _refused(err: SilkError):
-    """Bad input on a console page: the page's own error page, never the API's JSON."""
-    db.session.rollback()
-    return render_template("operator/error.html", message=err.message), err.status
+def _error_page(err: SilkError):
+    """The console's envelope: any error on a console page (bad input, a value the database
+    refuses, a crash) is the console's error page, never the API's JSON. The Now page's poll
+    (.json) and paths no console page serves keep the API's envelope (None)."""
+    if request.blueprint is None or not request.blueprint.startswith("operator") \
+            or request.path.endswith(".json"):
+        return None
+    with contextlib.suppress(Exception):  # the connection may be gone already
+        db.session.rollback()
+    g.error_code = err.code
+    return render_template("operator/error.html", message=err.message), err.status, err.headers
 
 
 @bp.teardown_request

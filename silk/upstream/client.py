@@ -14,7 +14,7 @@ from requests.adapters import HTTPAdapter
 
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
-from silk.upstream.dialects import translate
+from silk.upstream.dialects import retry_after_seconds, translate
 from silk.upstream.transport import Transport
 
 log = logging.getLogger("silk.upstream")
@@ -146,7 +146,7 @@ class UpstreamClient:
             if response.status_code not in FAILOVER_STATUSES:
                 raise error
             retry_after = response.headers.get("retry-after", "")
-            self.rest(key, float(retry_after) if retry_after.isdigit() else None)
+            self.rest(key, retry_after_seconds(retry_after))
             last = error
         raise _elsewhere(last or UpstreamError("The provider failed."))
 

@@ -102,6 +102,14 @@ def parse_error(body: bytes) -> tuple[str, str]:
     return str(message), str(code)
 
 
+def retry_after_seconds(value: str | None) -> int | None:
+    """A provider's Retry-After in whole seconds, or None when it is not that: an HTTP date,
+    a fraction, or '²' (str.isdigit() is true for it, and int() refuses it)."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > 9:
+        return None
+    return int(value)
+
+
 def translate(status: int, body: bytes, retry_after: str | None = None) -> SilkError:
     """Map an upstream HTTP error to the client-facing error of the same meaning."""
     message, code = parse_error(body)
@@ -118,7 +126,7 @@ def translate(status: int, body: bytes, retry_after: str | None = None) -> SilkE
         return UpstreamError("The provider does not serve the configured model.",
                              code="upstream_model_not_found")
     if status == 429:
-        wait = int(retry_after) if retry_after and retry_after.isdigit() else 1
+        wait = retry_after_seconds(retry_after) or 1
         return RateLimited("The provider is rate limiting requests; retry shortly.",
                            retry_after=min(wait, 60), code="upstream_rate_limited")
     if status == 503:

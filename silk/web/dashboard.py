@@ -7,6 +7,7 @@ another site can neither act for a signed-in user nor sign them into its own acc
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
 import secrets
@@ -103,6 +104,20 @@ def _install(state):
     app.add_template_filter(count, "dash_count")
     app.add_template_filter(when, "dash_when")
     app.add_template_filter(units, "dash_units")
+    app.extensions.setdefault("silk.error_envelopes", {})["/dashboard/"] = _error_page
+
+
+def _error_page(err: SilkError):
+    """The dashboard's envelope: an error on a dashboard page that the page did not show
+    itself (a value the database refuses, a crash) is a page too, never the API's JSON.
+    Paths no dashboard page serves keep the API's envelope (None)."""
+    if request.blueprint != "dashboard":
+        return None
+    with contextlib.suppress(Exception):  # the connection may be gone already
+        db.session.rollback()
+    g.error_code = err.code
+    return (render_template("dashboard/error.html", message=err.message), err.status,
+            err.headers)
 
 
 @dataclass(frozen=True)

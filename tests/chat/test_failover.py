@@ -59,6 +59,20 @@ def test_failover_succeeds_on_the_second_key_and_the_first_rests(app, client, ac
     assert _client(app)._resting.get("sk-ds-good", 0) > 0
 
 
+@pytest.mark.parametrize("retry_after", ["\u00b2", "1\u00b2", "1.5", "soon", "9" * 5000])
+def test_a_retry_after_int_cannot_read_still_fails_over(app, client, accounts, upstream,
+                                                        retry_after):
+    """A provider's Retry-After of '²' passed str.isdigit() and crashed int() and float()
+    (as do 5,000 digits): a 500 instead of the next key."""
+    acct = accounts.make(credit="1")
+    upstream.enqueue("deepseek", status=429, retry_after=retry_after)
+    response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
+                           json={"model": "deepseek-chat", "messages": messages()})
+    assert response.status_code == 200, response.json
+    assert len(upstream.requests) == 2
+    assert accounts.audit() == []
+
+
 def test_refused_connection_fails_over_then_503s_cleanly(app, client, accounts, upstream):
     acct = accounts.make(credit="1")
     upstream.refuse()

@@ -139,11 +139,40 @@ def test_bad_input_is_shown_not_a_500(client, accounts, operator, path, form):
 
 @pytest.mark.parametrize("path", ["/admin/usage?month=2026-13", "/admin/usage.csv?table=x",
                                   "/admin/margin.csv?by=colour", "/admin/accounts/999999",
-                                  "/admin/codes?state=lost", "/admin/accounts?page=x"])
+                                  "/admin/codes?state=lost", "/admin/accounts?page=x",
+                                  "/admin/accounts?q=\u00b2", "/admin/keys?account=\u2460",
+                                  "/admin/accounts?q=99999999999999999999",
+                                  "/admin/keys?account=99999999999999999999",
+                                  "/admin/accounts/99999999999999999999"])
 def test_bad_queries_are_shown_not_a_500(client, operator, path):
     answer = client.get(path, follow_redirects=True)
     assert answer.status_code < 500
     assert answer.mimetype == "text/html"
+
+
+@pytest.mark.parametrize(("path", "form"), [
+    ("/admin/accounts/{huge}/credit", {"kind": "topup", "amount": "1", "note": "x"}),
+    ("/admin/accounts/{huge}/credit/confirm", {"kind": "topup", "amount": "1", "note": "x",
+                                               "token": "t"}),
+    ("/admin/accounts/{huge}/keys", {"name": "k"}),
+    ("/admin/accounts/{huge}/status", {"disabled": "1"}),
+    ("/admin/accounts/{huge}/tier", {"tier": "pro"}),
+    ("/admin/keys/{huge}/revoke", {}),
+    ("/admin/accounts/{id}/keys", {"name": "k", "rpm_limit": "999999999999"}),
+    ("/admin/accounts/{id}/keys", {"name": "k\x00"}),
+])
+def test_values_no_column_holds_are_the_consoles_page_not_the_apis_json(client, accounts,
+                                                                         operator, path, form):
+    """An id past 64 bits (or, on PostgreSQL, a limit past 32 bits or a NUL in a name) is
+    refused by the database itself; on a console page that is still the console's page."""
+    _, token = operator
+    user = accounts.make(credit="1", email="ada@example.com")
+    answer = client.post(path.format(id=user.id, huge=2**66), data={**form, "csrf_token": token},
+                         follow_redirects=True)
+    assert answer.status_code < 500
+    assert answer.mimetype == "text/html", answer.get_data()[:300]
+    assert accounts.balance_units(user.id) == 1_000_000_000
+    assert accounts.audit() == []
 
 
 def test_the_key_form_makes_a_member_key_with_caps_shown_in_the_tables(client, accounts,

@@ -354,3 +354,19 @@ def test_bad_create_key_fields_are_shown_not_500s(client, accounts, field, value
     made = client.post("/dashboard/keys", data={"csrf_token": token, field: value})
     assert made.status_code == 400
     assert f"Invalid &#39;{field}&#39;" in made.text
+
+
+@pytest.mark.parametrize("path, form", [
+    ("/dashboard/keys/99999999999999999999/revoke", {}),
+    ("/dashboard/keys", {"rpm_limit": "999999999999"}),  # past PostgreSQL's integer column
+    ("/dashboard/keys", {"name": "ci\x00"}),             # PostgreSQL's text holds no NUL
+])
+def test_values_no_column_holds_are_a_dashboard_page_not_the_apis_json(client, accounts,
+                                                                        path, form):
+    owner = accounts.make(credit="1")
+    sign_in(client, owner.key)
+    token = csrf_from(client.get("/dashboard/keys").text)
+    answer = client.post(path, data={"csrf_token": token, **form}, follow_redirects=True)
+    assert answer.status_code < 500
+    assert answer.mimetype == "text/html", answer.get_data()[:300]
+    assert client.get("/dashboard/keys").status_code == 200  # the session goes on

@@ -212,6 +212,36 @@ def test_numbers_no_column_can_hold_are_400_not_500(client, accounts):
     assert accounts.audit() == []
 
 
+@pytest.mark.parametrize("digits", ["\u00b2", "\u2460", "1\u00b2", "1" * 5000],
+                         ids=["superscript", "circled", "mixed", "5000-digits"])
+def test_digits_python_calls_digits_but_int_refuses_are_400_or_404_not_500(client, accounts,
+                                                                          digits):
+    """str.isdigit() is true for '²' and '①', which int() refuses, and int() refuses more
+    than 4,300 digits: a limit, a ledger cursor or an account reference written so reached
+    int() and was a 500."""
+    admin = accounts.make(admin=True, credit="5")
+    user = accounts.make(credit="1")
+    for path, param in ((f"/v1/admin/accounts?limit={digits}", "limit"),
+                        (f"/v1/admin/accounts?offset={digits}", "offset"),
+                        (f"/v1/admin/accounts/{user.id}/ledger?before={digits}", "before"),
+                        (f"/v1/admin/accounts/{user.id}/ledger?limit={digits}", "limit"),
+                        (f"/v1/admin/redemption-codes?limit={digits}", "limit"),
+                        (f"/v1/responses/resp_x/input_items?limit={digits}", "limit")):
+        answer = client.get(path, headers=admin.headers)
+        assert answer.status_code == 400, (path, answer.get_data()[:300])
+        assert answer.json["error"]["param"] == param
+    usage = client.get(f"/v1/admin/usage?account={digits}", headers=admin.headers)
+    assert usage.status_code == 404, usage.get_data()[:300]
+    assert usage.json["error"]["code"] == "account_not_found"
+    before = (accounts.balance_units(admin.id), accounts.balance_units(user.id))
+    topup = client.post("/v1/topup", json={"amount": 1, "account": digits},
+                        headers=admin.headers)
+    assert topup.status_code == 404, topup.get_data()[:300]
+    assert topup.json["error"]["code"] == "account_not_found"
+    assert (accounts.balance_units(admin.id), accounts.balance_units(user.id)) == before
+    assert accounts.audit() == []
+
+
 def _nested(depth: int) -> str:
     """A JSON array nested `depth` levels deep."""
     return "[" * depth + "]" * depth
