@@ -30,11 +30,12 @@ class Operator:
 
 def admin_key(key: ApiKey | None) -> Operator | None:
     """The operator a key stands for, read from the database now: None unless the key is
-    usable (not revoked or expired, its account enabled) and its account is an admin's."""
+    usable (not revoked or expired, its account enabled), an owner key, and its account is
+    an admin's (a member key of an admin account is no admin key, as on the admin API)."""
     if key is None:
         return None
     db.session.refresh(key)  # what the database says now, not a cached copy
-    if not key_usable(key):
+    if not key_usable(key) or key.role != "owner":
         return None
     account = db.session.get(Account, key.account_id)
     if account is None or not account.is_admin:
