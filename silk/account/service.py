@@ -344,4 +344,13 @@ def update_key_as(key_id: int, account_id: int, target_id: int, data: Mapping) -
     """Change one of the caller's account's keys (owner keys only), caps never above the
     caller's."""
     updater = owner_key(key_id, account_id)
+    target = db.session.get(ApiKey, target_id)
+    if target is None or target.account_id != account_id:
+        raise NotFound("API key not found.", param="id", code="key_not_found")
+    # As for revoking: capping or throttling a wider key is revoking it in all but name,
+    # and one its holder could not undo (its own caps would then bound what it may set).
+    if Scope.of(updater).exceeded_by(Scope.of(target)):
+        raise PermissionDenied("This key may not change a key with wider access than its "
+                               "own (more models, higher rates or caps, or a later expiry).",
+                               param="id", code="key_scope_exceeded")
     return update_key(target_id, data, account_id=account_id, limit_to=Scope.of(updater))
