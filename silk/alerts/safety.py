@@ -36,10 +36,25 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
     for info in infos:
         text = str(info[4][0]).split("%", 1)[0]
         address = ipaddress.ip_address(text)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global:
+        if not address.is_global or not all(inner.is_global for inner in _embedded(address)):
             raise UnsafeUrl("points to a loopback, private or reserved address")
         if text not in addresses:
             addresses.append(text)
     return addresses
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses
+
+
+def _embedded(address: ipaddress.IPv4Address | ipaddress.IPv6Address
+              ) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (mapped, compatible, NAT64, 6to4,
+    Teredo): a public-looking IPv6 address that a translator or tunnel turns into a
+    loopback or private IPv4 one is as inward as that one."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    inner = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _NAT64 or address in _COMPATIBLE:
+        inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [found for found in inner if found is not None]
