@@ -39,6 +39,18 @@ class InvalidRequest(SilkError):
     status, type, code = 400, "invalid_request_error", "invalid_request"
 
 
+class MalformedBody(InvalidRequest):
+    """The request body's HTTP framing is broken (a bad chunk size, a chunk without its CRLF)."""
+
+    code = "malformed_body"
+
+
+class IncompleteBody(InvalidRequest):
+    """The request body ended before its Content-Length (or its last chunk) arrived."""
+
+    code = "incomplete_body"
+
+
 class AuthenticationFailed(SilkError):
     status, type, code = 401, "authentication_error", "invalid_api_key"
 
@@ -101,7 +113,8 @@ class UpstreamTimeout(SilkError):
     status, type, code = 504, "api_error", "upstream_timeout"
 
 
-_HTTP_TYPES = {401: ("authentication_error", "invalid_api_key"), 403: ("permission_error", None),
+_HTTP_TYPES = {400: ("invalid_request_error", "invalid_request"),
+               401: ("authentication_error", "invalid_api_key"), 403: ("permission_error", None),
                404: ("invalid_request_error", "not_found"),
                405: ("invalid_request_error", "method_not_allowed"),
                413: ("invalid_request_error", "payload_too_large"),

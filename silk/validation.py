@@ -17,10 +17,10 @@ from typing import TypeVar
 import orjson
 from flask import request
 from marshmallow import Schema, ValidationError, fields, missing
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from silk.database import utcnow
-from silk.errors import InvalidRequest
+from silk.errors import IncompleteBody, InvalidRequest
 from silk.pricing import units_to_usd
 
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
@@ -30,12 +30,21 @@ MAX_JSON_DEPTH = 128
 
 
 def read_body(*, cache: bool = True) -> bytes:
-    """The request body; 413 when a body sent without a length (chunked) exceeds the limit.
+    """The request body; 413 when a body sent without a length (chunked) exceeds the limit,
+    400 `incomplete_body` when the client ended it early.
 
     Werkzeug stops reading such a body at MAX_CONTENT_LENGTH and returns what it read,
-    which would then be refused as truncated JSON (400) instead of as too large.
+    which would then be refused as truncated JSON (400) instead of as too large. A body
+    that ends before its Content-Length (the server's stream runs dry: the client
+    half-closed) or before its last chunk is not the body the client announced.
     """
-    raw = request.get_data(cache=cache)
+    try:
+        raw = request.get_data(cache=cache)
+    except ClientDisconnected:  # the chunks stopped before the last one
+        raise IncompleteBody("The request body ended before its last chunk.") from None
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise IncompleteBody(f"The request body ended after {len(raw)} of the "
+                             f"{request.content_length} bytes its Content-Length announced.")
     limit = request.max_content_length
     unbounded = limit is not None and request.content_length is None and len(raw) >= limit
     if unbounded and request.environ["wsgi.input"].read(1):  # the server's stream goes on
