@@ -73,12 +73,13 @@ def _whole(usage: Mapping) -> tuple[int, ...] | None:
 
 
 def delivered_tokens(event: Mapping) -> int:
-    """Estimate the tokens of one event's delta: text, thinking or a tool's input JSON."""
+    """Estimate the tokens one event delivers: a delta's text, thinking or tool input JSON,
+    or what a block's start already carries (a tool call's framing and name, and any text or
+    input a provider puts there rather than in deltas)."""
+    if event.get("type") == "content_block_start":
+        block = event.get("content_block")
+        return _block_tokens(block) if isinstance(block, Mapping) else 0
     if event.get("type") != "content_block_delta":
-        if event.get("type") == "content_block_start":
-            block = event.get("content_block")
-            if isinstance(block, Mapping) and block.get("type") == "tool_use":
-                return 2  # the call's framing and name
         return 0
     delta = event.get("delta")
     if not isinstance(delta, Mapping):
@@ -91,17 +92,21 @@ def delivered_tokens(event: Mapping) -> int:
 
 
 def message_delivered(message: Mapping) -> int:
-    """Estimate the output tokens of a whole (non-streamed) Message's content."""
-    total = 0
+    """Estimate the output tokens of a Message's content: a whole (non-streamed) answer, or
+    whatever a stream's `message_start` carries."""
     content = message.get("content")
-    for block in content if isinstance(content, list) else ():
-        if not isinstance(block, Mapping):
-            continue
-        for field in ("text", "thinking"):
-            if isinstance(block.get(field), str):
-                total += estimate_text(block[field])
-        if block.get("type") == "tool_use":
-            total += 2 + estimate_text(str(block.get("input") or ""))
+    return sum(_block_tokens(block) for block in content if isinstance(block, Mapping)) \
+        if isinstance(content, list) else 0
+
+
+def _block_tokens(block: Mapping) -> int:
+    """Estimate the output tokens of one content block."""
+    total = 0
+    for field in ("text", "thinking"):
+        if isinstance(block.get(field), str):
+            total += estimate_text(block[field])
+    if block.get("type") == "tool_use":
+        total += 2 + estimate_text(str(block.get("input") or ""))
     return total
 
 

@@ -222,6 +222,9 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                     prompt = anthropic.input_from(seen)
                     if prompt is not None:
                         meter.prompt_seen(prompt)
+                    early = anthropic.message_delivered(data["message"])  # content: [] as a rule
+                    if early:
+                        meter.delivered(early)
                 elif what == "message_delta":
                     anthropic.merge_usage(seen, data.get("usage"))
                     parsed = anthropic.usage_from(seen)

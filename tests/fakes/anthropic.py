@@ -18,6 +18,9 @@ it at ``/<provider>/anthropic/v1/messages``. Counting follows the fake's chat ru
 Stream: message_start (input counts, ``output_tokens`` 1), ping, one block per kind
 (thinking with a signature_delta, text, or tool_use with two ``input_json_delta``),
 message_delta (``stop_reason`` and the cumulative ``output_tokens`` only), message_stop.
+``text_in_start=block`` sends the reply whole in its block's ``content_block_start`` (no
+text deltas), ``text_in_start=message`` in ``message_start``'s ``content`` (no text block):
+shapes Anthropic never sends, which a provider could.
 ``cut_after=n`` counts events; ``stall_after=n`` falls silent after n events until the
 client leaves; ``stream_error`` sends an ``error`` event after
 message_start; ``usage_json`` is merged into the usage reported (message_delta's in a
@@ -133,11 +136,12 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
         handler._send_bytes(200, data, "application/json")
         return
     _stream(handler, opts, rid, model, usage, kept_reasoning, kept_content,
-            tool_block if tool else None, stop)
+            tool_block if tool else None, stop, opts.get("text_in_start"))
 
 
 def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
-            reasoning: list[str], content: list[str], tool: dict | None, stop: str) -> None:
+            reasoning: list[str], content: list[str], tool: dict | None, stop: str,
+            text_in_start: str | None = None) -> None:
     start_usage = None
     if usage is not None:
         start_usage = {k: v for k, v in usage.items() if k != "output_tokens"}
@@ -146,7 +150,9 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
     def events():
         yield "message_start", {"type": "message_start", "message": {
             "id": "msg_" + rid.removeprefix("fakereq-"), "type": "message", "role": "assistant",
-            "model": model, "content": [], "stop_reason": None, "stop_sequence": None,
+            "model": model, "stop_reason": None, "stop_sequence": None,
+            "content": ([{"type": "text", "text": "".join(content)}]
+                        if content and text_in_start == "message" else []),
             **({"usage": start_usage} if start_usage else {})}}
         yield "ping", {"type": "ping"}
         index = 0
@@ -157,7 +163,11 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
             yield _delta(index, {"type": "signature_delta", "signature": "sig-fake"})
             yield _block_stop(index)
             index += 1
-        if content:
+        if content and text_in_start == "block":
+            yield _block_start(index, {"type": "text", "text": "".join(content)})
+            yield _block_stop(index)
+            index += 1
+        elif content and text_in_start is None:
             yield _block_start(index, {"type": "text", "text": ""})
             for piece in content:
                 yield _delta(index, {"type": "text_delta", "text": piece})

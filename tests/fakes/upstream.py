@@ -165,6 +165,12 @@ def _tool_stream(value: Any) -> str:
     return value
 
 
+def _text_in_start(value: Any) -> str:
+    if value not in ("block", "message"):
+        raise ValueError(f"expected block or message, got {value!r}")
+    return value
+
+
 OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "status": int,                      # non-200: error body in the provider's dialect
     "delay": _non_negative(float),      # seconds before the response headers
@@ -195,6 +201,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "tool_args": str,                   # the call's arguments (JSON text), "{}" by default
     "tool_calls": _tool_calls,          # several calls: [{"name", "arguments"}, ...]
     "tool_stream": _tool_stream,        # sequential | interleaved | rounds
+    "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
 }
 
 

@@ -99,3 +99,25 @@ def test_an_answer_without_an_output_count_is_billed_for_its_delivery(native, ap
     assert usage["output_tokens"] == 20 and usage["estimated"] is True
     assert record.cost_units == units(Decimal(str(usage["cost"])))
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.mark.parametrize("where", ["block", "message"])
+def test_a_reply_carried_in_a_start_event_counts_as_delivered(native, app, client, accounts,
+                                                              where):
+    """Text a provider puts in content_block_start or message_start (Anthropic sends it in
+    deltas) reaches the client all the same: a stream cut after it bills it, estimated."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    events_before_cut = 3 if where == "block" else 1  # message_start, ping, the block's start
+    body = request("x", f"pieces=20 text_in_start={where} cut_after={events_before_cut}",
+                   stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    carried = (events[0][1]["message"]["content"] if where == "message"
+               else [data["content_block"] for name, data in events
+                     if name == "content_block_start"])
+    assert carried and carried[0]["text"].startswith("w0")  # the client got the reply
+    assert events[-1][0] == "error"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.completion_tokens == 20  # "w0".."w19", as estimated
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
