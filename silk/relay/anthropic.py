@@ -39,9 +39,7 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
     the model, so both are prompt tokens (a write is priced as input). None when the counts
     are not whole numbers or there is no output count.
     """
-    if not isinstance(usage, Mapping) or usage.get("output_tokens") is None:
-        return None
-    counts = _whole(usage)
+    counts = _whole(usage, "output_tokens")
     if counts is None:
         return None
     fresh, output, read, written = counts
@@ -51,17 +49,18 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
 def input_from(usage: Mapping | None) -> Usage | None:
     """The input side of Anthropic counts (`message_start`'s, before any output count): the
     prompt and its cache reads, with no output; None when there is no whole input count."""
-    if not isinstance(usage, Mapping) or usage.get("input_tokens") is None:
-        return None
-    counts = _whole(usage)
+    counts = _whole(usage, "input_tokens")
     if counts is None:
         return None
     fresh, _, read, written = counts
     return Usage(fresh + read + written, 0, read)
 
 
-def _whole(usage: Mapping) -> tuple[int, ...] | None:
-    """The counts of _COUNTS (0 when absent), or None if one is not a whole number >= 0."""
+def _whole(usage: Mapping | None, required: str) -> tuple[int, ...] | None:
+    """The counts of _COUNTS (0 when absent), or None if `required` is absent or one is not
+    a whole number >= 0."""
+    if not isinstance(usage, Mapping) or usage.get(required) is None:
+        return None
     counts: list[int] = []
     for name in _COUNTS:
         value = usage.get(name)
