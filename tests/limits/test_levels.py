@@ -243,12 +243,22 @@ def test_a_keys_rate_limits_change_with_patch(app, client, accounts, upstream, l
     limited = client.post("/v1/keys", headers=acct.headers, json={"name": "lead",
                                                                  "rpm_limit": 10})
     lead = {"Authorization": f"Bearer {limited.json['key']}", **JSON}
+    # The key above has no rpm limit: wider than the lead, which may not change it at all
+    # (as it may not revoke it), not even to narrow it.
+    for change in ({"rpm_limit": 20}, {"rpm_limit": 5}):
+        answer = client.patch(f"/v1/keys/{key_id}", headers=lead, json=change)
+        assert answer.status_code == 403, answer.json
+        assert answer.json["error"]["code"] == "key_scope_exceeded"
+        assert answer.json["error"]["param"] == "id"
+    # A key no wider than the lead: the lead may narrow it, never give it more than it has.
+    narrow = client.post("/v1/keys", headers=acct.headers, json={"name": "dev", "rpm_limit": 8})
     for wider in ({"rpm_limit": 20}, {"rpm_limit": None}):
-        answer = client.patch(f"/v1/keys/{key_id}", headers=lead, json=wider)
+        answer = client.patch(f"/v1/keys/{narrow.json['id']}", headers=lead, json=wider)
         assert answer.status_code == 403, answer.json
         assert answer.json["error"]["code"] == "key_scope_exceeded"
         assert answer.json["error"]["param"] == "rpm_limit"
-    narrowed = client.patch(f"/v1/keys/{key_id}", headers=lead, json={"rpm_limit": 5})
+    narrowed = client.patch(f"/v1/keys/{narrow.json['id']}", headers=lead,
+                            json={"rpm_limit": 5})
     assert narrowed.status_code == 200 and narrowed.json["rpm_limit"] == 5
 
     admin = accounts.make(admin=True)
