@@ -236,8 +236,16 @@ def owner_key(key_id: int, account_id: int) -> ApiKey:
 def create_key_as(key_id: int, account_id: int, data: Mapping,
                   known_models: Mapping) -> NewKey:
     """Make a key for the caller's account, never wider than the caller's key (API, dashboard);
-    only an owner key may."""
+    only an owner key without spend caps may."""
     creator = owner_key(key_id, account_id)
+    capped = [field for field in CAPS if getattr(creator, field) is not None]
+    if capped:
+        # A key counts its own spend from zero: a key made by a capped key would be that
+        # budget over again, and the caps would bound nothing.
+        raise PermissionDenied(
+            "A key with a spend cap may not create keys: a new key counts its own spend from "
+            "zero, so it would add to what this key may spend. Ask an owner key without "
+            "caps.", param=api_name(capped[0]), code="key_scope_exceeded")
     options = key_options(data, known_models, limit_to=Scope.of(creator))
     return create_key(account_id, **options)
 
@@ -303,12 +311,17 @@ def _refuse_wider(limit_to: Scope, scope: Scope) -> None:
         period = PERIODS[CAPS.index(wider)]
         raise PermissionDenied(f"A key's {period} spend cap may not exceed the {period} cap "
                                f"of the key setting it (${units_to_usd(getattr(limit_to, wider))})."
-                               , param=f"spend_caps.{period}", code="key_scope_exceeded")
+                               , param=api_name(wider), code="key_scope_exceeded")
     raise PermissionDenied(f"A key's {wider} may not exceed that of the key setting it.",
                            param=wider, code="key_scope_exceeded")
 
 
 PERIODS = ("day", "month", "total")  # the spend caps' names in the API, as CAPS orders them
+
+
+def api_name(field: str) -> str:
+    """A key limit's name in the API: `spend_caps.day` for `cap_day_units`."""
+    return f"spend_caps.{PERIODS[CAPS.index(field)]}" if field in CAPS else field
 
 
 RATES = ("rpm_limit", "tpm_limit", "concurrency_limit")  # a key's rate limits, as named

@@ -70,30 +70,35 @@ def test_the_cap_refusal_in_every_surface_envelope(client, accounts, upstream, a
     assert accounts.audit() == []
 
 
-def test_a_key_never_gets_a_higher_cap_than_the_key_making_it(client, accounts):
+def test_a_key_with_a_cap_makes_no_keys_and_sets_no_cap_above_its_own(client, accounts):
     owner = accounts.make(credit="1")
     limited = make_key(client, owner.headers, spend_caps={"day": 1, "total": 10}).json
     headers = bearer(limited["key"])
 
-    higher = make_key(client, headers, spend_caps={"day": 2})
-    assert higher.status_code == 403
-    assert (higher.json["error"]["code"], higher.json["error"]["param"]) == (
-        "key_scope_exceeded", "spend_caps.day")
-    assert "$1" in higher.json["error"]["message"]
-    # null means "not given", as everywhere in the API: the cap is inherited, not lifted.
-    unlifted = make_key(client, headers, spend_caps={"total": None})
-    assert unlifted.json["spend_caps"] == {"day": 1, "month": None, "total": 10}
+    # A new key counts its own spend from zero: made by a capped key, it would be that
+    # budget again, and N of them N times it. Any key it asks for is refused, narrower too.
+    def ids():
+        return [key["id"] for key in client.get("/v1/keys", headers=owner.headers).json["data"]]
 
-    inherited = make_key(client, headers, spend_caps={"month": 3})
-    assert inherited.status_code == 201
-    assert inherited.json["spend_caps"] == {"day": 1, "month": 3, "total": 10}
-    lower = make_key(client, headers, spend_caps={"day": "0.5"}).json
-    assert lower["spend_caps"]["day"] == 0.5
+    before = ids()
+    for body in ({"spend_caps": {"day": 1, "total": 10}}, {"spend_caps": {"day": "0.5"}},
+                 {}, {"role": "member", "spend_caps": {"month": 3}}):
+        refused = make_key(client, headers, **body)
+        assert refused.status_code == 403, (body, refused.json)
+        assert (refused.json["error"]["code"], refused.json["error"]["param"]) == (
+            "key_scope_exceeded", "spend_caps.day")
+        assert "may not create keys" in refused.json["error"]["message"]
+    assert ids() == before
+    only_total = make_key(client, owner.headers, spend_caps={"total": 10}).json
+    refused = make_key(client, bearer(only_total["key"]))
+    assert refused.json["error"]["param"] == "spend_caps.total"
 
-    # Changing caps follows the same ceiling; a key may lower its own caps, not raise them.
+    # Changing caps follows the caller's ceiling; a key may lower its own caps, not raise them.
+    lower = make_key(client, owner.headers, spend_caps={"day": "0.5", "total": 10}).json
     raised = client.patch(f"/v1/keys/{lower['id']}", headers=headers,
                           json={"spend_caps": {"day": 5}})
     assert raised.status_code == 403 and raised.json["error"]["code"] == "key_scope_exceeded"
+    assert "$1" in raised.json["error"]["message"]
     own = client.patch(f"/v1/keys/{limited['id']}", headers=headers,
                        json={"spend_caps": {"day": 2}})
     assert own.status_code == 403
@@ -101,10 +106,12 @@ def test_a_key_never_gets_a_higher_cap_than_the_key_making_it(client, accounts):
                            json={"spend_caps": {"day": "0.25"}, "name": "lowered"})
     assert lowered.status_code == 200
     assert (lowered.json["name"], lowered.json["spend_caps"]["day"]) == ("lowered", 0.25)
-    # An owner key without caps may set any, and remove them again.
+    # An owner key without caps may set any, and remove them again; the key may then make keys.
     removed = client.patch(f"/v1/keys/{limited['id']}", headers=owner.headers,
                            json={"spend_caps": {"day": None, "total": None}})
     assert removed.json["spend_caps"] == {"day": None, "month": None, "total": None}
+    made = make_key(client, headers, spend_caps={"month": 3})
+    assert made.status_code == 201 and made.json["spend_caps"]["month"] == 3
 
 
 @pytest.mark.parametrize("caps, param", [

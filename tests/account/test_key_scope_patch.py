@@ -37,7 +37,8 @@ def test_a_limited_key_cannot_cap_or_throttle_a_wider_key(client, accounts, upst
     assert (own["rpm_limit"], own["concurrency_limit"]) == (None, None)
     assert chat(client, owner.headers).status_code == 200
     # What it may still do: change itself and keys no wider than itself.
-    narrower = client.post("/v1/keys", headers=headers, json={"rpm_limit": 5}).json
+    narrower = client.post("/v1/keys", headers=owner.headers, json={
+        "models": ["deepseek-chat"], "rpm_limit": 5, "spend_caps": {"day": 1}}).json
     assert client.patch(f"/v1/keys/{narrower['id']}", headers=headers,
                         json={"spend_caps": {"day": "0.5"}}).status_code == 200
     assert client.patch(f"/v1/keys/{limited['id']}", headers=headers,

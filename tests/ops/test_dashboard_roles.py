@@ -67,3 +67,17 @@ def test_an_owner_sees_every_key_with_role_and_spend_and_makes_capped_members(
     bad = client.post("/dashboard/keys", data={
         "csrf_token": csrf_from(keys), "name": "bad", "cap_total": "lots"})
     assert bad.status_code == 400 and "spend_caps.total" in bad.text
+
+
+def test_an_owner_key_with_a_cap_makes_no_keys_in_the_dashboard(client, accounts):
+    owner = accounts.make(credit="1")
+    capped = client.post("/v1/keys", json={"name": "lead", "spend_caps": {"month": 5}},
+                         headers=owner.headers).json
+    sign_in(client, capped["key"])
+    keys = client.get("/dashboard/keys").text
+    assert 'data-testid="capped-note"' in keys and "Create a key" not in keys
+    before = len(client.get("/v1/keys", headers=owner.headers).json["data"])
+    refused = client.post("/dashboard/keys", data={
+        "csrf_token": csrf_from(keys), "name": "again", "cap_month": "5"})
+    assert refused.status_code == 403 and "may not create keys" in refused.text
+    assert len(client.get("/v1/keys", headers=owner.headers).json["data"]) == before
