@@ -3,8 +3,6 @@ every page goes through, and the page groups mounted under it."""
 
 from __future__ import annotations
 
-import contextlib
-
 from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from silk.account.auth import count_failure, guard_address
@@ -16,6 +14,7 @@ from silk.operator.accounts import bp as accounts_bp
 from silk.operator.codes import bp as codes_bp
 from silk.operator.reports import bp as reports_bp
 from silk.web.dashboard_data import key_for_login
+from silk.web.errorpage import error_page
 from silk.web.formats import count, units, usd, when
 
 bp = Blueprint("operator", __name__, url_prefix="/admin")
@@ -83,10 +82,7 @@ def _error_page(err: SilkError):
     if request.blueprint is None or not request.blueprint.startswith("operator") \
             or request.path.endswith(".json"):
         return None
-    with contextlib.suppress(Exception):  # the connection may be gone already
-        db.session.rollback()
-    g.error_code = err.code
-    return render_template("operator/error.html", message=err.message), err.status, err.headers
+    return error_page("operator/error.html", err)
 
 
 @bp.teardown_request

@@ -7,7 +7,6 @@ another site can neither act for a signed-in user nor sign them into its own acc
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import re
 import secrets
@@ -42,6 +41,7 @@ from silk.pricing import units_to_usd
 from silk.validation import load
 from silk.web import dashboard_data as data
 from silk.web.charts import bar_chart
+from silk.web.errorpage import error_page
 from silk.web.formats import axis_count, count, units, usd, when
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
@@ -113,11 +113,7 @@ def _error_page(err: SilkError):
     Paths no dashboard page serves keep the API's envelope (None)."""
     if request.blueprint != "dashboard":
         return None
-    with contextlib.suppress(Exception):  # the connection may be gone already
-        db.session.rollback()
-    g.error_code = err.code
-    return (render_template("dashboard/error.html", message=err.message), err.status,
-            err.headers)
+    return error_page("dashboard/error.html", err)
 
 
 @dataclass(frozen=True)
