@@ -11,7 +11,12 @@ import orjson
 
 from silk.catalog.catalogue import Model, Provider
 from silk.relay.call import Call, bound_body
-from silk.relay.tokens import PER_MESSAGE_OVERHEAD, prompt_bound, prompt_estimate
+from silk.relay.tokens import (
+    PER_MESSAGE_OVERHEAD,
+    prompt_bound,
+    prompt_estimate,
+    template_overhead,
+)
 
 SURFACE = "messages"
 # What Anthropic's tool_choice types are in chat completions.
@@ -153,8 +158,8 @@ def native_prompt_bound(request: dict, image_allowance: int) -> int:
         content = message.get("content")
         for block in content if isinstance(content, list) else ():
             images += _images(block)
-    return size + PER_MESSAGE_OVERHEAD * (len(request["messages"]) + 1) + 64 + (
-        images * image_allowance)
+    return size + PER_MESSAGE_OVERHEAD * (len(request["messages"]) + 1) + template_overhead(
+        request.get("tools")) + images * image_allowance
 
 
 def _images(block: dict) -> int:

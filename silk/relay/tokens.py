@@ -15,6 +15,15 @@ import orjson
 from silk.pricing import Usage
 
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens a chat template adds per message
+TEMPLATE_OVERHEAD = 64  # the chat template's own tokens around the whole conversation
+# Tools come wrapped in the provider's own instructions on how to call them, billed as
+# prompt: DeepSeek's template adds about 150 tokens, Anthropic documents 313-346 for its.
+TOOLS_OVERHEAD = 512
+
+
+def template_overhead(tools: object) -> int:
+    """Tokens a provider's template may add to a prompt besides its messages and schemas."""
+    return TEMPLATE_OVERHEAD + (TOOLS_OVERHEAD if tools else 0)
 PROMPT_FIELDS = ("messages", "tools", "functions", "response_format", "tool_choice")
 
 
@@ -33,8 +42,9 @@ def prompt_bound(body: dict, image_allowance: int) -> int:
         content = message.get("content")
         if isinstance(content, list):
             images += sum(1 for part in content if part.get("type") != "text")
-    return size + PER_MESSAGE_OVERHEAD * len(body.get("messages", ())) + 64 + (
-        images * image_allowance)
+    tools = body.get("tools") or body.get("functions")
+    return size + PER_MESSAGE_OVERHEAD * len(body.get("messages", ())) + template_overhead(
+        tools) + images * image_allowance
 
 
 # Punctuation and control characters: a tokenizer rarely merges them with their neighbours.
