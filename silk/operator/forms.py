@@ -18,6 +18,7 @@ from silk.validation import load
 
 _WHOLE = re.compile(r"[0-9]{1,12}")
 _MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?")  # 1,234.50: thousands
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,12 @@ def whole(form: Mapping, name: str, default: int | None = None) -> int | None:
 
 
 def amount(form: Mapping, name: str = "amount") -> Decimal:
-    """A USD amount typed into a form (may be signed for an adjustment)."""
-    raw = str(form.get(name, "")).strip().replace("$", "").replace(",", "")
+    """A USD amount typed into a form (may be signed for an adjustment); a comma only as a
+    thousands separator, since 1,50 means one and a half in much of the world."""
+    raw = str(form.get(name, "")).strip().replace("$", "")
+    grouped = "," in raw and _GROUPED.fullmatch(raw)
     try:
-        value = Decimal(raw)
+        value = Decimal(raw.replace(",", "") if grouped else raw)
     except InvalidOperation:
         raise InvalidRequest(f"Invalid '{name}': a USD amount such as 12.50.",
                              param=name) from None

@@ -227,3 +227,41 @@ def test_reviewing_a_credit_writes_nothing_until_confirmed(client, accounts, ope
     assert review.status_code == 200 and "$5.00" in review.text
     assert len(accounts.ledger(user.id)) == entries
     assert accounts.balance_units(user.id) == 1_000_000_000
+
+
+@pytest.mark.parametrize(("path", "form"), [
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "1,50", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "adjustment", "amount": "-0,5", "note": "x"}),
+    ("/admin/accounts/{id}/credit", {"kind": "topup", "amount": "1,5,0", "note": "x"}),
+    ("/admin/accounts", {"email": "x@example.com", "credit": "2,50"}),
+    ("/admin/codes/redemption", {"amount": "2,50", "count": "3"}),
+    ("/admin/tiers", {"name": "promo", "discount_percent": "7,5", "monthly_free_tokens": "0"}),
+])
+def test_a_decimal_comma_is_refused_not_read_as_a_hundred_times_more(client, accounts,
+                                                                    operator, path, form):
+    """"1,50" is one and a half in much of the world: a comma that is not a thousands
+    separator is refused, never dropped (which read it as 150 and wrote it unconfirmed)."""
+    from silk.billing.models import RedemptionCode, TierRecord
+    from silk.extensions import db
+
+    _, token = operator
+    user = accounts.make(credit="1", email="ada@example.com")
+    answer = client.post(path.format(id=user.id), data={**form, "csrf_token": token},
+                         follow_redirects=True)
+    assert answer.status_code < 500
+    assert "flash-error" in answer.text and "such as 12.50" in answer.text
+    assert accounts.balance_units(user.id) == 1_000_000_000
+    with client.application.app_context():
+        assert db.session.scalars(db.select(RedemptionCode)).all() == []
+        assert db.session.get(TierRecord, "promo") is None
+        assert "x@example.com" not in client.get("/admin/accounts?q=x@").text
+        db.session.remove()
+    assert accounts.audit() == []
+
+
+def test_a_thousands_separator_is_still_read(client, accounts, operator):
+    _, token = operator
+    user = accounts.make(email="ada@example.com")
+    review = client.post(f"/admin/accounts/{user.id}/credit", data={
+        "kind": "topup", "amount": "$1,234.50", "note": "wire", "csrf_token": token})
+    assert review.status_code == 200 and "$1,234.50" in review.text
