@@ -105,3 +105,25 @@ def test_sweep_settles_only_holds_whose_lease_ran_out(app, runner, accounts):
     records = accounts.usage_records(acct.id)
     assert [r.status for r in records] == ["swept", "swept"] and records[0].estimated
     assert runner.invoke(args=["silk", "audit"]).exit_code == 0
+
+
+def test_create_account_credits_only_what_a_top_up_may(runner, accounts):
+    """The opening credit is a top-up, as on the admin API and the console: whole cents,
+    above 0, at most SILK_TOPUP_MAX; anything else is refused and makes no account (an
+    amount past what a balance holds was a traceback)."""
+    for n, (credit, message) in enumerate((("0.123456789", "2 decimal places"),
+                                           ("10000.01", "at most $10000"),
+                                           ("10000000000", "at most $10000"),
+                                           ("1e30", "at most $10000"),
+                                           ("-1", "greater than 0"))):
+        email = f"c{n}@example.com"
+        result = runner.invoke(args=["silk", "create-account", email, "--credit", credit])
+        assert result.exit_code == 1, (credit, result.output, result.exception)
+        assert message in result.output, (credit, result.output)
+        assert "sk-" not in result.output
+        shown = runner.invoke(args=["silk", "show-account", email])
+        assert shown.exit_code == 1 and "No account" in shown.output, shown.output
+    made = runner.invoke(args=["silk", "create-account", "ok@example.com", "--credit", "10000"])
+    assert made.exit_code == 0, made.output
+    assert "balance=$10000" in made.output
+    assert accounts.audit() == []

@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from silk.cliutil import fail, parse_usd, usd, when
+from silk.cliutil import fail, parse_usd, topup_max, usd, when
 from silk.database import utcnow
 from silk.errors import SilkError
 from silk.pricing import usd_to_units
@@ -25,6 +25,15 @@ def _usd(value: str) -> int:
     return usd_to_units(amount)
 
 
+def _opening_credit(value: str) -> int:
+    """An opening credit in units: it is a top-up, so checked as the API and console check
+    one (whole cents, at most SILK_TOPUP_MAX)."""
+    from silk.billing.topup import check_amount
+
+    amount = parse_usd(value)
+    return check_amount(amount, topup_max(), param="credit") if amount else 0
+
+
 @commands.command("create-account")
 @click.argument("email")
 @click.option("--tier", default=None, help="Tier name (default: the configured default tier).")
@@ -37,9 +46,10 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
     from silk.errors import Conflict
 
     try:
+        units = _opening_credit(credit)
         account, key = create_account(
             email, tier=tier or current_app.config["SILK_DEFAULT_TIER"], known_tiers=tiers(),
-            credit_units=_usd(credit), is_admin=admin, actor="cli")
+            credit_units=units, is_admin=admin, actor="cli")
     except Conflict as err:
         # On stdout, where the key would be: a script reading the last line sees why.
         click.echo(f"{err.message} Nothing was changed; make another key with "
@@ -49,7 +59,7 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
         fail(err)
     click.echo(f"account {account.id} {account.email} tier={account.tier} "
                f"admin={'yes' if account.is_admin else 'no'} "
-               f"balance={usd(_usd(credit))}")
+               f"balance={usd(units)}")
     click.echo("API key (shown once; store it now):")
     click.echo(key.secret)
 
