@@ -6,10 +6,22 @@ from decimal import Decimal
 import orjson
 from flask.json.provider import JSONProvider
 
+_DOUBLE_DIGITS = 15  # significant digits a double carries through its shortest repr
+
 
 def _default(value):
     if isinstance(value, Decimal):
-        # Money carries at most nine decimals, well inside a double's exact repr range.
+        # A double shows up to 15 digits exactly: nine decimals of money up to $999,999; past
+        # that (a balance or a report's total in the millions) the digits leave as they are.
+        if len(value.as_tuple().digits) <= _DOUBLE_DIGITS:
+            return float(value)
+        return orjson.Fragment(f"{value:f}")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _float_default(value):
+    """The standard library's fallback, which writes no raw digits: a Decimal as a float."""
+    if isinstance(value, Decimal):
         return float(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
@@ -30,7 +42,7 @@ def column_dumps(obj) -> str:
     try:
         return dumps_text(obj)
     except TypeError:
-        return json.dumps(obj, default=_default)
+        return json.dumps(obj, default=_float_default)
 
 
 def column_loads(text: str | bytes):

@@ -33,3 +33,14 @@ def test_a_lone_surrogate_is_written_and_read_as_the_standard_library_does():
 
 def test_money_leaves_as_a_number():
     assert column_loads(column_dumps({"cost": Decimal("0.000018774")})) == {"cost": 1.8774e-05}
+
+
+@given(st.integers(0, 2**63 - 1))
+def test_every_balance_leaves_as_its_exact_usd_number(units):
+    """Nano-dollars past 2**53 (a balance or a report's total above $9,007,199.254740992)
+    have more digits than a double holds: they must still leave exactly."""
+    from silk.jsonio import dumps_bytes
+    from silk.pricing import units_to_usd
+
+    text = dumps_bytes({"balance": units_to_usd(units)})
+    assert json.loads(text, parse_float=Decimal)["balance"] * 10**9 == units

@@ -253,3 +253,34 @@ def test_an_unknown_or_expired_code_credits_nothing(app, client, accounts):
     assert response.json["error"]["code"] == "code_expired"
     assert accounts.balance_units(user.id) == 0
     assert accounts.audit() == []
+
+
+class TestLargeBalances:
+    @pytest.fixture
+    def app_config(self, app_config):
+        app_config["SILK_TOPUP_MAX"] = "100000000"
+        return app_config
+
+    def test_a_balance_past_nine_million_dollars_is_shown_to_the_nano_dollar(self, client,
+                                                                           accounts):
+        """A double holds 15 significant digits: $9,000,000.000000014 has 16, and left as a
+        float it read $9,000,000.000000015, a figure the ledger never held."""
+        import json
+
+        admin = accounts.make(admin=True)
+        assert topup(client, admin, {"amount": 9_000_000}).status_code == 200
+        response = client.post(f"/v1/admin/accounts/{admin.id}/credits", headers=admin.headers,
+                               json={"amount": "0.000000014", "kind": "adjustment"})
+        assert response.status_code == 200, response.json
+        exact = Decimal("9000000.000000014")
+        assert accounts.balance_units(admin.id) == usd_to_units(exact)
+
+        def read(answer):
+            return json.loads(answer.get_data(), parse_float=Decimal)
+
+        assert read(response)["balance"] == exact
+        assert read(client.get("/v1/balance", headers=admin.headers))["balance"] == exact
+        assert read(client.get("/v1/billing", headers=admin.headers))["balance"] == exact
+        ledger = read(client.get(f"/v1/admin/accounts/{admin.id}/ledger",
+                                 headers=admin.headers))["data"]
+        assert ledger[0]["balance_after"] == exact
