@@ -65,7 +65,7 @@ def issue_redemption():
         flash(err.message, "error")
         return redirect(url_for(".index"))
     header = ("code", "amount_usd", "expires_at", "note")
-    rows = [(item.code, units_to_usd(item.record.amount_units),
+    rows = [(item.code, csvout.cell(units_to_usd(item.record.amount_units)),
              item.record.expires_at.isoformat() if item.record.expires_at else "",
              item.record.note) for item in issued]
     return render_template("operator/issued.html", what="redemption codes", header=header,

@@ -6,8 +6,16 @@ import csv
 import io
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 
 from flask import Response
+
+
+def cell(value: object) -> object:
+    """A value as a CSV cell shows it: a Decimal exact and in plain digits (10, not 1E+1)."""
+    if value is None:
+        return ""
+    return f"{value:f}" if isinstance(value, Decimal) else value
 
 
 def text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -16,7 +24,7 @@ def text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
+        writer.writerow([cell(value) for value in row])
     return out.getvalue()
 
 

@@ -265,3 +265,33 @@ def test_a_thousands_separator_is_still_read(client, accounts, operator):
     review = client.post(f"/admin/accounts/{user.id}/credit", data={
         "kind": "topup", "amount": "$1,234.50", "note": "wire", "csrf_token": token})
     assert review.status_code == 200 and "$1,234.50" in review.text
+
+
+def test_issued_codes_and_their_csv_show_plain_amounts(client, operator):
+    """A $10 code reads 10 on the page and in the CSV handed out, never 1E+1."""
+    import base64
+    import csv
+    import io
+
+    _, token = operator
+    answer = client.post("/admin/codes/redemption",
+                         data={"amount": "10", "count": "2", "csrf_token": token})
+    assert answer.status_code == 201, answer.text
+    assert answer.text.count("<td>10</td>") == 2 and "<td>1E+1</td>" not in answer.text
+    url = re.search(r'href="data:text/csv;base64,([^"]+)"', answer.text).group(1)
+    rows = list(csv.reader(io.StringIO(base64.b64decode(url).decode())))
+    assert rows[0][:2] == ["code", "amount_usd"]
+    assert [row[1] for row in rows[1:]] == ["10", "10"]
+
+
+def test_csv_money_is_written_without_exponents():
+    from decimal import Decimal
+
+    from silk.operator.csvout import text
+    from silk.pricing import units_to_usd
+
+    written = text(("key", "cost_usd"), [("a", units_to_usd(100 * 10**9)),
+                                         ("b", units_to_usd(1_250_000_000_000)),
+                                         ("c", units_to_usd(18_774))])
+    assert written.splitlines()[1:] == ["a,100", "b,1250", "c,0.000018774"]
+    assert Decimal("1E+2") == units_to_usd(100 * 10**9)  # what str() would have written
