@@ -139,10 +139,11 @@ def input_items(engine: Engine, account_id: int, key_id: int | None, response_id
 
 
 def remove(engine: Engine, account_id: int, key_id: int | None, response_id: str) -> None:
-    """Delete a stored response; 404 when this account has none by that id."""
+    """Delete a stored response; 404 when this account has none by that id (an expired one
+    is gone for every call, though the sweep deletes its row)."""
     with write_begin(engine) as connection:
         gone = connection.execute(delete(_TABLE).where(
-            *_mine(account_id, key_id, response_id))).rowcount
+            *_mine(account_id, key_id, response_id), _TABLE.c.expires_at > utcnow())).rowcount
     if not gone:
         raise missing(response_id)
 

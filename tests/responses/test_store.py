@@ -172,6 +172,28 @@ def test_responses_expire_through_the_sweep(app, client, accounts, upstream):
     assert _kept(app) == 0
 
 
+def test_an_expired_response_is_missing_to_every_call_before_the_sweep(app, client, accounts,
+                                                                       upstream):
+    """Expired is gone, as the README says: GET, input_items, previous_response_id and
+    DELETE all answer 404, whether or not the sweep has deleted the row yet."""
+    acct = accounts.make(credit="1")
+    made = _create(client, acct, input="hi").json
+    start = system_utcnow()
+    try:
+        set_clock(lambda: start + timedelta(days=30, minutes=1))
+        for method, path in (("get", ""), ("get", "/input_items"), ("delete", "")):
+            answer = getattr(client, method)(f"/v1/responses/{made['id']}{path}",
+                                              headers=acct.headers)
+            assert answer.status_code == 404, (method, path, answer.json)
+            assert answer.json["error"]["code"] == "response_not_found"
+        continued = post(client, acct, {"model": "deepseek-chat", "input": "x",
+                                        "previous_response_id": made["id"]})
+        assert continued.status_code == 404
+    finally:
+        set_clock(None)
+    assert _kept(app) == 1  # the row is the sweep's to delete
+
+
 def test_retention_is_a_setting(app, client, accounts, upstream):
     app.config["SILK_RESPONSES_RETENTION_DAYS"] = 1
     acct = accounts.make(credit="1")
