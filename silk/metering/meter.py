@@ -76,6 +76,8 @@ class Meter:
         self.prompt_counted: Usage | None = None
         self.reasoning_tokens = 0
         self.delivered_tokens = 0  # estimated from the text the client received
+        # Estimated output delivered since the provider's last count, which cannot include it.
+        self.delivered_uncounted = 0
         self.delivered_any = False
         self.billed: Usage | None = None
         self.estimated = False
@@ -101,6 +103,7 @@ class Meter:
         """The upstream reported its counts; the last report counts."""
         self.usage = usage
         self.reasoning_tokens = reasoning_tokens
+        self.delivered_uncounted = 0
 
     def prompt_seen(self, prompt: Usage) -> None:
         """The upstream reported the prompt's counts (no output count yet)."""
@@ -109,6 +112,7 @@ class Meter:
     def delivered(self, tokens: int) -> None:
         """Output reached the client: `tokens` estimated from its text (may be 0)."""
         self.delivered_tokens += tokens
+        self.delivered_uncounted += tokens
         self.delivered_any = True
 
     def ended(self, how: str) -> Bill:
@@ -144,6 +148,12 @@ class Meter:
             usage = (Usage(prompt.prompt_tokens, self.delivered_tokens, prompt.cache_hit_tokens)
                      if prompt is not None
                      else Usage(self.hold.prompt_estimate, self.delivered_tokens))
+            estimated = True
+        elif usage is not None and billable and self.delivered_uncounted:
+            # Output came after the provider's last count (one sent before the answer, or a
+            # count followed by more text): its estimate is added to the count.
+            usage = Usage(usage.prompt_tokens, usage.completion_tokens + self.delivered_uncounted,
+                          usage.cache_hit_tokens)
             estimated = True
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated

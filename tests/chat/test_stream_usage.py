@@ -157,3 +157,41 @@ def test_cut_stream_prompt_estimate_counts_tools_and_tool_calls(app, client, acc
     assert record.cost_units == _price(app, "deepseek-chat",
                                        Usage(record.prompt_tokens, record.completion_tokens))
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("directive", ["early_usage no_usage", "early_usage cut_after=8"],
+                         ids=["done", "cut"])
+def test_output_after_the_providers_last_count_is_billed(app, client, accounts, upstream,
+                                                         directive):
+    """A usage chunk that came before the answer (the prompt alone) does not cover what was
+    delivered after it: that output is billed from its estimate on top of the count."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    # role, early usage, 5 pieces, finish (and no final usage either way)
+    msgs = messages("counted first", f"pieces=5 {directive}")
+    _stream(client, acct, "deepseek-chat", msgs, stream_options={"include_usage": True})
+    [record] = accounts.usage_records(acct.id)
+    assert (record.prompt_tokens, record.completion_tokens) == (prompt_tokens(msgs), 5)
+    assert record.estimated
+    cost = _price(app, "deepseek-chat", Usage(prompt_tokens(msgs), 5))
+    assert record.cost_units == cost
+    assert [(e.kind, e.amount_units) for e in accounts.ledger(acct.id)] == [
+        ("topup", 10**9), ("charge", -cost)]
+    assert accounts.audit() == []
+
+
+def test_a_final_count_after_an_early_one_is_billed_as_reported(app, client, accounts,
+                                                                upstream):
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("counted twice", "pieces=5 early_usage")
+    events = sse_events(_stream(client, acct, "deepseek-chat", msgs,
+                                stream_options={"include_usage": True}).data)
+    assert events[-1] == "[DONE]"
+    cost = _price(app, "deepseek-chat", Usage(prompt_tokens(msgs), 5))
+    [chunk] = _usage_chunks(events)
+    assert usd_to_units(Decimal(str(chunk["usage"]["cost"]))) == cost
+    assert "estimated" not in chunk["usage"]
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == cost and not record.estimated
+    assert accounts.audit() == []

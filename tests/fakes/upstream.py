@@ -52,6 +52,9 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 ``"usage": null``; ``repeat_usage=n`` sends it n more times), then ``data: [DONE]``. Ark
 alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
 far (cumulative, the prompt and the pieces sent up to and including it).
+``early_usage`` sends, right after the role chunk, a ``choices: []`` chunk whose usage counts
+the prompt alone (completion 0), as a provider that reports the prompt first; the final usage
+chunk still comes as above (``no_usage`` drops only that one).
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
 ``stall_after=n`` falls silent after n data events, until the client leaves. ``together=n``
 writes the events n at a time, each group in one write (one read for the gateway), as a
@@ -191,6 +194,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning": str,                   # reasoning text (when thinking is on)
     "reasoning_pieces": _non_negative(int),  # reasoning of n pieces: "t0 t1 ... t{n-1}"
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
+    "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
     "error_message": str,               # the message of the error body a `status` sends
@@ -622,8 +626,10 @@ class _Handler(BaseHTTPRequestHandler):
                 def running(reasoned: int, answered: int) -> dict:
                     return build_usage(provider, prompt, reasoned + answered, reasoned,
                                        opts.get("cache_hit", 0))
+            early = (build_usage(provider, prompt, 0, 0, opts.get("cache_hit", 0))
+                     if opts.get("early_usage") else None)
             self._stream(provider, opts, meta, reasoning, content,
-                         usage if include_usage else None, running)
+                         usage if include_usage else None, running, early)
         else:
             self._complete(provider, opts, meta, reasoning, content, usage)
 
@@ -673,10 +679,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                 content: list[str], usage: dict | None,
-                running: Callable[[int, int], dict] | None) -> None:
-        """Stream the answer; ``usage`` is the final usage chunk's (None: no such chunk), and
+                running: Callable[[int, int], dict] | None,
+                early: dict | None = None) -> None:
+        """Stream the answer; ``usage`` is the final usage chunk's (None: no such chunk),
         ``running(reasoned, answered)`` the usage so far that every chunk carries (Ark's
-        ``chunk_include_usage``)."""
+        ``chunk_include_usage``), and ``early`` a usage chunk's sent after the role chunk."""
         counts = [0, 0]  # reasoning and answer pieces sent so far
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
@@ -693,6 +700,11 @@ class _Handler(BaseHTTPRequestHandler):
 
         def events() -> Iterator[dict]:
             yield chunk({"role": "assistant", "content": ""})
+            if early is not None:
+                first = chunk({})
+                first["choices"] = []
+                first["usage"] = early
+                yield first
             for piece in reasoning:
                 counts[0] += 1
                 yield chunk({"reasoning_content": piece})
