@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from silk.catalog.catalogue import Model
 from silk.database import utcnow
 from silk.metering.models import UsageRecord
-from silk.schedule import below_cost_rates
+from silk.schedule import RATES, below_cost_rates
 
 USAGE = UsageRecord.__table__
 GROUPINGS = ("model", "provider", "day")
@@ -56,13 +56,15 @@ def total(rows: list[MarginRow]) -> MarginRow:
 
 
 def models_below_cost(models: Mapping[str, Model]) -> dict[str, list[str]]:
-    """Each model whose list price is below its upstream price at some time from now on and
-    some prompt size, with the rates that are (list prices: before any tier discount)."""
+    """Each model whose list price is below the upstream price of any of its routes at some
+    time from now on and some prompt size, with the rates that are (list prices: before any
+    tier discount); every route counts, as any may serve a request at the model's price."""
     now = utcnow()
     found = {}
     for model in models.values():
-        if model.cost_pricing is None or model.pricing is None:
-            continue
-        if rates := below_cost_rates(model.pricing, model.cost_pricing, now):
-            found[model.id] = rates
+        costs = [route.cost_pricing for route in model.routes] or [model.cost_pricing]
+        below = {rate for cost in costs if cost is not None and model.pricing is not None
+                 for rate in below_cost_rates(model.pricing, cost, now)}
+        if below:
+            found[model.id] = [rate for rate in RATES if rate in below]
     return found

@@ -141,3 +141,31 @@ def test_a_model_sold_below_cost_is_flagged_at_start_up(database_url, caplog):
     text, _ = metrics.render()
     assert b'silk_models_below_cost{model="mimo-v2.5"} 1.0' in text
     assert b'silk_models_below_cost{model="deepseek-chat"}' not in text
+
+
+def test_a_route_sold_below_cost_is_flagged(database_url, caplog):
+    """A backup route dearer than the price loses money on every request it serves, even
+    when the first route's cost is below the price (or unset)."""
+    from silk import create_app
+    from silk.billing.margin import models_below_cost
+    from silk.ops import metrics
+
+    first = {"provider": "deepseek", "upstream": "deepseek-v4-flash",
+             "cost": {"input": "0.07", "output": "0.11"}}
+    dearer = {"provider": "mimo", "upstream": "mimo-v2.5", "name": "mimo-backup",
+              "cost": {"input": "0.20", "output": "0.30"}}
+    models = {**MODELS,
+              "backed-up": {"input": "0.14", "output": "0.28", "max_output_tokens": 100,
+                            "routes": [first, dearer]},
+              "uncosted-first": {"input": "0.14", "output": "0.28", "max_output_tokens": 100,
+                                 "routes": [{"provider": "ark", "upstream": "x"}, dearer]}}
+    with caplog.at_level(logging.WARNING):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SILK_MODELS": models,
+                          "SILK_SWEEP_INTERVAL": 0})
+    assert models_below_cost(app.extensions["silk.catalogue"].models) == {
+        "backed-up": ["input", "output", "cache_hit", "reasoning"],
+        "uncosted-first": ["input", "output", "cache_hit", "reasoning"]}
+    assert any("backed-up is priced below its upstream cost" in r.getMessage()
+               for r in caplog.records)
+    text, _ = metrics.render()
+    assert b'silk_models_below_cost{model="backed-up"} 1.0' in text
