@@ -37,9 +37,10 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
 
     Anthropic's `input_tokens` leaves out cache reads and cache writes; both were read by
     the model, so both are prompt tokens (a write is priced as input). None when the counts
-    are not whole numbers or there is no output count.
+    are not whole numbers or there is no input or output count (an absent or null prompt
+    count is no count of zero: the prompt is then the provider's earlier count or estimated).
     """
-    counts = _whole(usage, "output_tokens")
+    counts = _whole(usage, "input_tokens", "output_tokens")
     if counts is None:
         return None
     fresh, output, read, written = counts
@@ -56,10 +57,10 @@ def input_from(usage: Mapping | None) -> Usage | None:
     return Usage(fresh + read + written, 0, read)
 
 
-def _whole(usage: Mapping | None, required: str) -> tuple[int, ...] | None:
-    """The counts of _COUNTS (0 when absent), or None if `required` is absent or one is not
-    a whole number >= 0."""
-    if not isinstance(usage, Mapping) or usage.get(required) is None:
+def _whole(usage: Mapping | None, *required: str) -> tuple[int, ...] | None:
+    """The counts of _COUNTS (0 when absent), or None if one of `required` is absent or one
+    is not a whole number >= 0."""
+    if not isinstance(usage, Mapping) or any(usage.get(name) is None for name in required):
         return None
     counts: list[int] = []
     for name in _COUNTS:

@@ -121,3 +121,27 @@ def test_a_reply_carried_in_a_start_event_counts_as_delivered(native, app, clien
     assert record.status == "cut" and record.estimated
     assert record.completion_tokens == 20  # "w0".."w19", as estimated
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
+def test_an_answer_without_an_input_count_bills_the_prompt_estimated(native, app, client,
+                                                                     accounts, stream):
+    """A null (or absent) input_tokens is no count of the prompt, not a count of zero: the
+    prompt is billed at the gateway's estimate, as chat bills a missing prompt_tokens."""
+    from silk.messages.translate import to_chat_body
+    from silk.relay.tokens import prompt_estimate
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("one two three four five six seven eight",
+                   "pieces=5 usage_json='{\"input_tokens\": null}'", stream=stream)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and record.estimated
+    assert record.prompt_tokens == prompt_estimate(to_chat_body(body)) > 0
+    assert record.completion_tokens == 5
+    usage = sse(response.data)[-2][1]["usage"] if stream else response.json["usage"]
+    assert usage["input_tokens"] == record.prompt_tokens and usage["estimated"] is True
+    assert record.cost_units == units(Decimal(str(usage["cost"]))) > 0
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
