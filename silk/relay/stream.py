@@ -222,9 +222,10 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                     prompt = anthropic.input_from(seen)
                     if prompt is not None:
                         meter.prompt_seen(prompt)
-                    early = anthropic.message_delivered(data["message"])  # content: [] as a rule
-                    if early:
-                        meter.delivered(early)
+                    # The answer began: the client holds message_start (its content, [] as a
+                    # rule), so a stream ending now bills the prompt, as a chat stream's
+                    # first chunk does.
+                    meter.delivered(anthropic.message_delivered(data["message"]))
                 elif what == "message_delta":
                     anthropic.merge_usage(seen, data.get("usage"))
                     parsed = anthropic.usage_from(seen)

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.chat.helpers import set_quota_left, units
+from tests.chat.helpers import expected_cost, set_quota_left, units
 from tests.messages.helpers import HEADERS, native_prompt_tokens, request, sse
 
 
@@ -144,4 +144,48 @@ def test_an_answer_without_an_input_count_bills_the_prompt_estimated(native, app
     usage = sse(response.data)[-2][1]["usage"] if stream else response.json["usage"]
     assert usage["input_tokens"] == record.prompt_tokens and usage["estimated"] is True
     assert record.cost_units == units(Decimal(str(usage["cost"]))) > 0
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.mark.parametrize("events_before_cut", [1, 2, 3], ids=["start", "ping", "block"])
+def test_cut_before_the_first_delta_bills_the_input_counted(native, app, client, accounts,
+                                                            events_before_cut):
+    """message_start (then ping, an empty block's start) reached the client: the answer
+    began and the provider counted its prompt, so a stream cut before any text bills that
+    prompt, as a chat stream cut after its first chunk bills the prompt's estimate."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("1234567890" * 40, f"pieces=20 cut_after={events_before_cut} "
+                   "usage_json='{\"input_tokens\": 400}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[0][0] == "message_start" and events[-1][0] == "error"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert (record.prompt_tokens, record.completion_tokens) == (400, 0)
+    cost = expected_cost("deepseek-chat", 400, 0)
+    assert record.cost_units == units(cost) == units(Decimal(str(events[-1][1]["usage"]["cost"])))
+    assert "(400 input and 0 output tokens)" in events[-1][1]["error"]["message"]
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_client_gone_right_after_message_start_bills_the_input_counted(native, app, client,
+                                                                       accounts):
+    """A client that leaves as soon as message_start arrives pays for the prompt the
+    provider read, not nothing."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("1234567890" * 40, "pieces=20 chunk_delay=0.2 "
+                   "usage_json='{\"input_tokens\": 400}'", stream=True)
+    response = _post(client, acct, body)
+    received = b""
+    for piece in response.response:
+        received += piece
+        if b"message_start" in received:
+            break
+    assert b"content_block" not in received
+    response.close()
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed"
+    assert (record.prompt_tokens, record.completion_tokens) == (400, 0)
+    assert record.cost_units == units(expected_cost("deepseek-chat", 400, 0))
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
