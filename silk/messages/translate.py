@@ -33,6 +33,10 @@ OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text 
 # Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
 # faster or other service tiers): the catalogue cannot price them, so they are not sent.
 _UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
+# Chat completions' output limits besides max_tokens, and its choice count: no Messages
+# field, so a provider's endpoint that read them as its chat dialect does would produce
+# more than the max_tokens held; they are not sent.
+_CHAT_BOUNDS = ("max_completion_tokens", "n")
 
 
 def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
@@ -63,7 +67,8 @@ def native_body(request: dict, model: Model, provider: Provider, *,
                 stream: bool) -> tuple[dict, int]:
     """The request for a provider's own Messages endpoint, and the output bound held.
 
-    Server tools and fields that buy another price are left out (_UNPRICED). Anthropic
+    Server tools and fields that buy another price are left out (_UNPRICED), and so are
+    chat completions' output bounds other than max_tokens (_CHAT_BOUNDS). Anthropic
     counts a thinking budget inside max_tokens; the gateway does not rely on a provider
     doing so and holds max_tokens plus the budget, a budget not under max_tokens (which
     may have been lowered to the model's maximum) lowered under it, as Anthropic requires.
@@ -71,7 +76,8 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     limit covers reasoning (silk.defaults.PROVIDERS); elsewhere it gets the route's
     reasoning budget, or is off.
     """
-    body = {name: value for name, value in request.items() if name not in _UNPRICED}
+    body = {name: value for name, value in request.items()
+            if name not in _UNPRICED and name not in _CHAT_BOUNDS}
     if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
         body["tools"] = [tool for tool in body["tools"]
                          if tool.get("type") in (None, "custom")]

@@ -44,6 +44,18 @@ def test_what_the_catalogue_cannot_price_is_not_sent(native, client, accounts):
     assert not {"mcp_servers", "container", "service_tier", "speed"} & set(sent)
 
 
+def test_chat_output_bounds_are_not_sent(native, client, accounts):
+    """The provider gets one output limit, the max_tokens held: not chat completions'
+    max_completion_tokens or n, which its own chat dialect obeys and no Messages field is."""
+    acct = accounts.make(credit="1")
+    body = request("hi", max_completion_tokens=100_000, n=8)
+    assert _post(client, acct, body).status_code == 200
+    sent = native.requests[-1].body
+    assert sent["max_tokens"] == 1000
+    assert not {"max_completion_tokens", "n"} & set(sent)
+    assert accounts.audit() == []
+
+
 def test_json_answer_is_billed_from_anthropic_counts(native, app, client, accounts):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
