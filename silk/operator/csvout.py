@@ -10,11 +10,18 @@ from decimal import Decimal
 
 from flask import Response
 
+# A text cell starting so is a formula to a spreadsheet; some of that text is a customer's
+# (an account's email), and the operator opens these files.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 def cell(value: object) -> object:
-    """A value as a CSV cell shows it: a Decimal exact and in plain digits (10, not 1E+1)."""
+    """A value as a CSV cell shows it: a Decimal exact and in plain digits (10, not 1E+1),
+    text that a spreadsheet would run as a formula quoted with ' so it stays text."""
     if value is None:
         return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
     return f"{value:f}" if isinstance(value, Decimal) else value
 
 

@@ -295,3 +295,46 @@ def test_csv_money_is_written_without_exponents():
                                          ("c", units_to_usd(18_774))])
     assert written.splitlines()[1:] == ["a,100", "b,1250", "c,0.000018774"]
     assert Decimal("1E+2") == units_to_usd(100 * 10**9)  # what str() would have written
+
+
+@pytest.fixture
+def open_registration(app_config):
+    app_config["SILK_REGISTRATION"] = "open"
+    return app_config
+
+
+def test_a_customers_email_is_never_a_formula_in_the_usage_csv(open_registration, client,
+                                                               operator):
+    """A sign-up's email is the customer's text: in the CSV the operator opens in a
+    spreadsheet it stays text, never a formula (a cell starting =, +, - or @)."""
+    import csv
+    import io
+
+    emails = ("=1+2@example.com", "+1-2@example.com", "-2+3@example.com")
+    for email in emails:
+        answer = client.post("/v1/register", json={"email": email})
+        assert answer.status_code == 201, answer.text
+        chat = client.post("/v1/chat/completions",
+                           headers={"Authorization": f"Bearer {answer.json['api_key']}"},
+                           json={"model": "deepseek-chat", "stream": False,
+                                 "messages": [{"role": "user", "content": "Hi"}]})
+        assert chat.status_code == 200, chat.text
+    rows = list(csv.reader(io.StringIO(client.get("/admin/usage.csv?table=account").text)))
+    cells = [row[0] for row in rows[1:-1]]
+    assert sorted(cells) == sorted("'" + email for email in emails)
+    assert all(row[-1][0].isdigit() for row in rows[1:])  # the money stays numbers
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text():
+    import csv
+    import io
+    from decimal import Decimal
+
+    from silk.operator.csvout import text
+
+    written = text(("key", "margin_usd"), [("=HYPERLINK(1)", Decimal("-0.5")),
+                                           ("@SUM(A1)", -2), ("\tx", 0), ("\rx", 0),
+                                           ("plain", 1)])
+    cells = list(csv.reader(io.StringIO(written, newline="")))[1:]
+    assert [row[0] for row in cells] == ["'=HYPERLINK(1)", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
+    assert [row[1] for row in cells] == ["-0.5", "-2", "0", "0", "1"]
