@@ -123,14 +123,25 @@ class RedisLimiter:
             refused, which = self._admit(keys=keys, args=args)
         except Exception:  # noqa: BLE001 - a limiter outage must not stop paid traffic
             log.warning("redis unavailable; rate limits not enforced", exc_info=True)
-            return NOTHING_HELD
+            return self._held(self._unanswered(levels, minute, lease))
         if refused >= 0:
             raise refusal(levels[refused], which.decode() if isinstance(which, bytes)
                           else which, retry)
-        ticket = Ticket(self, levels, minute, max(0, tokens), lease)
+        return self._held(Ticket(self, levels, minute, max(0, tokens), lease))
+
+    def _unanswered(self, levels: Sequence[Level], minute: int, lease: str) -> Ticket:
+        """The fail-open admission: when Redis answers too late the script may still have run,
+        so the request frees the slots it may hold when it ends (not a lease later), and
+        corrects no token count it may not have made."""
+        slots = [Level(lv.name, lv.label, concurrency=lv.concurrency) for lv in levels
+                 if lv.concurrency is not None]
+        return Ticket(self, slots, minute, 0, lease) if slots else NOTHING_HELD
+
+    def _held(self, ticket: Ticket) -> Ticket:
+        """Renew the ticket's slot leases while it is alive."""
         if ticket.slots:
             with self._lock:
-                self._live[lease] = ticket
+                self._live[ticket.lease or ""] = ticket
             self._start_renewing()
         return ticket
 

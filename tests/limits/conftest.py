@@ -59,3 +59,57 @@ def make_limiter(request):
         return RedisLimiter(url, prefix=prefix, **options)
 
     return make
+
+
+class LateRedis:
+    """A TCP proxy to the tests' Redis that passes commands on at once and holds each answer
+    back `delay` seconds: a Redis that runs what it is sent but answers too late."""
+
+    def __init__(self, url: str):
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(url)
+        self.upstream = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.delay = 0.0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}{target.path}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pump(self, source, target, late: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if late:
+                    time.sleep(self.delay)
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            target.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def late_redis():
+    proxy = LateRedis(redis_or_skip())
+    yield proxy
+    proxy.close()

@@ -4,6 +4,7 @@ when a request ends, concurrency slots freed however it ends; in memory and in R
 from __future__ import annotations
 
 import gc
+import uuid
 
 import pytest
 
@@ -148,3 +149,22 @@ def test_redis_down_fails_open():
     ticket = limiter.admit([Level("key:9", "this API key", rpm=1, concurrency=1)], 5)
     ticket.finish(5)
     assert limiter.renew() == 0
+
+
+def test_a_slot_admitted_by_a_late_answer_is_freed_when_the_request_ends(late_redis):
+    """Redis ran the admission but answered after the limiter stopped waiting: the request
+    is admitted (fail open), and the slot the script took is given back when it ends, not
+    held a whole lease by a request that is over."""
+    from silk.redislimits import RedisLimiter
+
+    slow = RedisLimiter(late_redis.url, prefix=f"silk:test:{uuid.uuid4().hex}:")
+    other = redis_limiter()
+    other.prefix = slow.prefix  # another worker, whose Redis answers in time
+    level = Level("key:10", "this API key", concurrency=1)
+    slow.redis.ping()  # connected while Redis answers in time
+    late_redis.delay = 0.8  # past the limiter's 0.5 s wait
+    ticket = slow.admit([level], 5)  # admitted, its answer lost
+    late_redis.delay = 0.0
+    ticket.finish(5)
+    assert other.in_use("key:10") == 0
+    other.admit([level], 0).finish(0)
