@@ -6,6 +6,7 @@ stream ends, in a `finally`, so a client that leaves still settles its request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator
 
 import orjson
@@ -23,6 +24,18 @@ from silk.upstream.dialects import scrub
 _READ_SIZE = 65536
 _CUT = ("cut", "The provider ended the stream early.", "upstream_stream_cut")
 _TIMEOUT = ("timeout", "The provider stopped sending in time.", "upstream_timeout")
+
+
+def lenient(payload: bytes) -> dict | None:
+    """An event orjson refuses that Python's json reads (NaN or -Infinity, as some servers
+    write a logprob): still the provider's event, and its text reaches the client, so it
+    is counted; None if it is no JSON object or could not be written back."""
+    try:
+        data = json.loads(payload)
+        orjson.dumps(data)  # a surface writes its parts back: a lone surrogate could not be
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Batch:
@@ -118,8 +131,10 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
                 try:
                     data = orjson.loads(payload)
                 except orjson.JSONDecodeError:
-                    yield Chunk(payload, None)  # not ours to judge; the client sees what came
-                    continue
+                    data = lenient(payload)
+                    if data is None:
+                        yield Chunk(payload, None)  # not ours to judge; the client sees it
+                        continue
                 if not isinstance(data, dict):
                     yield Chunk(payload, None)
                     continue

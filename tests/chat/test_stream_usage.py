@@ -195,3 +195,33 @@ def test_a_final_count_after_an_early_one_is_billed_as_reported(app, client, acc
     [record] = accounts.usage_records(acct.id)
     assert record.cost_units == cost and not record.estimated
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("surface", ["chat", "messages"])
+def test_events_only_a_lenient_parser_reads_are_counted(app, client, accounts, upstream,
+                                                        surface):
+    """A provider that writes a logprob as -Infinity (JSON orjson refuses) still delivers
+    the text of those events: a stream that ends without usage bills it from its estimate,
+    as it does the same text without the odd field."""
+    from tests.messages.helpers import HEADERS, content_blocks, request, sse
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    directive = "pieces=5 infinite_logprobs no_usage"
+    if surface == "chat":
+        msgs = messages("odd numbers", directive)
+        raw = _stream(client, acct, "deepseek-chat", msgs, logprobs=True,
+                      stream_options={"include_usage": True}).data
+        assert raw.count(b"-Infinity") == 5  # the client gets the events as they came
+    else:
+        body = request("odd numbers", directive, stream=True)
+        raw = client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body,
+                          buffered=True).data
+        [block] = content_blocks(sse(raw))
+        assert block["text"] == "w0 w1 w2 w3 w4"
+    [record] = accounts.usage_records(acct.id)
+    # No count came: the prompt is the gateway's estimate, the output the text delivered.
+    assert (record.completion_tokens, record.estimated) == (5, True)
+    assert record.cost_units == _price(app, "deepseek-chat",
+                                       Usage(record.prompt_tokens, 5))
+    assert accounts.audit() == []

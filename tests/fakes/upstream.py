@@ -63,6 +63,8 @@ and a group is never held back across a pause, a cut or the end.
 ``stream_error="..."`` sends, after the role chunk, one ``{"error": {...}}`` event carrying that
 message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
+``infinite_logprobs`` gives each reply chunk a ``logprobs`` entry of ``-Infinity``, written
+as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect).
 
@@ -195,6 +197,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning_pieces": _non_negative(int),  # reasoning of n pieces: "t0 t1 ... t{n-1}"
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
+    "infinite_logprobs": _to_bool,      # stream: reply chunks carry a logprob of -Infinity
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
     "error_message": str,               # the message of the error body a `status` sends
@@ -710,7 +713,11 @@ class _Handler(BaseHTTPRequestHandler):
                 yield chunk({"reasoning_content": piece})
             for piece in content:
                 counts[1] += 1
-                yield chunk({"content": piece})
+                piece_chunk = chunk({"content": piece})
+                if opts.get("infinite_logprobs"):  # json.dumps writes it as -Infinity
+                    piece_chunk["choices"][0]["logprobs"] = {"content": [
+                        {"token": piece, "logprob": float("-inf"), "top_logprobs": []}]}
+                yield piece_chunk
             for index, call in tool_call_deltas(meta["tools"], opts.get("tool_stream")):
                 counts[1] += 1
                 yield chunk({"tool_calls": [{"index": index, **call}]})
