@@ -76,8 +76,8 @@ class Meter:
         self.prompt_counted: Usage | None = None
         self.reasoning_tokens = 0
         self.delivered_tokens = 0  # estimated from the text the client received
-        # Estimated output delivered since the provider's last count, which cannot include it.
-        self.delivered_uncounted = 0
+        # delivered_tokens when the provider last counted: what came after, its count lacks.
+        self.counted_through = 0
         self.delivered_any = False
         self.billed: Usage | None = None
         self.estimated = False
@@ -103,7 +103,7 @@ class Meter:
         """The upstream reported its counts; the last report counts."""
         self.usage = usage
         self.reasoning_tokens = reasoning_tokens
-        self.delivered_uncounted = 0
+        self.counted_through = self.delivered_tokens
 
     def prompt_seen(self, prompt: Usage) -> None:
         """The upstream reported the prompt's counts (no output count yet)."""
@@ -112,7 +112,6 @@ class Meter:
     def delivered(self, tokens: int) -> None:
         """Output reached the client: `tokens` estimated from its text (may be 0)."""
         self.delivered_tokens += tokens
-        self.delivered_uncounted += tokens
         self.delivered_any = True
 
     def ended(self, how: str) -> Bill:
@@ -149,10 +148,11 @@ class Meter:
                      if prompt is not None
                      else Usage(self.hold.prompt_estimate, self.delivered_tokens))
             estimated = True
-        elif usage is not None and billable and self.delivered_uncounted:
+        elif usage is not None and billable and self.delivered_tokens > self.counted_through:
             # Output came after the provider's last count (one sent before the answer, or a
             # count followed by more text): its estimate is added to the count.
-            usage = Usage(usage.prompt_tokens, usage.completion_tokens + self.delivered_uncounted,
+            uncounted = self.delivered_tokens - self.counted_through
+            usage = Usage(usage.prompt_tokens, usage.completion_tokens + uncounted,
                           usage.cache_hit_tokens)
             estimated = True
         billable = billable and usage is not None
