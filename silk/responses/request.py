@@ -35,15 +35,24 @@ class Translated:
 
 
 def input_items(value) -> list[dict]:
-    """The request's `input` as items: a string is one user message."""
+    """The request's `input` as items: a string is one user message; the ids given are
+    unique, since they are a stored response's page cursors."""
     if isinstance(value, str):
         return [{"type": "message", "role": "user",
                  "content": [{"type": "input_text", "text": value}]}]
     if not isinstance(value, list):
         raise bad("input", "must be a string or an array of items")
+    seen: dict[str, int] = {}
     for index, item in enumerate(value):
         if not isinstance(item, dict):
             raise bad(f"input[{index}]", "must be an object")
+        item_id = item.get("id")
+        if isinstance(item_id, str):  # the cursor of a stored response's input_items
+            if item_id in seen:
+                raise bad(f"input[{index}].id",
+                          f"duplicates the id of input[{seen[item_id]}]; an item's id must "
+                          "be unique in the request")
+            seen[item_id] = index
     return value
 
 

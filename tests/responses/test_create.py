@@ -244,6 +244,10 @@ def test_an_upstream_error_before_the_answer_costs_nothing(client, accounts, ups
     ({"model": "deepseek-chat", "input": [{"role": "user", "content": 7}]},
      "input[0].content"),
     ({"model": "deepseek-chat", "input": "x", "background": True}, "background"),
+    ({"model": "deepseek-chat", "input": [{"id": "a", "role": "user", "content": "x"},
+                                          {"role": "user", "content": "y"},
+                                          {"id": "a", "role": "user", "content": "z"}]},
+     "input[2].id"),
     ({"model": "no-such-model", "input": "x"}, "model"),
 ])
 def test_bad_input_is_a_4xx_in_openais_envelope_naming_the_field(client, accounts, upstream,
