@@ -88,7 +88,8 @@ SCHEMAS = {
         thinking={"type": "object"})),
         "description": "OpenAI fields pass through to the provider; `model` is replaced by "
                        "the catalogue's upstream model. null for an optional field means "
-                       "not given: it is not sent upstream."},
+                       "not given: it is not sent upstream. Only function tools run (a "
+                       "provider's built-in tool is a 400)."},
     "ChatCompletion": obj(("id", "object", "model", "choices"), id=STRING,
                           object={"type": "string", "enum": ["chat.completion"]},
                           created=INTEGER, model=STRING,

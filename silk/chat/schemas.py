@@ -49,6 +49,21 @@ def _part_error(part: dict) -> dict | None:
     return None
 
 
+def _tool_error(tool) -> dict | list | None:
+    """What is wrong with one tool: only function tools are relayed.
+
+    A provider's built-in tool (MiMo's `web_search`) runs on its side and bills per call and
+    for what it reads into the prompt, neither of which a hold or the catalogue's prices
+    cover.
+    """
+    if not isinstance(tool, dict):
+        return ["must be an object"]
+    if tool.get("type") != "function":
+        return {"type": ["must be function (a provider's built-in tool, such as web_search, "
+                         "is billed apart and cannot run on this gateway)"]}
+    return None
+
+
 def _content_error(content, role: str) -> str | dict | None:
     """What is wrong with a message's content for its role (a message, or the problem per
     part index), or None."""
@@ -133,6 +148,13 @@ class ChatRequestSchema(Schema):
     response_format = OneOf(dict)
     reasoning_effort = StrictString()
     thinking = OneOf(dict)
+
+    @validates_schema
+    def _tools(self, data, **kwargs):
+        for index, tool in enumerate(data.get("tools") or ()):
+            problem = _tool_error(tool)
+            if problem is not None:
+                raise ValidationError({"tools": {index: problem}})
 
 
 chat_request_schema = ChatRequestSchema()

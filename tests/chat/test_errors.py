@@ -240,3 +240,27 @@ def test_odd_shapes_from_the_provider_never_fail_the_request():
               {"choices": [{"delta": {"content": 7, "tool_calls": {"a": 1}}}]},
               {"choices": [{"delta": {"content": "four char"}}]})
     assert sum(delivered_tokens(chunk) for chunk in chunks) == 3
+
+
+@pytest.mark.parametrize("tools,param", [
+    # MiMo runs web_search itself: per call, and the pages it reads are prompt tokens.
+    ([{"type": "web_search", "max_keyword": 50, "force_search": True, "limit": 50}],
+     "tools[0].type"),
+    ([{"type": "function", "function": {"name": "f"}}, {"type": "web_search"}],
+     "tools[1].type"),
+    ([{"function": {"name": "f"}}], "tools[0].type"),
+    (["web_search"], "tools[0]"),
+])
+def test_a_providers_builtin_tool_is_400_and_never_sent(client, accounts, upstream, tools,
+                                                         param):
+    """Only function tools are relayed: a built-in tool bills outside any hold."""
+    acct = accounts.make(credit="1")
+    before = accounts.balance_units(acct.id)
+    response = _post(client, acct, {"model": "mimo-v2.5", "messages": messages(),
+                                    "tools": tools})
+    assert response.status_code == 400, response.json
+    error = response.json["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert upstream.requests == []
+    assert accounts.usage_records(acct.id) == []
+    assert accounts.balance_units(acct.id) == before
