@@ -35,9 +35,19 @@ def _content_ok(content) -> bool:
     return False
 
 
+# Content parts whose prompt tokens the hold bounds: text by its bytes, an image by the
+# image allowance, audio by the bytes of the recording the request holds.
+_PARTS = ("text", "refusal", "image_url", "input_audio")
+_UNSIZED = ("'{kind}' parts are not supported by this gateway: what a provider reads from "
+            "a video, a file or a document cannot be bounded before it does (text, refusal, "
+            "image_url and input_audio held in the request are)")
+
+
 def _part_error(part: dict) -> dict | None:
-    """What is wrong with a content part of a type the gateway reads; other types pass."""
+    """What is wrong with a content part; a part no hold can bound is refused."""
     kind = part["type"]
+    if kind not in _PARTS:
+        return {"type": [_UNSIZED.format(kind=kind[:40])]}
     if kind == "text" and not isinstance(part.get("text"), str):
         return {"text": ["must be a string"]}
     if kind == "image_url":
@@ -46,7 +56,20 @@ def _part_error(part: dict) -> dict | None:
             return {"image_url": {"url": ["must be a string"]}}
         if not isinstance(image, dict | str):
             return {"image_url": ["must be an object with a url"]}
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        data = audio.get("data") if isinstance(audio, dict) else None
+        if not isinstance(data, str) or not _inline(data):
+            return {"input_audio": {"data": [
+                "must be the recording itself (base64 or a data: URL): audio by URL, whose "
+                "length no hold can bound, is not supported by this gateway"]}}
     return None
+
+
+def _inline(data: str) -> bool:
+    """Whether media data is held in the request: a data: URL or base64, which has no
+    colon (a URL, which a provider fetches, has one after its scheme)."""
+    return data[:5].lower() == "data:" or ":" not in data[:64]
 
 
 def _tool_error(tool) -> dict | list | None:

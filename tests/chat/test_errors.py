@@ -264,3 +264,36 @@ def test_a_providers_builtin_tool_is_400_and_never_sent(client, accounts, upstre
     assert upstream.requests == []
     assert accounts.usage_records(acct.id) == []
     assert accounts.balance_units(acct.id) == before
+
+
+@pytest.mark.parametrize("part,param", [
+    # MiMo and Ark read a video by URL: its frames are prompt tokens the request's bytes
+    # do not bound (a 300 MB file, two frames a second), nor do an inline video's.
+    ({"type": "video_url", "video_url": {"url": "https://example.com/long.mp4"}, "fps": 2},
+     "type"),
+    ({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}, "type"),
+    ({"type": "file", "file": {"file_id": "file-1"}}, "type"),
+    ({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0="}}, "type"),
+    ({"type": "input_audio", "input_audio": {"data": "https://example.com/hour.wav"}},
+     "input_audio.data"),
+    ({"type": "input_audio", "input_audio": {"data": 5}}, "input_audio.data"),
+    ({"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+     "type"),
+])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_part_no_hold_can_bound_is_400_and_never_sent(client, accounts, upstream, part,
+                                                        param, stream):
+    """Media whose tokens the request does not hold are refused: never billed past a hold."""
+    acct = accounts.make(credit="1")
+    before = accounts.balance_units(acct.id)
+    body = {"model": "mimo-v2.5", "stream": stream, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": [{"type": "text", "text": "describe"}, part]}]}
+    response = _post(client, acct, body)
+    assert response.status_code == 400, response.get_data()[:300]
+    error = response.json["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == f"messages[2].content[1].{param}"
+    assert upstream.requests == []
+    assert accounts.usage_records(acct.id) == []
+    assert accounts.balance_units(acct.id) == before

@@ -323,7 +323,8 @@ def test_content_parts_the_gateway_does_not_read_pass_through(client, accounts, 
     parts = [{"type": "text", "text": "look"},
              {"type": "image_url", "image_url": "https://example.com/a.png"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
-             {"type": "input_audio", "input_audio": {"data": 5}}]
+             {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+             {"type": "input_audio", "input_audio": {"data": "data:audio/wav;base64,AA"}}]
     response = client.post("/v1/chat/completions", json={
         "model": "deepseek-chat", "max_tokens": 5,
         "messages": [{"role": "user", "content": parts}]},
