@@ -205,7 +205,11 @@ class UtcDateTime(fields.Field):
         except ValueError:
             raise ValidationError("must be an ISO 8601 date-time string") from None
         if moment.tzinfo is not None:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
+            try:
+                moment = moment.astimezone(UTC).replace(tzinfo=None)
+            except OverflowError:  # 9999-12-31T23:00-01:00 is past the last UTC date
+                raise ValidationError("must be a date-time from year 1 to 9999 in UTC"
+                                      ) from None
         return moment
 
     def _serialize(self, value, attr, obj, **kwargs):

@@ -60,6 +60,7 @@ def test_expires_in_days(client, accounts):
     ({"rpm_limit": 0}, "rpm_limit"), ({"rpm_limit": 1.5}, "rpm_limit"),
     ({"tpm_limit": "100"}, "tpm_limit"), ({"expires_at": "tomorrow"}, "expires_at"),
     ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+    ({"expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),  # past 9999 in UTC
     ({"expires_in_days": 0}, "expires_in_days"),
     ({"expires_in_days": 1, "expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
     ({"admin": True}, "admin"),

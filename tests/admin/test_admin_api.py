@@ -87,6 +87,13 @@ def test_create_list_show_and_change_accounts(client, admin, accounts):
     ("POST", "/v1/admin/redemption-codes", {"amount": 1, "count": 0}, 400, "count"),
     ("POST", "/v1/admin/redemption-codes", {"amount": 1, "expires_at": "2000-01-01"}, 400,
      "expires_at"),
+    # An offset that moves the moment past year 9999 (or before year 1) in UTC.
+    ("POST", "/v1/admin/redemption-codes", {"amount": 1, "expires_at": "9999-12-31T23:00-01:00"},
+     400, "expires_at"),
+    ("POST", "/v1/admin/invite-codes", {"expires_at": "0001-01-01T00:00+01:00"}, 400,
+     "expires_at"),
+    ("POST", "/v1/admin/accounts/{id}/keys", {"expires_at": "9999-12-31T23:00-01:00"}, 400,
+     "expires_at"),
     ("GET", "/v1/admin/redemption-codes?state=lost", None, 400, "state"),
     ("POST", "/v1/admin/invite-codes", {"uses": 0}, 400, "uses"),
     ("POST", "/v1/admin/invite-codes", {"tier": "gold"}, 400, "tier"),
