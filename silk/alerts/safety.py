@@ -20,7 +20,10 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
     to one of them, not to what a second lookup of the host says, which a name server
     could answer differently (DNS rebinding).
     """
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # an unclosed IPv6 bracket: http://[::1
+        raise UnsafeUrl("must be an http or https URL with a host") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UnsafeUrl("must be an http or https URL with a host")
     if parsed.username or parsed.password:

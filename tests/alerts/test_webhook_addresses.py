@@ -22,6 +22,14 @@ def test_ipv6_forms_of_inward_ipv4_addresses_are_refused(client, accounts, url):
     assert answer.json["error"]["param"] == "webhook_url"
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "https://[", "http://[::1/hook"])
+def test_urls_python_cannot_split_are_400s(client, accounts, url):
+    acct = accounts.make()
+    answer = client.put("/v1/account/alerts", json={"webhook_url": url}, headers=acct.headers)
+    assert answer.status_code == 400, (url, answer.json)
+    assert answer.json["error"]["param"] == "webhook_url"
+
+
 def test_public_addresses_in_those_forms_are_still_accepted():
     from silk.alerts.safety import check_url
 
