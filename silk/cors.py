@@ -26,6 +26,15 @@ def origins(spec: str) -> list[str]:
     return [o.strip().rstrip("/") for o in spec.split(",") if o.strip()]
 
 
+def same_host(origin: str, host: str) -> bool:
+    """Whether an Origin header names the host `host` (host names only: behind a proxy the
+    scheme and port may differ); one Python cannot split (`http://[`) names no host."""
+    try:
+        return urlsplit(origin).hostname == urlsplit("//" + host).hostname
+    except ValueError:
+        return False
+
+
 def origin_problems(spec) -> list[str]:
     """What is wrong with SILK_CORS_ORIGINS, in the config's one-line style."""
     if not isinstance(spec, str):

@@ -7,12 +7,12 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from flask import current_app, request, session
 
 from silk.account.models import Account, ApiKey
 from silk.account.service import key_usable
+from silk.cors import same_host
 from silk.extensions import db
 
 _FIELDS = ("op_account_id", "op_key_id", "op_since", "op_csrf")
@@ -86,7 +86,7 @@ def refusal() -> str | None:
     """Why a POST must be refused ('origin' or 'token'), or None when it may proceed."""
     origin = request.headers.get("Origin")
     # Host names only, as the dashboard: behind a proxy the scheme and port may differ.
-    if origin and urlsplit(origin).hostname != urlsplit("//" + request.host).hostname:
+    if origin and not same_host(origin, request.host):
         return "origin"
     sent = request.form.get("csrf_token", "")
     expected = session.get("op_csrf", "")

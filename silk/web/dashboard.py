@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import wraps
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -34,6 +33,7 @@ from silk.account import service as accounts
 from silk.account.auth import count_failure, guard_address
 from silk.account.schemas import key_create_schema
 from silk.catalog import catalogue
+from silk.cors import same_host
 from silk.database import utcnow
 from silk.errors import InvalidRequest, RateLimited, SilkError
 from silk.extensions import db
@@ -160,7 +160,7 @@ def _check_csrf():
     origin = request.headers.get("Origin")
     # Host names only: behind a proxy the scheme and port the app sees may differ from the
     # browser's, and the token below is the real guard.
-    if origin and urlsplit(origin).hostname != urlsplit("//" + request.host).hostname:
+    if origin and not same_host(origin, request.host):
         return render_template("dashboard/refused.html", reason="origin"), 403
     sent = request.form.get("csrf_token", "")
     expected = session.get("csrf", "")

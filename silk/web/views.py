@@ -65,5 +65,13 @@ def register_submit():
 def _same_origin() -> None:
     """Refuse a form posted from another site (a browser always says where it came from)."""
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlparse(origin).netloc != request.host:
+    if origin and origin != "null" and _netloc(origin) != request.host:
         raise PermissionDenied("Cross-site form submissions are refused.")
+
+
+def _netloc(origin: str) -> str | None:
+    """An Origin header's host and port; None for one Python cannot split (`http://[`)."""
+    try:
+        return urlparse(origin).netloc
+    except ValueError:
+        return None

@@ -81,6 +81,14 @@ def test_cross_origin_posts_are_refused_even_with_a_token(client, accounts):
     assert "evil" not in client.get("/dashboard/keys").text
 
 
+@pytest.mark.parametrize("path", ["/dashboard/login", "/admin/login", "/register/"])
+@pytest.mark.parametrize("origin", ["http://[", "https://[::1"])
+def test_an_origin_python_cannot_split_is_refused_not_a_500(client, path, origin):
+    """An unclosed IPv6 bracket made urlsplit raise in the form POSTs' origin checks."""
+    response = client.post(path, data={"email": "a@example.com"}, headers={"Origin": origin})
+    assert response.status_code == 403
+
+
 def test_sign_in_replaces_the_csrf_token(client, accounts):
     user = accounts.make(credit="1")
     before = csrf_from(client.get("/dashboard/login").text)
