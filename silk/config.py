@@ -238,13 +238,11 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         problems.append("DATABASE_URL is not a SQLAlchemy URL, e.g. "
                         "postgresql+psycopg://user@host/db or sqlite:////path/silk.db")
     for pid, upstream in cfg["SILK_UPSTREAMS"].items():
-        parsed = urlparse(upstream["base_url"])
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        if not _http_url(upstream["base_url"]):
             env = cfg["SILK_PROVIDERS"][pid]["env"]
             problems.append(f"{env}_BASE_URL must be an http(s) URL, got {upstream['base_url']!r}")
         native = upstream.get("anthropic_base_url")
-        parsed = urlparse(native or "")
-        if native and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+        if native and not _http_url(native):
             env = cfg["SILK_PROVIDERS"][pid]["env"]
             problems.append(f"{env}_ANTHROPIC_BASE_URL must be an http(s) URL, got {native!r}")
     problems += _alias_problems(cfg)
@@ -421,9 +419,19 @@ def _alert_problems(cfg) -> list[str]:
         if not isinstance(get(name), int | float) or get(name) < 0:
             problems.append(f"{name} must be a number of at least 0")
     url = get("SILK_ALERT_WEBHOOK_URL")
-    if url and urlparse(url).scheme not in ("http", "https"):
+    if url and not _http_url(url):
         problems.append("SILK_ALERT_WEBHOOK_URL must be an http or https URL")
     return problems
+
+
+def _http_url(value) -> bool:
+    """Whether a setting is an http(s) URL with a host; one Python cannot split
+    (`http://[`, an unclosed IPv6 bracket) is not, rather than a traceback at start."""
+    try:
+        parsed = urlparse(value)
+    except (ValueError, TypeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
 def _money_ok(value) -> bool:

@@ -66,6 +66,8 @@ def test_operator_overrides_models_and_tiers(database_url, upstream, monkeypatch
     ({"SILK_REGISTRATION": "sometimes"}, "SILK_REGISTRATION"),
     ({"SILK_RESPONSES_RETENTION_DAYS": 0}, "SILK_RESPONSES_RETENTION_DAYS"),
     ({"SQLALCHEMY_DATABASE_URI": "not a url"}, "DATABASE_URL"),
+    ({"SILK_ALERT_WEBHOOK_URL": "http://["}, "SILK_ALERT_WEBHOOK_URL"),
+    ({"SILK_ALERT_WEBHOOK_URL": "ftp://example.com/x"}, "SILK_ALERT_WEBHOOK_URL"),
 ])
 def test_bad_configuration_fails_at_start_naming_the_setting(override, fragment, tmp_path):
     from silk import create_app
@@ -77,11 +79,12 @@ def test_bad_configuration_fails_at_start_naming_the_setting(override, fragment,
     assert fragment in str(err.value)
 
 
-def test_bad_base_url_variable_fails_at_start(monkeypatch, tmp_path):
+@pytest.mark.parametrize("value", ["ftp://example", "http://[::1"])
+def test_bad_base_url_variable_fails_at_start(monkeypatch, tmp_path, value):
     from silk import create_app
     from silk.config import ConfigError
 
-    monkeypatch.setenv("ARK_BASE_URL", "ftp://example")
+    monkeypatch.setenv("ARK_BASE_URL", value)
     with pytest.raises(ConfigError, match="ARK_BASE_URL"):
         create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
 
