@@ -281,6 +281,17 @@ class StrictString(fields.Field):
         return value
 
 
+class StoredString(StrictString):
+    """A JSON string the gateway keeps or looks up in its database: with no NUL character,
+    which PostgreSQL's text cannot hold (SQLite's can), so both databases answer alike."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in value:
+            raise ValidationError("must not contain a NUL character (\\u0000)")
+        return value
+
+
 class OneOf(fields.Field):
     """A value of one of several JSON types."""
 

@@ -7,7 +7,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from silk.database import utcnow
 from silk.metering import rules
 from silk.pricing import units_to_usd, usd_to_units
-from silk.validation import StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
+from silk.validation import StoredString, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
 _MOST_USD = 10**9  # a cap above a billion dollars is a typo; it must also fit a BIGINT of units
 
@@ -31,16 +31,16 @@ class RegisterSchema(Schema):
     """POST /v1/register and the /register/ form."""
 
     email = StrictString(required=True, validate=[validate.Length(max=254), _EMAIL])
-    invite_code = StrictString(validate=validate.Length(max=100))
+    invite_code = StoredString(validate=validate.Length(max=100))
 
 
 class KeyCreateSchema(Schema):
     """POST /v1/keys: every limit a key can carry."""
 
-    name = StrictString(load_default="default", validate=validate.Length(min=1, max=100))
+    name = StoredString(load_default="default", validate=validate.Length(min=1, max=100))
     expires_at = UtcDateTime()
     expires_in_days = StrictInteger(validate=validate.Range(1, 3650))
-    models = fields.List(StrictString(validate=validate.Length(min=1, max=128)),
+    models = fields.List(StoredString(validate=validate.Length(min=1, max=128)),
                          validate=validate.Length(min=1, max=100))
     rpm_limit = StrictInteger(validate=validate.Range(min=1))
     tpm_limit = StrictInteger(validate=validate.Range(min=1))
@@ -60,7 +60,7 @@ class KeyUpdateSchema(Schema):
     """PATCH /v1/keys/<id>: a new name, spend caps or rate limits (null removes one, absent
     keeps it)."""
 
-    name = StrictString(validate=validate.Length(min=1, max=100))
+    name = StoredString(validate=validate.Length(min=1, max=100))
     spend_caps = fields.Nested(SpendCapsSchema)
     rpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
     tpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))

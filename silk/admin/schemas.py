@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from silk.validation import StrictBool, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
+from silk.validation import (
+    StoredString,
+    StrictBool,
+    StrictInteger,
+    StrictString,
+    UnitsAsUsd,
+    Usd,
+    UtcDateTime,
+)
 
 _TIER = validate.Length(min=1, max=32)
 _LIMIT = validate.Range(min=1, max=2**31 - 1)  # what an INTEGER column holds
@@ -31,7 +39,7 @@ class LimitsPatchSchema(Schema):
     """PATCH /v1/admin/accounts/<id>/limits: the account's (or, with `model`, the account's
     on that model) rate limits; a field sent as null clears it, one left out is kept."""
 
-    model = StrictString(validate=validate.Length(min=1, max=128))
+    model = StoredString(validate=validate.Length(min=1, max=128))
     rpm_limit = StrictInteger(allow_none=True, validate=_LIMIT)
     tpm_limit = StrictInteger(allow_none=True, validate=_LIMIT)
     concurrency_limit = StrictInteger(allow_none=True, validate=_LIMIT)
@@ -53,7 +61,7 @@ class CreditSchema(Schema):
 
     amount = Usd(required=True)
     kind = StrictString(load_default="topup")
-    note = StrictString(load_default="", validate=validate.Length(max=200))
+    note = StoredString(load_default="", validate=validate.Length(max=200))
 
 
 class InviteIssueSchema(Schema):
@@ -63,7 +71,7 @@ class InviteIssueSchema(Schema):
     uses = StrictInteger(load_default=1)
     tier = StrictString(validate=_TIER)
     expires_at = UtcDateTime()
-    note = StrictString(load_default="", validate=validate.Length(max=200))
+    note = StoredString(load_default="", validate=validate.Length(max=200))
 
 
 class InviteSchema(Schema):

@@ -5,16 +5,16 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from silk.billing.codes import code_state
-from silk.validation import StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
+from silk.validation import StoredString, StrictInteger, UnitsAsUsd, Usd, UtcDateTime
 
 
 class TopupSchema(Schema):
     """POST /v1/topup: an amount (USD) or a redemption code; `account` is for admin keys."""
 
     amount = Usd()
-    code = StrictString(validate=validate.Length(min=1, max=100))
+    code = StoredString(validate=validate.Length(min=1, max=100))
     account = fields.Raw()
-    note = StrictString(validate=validate.Length(max=200))
+    note = StoredString(validate=validate.Length(max=200))
 
     @validates_schema
     def _account(self, data, **kwargs):
@@ -144,7 +144,7 @@ class CodeIssueSchema(Schema):
     amount = Usd(required=True)
     count = StrictInteger(load_default=1)
     expires_at = UtcDateTime()
-    note = StrictString(load_default="", validate=validate.Length(max=200))
+    note = StoredString(load_default="", validate=validate.Length(max=200))
 
 
 class CodeSchema(Schema):

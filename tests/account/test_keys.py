@@ -64,6 +64,8 @@ def test_expires_in_days(client, accounts):
     ({"expires_in_days": 0}, "expires_in_days"),
     ({"expires_in_days": 1, "expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
     ({"admin": True}, "admin"),
+    ({"name": "a\x00b"}, "name"),  # PostgreSQL's text cannot hold it; both databases refuse
+    ({"models": ["deepseek-chat\x00"]}, "models[0]"),
 ])
 def test_bad_key_requests_are_400s_naming_the_field(client, accounts, body, param):
     user = accounts.make()

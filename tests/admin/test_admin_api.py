@@ -107,6 +107,12 @@ def test_create_list_show_and_change_accounts(client, admin, accounts):
     ("GET", "/v1/admin/usage?month=2026-13", None, 400, "month"),
     ("POST", "/v1/admin/accounts/{id}/keys", {"models": ["nope"]}, 400, "models"),
     ("DELETE", "/v1/admin/keys/999", None, 404, "id"),
+    # A NUL character, which PostgreSQL's text cannot hold: the same 400 on both databases.
+    ("POST", "/v1/admin/accounts/{id}/credits", {"amount": 1, "note": "x\x00"}, 400, "note"),
+    ("POST", "/v1/admin/redemption-codes", {"amount": 1, "note": "\x00"}, 400, "note"),
+    ("POST", "/v1/admin/invite-codes", {"note": "a\x00"}, 400, "note"),
+    ("PATCH", "/v1/admin/accounts/{id}/limits", {"model": "m\x00", "rpm_limit": 1}, 400,
+     "model"),
 ])
 def test_bad_admin_requests(client, admin, method, path, body, status, param):
     response = client.open(path.format(id=admin.id), method=method, json=body,

@@ -135,12 +135,14 @@ class TestSmallMaximum:
     ({}, "amount"), ({"amount": 5, "code": "silk-rc-x"}, "code"), ({"amont": 5}, "amont"),
     ({"code": 5}, "code"), ({"code": ""}, "code"), ({"amount": 5, "account": True}, "account"),
     ({"amount": 5, "note": 7}, "note"),
+    ({"amount": 5, "note": "x\x00"}, "note"), ({"code": "silk-rc-\x00"}, "code"),
 ])
 def test_a_malformed_body_is_a_400_naming_the_field(client, accounts, body, param):
     admin = accounts.make(admin=True)
     response = topup(client, admin, body)
     assert response.status_code == 400
     assert response.json["error"]["param"] == param
+    assert accounts.balance_units(admin.id) == 0 and len(accounts.ledger(admin.id)) == 0
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[1]", b'"25"', b"\xff"])
