@@ -4,7 +4,8 @@ The sweep settles a hold whose lease ran out, at the prompt estimate. Its owner 
 have been serving it: a database outage longer than the lease kept the owner from renewing,
 or a journaled settlement is written after its worker stopped. The real settlement then
 charges what the estimate missed (or refunds what it took too much), as far as the balance
-can pay without touching other holds; what it cannot pay is written off, and counted. One
+can pay without touching other holds and the key's spend caps allow beside its other spend
+and holds; what it cannot pay is written off, and counted. One
 ledger entry; the usage record is rewritten with the real counts. The statements are the
 same on both databases, and each store runs them in its own transaction (this path is rare).
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from silk.metering import rules
 from silk.metering.rules import PYTHON
+from silk.metering.state import KEY_SELECT, KeyState
 from silk.metering.store import Written
 from silk.pricing import Price, Tier, Usage, quote
 
@@ -32,6 +34,7 @@ CORRECT = ("UPDATE accounts SET balance_units = balance_units - :applied, "
 ENTRY = ("INSERT INTO ledger_entries (account_id, kind, amount_units, balance_after_units, "
          "request_id, note, actor, created_at) VALUES (:account, :kind, -:applied, :balance, "
          ":request, :model, 'gateway', :now)")
+KEY_STATE = f"SELECT {KEY_SELECT} FROM api_keys WHERE id = :key"
 # The key's spend counts the correction on the day the sweep's record counted it.
 _KEY_SPENT = rules.spent_after(rules.SQLITE.for_sqlalchemy(), "spent_day", "spent_day_units",
                                ":swept_day", ":applied")
@@ -83,8 +86,11 @@ def correct(run: Run, count: Count, values: dict[str, Any], key_alerts: str) -> 
     due = min(cost.total, values["hold"])  # never more than the hold could pay
     missed = due - swept_cost
     # Money the account holds for other requests is theirs: a late charge takes only the
-    # rest, and never makes the balance negative.
+    # rest, and never makes the balance negative; nor does it take the key past a cap.
     spendable = max(rules.spendable(PYTHON, balance, reserved), 0)
+    room = _key_room(run, values, swept_day)
+    if room is not None:
+        spendable = min(spendable, max(room, 0))
     applied = min(missed, spendable) if missed > 0 else missed
     quota_used = rules.used_after_correction(quota_month, used, month, swept_day[:7],
                                              cost.free_tokens - swept_free)
@@ -103,3 +109,19 @@ def correct(run: Run, count: Count, values: dict[str, Any], key_alerts: str) -> 
     written_off = min(values["beyond_units"] + cost.total - due + missed - applied, _BIGINT)
     run(USAGE, {**values, "cost_total": swept_cost + applied, "written_off_total": written_off})
     return Written(balance_after, swept_cost + applied, written_off)
+
+
+def _key_room(run: Run, values: dict[str, Any], swept_day: str) -> int | None:
+    """What the key's caps leave for a charge counted on the sweep's day: the least of each
+    cap less the key's spend in that period and its open holds (the sweep gave the hold's
+    share back, and other requests may have spent it); None for no key or no cap."""
+    row = run(KEY_STATE, values) if values["key"] is not None else None
+    key = KeyState(*row) if row is not None else None
+    if key is None or not key.capped:
+        return None
+    spent = (rules.spent_in(PYTHON, key.spent_day, key.spent_day_units, swept_day[:10]),
+             rules.spent_in(PYTHON, key.spent_month, key.spent_month_units, swept_day[:7]),
+             key.spent_total_units)
+    caps = (key.cap_day_units, key.cap_month_units, key.cap_total_units)
+    return min(rules.cap_left(PYTHON, cap, used, key.held_units)
+               for cap, used in zip(caps, spent, strict=True) if cap is not None)

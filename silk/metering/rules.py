@@ -335,9 +335,14 @@ def spent_in(o: Arithmetic[N, M], spent_period: M, spent: N, period: M) -> N:
     return o.by_period(spent_period, period, spent, o.number(0), spent)
 
 
+def cap_left(o: Arithmetic[N, M], cap: N, spent: N, held: N) -> N:
+    """What `cap` leaves beside what was spent in its period and what is held."""
+    return o.minus(o.minus(cap, spent), held)
+
+
 def within_cap(o: Arithmetic[N, M], cap: N, spent: N, held: N, amount: N) -> N:
     """`amount` fits under `cap` beside what was spent in its period and what is held."""
-    return o.at_least(o.minus(o.minus(cap, spent), held), amount)
+    return o.at_least(cap_left(o, cap, spent, held), amount)
 
 
 def key_covers(o: Arithmetic[N, M], caps: tuple[N | None, N | None, N | None],

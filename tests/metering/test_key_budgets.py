@@ -297,3 +297,29 @@ def test_a_hold_stamped_before_midnight_and_written_after_is_checked_against_the
     key = _key(app, user.key_id)
     assert (key.spent_day, key.spent_day_units, key.held_units) == ("2031-02-01", HOLD, 0)
     assert accounts.audit() == []
+
+
+def test_a_late_settlement_after_a_sweep_never_takes_a_key_past_its_cap(app, accounts):
+    """The sweep freed the hold's share of the cap and another request spent it: the late
+    settlement charges only what the cap has left, and writes off the rest."""
+    from silk.extensions import db
+    from silk.metering.sweeper import sweep
+
+    user = accounts.make(credit="1")
+    _no_free_tokens(app, user.id)
+    _caps(app, user.key_id, total=str(Decimal(HOLD) / 10**9))  # one full request
+    late = _reserve(app, user, "late")
+    with app.app_context():
+        assert sweep(db.engine, {}, lambda model, at: PRICE, everything=True) == 1
+    # The cap's room freed by the sweep (all but the estimate) goes to another request.
+    other = _reserve(app, user, "other", output=950)
+    _settle(app, other, Usage(100, 950))
+    spent = 100 * 140 + (100 * 140 + 950 * 280)
+    assert _key(app, user.key_id).spent_total_units == spent
+    settled = _settle(app, late, Usage(100, 1000))  # the owner's real settlement arrives
+    key = _key(app, user.key_id)
+    assert (key.held_units, key.spent_total_units) == (0, HOLD)
+    assert settled.charged_units == 100 * 140 + (HOLD - spent)
+    assert settled.written_off_units == spent - 100 * 140
+    assert accounts.balance_units(user.id) == 10**9 - HOLD
+    assert accounts.audit() == []
