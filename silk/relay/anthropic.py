@@ -18,18 +18,25 @@ _INPUT_COUNTS = tuple(name for name in _COUNTS if name != "output_tokens")
 
 
 def merge_usage(seen: dict, usage: Mapping | None, *, output: bool = True) -> None:
-    """Fold one event's usage fields into the counts seen so far (later values win).
+    """Fold one event's usage fields into the counts seen so far (later values win, but
+    a count never goes down).
 
     `message_start` carries the input side (its `output_tokens`, written before any output,
     is no count of the answer: `output` False leaves it out), `message_delta` the cumulative
-    output (and, from some providers, the input side again).
+    output (and, from some providers, the input side again). Counts are cumulative, so one
+    below a count seen before (a message_delta's `input_tokens` 0, as some servers write it)
+    is no count of what the provider read and bills.
     """
     if not isinstance(usage, Mapping):
         return
     for name in _COUNTS if output else _INPUT_COUNTS:
         value = usage.get(name)
-        if value is not None:
-            seen[name] = value
+        if value is None:
+            continue
+        before, now = whole_count(seen.get(name)), whole_count(value)
+        if before is not None and now is not None and now < before:
+            continue
+        seen[name] = value
 
 
 def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:

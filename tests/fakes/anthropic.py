@@ -24,7 +24,9 @@ shapes Anthropic never sends, which a provider could.
 ``cut_after=n`` counts events; ``stall_after=n`` falls silent after n events until the
 client leaves; ``stream_error`` sends an ``error`` event after
 message_start; ``usage_json`` is merged into the usage reported (message_delta's in a
-stream); ``no_usage`` leaves usage out; a non-200 ``status`` answers Anthropic's error body.
+stream); ``delta_usage_json`` is merged into message_delta's usage alone (a count that
+contradicts message_start's, as some Anthropic-compatible servers write ``input_tokens`` 0
+there); ``no_usage`` leaves usage out; a non-200 ``status`` answers Anthropic's error body.
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
             delta["usage"] = {k: v for k, v in usage.items()
                               if k == "output_tokens" or k not in start_usage
                               or v != start_usage[k]}
+            if opts.get("delta_usage_json"):
+                delta["usage"].update(json.loads(opts["delta_usage_json"]))
         yield "message_delta", delta
         yield "message_stop", {"type": "message_stop"}
 

@@ -190,6 +190,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE
     "no_usage": _to_bool,               # omit usage even when stream_options asks for it
     "usage_json": str,                  # JSON object merged into the usage reported
+    "delta_usage_json": str,            # Anthropic stream: merged into message_delta's alone
     "reply_model": str,                 # model name the answer carries instead of the body's
     "reply": str,                       # reply text, split into word pieces
     "pieces": _non_negative(int),       # reply of n pieces: "w0 w1 ... w{n-1}"

@@ -189,3 +189,26 @@ def test_client_gone_right_after_message_start_bills_the_input_counted(native, a
     assert (record.prompt_tokens, record.completion_tokens) == (400, 0)
     assert record.cost_units == units(expected_cost("deepseek-chat", 400, 0))
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_a_lower_input_count_in_message_delta_does_not_lower_the_bill(native, app, client,
+                                                                      accounts):
+    """message_delta's counts are cumulative: an input count below message_start's (0, as
+    some Anthropic-compatible servers write there) is no count of the prompt read, which
+    the provider bills as message_start counted it."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("1234567890" * 40, "pieces=20 usage_json='{\"input_tokens\": 400}' "
+                   "delta_usage_json='{\"input_tokens\": 0}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 400
+    name, delta = events[-2]
+    assert name == "message_delta"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and not record.estimated
+    assert (record.prompt_tokens, record.completion_tokens) == (400, 20)
+    cost = expected_cost("deepseek-chat", 400, 20)
+    assert record.cost_units == units(cost)
+    assert Decimal(str(delta["usage"]["cost"])) == cost
+    assert accounts.balance_units(acct.id) == units(Decimal(1) - cost)
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
