@@ -21,6 +21,7 @@ from silk.messages.blocks import Blocks, event
 from silk.messages.errors import stream_error
 from silk.metering.meter import Bill
 from silk.pricing import Usage
+from silk.relay.anthropic import merge_usage
 from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 
 # Chat completions' finish reasons as Anthropic's stop reasons.
@@ -166,6 +167,7 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
 
 def _native_stream(events: Iterable) -> Iterator[bytes]:
     last_delta: dict | None = None  # the provider's message_delta, sent once settled
+    counts: dict = {}  # the counts as the relay merged them (message_start's, then the delta's)
     for item in events:
         if type(item) is Chunk:
             data = item.data
@@ -174,7 +176,10 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
             kind = data.get("type")
             if kind == "message_delta":
                 last_delta = data
+                merge_usage(counts, data.get("usage"))
                 continue
+            if kind == "message_start" and isinstance(data.get("message"), dict):
+                merge_usage(counts, data["message"].get("usage"), output=False)
             if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
                 continue  # no name an SSE line could carry: a newline would forge events
             yield b"event: " + kind.encode() + b"\ndata: " + item.payload + b"\n\n"
@@ -185,11 +190,20 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
         elif type(item) is Done:
             delta = last_delta or {"type": "message_delta", "delta": {
                 "stop_reason": "end_turn", "stop_sequence": None}}
-            reported = delta.get("usage") if isinstance(delta.get("usage"), dict) else None
+            reported = _with_counts(delta.get("usage"), counts)
             yield event("message_delta", {**delta, "usage": usage_object(
                 item.bill, reported)}) + STOP
         elif type(item) is Failed:
             yield event("error", _error_event(item))
+
+
+def _with_counts(usage, counts: dict) -> dict | None:
+    """The provider's usage object with the counts as billed in the fields it has: a
+    delta's input count of 0 after message_start's (as some servers write it) shows
+    message_start's."""
+    if not isinstance(usage, dict):
+        return None
+    return {name: counts.get(name, value) for name, value in usage.items()}
 
 
 def _error_event(failed: Failed) -> dict:

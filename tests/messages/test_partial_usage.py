@@ -210,5 +210,7 @@ def test_a_lower_input_count_in_message_delta_does_not_lower_the_bill(native, ap
     cost = expected_cost("deepseek-chat", 400, 20)
     assert record.cost_units == units(cost)
     assert Decimal(str(delta["usage"]["cost"])) == cost
+    # The client is shown the counts billed beside the cost, not the delta's 0.
+    assert (delta["usage"]["input_tokens"], delta["usage"]["output_tokens"]) == (400, 20)
     assert accounts.balance_units(acct.id) == units(Decimal(1) - cost)
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
