@@ -133,8 +133,10 @@ class Catalogue:
         return self.providers[model.provider]
 
     def available(self, model: Model) -> bool:
-        """True when the gateway can serve the model: its provider has a key."""
-        return self.provider_of(model).configured
+        """True when the gateway can serve the model: the provider of one of its routes has
+        a key (the relay fails over past a route whose provider has none)."""
+        providers = [route.provider for route in model.routes] or [model.provider]
+        return any(self.providers[pid].configured for pid in providers)
 
 
 def _is_glob(pattern: str) -> bool:

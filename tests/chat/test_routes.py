@@ -17,6 +17,7 @@ from tests.chat.helpers import messages, prompt_tokens, set_quota_left, sse_even
 JSON = {"Accept": "application/json"}
 DOWN = {"name": "Down", "base_url": "http://127.0.0.1:9", "env": "DOWNX",
         "limit_field": "max_tokens", "limit_covers_reasoning": True}
+KEYLESS = {**DOWN, "name": "Keyless", "env": "KEYLESSX"}  # no KEYLESSX_API_KEY is set
 ROUTED = {
     **MODELS,
     "routed": {"input": "0.20", "output": "0.40", "max_output_tokens": 1000,
@@ -29,13 +30,18 @@ ROUTED = {
     "refused-first": {"input": "0.20", "output": "0.40", "max_output_tokens": 1000,
                       "routes": [{"provider": "down", "upstream": "gone"},
                                  {"provider": "ark", "upstream": "doubao-seed-2.0-pro"}]},
+    "keyless-first": {"input": "0.20", "output": "0.40", "max_output_tokens": 1000,
+                      "routes": [{"provider": "keyless", "upstream": "gone"},
+                                 {"provider": "ark", "upstream": "doubao-seed-2.0-pro"}]},
 }
 
 
 @pytest.fixture
 def app_config(monkeypatch):
     monkeypatch.setenv("DOWNX_API_KEY", "down-key")
-    return {"SILK_MODELS": ROUTED, "SILK_PROVIDERS": {**PROVIDERS, "down": DOWN},
+    monkeypatch.delenv("KEYLESSX_API_KEY", raising=False)
+    return {"SILK_MODELS": ROUTED, "SILK_PROVIDERS": {**PROVIDERS, "down": DOWN,
+                                                      "keyless": KEYLESS},
             "SILK_ROUTE_FAILURES": 2, "SILK_ROUTE_REST": 2.0}
 
 
@@ -79,6 +85,24 @@ def test_a_failing_route_fails_over_to_the_next(app, client, accounts, upstream,
 def test_a_refused_connection_fails_over_to_the_next_route(app, client, accounts, upstream):
     acct = accounts.make(credit="1")
     response = _ask(client, acct, model="refused-first")
+    assert response.status_code == 200, response.json
+    assert response.headers["x-silk-provider"] == "ark/doubao-seed-2.0-pro"
+    [record] = accounts.usage_records(acct.id)
+    assert (record.provider, record.route) == ("ark", "ark/doubao-seed-2.0-pro")
+    assert accounts.audit() == []
+
+
+def test_a_model_another_route_can_serve_is_listed_and_served(app, client, accounts, upstream):
+    """A model whose first route's provider has no key is still served by its next route,
+    so /v1/models lists it, GET /v1/models/{id} shows it and /v1/pricing says available."""
+    acct = accounts.make(credit="1")
+    listed = {m["id"] for m in client.get("/v1/models", headers=acct.headers).json["data"]}
+    assert "keyless-first" in listed
+    shown = client.get("/v1/models/keyless-first", headers=acct.headers)
+    assert shown.status_code == 200 and shown.json["id"] == "keyless-first"
+    prices = {m["id"]: m["available"] for m in client.get("/v1/pricing").json["models"]}
+    assert prices["keyless-first"] is True
+    response = _ask(client, acct, model="keyless-first")
     assert response.status_code == 200, response.json
     assert response.headers["x-silk-provider"] == "ark/doubao-seed-2.0-pro"
     [record] = accounts.usage_records(acct.id)
