@@ -25,18 +25,28 @@ def settings_only() -> Flask:
 
 
 def provider_warnings(config) -> list[str]:
-    """One warning per provider that has no key: its models cannot be served."""
+    """One warning per provider that has no key, naming the models it leaves unserved: its
+    own, and those with routes whose every route's provider has no key."""
+    keyed = {pid for pid, upstream in config["SILK_UPSTREAMS"].items() if upstream["keys"]}
     warnings = []
     for pid, provider in config["SILK_PROVIDERS"].items():
-        if config["SILK_UPSTREAMS"][pid]["keys"]:
+        if pid in keyed:
             continue
         models = sorted(m for m, model in config["SILK_MODELS"].items()
-                        if model.get("provider") == pid)
+                        if pid in _providers(model) and not keyed & _providers(model))
         if models:
             warnings.append(f"{provider.get('name', pid)} has no API key: set "
                             f"{provider['env']}_API_KEY to serve {', '.join(models)} "
                             "(until then /v1/models leaves them out)")
     return warnings
+
+
+def _providers(model: dict) -> set:
+    """The providers a model's routes (or, without routes, the model) are served by."""
+    routes = model.get("routes")
+    if isinstance(routes, list):
+        return {route.get("provider") for route in routes if isinstance(route, dict)}
+    return {model.get("provider")}
 
 
 def report() -> tuple[str | None, list[str]]:

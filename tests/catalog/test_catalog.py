@@ -138,3 +138,21 @@ def test_a_provider_without_a_key_is_visible(app, client, accounts, monkeypatch,
     assert len(warnings) == 1 and "set MIMO_API_KEY" in warnings[0]
     assert "mimo-v2.5, mimo-v2.5-pro" in warnings[0]
     assert provider_warnings(app.config) == []
+
+
+def test_start_up_warns_of_a_routed_model_only_when_no_route_can_serve_it():
+    from silk.startup import provider_warnings
+
+    config = {
+        "SILK_PROVIDERS": {p: {"name": p.upper(), "env": p.upper()} for p in ("a", "b", "c")},
+        "SILK_UPSTREAMS": {"a": {"keys": []}, "b": {"keys": ["k"]}, "c": {"keys": []}},
+        "SILK_MODELS": {
+            "own": {"provider": "a"},
+            "served": {"provider": "a", "routes": [{"provider": "a"}, {"provider": "b"}]},
+            "stranded": {"provider": "a", "routes": [{"provider": "a"}, {"provider": "c"}]},
+        },
+    }
+    warnings = provider_warnings(config)
+    assert len(warnings) == 2
+    assert "set A_API_KEY to serve own, stranded " in warnings[0]
+    assert "set C_API_KEY to serve stranded " in warnings[1]
