@@ -153,7 +153,11 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
         elif type(item) is Flush:
             yield b""
         elif type(item) is Comment:
-            yield PING
+            if started:
+                yield PING
+            else:  # a keep-alive before the answer: the stream begins with message_start
+                started = True
+                yield _message_start(f"msg_{request_id}", model)
         elif type(item) is Done:
             if not started:
                 yield _message_start(f"msg_{request_id}", model)

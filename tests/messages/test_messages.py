@@ -69,6 +69,25 @@ def test_stream_events_and_cost(app, client, accounts, upstream):
     assert accounts.audit() == []
 
 
+def test_keep_alives_before_the_answer_come_after_message_start(app, client, accounts,
+                                                              upstream):
+    """DeepSeek writes keep-alive comments while it reads a long prompt: the stream still
+    begins with message_start, as Anthropic's does, and the pings follow it."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("wait", "pieces=3 first_token_delay=0.3 keepalive_interval=0.05",
+                   stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    names = [name for name, _ in events]
+    assert names[0] == "message_start" and names.count("message_start") == 1
+    assert names.count("ping") > 2
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert [b["text"] for b in content_blocks(events)] == ["w0 w1 w2"]
+    cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), 3)
+    assert Decimal(str(events[-2][1]["usage"]["cost"])) == cost
+    assert_charged_once(accounts, acct.id, 3, cost)
+
+
 def test_cut_stream_ends_with_an_error_event_and_bills_the_delivery(app, client, accounts,
                                                                     upstream):
     acct = accounts.make(credit="1")
