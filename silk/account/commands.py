@@ -9,19 +9,26 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from silk.account.schemas import MOST_CAP_USD
 from silk.cliutil import fail, parse_usd, topup_max, usd, when
 from silk.database import utcnow
 from silk.errors import SilkError
 from silk.pricing import usd_to_units
+from silk.validation import whole_number
 
 commands = AppGroup("account-commands", help="Added to `flask silk` one by one.")
 
 
-def _usd(value: str) -> int:
+_MOST_RATE = 2**31 - 1  # what an INTEGER column holds, as the API allows
+_RATE = click.IntRange(1, _MOST_RATE)
+
+
+def _cap(value: str) -> int:
+    """A spend cap in units, checked as the API checks one (0 to MOST_CAP_USD)."""
     amount = parse_usd(value)
     exponent = amount.as_tuple().exponent
-    if not isinstance(exponent, int) or exponent < -9:
-        raise click.BadParameter(f"{value!r} is not a USD amount")
+    if not isinstance(exponent, int) or exponent < -9 or not 0 <= amount <= MOST_CAP_USD:
+        raise click.BadParameter(f"{value!r} is not a USD amount from 0 to {MOST_CAP_USD}")
     return usd_to_units(amount)
 
 
@@ -69,9 +76,9 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
 @click.option("--name", default="default")
 @click.option("--expires", type=click.DateTime(), default=None, help="Expiry (UTC).")
 @click.option("--models", default="", help="Comma-separated models this key may use.")
-@click.option("--rpm", type=int, default=None, help="Requests per minute.")
-@click.option("--tpm", type=int, default=None, help="Tokens per minute.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+@click.option("--rpm", type=_RATE, default=None, help="Requests per minute.")
+@click.option("--tpm", type=_RATE, default=None, help="Tokens per minute.")
+@click.option("--concurrency", type=_RATE, default=None,
               help="Requests at once.")
 @click.option("--role", type=click.Choice(["owner", "member"]), default="owner",
               help="owner: manages keys, sees everything; member: uses the API only.")
@@ -101,7 +108,7 @@ def create_key_cmd(account: str, name: str, expires: datetime | None, models: st
 def _caps(day: str | None, month: str | None, total: str | None) -> dict[str, int | None]:
     """Spend caps given as options, in units; `none` removes a cap."""
     given = {"day": day, "month": month, "total": total}
-    return {period: None if value.strip().lower() == "none" else _usd(value)
+    return {period: None if value.strip().lower() == "none" else _cap(value)
             for period, value in given.items() if value is not None}
 
 
@@ -216,9 +223,11 @@ class _Limit(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int) or value.strip().lower() == "none":
             return value if isinstance(value, int) else "none"
-        if value.strip().isdigit() and int(value) >= 1:
-            return int(value)
-        self.fail(f"{value!r} is not a whole number of at least 1, or none", param, ctx)
+        number = whole_number(value.strip(), _MOST_RATE)
+        if number is not None and number >= 1:
+            return number
+        self.fail(f"{value!r} is not a whole number of at least 1 (at most {_MOST_RATE}), "
+                  "or none", param, ctx)
 
 
 _LIMIT_HELP = "{} (none: clear it, the operator's default applies)."

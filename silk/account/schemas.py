@@ -9,15 +9,15 @@ from silk.metering import rules
 from silk.pricing import units_to_usd, usd_to_units
 from silk.validation import StoredString, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
-_MOST_USD = 10**9  # a cap above a billion dollars is a typo; it must also fit a BIGINT of units
+MOST_CAP_USD = 10**9  # a cap above a billion dollars is a typo; it must also fit a BIGINT of units
 
 
 class SpendCapsSchema(Schema):
     """`spend_caps`: USD per UTC day, per UTC month and in total; null is no cap."""
 
-    day = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
-    month = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
-    total = Usd(allow_none=True, validate=validate.Range(0, _MOST_USD))
+    day = Usd(allow_none=True, validate=validate.Range(0, MOST_CAP_USD))
+    month = Usd(allow_none=True, validate=validate.Range(0, MOST_CAP_USD))
+    total = Usd(allow_none=True, validate=validate.Range(0, MOST_CAP_USD))
 
     @post_load
     def _units(self, data, **kwargs):

@@ -179,3 +179,28 @@ def test_the_cli_sets_and_shows_caps(runner, app, accounts):
     assert "day=$0/-" in changed.output and "month=$0/$7.5" in changed.output
     shown = runner.invoke(args=["silk", "show-account", str(owner.id)]).output
     assert "total=$0/$50" in shown
+
+
+@pytest.mark.parametrize("args", [
+    ["set-key-caps", "{key}", "--day", "-5"],
+    ["set-key-caps", "{key}", "--total", "1e20"],
+    ["set-key-caps", "{key}", "--month", "1000000000.01"],
+    ["create-key", "{account}", "--cap-total", "-1"],
+    ["create-key", "{account}", "--rpm", "0"],
+    ["create-key", "{account}", "--tpm", "-3"],
+    ["create-key", "{account}", "--tpm", "99999999999999"],
+    ["create-key", "{account}", "--concurrency", "99999999999999"],
+    ["set-limits", "{account}", "--tpm", "99999999999999"],
+    ["set-limits", "{account}", "--rpm", "²"],
+])
+def test_the_cli_refuses_caps_and_rates_the_api_refuses(runner, accounts, args):
+    owner = accounts.make()
+    argv = [arg.format(key=owner.key_id, account=owner.id) for arg in args]
+    done = runner.invoke(args=["silk", *argv])
+    assert done.exit_code == 2, (done.output, done.exception)
+    assert "Invalid value" in done.output
+    listed = runner.invoke(args=["silk", "list-keys", "--account", str(owner.id)]).output
+    assert len(listed.splitlines()) == 1  # no key was made
+    assert "day=$0/- month=$0/- total=$0/-" in listed  # and no cap was set
+    assert "rpm=" not in runner.invoke(args=["silk", "show-limits", str(owner.id)]).output.split(
+        "default")[0]  # and no limit
