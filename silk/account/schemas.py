@@ -9,6 +9,7 @@ from silk.metering import rules
 from silk.pricing import units_to_usd, usd_to_units
 from silk.validation import StoredString, StrictInteger, StrictString, UnitsAsUsd, Usd, UtcDateTime
 
+_RATE = validate.Range(min=1, max=2**31 - 1)  # a rate limit; what an INTEGER column holds
 MOST_CAP_USD = 10**9  # a cap above a billion dollars is a typo; it must also fit a BIGINT of units
 
 
@@ -42,11 +43,11 @@ class KeyCreateSchema(Schema):
     expires_in_days = StrictInteger(validate=validate.Range(1, 3650))
     models = fields.List(StoredString(validate=validate.Length(min=1, max=128)),
                          validate=validate.Length(min=1, max=100))
-    rpm_limit = StrictInteger(validate=validate.Range(min=1))
-    tpm_limit = StrictInteger(validate=validate.Range(min=1))
+    rpm_limit = StrictInteger(validate=_RATE)
+    tpm_limit = StrictInteger(validate=_RATE)
     spend_caps = fields.Nested(SpendCapsSchema)
     role = StrictString(validate=validate.OneOf(["owner", "member"]))
-    concurrency_limit = StrictInteger(validate=validate.Range(min=1))
+    concurrency_limit = StrictInteger(validate=_RATE)
 
     @validates_schema
     def _expiry(self, data, **kwargs):
@@ -62,9 +63,9 @@ class KeyUpdateSchema(Schema):
 
     name = StoredString(validate=validate.Length(min=1, max=100))
     spend_caps = fields.Nested(SpendCapsSchema)
-    rpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    tpm_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
-    concurrency_limit = StrictInteger(allow_none=True, validate=validate.Range(min=1))
+    rpm_limit = StrictInteger(allow_none=True, validate=_RATE)
+    tpm_limit = StrictInteger(allow_none=True, validate=_RATE)
+    concurrency_limit = StrictInteger(allow_none=True, validate=_RATE)
 
 
 def key_status(key) -> str:

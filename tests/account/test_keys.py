@@ -66,6 +66,11 @@ def test_expires_in_days(client, accounts):
     ({"admin": True}, "admin"),
     ({"name": "a\x00b"}, "name"),  # PostgreSQL's text cannot hold it; both databases refuse
     ({"models": ["deepseek-chat\x00"]}, "models[0]"),
+    # More than the INTEGER column holds: SQLite stored it, PostgreSQL refused it unnamed.
+    ({"rpm_limit": 2**31}, "rpm_limit"), ({"concurrency_limit": 2**40}, "concurrency_limit"),
+    # A valid ISO time whose UTC moment is past year 9999 (or before year 1).
+    ({"expires_at": "9999-12-31T23:00:00-05:00"}, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+05:00"}, "expires_at"),
 ])
 def test_bad_key_requests_are_400s_naming_the_field(client, accounts, body, param):
     user = accounts.make()
@@ -73,6 +78,16 @@ def test_bad_key_requests_are_400s_naming_the_field(client, accounts, body, para
     assert response.status_code == 400, response.json
     assert response.json["error"]["param"] == param
     assert len(client.get("/v1/keys", headers=user.headers).json["data"]) == 1
+
+
+@pytest.mark.parametrize("field", ["rpm_limit", "tpm_limit", "concurrency_limit"])
+def test_a_rate_past_what_its_column_holds_is_a_400_naming_it(client, accounts, field):
+    user = accounts.make()
+    response = client.patch(f"/v1/keys/{user.key_id}", headers=user.headers,
+                            json={field: 2**31})
+    assert response.status_code == 400, response.json
+    assert response.json["error"]["param"] == field
+    assert client.get("/v1/keys", headers=user.headers).json["data"][0][field] is None
 
 
 def test_a_limited_key_cannot_mint_a_wider_one(client, accounts):
