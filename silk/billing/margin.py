@@ -13,6 +13,7 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from silk.billing.service import served_and_failed
 from silk.catalog.catalogue import Model
 from silk.database import utcnow
 from silk.metering.models import UsageRecord
@@ -27,7 +28,7 @@ class MarginRow:
     """One slice of a month: what customers paid, what providers billed, the difference."""
 
     key: str
-    requests: int
+    requests: int  # served (billed tokens), as in the usage report; failed ones cost nothing
     revenue_units: int
     upstream_cost_units: int
 
@@ -40,7 +41,8 @@ class MarginRow:
 def margin_rows(conn: Connection, start: date, end: date, by: str) -> list[MarginRow]:
     """The month's records grouped by model, provider or day, in key order."""
     column = USAGE.c[by]
-    query = (select(column, func.count(), func.coalesce(func.sum(USAGE.c.cost_units), 0),
+    served = served_and_failed()[0]  # requests as every other report counts them
+    query = (select(column, served, func.coalesce(func.sum(USAGE.c.cost_units), 0),
                     func.coalesce(func.sum(USAGE.c.upstream_cost_units), 0))
              .where(USAGE.c.day >= start, USAGE.c.day < end)
              .group_by(column).order_by(column))

@@ -169,3 +169,30 @@ def test_a_route_sold_below_cost_is_flagged(database_url, caplog):
                for r in caplog.records)
     text, _ = metrics.render()
     assert b'silk_models_below_cost{model="backed-up"} 1.0' in text
+
+
+def test_margin_counts_requests_as_the_usage_report_does(app, client, accounts, upstream):
+    """A request the provider refused is billed nothing: the usage report counts it apart
+    (`failed_requests`), and so must the margin beside it on the console's page."""
+    admin = accounts.make(admin=True, email="ops@example.com")
+    acct = accounts.make(tier="free", credit="1")
+    served = client.post("/v1/chat/completions", headers={**acct.headers, **JSON}, json={
+        "model": "deepseek-chat", "messages": messages("Hello"), "stream": False})
+    assert served.status_code == 200
+    refused = client.post("/v1/chat/completions", headers={**acct.headers, **JSON}, json={
+        "model": "deepseek-chat", "messages": messages("x", "status=400"), "stream": False})
+    assert refused.status_code == 400
+    records = _records(app)
+    assert [r.total_tokens > 0 for r in records] == [True, False]
+
+    usage = client.get("/v1/admin/usage", headers=admin.headers).json
+    assert (usage["by_model"][0]["requests"], usage["by_model"][0]["failed_requests"]) == (1, 1)
+    for by in ("model", "provider", "day"):
+        report = client.get(f"/v1/admin/margin?by={by}", headers=admin.headers).json
+        assert [row["requests"] for row in report["data"]] == [1], by
+        assert report["total"]["requests"] == 1
+        assert Decimal(str(report["total"]["revenue"])) * 10**9 == records[0].cost_units
+    out = app.test_cli_runner().invoke(args=["silk", "margin"]).output
+    assert [line.split("\t")[1] for line in out.splitlines()
+            if line.strip().startswith("total")] == ["requests=1"]
+    assert accounts.audit() == []
