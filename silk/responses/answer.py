@@ -37,6 +37,11 @@ ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_c
           "text": {"format": {"type": "text"}}, "store": True, "prompt_cache_key": None}
 
 
+# Chat finish reasons that cut an answer short, each with OpenAI's reason for the incomplete
+# response: the output limit, or the provider's content filter.
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
 def usage_object(bill: Bill, reported: dict | None) -> dict:
     """The usage billed, in the Responses shape, with its cost (marked when estimated)."""
     usage = bill.usage or Usage(0, 0)
@@ -116,7 +121,7 @@ class Builder:
         self._gather()
         incomplete = None
         if status == "incomplete":
-            incomplete = {"reason": "max_output_tokens"}
+            incomplete = {"reason": INCOMPLETE[self.finish or "length"]}
         return {"id": self.id, "object": "response", "created_at": self.created_at,
                 "status": status, "error": error, "incomplete_details": incomplete,
                 "model": self.model, "output": self.output, "usage": usage,
@@ -335,14 +340,14 @@ class Builder:
     # -- endings
 
     def status(self) -> str:
-        """completed, or incomplete when the output limit cut the answer."""
-        return "incomplete" if self.finish == "length" else "completed"
+        """completed, or incomplete when the output limit or a content filter cut the answer."""
+        return "incomplete" if self.finish in INCOMPLETE else "completed"
 
     def done(self, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
         """The finished Response, and the events that end the stream (made when called,
         so that the caller may store the response first)."""
         closing = self._release(ending=True) + self._close()
-        if self.finish == "length":
+        if self.finish in INCOMPLETE:
             for item in self.output:
                 if item.get("status") == "completed" and item["type"] == "message":
                     item["status"] = "incomplete"

@@ -47,9 +47,10 @@ shell quoting, e.g. ``[[fake: reply="Hi there" chunk_delay=0.01]]``; a bare name
 
 Stream shape: a role chunk (``{"role": "assistant", "content": ""}``), one chunk per reasoning
 piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a finish chunk
-(empty delta, ``finish_reason`` ``stop`` or ``length``), then with
-``stream_options.include_usage`` a ``choices: []`` usage chunk (earlier chunks carry
-``"usage": null``; ``repeat_usage=n`` sends it n more times), then ``data: [DONE]``. Ark
+(empty delta, ``finish_reason`` ``stop`` or ``length``, or the ``finish_reason`` option's:
+a provider's ``content_filter``), then with ``stream_options.include_usage`` a
+``choices: []`` usage chunk (earlier chunks carry ``"usage": null``; ``repeat_usage=n``
+sends it n more times), then ``data: [DONE]``. Ark
 alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
 far (cumulative, the prompt and the pieces sent up to and including it).
 ``early_usage`` sends, right after the role chunk, a ``choices: []`` chunk whose usage counts
@@ -209,6 +210,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "tool_args": str,                   # the call's arguments (JSON text), "{}" by default
     "tool_calls": _tool_calls,          # several calls: [{"name", "arguments"}, ...]
     "tool_stream": _tool_stream,        # sequential | interleaved | rounds
+    "finish_reason": str,               # the finish reason sent instead of the one earned
     "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
 }
 
@@ -614,7 +616,8 @@ class _Handler(BaseHTTPRequestHandler):
         if opts.get("no_usage"):
             usage = None
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
-                "model": body["model"], "finish": "tool_calls" if tools else finish,
+                "model": body["model"],
+                "finish": opts.get("finish_reason") or ("tool_calls" if tools else finish),
                 "tools": tools}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"

@@ -276,3 +276,34 @@ def test_what_codex_sends_besides_is_accepted(client, accounts, upstream):
         "metadata": {"a": "b"}, "text": {"verbosity": "low"}})
     assert response.status_code == 200
     assert typed_events(response.data)[-1]["type"] == "response.completed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_the_providers_filter_cut_is_incomplete_stored_so_and_charged_once(
+        app, client, accounts, upstream, stream):
+    """A chat finish_reason content_filter ends an answer the provider cut short: OpenAI's
+    incomplete response (reason content_filter), kept as such, billed what was delivered."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    text = "tell me [[fake: pieces=5 finish_reason=content_filter]]"
+    response = post(client, acct, {"model": "deepseek-chat", "stream": stream, "input": text})
+    assert response.status_code == 200, response.data
+    if stream:
+        final = typed_events(response.data)[-1]
+        assert final["type"] == "response.incomplete"
+        body = final["response"]
+    else:
+        body = response.json
+    assert body["status"] == "incomplete"
+    assert body["incomplete_details"] == {"reason": "content_filter"}
+    [message] = body["output"]
+    assert message["status"] == "incomplete"
+    assert message["content"][0]["text"] == "w0 w1 w2 w3 w4"
+    kept = client.get(f"/v1/responses/{body['id']}", headers=acct.headers).json
+    assert (kept["status"], kept["incomplete_details"]) == ("incomplete",
+                                                            {"reason": "content_filter"})
+    prompt = count_prompt_tokens(_user(text))
+    cost = expected_cost("deepseek-chat", prompt, 5)
+    assert Decimal(str(body["usage"]["cost"])) == cost
+    assert accounts.balance_units(acct.id) == 10**9 - units(cost)
+    assert_charged_once(accounts, acct.id, 5, cost)
