@@ -28,6 +28,12 @@ from silk.validation import json_object, load
 log = logging.getLogger("silk.responses")
 
 
+# Request fields whose meaning the gateway cannot give: refused, never answered without it
+# (a conversation's items or a prompt template's instructions would be left out unseen).
+_UNSUPPORTED = {"background": "background responses", "conversation": "conversations",
+                "prompt": "prompt templates"}
+
+
 def _keeper(engine, principal: Principal, items: list[dict], days: float
             ) -> Callable[[dict], None]:
     """Keep a finished response; a failure to store is logged, never the content."""
@@ -48,9 +54,10 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     body = json_object(raw)
     body = load(schema_for(body), body)
     model = allowed_model(principal, body["model"])
-    if body.get("background"):
-        raise InvalidRequest("Invalid 'background': background responses are not supported "
-                             "by this gateway.", param="background")
+    for name, what in _UNSUPPORTED.items():
+        if body.get(name):
+            raise InvalidRequest(f"Invalid '{name}': {what} are not supported by this gateway.",
+                                 param=name)
     config = current_app.config
     engine = db.engine
     previous = body.get("previous_response_id")
