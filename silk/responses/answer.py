@@ -50,7 +50,9 @@ def usage_object(bill: Bill, reported: dict | None) -> dict:
         parsed = usage_from(reported)
         reasoning = parsed[1] if parsed else 0
     out = {"input_tokens": usage.prompt_tokens,
-           "input_tokens_details": {"cached_tokens": usage.cache_hit_tokens},
+           # No provider here bills writing its cache: nothing was written at a price.
+           "input_tokens_details": {"cached_tokens": usage.cache_hit_tokens,
+                                    "cache_write_tokens": 0},
            "output_tokens": usage.completion_tokens,
            "output_tokens_details": {"reasoning_tokens": reasoning},
            "total_tokens": usage.total_tokens, "cost": bill.cost_usd}

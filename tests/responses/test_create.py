@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pydantic
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
 
 from tests.chat.helpers import assert_charged_once, expected_cost, set_quota_left, units
 from tests.fakes.upstream import (
@@ -311,3 +313,30 @@ def test_an_answer_the_providers_filter_cut_is_incomplete_stored_so_and_charged_
     assert Decimal(str(body["usage"]["cost"])) == cost
     assert accounts.balance_units(acct.id) == 10**9 - units(cost)
     assert_charged_once(accounts, acct.id, 5, cost)
+
+
+SDK_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+@pytest.mark.parametrize("text,extra", [
+    ("hi", {}),
+    ("think", {"model": "deepseek-reasoner"}),
+    ("run [[fake: tool_call=ns__go]]", {"tools": [{"type": "namespace", "name": "ns",
+                                                   "description": "Tools of ns.",
+                                                   "tools": [{"type": "function",
+                                                              "name": "go"}]}]}),
+    ("long [[fake: pieces=20]]", {"max_output_tokens": 3}),
+    ("cut [[fake: pieces=10 cut_after=4]]", {}),
+])
+def test_every_event_and_response_is_what_the_openai_sdk_types_require(client, accounts,
+                                                                       upstream, text, extra):
+    """Each streamed event, and the JSON Response, validates against the openai SDK's own
+    pydantic types, every field they require present and of its type."""
+    acct = accounts.make(credit="1")
+    body = {"model": "deepseek-chat", "input": text, **extra}
+    for event in typed_events(post(client, acct, {**body, "stream": True}).data):
+        typed = SDK_EVENT.validate_python(event)
+        if hasattr(typed, "response"):
+            Response.model_validate(event["response"])
+    if "cut_after" not in text:
+        Response.model_validate(post(client, acct, body).json)

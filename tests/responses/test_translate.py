@@ -236,7 +236,8 @@ def test_a_text_stream_becomes_typed_events_with_sequence_numbers():
     assert final["status"] == "completed" and final["object"] == "response"
     [message] = final["output"]
     assert message["content"][0]["text"] == "Hello there ." and message["status"] == "completed"
-    assert final["usage"] == {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0},
+    assert final["usage"] == {"input_tokens": 12, "input_tokens_details": {
+                              "cached_tokens": 0, "cache_write_tokens": 0},
                               "output_tokens": 7, "output_tokens_details":
                               {"reasoning_tokens": 0}, "total_tokens": 19,
                               "cost": float(SETTLED.cost_usd)}
