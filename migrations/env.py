@@ -100,14 +100,26 @@ def run_migrations_online():
             # A migration may rewrite a large table: SILK_DB_STATEMENT_TIMEOUT is for requests.
             connection.exec_driver_sql("SET statement_timeout = 0")
             connection.commit()  # the setting stays for the session; migrations begin anew
+        if connection.dialect.name == "sqlite":
+            # A batch operation rebuilds a table (copy, drop, rename); with foreign keys on,
+            # dropping `accounts` fails while rows refer to it (and would cascade). SQLite
+            # ignores the pragma inside a transaction, so it is set before they begin.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
             **conf_args
         )
 
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if connection.dialect.name == "sqlite":
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")  # the pool's setting
+                connection.commit()
 
 
 if context.is_offline_mode():

@@ -287,3 +287,47 @@ def test_reservations_carry_no_secondary_index(empty_database, upstream, monkeyp
     assert indexes() == set()
     _upgrade(app, revision="0009", down=True)
     assert indexes() == {"ix_reservations_account_id", "ix_reservations_state_expires"}
+
+
+def test_a_downgrade_that_rebuilds_accounts_keeps_their_rows(empty_database, upstream,
+                                                             monkeypatch):
+    """Downgrading past 0007 rebuilds `accounts` on SQLite (copy, drop, rename) while keys,
+    ledger entries and stored responses refer to it: every row stays, the upgrade back is
+    audit-green, and the app's connections still enforce foreign keys afterwards."""
+    from sqlalchemy import text
+
+    from silk.extensions import db
+    from tests.support.accounts import AccountMaker
+
+    app = _app(empty_database, upstream, monkeypatch)
+    _upgrade(app)
+    account = AccountMaker(app).make(credit="5")
+    answer = app.test_client().post("/v1/responses", headers=account.headers,
+                                    json={"model": "deepseek-chat", "input": "hi"})
+    assert answer.status_code == 200
+
+    def rows() -> dict:
+        with app.app_context():
+            with db.engine.connect() as conn:
+                found = {table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+                         for table in ("accounts", "api_keys", "ledger_entries",
+                                       "usage_records", "stored_responses")}
+                found["balance"] = conn.execute(text(
+                    "SELECT balance_units FROM accounts")).scalar()
+            db.engine.dispose()
+        return found
+
+    before = rows()
+    assert before["stored_responses"] == 1 and before["usage_records"] == 1
+    _upgrade(app, revision="0006", down=True)
+    assert rows() == before
+    _upgrade(app)
+    assert rows() == before
+    with app.app_context():
+        from silk.metering.audit import audit
+
+        assert audit(db.engine) == []
+        if db.engine.dialect.name == "sqlite":
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        db.engine.dispose()
