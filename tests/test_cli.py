@@ -127,3 +127,48 @@ def test_create_account_credits_only_what_a_top_up_may(runner, accounts):
     assert made.exit_code == 0, made.output
     assert "balance=$10000" in made.output
     assert accounts.audit() == []
+
+
+def test_key_commands_check_their_options_as_the_api_does(runner, accounts):
+    """A limit of 0 or below (which would mean no limit, or refuse every request), a negative
+    or oversized cap, an unknown model, a past expiry or a number no column holds is refused
+    with a message and exit status, never a traceback, and no key is made or changed."""
+    from silk.account.service import list_keys
+
+    acct = accounts.make(email="k@example.com")
+    for options, message in ((["--tpm", "0"], "--tpm"), (["--rpm", "-1"], "--rpm"),
+                             (["--rpm", "6000000000"], "--rpm"),
+                             (["--concurrency", "6000000000"], "--concurrency"),
+                             (["--cap-day", "-1"], "spend_caps.day"),
+                             (["--cap-month", "1e20"], "spend_caps.month"),
+                             (["--models", "deepseek-chatt"], "unknown model 'deepseek-chatt'"),
+                             (["--expires", "2020-01-01"], "expires_at"),
+                             (["--name", ""], "name")):
+        result = runner.invoke(args=["silk", "create-key", "k@example.com", *options])
+        assert result.exit_code in (1, 2), (options, result.output)
+        assert isinstance(result.exception, SystemExit), (options, result.exception)
+        assert message in result.output, (options, result.output)
+    with runner.app.app_context():
+        assert [key.id for key in list_keys(acct.id)] == [acct.key_id]
+    for args, message in ((["set-key-caps", str(acct.key_id), "--day", "1e20"], "spend_caps.day"),
+                          (["set-key-caps", str(acct.key_id), "--total", "-3"], "spend_caps.total"),
+                          (["set-key-caps", "99999999999", "--day", "1"], "KEY_ID"),
+                          (["revoke-key", "99999999999"], "KEY_ID"),
+                          (["set-limits", str(acct.id), "--rpm", "²"], "--rpm"),
+                          (["set-limits", str(acct.id), "--tpm", "6000000000"], "--tpm"),
+                          (["set-tier", "big", "--discount-percent", "0",
+                            "--free-tokens", "1" + "0" * 20], "--free-tokens")):
+        result = runner.invoke(args=["silk", *args])
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
+        assert message in result.output, (args, result.output)
+    with runner.app.app_context():
+        key = list_keys(acct.id)[0]
+        assert (key.cap_day_units, key.cap_total_units, key.revoked_at) == (None, None, None)
+    made = runner.invoke(args=["silk", "create-key", "k@example.com", "--tpm", "1000",
+                               "--cap-day", "$2.5", "--models", "deepseek-chat"])
+    assert made.exit_code == 0, made.output
+    with runner.app.app_context():
+        key = list_keys(acct.id)[0]
+        assert (key.tpm_limit, key.cap_day_units, key.allowed_models) == (
+            1000, 2_500_000_000, ["deepseek-chat"])

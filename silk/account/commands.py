@@ -9,27 +9,14 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from silk.account.schemas import MOST_CAP_USD
 from silk.cliutil import fail, parse_usd, topup_max, usd, when
 from silk.database import utcnow
 from silk.errors import SilkError
-from silk.pricing import usd_to_units
-from silk.validation import whole_number
+from silk.validation import MOST_ID, load, whole_number
 
 commands = AppGroup("account-commands", help="Added to `flask silk` one by one.")
-
-
-_MOST_RATE = 2**31 - 1  # what an INTEGER column holds, as the API allows
-_RATE = click.IntRange(1, _MOST_RATE)
-
-
-def _cap(value: str) -> int:
-    """A spend cap in units, checked as the API checks one (0 to MOST_CAP_USD)."""
-    amount = parse_usd(value)
-    exponent = amount.as_tuple().exponent
-    if not isinstance(exponent, int) or exponent < -9 or not 0 <= amount <= MOST_CAP_USD:
-        raise click.BadParameter(f"{value!r} is not a USD amount from 0 to {MOST_CAP_USD}")
-    return usd_to_units(amount)
+_RATE = click.IntRange(1, MOST_ID)  # a rate limit as the API takes it, in an INTEGER column
+_KEY_ID = click.IntRange(1, MOST_ID)
 
 
 def _opening_credit(value: str) -> int:
@@ -78,8 +65,7 @@ def create_account_cmd(email: str, tier: str | None, credit: str, admin: bool):
 @click.option("--models", default="", help="Comma-separated models this key may use.")
 @click.option("--rpm", type=_RATE, default=None, help="Requests per minute.")
 @click.option("--tpm", type=_RATE, default=None, help="Tokens per minute.")
-@click.option("--concurrency", type=_RATE, default=None,
-              help="Requests at once.")
+@click.option("--concurrency", type=_RATE, default=None, help="Requests at once.")
 @click.option("--role", type=click.Choice(["owner", "member"]), default="owner",
               help="owner: manages keys, sees everything; member: uses the API only.")
 @click.option("--cap-day", default=None, help="USD the key may spend per UTC day.")
@@ -90,25 +76,31 @@ def create_key_cmd(account: str, name: str, expires: datetime | None, models: st
                    cap_day: str | None,
                    cap_month: str | None, cap_total: str | None):
     """Make another key for ACCOUNT (id or email); prints the key last."""
-    from silk.account.service import create_key, find_account
+    from silk.account.schemas import key_create_schema
+    from silk.account.service import create_key, find_account, key_options
+    from silk.catalog import catalogue
 
-    caps = _caps(cap_day, cap_month, cap_total)
+    given = {"name": name, "role": role, "rpm_limit": rpm, "tpm_limit": tpm,
+             "concurrency_limit": concurrency,
+             "expires_at": expires.isoformat() if expires else None,
+             "models": [m.strip() for m in models.split(",") if m.strip()] or None,
+             "spend_caps": _caps(cap_day, cap_month, cap_total) or None}
     try:
         target = find_account(account)
-        key = create_key(target.id, name=name, expires_at=expires,
-                         allowed_models=[m.strip() for m in models.split(",") if m.strip()],
-                         rpm_limit=rpm, tpm_limit=tpm, concurrency_limit=concurrency, role=role,
-                         **{f"cap_{period}_units": units for period, units in caps.items()})
+        # Checked as POST /v1/admin/accounts/{id}/keys checks the same request.
+        data = load(key_create_schema, {k: v for k, v in given.items() if v is not None})
+        key = create_key(target.id, **key_options(data, catalogue().models))
     except SilkError as err:
         fail(err)
     click.echo(f"key {key.record.id} for account {target.id} ({key.record.name})")
     click.echo(key.secret)
 
 
-def _caps(day: str | None, month: str | None, total: str | None) -> dict[str, int | None]:
-    """Spend caps given as options, in units; `none` removes a cap."""
+def _caps(day: str | None, month: str | None, total: str | None) -> dict[str, str | None]:
+    """Spend caps given as options, as the API's `spend_caps` (its schema checks them);
+    `none` removes a cap."""
     given = {"day": day, "month": month, "total": total}
-    return {period: None if value.strip().lower() == "none" else _cap(value)
+    return {period: None if value.strip().lower() == "none" else value.strip().lstrip("$")
             for period, value in given.items() if value is not None}
 
 
@@ -129,19 +121,20 @@ def _budget(key) -> str:
 
 
 @commands.command("set-key-caps")
-@click.argument("key_id", type=int)
+@click.argument("key_id", type=_KEY_ID)
 @click.option("--day", default=None, help="USD per UTC day (`none` removes the cap).")
 @click.option("--month", default=None, help="USD per UTC month (`none` removes the cap).")
 @click.option("--total", default=None, help="USD in all (`none` removes the cap).")
 def set_key_caps_cmd(key_id: int, day: str | None, month: str | None, total: str | None):
     """Set or remove a key's spend caps; caps not given stay as they are."""
+    from silk.account.schemas import key_update_schema
     from silk.account.service import update_key
 
     caps = _caps(day, month, total)
     if not caps:
         raise click.UsageError("Give --day, --month or --total.")
     try:
-        key = update_key(key_id, {"spend_caps": caps})
+        key = update_key(key_id, load(key_update_schema, {"spend_caps": caps}))
     except SilkError as err:
         fail(err)
     click.echo(f"key {key.id}\t{_budget(key)}")
@@ -165,7 +158,7 @@ def list_keys_cmd(account: str | None):
 
 
 @commands.command("revoke-key")
-@click.argument("key_id", type=int)
+@click.argument("key_id", type=_KEY_ID)
 def revoke_key_cmd(key_id: int):
     """Revoke a key by id (everywhere at once with Redis, else within the key cache TTL)."""
     from silk.account.service import revoke_key
@@ -223,10 +216,10 @@ class _Limit(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int) or value.strip().lower() == "none":
             return value if isinstance(value, int) else "none"
-        number = whole_number(value.strip(), _MOST_RATE)
+        number = whole_number(value.strip(), MOST_ID)  # not isdigit(): '²' is one
         if number is not None and number >= 1:
             return number
-        self.fail(f"{value!r} is not a whole number of at least 1 (at most {_MOST_RATE}), "
+        self.fail(f"{value!r} is not a whole number of at least 1 (at most {MOST_ID}), "
                   "or none", param, ctx)
 
 

@@ -27,7 +27,8 @@ def list_tiers_cmd():
 @commands.command("set-tier")
 @click.argument("name")
 @click.option("--discount-percent", required=True, help="Discount on list price, 0-100.")
-@click.option("--free-tokens", type=int, required=True, help="Monthly free token quota.")
+@click.option("--free-tokens", type=click.IntRange(max=2**63 - 1), required=True,
+              help="Monthly free token quota.")  # the most a BIGINT column holds
 def set_tier_cmd(name: str, discount_percent: str, free_tokens: int):
     """Create or change tier NAME (stored in the database; overrides the config)."""
     from silk.billing.tiers import save_tier
