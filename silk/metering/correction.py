@@ -24,7 +24,8 @@ from silk.pricing import Price, Tier, Usage, quote
 
 _BIGINT = 2**63 - 1
 
-RECLAIM = "DELETE FROM reservations WHERE id = :reservation AND state = 'swept'"
+RECLAIM = ("DELETE FROM reservations WHERE id = :reservation AND request_id = :request "
+           "AND state = 'swept'")  # the settlement's own request's hold (store.claim_sql)
 SWEPT = "SELECT cost_units, free_tokens, day FROM usage_records WHERE request_id = :request"
 ACCOUNT = ("UPDATE accounts SET balance_units = balance_units WHERE id = :account "
            "RETURNING balance_units, reserved_units, quota_month, quota_used, quota_held")

@@ -196,9 +196,12 @@ def claim_sql(o: rules.Sql, claimed: str) -> str:
     settlement that comes again finds no open row either way, and the table keeps only
     what is in flight instead of a row per request forever. A swept hold ("swept") stays,
     marked, so that its real settlement can still replace the sweep's estimate
-    (silk.metering.correction), which then deletes it.
+    (silk.metering.correction), which then deletes it. The hold must be the settlement's
+    own request's: a journal from another database of the same URL, or from before a
+    restore, names ids that here are other requests' holds.
     """
-    where = f"WHERE id = {o.param('reservation')} AND state = 'open'"
+    where = (f"WHERE id = {o.param('reservation')} AND request_id = {o.param('request')} "
+             "AND state = 'open'")
     if claimed == "settled":
         return f"DELETE FROM reservations {where}"
     return (f"UPDATE reservations SET state = {o.param('claimed')}, "

@@ -297,3 +297,39 @@ def test_a_settled_holds_row_goes_and_its_id_is_never_given_again(app, accounts)
         db.session.remove()
     assert [r.request_id for r in accounts.usage_records(acct.id)] == ["first", "second"]
     assert accounts.audit() == []
+
+
+def test_a_journal_naming_another_requests_hold_settles_nothing(app, accounts, journal_dir):
+    """A journal left from another database of the same URL, or from before the database
+    was restored from a backup, names reservation ids that here belong to other requests.
+    Its settlement must not claim such a hold: that request would never be charged (its
+    own settlement finds no hold), its account's money would stay held, and the
+    journal's account would be charged for a hold it still has."""
+    from silk.extensions import db
+    from silk.metering import journal, keeper
+    from silk.metering.service import Outcome, decide
+
+    payer, victim = accounts.make(credit="1"), accounts.make(credit="1")
+    for acct in (payer, victim):
+        set_quota_left(app, acct.id)
+    foreign = _hold(app, payer.id, "foreign")  # the request the journal was written for
+    victims = _hold(app, victim.id, "victim")  # here, another request's hold
+    entry = decide(foreign, Outcome(status="ok", usage=Usage(60, 700))).to_json()
+    # The same id, in the other database.
+    entry["reservation_id"] = entry["values"]["reservation"] = victims.reservation_id
+    with app.app_context():
+        digest = journal.database_digest(db.engine)
+        journal_dir.mkdir(exist_ok=True)
+        (journal_dir / f"{digest}-0123456789abcdef.jsonl").write_text(json.dumps(entry) + "\n")
+        keeper.of(db.engine).adopt()
+    assert _reservation(app, victims.reservation_id).state == "open"
+    assert accounts.usage_records(payer.id) == []
+    _settle(app, foreign, Usage(60, 700))
+    _settle(app, victims, Usage(80, 900))
+    for acct, (prompt, completion) in ((payer, (60, 700)), (victim, (80, 900))):
+        cost = prompt * 140 + completion * 280
+        [record] = accounts.usage_records(acct.id)
+        assert record.cost_units == cost
+        row = accounts.row(acct.id)
+        assert (row.balance_units, row.reserved_units) == (10**9 - cost, 0)
+    assert accounts.audit() == []
