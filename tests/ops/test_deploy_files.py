@@ -86,6 +86,9 @@ def test_the_systemd_unit_reloads_gracefully(gunicorn_conf):
     assert "PROMETHEUS_MULTIPROC_DIR=/run/silkgateway/" in service["Environment"]
     assert service["RuntimeDirectory"] == "silkgateway"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # The documentation it names is a file of the checkout installed at /srv/silkgateway.
+    page = unit["Unit"]["Documentation"].removeprefix("file:///srv/silkgateway/")
+    assert (ROOT / page).is_file(), page
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
