@@ -284,12 +284,31 @@ def validate(cfg, problems: list[str] | None = None) -> None:
     if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 3:
         problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
                              "a number of seconds, at least 3"))
+    problems += _bound_problems(cfg)
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:
         raise ConfigError(f"SilkGateway cannot start: {problems[0]}")
     if problems:
         raise ConfigError("SilkGateway cannot start:\n  - " + "\n  - ".join(problems))
+
+
+# Settings that bound what a hold covers, and the least each may be: a lease of 0 or less
+# lets the sweep settle every live hold at its estimate (the late real settlement can then
+# charge only what other holds leave, and writes off the rest), and a negative image
+# allowance makes each image lower a prompt's bound (what is billed above it is written off).
+_LEAST = {"SILK_RESERVATION_TTL": (1, "a whole number of seconds, at least 1"),
+          "SILK_IMAGE_TOKEN_ALLOWANCE": (0, "a whole number of tokens, at least 0")}
+
+
+def _bound_problems(cfg) -> list[str]:
+    """The hold-bounding settings below their least (their kind is checked apart)."""
+    problems = []
+    for name, (least, allowed) in _LEAST.items():
+        value = cfg.get(name, getattr(Defaults, name))
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            problems.append(_bad(name, _as_given(name, value), allowed))
+    return problems
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")

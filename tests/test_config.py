@@ -6,6 +6,9 @@ import pytest
 @pytest.mark.parametrize(("variable", "value", "allowed"), [
     ("SILK_DB_POOL_SIZE", "abc", "a whole number"),
     ("SILK_RESERVATION_TTL", "1.5", "a whole number"),
+    ("SILK_RESERVATION_TTL", "0", "a whole number of seconds, at least 1"),
+    ("SILK_RESERVATION_TTL", "-5", "a whole number of seconds, at least 1"),
+    ("SILK_IMAGE_TOKEN_ALLOWANCE", "-6000", "a whole number of tokens, at least 0"),
     ("SILK_BODY_READ_TIMEOUT", "soon", "a number"),
     ("SILK_DB_CONNECT_TIMEOUT", "nan", "a number"),
     ("SILK_OPEN_TOPUP", "maybe", "true or false"),
