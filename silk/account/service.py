@@ -366,4 +366,23 @@ def update_key_as(key_id: int, account_id: int, target_id: int, data: Mapping) -
         raise PermissionDenied("This key may not change a key with wider access than its "
                                "own (more models, higher rates or caps, or a later expiry).",
                                param="id", code="key_scope_exceeded")
+    if target_id != updater.id:
+        _refuse_raised_caps(updater, target, data.get("spend_caps") or {})
     return update_key(target_id, data, account_id=account_id, limit_to=Scope.of(updater))
+
+
+def _refuse_raised_caps(updater: ApiKey, target: ApiKey, caps: Mapping) -> None:
+    """A key with a spend cap may lower another key's caps, never raise or remove one: each
+    key counts its own spend, so raising another's would let the two spend more together
+    (as a key it made would), and the caps would bound nothing."""
+    if all(getattr(updater, field) is None for field in CAPS):
+        return
+    for period, units in caps.items():
+        field = CAPS[PERIODS.index(period)]
+        before = getattr(target, field)
+        if before is not None and (units is None or units > before):
+            raise PermissionDenied(
+                "A key with a spend cap may not raise or remove another key's caps (each key "
+                "counts its own spend, so the two could spend more together); it may lower "
+                "them. Ask an owner key without caps.", param=api_name(field),
+                code="key_scope_exceeded")

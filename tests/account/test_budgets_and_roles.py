@@ -98,7 +98,17 @@ def test_a_key_with_a_cap_makes_no_keys_and_sets_no_cap_above_its_own(client, ac
     raised = client.patch(f"/v1/keys/{lower['id']}", headers=headers,
                           json={"spend_caps": {"day": 5}})
     assert raised.status_code == 403 and raised.json["error"]["code"] == "key_scope_exceeded"
-    assert "$1" in raised.json["error"]["message"]
+    assert raised.json["error"]["param"] == "spend_caps.day"
+    # Even up to its own: the two keys could then spend more together than before.
+    for caps in ({"day": 1}, {"day": "0.5", "total": "10.01"}, {"total": None}):
+        refused = client.patch(f"/v1/keys/{lower['id']}", headers=headers,
+                               json={"spend_caps": caps})
+        assert refused.status_code == 403, (caps, refused.json)
+        assert refused.json["error"]["code"] == "key_scope_exceeded"
+    narrowed = client.patch(f"/v1/keys/{lower['id']}", headers=headers,
+                            json={"spend_caps": {"day": "0.25", "total": 10, "month": 4}})
+    assert narrowed.status_code == 200, narrowed.json
+    assert narrowed.json["spend_caps"] == {"day": 0.25, "month": 4, "total": 10}
     own = client.patch(f"/v1/keys/{limited['id']}", headers=headers,
                        json={"spend_caps": {"day": 2}})
     assert own.status_code == 403
