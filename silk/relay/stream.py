@@ -28,14 +28,22 @@ _TIMEOUT = ("timeout", "The provider stopped sending in time.", "upstream_timeou
 
 def lenient(payload: bytes) -> dict | None:
     """An event orjson refuses that Python's json reads (NaN or -Infinity, as some servers
-    write a logprob): still the provider's event, and its text reaches the client, so it
-    is counted; None if it is no JSON object or could not be written back."""
+    write a logprob; half of a split emoji): still the provider's event, and its text
+    reaches the client, so it is counted. A lone surrogate, which no surface could write
+    back, reads as U+FFFD. None if it is no JSON object."""
     try:
         data = json.loads(payload)
-        orjson.dumps(data)  # a surface writes its parts back: a lone surrogate could not be
+        if not isinstance(data, dict):
+            return None
+        try:
+            orjson.dumps(data)
+        except orjson.JSONEncodeError:  # a lone surrogate (or nesting orjson cannot write)
+            text = json.dumps(data, ensure_ascii=False)
+            data = json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+            orjson.dumps(data)
     except (ValueError, RecursionError, orjson.JSONEncodeError):
         return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 class Batch:

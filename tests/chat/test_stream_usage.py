@@ -198,8 +198,9 @@ def test_a_final_count_after_an_early_one_is_billed_as_reported(app, client, acc
 
 
 @pytest.mark.parametrize("surface", ["chat", "messages"])
+@pytest.mark.parametrize("odd", ["infinite_logprobs", "lone_surrogates"])
 def test_events_only_a_lenient_parser_reads_are_counted(app, client, accounts, upstream,
-                                                        surface):
+                                                        surface, odd):
     """A provider that writes a logprob as -Infinity (JSON orjson refuses) still delivers
     the text of those events: a stream that ends without usage bills it from its estimate,
     as it does the same text without the odd field."""
@@ -207,12 +208,13 @@ def test_events_only_a_lenient_parser_reads_are_counted(app, client, accounts, u
 
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    directive = "pieces=5 infinite_logprobs no_usage"
+    directive = f"pieces=5 {odd} no_usage"
     if surface == "chat":
         msgs = messages("odd numbers", directive)
         raw = _stream(client, acct, "deepseek-chat", msgs, logprobs=True,
                       stream_options={"include_usage": True}).data
-        assert raw.count(b"-Infinity") == 5  # the client gets the events as they came
+        # The client gets the events as they came.
+        assert raw.count(b"-Infinity" if odd == "infinite_logprobs" else b"\\ud83d") == 5
     else:
         body = request("odd numbers", directive, stream=True)
         raw = client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body,

@@ -65,7 +65,9 @@ and a group is never held back across a pause, a cut or the end.
 message and ends the body there, as providers report a failure mid-stream; ``long_line=n``
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
 ``infinite_logprobs`` gives each reply chunk a ``logprobs`` entry of ``-Infinity``, written
-as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send.
+as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send;
+``lone_surrogates`` gives each a logprob token of half an emoji (``\\ud83d``), which orjson
+neither reads nor writes.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect).
 
@@ -200,6 +202,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
     "infinite_logprobs": _to_bool,      # stream: reply chunks carry a logprob of -Infinity
+    "lone_surrogates": _to_bool,        # stream: reply chunks carry a logprob token "\ud800"
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
     "error_message": str,               # the message of the error body a `status` sends
@@ -721,6 +724,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if opts.get("infinite_logprobs"):  # json.dumps writes it as -Infinity
                     piece_chunk["choices"][0]["logprobs"] = {"content": [
                         {"token": piece, "logprob": float("-inf"), "top_logprobs": []}]}
+                if opts.get("lone_surrogates"):  # half of a split emoji, as \ud83d
+                    piece_chunk["choices"][0]["logprobs"] = {"content": [
+                        {"token": "\ud83d", "logprob": -0.5, "top_logprobs": []}]}
                 yield piece_chunk
             for index, call in tool_call_deltas(meta["tools"], opts.get("tool_stream")):
                 counts[1] += 1
