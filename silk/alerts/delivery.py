@@ -138,11 +138,9 @@ def _post_pinned(url: str, addresses: list[str], body: bytes, headers: dict[str,
     raise Undelivered(f"webhook: {type(failure).__name__}")
 
 
-def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str, Any]) -> None:
-    """Send an event by e-mail through the configured SMTP server (smtplib)."""
-    host = config.get("SILK_SMTP_HOST")
-    if not host:
-        raise Undelivered("e-mail: SILK_SMTP_HOST is not set")
+def _message(config: Mapping[str, Any], to: str, subject: str,
+             body: dict[str, Any]) -> EmailMessage:
+    """The e-mail of an event; ValueError for a header value with a line break in it."""
     message = EmailMessage()
     message["From"] = config.get("SILK_SMTP_FROM") or "silkgateway@localhost"
     message["To"] = to
@@ -150,6 +148,18 @@ def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str,
     message["Message-ID"] = f"<{body['id']}@silkgateway>"
     message["Silk-Event-Id"] = body["id"]
     message.set_content(f"{subject}.\n\n{json.dumps(body, indent=2)}\n")
+    return message
+
+
+def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str, Any]) -> None:
+    """Send an event by e-mail through the configured SMTP server (smtplib)."""
+    host = config.get("SILK_SMTP_HOST")
+    if not host:
+        raise Undelivered("e-mail: SILK_SMTP_HOST is not set")
+    try:
+        message = _message(config, to, subject, body)
+    except ValueError:  # an address stored before such were refused: no header holds it
+        raise Undelivered("e-mail: the address cannot be a header") from None
     port, timeout = int(config["SILK_SMTP_PORT"]), float(config["SILK_ALERT_TIMEOUT"])
     security = config.get("SILK_SMTP_SECURITY", "starttls")
     try:

@@ -7,6 +7,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 from silk.validation import StrictString, UnitsAsUsd, Usd
 
 _EMAIL = validate.Email(error="must be an email address")
+# The validator lets a quoted local part hold control characters; some (a vertical tab, a
+# form feed) read as line breaks to Python's e-mail headers, so no message could carry it.
+_NO_CONTROL = validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z",
+                              error="must not contain a control character")
 
 
 class _Threshold(Usd):
@@ -21,7 +25,8 @@ class AlertSettingsUpdate(Schema):
     """What an owner may set; a field left out stays, null clears it."""
 
     webhook_url = StrictString(allow_none=True, validate=validate.Length(max=500))
-    email = StrictString(allow_none=True, validate=[validate.Length(max=254), _EMAIL])
+    email = StrictString(allow_none=True, validate=[validate.Length(max=254), _EMAIL,
+                                                    _NO_CONTROL])
     balance_threshold = _Threshold(allow_none=True)
 
 

@@ -307,3 +307,46 @@ def test_operator_commands(app, runner, accounts):
         result = runner.invoke(args=["silk", "alerts", "--deliver"])
     assert "delivered 1 event(s)" in result.output and "delivered: 1" in result.output
     assert [event["type"] for event in receiver.accepted.values()] == ["key_expiring"]
+
+
+def test_an_alert_address_that_cannot_be_a_header_is_refused(client, accounts):
+    """A quoted local part may hold control characters the e-mail validator lets through;
+    a vertical tab or form feed reads as a line break to Python's e-mail headers."""
+    acct = accounts.make()
+    for bad in ('"a\x0bb"@example.com', '"a\x0cb"@example.com', '"a\x01b"@example.com'):
+        answer = client.put("/v1/account/alerts", json={"email": bad}, headers=acct.headers)
+        assert answer.status_code == 400, bad
+        assert answer.json["error"]["param"] == "email"
+    assert client.get("/v1/account/alerts", headers=acct.headers).json["email"] is None
+
+
+@pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_MAX_ATTEMPTS": 2}])
+def test_an_address_no_message_can_carry_fails_only_its_own_recipient(app, accounts, clock,
+                                                                       smtp_server):
+    """An address stored before it was refused (a vertical tab in a quoted local part) is an
+    undelivered recipient: the round is recorded, the others get the event once, and it
+    fails after the last attempt instead of being claimed and sent again forever."""
+    from sqlalchemy import update
+
+    from silk.account.models import Account
+    from silk.extensions import db
+
+    controller, _ = smtp_server
+    acct = accounts.make()
+    with app.app_context():
+        db.session.execute(update(Account).where(Account.id == acct.id).values(
+            alert_email='"a\x0bb"@example.com'))
+        db.session.commit()
+    with Receiver("whsec_operator") as receiver:
+        app.config.update(SILK_SMTP_HOST="127.0.0.1", SILK_SMTP_PORT=controller.port,
+                          SILK_SMTP_SECURITY="none", SILK_ALERT_WEBHOOK_URL=receiver.url,
+                          SILK_ALERT_WEBHOOK_SECRET="whsec_operator")
+        _record(app, "balance_low:3", acct.id)
+        for _ in range(3):
+            _deliver(app)
+            clock[0] += timedelta(hours=2)  # past the retry and any lease
+        (row,) = events(app)
+        assert (row.state, row.attempts) == ("failed", 2)
+        assert json.loads(row.pending) == ["account:email"]
+        assert "account:email: e-mail" in row.last_error
+        assert receiver.counts() == {"balance_low:3": 1}
