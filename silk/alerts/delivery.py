@@ -92,8 +92,9 @@ def post_webhook(url: str, secret: str, body: bytes, event_id: str, *,
                "Silk-Event-Id": event_id, signing.HEADER: signing.sign(secret, body)}
     if not addresses:
         try:
-            status = requests.post(url, data=body, headers=headers, timeout=timeout,
-                                   allow_redirects=False).status_code
+            with requests.post(url, data=body, headers=headers, timeout=timeout,
+                               allow_redirects=False, stream=True) as answer:
+                status = answer.status_code  # the body is never read (see _post_pinned)
         except requests.RequestException as exc:
             raise Undelivered(f"webhook: {type(exc).__name__}") from None
     else:
@@ -129,8 +130,13 @@ def _post_pinned(url: str, addresses: list[str], body: bytes, headers: dict[str,
             pool = urllib3.HTTPConnectionPool(address, **options)
         try:
             with pool:
-                return pool.urlopen("POST", parsed.request_uri, body=body, headers=headers,
-                                    redirect=False, retries=False).status
+                # Only the status counts: the body is left unread, so a receiver that
+                # answers with an endless one holds neither the delivery nor memory.
+                answer = pool.urlopen("POST", parsed.request_uri, body=body,
+                                      headers=headers, redirect=False, retries=False,
+                                      preload_content=False)
+                answer.close()
+                return answer.status
         except urllib3.exceptions.NewConnectionError as exc:
             failure = exc  # this address takes no connection: the next one may
         except urllib3.exceptions.HTTPError as exc:

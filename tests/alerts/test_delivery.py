@@ -350,3 +350,66 @@ def test_an_address_no_message_can_carry_fails_only_its_own_recipient(app, accou
         assert json.loads(row.pending) == ["account:email"]
         assert "account:email: e-mail" in row.last_error
         assert receiver.counts() == {"balance_low:3": 1}
+
+
+class _EndlessAnswer:
+    """A loopback receiver that answers 200 and then sends a chunked body for `seconds`
+    (or until the sender hangs up); how many bytes it got out."""
+
+    def __init__(self, host: str, seconds: float) -> None:
+        self.listener = socket.create_server((host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.seconds = seconds
+        self.sent = 0
+        self.done = threading.Event()
+
+    def serve(self) -> None:
+        import time
+
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(self.seconds)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+            deadline = time.monotonic() + self.seconds
+            try:
+                while time.monotonic() < deadline:
+                    conn.sendall(chunk)
+                    self.sent += len(chunk)
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the sender closed the connection
+        self.done.set()
+
+    def __enter__(self) -> _EndlessAnswer:
+        threading.Thread(target=self.serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_a_webhooks_answer_body_is_not_read(monkeypatch, pinned):
+    """Only the status matters: a receiver that answers 200 with an endless body neither
+    holds the delivery (and the event's lease) nor fills the worker's memory with it."""
+    import time
+
+    from silk.alerts.delivery import post_webhook
+
+    with _EndlessAnswer("127.0.0.2", seconds=20) as receiver:
+        if pinned:
+            _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                         "93.184.216.34": ["127.0.0.2"]})
+            url = f"http://hooks.example:{receiver.port}/hook"
+        else:
+            url = f"http://127.0.0.2:{receiver.port}/hook"
+        started = time.monotonic()
+        post_webhook(url, "whsec_test", b'{"id":"evt_endless"}', "evt_endless",
+                     allow_private=not pinned, timeout=5)
+        assert time.monotonic() - started < 5
+        assert receiver.done.wait(10)  # it saw the connection close
+        assert receiver.sent < 64 * 2**20  # what socket buffers hold, not 20 s of it
