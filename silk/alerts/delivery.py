@@ -8,13 +8,14 @@ same `id`, which receivers use to drop repeats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from typing import Any
 
@@ -30,6 +31,7 @@ from silk.alerts.safety import UnsafeUrl, check_url
 from silk.database import utcnow
 from silk.metering.worker import identity
 from silk.pricing import units_to_usd
+from silk.sockets import cooperative
 
 log = logging.getLogger("silk.alerts")
 
@@ -46,6 +48,27 @@ SUBJECTS = {
 
 class Undelivered(Exception):
     """One recipient could not be reached this time; the event is tried again later."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, what: str) -> Iterator[None]:
+    """Undelivered once `seconds` pass, in a gevent worker: each read's timeout alone lets a
+    receiver that answers a byte at a time hold the delivery, past the event's lease."""
+    if not cooperative():
+        yield
+        return
+    import gevent
+
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    try:
+        yield
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        raise Undelivered(f"{what}: no answer within {seconds:g} s") from None
+    finally:
+        timer.close()
 
 
 def recipients_of(account: Mapping[str, Any] | None, config: Mapping[str, Any]) -> list[str]:
@@ -78,12 +101,20 @@ def body_of(event: outbox.Claimed, account: Mapping[str, Any] | None) -> dict[st
 
 def post_webhook(url: str, secret: str, body: bytes, event_id: str, *,
                  allow_private: bool, timeout: float) -> None:
-    """POST a signed event; raise Undelivered unless the receiver answers 2xx.
+    """POST a signed event; raise Undelivered unless the receiver answers 2xx within
+    `timeout` seconds in all.
 
     Unless private addresses are allowed, the POST goes to an address the URL's check
     approved (the next one if a connection cannot be made), with the URL's host name for
     Host, SNI and the certificate.
     """
+    with _deadline(timeout, "webhook"):
+        _post_webhook(url, secret, body, event_id, allow_private=allow_private,
+                      timeout=timeout)
+
+
+def _post_webhook(url: str, secret: str, body: bytes, event_id: str, *,
+                  allow_private: bool, timeout: float) -> None:
     try:
         addresses = check_url(url, allow_private=allow_private)
     except UnsafeUrl as exc:
@@ -158,7 +189,14 @@ def _message(config: Mapping[str, Any], to: str, subject: str,
 
 
 def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str, Any]) -> None:
-    """Send an event by e-mail through the configured SMTP server (smtplib)."""
+    """Send an event by e-mail through the configured SMTP server (smtplib), within
+    SILK_ALERT_TIMEOUT seconds in all."""
+    with _deadline(float(config["SILK_ALERT_TIMEOUT"]), "e-mail"):
+        _send_email(config, to, subject, body)
+
+
+def _send_email(config: Mapping[str, Any], to: str, subject: str,
+                body: dict[str, Any]) -> None:
     host = config.get("SILK_SMTP_HOST")
     if not host:
         raise Undelivered("e-mail: SILK_SMTP_HOST is not set")
@@ -175,12 +213,16 @@ def send_email(config: Mapping[str, Any], to: str, subject: str, body: dict[str,
                                     context=ssl.create_default_context())
         else:
             smtp = smtplib.SMTP(host, port, timeout=timeout)
-        with smtp:
+        try:  # not `with smtp`: its QUIT after a cut-off delivery would wait again
             if security == "starttls":
                 smtp.starttls(context=ssl.create_default_context())
             if config.get("SILK_SMTP_USER"):
                 smtp.login(config["SILK_SMTP_USER"], config.get("SILK_SMTP_PASSWORD") or "")
             smtp.send_message(message)
+            with contextlib.suppress(OSError, smtplib.SMTPException):  # it is sent
+                smtp.quit()
+        finally:
+            smtp.close()
     except (OSError, smtplib.SMTPException) as exc:
         raise Undelivered(f"e-mail: {type(exc).__name__}") from None
 
