@@ -437,6 +437,12 @@ def _alert_problems(cfg) -> list[str]:
                  "SILK_ALERT_TIMEOUT", "SILK_ALERT_MAX_ATTEMPTS", "SILK_ALERT_KEY_EXPIRY_DAYS"):
         if not isinstance(get(name), int | float) or get(name) < 0:
             problems.append(f"{name} must be a number of at least 0")
+    # A timeout of 0 is no delivery at all (urllib3 refuses it, and every round failed
+    # before it could record an attempt), and a lease of 0 leaves an event being delivered
+    # to the next worker that claims one.
+    for name in ("SILK_ALERT_LEASE", "SILK_ALERT_TIMEOUT"):
+        if isinstance(get(name), int | float) and get(name) == 0:
+            problems.append(f"{name} must be a number of seconds above 0")
     url = get("SILK_ALERT_WEBHOOK_URL")
     if url and not _http_url(url):
         problems.append("SILK_ALERT_WEBHOOK_URL must be an http or https URL")

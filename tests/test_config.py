@@ -35,6 +35,18 @@ def test_a_bad_setting_stops_the_gateway_in_one_line(monkeypatch, tmp_path, vari
     assert f"{variable}={value!r}" in line and allowed in line
 
 
+@pytest.mark.parametrize("variable", ["SILK_ALERT_TIMEOUT", "SILK_ALERT_LEASE"])
+def test_an_alert_timeout_or_lease_of_0_stops_the_gateway(monkeypatch, tmp_path, variable):
+    """A timeout of 0 (read as "none") made every delivery round raise before it recorded
+    an attempt, so events stayed pending forever; a lease of 0 let every worker claim one."""
+    from silk import create_app
+    from silk.config import ConfigError
+
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(ConfigError, match=f"{variable} must be a number of seconds above 0"):
+        create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
     ("false", False), ("False", False), ("0", False), ("no", False), (" NO ", False),
