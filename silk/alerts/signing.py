@@ -35,4 +35,5 @@ def verify(secret: str, header: str, body: bytes, *, now: float | None = None,
         return False
     expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body,
                         hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    # bytes: compare_digest raises TypeError on a str with non-ASCII characters
+    return hmac.compare_digest(expected.encode(), parts.get("v1", "").encode())

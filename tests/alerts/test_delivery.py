@@ -289,6 +289,21 @@ def test_readme_verification_snippet_verifies_our_signatures():
     assert not namespace["verify"]("whsec_readme", header, b'{"id":"e2"}')
 
 
+def test_a_forged_signature_with_non_ascii_is_refused_not_an_error():
+    """hmac.compare_digest raises TypeError on a str with non-ASCII characters: a forged
+    header must be refused by the receiver's check (ours and the README's), not crash it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("def verify(secret: str, header: str, body: bytes")
+    namespace: dict = {}
+    exec(readme[readme.rindex("```python", 0, start) + len("```python"):  # noqa: S102
+                readme.index("```", start)], namespace)
+    stamp = signing.sign("whsec_x", b"{}").split(",")[0]
+    for verify in (signing.verify, namespace["verify"]):
+        assert not verify("whsec_x", f"{stamp},v1=\u00e9", b"{}")
+
+
 @pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_KEY_EXPIRY_DAYS": 7}])
 def test_operator_commands(app, runner, accounts):
     from silk.account.service import create_key
