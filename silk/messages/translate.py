@@ -30,13 +30,18 @@ _NOT_PROMPT = frozenset(("model", "max_tokens", "stream", "temperature", "top_p"
 # fetched by URL or id): what a provider reads from it cannot be bounded before it does.
 OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text and images "
            "that the request itself holds.]")
-# Fields a provider may charge for beyond tokens (server-side tools and their sandboxes,
-# faster or other service tiers): the catalogue cannot price them, so they are not sent.
-_UNPRICED = ("mcp_servers", "container", "service_tier", "speed", "inference_geo")
-# Chat completions' output limits besides max_tokens, and its choice count: no Messages
-# field, so a provider's endpoint that read them as its chat dialect does would produce
-# more than the max_tokens held; they are not sent.
-_CHAT_BOUNDS = ("max_completion_tokens", "n")
+# The request fields sent natively: Anthropic's whose cost the hold covers. The rest are
+# not sent: what a provider may charge beyond tokens (server-side tools' sandboxes, other
+# service tiers or speeds), what it may read or run beyond the request (a conversation it
+# holds, `thread`; another model, `fallbacks`; a compaction, whose tokens Anthropic leaves
+# out of `usage`), chat completions' `max_completion_tokens` and `n` (more output than the
+# max_tokens held, from an endpoint that read them as its chat dialect does), and any field
+# added later, whose cost no one can know before a provider bills it.
+_SENT = frozenset(("model", "max_tokens", "messages", "system", "stream", "temperature",
+                   "top_p", "top_k", "metadata", "stop_sequences", "thinking", "tools",
+                   "tool_choice", "output_config", "cache_control", "context_management"))
+# The context_management edits sent: those that only clear context (a compaction is not).
+_CLEARING = "clear_"
 
 
 def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
@@ -67,8 +72,7 @@ def native_body(request: dict, model: Model, provider: Provider, *,
                 stream: bool) -> tuple[dict, int]:
     """The request for a provider's own Messages endpoint, and the output bound held.
 
-    Server tools and fields that buy another price are left out (_UNPRICED), and so are
-    chat completions' output bounds other than max_tokens (_CHAT_BOUNDS). Anthropic
+    Only the fields of _SENT go, with custom tools and clearing context edits only. Anthropic
     counts a thinking budget inside max_tokens; the gateway does not rely on a provider
     doing so and holds max_tokens plus the budget, a budget not under max_tokens (which
     may have been lowered to the model's maximum) lowered under it, as Anthropic requires.
@@ -76,11 +80,14 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     limit covers reasoning (silk.defaults.PROVIDERS); elsewhere it gets the route's
     reasoning budget, or is off.
     """
-    body = {name: value for name, value in request.items()
-            if name not in _UNPRICED and name not in _CHAT_BOUNDS}
+    body = {name: value for name, value in request.items() if name in _SENT}
     if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
         body["tools"] = [tool for tool in body["tools"]
                          if tool.get("type") in (None, "custom")]
+    if "context_management" in body:
+        body["context_management"] = _clearing_only(body["context_management"])
+        if body["context_management"] is None:
+            del body["context_management"]
     body["model"] = model.upstream
     body.update(model.extra_body)  # the catalogue's route is the operator's word
     body["stream"] = stream
@@ -107,6 +114,14 @@ def native_body(request: dict, model: Model, provider: Provider, *,
             return body, limit + model.reasoning_budget
         body["thinking"] = {"type": "disabled"}
     return body, limit
+
+
+def _clearing_only(config) -> dict | None:
+    """context_management with the edits that only clear context; None if none is left."""
+    edits = config.get("edits") if isinstance(config, dict) else None
+    kept = [edit for edit in edits if isinstance(edit, dict) and str(
+        edit.get("type")).startswith(_CLEARING)] if isinstance(edits, list) else []
+    return {"edits": kept} if kept else None
 
 
 def bounded(block) -> bool:

@@ -282,8 +282,9 @@ def test_provider_falling_silent_mid_stream_bills_the_delivery_once(
 
 
 def test_every_field_a_provider_may_read_counts_in_the_prompt_bound():
-    """A field the gateway does not know (output_config's format schema, which Anthropic
-    renders into the prompt) is sent, so it is bounded too; what is left out is not."""
+    """A field beside system, messages and tools (output_config's format schema, which
+    Anthropic renders into the prompt) is sent, so it is bounded too; what is left out is
+    not."""
     from silk.catalog.catalogue import Model, Provider
     from silk.messages.translate import to_call
     from silk.pricing import Price
@@ -299,3 +300,37 @@ def test_every_field_a_provider_may_read_counts_in_the_prompt_bound():
     unpriced = to_call(model, native, request(mcp_servers=[{"url": "x" * 5000}]),
                        stream=False, image_allowance=10)
     assert unpriced.prompt_bound == plain.prompt_bound
+
+
+def test_fields_that_reach_beyond_the_request_are_not_sent(native, app, client, accounts):
+    """A conversation the provider holds (`thread`), another model when the asked one
+    declines (`fallbacks`), a compaction (whose tokens Anthropic leaves out of `usage`) and
+    any field the gateway does not know could be billed beyond what the hold bounds: only
+    Anthropic's request fields whose cost the hold covers are sent; context_management keeps
+    the edits that only clear context."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    clear = {"type": "clear_thinking_20251015", "keep": "all"}
+    body = request("go", "pieces=4", system="s", temperature=0.5, top_p=0.9, top_k=3,
+                   metadata={"user_id": "u"}, stop_sequences=["x"],
+                   tools=[{"name": "Read", "input_schema": {"type": "object"}}],
+                   tool_choice={"type": "auto"}, output_config={"effort": "high"},
+                   cache_control={"type": "ephemeral"},
+                   context_management={"edits": [clear, {"type": "compact_20260112"}]},
+                   thread={"type": "continue", "previous_message_id": "msg_1"},
+                   fallbacks=[{"model": "deepseek-v4-pro"}], compaction={"type": "x"},
+                   fallback_credit_token="t", billing_policy={"bill_to": "self"},
+                   user_profile_id="p", workspace_id="w", diagnostics={}, next_year={"a": 1})
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    sent = native.requests[-1].body
+    assert set(sent) == {"model", "max_tokens", "messages", "system", "stream", "temperature",
+                         "top_p", "top_k", "metadata", "stop_sequences", "tools",
+                         "tool_choice", "output_config", "cache_control",
+                         "context_management", "thinking"}
+    assert sent["context_management"] == {"edits": [clear]}
+    cost = expected_cost("deepseek-chat", prompt_tokens(body), 4)
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    [record] = accounts.usage_records(acct.id)
+    assert record.cost_units == units(cost)
+    assert accounts.audit() == []
