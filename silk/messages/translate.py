@@ -40,6 +40,9 @@ OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text 
 _SENT = frozenset(("model", "max_tokens", "messages", "system", "stream", "temperature",
                    "top_p", "top_k", "metadata", "stop_sequences", "thinking", "tools",
                    "tool_choice", "output_config", "cache_control", "context_management"))
+# The block types the gateway reads (and checks what is inside: a tool result's blocks).
+_READ = frozenset(("text", "tool_use", "tool_result", "thinking", "redacted_thinking",
+                   "document"))
 # The context_management edits sent: those that only clear context (a compaction is not).
 _CLEARING = "clear_"
 
@@ -126,12 +129,27 @@ def _clearing_only(config) -> dict | None:
 
 def bounded(block) -> bool:
     """Whether all a content block makes the model read is in the request: not a document
-    by URL, file id or base64 (a PDF's pages are read as images, as many as it has)."""
+    by URL, file id or base64 (a PDF's pages are read as images, as many as it has), nor a
+    block of a type the gateway does not read with such a document, an image or a file
+    anywhere inside (a web fetch's result: the hold counts the block as one image)."""
     if not isinstance(block, dict) or block.get("type") == "image":
         return True
     source = block.get("source")
-    return "file_id" not in block and (
-        not isinstance(source, dict) or source.get("type") == "text")
+    if "file_id" in block or isinstance(source, dict) and source.get("type") != "text":
+        return False
+    return block.get("type") in _READ or not _holds_media(block)
+
+
+def _holds_media(value) -> bool:
+    """Whether a file id, or a source other than text, is anywhere inside `value`."""
+    if isinstance(value, list):
+        return any(_holds_media(item) for item in value)
+    if not isinstance(value, dict):
+        return False
+    source = value.get("source")
+    if "file_id" in value or isinstance(source, dict) and source.get("type") != "text":
+        return True
+    return any(_holds_media(item) for item in value.values())
 
 
 def _omitted(block: dict) -> dict:

@@ -334,3 +334,37 @@ def test_fields_that_reach_beyond_the_request_are_not_sent(native, app, client, 
     [record] = accounts.usage_records(acct.id)
     assert record.cost_units == units(cost)
     assert accounts.audit() == []
+
+
+def test_media_inside_blocks_the_gateway_does_not_read_is_left_out(native, app, client,
+                                                                    accounts):
+    """A PDF in a web fetch's result (or images, or a file, deep in any block of a type the
+    gateway does not read) is read by a provider that knows the block, beyond the bytes the
+    hold counts (a PDF's pages as images, a block held as one image however many it holds):
+    a note stands in for the block. A block with only text inside goes as it came."""
+    from silk.messages.translate import OMITTED
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                          "data": "JVBERi0xLjQ="}}
+    fetched = {"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_1", "content": {
+        "type": "web_fetch_result", "url": "https://example.com/x.pdf", "content": pdf}}
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/i.png"}}
+    pictures = {"type": "gallery_20270101", "items": [{"content": [image] * 20}]}
+    filed = {"type": "bundle", "parts": [{"kind": "f", "file_id": "file_1"}]}
+    found = {"type": "search_result", "source": "https://example.com", "title": "t",
+             "content": [{"type": "text", "text": "found it"}]}
+    body = request("go", "pieces=3")
+    body["messages"] = [{"role": "user", "content": [
+        fetched, pictures, filed, found, {"type": "text", "text": body["messages"][0][
+            "content"]}]}]
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    sent = native.requests[-1].body["messages"][0]["content"]
+    assert sent[:4] == [{"type": "text", "text": OMITTED.format(kind=kind)} for kind in (
+        "web_fetch_tool_result", "gallery_20270101", "bundle")] + [found]
+    assert "JVBERi0" not in str(native.requests[-1].body)
+    cost = expected_cost("deepseek-chat", prompt_tokens(native.requests[-1].body), 3)
+    assert Decimal(response.headers["x-silk-cost"]) == cost
+    assert accounts.audit() == []
