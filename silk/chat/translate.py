@@ -77,11 +77,11 @@ def usage_object(bill: Bill, reported: dict | None) -> dict:
 
 
 def encode_completion(completion: Completion) -> dict:
-    """The JSON answer: the provider's, with the usage billed and its cost."""
+    """The JSON answer: the provider's, with the usage billed (its own object when billed as
+    reported, else the counts billed) and its cost."""
     data = completion.data
-    if not completion.counted:
-        data["usage"] = usage_object(completion.bill, None)
-    data["usage"]["cost"] = completion.bill.cost_usd
+    data["usage"] = usage_object(completion.bill,
+                                 data["usage"] if completion.counted else None)
     return data
 
 
