@@ -157,7 +157,9 @@ def _json_estimate(value) -> int:
 def delivered_tokens(chunk: dict) -> int:
     """Estimate the tokens of one streamed chunk's deltas (whatever shape the provider sent).
 
-    What reached the client is billed from this sum if the provider's usage never comes.
+    What reached the client is billed from this sum if the provider's usage never comes; a
+    value that is no string (arguments as an object, content as parts) reaches a client too,
+    and is counted as its JSON text.
     """
     tokens = 0
     choices = chunk.get("choices")
@@ -166,17 +168,19 @@ def delivered_tokens(chunk: dict) -> int:
         if not isinstance(delta, dict):
             continue
         for field in ("content", "reasoning_content"):
-            value = delta.get(field)
-            if isinstance(value, str):
-                tokens += estimate_text(value)
+            tokens += _text_estimate(delta.get(field))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
-                arguments = function.get("arguments")
-                tokens += estimate_text(arguments if isinstance(arguments, str) else "")
+                tokens += _text_estimate(function.get("arguments"))
                 tokens += 2 if function.get("name") else 0
     return tokens
+
+
+def _text_estimate(value) -> int:
+    """A delivered field: its text, or the JSON text of any other value (0 for null)."""
+    return estimate_text(value) if isinstance(value, str) else _json_estimate(value)
 
 
 def usage_from(data: Mapping | None) -> tuple[Usage, int] | None:

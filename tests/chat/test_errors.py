@@ -239,7 +239,8 @@ def test_odd_shapes_from_the_provider_never_fail_the_request():
     chunks = ({"choices": 5}, {"choices": ["x", {"delta": "y"}]},
               {"choices": [{"delta": {"content": 7, "tool_calls": {"a": 1}}}]},
               {"choices": [{"delta": {"content": "four char"}}]})
-    assert sum(delivered_tokens(chunk) for chunk in chunks) == 3
+    # A content of 7 reaches a client as it came: 1 token, its JSON text.
+    assert sum(delivered_tokens(chunk) for chunk in chunks) == 4
 
 
 @pytest.mark.parametrize("tools,param", [

@@ -68,6 +68,8 @@ sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the
 as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send;
 ``lone_surrogates`` gives each a logprob token of half an emoji (``\\ud83d``), which orjson
 neither reads nor writes.
+``message_json`` (a JSON object) is merged into a JSON answer's message, for shapes a
+provider should not send (arguments as an object, content as a list of parts).
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect).
 
@@ -193,6 +195,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "garbage": _to_bool,                # 200 with invalid JSON / invalid SSE
     "no_usage": _to_bool,               # omit usage even when stream_options asks for it
     "usage_json": str,                  # JSON object merged into the usage reported
+    "message_json": str,                # JSON object merged into a JSON answer's message
     "delta_usage_json": str,            # Anthropic stream: merged into message_delta's alone
     "reply_model": str,                 # model name the answer carries instead of the body's
     "reply": str,                       # reply text, split into word pieces
@@ -652,6 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "name": tool["name"], "arguments": tool["arguments"]}} for tool in meta["tools"]]
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
+        if opts.get("message_json"):
+            message.update(json.loads(opts["message_json"]))
         doc: dict[str, Any] = {
             "id": meta["id"], "object": "chat.completion", "created": meta["created"],
             "model": meta["model"],

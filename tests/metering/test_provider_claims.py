@@ -38,3 +38,55 @@ def test_a_json_answer_tells_the_counts_billed_when_the_providers_were_capped(
         "deepseek-chat", record.prompt_tokens, record.completion_tokens))
     assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
     assert accounts.audit() == []
+
+
+ARGUMENTS = {"q": "one two three four five six seven eight"}
+# The call's name (2) and its arguments' JSON text, `{"q":"one two ... eight"}`: 8 words
+# and 7 marks, as the gateway estimates it.
+CALL_ESTIMATE = 2 + 15
+
+
+def _tool_answer(client, acct, surface: str, arguments) -> tuple[int, bytes]:
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": arguments}}
+    directive = f"tool_call=lookup no_usage message_json='{json.dumps({'tool_calls': [call]})}'"
+    text = f"look it up [[fake: {directive}]]"
+    if surface == "chat":
+        response = client.post("/v1/chat/completions", headers=acct.headers, json={
+            "model": "deepseek-chat", "stream": False, "max_tokens": MAX_TOKENS,
+            "messages": [{"role": "user", "content": text}],
+            "tools": [{"type": "function", "function": {
+                "name": "lookup", "parameters": {"type": "object"}}}]})
+    else:
+        response = client.post("/v1/messages", headers={
+            **acct.headers, "anthropic-version": "2023-06-01"}, json={
+            "model": "deepseek-chat", "max_tokens": MAX_TOKENS,
+            "messages": [{"role": "user", "content": text}],
+            "tools": [{"name": "lookup", "input_schema": {"type": "object"}}]})
+    raw = response.get_data()
+    response.close()
+    return response.status_code, raw
+
+
+@pytest.mark.parametrize("surface", ["chat", "messages"])
+@pytest.mark.parametrize("shape", ["text", "object"])
+def test_tool_arguments_sent_as_an_object_are_billed_as_delivered(
+        app, client, accounts, upstream, surface, shape):
+    """A JSON answer without usage is billed from its estimate, whatever the arguments'
+    shape: an object reaches the client (as chat sent it, or as a tool_use input)."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    arguments = ARGUMENTS if shape == "object" else json.dumps(ARGUMENTS, separators=(",", ":"))
+    status, raw = _tool_answer(client, acct, surface, arguments)
+    assert status == 200, raw
+    answer = json.loads(raw)
+    if surface == "messages":
+        [use] = [block for block in answer["content"] if block["type"] == "tool_use"]
+        assert use["input"] == ARGUMENTS
+    [record] = accounts.usage_records(acct.id)
+    assert record.estimated and record.status == "ok"
+    assert record.completion_tokens == CALL_ESTIMATE
+    assert record.cost_units == units(expected_cost(
+        "deepseek-chat", record.prompt_tokens, record.completion_tokens))
+    assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
+    assert accounts.audit() == []
