@@ -25,7 +25,7 @@ from silk.relay import admission, anthropic
 from silk.relay.call import Call
 from silk.relay.events import Completion
 from silk.relay.routes import open_route
-from silk.relay.stream import RelayStream
+from silk.relay.stream import RelayStream, lenient
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.upstream.client import UpstreamClient
 from silk.validation import nests_deeper
@@ -101,13 +101,26 @@ def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
                   call.model.upstream)
 
 
+def _answer(raw: bytes) -> object:
+    """A whole answer's JSON: one only a lenient parser reads (a logprob of -Infinity, half
+    an emoji) is still the provider's answer, read as a stream's events are (stream.lenient).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = lenient(raw)
+        if data is None:
+            raise
+        return data
+
+
 def finish(response: requests.Response, call: Call, meter: Meter,
            upstream_model: str) -> Completion:
     """Read a non-streaming answer to the end and settle it."""
     native = call.dialect == "anthropic"
     try:
         raw = response.content
-        data = orjson.loads(raw)
+        data = _answer(raw)
         if not isinstance(data, dict) or ("content" if native else "choices") not in data:
             raise ValueError("not an answer of the dialect")
         if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(

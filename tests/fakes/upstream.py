@@ -67,7 +67,7 @@ sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the
 ``infinite_logprobs`` gives each reply chunk a ``logprobs`` entry of ``-Infinity``, written
 as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send;
 ``lone_surrogates`` gives each a logprob token of half an emoji (``\\ud83d``), which orjson
-neither reads nor writes.
+neither reads nor writes. A JSON answer then carries the same logprobs, one per reply piece.
 ``message_json`` (a JSON object) is merged into a JSON answer's message, for shapes a
 provider should not send (arguments as an object, content as a list of parts).
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
@@ -204,8 +204,8 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning_pieces": _non_negative(int),  # reasoning of n pieces: "t0 t1 ... t{n-1}"
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
-    "infinite_logprobs": _to_bool,      # stream: reply chunks carry a logprob of -Infinity
-    "lone_surrogates": _to_bool,        # stream: reply chunks carry a logprob token "\ud800"
+    "infinite_logprobs": _to_bool,      # reply pieces carry a logprob of -Infinity
+    "lone_surrogates": _to_bool,        # reply pieces carry a logprob token "\ud800"
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
     "error_message": str,               # the message of the error body a `status` sends
@@ -662,6 +662,11 @@ class _Handler(BaseHTTPRequestHandler):
             "model": meta["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": meta["finish"]}],
         }
+        if opts.get("infinite_logprobs") or opts.get("lone_surrogates"):
+            odd = opts.get("lone_surrogates")
+            doc["choices"][0]["logprobs"] = {"content": [
+                {"token": "\ud83d" if odd else piece, "logprob": -0.5 if odd else float("-inf"),
+                 "top_logprobs": []} for piece in content]}
         if "system_fingerprint" in meta:
             doc["system_fingerprint"] = meta["system_fingerprint"]
         if provider == "ark":

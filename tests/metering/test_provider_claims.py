@@ -90,3 +90,46 @@ def test_tool_arguments_sent_as_an_object_are_billed_as_delivered(
         "deepseek-chat", record.prompt_tokens, record.completion_tokens))
     assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("surface", ["chat", "messages", "responses"])
+@pytest.mark.parametrize("odd", ["infinite_logprobs", "lone_surrogates"])
+def test_a_json_answer_only_a_lenient_parser_reads_is_answered_and_billed(
+        app, client, accounts, upstream, surface, odd):
+    """A provider that writes a logprob as -Infinity (or half an emoji) in its JSON answer
+    delivered that answer, as it does in a stream: the client gets it and pays for it, as
+    for the same answer without the odd field, not a 502 for free."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    text = f"odd numbers [[fake: pieces=5 {odd}]]"
+    if surface == "chat":
+        response = client.post("/v1/chat/completions", headers=acct.headers, json={
+            "model": "deepseek-chat", "stream": False, "max_tokens": MAX_TOKENS,
+            "logprobs": True, "messages": [{"role": "user", "content": text}]})
+    elif surface == "messages":
+        response = client.post("/v1/messages", headers={
+            **acct.headers, "anthropic-version": "2023-06-01"}, json={
+            "model": "deepseek-chat", "max_tokens": MAX_TOKENS,
+            "messages": [{"role": "user", "content": text}]})
+    else:
+        response = client.post("/v1/responses", headers=acct.headers, json={
+            "model": "deepseek-chat", "stream": False, "max_output_tokens": MAX_TOKENS,
+            "input": text, "store": False})
+    raw = response.get_data()
+    response.close()
+    assert response.status_code == 200, raw
+    answer = json.loads(raw)
+    if surface == "chat":
+        assert answer["choices"][0]["message"]["content"] == "w0 w1 w2 w3 w4"
+    elif surface == "messages":
+        assert answer["content"] == [{"type": "text", "text": "w0 w1 w2 w3 w4"}]
+    else:
+        assert answer["output"][0]["content"][0]["text"] == "w0 w1 w2 w3 w4"
+    [record] = accounts.usage_records(acct.id)
+    assert (record.status, record.estimated) == ("ok", False)
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        prompt_tokens([{"role": "user", "content": text}]), 5)
+    assert record.cost_units == units(expected_cost(
+        "deepseek-chat", record.prompt_tokens, record.completion_tokens))
+    assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
+    assert accounts.audit() == []
