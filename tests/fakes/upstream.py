@@ -205,7 +205,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
     "infinite_logprobs": _to_bool,      # reply pieces carry a logprob of -Infinity
-    "lone_surrogates": _to_bool,        # reply pieces carry a logprob token "\ud800"
+    "lone_surrogates": _to_bool,        # reply pieces carry a logprob token of half an emoji
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
     "retry_after": str,                 # Retry-After header value sent with a 429
     "error_message": str,               # the message of the error body a `status` sends
