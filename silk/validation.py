@@ -147,9 +147,14 @@ def load(schema: Schema, data) -> dict:
     try:
         return schema.load(data)
     except ValidationError as err:
-        param, message = first_error(err.messages) if isinstance(err.messages, dict) else (
-            None, str(err.messages))
-        raise InvalidRequest(f"Invalid '{param}': {message}.", param=param) from None
+        raise invalid(err.messages) from None
+
+
+def invalid(messages) -> InvalidRequest:
+    """The 400 for marshmallow-shaped error messages, naming the first bad field."""
+    param, message = first_error(messages) if isinstance(messages, dict) else (
+        None, str(messages))
+    return InvalidRequest(f"Invalid '{param}': {message}.", param=param)
 
 
 def parse_month(value: str | None, today: date | None = None) -> tuple[str, date, date]:

@@ -20,6 +20,7 @@ from silk.validation import (
     StrictNumber,
     StrictString,
     Vouched,
+    invalid,
     needed_fields,
 )
 
@@ -70,6 +71,16 @@ def _inline(data: str) -> bool:
     """Whether media data is held in the request: a data: URL or base64, which has no
     colon (a URL, which a provider fetches, has one after its scheme)."""
     return data[:5].lower() == "data:" or ":" not in data[:64]
+
+
+def check_tools(tools: list) -> None:
+    """400 naming the first tool that is not a function tool. Run after the schema's load,
+    and only for a request with tools: a schema-wide hook costs every request marshmallow's
+    hook machinery (0.6 % of a chat request's instructions)."""
+    for index, tool in enumerate(tools):
+        problem = _tool_error(tool)
+        if problem is not None:
+            raise invalid({"tools": {index: problem}})
 
 
 def _tool_error(tool) -> dict | list | None:
@@ -172,12 +183,6 @@ class ChatRequestSchema(Schema):
     reasoning_effort = StrictString()
     thinking = OneOf(dict)
 
-    @validates_schema
-    def _tools(self, data, **kwargs):
-        for index, tool in enumerate(data.get("tools") or ()):
-            problem = _tool_error(tool)
-            if problem is not None:
-                raise ValidationError({"tools": {index: problem}})
 
 
 chat_request_schema = ChatRequestSchema()

@@ -8,7 +8,7 @@ from flask import current_app, g
 
 from silk.account.auth import Principal
 from silk.catalog import catalogue
-from silk.chat.schemas import drop_nulls, schema_for
+from silk.chat.schemas import check_tools, drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
 from silk.relay import service as relay
 from silk.relay.stream import RelayStream
@@ -19,7 +19,10 @@ from silk.validation import json_object, load
 def parse_body(raw: bytes) -> dict:
     """Decode and validate a chat request body; 400 names the offending field."""
     body = drop_nulls(json_object(raw))
-    return load(schema_for(body), body)
+    body = load(schema_for(body), body)
+    if "tools" in body:
+        check_tools(body["tools"])
+    return body
 
 
 # The media types that say which answer a client wants, most specific first.
