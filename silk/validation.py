@@ -19,6 +19,7 @@ from flask import request
 from marshmallow import Schema, ValidationError, fields, missing
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from silk.appctx import this_request
 from silk.database import utcnow
 from silk.errors import IncompleteBody, InvalidRequest
 from silk.pricing import units_to_usd
@@ -38,16 +39,17 @@ def read_body(*, cache: bool = True) -> bytes:
     that ends before its Content-Length (the server's stream runs dry: the client
     half-closed) or before its last chunk is not the body the client announced.
     """
+    req = this_request()
     try:
-        raw = request.get_data(cache=cache)
+        raw = req.get_data(cache=cache)
     except ClientDisconnected:  # the chunks stopped before the last one
         raise IncompleteBody("The request body ended before its last chunk.") from None
-    if request.content_length is not None and len(raw) < request.content_length:
+    if req.content_length is not None and len(raw) < req.content_length:
         raise IncompleteBody(f"The request body ended after {len(raw)} of the "
-                             f"{request.content_length} bytes its Content-Length announced.")
-    limit = request.max_content_length
-    unbounded = limit is not None and request.content_length is None and len(raw) >= limit
-    if unbounded and request.environ["wsgi.input"].read(1):  # the server's stream goes on
+                             f"{req.content_length} bytes its Content-Length announced.")
+    limit = req.max_content_length
+    unbounded = limit is not None and req.content_length is None and len(raw) >= limit
+    if unbounded and req.environ["wsgi.input"].read(1):  # the server's stream goes on
         raise RequestEntityTooLarge()
     return raw
 

@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import current_app, g, request
+from flask import current_app, g
 from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, AccountLimit, ApiKey
+from silk.appctx import this_app, this_request
 from silk.cache import ExpiringCache
 from silk.clientaddr import client_address
 from silk.database import utcnow
@@ -112,10 +113,10 @@ class KeyCache(ExpiringCache[str, Principal | None]):
 
 def key_cache() -> KeyCache:
     """The app's key cache, made on first use."""
-    cache = current_app.extensions.get("silk.keycache")
+    app = this_app()
+    cache = app.extensions.get("silk.keycache")
     if cache is None:
-        cache = current_app.extensions["silk.keycache"] = KeyCache(
-            current_app.config["SILK_KEY_CACHE_TTL"])
+        cache = app.extensions["silk.keycache"] = KeyCache(app.config["SILK_KEY_CACHE_TTL"])
     return cache
 
 
@@ -126,12 +127,13 @@ def presented_key() -> str | None:
     after `Bearer`) is a 401 saying so, unless the key came another documented way: a proxy
     in front may use the header for itself.
     """
-    header = request.headers.get("Authorization", "").strip()
+    req = this_request()
+    header = req.headers.get("Authorization", "").strip()
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    value = request.headers.get("X-Api-Key", "").strip() or request.args.get(
+    value = req.headers.get("X-Api-Key", "").strip() or req.args.get(
         "api_key", "").strip()
     if value:
         return value

@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from silk import invalidation
+from silk.appctx import this_app
 from silk.billing.models import TierRecord
 from silk.cache import ExpiringCache
 from silk.catalog import catalogue
@@ -23,9 +24,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 def tiers() -> dict[str, Tier]:
     """Return every tier by name, from a short per-process cache."""
-    cache = current_app.extensions.get("silk.tiers")
+    extensions = this_app().extensions
+    cache = extensions.get("silk.tiers")
     if cache is None:
-        cache = current_app.extensions["silk.tiers"] = ExpiringCache(_TTL)
+        cache = extensions["silk.tiers"] = ExpiringCache(_TTL)
     return cache.fetch("tiers", _load)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flask import current_app, g
+from flask import g
 
 from silk.account.auth import Principal
+from silk.appctx import this_app
 from silk.catalog import catalogue
 from silk.chat.schemas import check_tools, drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
@@ -63,7 +64,7 @@ def start(principal: Principal, raw: bytes,
     """Run everything up to the first byte for the client; the relay settles any failure."""
     body = parse_body(raw)
     model = allowed_model(principal, body["model"])
-    config = current_app.config
+    config = this_app().config
     stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
     chat = to_call(model, catalogue().provider_of(model), body, stream=stream,
                    image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import g
 
 from silk.account.auth import Principal
+from silk.appctx import this_app
 from silk.catalog import catalogue
 from silk.messages.encode import encode_message, encode_stream
 from silk.messages.schemas import schema_for
@@ -32,7 +33,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     model = allowed_model(principal, body["model"])
     stream = body.get("stream") is True
     call = to_call(model, catalogue().provider_of(model), body, stream=stream,
-                   image_allowance=current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"])
+                   image_allowance=this_app().config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     native = call.dialect == "anthropic"
     started = relay.start(call, principal, g.request_id)
     if isinstance(started, RelayStream):
@@ -50,7 +51,7 @@ def count_tokens(principal: Principal, raw: bytes) -> dict:
     # uses no tokens.
     admission.admit(principal, model.id, 0, slot=False)
     chat = to_chat_body(body)
-    allowance = current_app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
+    allowance = this_app().config["SILK_IMAGE_TOKEN_ALLOWANCE"]
     native = bool(catalogue().provider_of(model).anthropic_base_url)
     if native:
         bound = native_prompt_bound(bounded_request(body), allowance)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flask import current_app
-
 from silk.account.auth import Principal
+from silk.appctx import this_app
 from silk.limits import Level, Ticket
 
 
@@ -37,5 +36,6 @@ def admit(principal: Principal, model: str, tokens: int, *, slot: bool = True) -
     """Count a request of about `tokens` tokens at every level, or raise 429 naming the
     level and limit without room. With `slot`, the request holds a concurrency slot at
     each level until its ticket is finished."""
-    limiter = current_app.extensions["silk.limiter"]
-    return limiter.admit(levels(principal, model, current_app.config), tokens, slot=slot)
+    app = this_app()
+    return app.extensions["silk.limiter"].admit(levels(principal, model, app.config), tokens,
+                                                slot=slot)

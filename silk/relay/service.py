@@ -10,9 +10,10 @@ import time
 
 import orjson
 import requests
-from flask import current_app, g
+from flask import g
 
 from silk.account.auth import Principal
+from silk.appctx import this_app
 from silk.billing.tiers import tiers
 from silk.database import utcnow
 from silk.errors import SilkError, UpstreamError
@@ -52,7 +53,8 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     The hold is released whole, and the admission's tokens and slots given back, if the
     upstream never answers.
     """
-    config = current_app.config
+    app = this_app()
+    config, extensions = app.config, app.extensions
     model = call.model
     # Counted at its estimate (the prompt and all the output it may produce), corrected to
     # the tokens billed when it ends.
@@ -73,9 +75,9 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
                   surface=call.surface, cost=model.cost_at(admitted),
                   on_settled=metrics.settled, on_ended=_release(ticket))
     try:
-        response, route = open_route(call, current_app.extensions["silk.upstreams"],
-                                     current_app.extensions["silk.catalogue"].providers,
-                                     current_app.extensions["silk.breakers"],
+        response, route = open_route(call, extensions["silk.upstreams"],
+                                     extensions["silk.catalogue"].providers,
+                                     extensions["silk.breakers"],
                                      metrics.route_failover)
         meter.served_by(route.provider, route.name, route.cost_at(admitted))
         g.silk_route = route.name  # named in the answer's x-silk-provider header

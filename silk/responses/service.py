@@ -8,9 +8,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import current_app, g
+from flask import g
 
 from silk.account.auth import Principal
+from silk.appctx import this_app
 from silk.catalog import catalogue
 from silk.errors import InvalidRequest
 from silk.extensions import db
@@ -58,7 +59,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
         if body.get(name):
             raise InvalidRequest(f"Invalid '{name}': {what} are not supported by this gateway.",
                                  param=name)
-    config = current_app.config
+    config = this_app().config
     engine = db.engine
     previous = body.get("previous_response_id")
     carried = store.conversation(engine, *_scope(principal), previous) if previous else []
