@@ -51,6 +51,13 @@ class Bill:
         return self.settlement.cost_usd if self.settlement else 0
 
 
+def _largest(before: Usage, now: Usage) -> Usage:
+    """Each count at the larger of two reports."""
+    return Usage(max(before.prompt_tokens, now.prompt_tokens),
+                 max(before.completion_tokens, now.completion_tokens),
+                 max(before.cache_hit_tokens, now.cache_hit_tokens))
+
+
 class Meter:
     """One request's bookkeeping: the relay's events, and settling exactly once."""
 
@@ -70,13 +77,17 @@ class Meter:
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.upstream_model = ""
-        self.usage: Usage | None = None
+        self.usage: Usage | None = None  # the largest counts the upstream reported
+        # The upstream's last report, when it holds every largest count: billed unchanged,
+        # the provider's own usage object tells the client what it paid.
+        self.reported: Usage | None = None
         # The prompt's counts, when the upstream reported them before the output's (an
         # Anthropic stream's message_start): billed instead of the estimate if no usage came.
         self.prompt_counted: Usage | None = None
         self.reasoning_tokens = 0
         self.delivered_tokens = 0  # estimated from the text the client received
-        # delivered_tokens when the provider last counted: what came after, its count lacks.
+        # delivered_tokens when the provider last counted the largest output: what came
+        # after, its count lacks.
         self.counted_through = 0
         self.delivered_any = False
         self.billed: Usage | None = None
@@ -100,10 +111,19 @@ class Meter:
             self.upstream_model = upstream_model
 
     def usage_seen(self, usage: Usage, reasoning_tokens: int) -> None:
-        """The upstream reported its counts; the last report counts."""
-        self.usage = usage
-        self.reasoning_tokens = reasoning_tokens
-        self.counted_through = self.delivered_tokens
+        """The upstream reported its counts: each count billed is the largest reported.
+
+        A provider's counts only grow as its answer does, so a report below an earlier one
+        (a bug, or a lie) takes back nothing the earlier one counted and was delivered.
+        """
+        before = self.usage
+        if before is None or usage.completion_tokens >= before.completion_tokens:
+            self.counted_through = self.delivered_tokens
+        largest = usage if before is None else _largest(before, usage)
+        own = largest == usage and reasoning_tokens >= self.reasoning_tokens
+        self.usage = usage if own else largest
+        self.reported = usage if own else None
+        self.reasoning_tokens = max(self.reasoning_tokens, reasoning_tokens)
 
     def prompt_seen(self, prompt: Usage) -> None:
         """The upstream reported the prompt's counts (no output count yet)."""
@@ -172,8 +192,9 @@ class Meter:
                 self.billed = decision.usage
             outcome.reasoning_tokens = decision.values["reasoning_tokens"]
         written = self._write(decision)
-        self.bill = Bill(self.billed, estimated,
-                         self.billed is self.usage and not estimated, self.settlement)
+        as_reported = self.reported is not None and self.billed is self.reported
+        self.bill = Bill(self.billed, estimated, as_reported and not estimated,
+                         self.settlement)
         if written and self.on_settled:
             self.on_settled(self, outcome)
         return self.bill

@@ -112,9 +112,9 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
            max_event: int, batch: Batch) -> Generator[Event, None, None]:
     """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
 
-    Usage is recorded from every chunk that carries it, the last one counting (a provider
-    may repeat it, or put the running total in every chunk). The events of a read that
-    carried several are handed out with `batch.open`, then a Flush.
+    Usage is recorded from every chunk that carries it (a provider may repeat it, or put the
+    running total in every chunk); the Meter bills each count at its largest. The events of
+    a read that carried several are handed out with `batch.open`, then a Flush.
     """
     parser = SSEParser(max_event)
     raw = response.raw

@@ -1,4 +1,4 @@
-"""Stream usage: settled once at the end from the last usage seen, told to the client once.
+"""Stream usage: settled once at the end from the largest usage seen, told to the client once.
 
 Also what a broken stream tells its client it paid, and the prompt estimate a stream cut
 before the provider's usage is billed from.

@@ -232,6 +232,15 @@ def test_repeat_usage_sends_the_usage_chunk_again(fake):
                                           for e in usage_chunks)
 
 
+def test_last_usage_json_changes_the_last_usage_chunk_alone(fake):
+    b = body("""[[fake: repeat_usage=1 last_usage_json='{"completion_tokens": 0}']]""",
+             stream=True, stream_options={"include_usage": True})
+    events, _, done, _ = read_sse(post(fake, "deepseek", b, stream=True))
+    assert done
+    first, last = [e["usage"] for e in events if not e["choices"]]
+    assert first["completion_tokens"] > 0 and last == {**first, "completion_tokens": 0}
+
+
 def test_prompt_token_rule_counts_parts_and_directives(fake):
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "two words"},

@@ -50,7 +50,8 @@ piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a 
 (empty delta, ``finish_reason`` ``stop`` or ``length``, or the ``finish_reason`` option's:
 a provider's ``content_filter``), then with ``stream_options.include_usage`` a
 ``choices: []`` usage chunk (earlier chunks carry ``"usage": null``; ``repeat_usage=n``
-sends it n more times), then ``data: [DONE]``. Ark
+sends it n more times, and ``last_usage_json``, a JSON object, is merged into the last of
+them alone: counts that contradict the ones sent before), then ``data: [DONE]``. Ark
 alone honours ``stream_options.chunk_include_usage``: every chunk then carries the usage so
 far (cumulative, the prompt and the pieces sent up to and including it).
 ``early_usage`` sends, right after the role chunk, a ``choices: []`` chunk whose usage counts
@@ -203,6 +204,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning": str,                   # reasoning text (when thinking is on)
     "reasoning_pieces": _non_negative(int),  # reasoning of n pieces: "t0 t1 ... t{n-1}"
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
+    "last_usage_json": str,             # stream: merged into the last usage chunk's alone
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
     "infinite_logprobs": _to_bool,      # reply pieces carry a logprob of -Infinity
     "lone_surrogates": _to_bool,        # reply pieces carry a logprob token of half an emoji
@@ -743,10 +745,13 @@ class _Handler(BaseHTTPRequestHandler):
                 yield chunk({"tool_calls": [{"index": index, **call}]})
             yield chunk({}, meta["finish"])
             if usage is not None:
-                for _ in range(1 + opts.get("repeat_usage", 0)):
+                repeats = 1 + opts.get("repeat_usage", 0)
+                for sent in range(1, repeats + 1):
                     final = chunk({})
                     final["choices"] = []
                     final["usage"] = usage
+                    if sent == repeats and opts.get("last_usage_json"):
+                        final["usage"] = {**usage, **json.loads(opts["last_usage_json"])}
                     yield final
 
         self._start(200, "text/event-stream", length=None)

@@ -61,7 +61,7 @@ def test_a_reported_usage_is_billed_once_however_the_request_ends(
     meter.first_token("deepseek-v4-flash")
     meter.delivered(3)
     meter.usage_seen(Usage(40, 12), 0)
-    meter.usage_seen(Usage(40, 20), 5)  # the last report counts
+    meter.usage_seen(Usage(40, 20), 5)  # a later count, grown
     bill = meter.ended(how)
     # Every later ending, from any path, returns the first bill and settles nothing more.
     assert meter.ended("done") is bill and meter.ended("error") is bill
@@ -123,3 +123,22 @@ def test_counts_beyond_the_hold_are_billed_capped(app, accounts):
     assert (record.prompt_tokens, record.completion_tokens) == (40, 50)  # the output bound
     assert bill.usage == Usage(40, 50) and not bill.as_reported
     assert record.written_off_units == (10**6 - 50) * 280
+
+
+def test_a_report_below_an_earlier_one_lowers_no_count(app, accounts):
+    """Each count billed is the largest reported; the output delivered after the largest
+    output count is no count's, so it is estimated on top of it, not taken from a lower one."""
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, "lowered", settled)
+    meter.first_token("deepseek-v4-flash")
+    meter.delivered(3)
+    meter.usage_seen(Usage(40, 20, 10), 5)
+    meter.delivered(4)
+    meter.usage_seen(Usage(30, 5, 12), 1)  # below the first but for its cache hits
+    bill = meter.ended("done")
+    record = _settled_once(accounts, acct, settled, bill)
+    assert (record.prompt_tokens, record.completion_tokens, record.cache_hit_tokens,
+            record.reasoning_tokens) == (40, 24, 12, 5)
+    assert record.estimated and bill.usage == Usage(40, 24, 12) and not bill.as_reported
+    assert record.cost_units == 40 * 140 + 24 * 280  # PRICE prices a cache hit as input

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
-from silk.pricing import units_to_usd
-from tests.chat.helpers import expected_cost, messages, prompt_tokens, set_quota_left, units
+from silk.pricing import Usage, quote, units_to_usd, usd_to_units
+from tests.chat.helpers import (
+    expected_cost,
+    messages,
+    prompt_tokens,
+    set_quota_left,
+    sse_events,
+    units,
+)
+from tests.messages.helpers import HEADERS, sse
+from tests.responses.helpers import typed_events
 
 MAX_TOKENS = 200
 
@@ -133,3 +143,68 @@ def test_a_json_answer_only_a_lenient_parser_reads_is_answered_and_billed(
         "deepseek-chat", record.prompt_tokens, record.completion_tokens))
     assert accounts.balance_units(acct.id) == 10**9 - record.cost_units
     assert accounts.audit() == []
+
+
+HIGH = {"prompt_tokens": 100, "completion_tokens": 50, "prompt_cache_hit_tokens": 40,
+        "completion_tokens_details": {"reasoning_tokens": 20}}
+LOW = {"prompt_tokens": 10, "completion_tokens": 5, "prompt_cache_hit_tokens": 4,
+       "completion_tokens_details": {"reasoning_tokens": 2}}
+
+
+def _told(surface: str, raw: bytes) -> tuple[int, int, int, float]:
+    """The usage a stream's client was told at its end: input, output, cache hits, cost."""
+    if surface == "chat":
+        [usage] = [e["usage"] for e in sse_events(raw)[:-1] if e.get("usage")]
+        return (usage["prompt_tokens"], usage["completion_tokens"],
+                usage.get("prompt_cache_hit_tokens"), usage["cost"])
+    if surface == "messages":
+        [usage] = [data["usage"] for name, data in sse(raw) if name == "message_delta"]
+        hits = usage["cache_read_input_tokens"]
+        return usage["input_tokens"] + hits, usage["output_tokens"], hits, usage["cost"]
+    [done] = [e for e in typed_events(raw) if e["type"] == "response.completed"]
+    usage = done["response"]["usage"]
+    return (usage["input_tokens"], usage["output_tokens"],
+            usage["input_tokens_details"]["cached_tokens"], usage["cost"])
+
+
+@pytest.mark.parametrize("surface", ["chat", "messages", "responses"])
+@pytest.mark.parametrize("order", ["down", "up"])
+def test_a_stream_is_billed_the_largest_counts_it_reported(app, client, accounts, upstream,
+                                                           surface, order):
+    """A provider that reports usage on several chunks and then less than before (a bug, or
+    a lie) is billed, and tells its client, the largest counts it reported: what it counted
+    once was delivered; a later count going up is billed as it came."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    first, last = (HIGH, LOW) if order == "down" else (LOW, HIGH)
+    text = (f"count twice [[fake: pieces=5 repeat_usage=1 usage_json='{json.dumps(first)}' "
+            f"last_usage_json='{json.dumps(last)}']]")
+    message = [{"role": "user", "content": text}]
+    if surface == "chat":
+        response = client.post("/v1/chat/completions", headers=acct.headers, buffered=True,
+                               json={"model": "deepseek-chat", "stream": True,
+                                     "max_tokens": MAX_TOKENS, "messages": message,
+                                     "stream_options": {"include_usage": True}})
+    elif surface == "messages":
+        response = client.post("/v1/messages", headers={**acct.headers, **HEADERS},
+                               buffered=True, json={"model": "deepseek-chat", "stream": True,
+                                                    "max_tokens": MAX_TOKENS,
+                                                    "messages": message})
+    else:
+        response = client.post("/v1/responses", headers=acct.headers, buffered=True, json={
+            "model": "deepseek-chat", "stream": True, "max_output_tokens": MAX_TOKENS,
+            "input": text, "store": False})
+    assert response.status_code == 200, response.data
+    [record] = accounts.usage_records(acct.id)
+    assert (record.status, record.estimated) == ("ok", False)
+    assert (record.prompt_tokens, record.completion_tokens, record.cache_hit_tokens,
+            record.reasoning_tokens) == (100, 50, 40, 20)
+    cat = app.extensions["silk.catalogue"]
+    cost = quote(cat.model("deepseek-chat").price, Usage(100, 50, 40), cat.tiers["free"],
+                 0).total
+    assert record.cost_units == cost and record.written_off_units == 0
+    assert accounts.balance_units(acct.id) == 10**9 - cost
+    prompt, output, hits, told_cost = _told(surface, response.data)
+    assert (prompt, output) == (100, 50) and hits in (40, None)
+    assert usd_to_units(Decimal(str(told_cost))) == cost
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
