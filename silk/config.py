@@ -443,6 +443,11 @@ def _alert_problems(cfg) -> list[str]:
     for name in ("SILK_ALERT_LEASE", "SILK_ALERT_TIMEOUT"):
         if isinstance(get(name), int | float) and get(name) == 0:
             problems.append(f"{name} must be a number of seconds above 0")
+    days = get("SILK_ALERT_RETENTION_DAYS")
+    if isinstance(days, int) and not isinstance(days, bool) and not 0 < days < 36500:
+        problems.append(_bad("SILK_ALERT_RETENTION_DAYS",
+                             _as_given("SILK_ALERT_RETENTION_DAYS", days),
+                             "a whole number of days, at least 1 (below 36500)"))
     url = get("SILK_ALERT_WEBHOOK_URL")
     if url and not _http_url(url):
         problems.append("SILK_ALERT_WEBHOOK_URL must be an http or https URL")

@@ -163,6 +163,9 @@ class Defaults:
     SILK_ALERT_TIMEOUT = 10.0  # seconds a webhook or the SMTP server may take to answer
     SILK_ALERT_BALANCE_USD = "0"  # balance alert threshold for accounts that set none (0: none)
     SILK_ALERT_KEY_EXPIRY_DAYS = 7  # alert when a key expires within this many days (0: never)
+    # Days a delivered or given-up event stays in the outbox; each delivery round deletes a
+    # batch of older ones (never fewer days than SILK_ALERT_KEY_EXPIRY_DAYS).
+    SILK_ALERT_RETENTION_DAYS = 30
     # The operator's own alerts: every event of every account goes here too.
     SILK_ALERT_WEBHOOK_URL = ""
     SILK_ALERT_WEBHOOK_SECRET = ""  # signs the operator's webhook deliveries

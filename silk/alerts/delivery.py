@@ -16,6 +16,7 @@ import random
 import smtplib
 import ssl
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -264,10 +265,12 @@ def backoff(config: Mapping[str, Any], attempts: int) -> float:
 
 
 _MOST_PER_ROUND = 100  # events one worker delivers in a round; the rest wait for the next
+_PRUNED_PER_ROUND = 500  # finished events one worker deletes in a round (one transaction)
 
 
 def deliver_due(engine: Engine, config: Mapping[str, Any]) -> int:
-    """Claim and deliver this worker's share of due events; how many were finished.
+    """Claim and deliver this worker's share of due events, then delete a batch of events
+    finished long ago (`_kept_days`); how many were finished.
 
     Events are claimed a few at a time, as many as can surely be sent within one lease
     (each recipient may take SILK_ALERT_TIMEOUT), so a slow receiver does not let the
@@ -282,7 +285,16 @@ def deliver_due(engine: Engine, config: Mapping[str, Any]) -> int:
             break
         seen += len(batch)
         done += sum(_deliver(engine, event, worker, config) for event in batch)
+    outbox.prune(engine, utcnow() - timedelta(days=_kept_days(config)), _PRUNED_PER_ROUND)
     return done
+
+
+def _kept_days(config: Mapping[str, Any]) -> float:
+    """Days a delivered or given-up event is kept: SILK_ALERT_RETENTION_DAYS, but never less
+    than SILK_ALERT_KEY_EXPIRY_DAYS, while the sweep would write a key's expiry event again
+    (its id is how it is written once)."""
+    return max(float(config["SILK_ALERT_RETENTION_DAYS"]),
+               float(config["SILK_ALERT_KEY_EXPIRY_DAYS"]))
 
 
 def _deliver(engine: Engine, event: outbox.Claimed, worker: str,

@@ -115,3 +115,22 @@ def finish(engine: Engine, event: Claimed, worker: str, *, recipients: list[str]
             "delivered": now if state == "delivered" else None, "id": event.id,
             "worker": worker})
     return result.rowcount == 1
+
+
+# Finished events by the time they finished (finish() sets next_attempt_at then); the
+# outbox's (state, next_attempt_at) index finds them.
+_FINISHED = "state IN ('delivered', 'failed') AND next_attempt_at < :before"
+
+
+def prune(engine: Engine, before: datetime, limit: int) -> int:
+    """Delete up to `limit` delivered or given-up events finished before `before`, in one
+    short transaction; how many. A pending event is never deleted."""
+    with engine.connect() as conn:  # a read first: most rounds find nothing to delete
+        if conn.execute(text(f"SELECT 1 FROM alert_outbox WHERE {_FINISHED} LIMIT 1"),
+                        {"before": before}).first() is None:
+            return 0
+    skip = " FOR UPDATE SKIP LOCKED" if engine.dialect.name == "postgresql" else ""
+    sql = text(f"DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
+               f"WHERE {_FINISHED} ORDER BY id LIMIT :limit{skip})")
+    with write_begin(engine) as conn:
+        return conn.execute(sql, {"before": before, "limit": limit}).rowcount

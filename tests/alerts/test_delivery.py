@@ -428,3 +428,65 @@ def test_a_webhooks_answer_body_is_not_read(monkeypatch, pinned):
         assert time.monotonic() - started < 5
         assert receiver.done.wait(10)  # it saw the connection close
         assert receiver.sent < 64 * 2**20  # what socket buffers hold, not 20 s of it
+
+
+@pytest.mark.parametrize("app_config", [{**ALLOW_LOOPBACK, "SILK_ALERT_RETENTION_DAYS": 30,
+                                         "SILK_ALERT_MAX_ATTEMPTS": 1}])
+def test_old_finished_events_go_and_pending_and_recent_ones_stay(app, client, accounts,
+                                                                 clock):
+    """Each delivery round deletes delivered and given-up events past the retention."""
+    from tests.support.gateway import free_port
+
+    acct = accounts.make()
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: every delivery fails
+    assert client.put("/v1/account/alerts", json={"webhook_url": dead},
+                      headers=acct.headers).status_code == 200
+    _record(app, "old-delivered", None)  # nobody to tell: delivered at once
+    _record(app, "old-failed", acct.id)  # one attempt allowed: given up at once
+    _deliver(app)
+    app.config["SILK_ALERT_MAX_ATTEMPTS"] = 1000
+    _record(app, "old-pending", acct.id)  # retried for ever
+    _deliver(app)
+    assert {e.event_id: e.state for e in events(app)} == {
+        "old-delivered": "delivered", "old-failed": "failed", "old-pending": "pending"}
+
+    clock[0] += timedelta(days=29)
+    _record(app, "recent-delivered", None)
+    _deliver(app)
+    assert len(events(app)) == 4  # nothing is 30 days old yet
+
+    clock[0] += timedelta(days=2)
+    _deliver(app)
+    assert {e.event_id: e.state for e in events(app)} == {
+        "old-pending": "pending", "recent-delivered": "delivered"}
+
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_ALERT_RETENTION_DAYS": 1,
+                                         "SILK_ALERT_KEY_EXPIRY_DAYS": 7}])
+def test_retention_keeps_an_event_while_its_cause_could_write_it_again(app, clock):
+    """A key's expiry alert is written by each sweep while the key expires within
+    SILK_ALERT_KEY_EXPIRY_DAYS: deleted before that, it would be sent again."""
+    _record(app, "key_expiring:1:20300101T000000", None, kind="key_expiring")
+    _deliver(app)
+    clock[0] += timedelta(days=3)
+    _deliver(app)
+    assert [e.event_id for e in events(app)] == ["key_expiring:1:20300101T000000"]
+    clock[0] += timedelta(days=5)
+    _deliver(app)
+    assert events(app) == []
+
+
+
+def test_a_pass_deletes_a_bounded_batch(app, clock):
+    from silk.alerts import outbox
+    from silk.extensions import db
+
+    for n in range(5):
+        _record(app, f"e{n}", None)
+    _deliver(app)
+    with app.app_context():
+        later = clock[0] + timedelta(seconds=1)
+        assert outbox.prune(db.engine, later, limit=2) == 2
+        assert outbox.prune(db.engine, clock[0] - timedelta(seconds=1), limit=2) == 0
+    assert len(events(app)) == 3
