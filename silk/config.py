@@ -285,6 +285,10 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
                              "a number of seconds, at least 3"))
     problems += _bound_problems(cfg)
+    most = cfg.get("SILK_MAX_RETRY_AFTER", Defaults.SILK_MAX_RETRY_AFTER)
+    if isinstance(most, int | float) and not isinstance(most, bool) and not 0 < most <= 86400:
+        problems.append(_bad("SILK_MAX_RETRY_AFTER", _as_given("SILK_MAX_RETRY_AFTER", most),
+                             "a number of seconds above 0, at most 86400"))
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:

@@ -109,6 +109,8 @@ class Defaults:
     SILK_STREAM_PACE_MS = 80.0
     SILK_SSE_MAX_EVENT = 8 * 1024 * 1024  # bytes of one upstream stream event; more is a cut
     SILK_KEY_COOLDOWN = 30.0  # seconds a failing upstream key rests
+    # Seconds a provider's Retry-After may rest a key at most (above 0, at most a day).
+    SILK_MAX_RETRY_AFTER = 300.0
     SILK_ROUTE_FAILURES = 3  # failures in a row before a model's route rests
     SILK_ROUTE_REST = 30.0  # seconds a failing route rests before one request probes it
     SILK_IMAGE_TOKEN_ALLOWANCE = 6000  # tokens reserved per image part of a prompt

@@ -42,11 +42,13 @@ class UpstreamClient:
     """
 
     def __init__(self, provider: Provider, *, connect_timeout: float, read_timeout: float,
-                 pool_size: int, cooldown: float, on_failover: OnFailover = _ignore_failover):
+                 pool_size: int, cooldown: float, max_retry_after: float,
+                 on_failover: OnFailover = _ignore_failover):
         self.provider = provider
         self.url = provider.base_url + "/chat/completions"
         self.timeout = (connect_timeout, read_timeout)
         self.cooldown = cooldown
+        self.max_retry_after = max_retry_after  # the longest rest a Retry-After may ask
         self.on_failover = on_failover
         # The adapter only sizes the pool and sets up TLS as requests would: requests go out
         # through the transport, which never reads proxy or netrc settings from the
@@ -145,10 +147,16 @@ class UpstreamClient:
                 "key": key[:6] + "...", "failover": response.status_code in FAILOVER_STATUSES}})
             if response.status_code not in FAILOVER_STATUSES:
                 raise error
-            retry_after = response.headers.get("retry-after", "")
-            self.rest(key, retry_after_seconds(retry_after))
+            self.rest(key, self._asked_rest(response.headers.get("retry-after")))
             last = error
         raise _elsewhere(last or UpstreamError("The provider failed."))
+
+    def _asked_rest(self, retry_after: str | None) -> float | None:
+        """The rest a provider's Retry-After asks for, at most SILK_MAX_RETRY_AFTER: one
+        answer of 999999 must not take a key out of service for days. None (the cooldown)
+        when it is not whole seconds."""
+        seconds = retry_after_seconds(retry_after)
+        return None if seconds is None else min(float(seconds), self.max_retry_after)
 
     def key_states(self) -> list[tuple[str, float | None]]:
         """Each key, shown by its first characters, and until when (wall clock) it rests."""
@@ -186,6 +194,8 @@ def build_clients(catalogue: Catalogue, config: Mapping, *,
         pid: UpstreamClient(provider, connect_timeout=config["SILK_UPSTREAM_CONNECT_TIMEOUT"],
                             read_timeout=config["SILK_UPSTREAM_READ_TIMEOUT"],
                             pool_size=config["SILK_UPSTREAM_POOL_SIZE"],
-                            cooldown=config["SILK_KEY_COOLDOWN"], on_failover=on_failover)
+                            cooldown=config["SILK_KEY_COOLDOWN"],
+                            max_retry_after=config["SILK_MAX_RETRY_AFTER"],
+                            on_failover=on_failover)
         for pid, provider in catalogue.providers.items()
     }

@@ -1,5 +1,8 @@
 """Several upstream keys: failover before the first byte, never after; failing keys rest."""
 
+import time
+from datetime import datetime
+
 import pytest
 
 from tests.chat.helpers import messages, sse_events
@@ -70,6 +73,42 @@ def test_a_retry_after_int_cannot_read_still_fails_over(app, client, accounts, u
                            json={"model": "deepseek-chat", "messages": messages()})
     assert response.status_code == 200, response.json
     assert len(upstream.requests) == 2
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_MAX_RETRY_AFTER": 1.0,
+                                         "SILK_KEY_COOLDOWN": 0.5}])
+@pytest.mark.parametrize(("status", "retry_after"), [
+    (429, "999999"), (503, "999999"), (429, "999999999"), (429, "-5"), (429, "Infinity"),
+    (429, "Fri, 01 Jan 2100 00:00:00 GMT"), (429, "Mon, 01 Jan 2001 00:00:00 GMT")])
+def test_a_huge_or_odd_retry_after_rests_a_key_at_most_the_cap(app, client, accounts, upstream,
+                                                               status, retry_after):
+    """A Retry-After of 999999 seconds rested the key for eleven days: one answer took a
+    provider's key out of service. A rest is at most SILK_MAX_RETRY_AFTER; what is not
+    whole seconds (negative, a date) rests SILK_KEY_COOLDOWN."""
+    acct, admin = accounts.make(credit="1"), accounts.make(admin=True)
+    upstream.enqueue(key="sk-ds-good", status=status, retry_after=retry_after)
+    upstream.enqueue(key="sk-ds-second", status=status, retry_after=retry_after)
+    asked = time.time()
+    failed = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
+                         json={"model": "deepseek-chat", "messages": messages()})
+    assert failed.status_code == status, failed.json
+    assert int(failed.headers.get("retry-after", "1")) <= 60
+    keys = [k for k in client.get("/v1/admin/providers", headers=admin.headers).json["keys"]
+            if k["provider"] == "deepseek"]
+    assert len(keys) == 2 and all(k["state"] == "resting" for k in keys)
+    for key in keys:
+        until = datetime.fromisoformat(key["resting_until"]).timestamp()
+        assert until <= asked + 1.0 + 1  # the cap (the report shows whole seconds)
+    time.sleep(1.1)
+    keys = [k for k in client.get("/v1/admin/providers", headers=admin.headers).json["keys"]
+            if k["provider"] == "deepseek"]
+    assert [k["state"] for k in keys] == ["serving", "serving"]
+    before = len(upstream.requests)
+    ok = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
+                     json={"model": "deepseek-chat", "messages": messages()})
+    assert ok.status_code == 200, ok.json
+    assert len(upstream.requests) == before + 1  # the first key tried served
     assert accounts.audit() == []
 
 

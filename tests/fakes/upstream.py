@@ -209,7 +209,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "infinite_logprobs": _to_bool,      # reply pieces carry a logprob of -Infinity
     "lone_surrogates": _to_bool,        # reply pieces carry a logprob token of half an emoji
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
-    "retry_after": str,                 # Retry-After header value sent with a 429
+    "retry_after": str,                 # Retry-After header value (a 429 sends "1" unless set)
     "error_message": str,               # the message of the error body a `status` sends
     "stream_error": str,                # stream: an error event with this message after the
                                         # first chunk, then the end of the body
@@ -815,7 +815,7 @@ class _Handler(BaseHTTPRequestHandler):
             doc = error_body(provider, status, message=message, key=key, url=self._url(),
                              request_id=self.record.request_id)
         headers = {}
-        if status == 429:
+        if status == 429 or retry_after is not None:
             headers["Retry-After"] = retry_after or "1"
         if self.record:
             self.record.outcome = "error"
