@@ -2,7 +2,8 @@
 
 The hold was sized before any route was chosen, so a route's body carries the same output
 bound as the call's; the relay moves on to the next route on the same failures that move a
-request on to a provider's next key, and only before the first byte.
+request on to a provider's next key, and only before the first byte: never once a provider
+took the whole request and went silent, as it may be generating it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import orjson
 import requests
 
 from silk.catalog.catalogue import Model, Provider, Route
-from silk.errors import SilkError, UpstreamError
+from silk.errors import SilkError, UpstreamError, UpstreamTimeout
 from silk.ops import metrics
 from silk.relay.call import Call, bound_body
-from silk.upstream.breaker import Breakers
+from silk.upstream.breaker import Breaker, Breakers
 from silk.upstream.client import UpstreamClient, may_try_elsewhere
 
 OnRouteFailover = Callable[[str, str, str], None]  # (model, route that failed, why)
@@ -98,7 +99,7 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
                                                     dialect=call.dialect)
         except SilkError as err:
             if not may_try_elsewhere(err):
-                breaker.succeeded(time.perf_counter() - started)  # it answered: a bad request
+                _ended_here(err, route.name, breaker, time.perf_counter() - started)
                 raise
             breaker.failed(time.perf_counter() - started)
             metrics.route_answered(route.name, time.perf_counter() - started, False)
@@ -109,6 +110,16 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
         return response, route
     raise last or UpstreamError("No route of this model could take the request.",
                                 code="upstream_unavailable")
+
+
+def _ended_here(err: SilkError, route: str, breaker: Breaker, seconds: float) -> None:
+    """A failure that ends the call on this route: a provider that went silent after taking
+    the request is a failing route; one that answered (a bad request) is not."""
+    if isinstance(err, UpstreamTimeout):
+        breaker.failed(seconds)
+        metrics.route_answered(route, seconds, False)
+    else:
+        breaker.succeeded(seconds)
 
 
 def report(models: Mapping[str, Model], clients: Mapping[str, UpstreamClient],

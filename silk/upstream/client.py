@@ -15,7 +15,7 @@ from requests.adapters import HTTPAdapter
 from silk.catalog.catalogue import Catalogue, Provider
 from silk.errors import ServiceUnavailable, SilkError, UpstreamError, UpstreamTimeout
 from silk.upstream.dialects import retry_after_seconds, translate
-from silk.upstream.transport import Transport
+from silk.upstream.transport import SilentAfterRequest, Transport
 
 log = logging.getLogger("silk.upstream")
 
@@ -23,6 +23,8 @@ log = logging.getLogger("silk.upstream")
 ANTHROPIC_VERSION = "2023-06-01"
 
 # Before the first byte reaches the client these mean "this key or host, now": try another.
+# So do a refused or timed-out connection; a provider that took the whole request and then
+# stayed silent may be generating it, and is not sent it again (see `open`).
 FAILOVER_STATUSES = frozenset({401, 402, 403, 429, 500, 502, 503, 504, 520, 529})
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -128,6 +130,12 @@ class UpstreamClient:
                 response = transport.post(body, self._request_headers(key, body, stream,
                                                                       dialect),
                                           self._urllib3_timeout)
+            except SilentAfterRequest:
+                # Another key or route would generate it a second time, and the provider
+                # bills the operator for each: the client gets the timeout instead.
+                self.rest(key)
+                raise UpstreamTimeout("The provider took the request but did not answer in "
+                                      "time; it was not sent again elsewhere.") from None
             except requests.Timeout:
                 self.rest(key)
                 last = UpstreamTimeout("The provider did not answer in time.")

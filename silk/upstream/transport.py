@@ -236,6 +236,11 @@ def _mapped(exc: BaseException) -> BaseException:
     return exc
 
 
+class SilentAfterRequest(requests.ReadTimeout):
+    """The provider took the whole request, then its answer did not begin in time: it may
+    be generating it (and billing it), so the request must not be sent again elsewhere."""
+
+
 class _ClosedMidAnswer(OSError):
     """The provider closed the connection before its answer was complete."""
 
@@ -266,6 +271,7 @@ class AnswerReader:
         self.headers: list[tuple[str, str]] = []
         self.head_done = False
         self.complete = False
+        self.sent = False  # the whole request went out
 
     # llhttp's callbacks, through httptools
     def on_message_begin(self) -> None:
@@ -335,6 +341,7 @@ class AnswerReader:
                     self._conn.sock.sendall(message)
                 else:
                     self._silence.wait(self._conn.sock.sendall, message)
+                self.sent = True
             while not done():
                 self._fill()
         except BaseException as exc:
@@ -345,8 +352,16 @@ class AnswerReader:
             raise mapped from exc
 
     def begin(self, message: bytes) -> None:
-        """Send the request and read the answer's status line and headers (1xx skipped)."""
-        self._send_and_read_until(message, lambda: self.head_done)
+        """Send the request and read the answer's status line and headers (1xx skipped).
+
+        A read timeout once the whole request went out is a `SilentAfterRequest`.
+        """
+        try:
+            self._send_and_read_until(message, lambda: self.head_done)
+        except requests.ReadTimeout as exc:
+            if not self.sent:
+                raise
+            raise SilentAfterRequest(*exc.args) from exc
 
     def read1(self, amount: int = -1) -> bytes:
         """The next body bytes as they come (at least one unless the body ended)."""
