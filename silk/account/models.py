@@ -62,6 +62,10 @@ class ApiKey(Model):
     statements that hold and charge the account: `held_units` is the sum of the key's open
     holds, `spent_*` what its settlements charged in the day and month named beside them
     and in all.
+
+    `session_epoch` is the generation of the dashboard and console sessions signed in with
+    the key: a session remembers the one it began in and is good only while it is still the
+    key's, so a sign-out (and disabling the account) ends every copy of a session cookie.
     """
 
     __tablename__ = "api_keys"
@@ -93,6 +97,7 @@ class ApiKey(Model):
     spent_month_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     spent_total_units: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     concurrency_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AccountLimit(Model):

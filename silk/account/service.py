@@ -137,6 +137,10 @@ def list_accounts(*, email_contains: str | None = None, limit: int = 100,
     return list(db.session.scalars(query))
 
 
+# Ends the sessions signed in with the keys it is narrowed to (see ApiKey.session_epoch).
+_NEXT_SESSION_EPOCH = update(ApiKey).values(session_epoch=ApiKey.session_epoch + 1)
+
+
 def update_account(account_id: int, *, known_tiers, tier: str | None = None,
                    disabled: bool | None = None) -> Account:
     """Change an account's tier (applies from its next request) or disable/enable it."""
@@ -150,9 +154,18 @@ def update_account(account_id: int, *, known_tiers, tier: str | None = None,
         account.tier = tier
     if disabled is not None:
         account.disabled = disabled
+    if disabled:  # its sessions end for good, not only while it stays disabled
+        db.session.execute(_NEXT_SESSION_EPOCH.where(ApiKey.account_id == account_id))
     db.session.commit()
     invalidation.account_changed(account_id)
     return account
+
+
+def end_sessions(key_id: int) -> None:
+    """End every dashboard and console session signed in with the key (a sign-out), so
+    that a copy of the session's cookie is refused too."""
+    db.session.execute(_NEXT_SESSION_EPOCH.where(ApiKey.id == key_id))
+    db.session.commit()
 
 
 CAPS = ("cap_day_units", "cap_month_units", "cap_total_units")
@@ -203,12 +216,13 @@ def key_usable(key: ApiKey | None) -> bool:
     return account is not None and not account.disabled
 
 
-def usable_key(key_id: int, account_id: int) -> ApiKey | None:
-    """Key `key_id` if it belongs to `account_id` and is usable, else None."""
+def session_key(key_id: int, account_id: int, session_epoch: object) -> ApiKey | None:
+    """Key `key_id` of a dashboard session if it belongs to `account_id`, is usable and its
+    sessions were not ended since the session began (at `session_epoch`), else None."""
     key = db.session.get(ApiKey, key_id)
     if key is None or key.account_id != account_id or not key_usable(key):
         return None
-    return key
+    return key if session_epoch == key.session_epoch else None
 
 
 def acting_key(key_id: int, account_id: int) -> ApiKey:

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from flask import current_app, request, session
 
 from silk.account.models import Account, ApiKey
-from silk.account.service import key_usable
+from silk.account.service import end_sessions, key_usable
 from silk.cors import same_host
 from silk.extensions import db
 
-_FIELDS = ("op_account_id", "op_key_id", "op_since", "op_csrf")
+_FIELDS = ("op_account_id", "op_key_id", "op_since", "op_epoch", "op_csrf")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Operator:
     key_id: int
     email: str
     key_prefix: str
+    session_epoch: int  # the key's, as read with it (see ApiKey.session_epoch)
 
 
 def admin_key(key: ApiKey | None) -> Operator | None:
@@ -40,11 +41,12 @@ def admin_key(key: ApiKey | None) -> Operator | None:
     account = db.session.get(Account, key.account_id)
     if account is None or not account.is_admin:
         return None
-    return Operator(account.id, key.id, account.email, key.prefix)
+    return Operator(account.id, key.id, account.email, key.prefix, key.session_epoch)
 
 
 def current_operator() -> Operator | None:
-    """The session's operator while its key is still an admin's and the session is fresh."""
+    """The session's operator while its key is still an admin's, the session is fresh and
+    no sign-out ended the key's sessions since it began (a copied cookie is refused then)."""
     account_id, key_id = session.get("op_account_id"), session.get("op_key_id")
     if account_id is None or key_id is None:
         return None
@@ -54,6 +56,8 @@ def current_operator() -> Operator | None:
         return None
     key = db.session.get(ApiKey, key_id)
     operator = admin_key(key) if key is not None and key.account_id == account_id else None
+    if operator is not None and session.get("op_epoch") != operator.session_epoch:
+        operator = None
     if operator is None:
         sign_out()
     return operator
@@ -64,7 +68,7 @@ def sign_in(operator: Operator) -> None:
     sign_out()
     session.permanent = False
     session.update(op_account_id=operator.account_id, op_key_id=operator.key_id,
-                   op_since=time.time())
+                   op_since=time.time(), op_epoch=operator.session_epoch)
     csrf_token()
 
 
@@ -72,6 +76,16 @@ def sign_out() -> None:
     """Forget the console session."""
     for name in _FIELDS:
         session.pop(name, None)
+
+
+def end_session() -> None:
+    """Sign out for good: end every console and dashboard session of the session's key, so a
+    copy of this cookie is refused too, then forget it here."""
+    operator = current_operator()
+    if operator is not None:
+        end_sessions(operator.key_id)
+    db.session.close()
+    sign_out()
 
 
 def csrf_token() -> str:

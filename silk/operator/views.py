@@ -119,8 +119,8 @@ def login_submit():
 
 @bp.post("/logout")
 def logout():
-    """Sign out of the console."""
-    guard.sign_out()
+    """Sign out of the console (copies of this session's cookie too)."""
+    guard.end_session()
     return redirect(url_for("operator.login"))
 
 

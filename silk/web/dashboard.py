@@ -37,6 +37,7 @@ from silk.cors import same_host
 from silk.database import utcnow
 from silk.errors import InvalidRequest, RateLimited, SilkError
 from silk.extensions import db
+from silk.operator import guard
 from silk.pricing import units_to_usd
 from silk.validation import load
 from silk.web import dashboard_data as data
@@ -170,13 +171,14 @@ def _check_csrf():
 
 
 def _signed_in() -> SignedIn | None:
-    """The session's user while its key still works and the session is fresh."""
+    """The session's user while its key still works, the session is fresh and no sign-out
+    ended the key's sessions since it began (a copied cookie is refused then too)."""
     account_id, key_id = session.get("account_id"), session.get("key_id")
     if account_id is None or key_id is None:
         return None
     hours = current_app.config.get("SILK_DASHBOARD_SESSION_HOURS", SESSION_HOURS)
     fresh = time.time() - session.get("since", 0) < hours * 3600
-    key = accounts.usable_key(key_id, account_id) if fresh else None
+    key = accounts.session_key(key_id, account_id, session.get("epoch")) if fresh else None
     if key is None:
         _sign_out()
         flash("Your session ended. Sign in again with an API key.", "info")
@@ -186,7 +188,7 @@ def _signed_in() -> SignedIn | None:
 
 
 def _sign_out() -> None:
-    for name in ("account_id", "key_id", "since", "csrf"):
+    for name in ("account_id", "key_id", "since", "epoch", "csrf"):
         session.pop(name, None)
 
 
@@ -227,14 +229,20 @@ def login_submit():
                                ), 401
     session.clear()
     session.permanent = False
-    session.update(account_id=key.account_id, key_id=key.id, since=time.time())
+    session.update(account_id=key.account_id, key_id=key.id, since=time.time(),
+                   epoch=key.session_epoch)
     csrf_token()
     return redirect(url_for("dashboard.overview"))
 
 
 @bp.post("/logout")
 def logout():
-    """Sign out."""
+    """Sign out: end the key's sessions (copies of this cookie included) and, as the whole
+    cookie is cleared, a console session it holds too."""
+    if g.dashboard_user is not None:
+        accounts.end_sessions(g.dashboard_user.key_id)
+    guard.end_session()
+    db.session.close()
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("dashboard.login"))

@@ -338,3 +338,55 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text():
     cells = list(csv.reader(io.StringIO(written, newline="")))[1:]
     assert [row[0] for row in cells] == ["'=HYPERLINK(1)", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
     assert [row[1] for row in cells] == ["-0.5", "-2", "0", "0", "1"]
+
+
+def _replayed(app, cookie: str):
+    """The accounts page with a copy of a session cookie, as whoever copied it would ask."""
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    return thief.get("/admin/accounts")
+
+
+def test_a_copied_console_cookie_stops_working_at_sign_out(app, client, accounts, operator):
+    admin, token = operator
+    copied = client.get_cookie("session").value
+    assert _replayed(app, copied).status_code == 200
+    assert client.post("/admin/logout", data={"csrf_token": token}).status_code == 302
+    assert _replayed(app, copied).status_code == 302
+    assert _sign_in(client, admin.key).status_code == 302  # the key signs in again
+    assert _replayed(app, copied).status_code == 302
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired", "disabled", "disabled-enabled",
+                                 "demoted"])
+def test_a_copied_console_cookie_stops_working_when_the_admin_key_ends(app, client, accounts,
+                                                                       operator, how):
+    from sqlalchemy import update
+
+    from silk.account.models import Account
+    from silk.extensions import db
+    from tests.ops.test_dashboard import _end_by
+
+    admin, _ = operator
+    copied = client.get_cookie("session").value
+    assert _replayed(app, copied).status_code == 200
+    if how == "demoted":
+        with app.app_context():
+            db.session.execute(update(Account).where(Account.id == admin.id)
+                               .values(is_admin=False))
+            db.session.commit()
+            db.session.remove()
+    else:
+        _end_by(app, admin, how)
+    assert _replayed(app, copied).status_code == 302
+    assert client.get("/admin/accounts").status_code == 302
+
+
+def test_a_dashboard_sign_out_ends_the_console_session_it_clears(app, client, operator):
+    from tests.ops.helpers import csrf_from
+
+    copied = client.get_cookie("session").value
+    token = csrf_from(client.get("/dashboard/login").text)
+    assert client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/accounts").status_code == 302
+    assert _replayed(app, copied).status_code == 302

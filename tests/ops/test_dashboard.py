@@ -378,3 +378,61 @@ def test_values_no_column_holds_are_a_dashboard_page_not_the_apis_json(client, a
     assert answer.status_code < 500
     assert answer.mimetype == "text/html", answer.get_data()[:300]
     assert client.get("/dashboard/keys").status_code == 200  # the session goes on
+
+
+def _replayed(app, cookie: str, path: str = "/dashboard/"):
+    """GET `path` with a copy of a session cookie, as whoever copied it would send it."""
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    return thief.get(path)
+
+
+def _end_by(app, user, how: str) -> None:
+    """End `user`'s key or account by `how`, outside the session being tested."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from silk.account import service
+    from silk.account.models import ApiKey
+    from silk.billing.tiers import tiers
+    from silk.database import utcnow
+    from silk.extensions import db
+
+    with app.app_context():
+        if how == "revoked":
+            service.revoke_key(user.key_id)
+        elif how == "expired":
+            db.session.execute(update(ApiKey).where(ApiKey.id == user.key_id)
+                               .values(expires_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+        else:  # disabled, then (for "disabled-enabled") enabled again
+            service.update_account(user.id, known_tiers=tiers(), disabled=True)
+            if how == "disabled-enabled":
+                service.update_account(user.id, known_tiers=tiers(), disabled=False)
+        db.session.remove()
+
+
+def test_a_copied_session_cookie_stops_working_at_sign_out(app, client, accounts):
+    user = accounts.make()
+    sign_in(client, user.key)
+    copied = client.get_cookie("session").value
+    assert _replayed(app, copied).status_code == 200
+    token = csrf_from(client.get("/dashboard/").text)
+    assert client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
+    assert _replayed(app, copied).status_code == 302
+    sign_in(client, user.key)  # a new session with the same key works; the copy stays out
+    assert client.get("/dashboard/").status_code == 200
+    assert _replayed(app, copied).status_code == 302
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired", "disabled", "disabled-enabled"])
+def test_a_copied_session_cookie_stops_working_when_its_key_or_account_ends(app, client,
+                                                                             accounts, how):
+    user = accounts.make()
+    sign_in(client, user.key)
+    copied = client.get_cookie("session").value
+    assert _replayed(app, copied).status_code == 200
+    _end_by(app, user, how)
+    assert _replayed(app, copied).status_code == 302
+    assert client.get("/dashboard/").status_code == 302
