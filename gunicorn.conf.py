@@ -133,16 +133,17 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Start this worker's reservation sweeper (settles holds of killed workers; its chores
-    expire stored responses and write key-expiry alerts), its alert delivery and, with
-    Redis, its subscriber to cache invalidations (revoked keys, disabled accounts, tiers),
-    the trimmer that gives memory back after a burst, accepting a burst's connections by
-    each worker's share of the queue, and the probe that paces stream reads while the
-    event loop runs late (silk.relay.pace); once the schema is checked, freeze the startup heap
-    (silk.ops.memory).
+    expire stored responses and ended abuse counts and write key-expiry alerts), its alert
+    delivery and, with Redis, its subscriber to cache invalidations (revoked keys, disabled
+    accounts, tiers), the trimmer that gives memory back after a burst, accepting a burst's
+    connections by each worker's share of the queue, and the probe that paces stream reads
+    while the event loop runs late (silk.relay.pace); once the schema is checked, freeze the
+    startup heap (silk.ops.memory).
     Each reads the schema's state early; the master's first worker says once whether
     migrations are pending."""
     import threading
 
+    from silk import abuse
     from silk.alerts.delivery import start_delivery
     from silk.alerts.service import key_expiry_chore
     from silk.billing.tiers import tiers
@@ -157,7 +158,7 @@ def post_worker_init(worker):
 
     start_sweeper(worker.wsgi, tiers, lambda model, at: catalogue().price_of(model, at),
                   lambda model, at: catalogue().cost_of(model, at),
-                  chores=(expire, key_expiry_chore(
+                  chores=(expire, abuse.expire, key_expiry_chore(
                       float(worker.wsgi.config["SILK_ALERT_KEY_EXPIRY_DAYS"]))))
     start_delivery(worker.wsgi)
     start_subscriber(worker.wsgi)

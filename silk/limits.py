@@ -10,8 +10,9 @@ under the limit; when the request ends its `Ticket` corrects the count to the to
 was billed, in the minute it was admitted. A concurrency slot is held by the ticket until
 the request ends.
 
-Without Redis each worker counts alone (silk.limits here), which the README states; with
-Redis every worker and host shares the counts (silk.redislimits).
+Without Redis each worker counts alone (silk.limits here), which the README states, but for
+the abuse limits (`hit`: failed key checks, sign-ups), which the database counts for all
+(silk.abuse); with Redis every worker and host shares the counts (silk.redislimits).
 """
 
 from __future__ import annotations
@@ -105,9 +106,10 @@ NOTHING_HELD = Ticket(None, (), 0, 0)  # an admission that counts nothing (no li
 
 
 class MemoryLimiter:
-    """Counters in this process."""
+    """Counters in this process; `hits`, when given, counts the abuse limits instead."""
 
-    def __init__(self):
+    def __init__(self, hits=None):
+        self._hits = hits
         self._counts: dict[tuple, list[float]] = {}  # key -> [count, end of its window]
         self._slots: dict[str, weakref.WeakSet[Ticket]] = {}  # level name -> live tickets
         self._lock = threading.RLock()
@@ -179,15 +181,21 @@ class MemoryLimiter:
 
     def hit(self, name: str, limit: int, window_seconds: int) -> int:
         """Count one event in a window of any length; return the count so far."""
+        if self._hits is not None:
+            return self._hits.hit(name, limit, window_seconds)
         bucket = int(time.time() // window_seconds)
         return self._bump((name, "h", window_seconds, bucket), 1, window_seconds)
 
 
 
 def build_limiter(redis_url: str | None, lease_seconds: float = 60.0):
-    """Redis-backed limiter when REDIS_URL is set, else per-process counters."""
+    """Redis-backed limiter when REDIS_URL is set, else per-process counters and the abuse
+    limits counted in the database (an attacker's N workers must not mean N times the
+    guesses)."""
     if not redis_url:
-        return MemoryLimiter()
+        from silk.abuse import DatabaseHits
+
+        return MemoryLimiter(DatabaseHits())
     from silk.redislimits import RedisLimiter
 
     return RedisLimiter(redis_url, lease_seconds=lease_seconds)

@@ -121,6 +121,64 @@ def test_failed_key_counts_are_shared_through_redis(app, accounts, redis_url):
     assert statuses[:limit] == [401] * limit and statuses[limit:] == [429, 429]
 
 
+def test_failed_key_counts_are_shared_through_the_database(app, accounts):
+    """Without Redis, two app instances on one database (standing in for two workers) block a
+    guesser together, whether it guesses on the API, the dashboard's or the console's sign-in,
+    and count sign-ups together."""
+    from silk import create_app
+    from silk.extensions import db
+    from tests.ops.helpers import csrf_from
+
+    app.config.update(SILK_AUTH_FAILURES_PER_MINUTE=4, SILK_REGISTRATION="open",
+                      SILK_REGISTRATION_PER_HOUR=2)
+    admin = accounts.make(admin=True)
+    other = create_app({**app.config, "SILK_SWEEP_INTERVAL": 0})
+    first, second = app.test_client(), other.test_client()
+    guesser = _xff("203.0.113.98")
+    wrong = "sk-wrong-but-plausible-key"
+
+    def sign_in(client, page: str, key: str) -> int:
+        token = csrf_from(client.get(page, headers=guesser).text)
+        return client.post(page, headers=guesser,
+                           data={"api_key": key, "csrf_token": token}).status_code
+
+    fresh_window(10)
+    statuses = [first.get("/v1/balance", headers={**guesser, "Authorization": f"Bearer {wrong}"}
+                          ).status_code,
+                sign_in(second, "/dashboard/login", wrong),
+                sign_in(first, "/admin/login", wrong),
+                sign_in(second, "/admin/login", wrong),
+                sign_in(second, "/dashboard/login", wrong),  # the fifth, in the other worker
+                sign_in(second, "/admin/login", admin.key),  # blocked: even the right key
+                sign_in(first, "/admin/login", wrong)]
+    fresh_window(2, window=3600)
+    signups = [client.post("/v1/register", headers=_xff("192.0.2.60"),
+                           json={"email": f"bot{i}@example.com"}).status_code
+               for i, client in enumerate((first, second, first))]
+    with other.app_context():
+        db.engine.dispose()
+    assert statuses == [401, 401, 401, 401, 429, 429, 429]
+    assert signups == [201, 201, 429]
+
+
+def test_abuse_counts_fit_any_address_and_ended_windows_are_swept(app):
+    import time
+
+    from silk.abuse import COUNTS, DatabaseHits, expire
+    from silk.extensions import db
+
+    long_name = "authfail:" + "2001:db8::1," * 500  # whatever a proxy's header said
+    with app.app_context():
+        hits = DatabaseHits()
+        fresh_window(5)
+        assert [hits.hit(long_name, 5, 60) for _ in range(2)] == [1, 2]
+        with db.engine.begin() as conn:
+            conn.execute(COUNTS.insert().values(name="ended", count=9,
+                                                ends_at=int(time.time()) - 1))
+        assert expire(db.engine) == 1
+        assert hits.hit(long_name, 5, 60) == 3  # the live window is kept
+
+
 def test_registration_abuse_is_slowed(app, client, accounts, upstream):
     from silk.account.service import create_key
 
