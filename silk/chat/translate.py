@@ -44,8 +44,9 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
         client_wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     max_output = bound_body(body, model, provider, limit=limit, stream=stream)
     bound = prompt_bound(body, image_allowance)
+    estimate = prompt_estimate(body, bound, image_allowance=image_allowance)
     call = Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
-                prompt_estimate=prompt_estimate(body, bound), max_output=max_output,
+                prompt_estimate=estimate, max_output=max_output,
                 surface="chat")
     return ChatCall(call, client_wants_usage)
 

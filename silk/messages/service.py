@@ -57,4 +57,4 @@ def count_tokens(principal: Principal, raw: bytes) -> dict:
         bound = native_prompt_bound(bounded_request(body), allowance)
     else:
         bound = prompt_bound(chat, allowance)
-    return {"input_tokens": prompt_estimate(chat, bound)}
+    return {"input_tokens": prompt_estimate(chat, bound, image_allowance=allowance)}

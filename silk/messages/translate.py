@@ -61,14 +61,15 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
         request = bounded_request(request)
         body, max_output = native_body(request, model, provider, stream=stream)
         bound = native_prompt_bound(body, image_allowance)
+        estimate = prompt_estimate(chat, bound, image_allowance=image_allowance)
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
-                    prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
-                    surface=SURFACE, dialect="anthropic")
+                    prompt_estimate=estimate, max_output=max_output, surface=SURFACE,
+                    dialect="anthropic")
     max_output = bound_body(chat, model, provider, limit=request["max_tokens"], stream=stream)
     bound = prompt_bound(chat, image_allowance)
+    estimate = prompt_estimate(chat, bound, image_allowance=image_allowance)
     return Call(model=model, body=orjson.dumps(chat), stream=stream, prompt_bound=bound,
-                prompt_estimate=prompt_estimate(chat, bound), max_output=max_output,
-                surface=SURFACE)
+                prompt_estimate=estimate, max_output=max_output, surface=SURFACE)
 
 
 def native_body(request: dict, model: Model, provider: Provider, *,

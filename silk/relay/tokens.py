@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import orjson
 
 from silk.pricing import Usage
+from silk.relay.imagesize import data_url_size
 
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens a chat template adds per message
 TEMPLATE_OVERHEAD = 64  # the chat template's own tokens around the whole conversation
@@ -83,29 +84,49 @@ def estimate_text(text: str) -> int:
     return max((narrow + 3) // 4, _runs(raw, _NARROW) + marks) + wide
 
 
-IMAGE_ESTIMATE = 85  # tokens guessed for an image part (a low-detail tile)
+# What a stream cut before usage bills an image whose bytes the request holds: one token per
+# 28x28-pixel patch (pixels / 784, rounded up), as 28-pixel-patch vision encoders count an
+# image (SiliconFlow documents it for Qwen2-VL; Ark's, MiMo's and DeepSeek's own pages were
+# not at hand to check); never above the allowance its hold took.
+IMAGE_PATCH_PIXELS = 28 * 28
+
+
+def image_estimate(image, allowance: int) -> int:
+    """An image_url part's tokens as a provider bills them, by its pixels: read from the
+    header of a data: URL; an image by URL, or one whose header does not read, is billed
+    at the allowance held for it, since its size may be anything up to that."""
+    url = image.get("url") if isinstance(image, dict) else image
+    size = data_url_size(url) if isinstance(url, str) else None
+    if size is None:
+        return allowance
+    width, height = size
+    return min(allowance, -(-width * height // IMAGE_PATCH_PIXELS))
+
+
 # Prompt fields besides `messages` that the model reads, as the provider renders them.
 _SCHEMA_FIELDS = ("tools", "functions", "response_format", "tool_choice")
 
 
-def prompt_estimate(body: dict, bound: int | None = None) -> int:
+def prompt_estimate(body: dict, bound: int | None = None, *, image_allowance: int) -> int:
     """A best guess (not a bound) of prompt tokens, for billing a stream cut before usage came.
 
-    It reads everything the upstream sends the model: every message's text, name, tool calls
-    and reasoning, and the tool and format schemas; never more than `bound` when given.
+    It reads everything the upstream sends the model: every message's text, images, name,
+    tool calls and reasoning, and the tool and format schemas; a part it cannot size (an
+    image by URL, audio) at the `image_allowance` the hold took for it; never more than
+    `bound` when given.
     """
     total = 0
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
-            total += PER_MESSAGE_OVERHEAD // 2 + _message_estimate(message)
+            total += PER_MESSAGE_OVERHEAD // 2 + _message_estimate(message, image_allowance)
     for name in _SCHEMA_FIELDS:
         if body.get(name) is not None:
             total += _json_estimate(body[name])
     return total if bound is None else min(total, bound)
 
 
-def _message_estimate(message: dict) -> int:
+def _message_estimate(message: dict, image_allowance: int) -> int:
     """One message: its content (text parts and images), name, tool calls and reasoning."""
     total = 0
     content = message.get("content")
@@ -115,11 +136,16 @@ def _message_estimate(message: dict) -> int:
         for part in content:
             if not isinstance(part, dict):
                 continue
-            if part.get("type") == "text":
+            kind = part.get("type")
+            if kind == "text":
                 text = part.get("text")
                 total += estimate_text(text) if isinstance(text, str) else _json_estimate(text)
-            else:
-                total += IMAGE_ESTIMATE
+            elif kind == "image_url":
+                total += image_estimate(part.get("image_url"), image_allowance)
+            elif kind == "refusal":
+                total += _text_estimate(part.get("refusal"))
+            else:  # audio: its length is not read, so the allowance held for it
+                total += image_allowance
     elif content is not None:
         total += _json_estimate(content)
     for field in ("name", "reasoning_content", "tool_call_id"):

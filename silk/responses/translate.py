@@ -39,7 +39,8 @@ def to_call(model: Model, provider: Provider, request: dict, carried: list[dict]
                              f"maximum of {model.max_output_tokens}.", param="max_output_tokens")
     max_output = bound_body(body, model, provider, limit=limit, stream=stream)
     bound = prompt_bound(body, image_allowance)
+    estimate = prompt_estimate(body, bound, image_allowance=image_allowance)
     call = Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
-                prompt_estimate=prompt_estimate(body, bound), max_output=max_output,
+                prompt_estimate=estimate, max_output=max_output,
                 surface="responses")
     return ResponsesCall(call, translated.names)

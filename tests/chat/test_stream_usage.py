@@ -12,6 +12,7 @@ import pytest
 
 from silk.pricing import Usage, quote, usd_to_units
 from tests.chat.helpers import messages, prompt_tokens, set_quota_left, sse_events
+from tests.support.images import IMAGE_URL, data_url, patch_tokens
 
 
 def _stream(client, acct, model, msgs, **extra):
@@ -226,4 +227,32 @@ def test_events_only_a_lenient_parser_reads_are_counted(app, client, accounts, u
     assert (record.completion_tokens, record.estimated) == (5, True)
     assert record.cost_units == _price(app, "deepseek-chat",
                                        Usage(record.prompt_tokens, 5))
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("image,tokens", [(data_url(2048, 2048), patch_tokens(2048, 2048)),
+                                          (data_url(300, 200, "JPEG"), patch_tokens(300, 200)),
+                                          (IMAGE_URL, "allowance")],
+                         ids=["png-2048", "jpeg-300x200", "https"])
+def test_cut_stream_bills_an_image_as_the_provider_does(app, client, accounts, upstream,
+                                                        image, tokens):
+    """A client that cuts a stream before the provider's usage cannot pay less for an image
+    than the provider bills: one held in the request is estimated from its pixels, one by
+    URL (whose size the gateway cannot know) at the allowance its hold took."""
+    if tokens == "allowance":
+        tokens = app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    text = {"type": "text", "text": "describe it [[fake: pieces=30 cut_after=3]]"}
+    for parts in ([text], [text, {"type": "image_url", "image_url": {"url": image}}]):
+        events = sse_events(_stream(client, acct, "doubao-seed-2.0-pro",
+                                    [{"role": "user", "content": parts}]).data)
+        assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    plain, pictured = accounts.usage_records(acct.id)
+    assert plain.estimated and pictured.estimated
+    assert pictured.prompt_tokens - plain.prompt_tokens == tokens
+    assert pictured.completion_tokens == plain.completion_tokens == 2
+    cost = _price(app, "doubao-seed-2.0-pro", Usage(pictured.prompt_tokens, 2))
+    assert pictured.cost_units == cost
+    assert [e.amount_units for e in accounts.ledger(acct.id) if e.kind == "charge"][-1] == -cost
     assert accounts.audit() == []

@@ -1,5 +1,6 @@
 """The prompt estimate reads everything the model is sent, and never exceeds the bound."""
 
+import base64
 import re
 import string
 
@@ -7,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from silk.relay.tokens import estimate_text, prompt_bound, prompt_estimate
+from tests.support.images import IMAGE_URL, patch_tokens, png_header
 
 TEXT = "word " * 400  # 2000 ASCII characters: about 500 tokens
 
@@ -16,7 +18,7 @@ def _base() -> dict:
 
 
 def test_each_field_the_model_reads_is_counted():
-    base = prompt_estimate(_base())
+    base = prompt_estimate(_base(), image_allowance=0)
     heavy = {
         "name": {"messages": [{"role": "user", "content": "hi", "name": TEXT}]},
         "tool_calls": {"messages": [{"role": "user", "content": "hi"}, {
@@ -38,7 +40,7 @@ def test_each_field_the_model_reads_is_counted():
                                                    "function": {"name": TEXT}}},
     }
     for field, body in heavy.items():
-        extra = prompt_estimate(body) - base
+        extra = prompt_estimate(body, image_allowance=0) - base
         assert 400 <= extra <= 700, (field, extra)
 
 
@@ -48,15 +50,49 @@ def test_cjk_counts_a_token_a_character_and_odd_shapes_do_not_raise():
                                                      "not a part"]},
                         {"role": "assistant", "content": None, "tool_calls": ["x", {}]}],
            "tools": None}
-    assert prompt_estimate(odd) >= 0
+    assert prompt_estimate(odd, image_allowance=0) >= 0
 
 
 def test_never_above_the_bound():
     body = {"messages": [{"role": "user", "content": "日本語" * 1000}],
             "tools": [{"type": "function", "function": {"name": "f", "description": TEXT}}]}
     bound = prompt_bound(body, 0)
-    assert prompt_estimate(body, bound) <= bound
-    assert prompt_estimate(body, 10) == 10
+    assert prompt_estimate(body, bound, image_allowance=0) <= bound
+    assert prompt_estimate(body, 10, image_allowance=0) == 10
+
+
+def _parts(*parts) -> dict:
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, *parts]}]}
+
+
+def _png(width: int, height: int) -> dict:
+    url = "data:image/png;base64," + base64.b64encode(png_header(width, height)).decode()
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_an_image_is_estimated_by_its_pixels_up_to_the_allowance():
+    """Sized from a data: URL's header; by URL, or unreadable, or audio: the allowance."""
+    base = prompt_estimate(_parts(), image_allowance=6000)
+
+    def extra(*parts, allowance=6000) -> int:
+        return prompt_estimate(_parts(*parts), image_allowance=allowance) - base
+
+    assert extra(_png(2048, 2048)) == patch_tokens(2048, 2048) == 5350
+    assert extra(_png(100, 50)) == 7  # 5000 pixels: 6.4 patches
+    assert extra(_png(4096, 4096)) == 6000  # 21400 patches: no more than the hold took
+    assert extra(_png(2048, 2048), allowance=1000) == 1000
+    assert extra({"type": "image_url", "image_url": _png(300, 300)["image_url"]["url"]}) == 115
+    assert extra({"type": "image_url", "image_url": {"url": IMAGE_URL}}) == 6000
+    assert extra({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                 allowance=77) == 77
+    assert extra({"type": "image_url", "image_url": None}, allowance=77) == 77
+    assert extra({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                 allowance=77) == 77
+    assert extra({"type": "refusal", "refusal": TEXT}) == estimate_text(TEXT)
+    body = _parts(_png(2048, 2048), _png(2048, 2048))
+    bound = prompt_bound(body, 6000)
+    assert prompt_estimate(body, bound, image_allowance=6000) == base + 2 * 5350 <= bound
+    assert prompt_estimate(body, 5000, image_allowance=6000) == 5000
 
 
 def test_text_a_tokenizer_cannot_merge_is_not_counted_four_characters_a_token():

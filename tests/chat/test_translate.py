@@ -53,7 +53,8 @@ def test_a_request_becomes_the_call_the_hold_is_sized_from():
     assert chat.client_wants_usage is True and chat.call.stream is True
     assert chat.call.max_output == 100 * 2
     assert chat.call.prompt_bound == prompt_bound(body, 0)
-    assert chat.call.prompt_estimate == prompt_estimate(body, chat.call.prompt_bound)
+    assert chat.call.prompt_estimate == prompt_estimate(body, chat.call.prompt_bound,
+                                                        image_allowance=0)
 
 
 def test_a_json_request_sends_no_stream_options_and_wants_no_usage_chunk():

@@ -14,6 +14,7 @@ import pytest
 
 from tests.chat.helpers import expected_cost, set_quota_left, units
 from tests.messages.helpers import HEADERS, native_prompt_tokens, request, sse
+from tests.support.images import IMAGE_URL, data_url, patch_tokens
 
 
 def _post(client, acct, body, **kw):
@@ -139,7 +140,9 @@ def test_an_answer_without_an_input_count_bills_the_prompt_estimated(native, app
     assert response.status_code == 200
     [record] = accounts.usage_records(acct.id)
     assert record.status == "ok" and record.estimated
-    assert record.prompt_tokens == prompt_estimate(to_chat_body(body)) > 0
+    allowance = app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
+    assert record.prompt_tokens == prompt_estimate(to_chat_body(body),
+                                                   image_allowance=allowance) > 0
     assert record.completion_tokens == 5
     usage = sse(response.data)[-2][1]["usage"] if stream else response.json["usage"]
     assert usage["input_tokens"] == record.prompt_tokens and usage["estimated"] is True
@@ -213,4 +216,40 @@ def test_a_lower_input_count_in_message_delta_does_not_lower_the_bill(native, ap
     # The client is shown the counts billed beside the cost, not the delta's 0.
     assert (delta["usage"]["input_tokens"], delta["usage"]["output_tokens"]) == (400, 20)
     assert accounts.balance_units(acct.id) == units(Decimal(1) - cost)
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+@pytest.fixture(params=["native", "translated"])
+def way(request):
+    """A provider with an Anthropic endpoint, or one spoken to in chat completions."""
+    if request.param == "native":
+        request.getfixturevalue("native")
+    return request.param
+
+
+@pytest.mark.parametrize("image", ["png", "https"])
+def test_a_cut_stream_bills_an_image_as_the_provider_does(way, app, client, accounts, image):
+    """An image block is billed from its pixels (base64 in the request) or at the allowance
+    (by URL) when the stream is cut before any count of the prompt came."""
+    if image == "png":
+        source = {"type": "base64", "media_type": "image/png",
+                  "data": data_url(2048, 2048).partition(",")[2]}
+        tokens = patch_tokens(2048, 2048)
+    else:
+        source = {"type": "url", "url": IMAGE_URL}
+        tokens = app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    # Natively, message_start counts no input; translated, the chat stream has no usage yet.
+    directive = "pieces=20 cut_after=4 usage_json='{\"input_tokens\": null}'"
+    text = {"type": "text", "text": f"describe it [[fake: {directive}]]"}
+    for blocks in ([text], [text, {"type": "image", "source": source}]):
+        body = {**request(), "stream": True, "messages": [{"role": "user", "content": blocks}]}
+        events = sse(_post(client, acct, body, buffered=True).data)
+        assert events[-1][0] == "error"
+    plain, pictured = accounts.usage_records(acct.id)
+    assert plain.estimated and pictured.estimated and pictured.status == "cut"
+    assert pictured.prompt_tokens - plain.prompt_tokens == tokens
+    cost = expected_cost("deepseek-chat", pictured.prompt_tokens, pictured.completion_tokens)
+    assert pictured.cost_units == units(cost)
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0

@@ -16,6 +16,7 @@ from tests.fakes.upstream import (
     tool_call_tokens,
 )
 from tests.responses.helpers import output_items, post, typed_events
+from tests.support.images import IMAGE_URL, data_url, patch_tokens
 
 
 def _user(text: str) -> list[dict]:
@@ -340,3 +341,27 @@ def test_every_event_and_response_is_what_the_openai_sdk_types_require(client, a
             Response.model_validate(event["response"])
     if "cut_after" not in text:
         Response.model_validate(post(client, acct, body).json)
+
+
+@pytest.mark.parametrize("image", ["png", "https"])
+def test_a_cut_stream_bills_an_image_as_the_provider_does(app, client, accounts, upstream,
+                                                          image):
+    """An input_image is billed from its pixels (held in the request) or at the allowance
+    (by URL) when the stream is cut before usage, not as a token-cheap low-detail tile."""
+    url, tokens = ((data_url(2048, 2048), patch_tokens(2048, 2048)) if image == "png"
+                   else (IMAGE_URL, app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]))
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    text = {"type": "input_text", "text": "describe it [[fake: pieces=30 cut_after=3]]"}
+    for parts in ([text], [text, {"type": "input_image", "image_url": url}]):
+        response = post(client, acct, {"model": "doubao-seed-2.0-pro", "stream": True,
+                                       "input": [{"role": "user", "content": parts}]})
+        assert typed_events(response.data)[-1]["type"] == "response.failed"
+    plain, pictured = accounts.usage_records(acct.id)
+    assert plain.estimated and pictured.estimated and pictured.surface == "responses"
+    assert pictured.prompt_tokens - plain.prompt_tokens == tokens
+    cost = expected_cost("doubao-seed-2.0-pro", pictured.prompt_tokens,
+                         pictured.completion_tokens)
+    assert pictured.cost_units == units(cost)
+    assert [e.amount_units for e in accounts.ledger(acct.id)][-1] == -units(cost)
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0

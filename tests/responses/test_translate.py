@@ -86,7 +86,8 @@ def test_codex_recorded_request_translates_without_its_web_search_tool():
     assert body["thinking"] == {"type": "disabled"}  # the route's word
     assert call.call.surface == "responses"
     assert call.call.prompt_bound == prompt_bound(body, 0)
-    assert call.call.prompt_estimate == prompt_estimate(body, call.call.prompt_bound)
+    assert call.call.prompt_estimate == prompt_estimate(body, call.call.prompt_bound,
+                                                        image_allowance=0)
 
 
 def test_codex_web_search_tool_is_a_400_naming_it():
