@@ -79,23 +79,65 @@ def _whole(usage: Mapping | None, *required: str) -> tuple[int, ...] | None:
     return tuple(counts)
 
 
-def delivered_tokens(event: Mapping) -> int:
-    """Estimate the tokens one event delivers: a delta's text, thinking or tool input JSON,
-    or what a block's start already carries (a tool call's framing and name, and any text or
-    input a provider puts there rather than in deltas)."""
-    if event.get("type") == "content_block_start":
-        block = event.get("content_block")
-        return _block_tokens(block) if isinstance(block, Mapping) else 0
-    if event.get("type") != "content_block_delta":
+class Delivery:
+    """Estimate the tokens a stream's events deliver, one event at a time.
+
+    A delta's text, thinking or tool input JSON counts as text; a block's start counts what
+    it already carries (a tool call's framing and name, any text or input a provider puts
+    there rather than in deltas). A thinking block counts the larger of its text and its
+    signature, and a redacted_thinking block its data: the provider seals the whole thinking
+    there (see `sealed_tokens`) and bills all of it, while its text may be a summary, or
+    none (display omitted). Per block, so a signature never adds to text already counted.
+    """
+
+    __slots__ = ("_thinking",)
+
+    def __init__(self) -> None:
+        self._thinking: dict[object, list[int]] = {}  # block index -> [text, sealed]
+
+    def tokens(self, event: Mapping) -> int:
+        """The tokens this event delivers beyond what the stream's earlier events did."""
+        index = event.get("index")
+        index = index if isinstance(index, int | str) else None
+        if event.get("type") == "content_block_start":
+            block = event.get("content_block")
+            if not isinstance(block, Mapping):
+                return 0
+            if block.get("type") != "thinking":
+                return _block_tokens(block)
+            self._thinking[index] = [0, 0]
+            return self._seal(index, _text_tokens(block.get("thinking")),
+                              sealed_tokens(block.get("signature")))
+        if event.get("type") != "content_block_delta":
+            return 0
+        delta = event.get("delta")
+        if not isinstance(delta, Mapping):
+            return 0
+        if "signature" in delta:
+            return self._seal(index, 0, sealed_tokens(delta["signature"]))
+        if isinstance(delta.get("thinking"), str):
+            return self._seal(index, estimate_text(delta["thinking"]), 0)
+        for field in ("text", "partial_json"):
+            value = delta.get(field)
+            if isinstance(value, str):
+                return estimate_text(value)
         return 0
-    delta = event.get("delta")
-    if not isinstance(delta, Mapping):
-        return 0
-    for field in ("text", "thinking", "partial_json"):
-        value = delta.get(field)
-        if isinstance(value, str):
-            return estimate_text(value)
-    return 0
+
+    def _seal(self, index: object, text: int, sealed: int) -> int:
+        """Add to a thinking block's text and sealed estimates; what its larger one grew."""
+        counts = self._thinking.setdefault(index, [0, 0])
+        before = max(counts)
+        counts[0] += text
+        counts[1] += sealed
+        return max(counts) - before
+
+
+def sealed_tokens(value: object) -> int:
+    """Estimate the thinking sealed in a signature or a redacted block's data: the bytes its
+    base64 holds (three in four characters), at four bytes a token as estimate_text counts
+    plain text. A cipher is no shorter than what it seals unless the provider compresses
+    first (then this says less); Anthropic returns the full thinking encrypted there."""
+    return len(value) * 3 // 16 if isinstance(value, str) else 0
 
 
 def message_delivered(message: Mapping) -> int:
@@ -106,13 +148,21 @@ def message_delivered(message: Mapping) -> int:
         if isinstance(content, list) else 0
 
 
+def _text_tokens(value: object) -> int:
+    return estimate_text(value) if isinstance(value, str) else 0
+
+
 def _block_tokens(block: Mapping) -> int:
-    """Estimate the output tokens of one content block."""
-    total = 0
-    for field in ("text", "thinking"):
-        if isinstance(block.get(field), str):
-            total += estimate_text(block[field])
-    if block.get("type") == "tool_use":
+    """Estimate the output tokens of one whole content block (a thinking block's the larger
+    of its text and its signature, a redacted one's its data; see Delivery)."""
+    kind = block.get("type")
+    thinking = _text_tokens(block.get("thinking"))
+    if kind == "thinking":
+        thinking = max(thinking, sealed_tokens(block.get("signature")))
+    total = _text_tokens(block.get("text")) + thinking
+    if kind == "redacted_thinking":
+        total += sealed_tokens(block.get("data"))
+    if kind == "tool_use":
         total += 2 + estimate_text(str(block.get("input") or ""))
     return total
 

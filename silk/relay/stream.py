@@ -207,6 +207,7 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     done = False
     first = True
     seen: dict = {}
+    delivery = anthropic.Delivery()
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
@@ -256,7 +257,7 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                         meter.usage_seen(*parsed)
                         counted = True
                 else:
-                    tokens = anthropic.delivered_tokens(data)
+                    tokens = delivery.tokens(data)
                     if tokens or what == "content_block_delta":
                         meter.delivered(tokens)
                 yield Chunk(payload, data, counted)

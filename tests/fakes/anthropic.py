@@ -15,6 +15,12 @@ it at ``/<provider>/anthropic/v1/messages``. Counting follows the fake's chat ru
   and the request offers NAME (or no tools); otherwise with the reply text, so an agent's
   loop ends after one call.
 
+Thinking carries a signature, the whole thinking sealed (:func:`sealed`: base64 of its text,
+as Anthropic returns the full thinking encrypted there). Asked ``thinking.display``
+``omitted`` (or with ``thinking_display=omitted``) the block has no thinking text, only the
+signature; ``thinking_display=redacted`` sends a ``redacted_thinking`` block whose ``data``
+is the sealed thinking. The output count is the same either way.
+
 Stream: message_start (input counts, ``output_tokens`` 1), ping, one block per kind
 (thinking with a signature_delta, text, or tool_use with two ``input_json_delta``),
 message_delta (``stop_reason`` and the cumulative ``output_tokens`` only), message_stop.
@@ -31,6 +37,7 @@ there); ``no_usage`` leaves usage out; a non-200 ``status`` answers Anthropic's 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -63,6 +70,23 @@ def prompt_tokens(body: dict) -> int:
     return total
 
 
+def sealed(thinking: str) -> str:
+    """The fake's signature of a thinking: its text in base64, as long as a cipher of it."""
+    return base64.b64encode(thinking.encode()).decode()
+
+
+def thinking_blocks(reasoning: list[str], display: str | None) -> list[dict]:
+    """A whole answer's thinking: a thinking block (its text left out when omitted), or a
+    redacted_thinking block; none without reasoning."""
+    if not reasoning:
+        return []
+    text = "".join(reasoning)
+    if display == "redacted":
+        return [{"type": "redacted_thinking", "data": sealed(text)}]
+    return [{"type": "thinking", "thinking": "" if display == "omitted" else text,
+             "signature": sealed(text)}]
+
+
 def error_body(status: int, message: str | None) -> dict:
     kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message or
@@ -86,6 +110,8 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
 
     thinking = body.get("thinking")
     thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    display = opts.get("thinking_display") or (
+        "omitted" if thinks and thinking.get("display") == "omitted" else None)
     answered = any(isinstance(m, dict) and isinstance(m.get("content"), list) and any(
         isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"])
         for m in body["messages"])
@@ -114,10 +140,7 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
     tool_block = {"type": "tool_use", "id": "toolu_" + rid.removeprefix("fakereq-"),
                   "name": tool, "input": json.loads(opts.get("tool_args") or "{}")}
     if not body.get("stream"):
-        blocks: list[dict] = []
-        if kept_reasoning:
-            blocks.append({"type": "thinking", "thinking": "".join(kept_reasoning),
-                           "signature": "sig-fake"})
+        blocks = thinking_blocks(kept_reasoning, display)
         if kept_content:
             blocks.append({"type": "text", "text": "".join(kept_content)})
         if tool:
@@ -138,12 +161,12 @@ def answer(handler, provider: str, opts: dict, body: dict, rid: str) -> None:
         handler._send_bytes(200, data, "application/json")
         return
     _stream(handler, opts, rid, model, usage, kept_reasoning, kept_content,
-            tool_block if tool else None, stop, opts.get("text_in_start"))
+            tool_block if tool else None, stop, opts.get("text_in_start"), display)
 
 
 def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
             reasoning: list[str], content: list[str], tool: dict | None, stop: str,
-            text_in_start: str | None = None) -> None:
+            text_in_start: str | None = None, display: str | None = None) -> None:
     start_usage = None
     if usage is not None:
         start_usage = {k: v for k, v in usage.items() if k != "output_tokens"}
@@ -158,11 +181,16 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
             **({"usage": start_usage} if start_usage else {})}}
         yield "ping", {"type": "ping"}
         index = 0
-        if reasoning:
+        if reasoning and display == "redacted":
+            yield _block_start(index, *thinking_blocks(reasoning, display))
+            yield _block_stop(index)
+            index += 1
+        elif reasoning:
             yield _block_start(index, {"type": "thinking", "thinking": "", "signature": ""})
-            for piece in reasoning:
+            for piece in reasoning if display is None else ():
                 yield _delta(index, {"type": "thinking_delta", "thinking": piece})
-            yield _delta(index, {"type": "signature_delta", "signature": "sig-fake"})
+            yield _delta(index, {"type": "signature_delta",
+                                 "signature": sealed("".join(reasoning))})
             yield _block_stop(index)
             index += 1
         if content and text_in_start == "block":

@@ -176,6 +176,12 @@ def _tool_stream(value: Any) -> str:
     return value
 
 
+def _thinking_display(value: Any) -> str:
+    if value not in ("omitted", "redacted"):
+        raise ValueError(f"expected omitted or redacted, got {value!r}")
+    return value
+
+
 def _text_in_start(value: Any) -> str:
     if value not in ("block", "message"):
         raise ValueError(f"expected block or message, got {value!r}")
@@ -220,6 +226,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "tool_stream": _tool_stream,        # sequential | interleaved | rounds
     "finish_reason": str,               # the finish reason sent instead of the one earned
     "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
+    "thinking_display": _thinking_display,  # Anthropic: the thinking sealed, not as text
 }
 
 
