@@ -43,6 +43,10 @@ _SENT = frozenset(("model", "max_tokens", "messages", "system", "stream", "tempe
 # The block types the gateway reads (and checks what is inside: a tool result's blocks).
 _READ = frozenset(("text", "tool_use", "tool_result", "thinking", "redacted_thinking",
                    "document"))
+# How the thinking is shown when a request names a display: as text, which the gateway
+# counts as it arrives. Omitted, only its signature comes, at the block's end, so a stream
+# cut while the model thinks would bill none of the thinking the provider bills.
+_SHOWN = "summarized"
 # The context_management edits sent: those that only clear context (a compaction is not).
 _CLEARING = "clear_"
 
@@ -82,7 +86,7 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     may have been lowered to the model's maximum) lowered under it, as Anthropic requires.
     Thinking with no budget (adaptive) is bounded by max_tokens only where the provider's
     limit covers reasoning (silk.defaults.PROVIDERS); elsewhere it gets the route's
-    reasoning budget, or is off.
+    reasoning budget, or is off. A thinking display asked for is sent as _SHOWN.
     """
     body = {name: value for name, value in request.items() if name in _SENT}
     if "tools" in body:  # custom tools only: a server tool (web search...) is priced apart
@@ -97,6 +101,8 @@ def native_body(request: dict, model: Model, provider: Provider, *,
     body["stream"] = stream
     limit = body["max_tokens"]
     thinking = body.get("thinking")
+    if isinstance(thinking, dict) and "display" in thinking:
+        thinking = body["thinking"] = {**thinking, "display": _SHOWN}
     kind = thinking.get("type") if isinstance(thinking, dict) else None
     if not model.thinking:
         body.pop("thinking", None)

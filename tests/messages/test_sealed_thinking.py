@@ -77,3 +77,46 @@ def test_a_signature_does_not_add_to_thinking_delivered_as_text(native, app, cli
     # "t0".."t9" and " t10".." t99" a token each, " t100".." t199" two (five characters)
     assert record.completion_tokens == 100 + 2 * 100 > SEALED
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_thinking_asked_omitted_is_sent_summarized_and_billed_as_it_streams(
+        native, app, client, accounts):
+    """A signature comes only once the thinking ended: with its text omitted, a stream cut
+    while the model thinks (the client hangs up after a minute of silence) billed none of
+    the thinking the provider did. The provider is asked for the thinking's text instead
+    (display summarized), which is counted as it arrives; the client gets thinking blocks,
+    as it would from a provider that has no display option."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("think", "reasoning_pieces=200 cut_after=13", model="mimo-v2.5",
+                   thinking={"type": "enabled", "budget_tokens": 500, "display": "omitted"},
+                   stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert native.requests[-1].body["thinking"] == {
+        "type": "enabled", "budget_tokens": 500, "display": "summarized"}
+    assert events[-1][0] == "error"
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == 10  # start, ping, the block and "t0".."t9"
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def test_native_body_shows_the_thinking():
+    from silk.catalog.catalogue import Model, Provider
+    from silk.messages.translate import native_body
+    from silk.pricing import Price
+
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=9000)
+    covers = Provider(id="p", name="P", base_url="http://x", keys=(),
+                      limit_covers_reasoning=True)
+    for display in ("omitted", "summarized", "anything"):
+        sent, _ = native_body(request(thinking={"type": "adaptive", "display": display}),
+                              model, covers, stream=True)
+        assert sent["thinking"] == {"type": "adaptive", "display": "summarized"}
+    sent, _ = native_body(request(max_tokens=9000, thinking={
+        "type": "enabled", "budget_tokens": 9000, "display": "omitted"}), model, covers,
+        stream=True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 8999,
+                                "display": "summarized"}
+    sent, _ = native_body(request(thinking={"type": "enabled", "budget_tokens": 50}),
+                          model, covers, stream=True)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 50}  # none asked, none sent
