@@ -183,9 +183,9 @@ def _json_estimate(value) -> int:
 def delivered_tokens(chunk: dict) -> int:
     """Estimate the tokens of one streamed chunk's deltas (whatever shape the provider sent).
 
-    What reached the client is billed from this sum if the provider's usage never comes; a
-    value that is no string (arguments as an object, content as parts) reaches a client too,
-    and is counted as its JSON text.
+    What reached the client is billed from this sum if the provider's usage never comes (the
+    thinking too, under either of its names); a value that is no string (arguments as an
+    object, content as parts) reaches a client too, and is counted as its JSON text.
     """
     tokens = 0
     choices = chunk.get("choices")
@@ -193,8 +193,11 @@ def delivered_tokens(chunk: dict) -> int:
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             continue
-        for field in ("content", "reasoning_content"):
-            tokens += _text_estimate(delta.get(field))
+        tokens += _text_estimate(delta.get("content"))
+        # The thinking, in DeepSeek's `reasoning_content` or vLLM's and OpenRouter's
+        # `reasoning`: a server that sends both sends the same text twice, billed once.
+        tokens += max(_text_estimate(delta.get("reasoning_content")),
+                      _text_estimate(delta.get("reasoning")))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None

@@ -255,4 +255,26 @@ def test_cut_stream_bills_an_image_as_the_provider_does(app, client, accounts, u
     cost = _price(app, "doubao-seed-2.0-pro", Usage(pictured.prompt_tokens, 2))
     assert pictured.cost_units == cost
     assert [e.amount_units for e in accounts.ledger(acct.id) if e.kind == "charge"][-1] == -cost
+
+
+@pytest.mark.parametrize("field", ["reasoning", "both"])
+def test_reasoning_streamed_as_reasoning_is_billed_once_when_cut(app, client, accounts,
+                                                                 upstream, field):
+    """A server that streams its thinking in `delta.reasoning` (vLLM's and OpenRouter's
+    name) delivers it as surely as one using `reasoning_content`: a stream cut before the
+    usage bills it. One that sends the same text in both fields bills it once."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    # role, 20 reasoning chunks, 5 reply pieces; cut before the finish and the usage
+    msgs = messages("think first", f"reasoning_pieces=20 pieces=5 reasoning_field={field} "
+                                   "cut_after=26")
+    events = sse_events(_stream(client, acct, "deepseek-reasoner", msgs,
+                                stream_options={"include_usage": True}).data)
+    assert events[1]["choices"][0]["delta"]["reasoning"] == "t0"
+    assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.completion_tokens == 25
+    assert record.cost_units == _price(app, "deepseek-reasoner",
+                                       Usage(record.prompt_tokens, 25))
     assert accounts.audit() == []

@@ -46,7 +46,9 @@ client's messages, so a test can steer a single request from anywhere. Values ar
 shell quoting, e.g. ``[[fake: reply="Hi there" chunk_delay=0.01]]``; a bare name is a true flag.
 
 Stream shape: a role chunk (``{"role": "assistant", "content": ""}``), one chunk per reasoning
-piece (``delta.reasoning_content``), one per reply piece (``delta.content``), a finish chunk
+piece (``delta.reasoning_content``; ``reasoning_field=reasoning`` sends it in
+``delta.reasoning``, as vLLM and OpenRouter name it, ``both`` in both), one per reply piece
+(``delta.content``), a finish chunk
 (empty delta, ``finish_reason`` ``stop`` or ``length``, or the ``finish_reason`` option's:
 a provider's ``content_filter``), then with ``stream_options.include_usage`` a
 ``choices: []`` usage chunk (earlier chunks carry ``"usage": null``; ``repeat_usage=n``
@@ -176,6 +178,12 @@ def _tool_stream(value: Any) -> str:
     return value
 
 
+def _reasoning_field(value: Any) -> str:
+    if value not in ("reasoning_content", "reasoning", "both"):
+        raise ValueError(f"expected reasoning_content, reasoning or both, got {value!r}")
+    return value
+
+
 def _thinking_display(value: Any) -> str:
     if value not in ("omitted", "redacted"):
         raise ValueError(f"expected omitted or redacted, got {value!r}")
@@ -227,6 +235,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "finish_reason": str,               # the finish reason sent instead of the one earned
     "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
     "thinking_display": _thinking_display,  # Anthropic: the thinking sealed, not as text
+    "reasoning_field": _reasoning_field,  # stream: the delta field(s) reasoning comes in
 }
 
 
@@ -734,9 +743,11 @@ class _Handler(BaseHTTPRequestHandler):
                 first["choices"] = []
                 first["usage"] = early
                 yield first
+            field = opts.get("reasoning_field", "reasoning_content")
+            fields = ("reasoning_content", "reasoning") if field == "both" else (field,)
             for piece in reasoning:
                 counts[0] += 1
-                yield chunk({"reasoning_content": piece})
+                yield chunk(dict.fromkeys(fields, piece))
             for piece in content:
                 counts[1] += 1
                 piece_chunk = chunk({"content": piece})
