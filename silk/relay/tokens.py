@@ -198,13 +198,21 @@ def delivered_tokens(chunk: dict) -> int:
         # `reasoning`: a server that sends both sends the same text twice, billed once.
         tokens += max(_text_estimate(delta.get("reasoning_content")),
                       _text_estimate(delta.get("reasoning")))
+        tokens += _text_estimate(delta.get("refusal"))
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
-                tokens += _text_estimate(function.get("arguments"))
-                tokens += 2 if function.get("name") else 0
+                tokens += _function_delta(function)
+        # The deprecated `functions` API streams its one call here.
+        if isinstance(delta.get("function_call"), dict):
+            tokens += _function_delta(delta["function_call"])
     return tokens
+
+
+def _function_delta(function: dict) -> int:
+    """A piece of a streamed call: its arguments' text, and its name's framing."""
+    return _text_estimate(function.get("arguments")) + (2 if function.get("name") else 0)
 
 
 def _text_estimate(value) -> int:

@@ -243,6 +243,24 @@ def test_odd_shapes_from_the_provider_never_fail_the_request():
     assert sum(delivered_tokens(chunk) for chunk in chunks) == 4
 
 
+def test_a_streamed_legacy_function_call_and_refusal_count_as_delivered():
+    """The deprecated `functions` API streams its call in `delta.function_call`, and a
+    refusal comes in `delta.refusal`: both reach the client, so a stream cut before the usage
+    bills them like tool calls and content."""
+    from silk.relay.tokens import delivered_tokens
+
+    legacy = [{"choices": [{"delta": {"function_call": {"name": "lookup", "arguments": ""}}}]},
+              {"choices": [{"delta": {"function_call": {"arguments": '{"city": '}}}]},
+              {"choices": [{"delta": {"function_call": {"arguments": '"Paris"}'}}}]}]
+    modern = [{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": part}]}}]}
+              for part in ({"name": "lookup", "arguments": ""}, {"arguments": '{"city": '},
+                           {"arguments": '"Paris"}'})]
+    assert sum(map(delivered_tokens, legacy)) == sum(map(delivered_tokens, modern)) > 2
+    refusal = {"choices": [{"delta": {"refusal": "I can't help with that."}}]}
+    content = {"choices": [{"delta": {"content": "I can't help with that."}}]}
+    assert delivered_tokens(refusal) == delivered_tokens(content) > 0
+
+
 @pytest.mark.parametrize("tools,param", [
     # MiMo runs web_search itself: per call, and the pages it reads are prompt tokens.
     ([{"type": "web_search", "max_keyword": 50, "force_search": True, "limit": 50}],
