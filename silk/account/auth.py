@@ -202,12 +202,16 @@ def guard_address() -> None:
 def count_failure() -> None:
     """Count a failed key check against the caller's address; block it past the limit.
 
-    The count is shared by every worker and host through the limiter (Redis), and each
-    worker remembers a block locally, so a blocked address costs no round trip.
+    The count is shared by every worker and host through the limiter (Redis, else the
+    database), and each worker remembers a block locally, so a blocked address costs no
+    round trip. The request's session gives its connection back first: counting in the
+    database takes one, and guesses that each held one while waiting for another would
+    empty the pool.
     """
     limit = current_app.config.get("SILK_AUTH_FAILURES_PER_MINUTE")
     if not limit:
         return
+    db.session.close()
     address = client_address()
     limiter = current_app.extensions["silk.limiter"]
     if limiter.hit(f"authfail:{address}", limit, _FAILURE_WINDOW) > limit:

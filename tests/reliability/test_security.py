@@ -179,6 +179,45 @@ def test_abuse_counts_fit_any_address_and_ended_windows_are_swept(app):
         assert hits.hit(long_name, 5, 60) == 3  # the live window is kept
 
 
+def test_a_failed_key_check_is_counted_on_the_only_connection_it_holds(app):
+    """Counting a failure in the database takes a connection: the request must not hold
+    another meanwhile, or as many concurrent guesses as the pool has connections would each
+    hold one and wait for a second (the pool's 30 s), stalling the worker, uncounted."""
+    from sqlalchemy import event
+
+    from silk.extensions import db
+    from tests.ops.helpers import csrf_from
+
+    app.config.update(SILK_AUTH_FAILURES_PER_MINUTE=50)
+    held = {"now": 0, "most": 0}
+
+    def checkout(*_):
+        held["now"] += 1
+        held["most"] = max(held["most"], held["now"])
+
+    def checkin(*_):
+        held["now"] -= 1
+
+    with app.app_context():
+        engine = db.engine
+    client = app.test_client()
+    fresh_window(5)
+    statuses = []
+    for page in ("/admin/login", "/dashboard/login"):
+        token = csrf_from(client.get(page).text)
+        held["most"] = 0
+        event.listen(engine, "checkout", checkout)
+        event.listen(engine, "checkin", checkin)
+        try:
+            statuses.append(client.post(page, data={"api_key": "sk-wrong-guess",
+                                                    "csrf_token": token}).status_code)
+        finally:
+            event.remove(engine, "checkout", checkout)
+            event.remove(engine, "checkin", checkin)
+        statuses.append(held["most"])
+    assert statuses == [401, 1, 401, 1]
+
+
 def test_registration_abuse_is_slowed(app, client, accounts, upstream):
     from silk.account.service import create_key
 
