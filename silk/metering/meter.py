@@ -52,10 +52,13 @@ class Bill:
 
 
 def _largest(before: Usage, now: Usage) -> Usage:
-    """Each count at the larger of two reports."""
-    return Usage(max(before.prompt_tokens, now.prompt_tokens),
+    """Each count at the larger of two reports; the prompt split into cache hits as the
+    report with the larger prompt count (the later of equals) splits it, since a hit is a
+    discount: the larger of two splits would take back what the later count charged."""
+    split = now if now.prompt_tokens >= before.prompt_tokens else before
+    return Usage(split.prompt_tokens,
                  max(before.completion_tokens, now.completion_tokens),
-                 max(before.cache_hit_tokens, now.cache_hit_tokens))
+                 split.cache_hit_tokens)
 
 
 class Meter:
@@ -111,7 +114,8 @@ class Meter:
             self.upstream_model = upstream_model
 
     def usage_seen(self, usage: Usage, reasoning_tokens: int) -> None:
-        """The upstream reported its counts: each count billed is the largest reported.
+        """The upstream reported its counts: each count billed is the largest reported
+        (cache hits: those of the largest prompt count, see `_largest`).
 
         A provider's counts only grow as its answer does, so a report below an earlier one
         (a bug, or a lie) takes back nothing the earlier one counted and was delivered.

@@ -9,10 +9,11 @@ import pytest
 from silk.pricing import Price, Usage
 
 PRICE = Price(Decimal("0.14"), Decimal("0.28"))  # deepseek-chat: units per token 140 / 280
+CACHED = Price(Decimal("0.14"), Decimal("0.28"), Decimal("0.014"))  # a cache hit: 14 units
 PROMPT_ESTIMATE = 30
 
 
-def _meter(app, account_id: int, request_id: str, settled: list):
+def _meter(app, account_id: int, request_id: str, settled: list, price: Price = PRICE):
     from silk.billing.tiers import tiers
     from silk.extensions import db
     from silk.metering.meter import Meter
@@ -21,7 +22,7 @@ def _meter(app, account_id: int, request_id: str, settled: list):
     with app.app_context():
         engine = db.engine
         hold = reserve(engine, tiers(), account_id=account_id, key_id=None,
-                       request_id=request_id, model="deepseek-chat", price=PRICE,
+                       request_id=request_id, model="deepseek-chat", price=price,
                        prompt_worst=100, max_output=50, prompt_estimate=PROMPT_ESTIMATE,
                        ttl_seconds=60)
     return Meter(engine, hold, provider="deepseek", stream=True,
@@ -138,7 +139,27 @@ def test_a_report_below_an_earlier_one_lowers_no_count(app, accounts):
     meter.usage_seen(Usage(30, 5, 12), 1)  # below the first but for its cache hits
     bill = meter.ended("done")
     record = _settled_once(accounts, acct, settled, bill)
+    # The cache hits are the first's: they split its prompt, the larger.
     assert (record.prompt_tokens, record.completion_tokens, record.cache_hit_tokens,
-            record.reasoning_tokens) == (40, 24, 12, 5)
-    assert record.estimated and bill.usage == Usage(40, 24, 12) and not bill.as_reported
+            record.reasoning_tokens) == (40, 24, 10, 5)
+    assert record.estimated and bill.usage == Usage(40, 24, 10) and not bill.as_reported
     assert record.cost_units == 40 * 140 + 24 * 280  # PRICE prices a cache hit as input
+
+
+def test_cache_hits_reported_early_discount_no_later_count(app, accounts):
+    """A cache hit lowers the bill, so it is not a count to bill at its largest: the prompt
+    is split into hits and misses as the report of the largest prompt count (the last such)
+    splits it. A first report of every prompt token as a hit (a bug, or a lie), then the
+    provider's final count of none, is billed the final count, not the first's discount."""
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, "early-hits", settled, price=CACHED)
+    meter.first_token("deepseek-v4-flash")
+    meter.usage_seen(Usage(40, 0, 40), 0)
+    meter.delivered(20)
+    meter.usage_seen(Usage(40, 20, 0), 0)
+    bill = meter.ended("done")
+    record = _settled_once(accounts, acct, settled, bill)
+    assert (record.prompt_tokens, record.completion_tokens, record.cache_hit_tokens) == (40, 20, 0)
+    assert record.cost_units == 40 * 140 + 20 * 280
+    assert bill.usage == Usage(40, 20, 0) and bill.as_reported and not record.estimated
