@@ -25,18 +25,39 @@ def merge_usage(seen: dict, usage: Mapping | None, *, output: bool = True) -> No
     is no count of the answer: `output` False leaves it out), `message_delta` the cumulative
     output (and, from some providers, the input side again). Counts are cumulative, so one
     below a count seen before (a message_delta's `input_tokens` 0, as some servers write it)
-    is no count of what the provider read and bills.
+    is no count of what the provider read and bills. The input side is one prompt split
+    three ways (fresh, cache reads, cache writes): a later report that counts no less of it
+    in all replaces the split whole, and one that counts less is ignored, so a prompt
+    counted first as cache reads and then as fresh input is billed once.
     """
     if not isinstance(usage, Mapping):
         return
-    for name in _COUNTS if output else _INPUT_COUNTS:
-        value = usage.get(name)
+    reported = {name: usage[name] for name in _INPUT_COUNTS if usage.get(name) is not None}
+    if reported:
+        before = _input_total(seen)
+        now = _input_total({**seen, **reported})
+        if before is None or now is None or now >= before:
+            seen.update(reported)
+    value = usage.get("output_tokens") if output else None
+    if value is not None:
+        before, now = whole_count(seen.get("output_tokens")), whole_count(value)
+        if before is None or now is None or now >= before:
+            seen["output_tokens"] = value
+
+
+def _input_total(counts: Mapping) -> int | None:
+    """The prompt the input side counts (absent fields 0); None if nothing is counted yet
+    or a count is no whole number."""
+    total, any_count = 0, False
+    for name in _INPUT_COUNTS:
+        value = counts.get(name)
         if value is None:
             continue
-        before, now = whole_count(seen.get(name)), whole_count(value)
-        if before is not None and now is not None and now < before:
-            continue
-        seen[name] = value
+        count = whole_count(value)
+        if count is None:
+            return None
+        total, any_count = total + count, True
+    return total if any_count else None
 
 
 def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:

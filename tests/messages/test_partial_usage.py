@@ -219,6 +219,25 @@ def test_a_lower_input_count_in_message_delta_does_not_lower_the_bill(native, ap
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
 
 
+def test_a_prompt_counted_again_with_another_split_is_billed_once(native, app, client,
+                                                                   accounts):
+    """message_start counts the prompt as cache reads, message_delta as fresh input: the
+    same 400 tokens split two ways, billed once as the later split, not 400 of each."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("1234567890" * 40, "pieces=20 usage_json='{\"input_tokens\": 0, "
+                   "\"cache_read_input_tokens\": 400}' delta_usage_json='{\"input_tokens\": "
+                   "400, \"cache_read_input_tokens\": 0}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[0][1]["message"]["usage"]["cache_read_input_tokens"] == 400
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "ok" and not record.estimated
+    assert (record.prompt_tokens, record.cache_hit_tokens, record.completion_tokens) == (
+        400, 0, 20)
+    assert record.cost_units == units(expected_cost("deepseek-chat", 400, 20))
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
 @pytest.fixture(params=["native", "translated"])
 def way(request):
     """A provider with an Anthropic endpoint, or one spoken to in chat completions."""
