@@ -160,9 +160,9 @@ class UpstreamClient:
         raise _elsewhere(last or UpstreamError("The provider failed."))
 
     def _asked_rest(self, retry_after: str | None) -> float | None:
-        """The rest a provider's Retry-After asks for, at most SILK_MAX_RETRY_AFTER: one
-        answer of 999999 must not take a key out of service for days. None (the cooldown)
-        when it is not whole seconds."""
+        """The rest a provider's Retry-After asks for (seconds, or until its HTTP date), at
+        most SILK_MAX_RETRY_AFTER: one answer of 999999 must not take a key out of service
+        for days. None (the cooldown) when it is neither."""
         seconds = retry_after_seconds(retry_after)
         return None if seconds is None else min(float(seconds), self.max_retry_after)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import orjson
 
@@ -103,11 +107,26 @@ def parse_error(body: bytes) -> tuple[str, str]:
 
 
 def retry_after_seconds(value: str | None) -> int | None:
-    """A provider's Retry-After in whole seconds, or None when it is not that: an HTTP date,
-    a fraction, or '²' (str.isdigit() is true for it, and int() refuses it)."""
-    if not value or not (value.isascii() and value.isdigit()) or len(value) > 9:
+    """A provider's Retry-After in whole seconds: delay-seconds as given, an HTTP date
+    (RFC 9110 allows either) as the seconds until it, 0 once it has passed. None when it is
+    neither: a fraction, a negative, '²' (str.isdigit() is true for it, int() refuses it)."""
+    if not value:
         return None
-    return int(value)
+    if value.isascii() and value.isdigit():
+        return int(value) if len(value) <= 9 else None
+    return _seconds_until(value)
+
+
+def _seconds_until(http_date: str) -> int | None:
+    """Whole seconds from now (wall clock, as the date is) until an HTTP date, never below
+    0; None when it is no date. A date without a zone ('-0000') is read as UTC."""
+    try:
+        when = parsedate_to_datetime(http_date)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0, math.ceil(when.timestamp() - time.time()))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def translate(status: int, body: bytes, retry_after: str | None = None) -> SilkError:

@@ -1,7 +1,8 @@
 """Several upstream keys: failover before the first byte, never after; failing keys rest."""
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import pytest
 
@@ -98,12 +99,12 @@ def test_a_retry_after_int_cannot_read_still_fails_over(app, client, accounts, u
                                          "SILK_KEY_COOLDOWN": 0.5}])
 @pytest.mark.parametrize(("status", "retry_after"), [
     (429, "999999"), (503, "999999"), (429, "999999999"), (429, "-5"), (429, "Infinity"),
-    (429, "Fri, 01 Jan 2100 00:00:00 GMT"), (429, "Mon, 01 Jan 2001 00:00:00 GMT")])
+    (429, "Fri, 01 Jan 2100 00:00:00 GMT"), (503, "Fri, 01 Jan 2100 00:00:00 GMT")])
 def test_a_huge_or_odd_retry_after_rests_a_key_at_most_the_cap(app, client, accounts, upstream,
                                                                status, retry_after):
     """A Retry-After of 999999 seconds rested the key for eleven days: one answer took a
-    provider's key out of service. A rest is at most SILK_MAX_RETRY_AFTER; what is not
-    whole seconds (negative, a date) rests SILK_KEY_COOLDOWN."""
+    provider's key out of service. A rest is at most SILK_MAX_RETRY_AFTER, a far date's
+    too; what is neither seconds nor a date (negative, Infinity) rests SILK_KEY_COOLDOWN."""
     acct, admin = accounts.make(credit="1"), accounts.make(admin=True)
     upstream.enqueue(key="sk-ds-good", status=status, retry_after=retry_after)
     upstream.enqueue(key="sk-ds-second", status=status, retry_after=retry_after)
@@ -127,6 +128,42 @@ def test_a_huge_or_odd_retry_after_rests_a_key_at_most_the_cap(app, client, acco
                      json={"model": "deepseek-chat", "messages": messages()})
     assert ok.status_code == 200, ok.json
     assert len(upstream.requests) == before + 1  # the first key tried served
+    assert accounts.audit() == []
+
+
+def _resting_until(client, admin) -> list[float | None]:
+    """When each deepseek key serves again (wall clock), None for a serving key."""
+    keys = [k for k in client.get("/v1/admin/providers", headers=admin.headers).json["keys"]
+            if k["provider"] == "deepseek"]
+    return [datetime.fromisoformat(k["resting_until"]).timestamp() if k["resting_until"]
+            else None for k in keys]
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_KEY_COOLDOWN": 30.0}])
+@pytest.mark.parametrize(("ahead", "rest", "told"), [
+    (5, (3, 6), (4, 5)),       # a date a few seconds ahead: rest and tell that long
+    (-3600, None, (1, 1)),     # a past date: the key may serve at once
+    (None, (29, 31), (1, 1))])  # garbage: the cooldown, and the client retries in 1 s
+def test_an_http_date_retry_after_rests_the_key_until_then(app, client, accounts, upstream,
+                                                           ahead, rest, told):
+    """RFC 9110 lets Retry-After be an HTTP date; it rested the default cooldown and the
+    client was told to retry in 1 s. Now the key rests until the date (none for a past
+    one) and the client is told the seconds left."""
+    acct, admin = accounts.make(credit="1"), accounts.make(admin=True)
+    asked = time.time()
+    value = ("Soon, garbage" if ahead is None else
+             format_datetime(datetime.fromtimestamp(asked + ahead, UTC), usegmt=True))
+    for key in ("sk-ds-good", "sk-ds-second"):
+        upstream.enqueue(key=key, status=429, retry_after=value)
+    failed = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
+                         json={"model": "deepseek-chat", "messages": messages()})
+    assert failed.status_code == 429, failed.json
+    assert told[0] <= int(failed.headers["retry-after"]) <= told[1]
+    for until in _resting_until(client, admin):
+        if rest is None:
+            assert until is None
+        else:
+            assert until is not None and asked + rest[0] <= until <= asked + rest[1]
     assert accounts.audit() == []
 
 
