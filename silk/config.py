@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from flask import Flask
@@ -19,6 +20,7 @@ from silk.database_events import sqlite_in_memory
 from silk.defaults import Defaults
 from silk.jsonio import column_dumps, column_loads
 from silk.ops.network import parse_networks
+from silk.relay.pace import LONGEST
 from silk.schedule import PriceSpecError, schedule_from
 
 INSTANCE_FILE = "silk.cfg"
@@ -266,9 +268,6 @@ def validate(cfg, problems: list[str] | None = None) -> None:
             problems.append(f"tier {name!r}: discount_percent must be between 0 and 100")
         if not isinstance(tier.get("monthly_free_tokens"), int) or tier["monthly_free_tokens"] < 0:
             problems.append(f"tier {name!r}: monthly_free_tokens must be a whole number >= 0")
-    days = cfg.get("SILK_RESPONSES_RETENTION_DAYS", Defaults.SILK_RESPONSES_RETENTION_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days < 36500:
-        problems.append("SILK_RESPONSES_RETENTION_DAYS must be a number of days above 0")
     if cfg["SILK_DEFAULT_TIER"] not in cfg["SILK_TIERS"]:
         problems.append(f"SILK_DEFAULT_TIER {cfg['SILK_DEFAULT_TIER']!r} is not a tier")
     if cfg["SILK_REGISTRATION"] not in ("open", "invite", "closed"):
@@ -280,15 +279,8 @@ def validate(cfg, problems: list[str] | None = None) -> None:
                                   or value < 1):
             problems.append(_bad(name, _as_given(name, value),
                                  "a whole number of at least 1, or unset"))
-    lease = cfg.get("SILK_CONCURRENCY_LEASE", Defaults.SILK_CONCURRENCY_LEASE)
-    if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 3:
-        problems.append(_bad("SILK_CONCURRENCY_LEASE", _as_given("SILK_CONCURRENCY_LEASE", lease),
-                             "a number of seconds, at least 3"))
     problems += _bound_problems(cfg)
-    most = cfg.get("SILK_MAX_RETRY_AFTER", Defaults.SILK_MAX_RETRY_AFTER)
-    if isinstance(most, int | float) and not isinstance(most, bool) and not 0 < most <= 86400:
-        problems.append(_bad("SILK_MAX_RETRY_AFTER", _as_given("SILK_MAX_RETRY_AFTER", most),
-                             "a number of seconds above 0, at most 86400"))
+    problems += _span_problems(cfg)
     if not _money_ok(cfg["SILK_TOPUP_MAX"]) or Decimal(str(cfg["SILK_TOPUP_MAX"])) <= 0:
         problems.append("SILK_TOPUP_MAX must be a positive USD amount")
     if len(problems) == 1:
@@ -297,12 +289,10 @@ def validate(cfg, problems: list[str] | None = None) -> None:
         raise ConfigError("SilkGateway cannot start:\n  - " + "\n  - ".join(problems))
 
 
-# Settings that bound what a hold covers, and the least each may be: a lease of 0 or less
-# lets the sweep settle every live hold at its estimate (the late real settlement can then
-# charge only what other holds leave, and writes off the rest), and a negative image
+# Settings that bound what a hold covers, and the least each may be: a negative image
 # allowance makes each image lower a prompt's bound (what is billed above it is written off).
-_LEAST = {"SILK_RESERVATION_TTL": (1, "a whole number of seconds, at least 1"),
-          "SILK_IMAGE_TOKEN_ALLOWANCE": (0, "a whole number of tokens, at least 0")}
+# (The hold's lease, SILK_RESERVATION_TTL, is a span below.)
+_LEAST = {"SILK_IMAGE_TOKEN_ALLOWANCE": (0, "a whole number of tokens, at least 0")}
 
 
 def _bound_problems(cfg) -> list[str]:
@@ -312,6 +302,82 @@ def _bound_problems(cfg) -> list[str]:
         value = cfg.get(name, getattr(Defaults, name))
         if isinstance(value, int) and not isinstance(value, bool) and value < least:
             problems.append(_bad(name, _as_given(name, value), allowed))
+    return problems
+
+
+class _Span(NamedTuple):
+    """The values a duration may take: from `least` (excluded when `above`) to `most`, or
+    exactly `off` where that value switches the thing off."""
+
+    least: float
+    most: float
+    allowed: str
+    above: bool = False
+    off: float | None = None
+
+    def holds(self, value: float) -> bool:
+        """Whether `value` is allowed (NaN and infinities never are)."""
+        if value == self.off:
+            return True
+        return (self.least < value if self.above else self.least <= value) and value <= self.most
+
+
+_DAY = 86400  # seconds: the longest any wait, lease, rest or timeout may be
+_DAYS = 36499  # the most days a retention or window may span (it is subtracted from now)
+_SECONDS = _Span(0, _DAY, f"a number of seconds from 0 to {_DAY}")
+_ABOVE_0 = _Span(0, _DAY, f"a number of seconds above 0, at most {_DAY}", above=True)
+_KEPT = _Span(1, _DAYS, f"a whole number of days, at least 1 (below {_DAYS + 1})")
+# Every setting that becomes a timedelta, a date, a sleep or a timeout, and its range: past
+# it a date overflows (a day's window past year 9999 made every key-expiry sweep and alert
+# round raise), a lease or rest outlives what it guards, or a negative one means no wait.
+_SPANS = {
+    "SILK_BODY_READ_TIMEOUT": _Span(0, _DAY, f"0 (no limit) or a number of seconds up to "
+                                             f"{_DAY}"),
+    "SILK_DB_CONNECT_TIMEOUT": _ABOVE_0,
+    # PostgreSQL's statement_timeout is whole milliseconds: below one it would be no limit.
+    "SILK_DB_STATEMENT_TIMEOUT": _Span(0.001, _DAY, f"0 (no limit) or a number of seconds "
+                                                    f"from 0.001 to {_DAY}", off=0),
+    "SILK_UPSTREAM_CONNECT_TIMEOUT": _ABOVE_0,
+    "SILK_UPSTREAM_READ_TIMEOUT": _ABOVE_0,
+    "SILK_STREAM_PACE_WHEN_LATE_MS": _Span(0, LONGEST * 1000, "a number of milliseconds "
+                                                              f"from 0 to {LONGEST * 1000:g}"),
+    "SILK_STREAM_PACE_MS": _Span(0, LONGEST * 1000, "a number of milliseconds from 0 to "
+                                                    f"{LONGEST * 1000:g}"),
+    "SILK_KEY_COOLDOWN": _SECONDS,
+    "SILK_MAX_RETRY_AFTER": _ABOVE_0,
+    "SILK_ROUTE_REST": _SECONDS,
+    # A hold's lease of 0 or less lets the sweep settle every live hold at its estimate
+    # (the late real settlement can then charge only what other holds leave).
+    "SILK_RESERVATION_TTL": _Span(1, _DAY, f"a whole number of seconds, at least 1, at most "
+                                           f"{_DAY}"),
+    "SILK_SWEEP_INTERVAL": _Span(0, _DAY, "0 (no sweep in this process) or a number of "
+                                          f"seconds up to {_DAY}"),
+    "SILK_RESPONSES_RETENTION_DAYS": _KEPT,
+    "SILK_KEY_CACHE_TTL": _SECONDS,
+    "SILK_CONSOLE_SESSION_HOURS": _Span(0, 8760, "a number of hours above 0, at most 8760",
+                                        above=True),
+    "SILK_CONCURRENCY_LEASE": _Span(3, _DAY, f"a number of seconds, at least 3, at most {_DAY}"),
+    "SILK_ALERT_INTERVAL": _Span(0, _DAY, "0 (this process delivers none) or a number of "
+                                          f"seconds up to {_DAY}"),
+    "SILK_ALERT_RETRY_BASE": _SECONDS,
+    # A lease of 0 leaves an event being delivered to the next worker that claims one, and
+    # a timeout of 0 is no delivery at all (every round failed before recording an attempt).
+    "SILK_ALERT_LEASE": _ABOVE_0,
+    "SILK_ALERT_TIMEOUT": _ABOVE_0,
+    "SILK_ALERT_KEY_EXPIRY_DAYS": _Span(0, _DAYS, "0 (no alert) or a whole number of days, "
+                                                  f"below {_DAYS + 1}"),
+    "SILK_ALERT_RETENTION_DAYS": _KEPT,
+}
+
+
+def _span_problems(cfg) -> list[str]:
+    """The durations out of their range (their kind is checked apart)."""
+    problems = []
+    for name, span in _SPANS.items():
+        value = cfg.get(name, getattr(Defaults, name))
+        if isinstance(value, int | float) and not isinstance(value, bool) and not span.holds(
+                value):
+            problems.append(_bad(name, _as_given(name, value), span.allowed))
     return problems
 
 
@@ -437,21 +503,9 @@ def _alert_problems(cfg) -> list[str]:
         problems.append("SILK_ALERT_BALANCE_USD must be a USD amount of at least 0")
     if get("SILK_SMTP_SECURITY") not in ("starttls", "ssl", "none"):
         problems.append("SILK_SMTP_SECURITY must be starttls, ssl or none")
-    for name in ("SILK_ALERT_INTERVAL", "SILK_ALERT_RETRY_BASE", "SILK_ALERT_LEASE",
-                 "SILK_ALERT_TIMEOUT", "SILK_ALERT_MAX_ATTEMPTS", "SILK_ALERT_KEY_EXPIRY_DAYS"):
-        if not isinstance(get(name), int | float) or get(name) < 0:
-            problems.append(f"{name} must be a number of at least 0")
-    # A timeout of 0 is no delivery at all (urllib3 refuses it, and every round failed
-    # before it could record an attempt), and a lease of 0 leaves an event being delivered
-    # to the next worker that claims one.
-    for name in ("SILK_ALERT_LEASE", "SILK_ALERT_TIMEOUT"):
-        if isinstance(get(name), int | float) and get(name) == 0:
-            problems.append(f"{name} must be a number of seconds above 0")
-    days = get("SILK_ALERT_RETENTION_DAYS")
-    if isinstance(days, int) and not isinstance(days, bool) and not 0 < days < 36500:
-        problems.append(_bad("SILK_ALERT_RETENTION_DAYS",
-                             _as_given("SILK_ALERT_RETENTION_DAYS", days),
-                             "a whole number of days, at least 1 (below 36500)"))
+    attempts = get("SILK_ALERT_MAX_ATTEMPTS")
+    if not isinstance(attempts, int | float) or attempts < 0:
+        problems.append("SILK_ALERT_MAX_ATTEMPTS must be a number of at least 0")
     url = get("SILK_ALERT_WEBHOOK_URL")
     if url and not _http_url(url):
         problems.append("SILK_ALERT_WEBHOOK_URL must be an http or https URL")

@@ -41,6 +41,74 @@ def test_a_bad_setting_stops_the_gateway_in_one_line(monkeypatch, tmp_path, vari
     assert f"{variable}={value!r}" in line and allowed in line
 
 
+# Every setting that becomes a timedelta, a date or a sleep, out of its range.
+@pytest.mark.parametrize(("variable", "value", "allowed"), [
+    ("SILK_ALERT_KEY_EXPIRY_DAYS", "99999999", "0 (no alert) or a whole number of days, "
+                                               "below 36500"),
+    ("SILK_ALERT_KEY_EXPIRY_DAYS", "-1", "0 (no alert) or a whole number of days"),
+    ("SILK_RESPONSES_RETENTION_DAYS", "99999", "a whole number of days, at least 1 (below"),
+    ("SILK_RESERVATION_TTL", "9999999999", "a whole number of seconds, at least 1, at most "
+                                           "86400"),
+    ("SILK_ALERT_LEASE", "1e12", "a number of seconds above 0, at most 86400"),
+    ("SILK_ALERT_TIMEOUT", "1e12", "a number of seconds above 0, at most 86400"),
+    ("SILK_ALERT_INTERVAL", "1e12", "0 (this process delivers none) or a number of seconds"),
+    ("SILK_ALERT_RETRY_BASE", "-1", "a number of seconds from 0 to 86400"),
+    ("SILK_CONCURRENCY_LEASE", "1e9", "a number of seconds, at least 3, at most 86400"),
+    ("SILK_KEY_COOLDOWN", "1e12", "a number of seconds from 0 to 86400"),
+    ("SILK_KEY_COOLDOWN", "-1", "a number of seconds from 0 to 86400"),
+    ("SILK_ROUTE_REST", "1e12", "a number of seconds from 0 to 86400"),
+    ("SILK_SWEEP_INTERVAL", "-1", "0 (no sweep in this process) or a number of seconds"),
+    ("SILK_SWEEP_INTERVAL", "1e12", "0 (no sweep in this process) or a number of seconds"),
+    ("SILK_KEY_CACHE_TTL", "1e12", "a number of seconds from 0 to 86400"),
+    ("SILK_BODY_READ_TIMEOUT", "-1", "0 (no limit) or a number of seconds up to 86400"),
+    ("SILK_UPSTREAM_CONNECT_TIMEOUT", "0", "a number of seconds above 0, at most 86400"),
+    ("SILK_UPSTREAM_READ_TIMEOUT", "-5", "a number of seconds above 0, at most 86400"),
+    ("SILK_DB_CONNECT_TIMEOUT", "0", "a number of seconds above 0, at most 86400"),
+    ("SILK_DB_STATEMENT_TIMEOUT", "-1", "0 (no limit) or a number of seconds from 0.001"),
+    ("SILK_DB_STATEMENT_TIMEOUT", "0.0001", "0 (no limit) or a number of seconds from 0.001"),
+    ("SILK_CONSOLE_SESSION_HOURS", "0", "a number of hours above 0, at most 8760"),
+    ("SILK_STREAM_PACE_MS", "5000", "a number of milliseconds from 0 to 1000"),
+    ("SILK_STREAM_PACE_WHEN_LATE_MS", "-1", "a number of milliseconds from 0 to 1000"),
+])
+def test_a_duration_out_of_its_range_stops_the_gateway_in_one_line(monkeypatch, tmp_path,
+                                                                   variable, value, allowed):
+    """SILK_ALERT_KEY_EXPIRY_DAYS=99999999 started, then every key-expiry sweep and every
+    alert delivery round raised OverflowError (a date past year 9999); other durations
+    overflowed a lease or a report's date, or a negative one meant no wait at all."""
+    test_a_bad_setting_stops_the_gateway_in_one_line(monkeypatch, tmp_path, variable, value,
+                                                     allowed)
+
+
+_MOST = {"SILK_ALERT_KEY_EXPIRY_DAYS": 36499, "SILK_ALERT_RETENTION_DAYS": 36499,
+         "SILK_RESPONSES_RETENTION_DAYS": 36499, "SILK_RESERVATION_TTL": 86400,
+         "SILK_ALERT_LEASE": 86400.0, "SILK_KEY_COOLDOWN": 86400.0,
+         "SILK_ROUTE_REST": 86400.0, "SILK_ROUTE_FAILURES": 1}
+
+
+@pytest.mark.parametrize("app_config", [_MOST])
+def test_each_duration_at_its_most_still_works(app, client, accounts, upstream):
+    """The largest value each range allows makes no date overflow: a chat request's hold,
+    a key and a route resting (and reported), the key-expiry sweep, an alert round."""
+    from silk.alerts.delivery import deliver_due
+    from silk.alerts.service import key_expiry_chore
+    from silk.extensions import db
+
+    acct, admin = accounts.make(credit="1"), accounts.make(admin=True)
+    upstream.enqueue("deepseek", status=503, times=2)
+    failed = client.post("/v1/chat/completions", headers=acct.headers,
+                         json={"model": "deepseek-chat", "stream": False,
+                               "messages": [{"role": "user", "content": "hi"}]})
+    assert failed.status_code == 503, failed.json
+    shown = client.get("/v1/admin/providers", headers=admin.headers)
+    assert shown.status_code == 200, shown.json
+    assert {k["state"] for k in shown.json["keys"] if k["provider"] == "deepseek"} == {
+        "resting"}
+    with app.app_context():
+        assert key_expiry_chore(36499)(db.engine) == 0
+        assert deliver_due(db.engine, app.config) >= 0
+    assert accounts.audit() == []
+
+
 @pytest.mark.parametrize("variable", ["SILK_ALERT_TIMEOUT", "SILK_ALERT_LEASE"])
 def test_an_alert_timeout_or_lease_of_0_stops_the_gateway(monkeypatch, tmp_path, variable):
     """A timeout of 0 (read as "none") made every delivery round raise before it recorded
@@ -49,7 +117,8 @@ def test_an_alert_timeout_or_lease_of_0_stops_the_gateway(monkeypatch, tmp_path,
     from silk.config import ConfigError
 
     monkeypatch.setenv(variable, "0")
-    with pytest.raises(ConfigError, match=f"{variable} must be a number of seconds above 0"):
+    with pytest.raises(ConfigError, match=f"{variable}='0' is not allowed: use a number of "
+                                          "seconds above 0"):
         create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
 
 
