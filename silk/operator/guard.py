@@ -72,6 +72,11 @@ def sign_in(operator: Operator) -> None:
     csrf_token()
 
 
+def held() -> dict:
+    """The console session this cookie holds, as stored: a dashboard sign-in keeps it."""
+    return {name: session[name] for name in _FIELDS if name in session}
+
+
 def sign_out() -> None:
     """Forget the console session."""
     for name in _FIELDS:

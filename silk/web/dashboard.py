@@ -214,7 +214,8 @@ def login():
 
 @bp.post("/login")
 def login_submit():
-    """Sign in with an API key; a fresh session (new CSRF token) on success."""
+    """Sign in with an API key; a fresh dashboard session (new CSRF token) on success, the
+    console's left as is (as the console's sign-in leaves the dashboard's)."""
     try:
         guard_address()  # the API's limit on failed key checks holds here too
         key = data.key_for_login(request.form.get("api_key", ""))
@@ -227,9 +228,12 @@ def login_submit():
         return render_template("dashboard/login.html",
                                error="That API key is not valid (unknown, revoked or expired)."
                                ), 401
+    # A sign-in signs nothing out: a console session in the cookie stays (dropped here, it
+    # would live on in any copy of the cookie with no sign-out left to end it).
+    console = guard.held()
     session.clear()
     session.permanent = False
-    session.update(account_id=key.account_id, key_id=key.id, since=time.time(),
+    session.update(console, account_id=key.account_id, key_id=key.id, since=time.time(),
                    epoch=key.session_epoch)
     csrf_token()
     return redirect(url_for("dashboard.overview"))

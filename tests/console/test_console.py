@@ -390,3 +390,23 @@ def test_a_dashboard_sign_out_ends_the_console_session_it_clears(app, client, op
     assert client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
     assert client.get("/admin/accounts").status_code == 302
     assert _replayed(app, copied).status_code == 302
+
+
+@pytest.mark.parametrize("whose", ["the admin's", "another account's"])
+def test_a_dashboard_sign_in_keeps_the_console_session(app, client, accounts, operator, whose):
+    """A dashboard sign-in cleared the whole cookie: the console session left this browser
+    but not the server, so a copy of the cookie kept it for hours and no sign-out here could
+    end it any more. A sign-in now ends nothing and drops nothing: the console session
+    stays, and the dashboard's sign-out ends it, copies included."""
+    from tests.ops.helpers import csrf_from, sign_in
+
+    admin, _ = operator
+    key = admin.key if whose == "the admin's" else accounts.make(email="user@example.com").key
+    copied = client.get_cookie("session").value
+    assert sign_in(client, key).status_code == 302
+    assert client.get("/dashboard/").status_code == 200
+    assert client.get("/admin/accounts").status_code == 200
+    token = csrf_from(client.get("/dashboard/").text)
+    assert client.post("/dashboard/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/admin/accounts").status_code == 302
+    assert _replayed(app, copied).status_code == 302
