@@ -68,13 +68,27 @@ def _client_limit(body: dict, model: Model) -> int:
 
 
 def usage_object(bill: Bill, reported: dict | None) -> dict:
-    """The usage object billed, for a client: the provider's, or the counts billed, marked."""
+    """The usage object billed, for a client: the provider's own when it was billed as it
+    came, else the counts billed in the fields a provider's has, marked.
+
+    Those are OpenAI's cache and reasoning details, and DeepSeek's cache split when the
+    provider's object had it or none came (clients read whichever their provider sends).
+    """
     cost = bill.cost_usd
     if reported is not None and bill.as_reported:
         return {**reported, "cost": cost}
     usage = bill.usage or Usage(0, 0)
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens, "estimated": bill.estimated, "cost": cost}
+    hits = usage.cache_hit_tokens
+    out = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+           "total_tokens": usage.total_tokens,
+           "prompt_tokens_details": {"cached_tokens": hits},
+           "completion_tokens_details": {"reasoning_tokens": bill.reasoning_tokens}}
+    if reported is None or "prompt_cache_hit_tokens" in reported:
+        out["prompt_cache_hit_tokens"] = hits
+        out["prompt_cache_miss_tokens"] = usage.prompt_tokens - hits
+    out["estimated"] = bill.estimated
+    out["cost"] = cost
+    return out
 
 
 def encode_completion(completion: Completion) -> dict:

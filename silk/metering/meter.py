@@ -44,6 +44,7 @@ class Bill:
     estimated: bool  # the counts are the gateway's estimate: no usable usage came
     as_reported: bool  # the provider's own counts were charged unchanged
     settlement: Settlement | None
+    reasoning_tokens: int = 0  # of usage.completion_tokens, as charged
 
     @property
     def cost_usd(self) -> Decimal | int:
@@ -196,9 +197,11 @@ class Meter:
                 self.billed = decision.usage
             outcome.reasoning_tokens = decision.values["reasoning_tokens"]
         written = self._write(decision)
-        as_reported = self.reported is not None and self.billed is self.reported
+        reasoning = decision.values["reasoning_tokens"]
+        as_reported = (self.reported is not None and self.billed is self.reported
+                       and reasoning == self.reasoning_tokens)
         self.bill = Bill(self.billed, estimated, as_reported and not estimated,
-                         self.settlement)
+                         self.settlement, reasoning)
         if written and self.on_settled:
             self.on_settled(self, outcome)
         return self.bill

@@ -28,7 +28,6 @@ import orjson
 from silk.jsonio import whole_object
 from silk.metering.meter import Bill
 from silk.pricing import Usage
-from silk.relay.tokens import usage_from
 
 # Request fields a Response echoes back, with OpenAI's default when the request left one out.
 ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_calls": True,
@@ -42,19 +41,15 @@ ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_c
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-def usage_object(bill: Bill, reported: dict | None) -> dict:
+def usage_object(bill: Bill) -> dict:
     """The usage billed, in the Responses shape, with its cost (marked when estimated)."""
     usage = bill.usage or Usage(0, 0)
-    reasoning = 0
-    if reported is not None and bill.as_reported:
-        parsed = usage_from(reported)
-        reasoning = parsed[1] if parsed else 0
     out = {"input_tokens": usage.prompt_tokens,
            # No provider here bills writing its cache: nothing was written at a price.
            "input_tokens_details": {"cached_tokens": usage.cache_hit_tokens,
                                     "cache_write_tokens": 0},
            "output_tokens": usage.completion_tokens,
-           "output_tokens_details": {"reasoning_tokens": reasoning},
+           "output_tokens_details": {"reasoning_tokens": bill.reasoning_tokens},
            "total_tokens": usage.total_tokens, "cost": bill.cost_usd}
     if bill.estimated:
         out["estimated"] = True
@@ -94,7 +89,6 @@ class Builder:
         self.names = names
         self.output: list[dict] = []
         self.finish: str | None = None
-        self.reported: dict | None = None  # the provider's usage object, last seen
         self._sequence = 0
         self._open: Any = None  # the item receiving deltas (a dict), or None
         self._call: dict | None = None  # the open item, a function_call that may still grow
@@ -353,7 +347,7 @@ class Builder:
             for item in self.output:
                 if item.get("status") == "completed" and item["type"] == "message":
                     item["status"] = "incomplete"
-        final = self.response(self.status(), usage_object(bill, self.reported))
+        final = self.response(self.status(), usage_object(bill))
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         return final, lambda: closing + self._event(kind, response=final)
 
@@ -363,7 +357,7 @@ class Builder:
         self._status = "incomplete"
         out = self._release(ending=True)
         error = {"code": "server_error", "message": message + charge_note(bill)}
-        final = self.response("failed", usage_object(bill, self.reported), error)
+        final = self.response("failed", usage_object(bill), error)
         return out + self._event("response.failed", response=final)
 
 

@@ -44,8 +44,6 @@ def _typed(events: Iterable, builder: Builder, on_done: Callable[[dict], None] |
             data = event.data
             if data is None:
                 continue  # not JSON: nothing a Responses client could read
-            if event.counted:
-                builder.reported = dict(data["usage"])
             choices = data.get("choices")
             for choice in choices if isinstance(choices, list) else ():
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -73,8 +71,6 @@ def _typed(events: Iterable, builder: Builder, on_done: Callable[[dict], None] |
 def encode_completion(completion: Completion, builder: Builder) -> dict:
     """The Response object for a whole chat answer, with the usage billed and its cost."""
     data = completion.data
-    if completion.counted:
-        builder.reported = data.get("usage")
     choices = data.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
     if isinstance(choice, dict):

@@ -29,6 +29,10 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 # 40 prompt and 20 completion tokens of deepseek-chat: 40 * 140 + 20 * 280 units.
 SETTLED = Settlement(Cost(0, 60, 11_200, 0, 11_200), 11_200, 10**9 - 11_200)
 BILLED = Bill(Usage(40, 20), estimated=False, as_reported=True, settlement=SETTLED)
+# An estimate's cache and reasoning details, in OpenAI's fields and DeepSeek's: none of 30.
+NO_DETAILS = {"prompt_tokens_details": {"cached_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0},
+              "prompt_cache_hit_tokens": 0, "prompt_cache_miss_tokens": 30}
 
 
 def _call(request: dict, *, stream: bool, model: str = "deepseek-chat"):
@@ -108,7 +112,7 @@ def test_no_usage_chunk_unless_asked_and_ours_when_the_provider_sent_none():
     ours = sse_events(_encode([Chunk(chunk, orjson.loads(chunk)), Done(estimated)]))[1]
     assert ours["id"] == "chatcmpl-req-1" and ours["model"] == "deepseek-v4-flash"
     assert ours["usage"] == {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32,
-                             "estimated": True, "cost": 0}
+                             **NO_DETAILS, "estimated": True, "cost": 0}
 
 
 def test_a_failed_stream_ends_with_one_error_event_stating_the_charge():
@@ -134,7 +138,7 @@ def test_a_json_answer_carries_the_providers_usage_or_the_estimate_with_the_cost
     estimated = Bill(Usage(30, 2), estimated=True, as_reported=False, settlement=None)
     data = encode_completion(Completion({"choices": []}, False, estimated))
     assert data["usage"] == {"prompt_tokens": 30, "completion_tokens": 2, "total_tokens": 32,
-                             "estimated": True, "cost": 0}
+                             **NO_DETAILS, "estimated": True, "cost": 0}
 
 
 def test_a_failure_to_encode_is_reported_so_the_relay_settles_it_as_an_error():

@@ -368,3 +368,36 @@ def test_media_inside_blocks_the_gateway_does_not_read_is_left_out(native, app, 
     cost = expected_cost("deepseek-chat", prompt_tokens(native.requests[-1].body), 3)
     assert Decimal(response.headers["x-silk-cost"]) == cost
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["capped", "cut"])
+def test_counts_billed_other_than_the_providers_are_told_in_anthropics_fields(
+        native, app, client, accounts, stream):
+    """A capped answer, or a cut stream billed from its estimate, tells the counts billed
+    with the cache reads the provider counted, in the fields its own usage has."""
+    import anthropic
+
+    from silk.pricing import units_to_usd
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    directive = ("pieces=5 cache_hit=3 cut_after=5" if stream else
+                 "pieces=5 cache_hit=3 usage_json='{\"output_tokens\": 3000000000}'")
+    body = request("what it costs", directive, stream=stream)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200, response.data
+    [record] = accounts.usage_records(acct.id)
+    assert record.estimated is stream and record.cache_hit_tokens == 3
+    assert record.prompt_tokens == prompt_tokens(body)
+    if stream:
+        [usage] = [data["usage"] for name, data in sse(response.data) if name == "error"]
+    else:
+        assert record.completion_tokens == 1000  # the request's max_tokens
+        usage = response.json["usage"]
+    told = {"input_tokens": record.prompt_tokens - 3,
+            "output_tokens": record.completion_tokens, "cache_read_input_tokens": 3,
+            "cache_creation_input_tokens": 0,
+            "cost": float(units_to_usd(record.cost_units))}
+    assert usage == ({**told, "estimated": True} if stream else told)
+    assert anthropic.types.Usage.model_validate(usage).cache_read_input_tokens == 3
+    assert accounts.audit() == []

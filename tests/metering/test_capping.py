@@ -118,7 +118,11 @@ def test_a_stream_whose_usage_nests_past_what_can_be_written_back_ends_well(
     usage = [json.loads(e)["usage"] for e in events[:-1] if json.loads(e).get("usage")]
     record = _settled_exactly(accounts, acct)
     assert usage == [{"prompt_tokens": prompt_tokens(msgs), "completion_tokens": 5,
-                      "total_tokens": prompt_tokens(msgs) + 5, "estimated": False,
+                      "total_tokens": prompt_tokens(msgs) + 5,
+                      "prompt_tokens_details": {"cached_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0},
+                      "prompt_cache_hit_tokens": 0,
+                      "prompt_cache_miss_tokens": prompt_tokens(msgs), "estimated": False,
                       "cost": float(units_to_usd(record.cost_units))}]
     assert (record.status, record.completion_tokens) == ("ok", 5)
 

@@ -126,6 +126,19 @@ def test_counts_beyond_the_hold_are_billed_capped(app, accounts):
     assert record.written_off_units == (10**6 - 50) * 280
 
 
+def test_the_bill_carries_the_reasoning_charged(app, accounts):
+    """Reasoning is part of the output billed: a report of more reasoning than output is
+    billed (and told) at the output, not as the provider wrote it."""
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, "reasoned", settled)
+    meter.usage_seen(Usage(40, 30), 45)
+    bill = meter.ended("done")
+    record = _settled_once(accounts, acct, settled, bill)
+    assert record.reasoning_tokens == bill.reasoning_tokens == 30
+    assert bill.usage == Usage(40, 30) and not bill.as_reported
+
+
 def test_a_report_below_an_earlier_one_lowers_no_count(app, accounts):
     """Each count billed is the largest reported; the output delivered after the largest
     output count is no count's, so it is estimated on top of it, not taken from a lower one."""
@@ -143,6 +156,7 @@ def test_a_report_below_an_earlier_one_lowers_no_count(app, accounts):
     assert (record.prompt_tokens, record.completion_tokens, record.cache_hit_tokens,
             record.reasoning_tokens) == (40, 24, 10, 5)
     assert record.estimated and bill.usage == Usage(40, 24, 10) and not bill.as_reported
+    assert bill.reasoning_tokens == 5
     assert record.cost_units == 40 * 140 + 24 * 280  # PRICE prices a cache hit as input
 
 

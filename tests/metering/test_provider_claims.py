@@ -145,26 +145,35 @@ def test_a_json_answer_only_a_lenient_parser_reads_is_answered_and_billed(
     assert accounts.audit() == []
 
 
-HIGH = {"prompt_tokens": 100, "completion_tokens": 50, "prompt_cache_hit_tokens": 40,
+HIGH = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150,
+        "prompt_cache_hit_tokens": 40, "prompt_cache_miss_tokens": 60,
+        "prompt_tokens_details": {"cached_tokens": 40},
         "completion_tokens_details": {"reasoning_tokens": 20}}
-LOW = {"prompt_tokens": 10, "completion_tokens": 5, "prompt_cache_hit_tokens": 4,
+LOW = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+       "prompt_cache_hit_tokens": 4, "prompt_cache_miss_tokens": 6,
+       "prompt_tokens_details": {"cached_tokens": 4},
        "completion_tokens_details": {"reasoning_tokens": 2}}
 
 
-def _told(surface: str, raw: bytes) -> tuple[int, int, int, float]:
-    """The usage a stream's client was told at its end: input, output, cache hits, cost."""
+def _told(surface: str, raw: bytes) -> tuple[int, int, int, int | None, float]:
+    """The usage a stream's client was told at its end: input, output, cache hits,
+    reasoning (None where the surface has no such field), cost."""
     if surface == "chat":
         [usage] = [e["usage"] for e in sse_events(raw)[:-1] if e.get("usage")]
-        return (usage["prompt_tokens"], usage["completion_tokens"],
-                usage.get("prompt_cache_hit_tokens"), usage["cost"])
+        hits = usage["prompt_cache_hit_tokens"]
+        assert usage["prompt_tokens_details"]["cached_tokens"] == hits
+        assert usage["prompt_cache_miss_tokens"] == usage["prompt_tokens"] - hits
+        return (usage["prompt_tokens"], usage["completion_tokens"], hits,
+                usage["completion_tokens_details"]["reasoning_tokens"], usage["cost"])
     if surface == "messages":
         [usage] = [data["usage"] for name, data in sse(raw) if name == "message_delta"]
         hits = usage["cache_read_input_tokens"]
-        return usage["input_tokens"] + hits, usage["output_tokens"], hits, usage["cost"]
+        return usage["input_tokens"] + hits, usage["output_tokens"], hits, None, usage["cost"]
     [done] = [e for e in typed_events(raw) if e["type"] == "response.completed"]
     usage = done["response"]["usage"]
     return (usage["input_tokens"], usage["output_tokens"],
-            usage["input_tokens_details"]["cached_tokens"], usage["cost"])
+            usage["input_tokens_details"]["cached_tokens"],
+            usage["output_tokens_details"]["reasoning_tokens"], usage["cost"])
 
 
 @pytest.mark.parametrize("surface", ["chat", "messages", "responses"])
@@ -204,7 +213,7 @@ def test_a_stream_is_billed_the_largest_counts_it_reported(app, client, accounts
                  0).total
     assert record.cost_units == cost and record.written_off_units == 0
     assert accounts.balance_units(acct.id) == 10**9 - cost
-    prompt, output, hits, told_cost = _told(surface, response.data)
-    assert (prompt, output) == (100, 50) and hits in (40, None)
+    prompt, output, hits, reasoning, told_cost = _told(surface, response.data)
+    assert (prompt, output, hits) == (100, 50, 40) and reasoning in (20, None)
     assert usd_to_units(Decimal(str(told_cost))) == cost
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0

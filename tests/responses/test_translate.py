@@ -36,6 +36,9 @@ CATALOGUE = build_catalogue({
                        for pid in PROVIDERS}})
 SETTLED = Settlement(Cost(0, 60, 11_200, 0, 11_200), 11_200, 10**9 - 11_200)
 BILLED = Bill(Usage(12, 7), estimated=False, as_reported=True, settlement=SETTLED)
+# The reasoning answers' usage as the Meter bills it: 3 of the 7 output tokens reasoning.
+REASONED = Bill(Usage(12, 7), estimated=False, as_reported=True, settlement=SETTLED,
+                reasoning_tokens=3)
 
 
 def _call(request: dict, carried=(), *, stream: bool = False, model: str = "deepseek-chat"):
@@ -246,7 +249,7 @@ def test_a_text_stream_becomes_typed_events_with_sequence_numbers():
 
 
 def test_reasoning_then_a_tool_call_stream():
-    events = _stream(ANSWERS["reasoning_tool_stream"], Done(BILLED))
+    events = _stream(ANSWERS["reasoning_tool_stream"], Done(REASONED))
     kinds = [e["type"] for e in events]
     assert kinds[2:4] == ["response.output_item.added", "response.reasoning_summary_part.added"]
     assert "response.reasoning_summary_text.delta" in kinds
@@ -407,7 +410,7 @@ def test_a_whole_answer_with_a_namespaced_call_becomes_the_response_object():
     data = copy.deepcopy(ANSWERS["reasoning_tool_whole"])
     builder = _builder({"instructions": "x", "store": False},
                        {"multi_agent_v1__close_agent": ("multi_agent_v1", "close_agent")})
-    response = encode_completion(Completion(data, True, BILLED), builder)
+    response = encode_completion(Completion(data, True, REASONED), builder)
     reasoning, call = response["output"]
     assert reasoning["summary"][0]["text"] == "Let me see"
     assert (call["namespace"], call["name"]) == ("multi_agent_v1", "close_agent")
