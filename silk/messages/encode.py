@@ -23,10 +23,15 @@ from silk.metering.meter import Bill
 from silk.pricing import Usage
 from silk.relay.anthropic import merge_usage
 from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
+from silk.relay.finish import INTERRUPTED
 
-# Chat completions' finish reasons as Anthropic's stop reasons.
+# Chat completions' finish reasons as Anthropic's stop reasons; any other reads as end_turn.
+# An answer the provider interrupted (silk.relay.finish) ends a stream with an
+# overloaded_error event instead; a JSON Message, which no error can carry, says max_tokens,
+# Anthropic's reason for an answer cut short.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
-                "function_call": "tool_use", "content_filter": "refusal"}
+                "function_call": "tool_use", "content_filter": "refusal",
+                **dict.fromkeys(INTERRUPTED, "max_tokens")}
 _EVENT_NAME = re.compile(r"[a-z_]{1,64}")  # Anthropic's event names
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -47,13 +52,12 @@ def usage_object(bill: Bill, reported: dict | None = None) -> dict:
     return out
 
 
-def failure_message(failed: Failed) -> str:
+def failure_message(message: str, bill: Bill) -> str:
     """A broken stream's error message, saying what was charged for the delivery."""
-    bill = failed.bill
     if bill.usage is None:
-        return failed.message + " Nothing was charged."
+        return message + " Nothing was charged."
     basis = "an estimate of" if bill.estimated else "the provider's count of"
-    return (f"{failed.message} Charged ${Decimal(bill.cost_usd):f} for {basis} what was "
+    return (f"{message} Charged ${Decimal(bill.cost_usd):f} for {basis} what was "
             f"delivered ({bill.usage.prompt_tokens} input and "
             f"{bill.usage.completion_tokens} output tokens).")
 
@@ -137,7 +141,7 @@ def encode_stream(events: Iterable, *, model: str, request_id: str, native: bool
 def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterator[bytes]:
     blocks = Blocks()
     started = False
-    stop_reason = "end_turn"
+    finish = None
     for item in events:
         if type(item) is Chunk:
             if not started:
@@ -145,9 +149,9 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
                 yield _message_start(f"msg_{request_id}", model)
             if item.data is None:
                 continue
-            out, finish = _translated_chunk(item.data, blocks, request_id)
-            if finish:
-                stop_reason = STOP_REASONS.get(finish, "end_turn")
+            out, finished = _translated_chunk(item.data, blocks, request_id)
+            if finished:
+                finish = finished
             if out:
                 yield out
         elif type(item) is Flush:
@@ -161,12 +165,17 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
         elif type(item) is Done:
             if not started:
                 yield _message_start(f"msg_{request_id}", model)
+            if finish in INTERRUPTED:  # delivered and billed, but no whole answer
+                yield blocks.broken() + event("error", _error_event(
+                    INTERRUPTED[finish], item.bill, "overloaded_error"))
+                continue
             yield blocks.end() + event("message_delta", {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "delta": {"stop_reason": STOP_REASONS.get(str(finish), "end_turn"),
+                          "stop_sequence": None},
                 "usage": usage_object(item.bill)}) + STOP
         elif type(item) is Failed:
-            yield blocks.broken() + event("error", _error_event(item))
+            yield blocks.broken() + event("error", _error_event(item.message, item.bill))
 
 
 def _native_stream(events: Iterable) -> Iterator[bytes]:
@@ -198,7 +207,7 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
             yield event("message_delta", {**delta, "usage": usage_object(
                 item.bill, reported)}) + STOP
         elif type(item) is Failed:
-            yield event("error", _error_event(item))
+            yield event("error", _error_event(item.message, item.bill))
 
 
 def _with_counts(usage, counts: dict) -> dict | None:
@@ -210,9 +219,9 @@ def _with_counts(usage, counts: dict) -> dict | None:
     return {name: counts.get(name, value) for name, value in usage.items()}
 
 
-def _error_event(failed: Failed) -> dict:
-    data = stream_error(failure_message(failed))
-    data["usage"] = usage_object(failed.bill)
+def _error_event(message: str, bill: Bill, kind: str = "api_error") -> dict:
+    data = stream_error(failure_message(message, bill), kind)
+    data["usage"] = usage_object(bill)
     return data
 
 

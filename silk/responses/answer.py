@@ -28,6 +28,7 @@ import orjson
 from silk.jsonio import whole_object
 from silk.metering.meter import Bill
 from silk.pricing import Usage
+from silk.relay.finish import INTERRUPTED
 
 # Request fields a Response echoes back, with OpenAI's default when the request left one out.
 ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_calls": True,
@@ -37,7 +38,9 @@ ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_c
 
 
 # Chat finish reasons that cut an answer short, each with OpenAI's reason for the incomplete
-# response: the output limit, or the provider's content filter.
+# response: the output limit, or the provider's content filter. An answer the provider
+# interrupted (silk.relay.finish) has no such reason: it is a failed response, as one whose
+# stream broke is, its output kept.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -336,19 +339,30 @@ class Builder:
     # -- endings
 
     def status(self) -> str:
-        """completed, or incomplete when the output limit or a content filter cut the answer."""
+        """completed; incomplete when the output limit or a content filter cut the answer;
+        failed when the provider interrupted it."""
+        if self.finish in INTERRUPTED:
+            return "failed"
         return "incomplete" if self.finish in INCOMPLETE else "completed"
 
     def done(self, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
         """The finished Response, and the events that end the stream (made when called,
         so that the caller may store the response first)."""
+        status = self.status()
+        if status == "failed":  # the items it closes are cut short, as failed() closes them
+            self._status = "incomplete"
         closing = self._release(ending=True) + self._close()
         if self.finish in INCOMPLETE:
             for item in self.output:
                 if item.get("status") == "completed" and item["type"] == "message":
                     item["status"] = "incomplete"
-        final = self.response(self.status(), usage_object(bill))
-        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        error = None
+        if status == "failed":
+            error = {"code": "server_error",
+                     "message": INTERRUPTED[str(self.finish)] + charge_note(bill)}
+        final = self.response(status, usage_object(bill), error)
+        kind = {"completed": "response.completed", "incomplete": "response.incomplete",
+                "failed": "response.failed"}[status]
         return final, lambda: closing + self._event(kind, response=final)
 
     def failed(self, message: str, bill: Bill) -> bytes:

@@ -146,6 +146,26 @@ def test_sdk_raises_on_mid_stream_error(gateway, accounts, upstream):
     assert accounts.audit() == []
 
 
+def test_sdk_reads_an_interrupted_answer(gateway, accounts, upstream):
+    """A stream the provider interrupted (DeepSeek's insufficient_system_resource) raises an
+    overloaded_error after the text it delivered; a JSON answer says max_tokens."""
+    acct = accounts.make(credit="1")
+    sdk = _sdk(gateway, acct.key)
+    busy = [{"role": "user", "content": "x [[fake: pieces=3 "
+                                        "finish_reason=insufficient_system_resource]]"}]
+    text = []
+    with pytest.raises(anthropic.APIStatusError) as err, sdk.messages.stream(
+            model="deepseek-chat", max_tokens=50, messages=busy) as stream:
+        for piece in stream.text_stream:
+            text.append(piece)
+    assert "".join(text) == "w0 w1 w2"
+    assert err.value.body["error"]["type"] == "overloaded_error"
+    assert "Charged $" in str(err.value)
+    message = sdk.messages.create(model="deepseek-chat", max_tokens=50, messages=busy)
+    assert message.stop_reason == "max_tokens" and message.content[0].text == "w0 w1 w2"
+    assert accounts.audit() == []
+
+
 def test_sdk_error_classes(app, gateway, accounts, upstream):
     from silk.account.service import create_key
 

@@ -105,6 +105,36 @@ def test_cut_stream_ends_with_an_error_event_and_bills_the_delivery(app, client,
     assert accounts.row(acct.id).reserved_units == 0
 
 
+@pytest.mark.parametrize("finish", ["insufficient_system_resource", "repetition_truncation"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_the_provider_interrupted_is_never_a_whole_turn(app, client, accounts,
+                                                                  upstream, finish, stream):
+    """DeepSeek's insufficient_system_resource (and MiMo's repetition_truncation) end an
+    answer the model had not finished: a stream delivers it, then an overloaded_error event
+    (no message_delta says end_turn); a JSON Message says max_tokens. Billed as delivered."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("write", f"pieces=4 finish_reason={finish}", stream=stream)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200, response.data
+    cost = expected_cost("deepseek-chat", chat_prompt_tokens(body), 4)
+    if stream:
+        events = sse(response.data)
+        assert [b["text"] for b in content_blocks(events)] == ["w0 w1 w2 w3"]
+        assert "message_delta" not in [name for name, _ in events]
+        name, error = events[-1]
+        assert name == "error" and error["error"]["type"] == "overloaded_error"
+        assert f"finish_reason {finish}" in error["error"]["message"]
+        charged = f"Charged ${cost.normalize():f} for the provider's count"
+        assert charged in error["error"]["message"]
+        assert Decimal(str(error["usage"]["cost"])) == cost
+    else:
+        assert response.json["stop_reason"] == "max_tokens"
+        assert response.json["content"] == [{"type": "text", "text": "w0 w1 w2 w3"}]
+        assert Decimal(response.headers["x-silk-cost"]) == cost
+    assert_charged_once(accounts, acct.id, 4, cost)
+
+
 TOOLS = [{"name": "Read", "description": "Read a file.",
           "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
           "cache_control": {"type": "ephemeral"}}]

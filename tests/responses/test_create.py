@@ -316,6 +316,40 @@ def test_an_answer_the_providers_filter_cut_is_incomplete_stored_so_and_charged_
     assert_charged_once(accounts, acct.id, 5, cost)
 
 
+@pytest.mark.parametrize("finish", ["insufficient_system_resource", "repetition_truncation"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_the_provider_interrupted_is_failed_stored_so_and_charged_once(
+        app, client, accounts, upstream, finish, stream):
+    """DeepSeek's insufficient_system_resource (and MiMo's repetition_truncation) end an
+    answer the model had not finished: a failed response (stream: response.failed) whose
+    error says so and what was charged, the output kept and its last item incomplete; it
+    was answered as completed."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    text = f"tell me [[fake: pieces=5 finish_reason={finish}]]"
+    response = post(client, acct, {"model": "deepseek-chat", "stream": stream, "input": text})
+    assert response.status_code == 200, response.data
+    if stream:
+        final = typed_events(response.data)[-1]
+        assert final["type"] == "response.failed"
+        body = final["response"]
+    else:
+        body = response.json
+    Response.model_validate(body)
+    assert body["status"] == "failed" and body["incomplete_details"] is None
+    assert body["error"]["code"] == "server_error"
+    assert f"finish_reason {finish}" in body["error"]["message"]
+    [message] = body["output"]
+    assert message["status"] == "incomplete"
+    assert message["content"][0]["text"] == "w0 w1 w2 w3 w4"
+    cost = expected_cost("deepseek-chat", count_prompt_tokens(_user(text)), 5)
+    assert f"Charged ${cost.normalize():f} " in body["error"]["message"]
+    assert Decimal(str(body["usage"]["cost"])) == cost
+    kept = client.get(f"/v1/responses/{body['id']}", headers=acct.headers).json
+    assert (kept["status"], kept["error"]) == ("failed", body["error"])
+    assert_charged_once(accounts, acct.id, 5, cost)
+
+
 SDK_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
@@ -328,6 +362,7 @@ SDK_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
                                                               "name": "go"}]}]}),
     ("long [[fake: pieces=20]]", {"max_output_tokens": 3}),
     ("cut [[fake: pieces=10 cut_after=4]]", {}),
+    ("busy [[fake: pieces=4 finish_reason=insufficient_system_resource]]", {}),
 ])
 def test_every_event_and_response_is_what_the_openai_sdk_types_require(client, accounts,
                                                                        upstream, text, extra):
