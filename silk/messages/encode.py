@@ -12,7 +12,7 @@ tool call whose arguments may still grow.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from decimal import Decimal
 
 import orjson
@@ -32,6 +32,11 @@ from silk.relay.finish import INTERRUPTED
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal",
                 **dict.fromkeys(INTERRUPTED, "max_tokens")}
+# Choice fields in which some OpenAI-compatible servers name the stop sequence an answer
+# ended on (SGLang's matched_stop, vLLM's stop_reason; a token id there is no sequence).
+# DeepSeek, Ark and MiMo name none: their finish_reason "stop" is a natural end or a stop
+# sequence alike, the sequence left out of the text, so it reads as end_turn.
+_MATCHED = ("matched_stop", "stop_reason")
 _EVENT_NAME = re.compile(r"[a-z_]{1,64}")  # Anthropic's event names
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -52,6 +57,18 @@ def usage_object(bill: Bill, reported: dict | None = None) -> dict:
     return out
 
 
+def stop_reason(choice: dict, stops: Collection[str]) -> tuple[str, str | None]:
+    """A finished chat choice's stop reason in Anthropic's terms, and the stop sequence it
+    ended on: one of the request's `stops` that the choice names (see _MATCHED)."""
+    finish = str(choice.get("finish_reason"))
+    if finish == "stop":
+        for name in _MATCHED:
+            value = choice.get(name)
+            if isinstance(value, str) and value in stops:
+                return "stop_sequence", value
+    return STOP_REASONS.get(finish, "end_turn"), None
+
+
 def failure_message(message: str, bill: Bill) -> str:
     """A broken stream's error message, saying what was charged for the delivery."""
     if bill.usage is None:
@@ -69,8 +86,8 @@ def _message_start(message_id: str, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0}}}) + PING
 
 
-def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[bytes, str | None]:
-    """One chat chunk's deltas as Anthropic events, and its finish reason if it has one."""
+def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[bytes, dict | None]:
+    """One chat chunk's deltas as Anthropic events, and its choice if that finished."""
     out = b""
     finish = None
     choices = data.get("choices")
@@ -90,7 +107,7 @@ def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[byte
         for call in calls if isinstance(calls, list) else ():
             out += _tool_delta(call, blocks, request_id)
         if choice.get("finish_reason"):
-            finish = str(choice["finish_reason"])
+            finish = choice
     return out, finish
 
 
@@ -121,27 +138,30 @@ def _tool_delta(call, blocks: Blocks, request_id: str) -> bytes:
 
 
 def encode_stream(events: Iterable, *, model: str, request_id: str, native: bool,
-                  on_error: Callable[[], None] | None = None
+                  stops: Collection[str] = (), on_error: Callable[[], None] | None = None
                   ) -> Generator[bytes, None, None]:
     """The relay's events as Anthropic server-sent events (see the module docstring).
 
-    `on_error` is called if encoding fails (the relay then settles as the gateway's error).
+    `stops` are the request's stop sequences; `on_error` is called if encoding fails (the
+    relay then settles as the gateway's error).
     """
     try:
         if native:
             yield from _native_stream(events)
         else:
-            yield from _translated_stream(events, model, request_id)
+            yield from _translated_stream(events, model, request_id, stops)
     except Exception:
         if on_error is not None:
             on_error()
         raise
 
 
-def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterator[bytes]:
+def _translated_stream(events: Iterable, model: str, request_id: str,
+                       stops: Collection[str]) -> Iterator[bytes]:
     blocks = Blocks()
     started = False
     finish = None
+    stop: tuple[str, str | None] = ("end_turn", None)
     for item in events:
         if type(item) is Chunk:
             if not started:
@@ -149,9 +169,10 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
                 yield _message_start(f"msg_{request_id}", model)
             if item.data is None:
                 continue
-            out, finished = _translated_chunk(item.data, blocks, request_id)
-            if finished:
-                finish = finished
+            out, choice = _translated_chunk(item.data, blocks, request_id)
+            if choice is not None:
+                finish = str(choice["finish_reason"])
+                stop = stop_reason(choice, stops)
             if out:
                 yield out
         elif type(item) is Flush:
@@ -171,8 +192,7 @@ def _translated_stream(events: Iterable, model: str, request_id: str) -> Iterato
                 continue
             yield blocks.end() + event("message_delta", {
                 "type": "message_delta",
-                "delta": {"stop_reason": STOP_REASONS.get(str(finish), "end_turn"),
-                          "stop_sequence": None},
+                "delta": {"stop_reason": stop[0], "stop_sequence": stop[1]},
                 "usage": usage_object(item.bill)}) + STOP
         elif type(item) is Failed:
             yield blocks.broken() + event("error", _error_event(item.message, item.bill))
@@ -226,8 +246,9 @@ def _error_event(message: str, bill: Bill, kind: str = "api_error") -> dict:
 
 
 def encode_message(completion: Completion, *, model: str, request_id: str,
-                   native: bool) -> dict:
-    """The JSON Message: the native provider's with the cost, or one built from chat's."""
+                   native: bool, stops: Collection[str] = ()) -> dict:
+    """The JSON Message: the native provider's with the cost, or one built from chat's
+    (`stops`: the request's stop sequences)."""
     data = completion.data
     if native:
         reported = data.get("usage") if completion.counted else None
@@ -252,10 +273,9 @@ def encode_message(completion: Completion, *, model: str, request_id: str,
                         "id": str(call.get("id") or f"toolu_{request_id}_{position}"),
                         "name": str(function.get("name") or ""),
                         "input": _arguments(function.get("arguments"))})
-    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    stop = stop_reason(choice if isinstance(choice, dict) else {}, stops)
     return {"id": f"msg_{request_id}", "type": "message", "role": "assistant",
-            "model": model, "content": content,
-            "stop_reason": STOP_REASONS.get(str(finish), "end_turn"), "stop_sequence": None,
+            "model": model, "content": content, "stop_reason": stop[0], "stop_sequence": stop[1],
             "usage": usage_object(completion.bill)}
 
 

@@ -35,12 +35,13 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
     call = to_call(model, catalogue().provider_of(model), body, stream=stream,
                    image_allowance=this_app().config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     native = call.dialect == "anthropic"
+    stops = body.get("stop_sequences") or ()
     started = relay.start(call, principal, g.request_id)
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream, model=body["model"],
-                             request_id=g.request_id, native=native)
+                             request_id=g.request_id, native=native, stops=stops)
     return Answer(encode_message(started, model=body["model"], request_id=g.request_id,
-                                 native=native), started.bill.cost_usd)
+                                 native=native, stops=stops), started.bill.cost_usd)
 
 
 def count_tokens(principal: Principal, raw: bytes) -> dict:

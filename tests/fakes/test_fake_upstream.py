@@ -241,6 +241,19 @@ def test_last_usage_json_changes_the_last_usage_chunk_alone(fake):
     assert first["completion_tokens"] > 0 and last == {**first, "completion_tokens": 0}
 
 
+def test_finish_json_is_merged_into_the_finishing_choice(fake):
+    directive = """[[fake: finish_reason=stop finish_json='{"matched_stop": "END"}']]"""
+    doc = post(fake, "deepseek", body(directive)).json()
+    assert doc["choices"][0]["matched_stop"] == "END"
+    events, _, done, _ = read_sse(post(fake, "deepseek", body(directive, stream=True),
+                                       stream=True))
+    assert done
+    [finishing] = [e["choices"][0] for e in events if e["choices"][0]["finish_reason"]]
+    assert finishing["matched_stop"] == "END"
+    assert all("matched_stop" not in e["choices"][0] for e in events
+               if not e["choices"][0]["finish_reason"])
+
+
 def test_prompt_token_rule_counts_parts_and_directives(fake):
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "two words"},

@@ -73,6 +73,10 @@ as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatib
 neither reads nor writes. A JSON answer then carries the same logprobs, one per reply piece.
 ``message_json`` (a JSON object) is merged into a JSON answer's message, for shapes a
 provider should not send (arguments as an object, content as a list of parts).
+``finish_json`` (a JSON object) is merged into the choice that carries the finish reason (a
+JSON answer's, a stream's finish chunk's), for fields DeepSeek, Ark and MiMo do not send,
+such as the stop sequence matched that vLLM (``stop_reason``) and SGLang (``matched_stop``)
+name there.
 ``error_message`` sets the message of the error body a non-200 ``status`` sends (in the
 provider's dialect).
 
@@ -233,6 +237,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "tool_calls": _tool_calls,          # several calls: [{"name", "arguments"}, ...]
     "tool_stream": _tool_stream,        # sequential | interleaved | rounds
     "finish_reason": str,               # the finish reason sent instead of the one earned
+    "finish_json": str,                 # JSON object merged into the finishing choice
     "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
     "thinking_display": _thinking_display,  # Anthropic: the thinking sealed, not as text
     "reasoning_field": _reasoning_field,  # stream: the delta field(s) reasoning comes in
@@ -680,6 +685,8 @@ class _Handler(BaseHTTPRequestHandler):
             "model": meta["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": meta["finish"]}],
         }
+        if opts.get("finish_json"):
+            doc["choices"][0].update(json.loads(opts["finish_json"]))
         if opts.get("infinite_logprobs") or opts.get("lone_surrogates"):
             odd = opts.get("lone_surrogates")
             doc["choices"][0]["logprobs"] = {"content": [
@@ -761,7 +768,10 @@ class _Handler(BaseHTTPRequestHandler):
             for index, call in tool_call_deltas(meta["tools"], opts.get("tool_stream")):
                 counts[1] += 1
                 yield chunk({"tool_calls": [{"index": index, **call}]})
-            yield chunk({}, meta["finish"])
+            finishing = chunk({}, meta["finish"])
+            if opts.get("finish_json"):
+                finishing["choices"][0].update(json.loads(opts["finish_json"]))
+            yield finishing
             if usage is not None:
                 repeats = 1 + opts.get("repeat_usage", 0)
                 for sent in range(1, repeats + 1):

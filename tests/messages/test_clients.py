@@ -146,11 +146,21 @@ def test_sdk_raises_on_mid_stream_error(gateway, accounts, upstream):
     assert accounts.audit() == []
 
 
-def test_sdk_reads_an_interrupted_answer(gateway, accounts, upstream):
-    """A stream the provider interrupted (DeepSeek's insufficient_system_resource) raises an
-    overloaded_error after the text it delivered; a JSON answer says max_tokens."""
+def test_sdk_reads_a_stop_sequence_and_an_interrupted_answer(gateway, accounts, upstream):
+    """The SDK's Message carries the stop sequence a provider named; a stream the provider
+    interrupted (DeepSeek's insufficient_system_resource) raises an overloaded_error after
+    the text it delivered, a JSON answer says max_tokens."""
     acct = accounts.make(credit="1")
     sdk = _sdk(gateway, acct.key)
+    named = [{"role": "user", "content": "x [[fake: pieces=3 finish_json='{\"matched_stop\": "
+                                         "\"END\"}']]"}]
+    message = sdk.messages.create(model="deepseek-chat", max_tokens=50, messages=named,
+                                  stop_sequences=["END"])
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "END")
+    with sdk.messages.stream(model="deepseek-chat", max_tokens=50, messages=named,
+                             stop_sequences=["END"]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", "END")
     busy = [{"role": "user", "content": "x [[fake: pieces=3 "
                                         "finish_reason=insufficient_system_resource]]"}]
     text = []

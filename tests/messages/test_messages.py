@@ -105,6 +105,39 @@ def test_cut_stream_ends_with_an_error_event_and_bills_the_delivery(app, client,
     assert accounts.row(acct.id).reserved_units == 0
 
 
+def _ending(client, acct, body, stream):
+    """The answer's stop reason and stop sequence, JSON or streamed."""
+    response = _post(client, acct, {**body, "stream": stream}, buffered=True)
+    assert response.status_code == 200, response.data
+    if not stream:
+        return response.json["stop_reason"], response.json["stop_sequence"]
+    (name, delta), last = sse(response.data)[-2:]
+    assert (name, last[0]) == ("message_delta", "message_stop")
+    return delta["delta"]["stop_reason"], delta["delta"]["stop_sequence"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_sequence_the_provider_names_is_stop_reason_stop_sequence(client, accounts,
+                                                                         upstream, stream):
+    """An answer whose choice names one of the request's stop sequences (SGLang's
+    matched_stop, vLLM's stop_reason) ended on it; one naming no sequence of the request,
+    or nothing (DeepSeek, Ark and MiMo), reads as end_turn: chat says "stop" for both."""
+    acct = accounts.make(credit="1")
+    stops = {"stop_sequences": ["END", "\n\nHuman:"]}
+    named = request("go", "pieces=3 finish_json='{\"matched_stop\": \"END\"}'", **stops)
+    assert _ending(client, acct, named, stream) == ("stop_sequence", "END")
+    assert upstream.requests[-1].body["stop"] == ["END", "\n\nHuman:"]
+    vllm = request("go", "pieces=3 finish_json='{\"stop_reason\": \"\\n\\nHuman:\"}'",
+                   **stops)
+    assert _ending(client, acct, vllm, stream) == ("stop_sequence", "\n\nHuman:")
+    for other in ('{"matched_stop": "OTHER"}', '{"stop_reason": 2}'):
+        unnamed = request("go", f"pieces=3 finish_json='{other}'", **stops)
+        assert _ending(client, acct, unnamed, stream) == ("end_turn", None)
+    assert _ending(client, acct, request("go", "pieces=3", **stops), stream) == (
+        "end_turn", None)
+    assert accounts.audit() == []
+
+
 @pytest.mark.parametrize("finish", ["insufficient_system_resource", "repetition_truncation"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answer_the_provider_interrupted_is_never_a_whole_turn(app, client, accounts,
