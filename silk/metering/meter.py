@@ -148,6 +148,11 @@ class Meter:
         """The upstream refused, or answered nothing usable: the hold is released whole."""
         return self._settle("upstream_error", http_status, billable=False)
 
+    def timed_out(self) -> Bill:
+        """The upstream's answer did not come in time (the client gets a 504): nothing was
+        delivered, so the hold is released whole, and the record says it was a timeout."""
+        return self._settle("timeout", 504, billable=False)
+
     def failed(self) -> Bill:
         """The gateway failed before the upstream answered: the hold is released whole."""
         return self._settle("error", 500, billable=False)

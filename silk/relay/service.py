@@ -16,7 +16,7 @@ from silk.account.auth import Principal
 from silk.appctx import this_app
 from silk.billing.tiers import tiers
 from silk.database import utcnow
-from silk.errors import SilkError, UpstreamError
+from silk.errors import SilkError, UpstreamError, UpstreamTimeout
 from silk.extensions import db
 from silk.limits import Ticket
 from silk.metering.meter import Meter
@@ -90,7 +90,10 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     except SilkError as err:
         metrics.upstream_answered(meter.provider, model.id,
                                   time.perf_counter() - meter.started, err.status)
-        meter.refused(err.status)
+        if isinstance(err, UpstreamTimeout):
+            meter.timed_out()
+        else:
+            meter.refused(err.status)
         raise
     except BaseException:
         meter.failed()
@@ -128,6 +131,9 @@ def finish(response: requests.Response, call: Call, meter: Meter,
         if raw.count(b"{") + raw.count(b"[") > _MAX_ANSWER_DEPTH and nests_deeper(
                 data, _MAX_ANSWER_DEPTH):
             raise ValueError("nested deeper than the answer can be written back")
+    except requests.Timeout:
+        meter.timed_out()
+        raise UpstreamTimeout("The provider's answer did not arrive in time.") from None
     except (requests.RequestException, ValueError):
         meter.refused(502)
         raise UpstreamError("The provider sent an incomplete or invalid response.",

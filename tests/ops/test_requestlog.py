@@ -116,6 +116,18 @@ def test_a_stream_the_client_leaves_is_logged_as_client_closed(app, accounts, lo
     assert lines[0]["outcome"] == "client_closed" and lines[0]["completion_tokens"] > 0
 
 
+def test_a_provider_that_did_not_answer_in_time_is_logged_as_a_timeout(app, client, accounts,
+                                                                      log_lines):
+    app.extensions["silk.upstreams"]["deepseek"].timeout = (1.0, 0.3)
+    user = accounts.make(credit="5")
+    response = client.post(CHAT, headers=user.headers,
+                           json={**_body(False, " [[fake: hang]]"), "max_tokens": 2})
+    assert response.status_code == 504
+    [line] = [line for line in log_lines.requests() if line["path"] == CHAT]
+    assert (line["status"], line["outcome"], line["error"]) == (504, "timeout",
+                                                                "upstream_timeout")
+
+
 def test_errors_are_logged_with_their_code_and_no_key(client, log_lines):
     bad = "sk-" + "b" * 48
     response = client.get("/v1/models", headers={"Authorization": f"Bearer {bad}"})
