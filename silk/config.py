@@ -339,6 +339,11 @@ _SPANS = {
                                                     f"from 0.001 to {_DAY}", off=0),
     "SILK_UPSTREAM_CONNECT_TIMEOUT": _ABOVE_0,
     "SILK_UPSTREAM_READ_TIMEOUT": _ABOVE_0,
+    # A JSON answer's wait (silk.upstream.client): a rate of 0 or less would make it endless
+    # or negative, and so would an unbounded cap.
+    "SILK_UPSTREAM_MIN_TOKENS_PER_SECOND": _Span(0, float("inf"), "a number of tokens a "
+                                                 "second above 0", above=True),
+    "SILK_UPSTREAM_MAX_ANSWER_WAIT": _ABOVE_0,
     "SILK_STREAM_PACE_WHEN_LATE_MS": _Span(0, LONGEST * 1000, "a number of milliseconds "
                                                               f"from 0 to {LONGEST * 1000:g}"),
     "SILK_STREAM_PACE_MS": _Span(0, LONGEST * 1000, "a number of milliseconds from 0 to "

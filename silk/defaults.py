@@ -101,6 +101,11 @@ class Defaults:
 
     SILK_UPSTREAM_CONNECT_TIMEOUT = 5.0  # seconds to open a connection to a provider
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
+    # A JSON answer's first body byte may take the read timeout plus the output its hold
+    # allows at this many tokens a second (a provider may send it only once it is complete),
+    # at most SILK_UPSTREAM_MAX_ANSWER_WAIT seconds; a stream waits the read timeout only.
+    SILK_UPSTREAM_MIN_TOKENS_PER_SECOND = 10.0
+    SILK_UPSTREAM_MAX_ANSWER_WAIT = 1800.0
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker
     # While a worker's event loop runs this many milliseconds late, each read of a stream
     # that has delivered output waits SILK_STREAM_PACE_MS (0: never) so that it carries

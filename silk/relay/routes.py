@@ -96,6 +96,7 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
         started = time.perf_counter()
         try:
             response = clients[route.provider].open(body, stream=call.stream,
+                                                    max_output=call.max_output,
                                                     dialect=call.dialect)
         except SilkError as err:
             if not may_try_elsewhere(err):

@@ -102,8 +102,8 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
 
 def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
     """Run a non-streaming call to the end on one client and settle it."""
-    return finish(client.open(call.body, stream=False, dialect=call.dialect), call, meter,
-                  call.model.upstream)
+    return finish(client.open(call.body, stream=False, max_output=call.max_output,
+                              dialect=call.dialect), call, meter, call.model.upstream)
 
 
 def _answer(raw: bytes) -> object:

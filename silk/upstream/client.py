@@ -44,11 +44,14 @@ class UpstreamClient:
     """
 
     def __init__(self, provider: Provider, *, connect_timeout: float, read_timeout: float,
-                 pool_size: int, cooldown: float, max_retry_after: float,
+                 min_tokens_per_second: float, max_answer_wait: float, pool_size: int,
+                 cooldown: float, max_retry_after: float,
                  on_failover: OnFailover = _ignore_failover):
         self.provider = provider
         self.url = provider.base_url + "/chat/completions"
         self.timeout = (connect_timeout, read_timeout)
+        self.min_tokens_per_second = min_tokens_per_second  # the slowest plausible generation
+        self.max_answer_wait = max_answer_wait  # the longest a JSON answer's body may take
         self.cooldown = cooldown
         self.max_retry_after = max_retry_after  # the longest rest a Retry-After may ask
         self.on_failover = on_failover
@@ -102,15 +105,29 @@ class UpstreamClient:
         self._timeout = value
         self._urllib3_timeout = urllib3.Timeout(connect=value[0], read=value[1])
 
+    def first_byte_wait(self, max_output: int) -> float:
+        """Seconds a JSON answer's body may take to begin: a provider that sends it only once
+        it is complete is silent while it generates it, so the read timeout plus `max_output`
+        tokens at the slowest plausible rate, at most SILK_UPSTREAM_MAX_ANSWER_WAIT (never
+        less than the read timeout)."""
+        read = self.timeout[1]
+        generation = read + max_output / self.min_tokens_per_second
+        return max(read, min(generation, self.max_answer_wait))
+
     def _request_headers(self, key: str, body: bytes, stream: bool,
                          dialect: str = "chat") -> dict[str, str]:
         """The headers of one request, in the order they always went out."""
         headers = self._headers[(key, stream) if dialect == "chat" else (key, stream, dialect)]
         return {**headers, "Content-Length": str(len(body)), "User-Agent": "SilkGateway"}
 
-    def open(self, body: bytes, *, stream: bool, dialect: str = "chat") -> requests.Response:
+    def open(self, body: bytes, *, stream: bool, max_output: int,
+             dialect: str = "chat") -> requests.Response:
         """POST the body in `dialect` (chat, or anthropic where the provider serves it),
-        failing over across keys until one answers 200; else raise."""
+        failing over across keys until one answers 200; else raise.
+
+        `max_output` is the output the body allows: a JSON answer may be silent while it is
+        generated (`first_byte_wait`); a stream's every silence is the read timeout.
+        """
         keys = self.keys_in_order()
         if not keys:
             raise _elsewhere(ServiceUnavailable(
@@ -122,6 +139,7 @@ class UpstreamClient:
                 raise ServiceUnavailable("This model's provider has no Anthropic endpoint "
                                          "configured.", code="provider_not_configured")
             transport = self.anthropic
+        first_byte = None if stream else self.first_byte_wait(max_output)
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
             if attempt:
@@ -129,7 +147,7 @@ class UpstreamClient:
             try:
                 response = transport.post(body, self._request_headers(key, body, stream,
                                                                       dialect),
-                                          self._urllib3_timeout)
+                                          self._urllib3_timeout, first_byte=first_byte)
             except SilentAfterRequest:
                 # Another key or route would generate it a second time, and the provider
                 # bills the operator for each: the client gets the timeout instead.
@@ -201,6 +219,8 @@ def build_clients(catalogue: Catalogue, config: Mapping, *,
     return {
         pid: UpstreamClient(provider, connect_timeout=config["SILK_UPSTREAM_CONNECT_TIMEOUT"],
                             read_timeout=config["SILK_UPSTREAM_READ_TIMEOUT"],
+                            min_tokens_per_second=config["SILK_UPSTREAM_MIN_TOKENS_PER_SECOND"],
+                            max_answer_wait=config["SILK_UPSTREAM_MAX_ANSWER_WAIT"],
                             pool_size=config["SILK_UPSTREAM_POOL_SIZE"],
                             cooldown=config["SILK_KEY_COOLDOWN"],
                             max_retry_after=config["SILK_MAX_RETRY_AFTER"],

@@ -7,7 +7,8 @@ marks each wait: one event-loop timer per answer checks, when it fires, whether 
 in progress has lasted the read timeout, and if so raises `TimeoutError` in the greenlet
 that waits, as the socket's own timeout would have. The bound is the same: no single wait
 for the provider lasts longer than the read timeout (sending the request counts as one
-wait: the provider must take all of it within that time).
+wait: the provider must take all of it within that time), unless the transport changed the
+bound between waits (`limit`: a JSON answer's first byte may take longer).
 
 The timer runs only while the answer is read: when it fires between two waits (the client
 reads slowly, or the answer was abandoned) it is not restarted until the next wait.
@@ -48,6 +49,12 @@ class Silence:
         finally:
             self._since = None
             self._reader = None
+
+    def limit(self, seconds: float) -> None:
+        """Bound each wait from now on by `seconds` (between waits: the next one starts the
+        timer again)."""
+        self.seconds = seconds
+        self.stop()
 
     def stop(self) -> None:
         """The answer is done with: no timer is left in the event loop."""

@@ -127,17 +127,23 @@ class Transport:
         lines.append("\r\n")
         return "".join(lines).encode("latin-1")
 
-    def post(self, body: bytes, headers: dict[str, str],
-             timeout: urllib3.Timeout) -> requests.Response:
+    def post(self, body: bytes, headers: dict[str, str], timeout: urllib3.Timeout,
+             first_byte: float | None = None) -> requests.Response:
         """Send the body and read the answer's head; its body is read as the caller asks.
 
-        Raises `requests.Timeout` or `requests.ConnectionError` as HTTPAdapter.send does.
+        `first_byte`, when longer than the read timeout, bounds each wait from the request's
+        end to the body's first byte instead: a provider may send an answer only once it is
+        complete. Raises `requests.Timeout` or `requests.ConnectionError` as
+        HTTPAdapter.send does.
         """
         message = self.head(headers, len(body)) + body
         conn = self._connection(timeout)
         read_timeout = timeout.read_timeout
         silence = Silence(read_timeout) if read_timeout and cooperative() else None
-        answer = AnswerReader(self.pool, conn, silence)
+        waits = None
+        if read_timeout and first_byte and first_byte > read_timeout:
+            waits = (first_byte, read_timeout)
+        answer = AnswerReader(self.pool, conn, silence, waits)
         answer.begin(message)
         return UpstreamResponse(answer, self.url, self.adapter)
 
@@ -254,11 +260,15 @@ class AnswerReader:
     """
 
     def __init__(self, pool: urllib3.HTTPConnectionPool, conn: HTTPConnection,
-                 silence: Silence | None = None):
-        """`silence` bounds each wait for the socket when the socket has no timeout."""
+                 silence: Silence | None = None,
+                 first_byte: tuple[float, float] | None = None):
+        """`silence` bounds each wait for the socket when the socket has no timeout;
+        `first_byte` is (the bound of each wait from the request's end to the body's first
+        byte, the read timeout that bounds them again once the body begins)."""
         self._pool = pool
         self._conn: HTTPConnection | None = conn
         self._silence = silence
+        self._first_byte = first_byte  # until the body begins
         self._parser = httptools.HttpResponseParser(self)
         self._pending: list[bytes] = []
         self._inflate = None
@@ -331,6 +341,16 @@ class AnswerReader:
                 return
             raise _ClosedMidAnswer("The provider closed the connection mid-answer.")
         self._parser.feed_data(data)
+        if self._first_byte is not None and self._pending:
+            self._bound(self._first_byte[1])  # the body began: each silence is the usual
+            self._first_byte = None
+
+    def _bound(self, seconds: float) -> None:
+        """Bound each wait from now on by `seconds` (called between waits)."""
+        if self._silence is not None:
+            self._silence.limit(seconds)
+        elif self._conn is not None:
+            self._conn.sock.settimeout(seconds)
 
     def _send_and_read_until(self, message: bytes | None, done: Callable[[], bool]) -> None:
         """Send `message` if any, then read until `done()`; a failure drops the connection
@@ -342,6 +362,8 @@ class AnswerReader:
                 else:
                     self._silence.wait(self._conn.sock.sendall, message)
                 self.sent = True
+                if self._first_byte is not None:
+                    self._bound(self._first_byte[0])
             while not done():
                 self._fill()
         except BaseException as exc:

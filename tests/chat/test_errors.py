@@ -215,7 +215,9 @@ def test_garbage_from_upstream_is_502_and_free(client, accounts, upstream):
 def test_upstream_hang_is_504(app, client, accounts, upstream):
     app.extensions["silk.upstreams"]["mimo"].timeout = (1.0, 0.5)
     acct = accounts.make(credit="1")
-    response = _post(client, acct, {"model": "mimo-v2.5", "messages": messages("x", "hang=1")})
+    # 5 tokens may take 0.5 s more than the read timeout (SILK_UPSTREAM_MIN_TOKENS_PER_SECOND)
+    response = _post(client, acct, {"model": "mimo-v2.5", "max_tokens": 5,
+                                    "messages": messages("x", "hang=1")})
     assert response.status_code == 504
     assert response.json["error"]["code"] == "upstream_timeout"
     assert accounts.audit() == []

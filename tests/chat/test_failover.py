@@ -38,9 +38,10 @@ def test_a_key_silent_after_taking_the_request_is_not_tried_again(app, client, a
     operator for): sending it with the next key would have it generated twice, unpaid."""
     _client(app).timeout = (1.0, 0.5)
     acct = accounts.make(credit="1")
-    upstream.enqueue("deepseek", delay=1.5)  # headers past the read timeout
+    # headers past the read timeout, and past the 0.5 s 5 tokens add for a JSON answer
+    upstream.enqueue("deepseek", delay=1.5)
     response = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
-                           json={"model": "deepseek-chat", "stream": stream,
+                           json={"model": "deepseek-chat", "stream": stream, "max_tokens": 5,
                                  "messages": messages()})
     assert response.status_code == 504, response.data
     assert response.json["error"]["code"] == "upstream_timeout"

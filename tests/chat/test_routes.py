@@ -88,8 +88,8 @@ def test_a_route_silent_after_taking_the_request_is_not_tried_again(app, client,
     timeout, the route's breaker counts it as a failure."""
     app.extensions["silk.upstreams"]["deepseek"].timeout = (1.0, 0.5)
     acct = accounts.make(credit="1")
-    upstream.enqueue("deepseek", times=2, delay=1.5)
-    response = _ask(client, acct, max_tokens=50)
+    upstream.enqueue("deepseek", times=2, delay=1.5)  # past the read timeout and the 0.5 s
+    response = _ask(client, acct, max_tokens=5)  # 5 tokens add for a JSON answer
     assert response.status_code == 504, response.json
     assert response.json["error"]["code"] == "upstream_timeout"
     assert [r.provider for r in upstream.requests] == ["deepseek"]

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from silk.defaults import Defaults
 from tests.ops.nginx import PROXY_SNIPPET, SITE, nginx_binary
 from tests.support.gateway import ROOT
 
@@ -68,7 +69,9 @@ def test_the_proxy_snippet_keeps_streams_flowing():
     assert "proxy_http_version 1.1;" in snippet
     assert 'proxy_set_header Connection "";' in snippet
     read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", snippet).group(1))
-    assert read_timeout > 300  # longer than the gateway's own upstream read timeout
+    # longer than the gateway's own waits: a stream's silence, a JSON answer's first byte
+    assert read_timeout > Defaults.SILK_UPSTREAM_READ_TIMEOUT
+    assert read_timeout > Defaults.SILK_UPSTREAM_MAX_ANSWER_WAIT
     assert "proxy_buffering off" not in snippet  # the app's X-Accel-Buffering does it
     assert "X-Forwarded-For" in snippet and "X-Forwarded-Proto" in snippet
 

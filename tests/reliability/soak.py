@@ -337,7 +337,8 @@ def main() -> int:
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     with FakeUpstream(keys=UPSTREAM_KEYS) as fake:
         env = {**upstream_env_dict(fake), "REDIS_URL": redis_url, "SILK_SWEEP_INTERVAL": "2",
-               "SILK_UPSTREAM_READ_TIMEOUT": "2", "SILK_KEY_COOLDOWN": "0.5"}
+               "SILK_UPSTREAM_READ_TIMEOUT": "2", "SILK_UPSTREAM_MAX_ANSWER_WAIT": "4",
+               "SILK_KEY_COOLDOWN": "0.5"}
         steady = Gateway(database_url, env, workers=2, log_path=logs / "soak-steady.log")
         victim = Gateway(database_url, env, workers=2, log_path=logs / "soak-victim.log")
         steady.start()

@@ -37,9 +37,11 @@ def database_url(pg_url):
 
 @pytest.fixture(scope="module")
 def faulty(database_url, fake_upstream, tmp_path_factory):
-    """A gateway with a short read timeout and short key rests, for the whole module."""
+    """A gateway with a short read timeout (3 s at most for a JSON answer) and short key
+    rests, for the whole module."""
     with module_gateway(database_url, fake_upstream, tmp_path_factory, "faults",
                         SILK_UPSTREAM_READ_TIMEOUT=str(READ_TIMEOUT),
+                        SILK_UPSTREAM_MAX_ANSWER_WAIT="3",
                         SILK_KEY_COOLDOWN="0.5") as running:
         yield running
 
@@ -106,20 +108,22 @@ def test_hung_upstream_times_out_and_bills_only_delivery(app, accounts, faulty, 
     payloads = [
         body("hang", "hang=1", stream=True),  # took the request, never answers
         body("hang", "hang=1", stream=False),
-        body("late headers", "delay=4", stream=False),
+        body("late headers", "delay=4", stream=False),  # past the 3 s a JSON answer may take
         body("silent start", "first_token_delay=4", model="mimo-v2.5", stream=True),
         body("stall", "pieces=12 chunk_delay=4", stream=True),  # stalls after one chunk
         body("stall", "pieces=12 chunk_delay=4", model="ark-code-latest", stream=True),
         body("fine", "pieces=5", stream=True),
         body("fine", "pieces=5", stream=False),
+        body("late answer", "delay=2", stream=False),  # within the 3 s: answered, billed
     ]
     outcomes = _run(faulty, acct, payloads)
-    assert outcomes == ["upstream_timeout"] * 6 + ["ok", "ok"], outcomes
+    assert outcomes == ["upstream_timeout"] * 6 + ["ok"] * 3, outcomes
     # A provider that took the request may be generating it: no other key is sent it again.
     sent = Counter(r.body["messages"][-1]["content"].split(" [[")[0] for r in upstream.requests)
     assert (sent["hang"], sent["late headers"]) == (2, 1), sent
     records = _finish(app, accounts, acct, faulty)
-    assert Counter(r.status for r in records) == {"timeout": 6, "ok": 2}
+    assert Counter(r.status for r in records) == {"timeout": 6, "ok": 3}
+    assert all(r.cost_units > 0 for r in records if r.status == "ok")
     timed_out = [r for r in records if r.status == "timeout"]
     # Those silent before their head (504) and the silent stream (its 200 sent) delivered
     # nothing and are free; a stalled one pays for its prompt and the (empty) first chunk it

@@ -315,8 +315,10 @@ def rest_then_serve(go: threading.Event, rest_sent: threading.Event, *rest: byte
 
 
 def post(transport: Transport, headers: dict[str, str] | None = None,
-         timeout: urllib3.Timeout = TIMEOUT) -> requests.Response:
-    return transport.post(BODY, HEADERS if headers is None else headers, timeout)
+         timeout: urllib3.Timeout = TIMEOUT, first_byte: float | None = None
+         ) -> requests.Response:
+    return transport.post(BODY, HEADERS if headers is None else headers, timeout,
+                          first_byte=first_byte)
 
 
 def pooled(transport: Transport) -> list:

@@ -15,14 +15,16 @@ import gzip
 import socket
 import sys
 import threading
+import time
 import zlib
+from collections.abc import Callable
 
 import pytest
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from silk.upstream.transport import Transport
+from silk.upstream.transport import SilentAfterRequest, Transport
 from tests.upstream import scripted
 from tests.upstream.scripted import WAIT, Peer, answer, chunk, keep_serving, post
 
@@ -326,6 +328,49 @@ def test_a_server_that_never_answers_is_a_read_timeout(serve):
 
 def test_silence_mid_answer_is_a_read_timeout(serve):
     scripted.check_silence_mid_answer_is_a_read_timeout(serve)
+
+
+def _silent_then(*parts: bytes, quiet: float) -> Callable[[Peer], None]:
+    """Read the request; send each part after `quiet` seconds of silence; then serve."""
+    def handler(peer: Peer) -> None:
+        peer.request()
+        for part in parts:
+            time.sleep(quiet)
+            peer.send(part)
+        peer.serve(b"second")
+    return handler
+
+
+@pytest.mark.parametrize("parts", [
+    [answer(b"whole")],  # the head only once the answer is complete
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"whole"],  # the head at once
+])
+def test_the_first_body_byte_may_take_the_wait_given(serve, parts):
+    """A provider that sends a JSON answer only once it is complete is silent while it
+    generates it: until the body begins, each wait may last `first_byte`, not the read
+    timeout; the connection is reused after it."""
+    server, transport = serve(_silent_then(*parts, quiet=0.6))
+    response = scripted.post(transport, timeout=scripted.SHORT_READ, first_byte=2.0)
+    assert response.content == b"whole"
+    assert scripted.post(transport).content == b"second"
+    assert server.accepted == 1
+
+
+def test_the_wait_for_the_first_body_byte_is_bounded_too(serve):
+    server, transport = serve(scripted.never_answer)
+    with scripted.lasting(0.55, 1.5), pytest.raises(SilentAfterRequest):
+        scripted.post(transport, timeout=scripted.SHORT_READ, first_byte=0.6)
+    assert server.peers[0].eof.wait(WAIT)
+
+
+def test_once_the_body_began_each_silence_is_the_read_timeout(serve):
+    server, transport = serve(scripted.first_then_serve(scripted.stall_mid_stream))
+    raw = scripted.post(transport, timeout=scripted.SHORT_READ, first_byte=3.0).raw
+    assert raw.read1() == scripted.FIRST_EVENT
+    with scripted.lasting(0.25, 1.5), pytest.raises(requests.ReadTimeout):
+        raw.read1()
+    assert raw.closed
+    assert server.peers[0].eof.wait(WAIT)
 
 
 def test_a_refused_connection_is_a_connection_error():
