@@ -28,7 +28,6 @@ from silk.relay.events import Completion
 from silk.relay.routes import open_route
 from silk.relay.stream import RelayStream, lenient
 from silk.relay.tokens import delivered_tokens, usage_from
-from silk.upstream.client import UpstreamClient
 from silk.validation import nests_deeper
 
 # An answer nested deeper than this could not be written back to the client (orjson writes
@@ -98,12 +97,6 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
     except BaseException:
         meter.failed()
         raise
-
-
-def complete(client: UpstreamClient, call: Call, meter: Meter) -> Completion:
-    """Run a non-streaming call to the end on one client and settle it."""
-    return finish(client.open(call.body, stream=False, max_output=call.max_output,
-                              dialect=call.dialect), call, meter, call.model.upstream)
 
 
 def _answer(raw: bytes) -> object:
