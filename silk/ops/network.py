@@ -30,17 +30,24 @@ def parse_networks(spec: str | Iterable[str] | None) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def address_in(address: str | None, networks: tuple[Network, ...]) -> bool:
-    """True when `address` (an IP, perhaps IPv4-mapped IPv6) lies in one of `networks`."""
+def parse_ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP `address` names, an IPv4-mapped IPv6 one as IPv4 and without a zone (%eth0);
+    None for what is no IP (a unix socket's peer, nginx's "unix:")."""
     if not address:
-        return False
+        return None
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in networks)
+        return ip.ipv4_mapped
+    return ip
+
+
+def address_in(address: str | None, networks: tuple[Network, ...]) -> bool:
+    """True when `address` (an IP, perhaps IPv4-mapped IPv6) lies in one of `networks`."""
+    ip = parse_ip(address)
+    return ip is not None and any(ip.version == net.version and ip in net for net in networks)
 
 
 def setting(config, name: str, default: str) -> str:

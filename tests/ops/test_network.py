@@ -46,3 +46,19 @@ def test_trusted_proxies_pick_the_rightmost_untrusted_hop(peer, header, client):
         environ["HTTP_X_FORWARDED_FOR"] = header
     TrustedProxies(app, parse_networks("127.0.0.1,::1"))(environ, None)
     assert seen["addr"] == client
+
+
+@pytest.mark.parametrize("address, scope", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::9", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    ("unix:", "unix:"),
+    ("", "unknown"),
+    (None, "unknown"),
+])
+def test_abuse_limits_count_an_ipv6_client_by_its_64(address, scope):
+    from silk.clientaddr import abuse_scope
+
+    assert abuse_scope(address) == scope

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.chat.helpers import messages
 from tests.fakes.upstream import FakeUpstream
 from tests.reliability.helpers import CHAT, fresh_window
@@ -158,6 +160,42 @@ def test_failed_key_counts_are_shared_through_the_database(app, accounts):
     with other.app_context():
         db.engine.dispose()
     assert statuses == [401, 401, 401, 401, 429, 429, 429]
+    assert signups == [201, 201, 429]
+
+
+@pytest.mark.parametrize("shared", ["database", "redis"])
+def test_an_ipv6_client_is_limited_by_its_64(app, accounts, request, shared):
+    """Every home connection has an IPv6 /64 (2^64 addresses): counted per address, each
+    guess and sign-up from a new one was a first. A /64 counts as one client, an IPv4-mapped
+    address as its IPv4 one, and an address that is no IP (a unix socket's peer, nginx's
+    "unix:") as its text, with Redis and without."""
+    if shared == "redis":
+        from silk.redislimits import RedisLimiter
+
+        app.extensions["silk.limiter"] = RedisLimiter(request.getfixturevalue("redis_url"))
+    app.config.update(SILK_AUTH_FAILURES_PER_MINUTE=3, SILK_REGISTRATION="open",
+                      SILK_REGISTRATION_PER_HOUR=2)
+    acct = accounts.make(credit="1")
+    client = app.test_client()
+    wrong = {"Authorization": "Bearer sk-wrong-but-plausible-key"}
+
+    def balance(headers: dict, **kw) -> int:
+        return client.get("/v1/balance", headers=headers, **kw).status_code
+
+    fresh_window(10)
+    sixty_four = [balance({**_xff(f"2001:db8:7:8::{i}"), **wrong}) for i in range(1, 5)]
+    sixty_four += [balance({**_xff("2001:db8:7:8:ffff:1:2:3"), **acct.headers}),
+                   balance({**_xff("2001:db8:7:9::1"), **acct.headers})]  # the next /64
+    mapped = [balance({**_xff(a), **wrong}) for a in ("::ffff:198.51.100.70", "198.51.100.70",
+                                                      "::ffff:198.51.100.70", "198.51.100.70")]
+    named = [balance({**_xff("unix:"), **wrong}) for _ in range(4)]
+    unix = [balance(wrong, environ_base={"REMOTE_ADDR": ""}) for _ in range(4)]
+    fresh_window(2, window=3600)
+    signups = [client.post("/v1/register", headers=_xff(f"2001:db8:7:a:{i}::1"),
+                           json={"email": f"v6bot{i}@example.com"}).status_code
+               for i in range(3)]
+    assert sixty_four == [401, 401, 401, 429, 429, 200]
+    assert mapped == named == unix == [401, 401, 401, 429]
     assert signups == [201, 201, 429]
 
 
