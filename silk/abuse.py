@@ -37,10 +37,10 @@ COUNTS = AbuseCount.__table__
 
 
 class DatabaseHits:
-    """The limiter's `hit` on the app's database; fails open, as Redis does, when the
-    database cannot count."""
+    """The limiter's `hit` on the app's database; None when the database cannot count, and
+    the worker counts in its memory then (silk.limits.MemoryLimiter.hit)."""
 
-    def hit(self, name: str, limit: int, window_seconds: int) -> int:
+    def hit(self, name: str, limit: int, window_seconds: int) -> int | None:
         """Count one event in a window of any length; return the count so far."""
         bucket = int(time.time() // window_seconds)
         key = hashlib.sha256(f"{name}:{window_seconds}:{bucket}".encode()).hexdigest()
@@ -55,8 +55,9 @@ class DatabaseHits:
             with write_begin(engine, durable=False) as conn:
                 return int(conn.execute(counted).scalar_one())
         except SQLAlchemyError:
-            log.warning("database unavailable; abuse limit not enforced", exc_info=True)
-            return 0
+            log.warning("database unavailable; abuse limit counted in this worker only",
+                        exc_info=True)
+            return None
 
 
 def expire(engine: Engine) -> int:

@@ -180,9 +180,12 @@ class MemoryLimiter:
             return len(self._slots.get(name, ()))
 
     def hit(self, name: str, limit: int, window_seconds: int) -> int:
-        """Count one event in a window of any length; return the count so far."""
+        """Count one event in a window of any length; return the count so far (this
+        worker's own when `hits` cannot count: an abuse limit never fails open)."""
         if self._hits is not None:
-            return self._hits.hit(name, limit, window_seconds)
+            shared = self._hits.hit(name, limit, window_seconds)
+            if shared is not None:
+                return shared
         bucket = int(time.time() // window_seconds)
         return self._bump((name, "h", window_seconds, bucket), 1, window_seconds)
 

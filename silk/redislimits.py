@@ -1,5 +1,6 @@
 """Rate limits shared by every worker and host through Redis: one round trip to admit a
-request at all its levels, one to finish it; fails open if Redis is down.
+request at all its levels, one to finish it; admits requests if Redis is down (fails open),
+while the abuse limits (`hit`) are counted in the worker's memory meanwhile.
 
 A concurrency slot is a member of a sorted set scored by the time its lease ends (Redis's
 own clock, so hosts need not agree on the time). The worker renews the leases of its live
@@ -17,7 +18,7 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from silk.limits import NOTHING_HELD, WINDOW, Level, Ticket, refusal, window
+from silk.limits import NOTHING_HELD, WINDOW, Level, MemoryLimiter, Ticket, refusal, window
 
 log = logging.getLogger("silk.limits")
 
@@ -98,6 +99,7 @@ class RedisLimiter:
         self._live: weakref.WeakValueDictionary[str, Ticket] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
         self._renewer: threading.Thread | None = None
+        self._local = MemoryLimiter()  # counts the abuse limits while Redis cannot
 
     def _keys(self, level: Level, minute: int) -> tuple[str, str, str]:
         """The level's requests and tokens counters of `minute`, and its slots set."""
@@ -211,7 +213,8 @@ class RedisLimiter:
             self.renew()
 
     def hit(self, name: str, limit: int, window_seconds: int) -> int:
-        """Count one event in a window of any length; return the count so far."""
+        """Count one event in a window of any length; return the count so far (this
+        worker's own while Redis cannot count: an abuse limit never fails open)."""
         bucket = int(time.time() // window_seconds)
         key = f"{self.prefix}{name}:h:{window_seconds}:{bucket}"
         try:
@@ -220,6 +223,7 @@ class RedisLimiter:
             pipe.expire(key, window_seconds * 2)
             return int(pipe.execute()[0])
         except Exception:  # noqa: BLE001
-            log.warning("redis unavailable; abuse limit not enforced", exc_info=True)
-            return 0
+            log.warning("redis unavailable; abuse limit counted in this worker only",
+                        exc_info=True)
+            return self._local.hit(name, limit, window_seconds)
 

@@ -199,6 +199,40 @@ def test_an_ipv6_client_is_limited_by_its_64(app, accounts, request, shared):
     assert signups == [201, 201, 429]
 
 
+@pytest.mark.parametrize("outage", ["database", "redis"])
+def test_abuse_limits_count_in_the_worker_when_the_shared_count_fails(app, accounts, outage):
+    """When the database (or Redis) cannot count a failed key check or a sign-up, the worker
+    counts it in its memory instead of letting it through uncounted: while the shared count
+    fails (here its table is gone, or nothing listens at Redis's address), no free guesses."""
+    from sqlalchemy import text
+
+    from silk.extensions import db
+    from silk.redislimits import RedisLimiter
+
+    app.config.update(SILK_AUTH_FAILURES_PER_MINUTE=3, SILK_REGISTRATION="open",
+                      SILK_REGISTRATION_PER_HOUR=2)
+    client = app.test_client()
+    guesser = {**_xff("203.0.113.120"), "Authorization": "Bearer sk-wrong-but-plausible-key"}
+    if outage == "redis":
+        app.extensions["silk.limiter"] = RedisLimiter("redis://127.0.0.1:1/0")  # nobody there
+    with app.app_context(), db.engine.begin() as conn:
+        if outage == "database":
+            conn.execute(text("ALTER TABLE abuse_counts RENAME TO abuse_counts_away"))
+    try:
+        fresh_window(10)
+        statuses = [client.get("/v1/balance", headers=guesser).status_code for _ in range(5)]
+        fresh_window(2, window=3600)
+        signups = [client.post("/v1/register", headers=_xff("192.0.2.120"),
+                               json={"email": f"outage{i}@example.com"}).status_code
+                   for i in range(3)]
+    finally:
+        with app.app_context(), db.engine.begin() as conn:
+            if outage == "database":
+                conn.execute(text("ALTER TABLE abuse_counts_away RENAME TO abuse_counts"))
+    assert statuses == [401, 401, 401, 429, 429]
+    assert signups == [201, 201, 429]
+
+
 def test_abuse_counts_fit_any_address_and_ended_windows_are_swept(app):
     import time
 
