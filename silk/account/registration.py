@@ -47,17 +47,25 @@ def check_rate(limiter, address: str, per_hour: int) -> None:
 
 
 def throttle_signups() -> None:
-    """Count a sign-up attempt (API or web page) against the client's address."""
+    """Count a sign-up attempt (API or web page) against the client's address; a closed
+    registration is refused first, uncounted: it creates nothing a limit must slow."""
+    config = current_app.config
+    refuse_if_closed(config["SILK_REGISTRATION"])
     check_rate(current_app.extensions["silk.limiter"], client_address(),
-               current_app.config["SILK_REGISTRATION_PER_HOUR"])
+               config["SILK_REGISTRATION_PER_HOUR"])
+
+
+def refuse_if_closed(mode: str) -> None:
+    """403 `registration_closed` when the operator closed registration."""
+    if mode == "closed":
+        raise PermissionDenied("Registration is closed; ask the operator for an account.",
+                               code="registration_closed")
 
 
 def register(email: str, invite_code: str | None, *, mode: str, default_tier: str,
              known_tiers: Mapping) -> tuple[Account, NewKey]:
     """Create a free-tier account (or the invite's tier) and its first key."""
-    if mode == "closed":
-        raise PermissionDenied("Registration is closed; ask the operator for an account.",
-                               code="registration_closed")
+    refuse_if_closed(mode)
     tier = default_tier
     try:
         if mode == "invite":

@@ -155,6 +155,25 @@ class TestClosed:
         assert 'name="email"' not in page.get_data(as_text=True)
         assert client.post("/register/", data={"email": "c@example.com"}).status_code == 403
 
+    def test_closed_registration_counts_nothing(self, app, client):
+        """A closed registration creates nothing, so it counts nothing: each POST wrote an
+        abuse counter that lasted an hour, and past the hourly limit said 429, not closed."""
+        from sqlalchemy import func, select
+
+        from silk.abuse import COUNTS
+        from silk.extensions import db
+
+        app.config["SILK_REGISTRATION_PER_HOUR"] = 1
+        codes = [register(client, email=f"c{i}@example.com").json["error"]["code"]
+                 for i in range(3)]
+        codes.append(register(client, email="not an address").json["error"]["code"])
+        pages = [client.post("/register/", data={"email": "c@example.com"}).status_code
+                 for _ in range(2)]
+        with app.app_context():
+            rows = db.session.scalar(select(func.count()).select_from(COUNTS))
+        assert codes == ["registration_closed"] * 4
+        assert pages == [403, 403] and rows == 0
+
 
 def test_the_invite_page_asks_for_a_code(client, admin):
     page = client.get("/register/").get_data(as_text=True)
