@@ -327,6 +327,7 @@ _DAYS = 36499  # the most days a retention or window may span (it is subtracted 
 _SECONDS = _Span(0, _DAY, f"a number of seconds from 0 to {_DAY}")
 _ABOVE_0 = _Span(0, _DAY, f"a number of seconds above 0, at most {_DAY}", above=True)
 _KEPT = _Span(1, _DAYS, f"a whole number of days, at least 1 (below {_DAYS + 1})")
+_SESSION = _Span(0, 8760, "a number of hours above 0, at most 8760", above=True)
 # Every setting that becomes a timedelta, a date, a sleep or a timeout, and its range: past
 # it a date overflows (a day's window past year 9999 made every key-expiry sweep and alert
 # round raise), a lease or rest outlives what it guards, or a negative one means no wait.
@@ -359,8 +360,8 @@ _SPANS = {
                                           f"seconds up to {_DAY}"),
     "SILK_RESPONSES_RETENTION_DAYS": _KEPT,
     "SILK_KEY_CACHE_TTL": _SECONDS,
-    "SILK_CONSOLE_SESSION_HOURS": _Span(0, 8760, "a number of hours above 0, at most 8760",
-                                        above=True),
+    "SILK_CONSOLE_SESSION_HOURS": _SESSION,
+    "SILK_DASHBOARD_SESSION_HOURS": _SESSION,
     "SILK_CONCURRENCY_LEASE": _Span(3, _DAY, f"a number of seconds, at least 3, at most {_DAY}"),
     "SILK_ALERT_INTERVAL": _Span(0, _DAY, "0 (this process delivers none) or a number of "
                                           f"seconds up to {_DAY}"),

@@ -136,6 +136,7 @@ class Defaults:
     SILK_SETTLEMENT_JOURNAL_DIR = ""
     SILK_KEY_CACHE_TTL = 10.0  # seconds an API key lookup is trusted without the database
     SILK_CONSOLE_SESSION_HOURS = 8.0  # an operator's console session lasts this long
+    SILK_DASHBOARD_SESSION_HOURS = 12.0  # a dashboard session lasts this long
     # With REDIS_URL, revocations, account and tier changes are published here and reach
     # every worker at once; without Redis they take up to the caches' TTL.
     SILK_INVALIDATION_CHANNEL = "silk:invalidate"

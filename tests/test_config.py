@@ -70,6 +70,8 @@ def test_a_bad_setting_stops_the_gateway_in_one_line(monkeypatch, tmp_path, vari
     ("SILK_DB_STATEMENT_TIMEOUT", "-1", "0 (no limit) or a number of seconds from 0.001"),
     ("SILK_DB_STATEMENT_TIMEOUT", "0.0001", "0 (no limit) or a number of seconds from 0.001"),
     ("SILK_CONSOLE_SESSION_HOURS", "0", "a number of hours above 0, at most 8760"),
+    ("SILK_DASHBOARD_SESSION_HOURS", "0", "a number of hours above 0, at most 8760"),
+    ("SILK_DASHBOARD_SESSION_HOURS", "1e12", "a number of hours above 0, at most 8760"),
     ("SILK_STREAM_PACE_MS", "5000", "a number of milliseconds from 0 to 1000"),
     ("SILK_STREAM_PACE_WHEN_LATE_MS", "-1", "a number of milliseconds from 0 to 1000"),
 ])

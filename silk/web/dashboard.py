@@ -47,7 +47,6 @@ from silk.web.formats import axis_count, count, units, usd, when
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-SESSION_HOURS = 12  # a signed-in session lasts this long, then the key is asked for again
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
                                "img-src 'self' data:; form-action 'self'; "
@@ -176,7 +175,7 @@ def _signed_in() -> SignedIn | None:
     account_id, key_id = session.get("account_id"), session.get("key_id")
     if account_id is None or key_id is None:
         return None
-    hours = current_app.config.get("SILK_DASHBOARD_SESSION_HOURS", SESSION_HOURS)
+    hours = current_app.config["SILK_DASHBOARD_SESSION_HOURS"]
     fresh = time.time() - session.get("since", 0) < hours * 3600
     key = accounts.session_key(key_id, account_id, session.get("epoch")) if fresh else None
     if key is None:

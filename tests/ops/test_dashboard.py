@@ -186,6 +186,27 @@ def test_a_session_ends_when_its_key_is_revoked_elsewhere(app, client, accounts)
     assert client.get("/dashboard/").status_code == 302
 
 
+def test_the_session_lasts_what_the_environment_says(app, accounts, monkeypatch):
+    """SILK_DASHBOARD_SESSION_HOURS was read only from the instance file (12 hours
+    otherwise): not a setting, the environment could not shorten a session."""
+    from silk import create_app
+    from silk.extensions import db
+
+    monkeypatch.setenv("SILK_DASHBOARD_SESSION_HOURS", "0.5")
+    other = create_app({**app.config, "SILK_SWEEP_INTERVAL": 0})
+    user = accounts.make(credit="1")
+    shown = []
+    for minutes in (29, 31):
+        client = other.test_client()
+        sign_in(client, user.key)
+        with client.session_transaction() as session:
+            session["since"] -= minutes * 60
+        shown.append(client.get("/dashboard/").status_code)
+    with other.app_context():
+        db.engine.dispose()
+    assert shown == [200, 302]
+
+
 def test_redeem_a_code_adds_to_the_balance_once(app, client, accounts):
     from silk.billing.codes import issue_codes
 
