@@ -62,3 +62,18 @@ def test_abuse_limits_count_an_ipv6_client_by_its_64(address, scope):
     from silk.clientaddr import abuse_scope
 
     assert abuse_scope(address) == scope
+
+
+def test_an_ipv4_address_is_counted_as_the_parser_writes_it():
+    """The quick path for text without a colon (IPv4, or no IP) gives what parsing gives."""
+    import ipaddress
+    import random
+
+    from silk.clientaddr import abuse_scope
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        ip = ipaddress.IPv4Address(rng.getrandbits(32))
+        assert abuse_scope(str(ip)) == str(ip)
+    for text in ("010.1.1.1", "1.2.3", "localhost", "256.1.1.1"):  # no IP: its text
+        assert abuse_scope(text) == text
