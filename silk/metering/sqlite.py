@@ -128,8 +128,11 @@ class _Connections:
             return self.idle[durable].pop()
         except IndexError:
             pass
+        # The other kind's last idle connection stays: taking it would set a lone request's
+        # hold and charge on one connection, a PRAGMA before each.
+        others = self.idle[not durable]
         try:
-            driver = self.idle[not durable].pop()
+            driver = others.pop() if len(others) > 1 else self._open()
         except IndexError:
             driver = self._open()
         return _set_up(driver, lambda d: d.execute(_SYNCHRONOUS[durable]))

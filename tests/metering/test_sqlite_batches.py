@@ -111,6 +111,31 @@ def test_a_connection_is_set_for_the_disk_only_when_it_last_ran_the_other_kind(a
     assert settings == ["PRAGMA synchronous = NORMAL"]
 
 
+def test_one_request_at_a_time_sets_no_connection_for_the_disk(app):
+    """A lone request's hold and charge alternate kinds: from an empty pool, after its first
+    hold and charge, each finds an idle connection of its own kind (two PRAGMAs a request
+    when both shared the one connection)."""
+    from silk.metering.sqlite import HoldOnly as Hold
+
+    _, connections = _batches(app)
+    for idle in connections.idle.values():
+        while idle:
+            idle.pop().close()
+    connections._run_batch([Hold(_synchronous)])
+    connections._run_batch([_synchronous])
+    traces: list[list[str]] = []
+    for idle in connections.idle.values():
+        for driver in idle:
+            traces.append([])
+            driver.set_trace_callback(traces[-1].append)
+    for _ in range(3):
+        assert connections._run_batch([Hold(_synchronous)]) == [NORMAL]
+        assert connections._run_batch([_synchronous]) == [FULL]
+    assert [sql for trace in traces for sql in trace
+            if sql.startswith("PRAGMA synchronous =")] == []
+    assert sum(len(trace) for trace in traces) > 0
+
+
 def _trace_every_connection(connections) -> list[list[str]]:
     """Trace the statements of every metering connection, each into its own list: the
     keeper's lease renewals may run beside a request's writes, on a connection of their own.
@@ -166,6 +191,19 @@ def test_a_request_commits_its_hold_lazily_and_its_charge_on_disk(app, client, a
     assert accounts.audit() == []
 
 
+def _after_the_keepers_first_round(engine) -> None:
+    """Wait for the keeper's first round: its thread starts with the first hold and renews
+    it at once, on a connection that would otherwise come back untraced while the test sets
+    its traces up."""
+    import time
+
+    from silk.metering import keeper
+
+    deadline = time.monotonic() + 5
+    while keeper.of(engine)._next_round == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_a_lease_renewal_does_not_wait_for_the_disk(app, accounts):
     from datetime import datetime
 
@@ -175,6 +213,7 @@ def test_a_lease_renewal_does_not_wait_for_the_disk(app, accounts):
     set_quota_left(app, acct.id)
     engine, connections = _batches(app)
     hold = _reserve(app, acct.id, "renewed")
+    _after_the_keepers_first_round(engine)
     traces = _trace_every_connection(connections)
 
     expires = datetime(2030, 1, 2, 3, 4, 5)
