@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import current_app, g
+from flask import current_app
 from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, AccountLimit, ApiKey
-from silk.appctx import this_app, this_request
+from silk.appctx import this_app, this_g, this_request
 from silk.cache import ExpiringCache
 from silk.clientaddr import client_address
 from silk.database import utcnow
@@ -253,8 +253,9 @@ def authenticate() -> Principal:
         with write_begin(db.engine, durable=False) as conn:
             conn.execute(update(ApiKey).where(ApiKey.id == principal.key_id)
                          .values(last_used_at=utcnow()))
-    g.principal = principal
-    g.account_id = principal.account_id
+    ctx = this_g()
+    ctx.principal = principal
+    ctx.account_id = principal.account_id
     return principal
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flask import g
-
 from silk.account.auth import Principal
-from silk.appctx import this_app
+from silk.appctx import this_app, this_g
 from silk.catalog import catalogue
 from silk.chat.schemas import check_tools, drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
@@ -68,9 +66,10 @@ def start(principal: Principal, raw: bytes,
     stream = wants_stream(body, accept, config["SILK_STREAM_DEFAULT"])
     chat = to_call(model, catalogue().provider_of(model), body, stream=stream,
                    image_allowance=config["SILK_IMAGE_TOKEN_ALLOWANCE"])
-    started = relay.start(chat.call, principal, g.request_id)
+    request_id = this_g().request_id
+    started = relay.start(chat.call, principal, request_id)
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream,
                              client_wants_usage=chat.client_wants_usage,
-                             model=model.upstream, request_id=g.request_id)
+                             model=model.upstream, request_id=request_id)
     return Answer(encode_completion(started), started.bill.cost_usd)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from flask import g
-
 from silk.account.auth import Principal
-from silk.appctx import this_app
+from silk.appctx import this_app, this_g
 from silk.catalog import catalogue
 from silk.messages.encode import encode_message, encode_stream
 from silk.messages.schemas import schema_for
@@ -36,11 +34,12 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
                    image_allowance=this_app().config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     native = call.dialect == "anthropic"
     stops = body.get("stop_sequences") or ()
-    started = relay.start(call, principal, g.request_id)
+    request_id = this_g().request_id
+    started = relay.start(call, principal, request_id)
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream, model=body["model"],
-                             request_id=g.request_id, native=native, stops=stops)
-    return Answer(encode_message(started, model=body["model"], request_id=g.request_id,
+                             request_id=request_id, native=native, stops=stops)
+    return Answer(encode_message(started, model=body["model"], request_id=request_id,
                                  native=native, stops=stops), started.bill.cost_usd)
 
 

@@ -16,9 +16,10 @@ import uuid
 from decimal import Decimal
 
 import orjson
-from flask import Flask, g, request
+from flask import Flask
 
 from silk import inflight
+from silk.appctx import this_g, this_request
 from silk.ops import metrics
 
 log = logging.getLogger("silk.request")
@@ -71,22 +72,23 @@ def install_request_hooks(app: Flask) -> None:
     @app.before_request
     def _start():
         # Always our own id: usage records key on it, so a client must not choose it.
-        g.request_id = new_request_id()
-        g.started = time.perf_counter()
+        ctx = this_g()
+        ctx.request_id = new_request_id()
+        ctx.started = time.perf_counter()
         inflight.started()
-        g.silk_counted = True
+        ctx.silk_counted = True
 
     @app.teardown_request
     def _done(_error=None):
         # A stream stays counted until the server closes it (see _finish).
-        if g.pop("silk_counted", False):
+        if this_g().pop("silk_counted", False):
             inflight.ended()
 
     @app.after_request
     def _finish(response):
-        # The proxies `request` and `g` are resolved once here, not at every attribute.
-        req = request._get_current_object()
-        ctx = g._get_current_object()
+        # The request and `g` are resolved once here, not at every attribute.
+        req = this_request()
+        ctx = this_g()
         response.headers["x-request-id"] = ctx.get("request_id") or new_request_id()
         if ctx.get("silk_route"):  # the model's route that served the answer
             response.headers["x-silk-provider"] = ctx.silk_route
@@ -111,7 +113,7 @@ def install_request_hooks(app: Flask) -> None:
 
 def request_fields(**extra) -> dict:
     """The current request's log fields (ids, route, account, model, timing)."""
-    return _fields(request._get_current_object(), g._get_current_object(), extra)
+    return _fields(this_request(), this_g(), extra)
 
 
 def _fields(req, ctx, extra: dict) -> dict:

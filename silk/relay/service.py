@@ -10,10 +10,9 @@ import time
 
 import orjson
 import requests
-from flask import g
 
 from silk.account.auth import Principal
-from silk.appctx import this_app
+from silk.appctx import this_app, this_g
 from silk.billing.tiers import tiers
 from silk.database import utcnow
 from silk.errors import SilkError, UpstreamError, UpstreamTimeout
@@ -79,7 +78,7 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
                                      extensions["silk.breakers"],
                                      metrics.route_failover)
         meter.served_by(route.provider, route.name, route.cost_at(admitted))
-        g.silk_route = route.name  # named in the answer's x-silk-provider header
+        this_g().silk_route = route.name  # named in the answer's x-silk-provider header
         if call.stream:
             metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
-from flask import Response, g
+from flask import Response
 
 from silk.account.auth import Principal
+from silk.appctx import this_g
 from silk.catalog import catalogue
 from silk.catalog.catalogue import Model
 from silk.errors import NotFound, PermissionDenied
@@ -29,7 +30,7 @@ def allowed_model(principal: Principal, name: str) -> Model:
     if not principal.may_use(model.id):
         raise PermissionDenied(f"This API key may not use the model '{model.id}'.",
                                param="model", code="model_not_allowed")
-    g.model = model.id
+    this_g().model = model.id
     return model
 
 

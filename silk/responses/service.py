@@ -8,10 +8,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import g
-
 from silk.account.auth import Principal
-from silk.appctx import this_app
+from silk.appctx import this_app, this_g
 from silk.catalog import catalogue
 from silk.errors import InvalidRequest
 from silk.extensions import db
@@ -74,7 +72,7 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
         keep = _keeper(engine, principal,
                        store.with_ids(response_id, input_items(body["input"])),
                        config["SILK_RESPONSES_RETENTION_DAYS"])
-    started = relay.start(translated.call, principal, g.request_id)
+    started = relay.start(translated.call, principal, this_g().request_id)
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream, builder, on_done=keep)
     answer = encode_completion(started, builder)
