@@ -193,12 +193,18 @@ def delivered_tokens(chunk: dict) -> int:
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             continue
-        tokens += _text_estimate(delta.get("content"))
+        # Most deltas carry one field: each absent one costs a lookup, not a call.
+        content = delta.get("content")
+        if content is not None:
+            tokens += _text_estimate(content)
         # The thinking, in DeepSeek's `reasoning_content` or vLLM's and OpenRouter's
         # `reasoning`: a server that sends both sends the same text twice, billed once.
-        tokens += max(_text_estimate(delta.get("reasoning_content")),
-                      _text_estimate(delta.get("reasoning")))
-        tokens += _text_estimate(delta.get("refusal"))
+        thought, other = delta.get("reasoning_content"), delta.get("reasoning")
+        if thought is not None or other is not None:
+            tokens += max(_text_estimate(thought), _text_estimate(other))
+        refusal = delta.get("refusal")
+        if refusal is not None:
+            tokens += _text_estimate(refusal)
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, dict) else None
