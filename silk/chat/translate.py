@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 
 import orjson
 
@@ -180,15 +179,8 @@ def _error_event(failed: Failed, reported: dict | None) -> bytes:
     """The last event of a broken stream: the error, and what was charged for the delivery."""
     bill = failed.bill
     usage = usage_object(bill, reported)
-    message = failed.message
-    if bill.usage is None:
-        message += " Nothing was charged."
-    else:
-        basis = "an estimate of" if bill.estimated else "the provider's count of"
-        message += (f" Charged ${Decimal(usage['cost']):f} for {basis} what was delivered "
-                    f"({bill.usage.prompt_tokens} prompt and "
-                    f"{bill.usage.completion_tokens} completion tokens).")
-    event = stream_error(message, failed.code)
+    event = stream_error(failed.message + bill.charge_note("prompt", "completion"),
+                         failed.code)
     event["usage"] = usage
     try:
         return orjson.dumps(event, default=float)

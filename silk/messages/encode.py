@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
-from decimal import Decimal
 
 import orjson
 
@@ -67,16 +66,6 @@ def stop_reason(choice: dict, stops: Collection[str]) -> tuple[str, str | None]:
             if isinstance(value, str) and value in stops:
                 return "stop_sequence", value
     return STOP_REASONS.get(finish, "end_turn"), None
-
-
-def failure_message(message: str, bill: Bill) -> str:
-    """A broken stream's error message, saying what was charged for the delivery."""
-    if bill.usage is None:
-        return message + " Nothing was charged."
-    basis = "an estimate of" if bill.estimated else "the provider's count of"
-    return (f"{message} Charged ${Decimal(bill.cost_usd):f} for {basis} what was "
-            f"delivered ({bill.usage.prompt_tokens} input and "
-            f"{bill.usage.completion_tokens} output tokens).")
 
 
 def _message_start(message_id: str, model: str) -> bytes:
@@ -240,7 +229,7 @@ def _with_counts(usage, counts: dict) -> dict | None:
 
 
 def _error_event(message: str, bill: Bill, kind: str = "api_error") -> dict:
-    data = stream_error(failure_message(message, bill), kind)
+    data = stream_error(message + bill.charge_note(), kind)
     data["usage"] = usage_object(bill)
     return data
 

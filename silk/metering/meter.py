@@ -51,6 +51,16 @@ class Bill:
         """The amount charged, in USD (0 when nothing was written)."""
         return self.settlement.cost_usd if self.settlement else 0
 
+    def charge_note(self, prompt: str = "input", output: str = "output") -> str:
+        """What a broken or failed answer was charged, in words for its error message (the
+        surface names the two counts as its clients know them)."""
+        if self.usage is None:
+            return " Nothing was charged."
+        basis = "an estimate of" if self.estimated else "the provider's count of"
+        return (f" Charged ${Decimal(self.cost_usd):f} for {basis} what was delivered "
+                f"({self.usage.prompt_tokens} {prompt} and {self.usage.completion_tokens} "
+                f"{output} tokens).")
+
 
 def _largest(before: Usage, now: Usage) -> Usage:
     """Each count at the larger of two reports; the prompt split into cache hits as the

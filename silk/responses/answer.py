@@ -20,7 +20,6 @@ stays in progress, as a failure leaves the open item.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -57,16 +56,6 @@ def usage_object(bill: Bill) -> dict:
     if bill.estimated:
         out["estimated"] = True
     return out
-
-
-def charge_note(bill: Bill) -> str:
-    """What a failed answer was charged, in words, for its error message."""
-    if bill.usage is None:
-        return " Nothing was charged."
-    basis = "an estimate of" if bill.estimated else "the provider's count of"
-    return (f" Charged ${Decimal(bill.cost_usd):f} for {basis} what was delivered "
-            f"({bill.usage.prompt_tokens} input and {bill.usage.completion_tokens} output "
-            "tokens).")
 
 
 def _json(value) -> bytes:
@@ -359,7 +348,7 @@ class Builder:
         error = None
         if status == "failed":
             error = {"code": "server_error",
-                     "message": INTERRUPTED[str(self.finish)] + charge_note(bill)}
+                     "message": INTERRUPTED[str(self.finish)] + bill.charge_note()}
         final = self.response(status, usage_object(bill), error)
         kind = {"completed": "response.completed", "incomplete": "response.incomplete",
                 "failed": "response.failed"}[status]
@@ -370,7 +359,7 @@ class Builder:
         then the error, stating what was charged."""
         self._status = "incomplete"
         out = self._release(ending=True)
-        error = {"code": "server_error", "message": message + charge_note(bill)}
+        error = {"code": "server_error", "message": message + bill.charge_note()}
         final = self.response("failed", usage_object(bill), error)
         return out + self._event("response.failed", response=final)
 
