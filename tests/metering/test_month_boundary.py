@@ -197,3 +197,17 @@ def test_a_hold_stamped_before_the_change_and_written_after_never_turns_the_mont
     assert (row.quota_month, row.quota_used, row.quota_held) == ("2031-02", FREE, 0)
     assert _free_metering_gives(app, user.id) == 0  # February's quota is spent
     assert accounts.audit() == []
+
+
+def test_the_system_clock_is_naive_utc_to_the_microsecond():
+    """The gateway's clock (the epoch plus the system clock's microseconds) reads what
+    `datetime.now(UTC)` reads, without its zone: months and days turn at UTC midnight."""
+    from datetime import UTC, timedelta
+
+    from silk.database import system_utcnow
+
+    before = datetime.now(UTC).replace(tzinfo=None)
+    now = system_utcnow()
+    after = datetime.now(UTC).replace(tzinfo=None)
+    assert now.tzinfo is None
+    assert before - timedelta(microseconds=1) <= now <= after
