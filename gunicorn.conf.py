@@ -1,7 +1,7 @@
 """Gunicorn settings for SilkGateway: gevent workers fit for thousands of long streams.
 
 Command-line flags (-b, -w, ...) override these as usual. `kill -HUP <master>` reloads:
-new workers start with fresh code and config while old ones finish their open streams
+new workers start with fresh code and config while old ones finish their open requests
 (up to graceful_timeout) before they exit.
 """
 
@@ -36,9 +36,10 @@ def _whole(name: str, default: int, least: int) -> int:
     return value
 
 
-def _check_settings() -> list[str]:
+def _check_settings() -> tuple[list[str], int]:
     """Read the gateway's settings once, in a forked child so that the master imports
-    nothing its gevent workers must patch first; stop on a bad one, return the warnings."""
+    nothing its gevent workers must patch first; stop on a bad one, return the warnings and
+    the seconds the longest JSON answer may take (silk.startup.longest_answer)."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report and leave without running any of the master's hooks
@@ -47,10 +48,12 @@ def _check_settings() -> list[str]:
             sys.path.insert(0, _ROOT)
             from silk.startup import report
 
-            error, warnings = report()
+            error, warnings, longest = report()
         except BaseException as err:  # noqa: BLE001 - anything is reported as one line
-            error, warnings = f"SilkGateway cannot start: {type(err).__name__}: {err}", []
-        os.write(write, json.dumps({"error": error, "warnings": warnings}).encode())
+            error, warnings, longest = (f"SilkGateway cannot start: {type(err).__name__}: "
+                                        f"{err}", [], 0)
+        os.write(write, json.dumps({"error": error, "warnings": warnings,
+                                    "longest": longest}).encode())
         os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
@@ -60,7 +63,7 @@ def _check_settings() -> list[str]:
                                   b'check failed", "warnings": []}')
     if result["error"]:
         _stop(result["error"])
-    return result["warnings"]
+    return result["warnings"], result["longest"]
 
 
 bind = os.environ.get("SILK_BIND", "127.0.0.1:8000")
@@ -70,7 +73,6 @@ worker_connections = _whole("SILK_WORKER_CONNECTIONS", 4000, 1)
 # A gevent worker notifies the arbiter from its own loop, so streams do not trip this;
 # it only catches a worker whose loop is truly stuck.
 timeout = 60
-graceful_timeout = _whole("SILK_GRACEFUL_TIMEOUT", 900, 0)  # let streams finish
 keepalive = 75  # above nginx's default upstream keepalive_timeout of 60 s
 backlog = 4096
 accesslog = None  # the app logs one JSON line per request
@@ -114,12 +116,29 @@ if not os.environ.get("SECRET_KEY") and not _instance_sets_secret():
     os.environ["SECRET_KEY"] = secrets.token_hex(32)
     os.environ[_SECRET_MADE] = "1"
 
-_WARNINGS = _check_settings()
+_WARNINGS, _LONGEST_ANSWER = _check_settings()
+# A stopped or reloaded worker finishes its open requests for this long, then is killed: by
+# default long enough for the longest JSON answer (a provider may be silent until it is
+# complete), and at least 15 minutes for streams, which end only when their provider stops.
+graceful_timeout = _whole("SILK_GRACEFUL_TIMEOUT", max(900, _LONGEST_ANSWER), 0)
+
+
+def _warn_of_a_short_grace(server) -> None:
+    """Warn when a stopping worker would be killed while a JSON answer may still come."""
+    grace = server.cfg.graceful_timeout
+    if grace < _LONGEST_ANSWER:
+        server.log.warning(
+            f"SILK_GRACEFUL_TIMEOUT (--graceful-timeout) is {grace} s, below the longest "
+            f"JSON answer's {_LONGEST_ANSWER} s (the larger of SILK_UPSTREAM_READ_TIMEOUT and "
+            "SILK_UPSTREAM_MAX_ANSWER_WAIT, plus 60): a worker stopped or reloaded while a "
+            "provider generates one is killed first, the provider bills the answer and the "
+            "client is charged only the estimate. Unset it or raise it.")
 
 
 def on_starting(server):
-    """Start metrics from zero (old files would count again); warn about a made-up secret
-    and what else the settings check found (a provider without a key)."""
+    """Start metrics from zero (old files would count again); warn about a made-up secret,
+    a graceful timeout too short for a JSON answer, and what else the settings check found
+    (a provider without a key)."""
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     for name in os.listdir(directory):
         if name.endswith(".db"):
@@ -127,8 +146,14 @@ def on_starting(server):
     if os.environ.get(_SECRET_MADE):
         server.log.warning("SECRET_KEY is not set: using a random one until gunicorn stops "
                            "(dashboard sessions end with it). Set SECRET_KEY in production.")
+    _warn_of_a_short_grace(server)
     for warning in _WARNINGS:
         server.log.warning(warning)
+
+
+def on_reload(server):
+    """Warn again of a short graceful timeout: a reload reads instance/silk.cfg afresh."""
+    _warn_of_a_short_grace(server)
 
 
 def post_worker_init(worker):

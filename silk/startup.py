@@ -3,11 +3,14 @@ line, and warnings such as a provider without a key."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from flask import Flask
 
 from silk.config import ConfigError, load_config
+
+ANSWER_MARGIN = 60  # seconds to connect, read a JSON answer once it begins, and settle it
 
 
 def instance_path() -> str | None:
@@ -49,12 +52,23 @@ def _providers(model: dict) -> set:
     return {model.get("provider")}
 
 
-def report() -> tuple[str | None, list[str]]:
-    """(the line that stops the gateway, or None; the warnings to log)."""
+def longest_answer(config) -> int:
+    """Seconds a JSON request admitted just before its worker is told to stop may still run:
+    its provider may be silent until the answer's body begins for up to the larger of
+    SILK_UPSTREAM_READ_TIMEOUT and SILK_UPSTREAM_MAX_ANSWER_WAIT (silk.upstream.client's
+    first_byte_wait), plus ANSWER_MARGIN. A worker killed sooner loses an answer the
+    provider bills, and its hold is swept at the estimate."""
+    wait = max(float(config["SILK_UPSTREAM_READ_TIMEOUT"]),
+               float(config["SILK_UPSTREAM_MAX_ANSWER_WAIT"]))
+    return math.ceil(wait) + ANSWER_MARGIN
+
+
+def report() -> tuple[str | None, list[str], int]:
+    """(the line that stops the gateway, or None; the warnings to log; `longest_answer`)."""
     try:
         app = settings_only()
     except ConfigError as err:
-        return str(err), []
+        return str(err), [], 0
     except Exception as err:  # noqa: BLE001 - e.g. a syntax error in instance/silk.cfg
-        return f"SilkGateway cannot start: {type(err).__name__}: {err}", []
-    return None, provider_warnings(app.config)
+        return f"SilkGateway cannot start: {type(err).__name__}: {err}", [], 0
+    return None, provider_warnings(app.config), longest_answer(app.config)

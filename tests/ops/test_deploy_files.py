@@ -109,6 +109,46 @@ def test_gunicorn_conf_has_the_hooks_and_outlasts_nginx(gunicorn_conf):
     assert gunicorn_conf["keepalive"] > nginx_idle  # nginx closes idle connections, not us
 
 
+def test_a_stopping_worker_outlasts_the_longest_json_answer(tmp_path):
+    """A JSON answer may be silent for SILK_UPSTREAM_MAX_ANSWER_WAIT: a worker stopped or
+    reloaded meanwhile must be given that long and a margin, or the provider bills an answer
+    the client never gets and the hold is swept at its estimate."""
+    base = {"PATH": os.environ.get("PATH", ""), "SECRET_KEY": "x",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    default = load_gunicorn_conf(base)[0]["graceful_timeout"]
+    assert default >= Defaults.SILK_UPSTREAM_MAX_ANSWER_WAIT + 60
+    longer = load_gunicorn_conf({**base, "SILK_UPSTREAM_MAX_ANSWER_WAIT": "2400"})[0]
+    assert longer["graceful_timeout"] >= 2400 + 60
+    shorter = load_gunicorn_conf({**base, "SILK_UPSTREAM_MAX_ANSWER_WAIT": "60"})[0]
+    assert shorter["graceful_timeout"] == 900  # streams still get their 15 minutes
+
+
+def test_a_graceful_timeout_below_the_longest_answer_is_warned_of(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # on_starting clears it
+    settings = load_gunicorn_conf({"PATH": os.environ.get("PATH", ""), "SECRET_KEY": "x",
+                                   "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+                                   "SILK_GRACEFUL_TIMEOUT": "300"})[0]
+    assert settings["graceful_timeout"] == 300  # the operator's choice stands
+
+    class Log:
+        said: list[str] = []
+
+        def warning(self, line, *args):
+            self.said.append(line % args if args else line)
+
+    class Server:  # gunicorn's arbiter as on_starting sees it: its log and its settings
+        log = Log()
+        cfg = type("Cfg", (), {"graceful_timeout": 300})()
+
+    settings["on_starting"](Server())
+    assert any("SILK_GRACEFUL_TIMEOUT" in line and "1860" in line for line in Log.said), \
+        Log.said
+    Log.said.clear()
+    Server.cfg.graceful_timeout = 1860  # e.g. --graceful-timeout on the command line
+    settings["on_starting"](Server())
+    assert not any("SILK_GRACEFUL_TIMEOUT" in line for line in Log.said), Log.said
+
+
 def test_the_install_script_is_valid_bash():
     assert INSTALL.stat().st_mode & 0o111
     result = subprocess.run(["bash", "-n", str(INSTALL)], capture_output=True, text=True,

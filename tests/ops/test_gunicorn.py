@@ -206,3 +206,21 @@ def test_the_date_header_is_the_time_of_the_answer(sqlite_only, app, database_ur
             seen.append(stamp)
             time.sleep(1.1)
         assert seen[1] > seen[0]
+
+
+def test_a_graceful_timeout_too_short_for_a_json_answer_is_warned_of(sqlite_only, app,
+                                                                    database_url, gateway_env,
+                                                                    tmp_path):
+    """Stopped with this timeout, a worker waiting for a JSON answer would be killed first."""
+    log = tmp_path / "gunicorn.log"
+    env = {**gateway_env, "SILK_GRACEFUL_TIMEOUT": "5", "SILK_UPSTREAM_READ_TIMEOUT": "30",
+           "SILK_UPSTREAM_MAX_ANSWER_WAIT": "120"}
+    with Gateway(database_url, env, workers=1, log_path=log):
+        pass
+    text = log.read_text()
+    assert "SILK_GRACEFUL_TIMEOUT (--graceful-timeout) is 5 s, below the longest JSON " \
+           "answer's 180 s" in text, text
+    with Gateway(database_url, {**env, "SILK_GRACEFUL_TIMEOUT": "180"}, workers=1,
+                 log_path=log):
+        pass
+    assert "SILK_GRACEFUL_TIMEOUT" not in log.read_text()
