@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Iterable
 
 # Loopback and the private ranges: where Prometheus and the operator's hosts live.
@@ -60,12 +61,22 @@ def setting(config, name: str, default: str) -> str:
     return value if isinstance(value, str) else ",".join(value)
 
 
+def unix_peer(environ) -> bool:
+    """Whether the request came through a unix socket (gunicorn's `bind = unix:...`): its
+    peer is on this host and has no address, REMOTE_ADDR empty (or the client's path)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        return getattr(sock, "family", None) == socket.AF_UNIX
+    return not environ.get("REMOTE_ADDR")
+
+
 class TrustedProxies:
     """WSGI middleware: behind a trusted proxy, REMOTE_ADDR becomes the real client address.
 
-    Only a peer in the trusted list may speak for the client through X-Forwarded-For, and
-    the client is the rightmost address that is not itself a trusted proxy; so a client that
-    forges the header gains nothing, while a gateway reached directly sees its true peer.
+    Only a peer in the trusted list, or one on a unix socket (as local as loopback: nginx on
+    this host), may speak for the client through X-Forwarded-For, and the client is the
+    rightmost address that is not itself a trusted proxy; so a client that forges the header
+    gains nothing, while a gateway reached directly sees its true peer.
     """
 
     def __init__(self, app, trusted: tuple[Network, ...]):
@@ -75,7 +86,7 @@ class TrustedProxies:
     def __call__(self, environ, start_response):
         peer = environ.get("REMOTE_ADDR")
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded and address_in(peer, self.trusted):
+        if forwarded and (address_in(peer, self.trusted) or unix_peer(environ)):
             hops = [h.strip() for h in forwarded.split(",") if h.strip()]
             client = peer
             for hop in reversed(hops):

@@ -224,3 +224,48 @@ def test_a_graceful_timeout_too_short_for_a_json_answer_is_warned_of(sqlite_only
                  log_path=log):
         pass
     assert "SILK_GRACEFUL_TIMEOUT" not in log.read_text()
+
+
+def _over_unix(path, method: str, target: str, headers: dict, body: dict | None = None) -> int:
+    """One request to gunicorn's unix socket, as nginx sends it there; its status."""
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(10)
+            self.sock.connect(str(path))
+
+    connection = UnixConnection("localhost")
+    data = orjson.dumps(body) if body is not None else None
+    connection.request(method, target, body=data,
+                       headers={**headers, "Content-Type": "application/json"})
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_behind_a_unix_socket_each_client_is_limited_by_its_own_address(
+        sqlite_only, app, database_url, gateway_env, tmp_path):
+    """nginx on the same host may proxy to `bind = unix:...`: the peer has no address, and is
+    as local as loopback, so its X-Forwarded-For names the client. Read as no address, every
+    client shared one failed-key and sign-up count: one guesser locked everyone out."""
+    from tests.reliability.helpers import fresh_window
+
+    path = tmp_path / "silk.sock"
+    env = {**gateway_env, "SILK_AUTH_FAILURES_PER_MINUTE": "3", "SILK_REGISTRATION": "open",
+           "SILK_REGISTRATION_PER_HOUR": "1"}
+    guess = {"Authorization": "Bearer sk-wrong-but-plausible-key"}
+    attacker, bystander = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.4"}
+    with Gateway(database_url, env, workers=1, extra_args=("-b", f"unix:{path}")):
+        fresh_window(10)
+        guesses = [_over_unix(path, "GET", "/v1/balance", {**attacker, **guess})
+                   for _ in range(4)]
+        other = _over_unix(path, "GET", "/v1/balance", {**bystander, **guess})
+        fresh_window(5, window=3600)
+        signups = [_over_unix(path, "POST", "/v1/register", who, {"email": f"u{i}@example.com"})
+                   for i, who in enumerate((attacker, attacker, bystander))]
+    assert guesses == [401, 401, 401, 429]
+    assert other == 401  # its own first failure, not the guesser's block
+    assert signups == [201, 429, 201]

@@ -48,6 +48,34 @@ def test_trusted_proxies_pick_the_rightmost_untrusted_hop(peer, header, client):
     assert seen["addr"] == client
 
 
+@pytest.mark.parametrize("family, peer, client", [
+    ("unix", "", "203.0.113.7"),                    # nginx through gunicorn's unix socket
+    ("unix", "/run/nginx/client.sock", "203.0.113.7"),  # a peer bound to a path of its own
+    ("inet", "203.0.113.9", "203.0.113.9"),         # a TCP peer outside the list: ignored
+    (None, "", "203.0.113.7"),                      # another server's unix socket: no address
+    (None, None, "203.0.113.7"),
+])
+def test_a_unix_socket_peer_is_trusted_like_loopback(family, peer, client):
+    """A unix socket's peer is on this host: it speaks for the client as nginx on loopback."""
+    import socket
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen["addr"] = environ.get("REMOTE_ADDR")
+        return []
+
+    environ = {"HTTP_X_FORWARDED_FOR": "198.51.100.1, 203.0.113.7"}
+    if peer is not None:
+        environ["REMOTE_ADDR"] = peer
+    families = {"unix": socket.AF_UNIX, "inet": socket.AF_INET}
+    with socket.socket(families.get(family, socket.AF_INET), socket.SOCK_STREAM) as sock:
+        if family:
+            environ["gunicorn.socket"] = sock
+        TrustedProxies(app, parse_networks("127.0.0.1,::1"))(environ, None)
+    assert seen["addr"] == client
+
+
 @pytest.mark.parametrize("address, scope", [
     ("203.0.113.7", "203.0.113.7"),
     ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
