@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from silk.account.auth import Principal
 from silk.appctx import this_app, this_g
 from silk.catalog import catalogue
+from silk.chat.reasoning import HIDDEN
 from silk.chat.schemas import check_tools, drop_nulls, schema_for
 from silk.chat.translate import encode_completion, encode_stream, to_call
 from silk.relay import service as relay
@@ -71,5 +72,6 @@ def start(principal: Principal, raw: bytes,
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream,
                              client_wants_usage=chat.client_wants_usage,
-                             model=model.upstream, request_id=request_id)
-    return Answer(encode_completion(started), started.bill.cost_usd)
+                             model=model.upstream, request_id=request_id,
+                             withheld=chat.reasoning)
+    return Answer(encode_completion(started, chat.reasoning == HIDDEN), started.bill.cost_usd)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from silk.catalog.catalogue import Model, Provider
+from silk.chat import reasoning
 from silk.chat.errors import stream_error
 from silk.errors import InvalidRequest
 from silk.metering.meter import Bill
@@ -23,6 +24,10 @@ from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 from silk.relay.tokens import prompt_bound, prompt_estimate
 from silk.sse import DONE_EVENT, encode_comment, encode_data
 
+# What stands in for a chunk whose reasoning the client asked to hide and that carried
+# nothing else: a comment, which keeps the connection alive while the model thinks.
+_KEEPALIVE = encode_comment(b"keep-alive")
+
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
@@ -30,12 +35,20 @@ class ChatCall:
 
     call: Call
     client_wants_usage: bool  # stream_options.include_usage: one usage chunk at the end
+    # What the client asked of the reasoning the provider is now asked to show
+    # (silk.chat.reasoning: HIDDEN, HELD), or None.
+    reasoning: str | None = None
 
 
 def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
             image_allowance: int) -> ChatCall:
-    """Rewrite a validated chat request for the upstream and bound what it can cost."""
+    """Rewrite a validated chat request for the upstream and bound what it can cost.
+
+    Reasoning the client asks to hide is asked for in full (silk.chat.reasoning), so the
+    relay counts what the provider bills; the encoders keep it from the client.
+    """
     body = dict(request)
+    asked = reasoning.shown(body)
     limit = _client_limit(body, model)
     client_wants_usage = False
     if stream:
@@ -47,7 +60,7 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     call = Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                 prompt_estimate=estimate, max_output=max_output,
                 surface="chat")
-    return ChatCall(call, client_wants_usage)
+    return ChatCall(call, client_wants_usage, asked)
 
 
 def _client_limit(body: dict, model: Model) -> int:
@@ -90,25 +103,30 @@ def usage_object(bill: Bill, reported: dict | None) -> dict:
     return out
 
 
-def encode_completion(completion: Completion) -> dict:
+def encode_completion(completion: Completion, hidden: bool = False) -> dict:
     """The JSON answer: the provider's, with the usage billed (its own object when billed as
-    reported, else the counts billed) and its cost."""
+    reported, else the counts billed) and its cost; its reasoning left out if `hidden`."""
     data = completion.data
+    if hidden:
+        reasoning.hide_in_answer(data)
     data["usage"] = usage_object(completion.bill,
                                  data["usage"] if completion.counted else None)
     return data
 
 
 def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
-                  request_id: str, on_error: Callable[[], None] | None = None
-                  ) -> Generator[bytes, None, None]:
+                  request_id: str, on_error: Callable[[], None] | None = None,
+                  withheld: str | None = None) -> Generator[bytes, None, None]:
     """The relay's events as OpenAI server-sent events.
 
     Chunks pass as the provider's bytes, except that usage is taken out of them: the client
     gets it once, in a usage chunk at the end (if it asked) carrying the cost. `model` is the
-    upstream model named in that chunk if the provider named none. `on_error` is called if
+    upstream model named in that chunk if the provider named none. `withheld` is what the
+    client asked of the reasoning (silk.chat.reasoning), which is then taken out of the
+    chunks (a chunk left with nothing goes as a keep-alive comment). `on_error` is called if
     encoding fails (the relay then settles the request as the gateway's error).
     """
+    keep = reasoning.Withheld(withheld) if withheld else None
     stream_id: str | None = None
     upstream_model = ""
     first = True
@@ -125,9 +143,16 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                     first = False
                     upstream_model = str(data.get("model") or model)
                     stream_id = data["id"] if isinstance(data.get("id"), str) else None
+                payload = event.payload
+                if keep is not None and keep.chunk(data):
+                    rewritten = None if reasoning.quiet(data) else _written(data)
+                    if rewritten is None:
+                        yield _KEEPALIVE
+                        continue
+                    payload = rewritten
                 usage = data.get("usage")
                 if usage is None:
-                    yield encode_data(event.payload)
+                    yield encode_data(payload)
                     continue
                 if event.counted:
                     reported = dict(usage)
@@ -136,7 +161,7 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                     try:
                         yield encode_data(orjson.dumps(data))
                     except orjson.JSONEncodeError:  # nested past what orjson writes: as it came
-                        yield encode_data(event.payload)
+                        yield encode_data(payload)
                 elif event.counted:
                     usage_chunk = data
             elif type(event) is Flush:
@@ -158,6 +183,15 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
         if on_error is not None:
             on_error()
         raise
+
+
+def _written(data: dict) -> bytes | None:
+    """A chunk written again; None if it nests past what orjson writes (it came with the
+    reasoning the client asked to hide, so it is not sent as it came)."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _usage_chunk(bill: Bill, ours: dict, theirs: dict | None, reported: dict | None) -> bytes:

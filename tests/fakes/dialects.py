@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-PROVIDERS = ("deepseek", "ark", "mimo")
+PROVIDERS = ("deepseek", "ark", "mimo", "compat")  # compat: in DeepSeek's error shape
 
 
 def mask_key(key: str | None) -> str:

@@ -27,7 +27,8 @@ from .upstream import (
 )
 
 PROVIDERS = ("deepseek", "ark", "mimo")
-GOOD = {"deepseek": "sk-ds-good", "ark": "ark-good", "mimo": "mimo-good"}
+GOOD = {"deepseek": "sk-ds-good", "ark": "ark-good", "mimo": "mimo-good",
+        "compat": "compat-good"}
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Say hello please"}]
 
@@ -660,3 +661,34 @@ def test_two_hundred_concurrent_streams(fake):
     assert all(results)
     assert len(fake.requests) == 200
     assert elapsed < 5, f"streams were not served concurrently ({elapsed:.1f}s)"
+
+
+# ----------------------------------------------------------------- an operator's provider
+
+
+@pytest.mark.parametrize(("extra", "shown"), [
+    ({}, ["t0", " t1", " t2"]),
+    ({"reasoning": {"exclude": True}}, []), ({"include_reasoning": False}, []),
+    ({"reasoning_format": "hidden"}, []), ({"stream_reasoning": False}, ["t0 t1 t2"])])
+def test_compat_keeps_the_reasoning_back_as_asked_and_bills_it(fake, extra, shown):
+    """OpenRouter's, vLLM's, Groq's and SGLang's options: the reasoning is left out or sent
+    whole at its end, and billed all the same."""
+    ask = body("think [[fake: reasoning_pieces=3 pieces=2]]", model="up-reasoner",
+               stream=True, stream_options={"include_usage": True}, **extra)
+    events, _, done, _ = read_sse(post(fake, "compat", ask, stream=True))
+    assert done
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert [d["reasoning"] for d in deltas if "reasoning" in d] == shown
+    assert "".join(d.get("content") or "" for d in deltas) == "w0 w1"
+    assert events[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
+    message = post(fake, "compat", {**ask, "stream": False}).json()["choices"][0]["message"]
+    assert message.get("reasoning") == ("t0 t1 t2" if shown else None)
+
+
+def test_compat_counts_reasoning_kept_back_toward_a_cut(fake):
+    """A cut comes after the same generation whether the reasoning was sent or not."""
+    ask = body("think [[fake: reasoning_pieces=9 pieces=2 cut_after=4]]", model="up-reasoner",
+               stream=True, reasoning={"exclude": True})
+    events, _, done, _ = read_sse(post(fake, "compat", ask, stream=True))
+    assert not done
+    assert len(events) == 1  # the role chunk; three reasoning pieces made, kept back

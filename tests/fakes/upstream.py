@@ -18,6 +18,8 @@ Providers and paths (the gateway appends ``/chat/completions`` to the base URL):
 * ``deepseek`` -> ``http://127.0.0.1:PORT/deepseek`` (``/deepseek/v1/...`` works too)
 * ``ark``      -> ``http://127.0.0.1:PORT/ark/api/v3``
 * ``mimo``     -> ``http://127.0.0.1:PORT/mimo/v1``
+* ``compat``   -> ``http://127.0.0.1:PORT/compat/v1``: an OpenAI-compatible server an operator
+  adds (OpenRouter, vLLM, Groq, SGLang), in DeepSeek's shape but for what follows
 
 Token accounting is deterministic so tests can compute the exact bill:
 
@@ -37,6 +39,16 @@ Token accounting is deterministic so tests can compute the exact bill:
   ``max_completion_tokens`` for both, or if that is absent ``max_tokens`` for the answer
   only (reasoning unbounded). A field the provider does not read is ignored. Reasoning comes
   first; what does not fit is not produced, and the finish reason is then ``length``.
+
+The ``compat`` provider obeys ``max_tokens`` for reasoning plus answer, sends its reasoning
+in ``delta.reasoning`` (``reasoning_field`` still chooses), and honours the request fields by
+which such servers keep the reasoning they bill out of the answer (:func:`reasoning_shown`):
+OpenRouter's ``reasoning.exclude: true`` and its, vLLM's and Groq's ``include_reasoning:
+false``, Groq's and Cerebras' ``reasoning_format: "hidden"`` send no reasoning at all;
+SGLang's ``stream_reasoning: false`` holds a stream's reasoning back and sends it whole in
+one chunk once it ends. The usage counts the reasoning either way, as those servers bill it,
+and a piece kept back counts toward ``cut_after`` as an event made (and waits ``chunk_delay``
+as one), so a cut comes after the same generation whether the reasoning was sent or not.
 
 Fault options (see :data:`OPTION_TYPES`) come from four layers, later ones winning: constructor
 defaults < :meth:`FakeUpstream.behave` < one queued entry (per key if one is queued for the
@@ -126,18 +138,21 @@ from . import anthropic
 from .anthropic import ANTHROPIC_BASE_PATHS, ANTHROPIC_PATHS
 from .dialects import PROVIDERS, error_body, mask_key
 
-DEFAULT_KEYS = {"deepseek": ["sk-ds-good"], "ark": ["ark-good"], "mimo": ["mimo-good"]}
+DEFAULT_KEYS = {"deepseek": ["sk-ds-good"], "ark": ["ark-good"], "mimo": ["mimo-good"],
+                "compat": ["compat-good"]}
 DEFAULT_REPLY = "Hello from the fake upstream ."
 DEFAULT_REASONING = "Let me think ."
 
 # Path prefix of each provider's base URL, relative to the server root.
-BASE_PATHS = {"deepseek": "/deepseek", "ark": "/ark/api/v3", "mimo": "/mimo/v1"}
+BASE_PATHS = {"deepseek": "/deepseek", "ark": "/ark/api/v3", "mimo": "/mimo/v1",
+              "compat": "/compat/v1"}
 # Every path that is a chat-completions endpoint, mapped to its provider.
 CHAT_PATHS = {
     "/deepseek/chat/completions": "deepseek",
     "/deepseek/v1/chat/completions": "deepseek",
     "/ark/api/v3/chat/completions": "ark",
     "/mimo/v1/chat/completions": "mimo",
+    "/compat/v1/chat/completions": "compat",
 }
 HEALTH_PATH = "/_fake/health"
 
@@ -363,6 +378,19 @@ def wants_reasoning(body: Mapping[str, Any]) -> bool:
     return "reasoner" in str(body.get("model", ""))
 
 
+def reasoning_shown(body: Mapping[str, Any]) -> str:
+    """How the ``compat`` provider shows the reasoning it bills: ``streamed`` as it is made,
+    ``held`` until it ends (SGLang's ``stream_reasoning: false``), or ``excluded`` from the
+    answer (OpenRouter's ``reasoning.exclude``, ``include_reasoning: false``, Groq's
+    ``reasoning_format: "hidden"``)."""
+    reasoning = body.get("reasoning")
+    if (isinstance(reasoning, dict) and reasoning.get("exclude") is True
+            or body.get("include_reasoning") is False
+            or body.get("reasoning_format") == "hidden"):
+        return "excluded"
+    return "held" if body.get("stream_reasoning") is False else "streamed"
+
+
 def _limit(body: Mapping[str, Any], name: str) -> int | None:
     value = body.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -375,7 +403,7 @@ def output_limits(provider: str, body: Mapping[str, Any]) -> tuple[int | None, i
     ``max_completion_tokens`` for both when set (``max_tokens`` is then ignored), else
     ``max_tokens`` for the answer only. A field the provider does not read is ignored.
     """
-    if provider == "deepseek":
+    if provider in ("deepseek", "compat"):
         return _limit(body, "max_tokens"), None
     if provider == "mimo":
         return _limit(body, "max_completion_tokens"), None
@@ -647,7 +675,8 @@ class _Handler(BaseHTTPRequestHandler):
         meta = {"id": "chatcmpl-" + rid.removeprefix("fakereq-"), "created": int(time.time()),
                 "model": body["model"],
                 "finish": opts.get("finish_reason") or ("tool_calls" if tools else finish),
-                "tools": tools}
+                "tools": tools,
+                "shown": reasoning_shown(body) if provider == "compat" else "streamed"}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -676,8 +705,9 @@ class _Handler(BaseHTTPRequestHandler):
             message["content"] = None
             message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
                 "name": tool["name"], "arguments": tool["arguments"]}} for tool in meta["tools"]]
-        if reasoning:
-            message["reasoning_content"] = "".join(reasoning)
+        if reasoning and meta["shown"] != "excluded":
+            field = "reasoning" if provider == "compat" else "reasoning_content"
+            message[field] = "".join(reasoning)
         if opts.get("message_json"):
             message.update(json.loads(opts["message_json"]))
         doc: dict[str, Any] = {
@@ -743,18 +773,22 @@ class _Handler(BaseHTTPRequestHandler):
                 doc["usage"] = None
             return doc
 
-        def events() -> Iterator[dict]:
+        def events() -> Iterator[dict | None]:
             yield chunk({"role": "assistant", "content": ""})
             if early is not None:
                 first = chunk({})
                 first["choices"] = []
                 first["usage"] = early
                 yield first
-            field = opts.get("reasoning_field", "reasoning_content")
+            field = opts.get("reasoning_field",
+                             "reasoning" if provider == "compat" else "reasoning_content")
             fields = ("reasoning_content", "reasoning") if field == "both" else (field,)
             for piece in reasoning:
                 counts[0] += 1
-                yield chunk(dict.fromkeys(fields, piece))
+                # made and billed; kept back (None) unless the reasoning is streamed
+                yield chunk(dict.fromkeys(fields, piece)) if meta["shown"] == "streamed" else None
+            if reasoning and meta["shown"] == "held":  # whole, once it ended
+                yield chunk(dict.fromkeys(fields, "".join(reasoning)))
             for piece in content:
                 counts[1] += 1
                 piece_chunk = chunk({"content": piece})
@@ -789,8 +823,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.phase = "stream"
         cut_after = opts.get("cut_after")
         chunk_delay = opts.get("chunk_delay", 0)
+        kept = 0  # reasoning pieces made but kept back (compat): they count toward a cut
         for index, event in enumerate(events()):
-            if cut_after is not None and self.chunks_sent >= cut_after:
+            if cut_after is not None and self.chunks_sent + kept >= cut_after:
                 break
             if index and chunk_delay and index % self.together == 0:
                 self._wait(chunk_delay)
@@ -804,6 +839,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if index == 1 and opts.get("long_line"):
                 self._long_line(opts["long_line"])
+            if event is None:
+                kept += 1
+                continue
             self._event(("data: " + json.dumps(event) + "\n\n").encode())
         if cut_after is not None:
             self.record.outcome = "cut"

@@ -1,0 +1,120 @@
+"""Reasoning a client asks to hide: asked of the provider in full, withheld by the gateway.
+
+A chat request's fields pass through, and an OpenAI-compatible server an operator adds may
+take one that leaves the reasoning it bills out of its answer (OpenRouter's
+`reasoning.exclude`; OpenRouter's, vLLM's and Groq's `include_reasoning: false`; Groq's and
+Cerebras' `reasoning_format: "hidden"`) or holds it back until it ends (SGLang's
+`stream_reasoning: false`). A stream cut while the model thinks would then bill none of
+what the provider bills. The provider is sent the request with its reasoning shown, which
+the relay counts as it arrives, and the gateway keeps from the client what it asked to hide.
+"""
+
+from __future__ import annotations
+
+# What the client asked of the reasoning: left out of the answer, or held until it ends.
+HIDDEN = "hidden"
+HELD = "held"
+# The fields a provider sends its reasoning in (vLLM's and OpenRouter's, DeepSeek's, and
+# OpenRouter's structured details).
+FIELDS = ("reasoning", "reasoning_content", "reasoning_details")
+
+
+def shown(body: dict) -> str | None:
+    """Rewrite a chat body in place so the provider shows its reasoning as it makes it;
+    return what the client asked instead (HIDDEN, HELD) or None.
+
+    `reasoning.exclude` is sent false and `reasoning_format: "hidden"` as `"parsed"` (the
+    reasoning in its own field); `include_reasoning` and `stream_reasoning` other than true
+    are not sent, as the servers that read them show the reasoning as it comes by default
+    (left out, neither can switch thinking on where the gateway switched it off).
+    """
+    asked = None
+    if "stream_reasoning" in body and body["stream_reasoning"] is not True:
+        del body["stream_reasoning"]
+        asked = HELD
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("exclude", False) is not False:
+        body["reasoning"] = {**reasoning, "exclude": False}
+        asked = HIDDEN
+    if "include_reasoning" in body and body["include_reasoning"] is not True:
+        del body["include_reasoning"]
+        asked = HIDDEN
+    form = body.get("reasoning_format")
+    if isinstance(form, str) and form.lower() == "hidden":
+        body["reasoning_format"] = "parsed"
+        asked = HIDDEN
+    return asked
+
+
+def hide_in_answer(data: dict) -> None:
+    """Take the reasoning out of a JSON answer's messages, in place."""
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            for name in FIELDS:
+                message.pop(name, None)
+
+
+class Withheld:
+    """The reasoning of a stream's chunks kept from the client: left out (HIDDEN), or held
+    until its choice's reasoning ends and sent with the delta that follows it (HELD)."""
+
+    __slots__ = ("_keep", "_held")
+
+    def __init__(self, asked: str):
+        self._keep = asked == HELD
+        self._held: dict = {}  # choice index -> the reasoning fields held, joined
+
+    def chunk(self, data: dict) -> bool:
+        """Take the reasoning out of a chunk's deltas, in place, giving back what is held
+        once its choice carries anything else; True if the chunk changed."""
+        changed = False
+        choices = data.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            index = choice.get("index", 0)
+            for name in FIELDS:
+                value = delta.get(name)
+                if value is not None:
+                    del delta[name]
+                    changed = True
+                    if self._keep:
+                        self._hold(index, name, value)
+            if self._keep and self._held and index in self._held and (
+                    _speaks(delta) or choice.get("finish_reason") is not None):
+                delta.update(self._held.pop(index))
+                changed = True
+        return changed
+
+    def _hold(self, index, name: str, value) -> None:
+        """Add a piece to what is held of a choice's field: text joined, details listed."""
+        held = self._held.setdefault(index, {})
+        before = held.get(name)
+        joins = type(before) is type(value) and isinstance(value, str | list)
+        held[name] = before + value if joins else value
+
+
+def _speaks(delta: dict) -> bool:
+    """Whether a delta carries anything of the answer but its role."""
+    return any(value for name, value in delta.items() if name != "role")
+
+
+def quiet(data: dict) -> bool:
+    """Whether a chunk, its reasoning taken out, has nothing left for a client: no usage,
+    and no choice with a delta that speaks, a finish reason or log probabilities."""
+    if data.get("usage") is not None:
+        return False
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None or (
+                choice.get("logprobs") is not None):
+            return False
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or any(delta.values()):
+            return False
+    return True
