@@ -150,6 +150,40 @@ def test_a_webhook_tries_the_next_checked_address_when_one_refuses(monkeypatch):
         assert internal.deliveries == []
 
 
+def test_a_webhook_that_redirects_inward_is_not_followed(monkeypatch):
+    """A checked public receiver that answers 307 to a loopback address: the redirect is a
+    failed delivery (retried later), never a POST to the address it names."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from silk.alerts.delivery import Undelivered, post_webhook
+
+    with Receiver("whsec_test", host="127.0.0.1") as internal:
+        class Redirect(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(307)
+                self.send_header("Location", f"http://127.0.0.1:{internal.port}/hook")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.2", 0), Redirect)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            _rebinding_dns(monkeypatch, {"first": ["93.184.216.34"],
+                                         "93.184.216.34": ["127.0.0.2"]})
+            body = json.dumps({"id": "evt_redirect"}).encode()
+            with pytest.raises(Undelivered, match="307"):
+                post_webhook(f"http://hooks.example:{server.server_port}/hook", "whsec_test",
+                             body, "evt_redirect", allow_private=False, timeout=5)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert internal.deliveries == []
+
+
 @pytest.mark.parametrize("app_config", [ALLOW_LOOPBACK])
 def test_webhook_retries_with_backoff_until_delivered(app, client, accounts, clock):
     acct = accounts.make()

@@ -22,6 +22,25 @@ def test_ipv6_forms_of_inward_ipv4_addresses_are_refused(client, accounts, url):
     assert answer.json["error"]["param"] == "webhook_url"
 
 
+@pytest.mark.parametrize("url", [
+    "http://2130706433/hook",               # 127.0.0.1 as one decimal number
+    "http://0177.0.0.1/hook",               # octal
+    "http://0x7f000001/hook",               # hexadecimal
+    "http://127.1/hook",                    # the short form
+    "http://0/hook",                        # 0.0.0.0, which reaches this host
+    "http://[::ffff:127.0.0.1]/hook",       # IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/latest",     # IPv4-mapped 169.254.169.254 (cloud metadata)
+    "http://169.254.169.254:80/latest",
+    "http://[fd00:ec2::254]/latest",        # AWS's IPv6 metadata address
+])
+def test_other_spellings_of_inward_ipv4_addresses_are_refused(client, accounts, url):
+    """The C resolver reads these as the inward address they spell; so does the check."""
+    acct = accounts.make()
+    answer = client.put("/v1/account/alerts", json={"webhook_url": url}, headers=acct.headers)
+    assert answer.status_code == 400, (url, answer.json)
+    assert answer.json["error"]["param"] == "webhook_url"
+
+
 @pytest.mark.parametrize("url", ["http://[::1", "https://[", "http://[::1/hook"])
 def test_urls_python_cannot_split_are_400s(client, accounts, url):
     acct = accounts.make()
