@@ -25,20 +25,31 @@ TOOLS_OVERHEAD = 512
 def template_overhead(tools: object) -> int:
     """Tokens a provider's template may add to a prompt besides its messages and schemas."""
     return TEMPLATE_OVERHEAD + (TOOLS_OVERHEAD if tools else 0)
-PROMPT_FIELDS = ("messages", "tools", "functions", "response_format", "tool_choice")
+
+
+# Chat-completions fields whose values no model reads as prompt: the limits, sampling and
+# streaming options, switches and labels. Every other field may be: messages, tools and
+# schemas, and any provider extra a client passes through (vLLM renders `documents` into
+# its chat template), so each of those counts in the bound and the estimate.
+NOT_PROMPT = frozenset(("model", "stream", "stream_options", "max_tokens",
+                        "max_completion_tokens", "n", "temperature", "top_p",
+                        "presence_penalty", "frequency_penalty", "seed", "stop", "logprobs",
+                        "top_logprobs", "user", "reasoning_effort", "thinking",
+                        "parallel_tool_calls"))
 
 
 def prompt_bound(body: dict, image_allowance: int) -> int:
     """An upper bound on prompt tokens: every byte a token, plus template and image allowances.
 
     A BPE token covers at least one byte of UTF-8, so the byte count of everything the
-    model reads bounds the real count; images are priced by the provider, hence the allowance.
+    model may read (every field but NOT_PROMPT's) bounds the real count; images are priced
+    by the provider, hence the allowance.
     """
     size = 0
     images = 0
-    for name in PROMPT_FIELDS:
-        if name in body:
-            size += len(orjson.dumps(body[name]))
+    for name, value in body.items():
+        if name not in NOT_PROMPT:
+            size += len(orjson.dumps(value))
     for message in body.get("messages", ()):
         content = message.get("content")
         if isinstance(content, list):
@@ -103,26 +114,22 @@ def image_estimate(image, allowance: int) -> int:
     return min(allowance, -(-width * height // IMAGE_PATCH_PIXELS))
 
 
-# Prompt fields besides `messages` that the model reads, as the provider renders them.
-_SCHEMA_FIELDS = ("tools", "functions", "response_format", "tool_choice")
-
-
 def prompt_estimate(body: dict, bound: int | None = None, *, image_allowance: int) -> int:
     """A best guess (not a bound) of prompt tokens, for billing a stream cut before usage came.
 
     It reads everything the upstream sends the model: every message's text, images, name,
-    tool calls and reasoning, and the tool and format schemas; a part it cannot size (an
-    image by URL, audio) at the `image_allowance` the hold took for it; never more than
-    `bound` when given.
+    tool calls and reasoning, the tool and format schemas and any other field a model may
+    read (every one but NOT_PROMPT's, as its JSON); a part it cannot size (an image by URL,
+    audio) at the `image_allowance` the hold took for it; never more than `bound` when given.
     """
     total = 0
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             total += PER_MESSAGE_OVERHEAD // 2 + _message_estimate(message, image_allowance)
-    for name in _SCHEMA_FIELDS:
-        if body.get(name) is not None:
-            total += _json_estimate(body[name])
+    for name, value in body.items():
+        if name != "messages" and name not in NOT_PROMPT:
+            total += _json_estimate(value)
     return total if bound is None else min(total, bound)
 
 

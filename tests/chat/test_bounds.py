@@ -232,3 +232,24 @@ def test_thinking_is_switched_off_where_nothing_bounds_it(answer_only_ark, app, 
     sent = upstream.requests[-1].body
     assert sent["thinking"] == {"type": "disabled"} and "reasoning_effort" not in sent
     assert sent["max_tokens"] == 1 and "max_completion_tokens" not in sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_passed_through_field_a_provider_reads_as_prompt_is_in_the_hold(
+        app, client, accounts, upstream, stream):
+    """A provider extra passes through, and a provider may render it into its prompt
+    (vLLM's `documents` for RAG chat templates): the hold's prompt bound counts it, so the
+    provider's count of it is charged, not capped and written off."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    document = " ".join(f"w{i}" for i in range(2000))
+    msgs = messages("summarise the document")
+    prompt = prompt_tokens(msgs) + 2000  # the provider's count, the document's words too
+    usage = orjson.dumps({"prompt_tokens": prompt}).decode()
+    msgs = messages("summarise the document", f"pieces=5 usage_json='{usage}'")
+    response = _post(client, acct, {
+        "model": "deepseek-chat", "messages": msgs, "max_tokens": 50, "stream": stream,
+        "documents": [{"title": "notes", "text": document}]})
+    assert response.status_code == 200
+    assert upstream.requests[-1].body["documents"][0]["text"] == document
+    _charged_exactly(app, accounts, acct, "deepseek-chat", Usage(prompt, 5))

@@ -38,10 +38,16 @@ def test_each_field_the_model_reads_is_counted():
             "name": "s", "schema": {"description": TEXT}}}},
         "tool_choice": {**_base(), "tool_choice": {"type": "function",
                                                    "function": {"name": TEXT}}},
+        "a provider extra": {**_base(), "documents": [{"title": "t", "text": TEXT}]},
     }
     for field, body in heavy.items():
         extra = prompt_estimate(body, image_allowance=0) - base
         assert 400 <= extra <= 700, (field, extra)
+    # Sampling, limits and switches are no prompt: neither estimated nor bound.
+    options = {**_base(), "temperature": 0.5, "max_tokens": 10, "stop": [TEXT], "user": TEXT,
+               "thinking": {"type": "enabled"}, "n": 2, "stream": True}
+    assert prompt_estimate(options, image_allowance=0) == base
+    assert prompt_bound(options, 0) == prompt_bound(_base(), 0)
 
 
 def test_cjk_counts_a_token_a_character_and_odd_shapes_do_not_raise():
