@@ -28,14 +28,17 @@ def template_overhead(tools: object) -> int:
 
 
 # Chat-completions fields whose values no model reads as prompt: the limits, sampling and
-# streaming options, switches and labels. Every other field may be: messages, tools and
-# schemas, and any provider extra a client passes through (vLLM renders `documents` into
-# its chat template), so each of those counts in the bound and the estimate.
-NOT_PROMPT = frozenset(("model", "stream", "stream_options", "max_tokens",
-                        "max_completion_tokens", "n", "temperature", "top_p",
-                        "presence_penalty", "frequency_penalty", "seed", "stop", "logprobs",
-                        "top_logprobs", "user", "reasoning_effort", "thinking",
-                        "parallel_tool_calls"))
+# streaming options (OpenAI's and the common open-model servers'), switches and labels.
+# Every other field may be: messages, tools and schemas, and any provider extra a client
+# passes through (vLLM renders `documents` into its chat template), so each of those counts
+# in the bound and the estimate. A `logit_bias` of 300 entries would otherwise add about a
+# thousand tokens to the estimate a stream cut before its usage is billed at.
+NOT_PROMPT = frozenset((
+    "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n",
+    "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "logit_bias", "seed", "stop", "logprobs", "top_logprobs",
+    "user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
+    "verbosity", "reasoning_effort", "thinking", "parallel_tool_calls"))
 
 
 def prompt_bound(body: dict, image_allowance: int) -> int:

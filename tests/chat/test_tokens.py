@@ -45,7 +45,10 @@ def test_each_field_the_model_reads_is_counted():
         assert 400 <= extra <= 700, (field, extra)
     # Sampling, limits and switches are no prompt: neither estimated nor bound.
     options = {**_base(), "temperature": 0.5, "max_tokens": 10, "stop": [TEXT], "user": TEXT,
-               "thinking": {"type": "enabled"}, "n": 2, "stream": True}
+               "thinking": {"type": "enabled"}, "n": 2, "stream": True,
+               "logit_bias": {str(token): -100 for token in range(300)},
+               "metadata": {f"k{i}": "v" * 512 for i in range(16)}, "top_k": 40,
+               "prompt_cache_key": TEXT[:64], "service_tier": "auto"}
     assert prompt_estimate(options, image_allowance=0) == base
     assert prompt_bound(options, 0) == prompt_bound(_base(), 0)
 
