@@ -354,14 +354,15 @@ class Builder:
                 "failed": "response.failed"}[status]
         return final, lambda: closing + self._event(kind, response=final)
 
-    def failed(self, message: str, bill: Bill) -> bytes:
-        """The events that end a broken stream: the waiting items (see the module docstring),
-        then the error, stating what was charged."""
+    def failed(self, message: str, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
+        """The failed Response of a broken stream, and the events that end it: the waiting
+        items (see the module docstring), then the error, stating what was charged (made
+        when called, as done's are)."""
         self._status = "incomplete"
-        out = self._release(ending=True)
+        closing = self._release(ending=True)
         error = {"code": "server_error", "message": message + bill.charge_note()}
         final = self.response("failed", usage_object(bill), error)
-        return out + self._event("response.failed", response=final)
+        return final, lambda: closing + self._event("response.failed", response=final)
 
 
 _LOOSE = 32  # an open item's deltas joined into one string when they are this many

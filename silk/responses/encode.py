@@ -5,8 +5,9 @@ with the first events the provider's answer makes (or its first keep-alive): lik
 surface, a Responses stream sends nothing before the provider does, and a burst of streams
 costs one write a stream fewer while its requests wait for their first tokens.
 
-The finished Response is handed to `on_done` before the stream's last event goes out, so a
-client that continues from it at once (previous_response_id) finds it stored.
+The finished Response, or the failed one of a stream the upstream broke, is handed to
+`on_done` before the stream's last event goes out, so a client that continues from it at
+once (previous_response_id) finds it stored.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ def _typed(events: Iterable, builder: Builder, on_done: Callable[[dict], None] |
             yield b""
         elif type(event) is Comment:
             yield encode_comment(event.text)
-        elif type(event) is Done:
-            final, closing = builder.done(event.bill)
+        elif type(event) in (Done, Failed):
+            if type(event) is Done:
+                final, closing = builder.done(event.bill)
+            else:
+                final, closing = builder.failed(event.message, event.bill)
             if on_done is not None:
                 on_done(final)
             yield closing()
-        elif type(event) is Failed:
-            yield builder.failed(event.message, event.bill)
 
 
 def encode_completion(completion: Completion, builder: Builder) -> dict:

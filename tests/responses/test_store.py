@@ -7,12 +7,14 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from openai.types.responses import Response
 from sqlalchemy import func, select, text
 
 from silk.database import set_clock, system_utcnow
 from silk.extensions import db
 from silk.responses.models import StoredResponse
 from silk.responses.store import expire
+from tests.chat.helpers import set_quota_left
 from tests.fakes.upstream import count_prompt_tokens
 from tests.responses.helpers import post, typed_events
 from tests.support.durability import committed_lightly, statements
@@ -326,3 +328,73 @@ def test_a_chain_is_read_back_at_most_max_chain_responses(client, accounts, upst
         made = _create(client, acct, input=word, previous_response_id=made["id"]).json
     _create(client, acct, input="four", previous_response_id=made["id"])
     assert _carried(upstream) == ["two", "three", "four"]
+
+
+@pytest.mark.parametrize("fault", ["pieces=10 cut_after=4", 'stream_error="overloaded"'])
+def test_a_stream_the_upstream_broke_is_stored_failed_and_continued(app, client, accounts,
+                                                                    upstream, fault):
+    """A stream the provider cut or failed mid-answer ends with response.failed; that
+    Response is kept as sent (status, error, output so far, usage billed), as OpenAI keeps
+    every response it creates, and a next one continues from it."""
+    _broken_is_kept(app, client, accounts, upstream, fault)
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_UPSTREAM_READ_TIMEOUT": 0.5}])
+def test_a_stream_the_upstream_let_fall_silent_is_stored_failed(app, client, accounts,
+                                                                upstream):
+    _broken_is_kept(app, client, accounts, upstream, "pieces=10 stall_after=4")
+
+
+def _broken_is_kept(app, client, accounts, upstream, fault: str) -> None:
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = _create(client, acct, input=f"tell me [[fake: {fault}]]", stream=True)
+    final = typed_events(response.data)[-1]
+    assert final["type"] == "response.failed"
+    sent = final["response"]
+    got = client.get(f"/v1/responses/{sent['id']}", headers=acct.headers)
+    assert got.status_code == 200, got.json
+    kept = got.json
+    Response.model_validate(kept)
+    assert kept == {**sent, "usage": kept["usage"]}
+    assert kept["status"] == "failed" and kept["error"]["code"] == "server_error"
+    assert kept["usage"]["cost"] == pytest.approx(float(sent["usage"]["cost"]))
+    [record] = accounts.usage_records(acct.id)
+    assert record.status in ("cut", "timeout", "upstream_error") and record.cost_units > 0
+    assert kept["usage"]["input_tokens"] == record.prompt_tokens
+    assert kept["usage"]["output_tokens"] == record.completion_tokens
+    assert _kept(app) == 1
+    _create(client, acct, input="go on", previous_response_id=sent["id"])
+    messages = upstream.requests[-1].body["messages"]
+    delivered = "".join(part["text"] for item in sent["output"]
+                        for part in item.get("content", []))
+    assert [m["role"] for m in messages] == (
+        ["user", "assistant", "user"] if delivered else ["user", "user"])
+    if delivered:
+        assert messages[1]["content"] == delivered
+    assert messages[-1]["content"] == "go on"
+    assert accounts.audit() == []
+
+
+def test_a_broken_stream_with_store_false_keeps_nothing(app, client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = _create(client, acct, input="x [[fake: pieces=10 cut_after=4]]", stream=True,
+                       store=False)
+    assert typed_events(response.data)[-1]["type"] == "response.failed"
+    assert _kept(app) == 0
+
+
+def test_a_json_request_the_upstream_fails_after_the_hold_creates_no_response(
+        app, client, accounts, upstream):
+    """Without a stream no Response reaches the client when the provider fails (a half
+    body, an error status): the answer is the 502 error alone, as OpenAI answers a request
+    that fails, so there is no id to read or continue, nothing is kept and nothing charged."""
+    acct = accounts.make(credit="1")
+    for fault in ("pieces=10 cut_after=4", "status=500"):
+        response = post(client, acct, {"model": "deepseek-chat",
+                                       "input": f"x [[fake: {fault}]]"})
+        assert response.status_code == 502
+        assert set(response.json) == {"error"}
+    assert _kept(app) == 0
+    assert accounts.balance_units(acct.id) == 10**9
+    assert accounts.audit() == []
