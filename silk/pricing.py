@@ -58,6 +58,10 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     cache_hit_tokens: int = 0
+    # Of the prompt, those the provider wrote to its cache (Anthropic's
+    # cache_creation_input_tokens): priced as input, as the catalogue has no price for a
+    # write; counted apart only to be told back in the dialect that names them.
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -47,10 +47,12 @@ def usage_object(bill: Bill, reported: dict | None = None) -> dict:
     if reported is not None and bill.as_reported:
         return {**reported, "cost": cost}
     usage = bill.usage or Usage(0, 0)
-    out = {"input_tokens": usage.prompt_tokens - usage.cache_hit_tokens,
+    # Anthropic's input_tokens leaves out cache reads and writes (both billed as prompt).
+    out = {"input_tokens": (usage.prompt_tokens - usage.cache_hit_tokens
+                            - usage.cache_write_tokens),
            "output_tokens": usage.completion_tokens,
            "cache_read_input_tokens": usage.cache_hit_tokens,
-           "cache_creation_input_tokens": 0, "cost": cost}
+           "cache_creation_input_tokens": usage.cache_write_tokens, "cost": cost}
     if bill.estimated:
         out["estimated"] = True
     return out

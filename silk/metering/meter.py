@@ -63,13 +63,14 @@ class Bill:
 
 
 def _largest(before: Usage, now: Usage) -> Usage:
-    """Each count at the larger of two reports; the prompt split into cache hits as the
-    report with the larger prompt count (the later of equals) splits it, since a hit is a
-    discount: the larger of two splits would take back what the later count charged."""
+    """Each count at the larger of two reports; the prompt split into cache hits (and
+    writes) as the report with the larger prompt count (the later of equals) splits it,
+    since a hit is a discount: the larger of two splits would take back what the later
+    count charged."""
     split = now if now.prompt_tokens >= before.prompt_tokens else before
     return Usage(split.prompt_tokens,
                  max(before.completion_tokens, now.completion_tokens),
-                 split.cache_hit_tokens)
+                 split.cache_hit_tokens, split.cache_write_tokens)
 
 
 class Meter:
@@ -184,7 +185,8 @@ class Meter:
             # The output is the gateway's estimate; the prompt is the provider's count if
             # it came, else the estimate too.
             prompt = self.prompt_counted
-            usage = (Usage(prompt.prompt_tokens, self.delivered_tokens, prompt.cache_hit_tokens)
+            usage = (Usage(prompt.prompt_tokens, self.delivered_tokens, prompt.cache_hit_tokens,
+                           prompt.cache_write_tokens)
                      if prompt is not None
                      else Usage(self.hold.prompt_estimate, self.delivered_tokens))
             estimated = True
@@ -193,7 +195,7 @@ class Meter:
             # count followed by more text): its estimate is added to the count.
             uncounted = self.delivered_tokens - self.counted_through
             usage = Usage(usage.prompt_tokens, usage.completion_tokens + uncounted,
-                          usage.cache_hit_tokens)
+                          usage.cache_hit_tokens, usage.cache_write_tokens)
             estimated = True
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated

@@ -181,7 +181,7 @@ class Decision:
         """The tokens billed (capped at the hold's bounds)."""
         values = self.values
         return Usage(values["prompt_tokens"], values["completion_tokens"],
-                     values["cache_hit_tokens"])
+                     values["cache_hit_tokens"], values.get("cache_write_tokens", 0))
 
     def to_json(self) -> dict[str, Any]:
         """The decision as JSON-ready data, for the journal."""
@@ -221,7 +221,10 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
     sent_hit = min(_count(sent.cache_hit_tokens), sent_prompt)
     prompt = min(sent_prompt, hold.prompt_bound)
     completion = min(sent_completion, hold.output_bound)
-    usage = Usage(prompt, completion, min(sent_hit, prompt))
+    hit = min(sent_hit, prompt)
+    # Cache writes are prompt tokens priced as input: kept only to be told back, within
+    # what the prompt billed holds beside its hits.
+    usage = Usage(prompt, completion, hit, min(_count(sent.cache_write_tokens), prompt - hit))
     reasoning = min(_count(outcome.reasoning_tokens), completion) if outcome.billable else 0
     # The request may use the free tokens it held, no more: then its cost is priced
     # exactly as its hold was, so it never exceeds the hold.
@@ -256,6 +259,7 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
         "status": _text(outcome.status, 24), "http_status": int(outcome.http_status),
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "reasoning_tokens": reasoning, "cache_hit_tokens": usage.cache_hit_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,  # told, not stored: priced as input
         "total_tokens": usage.total_tokens, "free_tokens": cost.free_tokens,
         "subtotal_units": cost.subtotal, "discount_units": cost.discount, "charge": charged,
         "written_off_units": written_off, "estimated": bool(outcome.estimated),

@@ -64,7 +64,8 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
     """Anthropic counts as the gateway's: every input token is prompt, cache reads are hits.
 
     Anthropic's `input_tokens` leaves out cache reads and cache writes; both were read by
-    the model, so both are prompt tokens (a write is priced as input). None when the counts
+    the model, so both are prompt tokens (a write is priced as input, and kept apart to be
+    told back as the provider counted it). None when the counts
     are not whole numbers or there is no input or output count (an absent or null prompt
     count is no count of zero: the prompt is then the provider's earlier count or estimated).
     """
@@ -72,17 +73,18 @@ def usage_from(usage: Mapping | None) -> tuple[Usage, int] | None:
     if counts is None:
         return None
     fresh, output, read, written = counts
-    return Usage(fresh + read + written, output, read), 0
+    return Usage(fresh + read + written, output, read, written), 0
 
 
 def input_from(usage: Mapping | None) -> Usage | None:
     """The input side of Anthropic counts (`message_start`'s, before any output count): the
-    prompt and its cache reads, with no output; None when there is no whole input count."""
+    prompt and its cache reads and writes, with no output; None when there is no whole
+    input count."""
     counts = _whole(usage, "input_tokens")
     if counts is None:
         return None
     fresh, _, read, written = counts
-    return Usage(fresh + read + written, 0, read)
+    return Usage(fresh + read + written, 0, read, written)
 
 
 def _whole(usage: Mapping | None, *required: str) -> tuple[int, ...] | None:

@@ -256,7 +256,11 @@ def test_input_counts_lying_above_the_hold_are_capped(cache_priced, native, app,
 
     bound = native_prompt_bound(body, app.config["SILK_IMAGE_TOKEN_ALLOWANCE"])
     assert record.prompt_tokens <= bound and record.cache_hit_tokens <= record.prompt_tokens
-    assert record.cost_units == units(Decimal(str(events[-2][1]["usage"]["cost"])))
+    told = events[-2][1]["usage"]
+    assert record.cost_units == units(Decimal(str(told["cost"])))
+    split = [told["input_tokens"], told["cache_read_input_tokens"],
+             told["cache_creation_input_tokens"]]
+    assert min(split) >= 0 and sum(split) == record.prompt_tokens  # the capped split told
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
 
 
@@ -370,34 +374,58 @@ def test_media_inside_blocks_the_gateway_does_not_read_is_left_out(native, app, 
     assert accounts.audit() == []
 
 
+@pytest.mark.parametrize("written", [0, 40], ids=["no-write", "cache-write"])
 @pytest.mark.parametrize("stream", [False, True], ids=["capped", "cut"])
 def test_counts_billed_other_than_the_providers_are_told_in_anthropics_fields(
-        native, app, client, accounts, stream):
+        native, app, client, accounts, stream, written):
     """A capped answer, or a cut stream billed from its estimate, tells the counts billed
-    with the cache reads the provider counted, in the fields its own usage has."""
+    with the cache reads and writes the provider counted, in the fields its own usage has.
+    A cache write is billed as input (the catalogue has no price for it), so the input told
+    and the writes told add up to what was billed as input beside the reads."""
     import anthropic
 
     from silk.pricing import units_to_usd
 
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    directive = ("pieces=5 cache_hit=3 cut_after=5" if stream else
-                 "pieces=5 cache_hit=3 usage_json='{\"output_tokens\": 3000000000}'")
+    extra = {"cache_creation_input_tokens": written}
+    if not stream:
+        extra["output_tokens"] = 3000000000
+    directive = (f"pieces=5 cache_hit=3 usage_json='{json.dumps(extra)}'"
+                 + (" cut_after=5" if stream else ""))
     body = request("what it costs", directive, stream=stream)
     response = _post(client, acct, body, buffered=True)
     assert response.status_code == 200, response.data
     [record] = accounts.usage_records(acct.id)
     assert record.estimated is stream and record.cache_hit_tokens == 3
-    assert record.prompt_tokens == prompt_tokens(body)
+    assert record.prompt_tokens == prompt_tokens(body) + written
     if stream:
         [usage] = [data["usage"] for name, data in sse(response.data) if name == "error"]
     else:
         assert record.completion_tokens == 1000  # the request's max_tokens
         usage = response.json["usage"]
-    told = {"input_tokens": record.prompt_tokens - 3,
+    told = {"input_tokens": record.prompt_tokens - 3 - written,
             "output_tokens": record.completion_tokens, "cache_read_input_tokens": 3,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": written,
             "cost": float(units_to_usd(record.cost_units))}
     assert usage == ({**told, "estimated": True} if stream else told)
     assert anthropic.types.Usage.model_validate(usage).cache_read_input_tokens == 3
+    assert accounts.audit() == []
+
+
+def test_a_stream_billed_as_reported_shows_the_providers_cache_writes(
+        native, app, client, accounts):
+    """Counts billed unchanged: the provider's own events, its cache writes as it counted
+    them in message_start, billed as input."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request("what it costs", "pieces=5 cache_hit=3 "
+                   "usage_json='{\"cache_creation_input_tokens\": 40}'", stream=True)
+    events = sse(_post(client, acct, body, buffered=True).data)
+    [usage] = [data["message"]["usage"] for name, data in events if name == "message_start"]
+    [record] = accounts.usage_records(acct.id)
+    assert not record.estimated and record.prompt_tokens == prompt_tokens(body) + 40
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"],
+            usage["cache_creation_input_tokens"]) == (prompt_tokens(body) - 3, 3, 40)
+    assert record.cost_units == units(expected_cost("deepseek-chat", record.prompt_tokens, 5))
     assert accounts.audit() == []
