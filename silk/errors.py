@@ -93,6 +93,12 @@ class PayloadTooLarge(SilkError):
     status, type, code = 413, "invalid_request_error", "payload_too_large"
 
 
+class UnsupportedEncoding(SilkError):
+    """The body came in a Content-Encoding (gzip, br...) the gateway does not decode."""
+
+    status, type, code = 415, "invalid_request_error", "unsupported_content_encoding"
+
+
 class RateLimited(SilkError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 

@@ -21,7 +21,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from silk.appctx import this_request
 from silk.database import utcnow
-from silk.errors import IncompleteBody, InvalidRequest
+from silk.errors import IncompleteBody, InvalidRequest, UnsupportedEncoding
 from silk.pricing import units_to_usd
 
 _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
@@ -32,14 +32,20 @@ MAX_JSON_DEPTH = 128
 
 def read_body(*, cache: bool = True) -> bytes:
     """The request body; 413 when a body sent without a length (chunked) exceeds the limit,
-    400 `incomplete_body` when the client ended it early.
+    400 `incomplete_body` when the client ended it early, 415 when it is encoded.
 
     Werkzeug stops reading such a body at MAX_CONTENT_LENGTH and returns what it read,
     which would then be refused as truncated JSON (400) instead of as too large. A body
     that ends before its Content-Length (the server's stream runs dry: the client
     half-closed) or before its last chunk is not the body the client announced.
+    A body in a Content-Encoding other than identity is a 415: it would be read as the
+    plain bytes it is not.
     """
     req = this_request()
+    encoding = req.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedEncoding(f"Content-Encoding {encoding[:40]!r} is not supported: "
+                                  "send the request body uncompressed.")
     try:
         raw = req.get_data(cache=cache)
     except ClientDisconnected:  # the chunks stopped before the last one

@@ -7,10 +7,12 @@ test runs, so a route added later is fuzzed without anyone remembering to add it
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import string
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -347,3 +349,53 @@ def test_a_month_past_what_dates_hold_is_400_naming_month(client, accounts, path
 def _snapshot_units(accounts, user) -> tuple[int, int]:
     row = accounts.row(user.id)
     return row.balance_units, row.reserved_units
+
+
+_SURFACE_BODIES = {
+    "/v1/chat/completions": {"model": "deepseek-chat", "max_tokens": 5, "stream": False,
+                             "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/messages": {"model": "deepseek-chat", "max_tokens": 5,
+                     "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/messages/count_tokens": {"model": "deepseek-chat",
+                                  "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"model": "deepseek-chat", "input": "hi", "max_output_tokens": 16},
+    "/v1/topup": {"amount": 1},
+}
+
+
+def _assert_envelope(path: str, response) -> dict:
+    """The error of a response, checked to be in its surface's envelope."""
+    body = response.get_json()
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+        return body["error"]
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return body["error"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "zstd", "x-unknown",
+                                      "gzip, identity"])
+@pytest.mark.parametrize("path", list(_SURFACE_BODIES))
+def test_a_compressed_body_is_a_415_saying_so_and_moves_nothing(app, client, accounts,
+                                                                upstream, path, encoding):
+    """A body sent with a Content-Encoding was read as if it were plain: gzip and deflate
+    were "not valid JSON", and br, zstd or a made-up coding over a plain body were served."""
+    admin = accounts.make(credit="1", admin=True)
+    raw = json.dumps(_SURFACE_BODIES[path]).encode()
+    data = {"gzip": gzip.compress, "deflate": zlib.compress}.get(encoding.split(",")[0],
+                                                                 lambda b: b)(raw)
+    before = _snapshot(app)
+    response = client.post(path, data=data, content_type="application/json",
+                           headers={**admin.headers, "Content-Encoding": encoding,
+                                    "Accept": "application/json"})
+    assert response.status_code == 415, response.get_data()[:300]
+    error = _assert_envelope(path, response)
+    assert "Content-Encoding" in error["message"] and "uncompressed" in error["message"]
+    assert upstream.requests == []
+    assert _snapshot(app) == before
+    assert accounts.usage_records(admin.id) == []
+    # Identity is no coding at all.
+    plain = client.post(path, data=raw, content_type="application/json",
+                        headers={**admin.headers, "Content-Encoding": "identity",
+                                 "Accept": "application/json"})
+    assert plain.status_code == 200, plain.get_data()[:300]
