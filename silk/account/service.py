@@ -119,6 +119,8 @@ def find_account(ref: str | int) -> Account:
     number = ref if isinstance(ref, int) else whole_number(str(ref), MOST_ID)
     if number is not None:
         account = db.session.get(Account, number)
+    elif "\x00" in str(ref):  # no address holds one, and PostgreSQL's text refuses it
+        account = None
     else:
         account = db.session.scalar(
             select(Account).where(Account.email == str(ref).strip().lower()))
@@ -130,6 +132,9 @@ def find_account(ref: str | int) -> Account:
 def list_accounts(*, email_contains: str | None = None, limit: int = 100,
                   offset: int = 0) -> list[Account]:
     """Accounts in id order, optionally those whose email contains a string."""
+    if email_contains and "\x00" in email_contains:
+        # No address holds a NUL; PostgreSQL refuses one, SQLite's LIKE stops at it.
+        return []
     query = select(Account).order_by(Account.id).limit(limit).offset(offset)
     if email_contains:
         query = query.where(Account.email.contains(email_contains.strip().lower(),

@@ -88,7 +88,9 @@ def resolve_account(conn: Connection, ref: int | str) -> int:
     number = ref if isinstance(ref, int) else whole_number(ref.strip(), MOST_ID)
     column = ACCOUNTS.c.id if number is not None else ACCOUNTS.c.email
     value = number if number is not None else ref.strip().lower()
-    account_id = conn.execute(select(ACCOUNTS.c.id).where(column == value)).scalar()
+    # No address holds a NUL, which PostgreSQL's text refuses: such a one is nobody's.
+    account_id = None if "\x00" in str(value) else conn.execute(
+        select(ACCOUNTS.c.id).where(column == value)).scalar()
     if account_id is None:
         raise NotFound(f"No account {ref}.", param="account", code="account_not_found")
     return account_id

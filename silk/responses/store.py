@@ -61,7 +61,15 @@ def _mine(account_id: int, key_id: int | None, response_id: str) -> list:
     return where
 
 
+def _kept(response_id: str) -> bool:
+    """Whether an id may name a stored response: none holds a NUL, which PostgreSQL's text
+    refuses (SQLite's takes it), so such an id is not looked up and is a 404 on both."""
+    return "\x00" not in response_id
+
+
 def _row(connection, account_id: int, key_id: int | None, response_id: str):
+    if not _kept(response_id):
+        return None
     return connection.execute(
         select(_TABLE.c.previous_response_id, _TABLE.c.input_items, _TABLE.c.response)
         .where(*_mine(account_id, key_id, response_id),
@@ -84,6 +92,8 @@ def conversation(engine: Engine, account_id: int, key_id: int | None,
     A response deleted or expired inside the chain ends it there (its content is gone).
     The chain is read in one query, however long it is.
     """
+    if not _kept(response_id):
+        raise missing(response_id, "previous_response_id")
     with engine.connect() as connection:
         rows = connection.execute(_chain(account_id, key_id, response_id)).all()
     if not rows:
@@ -141,6 +151,8 @@ def input_items(engine: Engine, account_id: int, key_id: int | None, response_id
 def remove(engine: Engine, account_id: int, key_id: int | None, response_id: str) -> None:
     """Delete a stored response; 404 when this account has none by that id (an expired one
     is gone for every call, though the sweep deletes its row)."""
+    if not _kept(response_id):
+        raise missing(response_id)
     with write_begin(engine) as connection:
         gone = connection.execute(delete(_TABLE).where(
             *_mine(account_id, key_id, response_id), _TABLE.c.expires_at > utcnow())).rowcount

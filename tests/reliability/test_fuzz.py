@@ -399,3 +399,43 @@ def test_a_compressed_body_is_a_415_saying_so_and_moves_nothing(app, client, acc
                         headers={**admin.headers, "Content-Encoding": "identity",
                                  "Accept": "application/json"})
     assert plain.status_code == 200, plain.get_data()[:300]
+
+
+def test_a_nul_in_a_lookup_is_the_same_answer_on_both_databases(app, client, accounts,
+                                                                 upstream):
+    """PostgreSQL's text holds no NUL: a response id, an account or an email filter with one
+    reached it and was a vague 400 `value_out_of_range` naming nothing, where SQLite said
+    404; and SQLite's email filter cut at the NUL and listed every account. No id or
+    address holds a NUL, so each is now what a lookup of nothing answers, on both."""
+    admin = accounts.make(credit="5", admin=True)
+    user = accounts.make(credit="1")
+    headers = {**admin.headers, "Accept": "application/json"}
+    stored = client.post("/v1/responses", json={"model": "deepseek-chat", "input": "hi",
+                                                "max_output_tokens": 16}, headers=headers)
+    assert stored.status_code == 200, stored.get_data()[:300]
+    before = _snapshot(app)
+    upstream.clear()
+    for response, param, code in (
+            (client.post("/v1/responses", headers=headers, json={
+                "model": "deepseek-chat", "input": "hi", "previous_response_id": "resp_\x00"}),
+             "previous_response_id", "response_not_found"),
+            (client.get("/v1/responses/resp_%00", headers=headers), None,
+             "response_not_found"),
+            (client.delete("/v1/responses/resp_%00", headers=headers), None,
+             "response_not_found"),
+            (client.get("/v1/responses/resp_%00/input_items", headers=headers), None,
+             "response_not_found"),
+            (client.post("/v1/topup", headers=headers,
+                         json={"amount": 1, "account": f"user{user.id}@example.com\x00"}),
+             "account", "account_not_found"),
+            (client.get("/v1/admin/usage", headers=headers,
+                        query_string={"account": "\x00"}), "account", "account_not_found")):
+        assert response.status_code == 404, response.get_data()[:300]
+        assert response.json["error"]["param"] == param
+        assert response.json["error"]["code"] == code
+    listed = client.get("/v1/admin/accounts", headers=headers, query_string={"email": "\x00"})
+    assert listed.status_code == 200, listed.get_data()[:300]
+    assert listed.json["data"] == []
+    assert upstream.requests == []
+    assert _snapshot(app) == before
+    assert accounts.audit() == []
