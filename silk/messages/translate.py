@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 
 from silk.catalog.catalogue import Model, Provider
+from silk.errors import InvalidRequest
 from silk.relay.call import Call, bound_body
 from silk.relay.tokens import (
     PER_MESSAGE_OVERHEAD,
@@ -58,6 +59,7 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     A max_tokens above the model's maximum is lowered to it: Anthropic clients size it for
     the Claude model they think they talk to (Claude Code asks 32000 to 128000 of whatever
     an alias names), and a shorter answer ends with stop_reason max_tokens as it would.
+    Translated, a request whose turns leave the chat body without a message is a 400.
     """
     request = {**request, "max_tokens": min(request["max_tokens"], model.max_output_tokens)}
     chat = to_chat_body(request)
@@ -69,6 +71,9 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                     prompt_estimate=estimate, max_output=max_output, surface=SURFACE,
                     dialect="anthropic")
+    if not chat["messages"]:  # every block was empty or one a chat model does not read
+        raise InvalidRequest("Invalid 'messages': nothing in them is sent to the model (no "
+                             "text, image, tool call or result).", param="messages")
     max_output = bound_body(chat, model, provider, limit=request["max_tokens"], stream=stream)
     bound = prompt_bound(chat, image_allowance)
     estimate = prompt_estimate(chat, bound, image_allowance=image_allowance)

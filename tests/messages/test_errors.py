@@ -53,6 +53,30 @@ def test_bad_input_is_a_400_naming_the_field(client, accounts, upstream, change,
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("content", [
+    [], [{"type": "hologram", "data": "x"}],
+    [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": 5}}],
+], ids=["no-blocks", "unknown-block", "document-without-text"])
+def test_a_conversation_that_translates_to_nothing_is_a_400_before_the_hold(
+        app, client, accounts, upstream, content, stream):
+    """A turn whose blocks hold nothing a chat model reads left the chat body without a
+    message: it was held for, sent, refused by the provider ("missing field `messages`")
+    and recorded as a failed request. It is refused first, as chat and Responses do."""
+    acct = accounts.make(credit="1")
+    body = request(messages=[{"role": "user", "content": content}], stream=stream)
+    response = client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body)
+    assert "messages" in _error(response, 400, "invalid_request_error")
+    assert upstream.requests == []
+    assert accounts.usage_records(acct.id) == []
+    assert accounts.row(acct.id).reserved_units == 0
+    # With a turn the model reads beside it, the request is served as before.
+    body["messages"].append({"role": "user", "content": "hi"})
+    served = client.post("/v1/messages", headers={**acct.headers, **HEADERS}, json=body)
+    assert served.status_code == 200
+    assert accounts.audit() == []
+
+
 def test_max_tokens_above_the_model_maximum_is_lowered_to_it(client, accounts, upstream):
     acct = accounts.make(credit="5")
     response = client.post("/v1/messages", headers=acct.headers,
