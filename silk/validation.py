@@ -76,7 +76,8 @@ def json_object(raw: bytes) -> dict:
         if "depth limit" in str(error):  # past the 1,024 levels orjson reads
             raise InvalidRequest(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} "
                                  "levels.", code="nesting_too_deep") from None
-        raise InvalidRequest("The request body is not valid JSON.") from None
+        raise InvalidRequest(f"The request body is not valid JSON: {_why(raw, error)}."
+                             ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     # Each container adds a bracket, so a body with fewer brackets cannot be too deep.
@@ -85,6 +86,16 @@ def json_object(raw: bytes) -> dict:
         raise InvalidRequest(f"Invalid '{path}': JSON nested deeper than {MAX_JSON_DEPTH} "
                              "levels.", param=path, code="nesting_too_deep")
     return body
+
+
+def _why(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    """What is wrong with a body orjson refused, and where: bytes that are not UTF-8 by
+    their offset (orjson names them a surrogate at the start), the rest as orjson says."""
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        return f"it is not UTF-8 text (byte {bad.start} is {raw[bad.start]:#04x})"
+    return f"{error.msg} at line {error.lineno} column {error.colno}"
 
 
 def nests_deeper(body: dict | list, limit: int) -> bool:

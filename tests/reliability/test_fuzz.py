@@ -439,3 +439,29 @@ def test_a_nul_in_a_lookup_is_the_same_answer_on_both_databases(app, client, acc
     assert upstream.requests == []
     assert _snapshot(app) == before
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("raw,says", [
+    (b'\xef\xbb\xbf{"model": "deepseek-chat"}', "byte order mark"),
+    ('{"model": "caf\xe9"}'.encode("latin-1"), "not UTF-8 text (byte 14 is 0xe9)"),
+    ('{"model": "x"}'.encode("utf-16"), "not UTF-8 text (byte 0 is 0xff)"),
+    (b'{"model": "\\ud800"}', "surrogate"),
+    (b'{"temperature": NaN}', "line 1 column 17"),
+    (b'{"temperature": 1e400}', "infinity"),
+    (b'{"model": "x"} trailing', "after document"),
+    (b'{"model": "x",}', "trailing comma"),
+], ids=["bom", "latin-1", "utf-16", "lone-surrogate", "nan", "1e400", "trailing", "comma"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses",
+                                  "/v1/keys"])
+def test_a_body_that_is_not_json_is_a_400_saying_what_and_where(client, accounts, upstream,
+                                                                 path, raw, says):
+    """Each was "The request body is not valid JSON." alone: a BOM from a Windows editor,
+    Latin-1 text or a lone surrogate looked no different from a truncated body."""
+    user = accounts.make(credit="1")
+    response = client.post(path, data=raw, content_type="application/json",
+                           headers=user.headers)
+    assert response.status_code == 400, response.get_data()[:300]
+    message = _assert_envelope(path, response)["message"]
+    assert message.startswith("The request body is not valid JSON: ") and says in message, \
+        message
+    assert upstream.requests == []
