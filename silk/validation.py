@@ -42,7 +42,8 @@ def read_body(*, cache: bool = True) -> bytes:
     plain bytes it is not.
     """
     req = this_request()
-    encoding = req.headers.get("Content-Encoding", "").strip().lower()
+    # The header read from the environ: one dict lookup, where `headers` builds its key.
+    encoding = req.environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedEncoding(f"Content-Encoding {encoding[:40]!r} is not supported: "
                                   "send the request body uncompressed.")
