@@ -50,6 +50,8 @@ def tools_for(tools: list, names: dict[str, tuple[str, str]]) -> list[dict]:
                 chat_tool = _function_tool(function, where, namespace)
                 names[chat_tool["function"]["name"]] = (namespace, function["name"])
                 out.append(chat_tool)
+        elif not isinstance(kind, str) or not kind:
+            raise bad(f"{path}.type", "is required: a tool's type, such as function")
         else:
             hint = ' (in Codex, set web_search = "disabled")' if kind == "web_search" else ""
             raise bad(f"{path}.type", f"the built-in tool '{str(kind)[:40]}' cannot run "

@@ -106,6 +106,13 @@ def test_every_built_in_tool_is_a_400(kind):
          "tools[1].type")
 
 
+@pytest.mark.parametrize("tool", [{"name": "f"}, {"type": None, "name": "f"}, {"type": ""},
+                                  {"type": 3}])
+def test_a_tool_without_a_type_is_a_400_asking_for_one(tool):
+    message = _bad({"input": "hi", "tools": [tool]}, "tools[0].type")
+    assert "is required" in message and "built-in" not in message
+
+
 def test_items_become_messages_tool_calls_and_outputs():
     items = [
         {"type": "message", "role": "user", "content": [
