@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from silk.catalog.catalogue import Model, Provider
-from silk.chat import reasoning
+from silk.chat import reasoning, unpriced
 from silk.chat.errors import stream_error
 from silk.errors import InvalidRequest
 from silk.metering.meter import Bill
@@ -45,9 +45,11 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
     """Rewrite a validated chat request for the upstream and bound what it can cost.
 
     Reasoning the client asks to hide is asked for in full (silk.chat.reasoning), so the
-    relay counts what the provider bills; the encoders keep it from the client.
+    relay counts what the provider bills; the encoders keep it from the client. A field
+    that would bill what the catalogue does not price is refused (silk.chat.unpriced).
     """
     body = dict(request)
+    unpriced.strip(body)
     asked = reasoning.shown(body)
     limit = _client_limit(body, model)
     client_wants_usage = False

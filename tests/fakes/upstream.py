@@ -49,6 +49,17 @@ SGLang's ``stream_reasoning: false`` holds a stream's reasoning back and sends i
 one chunk once it ends. The usage counts the reasoning either way, as those servers bill it,
 and a piece kept back counts toward ``cut_after`` as an event made (and waits ``chunk_delay``
 as one), so a cut comes after the same generation whether the reasoning was sent or not.
+It also honours what such servers bill beyond the text they stream: OpenRouter's
+``reasoning`` object switches its thinking on (``effort`` other than ``none``, or
+``max_tokens``) or off (``enabled: false``, effort ``none``), whatever ``thinking`` says;
+a ``prediction`` (OpenAI's Predicted Outputs) is billed as completion tokens and
+``completion_tokens_details.rejected_prediction_tokens``, one per word of its content (none
+of it matches the reply), never streamed and beyond any limit; ``modalities`` with
+``audio`` answers in ``delta.audio`` (a JSON answer's ``message.audio``), each piece's
+``transcript`` with ``data``, content null, its pieces reported as
+``completion_tokens_details.audio_tokens``. The ``reasoning_unbounded`` option makes its
+``max_tokens`` bound the answer alone (as Ark's ``max_tokens``), for a provider entry whose
+limit does not cover the thinking.
 
 Fault options (see :data:`OPTION_TYPES`) come from four layers, later ones winning: constructor
 defaults < :meth:`FakeUpstream.behave` < one queued entry (per key if one is queued for the
@@ -256,6 +267,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "text_in_start": _text_in_start,    # Anthropic stream: the reply in a start event (a lie)
     "thinking_display": _thinking_display,  # Anthropic: the thinking sealed, not as text
     "reasoning_field": _reasoning_field,  # stream: the delta field(s) reasoning comes in
+    "reasoning_unbounded": _to_bool,    # compat: max_tokens bounds the answer alone
 }
 
 
@@ -367,8 +379,12 @@ def wants_tool_call(body: Mapping[str, Any], name: str) -> bool:
                     if isinstance(t, dict) and isinstance(t.get("function"), dict)}
 
 
-def wants_reasoning(body: Mapping[str, Any]) -> bool:
-    """Whether the fake answers ``body`` with reasoning content (see module docstring)."""
+def wants_reasoning(body: Mapping[str, Any], provider: str = "") -> bool:
+    """Whether the fake answers ``body`` with reasoning content (see module docstring);
+    ``compat`` reads OpenRouter's ``reasoning`` object first."""
+    switch = body.get("reasoning")
+    if provider == "compat" and isinstance(switch, dict) and switch:
+        return switch.get("enabled") is not False and switch.get("effort") != "none"
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "disabled", "auto"):
         return thinking["type"] != "disabled"
@@ -391,18 +407,36 @@ def reasoning_shown(body: Mapping[str, Any]) -> str:
     return "held" if body.get("stream_reasoning") is False else "streamed"
 
 
+def rejected_prediction(body: Mapping[str, Any]) -> int:
+    """Prediction tokens ``compat`` bills and never sends: a word each of the content."""
+    prediction = body.get("prediction")
+    if not isinstance(prediction, dict):
+        return 0
+    return len(message_text(prediction.get("content")).split())
+
+
+def wants_audio(body: Mapping[str, Any]) -> bool:
+    """Whether ``compat`` answers ``body`` in audio (``modalities`` naming it)."""
+    modalities = body.get("modalities")
+    return isinstance(modalities, list) and "audio" in modalities
+
+
 def _limit(body: Mapping[str, Any], name: str) -> int | None:
     value = body.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def output_limits(provider: str, body: Mapping[str, Any]) -> tuple[int | None, int | None]:
+def output_limits(provider: str, body: Mapping[str, Any],
+                  answer_only: bool = False) -> tuple[int | None, int | None]:
     """(bound on reasoning + answer, bound on the answer alone) as ``provider`` reads ``body``.
 
     DeepSeek obeys ``max_tokens`` for both; MiMo ``max_completion_tokens`` for both; Ark
     ``max_completion_tokens`` for both when set (``max_tokens`` is then ignored), else
     ``max_tokens`` for the answer only. A field the provider does not read is ignored.
+    ``compat`` obeys ``max_tokens`` for both, or for the answer alone if ``answer_only``.
     """
+    if provider == "compat" and answer_only:
+        return None, _limit(body, "max_tokens")
     if provider in ("deepseek", "compat"):
         return _limit(body, "max_tokens"), None
     if provider == "mimo":
@@ -412,9 +446,10 @@ def output_limits(provider: str, body: Mapping[str, Any]) -> tuple[int | None, i
 
 
 def truncate(provider: str, body: Mapping[str, Any], reasoning: list[str],
-             content: list[str]) -> tuple[list[str], list[str], str]:
+             content: list[str], answer_only: bool = False
+             ) -> tuple[list[str], list[str], str]:
     """The pieces the provider would produce within its limits, and the finish reason."""
-    total, answer = output_limits(provider, body)
+    total, answer = output_limits(provider, body, answer_only)
     kept_reasoning, kept_content = reasoning, content
     if total is not None:
         kept_reasoning = reasoning[:total]
@@ -653,7 +688,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_garbage(bool(body.get("stream")))
             return
 
-        reasoning = reply_pieces(opts.get("reasoning", "")) if wants_reasoning(body) else []
+        reasoning = (reply_pieces(opts.get("reasoning", ""))
+                     if wants_reasoning(body, provider) else [])
         tools: list[dict[str, str]] = []
         call_id = "call_" + rid.removeprefix("fakereq-")
         if opts.get("tool_calls") and all(wants_tool_call(body, call["name"])
@@ -663,11 +699,18 @@ class _Handler(BaseHTTPRequestHandler):
             tools = [{"id": call_id, "name": opts["tool_call"],
                       "arguments": opts.get("tool_args", "{}")}]
         reasoning, content, finish = truncate(provider, body, reasoning,
-                                              [] if tools else reply_pieces(opts.get("reply", "")))
+                                              [] if tools else reply_pieces(opts.get("reply", "")),
+                                              bool(opts.get("reasoning_unbounded")))
         prompt = count_prompt_tokens(body["messages"])
         called = sum(tool_call_tokens(tool["arguments"]) for tool in tools)
-        usage = build_usage(provider, prompt, len(content) + len(reasoning) + called,
+        rejected = rejected_prediction(body) if provider == "compat" else 0
+        audio = provider == "compat" and wants_audio(body)
+        usage = build_usage(provider, prompt, len(content) + len(reasoning) + called + rejected,
                             len(reasoning), opts.get("cache_hit", 0))
+        if rejected:
+            usage["completion_tokens_details"]["rejected_prediction_tokens"] = rejected
+        if audio:
+            usage["completion_tokens_details"]["audio_tokens"] = len(content)
         if opts.get("usage_json"):
             usage.update(json.loads(opts["usage_json"]))
         if opts.get("no_usage"):
@@ -676,7 +719,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": body["model"],
                 "finish": opts.get("finish_reason") or ("tool_calls" if tools else finish),
                 "tools": tools,
-                "shown": reasoning_shown(body) if provider == "compat" else "streamed"}
+                "shown": reasoning_shown(body) if provider == "compat" else "streamed",
+                "audio": audio}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
 
@@ -701,6 +745,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, provider: str, opts: dict, meta: dict, reasoning: list[str],
                   content: list[str], usage: dict | None) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if meta["audio"]:
+            message["content"] = None
+            message["audio"] = {"id": "audio_" + meta["id"], "data": "UklGRg==",
+                                "transcript": "".join(content)}
         if meta["tools"]:
             message["content"] = None
             message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
@@ -791,7 +839,9 @@ class _Handler(BaseHTTPRequestHandler):
                 yield chunk(dict.fromkeys(fields, "".join(reasoning)))
             for piece in content:
                 counts[1] += 1
-                piece_chunk = chunk({"content": piece})
+                piece_chunk = chunk({"content": piece} if not meta["audio"] else {
+                    "content": None, "audio": {"id": "audio_" + meta["id"],
+                                               "data": "UklGRg==", "transcript": piece}})
                 if opts.get("infinite_logprobs"):  # json.dumps writes it as -Infinity
                     piece_chunk["choices"][0]["logprobs"] = {"content": [
                         {"token": piece, "logprob": float("-inf"), "top_logprobs": []}]}
