@@ -9,6 +9,13 @@ from silk.catalog.catalogue import Model, Provider
 # The output limits the chat-completions dialect knows; the provider receives only the one
 # it obeys.
 LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+# The fields by which a request switches a provider's thinking on or sizes it: OpenAI's
+# effort, OpenRouter's `reasoning` object and `include_reasoning`, Qwen's (DashScope's,
+# SiliconFlow's) `enable_thinking` and `thinking_budget`, and the `thinking` switch.
+THINKING_SWITCHES = ("reasoning_effort", "reasoning", "include_reasoning", "enable_thinking",
+                     "thinking_budget", "thinking")
+# vLLM's and SGLang's switches, read by the model's chat template.
+_TEMPLATE_SWITCHES = ("enable_thinking", "thinking")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,8 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
 
     The bound reserved is the bound sent: one limit, in the field the provider obeys
     (silk.defaults.PROVIDERS), times the choices asked for. Where that field leaves the chain
-    of thought unbounded, the route's reasoning budget is reserved too, or thinking is off.
+    of thought unbounded, the route's reasoning budget is reserved too, or thinking is off:
+    every switch that could turn it on is taken out and the provider's thinking_off sent.
     A stream always asks for the final usage, which the request is billed from.
     """
     body["model"] = model.upstream
@@ -45,7 +53,12 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
         if model.reasoning_budget:
             reasoning = model.reasoning_budget
         else:  # nothing would bound the thinking: there is none
-            body.pop("reasoning_effort", None)
+            for name in THINKING_SWITCHES:
+                body.pop(name, None)
+            kwargs = body.get("chat_template_kwargs")
+            if isinstance(kwargs, dict) and not kwargs.keys().isdisjoint(_TEMPLATE_SWITCHES):
+                body["chat_template_kwargs"] = {name: value for name, value in kwargs.items()
+                                                if name not in _TEMPLATE_SWITCHES}
             body.update(provider.thinking_off)
     body[provider.limit_field] = limit
     choices = body.get("n") or 1

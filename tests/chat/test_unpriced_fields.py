@@ -137,3 +137,30 @@ def test_harmless_fields_pass_through(app, client, accounts, upstream):
     sent = upstream.requests[-1].body
     assert {name: sent.get(name) for name in PASSED} == PASSED
 
+
+def test_a_client_reasoning_object_does_not_switch_thinking_back_on(app, client, accounts,
+                                                                    upstream):
+    """On a provider whose limit leaves the thinking out, with no budget the gateway
+    switches thinking off in the operator's body; OpenRouter's `reasoning` object, which
+    that body did not set, switched it back on: held for 5 tokens, the provider thought 40
+    more and the gateway wrote them off."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    directive = "pieces=5 reasoning_pieces=40 reasoning_unbounded"
+    for switch in ({"effort": "high"}, {"max_tokens": 4000}, {"enabled": True}):
+        answer = _post(client, acct, directive, stream=False, model=THINKER, max_tokens=5,
+                       reasoning=switch).json
+        assert answer["choices"][0]["message"]["content"] == "w0 w1 w2 w3 w4"
+        sent = upstream.requests[-1].body
+        assert "reasoning" not in sent and sent["thinking"] == {"type": "disabled"}
+    # Qwen's and vLLM's switches are not sent either; the template's other arguments are.
+    _post(client, acct, "pieces=5", stream=False, model=THINKER, max_tokens=5,
+          enable_thinking=True, thinking_budget=4000, reasoning_effort="high",
+          chat_template_kwargs={"enable_thinking": True, "thinking": True, "lang": "en"})
+    sent = upstream.requests[-1].body
+    assert not {"enable_thinking", "thinking_budget", "reasoning_effort"} & sent.keys()
+    assert sent["chat_template_kwargs"] == {"lang": "en"}
+    for record in accounts.usage_records(acct.id):
+        assert record.completion_tokens == 5 and record.written_off_units == 0
+        assert record.cost_units == _price(app, Usage(record.prompt_tokens, 5), THINKER)
+    assert accounts.audit() == []
