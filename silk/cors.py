@@ -28,9 +28,11 @@ def origins(spec: str) -> list[str]:
 
 def same_host(origin: str, host: str) -> bool:
     """Whether an Origin header names the host `host` (host names only: behind a proxy the
-    scheme and port may differ); one Python cannot split (`http://[`) names no host."""
+    scheme and port may differ); one Python cannot split (`http://[`) names no host, nor
+    does an opaque `null` (a sandboxed frame, a no-referrer page), whatever `host` is."""
     try:
-        return urlsplit(origin).hostname == urlsplit("//" + host).hostname
+        named = urlsplit(origin).hostname
+        return named is not None and named == urlsplit("//" + host).hostname
     except ValueError:
         return False
 

@@ -1,13 +1,12 @@
 """The web blueprint: the home page for browsers (/) and the registration page
 (/register/), the HTML twin of POST /v1/register."""
 
-from urllib.parse import urlparse
-
 from flask import Blueprint, abort, current_app, render_template, request
 
 from silk.account import registration
 from silk.account.schemas import register_schema
 from silk.billing.tiers import tiers
+from silk.cors import same_host
 from silk.errors import PermissionDenied, SilkError
 from silk.validation import load
 
@@ -32,8 +31,10 @@ def _page(status: int = 200, **context):
     mode = current_app.config["SILK_REGISTRATION"]
     html = render_template("web/register.html", mode=mode, api_base=request.host_url + "v1",
                            **context)
-    # The page may carry a new key: never cache it, never leak the URL onwards.
-    return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+    # The page may carry a new key: never cache it. Same-origin, as the dashboard and the
+    # template's meta tag: the URL goes to no other site, and the page's own form posts with
+    # its real Origin (under no-referrer a browser sends `Origin: null`, which is refused).
+    return html, status, {"Cache-Control": "no-store", "Referrer-Policy": "same-origin",
                           "Content-Security-Policy": _CSP, "X-Frame-Options": "DENY"}
 
 
@@ -63,15 +64,10 @@ def register_submit():
 
 
 def _same_origin() -> None:
-    """Refuse a form posted from another site (a browser always says where it came from)."""
+    """Refuse a form posted from another site (a browser always says where it came from).
+
+    Host names only, as the dashboard: behind a proxy the scheme and port may differ. An
+    opaque `null` (a sandboxed frame, another site's no-referrer page) names no host."""
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and _netloc(origin) != request.host:
+    if origin and not same_host(origin, request.host):
         raise PermissionDenied("Cross-site form submissions are refused.")
-
-
-def _netloc(origin: str) -> str | None:
-    """An Origin header's host and port; None for one Python cannot split (`http://[`)."""
-    try:
-        return urlparse(origin).netloc
-    except ValueError:
-        return None

@@ -138,6 +138,38 @@ class TestOpen:
                                headers={"Origin": "https://evil.example"})
         assert response.status_code == 403
 
+    def test_the_page_refuses_an_opaque_origin(self, app, client):
+        """A sandboxed frame or a no-referrer page on another site posts `Origin: null`:
+        it was let through, so any site could sign its visitors up with emails it chose."""
+        from sqlalchemy import func, select
+
+        from silk.account.models import Account
+        from silk.extensions import db
+
+        response = client.post("/register/", data={"email": "forged@example.com"},
+                               headers={"Origin": "null"})
+        assert response.status_code == 403
+        with app.app_context():
+            assert db.session.scalar(select(func.count()).select_from(Account).where(
+                Account.email == "forged@example.com")) == 0
+
+    def test_the_page_sends_its_origin_on_its_own_posts(self, client):
+        """As its template's meta tag says: under the header's no-referrer a browser that
+        honours only the header posts the page's own form with `Origin: null`."""
+        assert client.get("/register/").headers["Referrer-Policy"] == "same-origin"
+
+    def test_the_page_compares_host_names_as_the_dashboard_does(self, client):
+        """Behind nginx (`Host $host` drops the port) on a non-default port the browser's
+        Origin carries a port the app never sees: a sign-up there was refused."""
+        response = client.post("/register/", data={"email": "port@example.com"},
+                               headers={"Host": "gw.example",
+                                        "Origin": "https://gw.example:8443"})
+        assert response.status_code == 201
+        refused = client.post("/register/", data={"email": "other@example.com"},
+                              headers={"Host": "gw.example",
+                                       "Origin": "https://evil.example:8443"})
+        assert refused.status_code == 403
+
 
 class TestClosed:
     @pytest.fixture

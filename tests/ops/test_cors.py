@@ -90,6 +90,18 @@ def test_a_bad_origin_list_stops_the_gateway(spec, tmp_path):
                     "SILK_CORS_ORIGINS": spec})
 
 
+
+@pytest.mark.parametrize("origin, host, same", [
+    ("https://gw.example:8443", "gw.example", True), ("http://gw.example", "gw.example:80", True),
+    ("https://evil.example", "gw.example", False), ("null", "gw.example", False),
+    ("null", ":80", False), ("null", "", False), ("http://[", "gw.example", False)])
+def test_same_host_compares_host_names_and_an_opaque_origin_names_none(origin, host, same):
+    """The form POSTs' origin rule (dashboard, console, registration): `null` matched a
+    Host that names no host name either (None == None)."""
+    from silk.cors import same_host
+
+    assert same_host(origin, host) is same
+
 PAGE = b"""<!doctype html><html><head><title>client</title></head><body>another site</body>
 </html>"""
 

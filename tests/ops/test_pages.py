@@ -105,3 +105,31 @@ def test_the_pages_in_a_browser(sqlite_only, gateway_env, request, page, tmp_pat
     page.click("button[type=submit].primary")
     page.wait_for_url(re.compile(r"/dashboard/$"))
     assert page.inner_text("[data-testid=balance]") == "$0.00"
+
+
+@pytest.mark.slow
+def test_registration_in_a_browser_takes_its_own_form_and_refuses_a_null_origin(
+        sqlite_only, gateway_env, request, page):
+    """The page's own form is posted with its real Origin and accepted; another site's form
+    under no-referrer is posted with `Origin: null`, which was let through."""
+    gateway_env["SILK_REGISTRATION"] = "open"
+    gateway = request.getfixturevalue("gateway")
+
+    page.goto(gateway.url + "/register/")
+    page.fill("#email", "own@example.com")
+    with page.expect_response(lambda got: got.request.method == "POST") as answered:
+        page.click("button[type=submit].primary")
+    assert answered.value.status == 201
+    assert page.inner_text("[data-testid=new-secret]").strip().startswith("sk-")
+
+    attacker = ('<!doctype html><meta name="referrer" content="no-referrer">'
+                f'<form method="post" action="{gateway.url}/register/">'
+                '<input name="email" value="forged@example.com">'
+                '<button type="submit">Go</button></form>')
+    page.route("http://attacker.test/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=attacker))
+    page.goto("http://attacker.test/")
+    with page.expect_response(lambda got: got.request.method == "POST") as answered:
+        page.click("button[type=submit]")
+    assert answered.value.status == 403
+    assert not page.locator("[data-testid=new-secret]").count()
