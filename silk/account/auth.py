@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from silk.account.keys import hash_secret
 from silk.account.models import Account, AccountLimit, ApiKey
+from silk.account.service import acting_key, admin_limit
 from silk.appctx import this_app, this_g, this_request
 from silk.cache import ExpiringCache
 from silk.clientaddr import client_address
@@ -271,8 +272,31 @@ def require_owner() -> Principal:
 
 def require_admin() -> Principal:
     """Return the caller's principal if it holds an admin key (an owner key of an admin
-    account), else 403."""
+    account, without limits), else 403."""
     principal = authenticate()
     if not principal.is_admin or not principal.is_owner:
-        raise PermissionDenied("This endpoint needs an admin key.")
+        raise PermissionDenied("This endpoint needs an admin key (an owner key of an admin "
+                               "account, without limits).")
+    limit = _limit_now(principal)
+    if limit is not None:
+        # An admin key may make any key: one with limits would make a wider key than itself.
+        raise PermissionDenied(
+            "This endpoint needs an admin key: an owner key of an admin account without "
+            f"limits. This key has '{limit}', and an admin key can make any key, so it could "
+            "make a wider key than itself. Use an owner key without models, expiry, rate "
+            "limits or spend caps.", param=limit, code="key_scope_exceeded")
     return principal
+
+
+def holds_admin_key(principal: Principal) -> bool:
+    """Whether the caller's key is an admin key as require_admin says (its limits read now)."""
+    return principal.is_admin and principal.is_owner and _limit_now(principal) is None
+
+
+def _limit_now(principal: Principal) -> str | None:
+    """The first limit of the caller's key, read now. The session then gives its connection
+    back: a top-up or an operator credit writes on a connection of its own, and requests
+    that each held two at once would empty the pool."""
+    limit = admin_limit(acting_key(principal.key_id, principal.account_id))
+    db.session.close()
+    return limit

@@ -211,6 +211,17 @@ class Scope:
         return None
 
 
+UNLIMITED = Scope(None, None, None, None)  # what no key can be wider than
+
+
+def admin_limit(key: ApiKey) -> str | None:
+    """The first limit of an admin account's owner key (its API name, e.g. `rpm_limit`), or
+    None: an admin key may make any key, so only a key no key is wider than holds that
+    power, or a key with limits would make a wider key than itself."""
+    limit = Scope.of(key).exceeded_by(UNLIMITED)
+    return None if limit is None else api_name(limit)
+
+
 def key_usable(key: ApiKey | None) -> bool:
     """True while a key is neither revoked nor expired and its account is enabled."""
     if key is None or key.revoked_at is not None:

@@ -15,7 +15,7 @@ from typing import NoReturn
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from silk.account.auth import Principal
+from silk.account.auth import Principal, holds_admin_key
 from silk.account.keys import hash_secret
 from silk.account.models import Account
 from silk.billing.idempotency import ReplayableAnswer, fingerprint, run_once
@@ -134,9 +134,9 @@ def topup(engine: Engine, principal: Principal, data: dict, policy: Policy, *,
             raise InvalidRequest("Send either 'code' or 'amount', not both.", param="code")
         action = partial(_redeem_for, principal.account_id, data["code"], actor, request_id)
     elif data.get("amount") is not None:
-        units = _authorised_amount(principal, data, policy)
-        note = data.get("note") or ("operator top-up" if principal.is_admin
-                                    else "self-service top-up")
+        admin = holds_admin_key(principal)
+        units = _authorised_amount(admin, data, policy)
+        note = data.get("note") or ("operator top-up" if admin else "self-service top-up")
         action = partial(_credit_to, data.get("account", principal.account_id), units, note,
                          actor, request_id)
     else:
@@ -146,12 +146,13 @@ def topup(engine: Engine, principal: Principal, data: dict, policy: Policy, *,
                     fingerprint=fingerprint("POST /v1/topup", _canonical(data)), action=action)
 
 
-def _authorised_amount(principal: Principal, data: dict, policy: Policy) -> int:
+def _authorised_amount(admin: bool, data: dict, policy: Policy) -> int:
     units = check_amount(data["amount"], policy.maximum)
-    if principal.is_admin:
+    if admin:
         return units
     if data.get("account") is not None:
-        raise PermissionDenied("Only an admin key may credit another account.",
+        raise PermissionDenied("Only an admin key (an owner key of an admin account, without "
+                               "limits) may credit another account.",
                                param="account", code="admin_required")
     if not policy.open_topup:
         raise PermissionDenied(

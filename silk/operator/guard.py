@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from flask import current_app, request, session
 
 from silk.account.models import Account, ApiKey
-from silk.account.service import end_sessions, key_usable
+from silk.account.service import admin_limit, end_sessions, key_usable
 from silk.cors import same_host
 from silk.extensions import db
 
@@ -31,12 +31,13 @@ class Operator:
 
 def admin_key(key: ApiKey | None) -> Operator | None:
     """The operator a key stands for, read from the database now: None unless the key is
-    usable (not revoked or expired, its account enabled), an owner key, and its account is
-    an admin's (a member key of an admin account is no admin key, as on the admin API)."""
+    usable (not revoked or expired, its account enabled), an owner key without limits, and
+    its account is an admin's (a member key of an admin account is no admin key, nor is one
+    with limits, as on the admin API)."""
     if key is None:
         return None
     db.session.refresh(key)  # what the database says now, not a cached copy
-    if not key_usable(key) or key.role != "owner":
+    if not key_usable(key) or key.role != "owner" or admin_limit(key) is not None:
         return None
     account = db.session.get(Account, key.account_id)
     if account is None or not account.is_admin:

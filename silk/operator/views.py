@@ -110,7 +110,8 @@ def login_submit():
     except RateLimited as err:
         return render_template("operator/login.html", error=err.message), 429
     if operator is None:
-        error = ("That key is not an admin's." if key is not None else
+        error = ("That key is not an admin key (an owner key of an admin account, without "
+                 "limits)." if key is not None else
                  "That API key is not valid (unknown, revoked or expired).")
         return render_template("operator/login.html", error=error), 401 if key is None else 403
     guard.sign_in(operator)

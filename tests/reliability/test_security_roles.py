@@ -125,3 +125,64 @@ def test_member_keys_reach_only_the_routes_the_readme_gives_them(app, client, ac
             assert answer.status_code == 403, (method, path, answer.json)
             assert answer.json["error"]["code"] == "owner_key_required", (method, path)
     assert _state(app, accounts, owner) == before
+
+
+_LIMITS = {"models": {"models": ["deepseek-chat"]}, "expires_at": {"expires_in_days": 30},
+           "rpm_limit": {"rpm_limit": 60}, "concurrency_limit": {"concurrency_limit": 2},
+           "spend_caps.month": {"spend_caps": {"month": 5}}}
+
+
+@pytest.mark.parametrize("limit", list(_LIMITS))
+def test_an_owner_key_with_limits_holds_no_admin_power(app, client, accounts, limit):
+    """README "Your API keys": a key never makes a wider key. An admin account's owner key
+    with a model list, an expiry, a rate or a spend cap made itself an unlimited key through
+    the admin API (or an admin account, or money): admin power needs a key without limits."""
+    from sqlalchemy import func, select
+
+    from silk.account.models import Account, ApiKey
+    from silk.extensions import db
+
+    admin = accounts.make(admin=True, email="ops@example.com")
+    made = client.post("/v1/keys", headers=admin.headers, json={"name": "ci", **_LIMITS[limit]})
+    assert made.status_code == 201, made.json
+    limited = {"Authorization": f"Bearer {made.json['key']}"}
+
+    def count(table):
+        with app.app_context():
+            found = db.session.scalar(select(func.count()).select_from(table))
+            db.session.remove()
+            return found
+
+    keys, accounts_before = count(ApiKey), count(Account)
+    wider = client.post(f"/v1/admin/accounts/{admin.id}/keys", headers=limited, json={})
+    assert wider.status_code == 403
+    error = wider.json["error"]
+    assert (error["code"], error["param"]) == ("key_scope_exceeded", limit)
+    assert "without limits" in error["message"]
+    assert client.post("/v1/admin/accounts", headers=limited,
+                       json={"email": "root@example.com", "admin": True}).status_code == 403
+    assert (count(ApiKey), count(Account)) == (keys, accounts_before)
+
+    victim = accounts.make(credit="1")
+    before = _state(app, accounts, victim)
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/v1/admin")]
+    for rule in rules:
+        path = _fill(rule, victim.id, victim.key_id)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            answer = client.open(path, method=method, headers=limited,
+                                 json={"amount": 5, "disabled": True, "email": "n@example.com"})
+            assert answer.status_code == 403, (method, path)
+            assert answer.json["error"]["code"] == "key_scope_exceeded", (method, path)
+    credit = client.post("/v1/topup", headers=limited, json={"amount": 5, "account": victim.id})
+    assert credit.status_code == 403 and credit.json["error"]["code"] == "admin_required"
+    assert _state(app, accounts, victim) == before
+
+    token = csrf_from(client.get("/admin/login").text)
+    console = client.post("/admin/login", data={"api_key": made.json["key"],
+                                                "csrf_token": token})
+    assert console.status_code == 403 and "without limits" in console.text
+    assert client.get("/admin/accounts").status_code == 302
+
+    # The account's own key without limits keeps every power.
+    assert client.post(f"/v1/admin/accounts/{admin.id}/keys", headers=admin.headers,
+                       json={}).status_code == 201
