@@ -23,17 +23,18 @@ def shown(body: dict) -> str | None:
     """Rewrite a chat body in place so the provider shows its reasoning as it makes it;
     return what the client asked instead (HIDDEN, HELD) or None.
 
-    `reasoning.exclude` is sent false and `reasoning_format: "hidden"` as `"parsed"` (the
-    reasoning in its own field); `include_reasoning` and `stream_reasoning` other than true
-    are not sent, as the servers that read them show the reasoning as it comes by default
-    (left out, neither can switch thinking on where the gateway switched it off).
+    `reasoning.exclude` other than false (or 0) and null (unset, as the servers read it) is
+    sent false and `reasoning_format: "hidden"` as `"parsed"` (the reasoning in its own
+    field); `include_reasoning` and `stream_reasoning` other than true are not sent, as the
+    servers that read them show the reasoning as it comes by default (left out, neither can
+    switch thinking on where the gateway switched it off).
     """
     asked = None
     if "stream_reasoning" in body and body["stream_reasoning"] is not True:
         del body["stream_reasoning"]
         asked = HELD
     reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("exclude", False) is not False:
+    if isinstance(reasoning, dict) and reasoning.get("exclude") not in (None, False):
         body["reasoning"] = {**reasoning, "exclude": False}
         asked = HIDDEN
     if "include_reasoning" in body and body["include_reasoning"] is not True:

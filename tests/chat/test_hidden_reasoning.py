@@ -128,3 +128,23 @@ def test_reasoning_held_until_it_ends_is_counted_as_it_comes(app, client, accoun
     deltas = [event["choices"][0]["delta"] for event in events[1:-1] if event["choices"]]
     assert "reasoning" in deltas[0] and deltas[0].get("content") == "w0"  # together, in order
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("exclude", [None, 0], ids=["null", "0"])
+def test_a_reasoning_object_that_does_not_exclude_shows_the_reasoning(
+        app, client, accounts, upstream, exclude):
+    """`reasoning.exclude` null (wrapper code sends an unset field as null; a top-level
+    null is dropped, a nested one is not) or 0 is no exclusion: the provider shows the
+    reasoning it bills, but the gateway took either for a request to hide it, and the
+    client paid for reasoning it had asked to see and never got."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    asked = {"reasoning": {"effort": "high", "exclude": exclude}}
+    events = sse_events(_post(client, acct, "reasoning_pieces=5 pieces=3", **asked).data)
+    assert events[-1] == "[DONE]"
+    assert _reasoning(events) == ["t0", " t1", " t2", " t3", " t4"]
+    answer = _post(client, acct, "reasoning_pieces=5 pieces=3", stream=False, **asked).json
+    assert answer["choices"][0]["message"]["reasoning"] == "t0 t1 t2 t3 t4"
+    streamed, whole = accounts.usage_records(acct.id)
+    assert streamed.completion_tokens == whole.completion_tokens == 8
+    assert accounts.audit() == []
