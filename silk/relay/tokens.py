@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import orjson
 
 from silk.pricing import Usage
+from silk.relay.call import THINKING_SWITCHES
 from silk.relay.imagesize import data_url_size
 
 PER_MESSAGE_OVERHEAD = 8  # role and separator tokens a chat template adds per message
@@ -28,7 +29,10 @@ def template_overhead(tools: object) -> int:
 
 
 # Chat-completions fields whose values no model reads as prompt: the limits, sampling and
-# streaming options (OpenAI's and the common open-model servers'), switches and labels.
+# streaming options (OpenAI's and the common open-model servers'), switches and labels;
+# among the switches, those that turn the thinking on or size it (THINKING_SWITCHES) and
+# those that say how it is shown (silk.chat.reasoning), whose few tokens a template renders
+# are its overhead's, not their JSON.
 # Every other field may be: messages, tools and schemas, and any provider extra a client
 # passes through (vLLM renders `documents` into its chat template), so each of those counts
 # in the bound and the estimate. A `logit_bias` of 300 entries would otherwise add about a
@@ -38,7 +42,8 @@ NOT_PROMPT = frozenset((
     "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "seed", "stop", "logprobs", "top_logprobs",
     "user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier",
-    "verbosity", "reasoning_effort", "thinking", "parallel_tool_calls"))
+    "verbosity", "parallel_tool_calls", *THINKING_SWITCHES, "reasoning_format",
+    "stream_reasoning"))
 
 
 def prompt_bound(body: dict, image_allowance: int) -> int:

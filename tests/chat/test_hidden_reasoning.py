@@ -148,3 +148,26 @@ def test_a_reasoning_object_that_does_not_exclude_shows_the_reasoning(
     streamed, whole = accounts.usage_records(acct.id)
     assert streamed.completion_tokens == whole.completion_tokens == 8
     assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("asked", [
+    {"reasoning": {"effort": "high", "exclude": True}}, {"include_reasoning": True},
+    {"reasoning_format": "hidden"}, {"enable_thinking": True}, {"thinking_budget": 1024}],
+    ids=["reasoning", "include_reasoning", "reasoning_format", "enable_thinking",
+         "thinking_budget"])
+def test_a_reasoning_switch_is_not_billed_as_prompt_on_a_cut_stream(app, client, accounts,
+                                                                    upstream, asked):
+    """A switch that says how the model thinks or shows its thinking is not text the model
+    reads, as `thinking` and `reasoning_effort` are not: a stream cut before its usage
+    billed each as prompt (its JSON, a dozen tokens for `reasoning`), beside the prompt."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    for extra in ({}, asked):
+        events = sse_events(_post(client, acct, "reasoning_pieces=200 pieces=5 cut_after=3",
+                                  **extra).data)
+        assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    plain, switched = accounts.usage_records(acct.id)
+    assert plain.estimated and switched.estimated
+    assert switched.prompt_tokens == plain.prompt_tokens
+    assert switched.cost_units == plain.cost_units
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0

@@ -48,7 +48,9 @@ def test_each_field_the_model_reads_is_counted():
                "thinking": {"type": "enabled"}, "n": 2, "stream": True,
                "logit_bias": {str(token): -100 for token in range(300)},
                "metadata": {f"k{i}": "v" * 512 for i in range(16)}, "top_k": 40,
-               "prompt_cache_key": TEXT[:64], "service_tier": "auto"}
+               "prompt_cache_key": TEXT[:64], "service_tier": "auto",
+               "reasoning": {"effort": "high", "exclude": False}, "include_reasoning": True,
+               "enable_thinking": True, "thinking_budget": 1024, "reasoning_format": "parsed"}
     assert prompt_estimate(options, image_allowance=0) == base
     assert prompt_bound(options, 0) == prompt_bound(_base(), 0)
 
