@@ -33,8 +33,9 @@ PROVIDER_LIMIT_DEFAULTS = {"limit_field": "max_tokens", "limit_covers_reasoning"
 # a request may ask for; each request's bound is sent in its provider's `limit_field` and
 # reserved against. `thinking: false` marks a model that cannot think. `reasoning_budget`
 # matters only on a provider whose limit does not cover reasoning: there a route that
-# enables thinking names the thinking tokens it may spend, which are reserved too; without
-# a budget, thinking is switched off for every request.
+# enables thinking names the thinking tokens it may spend, which are reserved too (its
+# extra_body sets them in the provider's budget key); without a budget, thinking is
+# switched off for every request.
 MODELS = {
     "deepseek-chat": {
         "provider": "deepseek", "upstream": "deepseek-v4-flash",

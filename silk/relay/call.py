@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from silk.catalog.catalogue import Model, Provider
@@ -16,6 +17,12 @@ THINKING_SWITCHES = ("reasoning_effort", "reasoning", "include_reasoning", "enab
                      "thinking_budget", "thinking")
 # vLLM's and SGLang's switches, read by the model's chat template.
 _TEMPLATE_SWITCHES = ("enable_thinking", "thinking")
+# Where a client names a number of thinking tokens, besides Anthropic's
+# `thinking.budget_tokens`, OpenRouter's `reasoning.max_tokens` and the chat template's
+# `thinking_budget` (SGLang's): Qwen's (DashScope's) and vLLM's.
+_BUDGETS = ("thinking_budget", "thinking_token_budget")
+# An effort names no number of tokens; only the one that asks for no thinking is sent.
+_EFFORT_OFF = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +47,9 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
 
     The bound reserved is the bound sent: one limit, in the field the provider obeys
     (silk.defaults.PROVIDERS), times the choices asked for. Where that field leaves the chain
-    of thought unbounded, the route's reasoning budget is reserved too, or thinking is off:
-    every switch that could turn it on is taken out and the provider's thinking_off sent.
+    of thought unbounded, the route's reasoning budget is reserved too and the client may
+    not size the thinking past it (_bound_thinking), or thinking is off: every switch that
+    could turn it on is taken out and the provider's thinking_off sent.
     A stream always asks for the final usage, which the request is billed from.
     """
     body["model"] = model.upstream
@@ -52,6 +60,7 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
     if model.thinking and not provider.limit_covers_reasoning:
         if model.reasoning_budget:
             reasoning = model.reasoning_budget
+            _bound_thinking(body, reasoning, model.extra_body)
         else:  # nothing would bound the thinking: there is none
             for name in THINKING_SWITCHES:
                 body.pop(name, None)
@@ -69,3 +78,59 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
         body["stream"] = False
         body.pop("stream_options", None)
     return (limit + reasoning) * choices
+
+
+def _bound_thinking(body: dict, budget: int, route: Mapping) -> None:
+    """Size a client's thinking within the route's budget, in place, whichever key the
+    provider reads.
+
+    A budget the client names is capped at the route's in its own key; an effort names
+    none, so only `none` is sent; OpenRouter's `reasoning` object, sized by an effort
+    unless it has `max_tokens`, gets one unless it switches thinking off, and its
+    `include_reasoning: true` (thinking at the default effort) is not sent. What the route's
+    extra_body sets is the operator's and stays as it is.
+    """
+    if "reasoning_effort" not in route and body.get("reasoning_effort") != _EFFORT_OFF:
+        body.pop("reasoning_effort", None)
+    if "include_reasoning" not in route:
+        body.pop("include_reasoning", None)
+    for name in _BUDGETS:
+        if name in body and name not in route:
+            body[name] = _capped(body[name], budget)
+    thinking = body.get("thinking")
+    if "thinking" not in route and isinstance(thinking, dict) and "budget_tokens" in thinking:
+        body["thinking"] = {**thinking, "budget_tokens": _capped(thinking["budget_tokens"],
+                                                                   budget)}
+    reasoning = body.get("reasoning")
+    if "reasoning" not in route and "reasoning" in body:
+        if isinstance(reasoning, dict):
+            body["reasoning"] = _bounded_reasoning(reasoning, budget)
+        else:
+            del body["reasoning"]
+    kwargs = body.get("chat_template_kwargs")
+    if "chat_template_kwargs" not in route and isinstance(kwargs, dict):
+        kwargs = {name: value for name, value in kwargs.items()
+                  if name != "reasoning_effort" or value == _EFFORT_OFF}
+        if "thinking_budget" in kwargs:
+            kwargs["thinking_budget"] = _capped(kwargs["thinking_budget"], budget)
+        body["chat_template_kwargs"] = kwargs
+
+
+def _bounded_reasoning(reasoning: dict, budget: int) -> dict:
+    """OpenRouter's `reasoning` object sized by `max_tokens` within the budget, no effort
+    but `none`; one that switches thinking off stays off."""
+    kept = {name: value for name, value in reasoning.items()
+            if name != "effort" or value == _EFFORT_OFF}
+    off = kept.get("enabled") is False or (kept.get("effort") == _EFFORT_OFF
+                                           and kept.get("enabled") is not True)
+    if not off or "max_tokens" in kept:
+        kept["max_tokens"] = _capped(kept.get("max_tokens"), budget)
+    return kept
+
+
+def _capped(value, budget: int) -> int:
+    """A client's thinking budget kept if a whole number from 1 to `budget`, else `budget`
+    (Gemini's -1 asks for dynamic thinking, and what 0 means differs between providers)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= budget:
+        return value
+    return budget

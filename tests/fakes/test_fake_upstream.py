@@ -692,3 +692,23 @@ def test_compat_counts_reasoning_kept_back_toward_a_cut(fake):
     events, _, done, _ = read_sse(post(fake, "compat", ask, stream=True))
     assert not done
     assert len(events) == 1  # the role chunk; three reasoning pieces made, kept back
+
+
+@pytest.mark.parametrize(("extra", "thought"), [
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}}, 3),
+    ({"thinking": {"type": "enabled"}, "thinking_budget": 2}, 2),
+    ({"thinking": {"type": "enabled"}, "thinking_token_budget": 4}, 4),
+    ({"thinking": {"type": "enabled"}, "chat_template_kwargs": {"thinking_budget": 1}}, 1),
+    ({"thinking": {"type": "enabled", "budget_tokens": -1}}, 9),
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}, "reasoning": {"max_tokens": 5}}, 5),
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}, "reasoning": {"effort": "high"}}, 9),
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}, "reasoning": {"enabled": True}}, 9),
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}, "reasoning_effort": "high"}, 9),
+    ({"thinking": {"type": "enabled", "budget_tokens": 3}, "reasoning_effort": "none"}, 3),
+])
+def test_compat_sizes_the_thinking_as_openrouter_does(fake, extra, thought):
+    """OpenRouter's `reasoning.max_tokens` or an effort over any other budget key."""
+    ask = body("think [[fake: reasoning_pieces=9 pieces=2]]", **extra)
+    usage = post(fake, "compat", ask).json()["usage"]
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == thought
+    assert usage["completion_tokens"] == thought + 2

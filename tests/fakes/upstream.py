@@ -51,7 +51,13 @@ and a piece kept back counts toward ``cut_after`` as an event made (and waits ``
 as one), so a cut comes after the same generation whether the reasoning was sent or not.
 It also honours what such servers bill beyond the text they stream: OpenRouter's
 ``reasoning`` object switches its thinking on (``effort`` other than ``none``, or
-``max_tokens``) or off (``enabled: false``, effort ``none``), whatever ``thinking`` says;
+``max_tokens``) or off (``enabled: false``, effort ``none``), whatever ``thinking`` says,
+and sizes it as OpenRouter does, over any other budget key (:func:`thinking_budget`): its
+``max_tokens`` bounds the thinking, and an effort (``reasoning.effort``, an object with no
+``max_tokens``, or ``reasoning_effort`` other than ``none``) leaves it unbounded by any
+budget; without either, the first whole number of ``thinking.budget_tokens``,
+``thinking_budget``, ``thinking_token_budget`` and ``chat_template_kwargs.thinking_budget``
+bounds it (a negative one does not: Gemini's -1 asks for dynamic thinking);
 a ``prediction`` (OpenAI's Predicted Outputs) is billed as completion tokens and
 ``completion_tokens_details.rejected_prediction_tokens``, one per word of its content (none
 of it matches the reply), never streamed and beyond any limit; ``modalities`` with
@@ -394,6 +400,24 @@ def wants_reasoning(body: Mapping[str, Any], provider: str = "") -> bool:
     return "reasoner" in str(body.get("model", ""))
 
 
+def thinking_budget(body: Mapping[str, Any]) -> int | None:
+    """The thinking tokens ``compat`` may spend on ``body`` (see module docstring): OpenRouter's
+    ``reasoning`` object or an effort first, then the other budget keys; None: unbounded."""
+    switch = body.get("reasoning")
+    if isinstance(switch, dict) and switch:
+        return _limit(switch, "max_tokens")
+    if body.get("reasoning_effort") not in (None, "none"):
+        return None
+    thinking = body.get("thinking")
+    kwargs = body.get("chat_template_kwargs")
+    for where, name in ((thinking, "budget_tokens"), (body, "thinking_budget"),
+                        (body, "thinking_token_budget"), (kwargs, "thinking_budget")):
+        budget = _limit(where, name) if isinstance(where, Mapping) else None
+        if budget is not None:
+            return budget
+    return None
+
+
 def reasoning_shown(body: Mapping[str, Any]) -> str:
     """How the ``compat`` provider shows the reasoning it bills: ``streamed`` as it is made,
     ``held`` until it ends (SGLang's ``stream_reasoning: false``), or ``excluded`` from the
@@ -690,6 +714,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         reasoning = (reply_pieces(opts.get("reasoning", ""))
                      if wants_reasoning(body, provider) else [])
+        budget = thinking_budget(body) if provider == "compat" else None
+        if budget is not None and budget >= 0:  # a negative one is dynamic (Gemini's -1)
+            reasoning = reasoning[:budget]
         tools: list[dict[str, str]] = []
         call_id = "call_" + rid.removeprefix("fakereq-")
         if opts.get("tool_calls") and all(wants_tool_call(body, call["name"])
