@@ -463,6 +463,8 @@ def _limit_problems(pid: str, provider) -> list[str]:
         problems.append(f"provider {pid!r}: limit_field must be one of {list(_LIMIT_FIELDS)}")
     if not isinstance(provider.get("limit_covers_reasoning", False), bool):
         problems.append(f"provider {pid!r}: limit_covers_reasoning must be true or false")
+    if not isinstance(provider.get("reasoning_streamed", False), bool):
+        problems.append(f"provider {pid!r}: reasoning_streamed must be true or false")
     if not isinstance(provider.get("thinking_off", {}), dict | type(None)):
         problems.append(f"provider {pid!r}: thinking_off must be an object (the body that "
                         "switches thinking off) or null")

@@ -4,6 +4,10 @@
 # obeys as its output bound (the gateway sends exactly it, set to the bound it reserved
 # against), `limit_covers_reasoning` whether that bound includes the chain of thought, and
 # `thinking_off` the body that switches thinking off where the bound does not cover it.
+# `reasoning_streamed` says whether the provider streams the chain of thought it bills
+# (`reasoning_content`): one that does not (OpenAI's o-series, Gemini's OpenAI API) reports
+# it only in the final usage, so a stream whose client leaves is read to that usage
+# (silk.relay.stream) rather than billed from the delivered text alone.
 # What the providers document:
 # - DeepSeek: `max_tokens` bounds the whole answer, chain of thought included (thinking
 #   mode); `max_completion_tokens` is not read. `thinking` {enabled|disabled}.
@@ -16,16 +20,22 @@
 PROVIDERS = {
     "deepseek": {"name": "DeepSeek", "base_url": "https://api.deepseek.com", "env": "DEEPSEEK",
                  "limit_field": "max_tokens", "limit_covers_reasoning": True,
+                 "reasoning_streamed": True,
                  "thinking_off": {"thinking": {"type": "disabled"}}},
     "ark": {"name": "Volcengine", "base_url": "https://ark.cn-beijing.volces.com/api/v3",
             "env": "ARK", "limit_field": "max_completion_tokens",
-            "limit_covers_reasoning": True, "thinking_off": {"thinking": {"type": "disabled"}}},
+            "limit_covers_reasoning": True, "reasoning_streamed": True,
+            "thinking_off": {"thinking": {"type": "disabled"}}},
     "mimo": {"name": "Xiaomi", "base_url": "https://api.xiaomimimo.com/v1", "env": "MIMO",
              "limit_field": "max_completion_tokens", "limit_covers_reasoning": True,
-             "thinking_off": {"thinking": {"type": "disabled"}}},
+             "reasoning_streamed": True, "thinking_off": {"thinking": {"type": "disabled"}}},
 }
-# A provider entry that leaves these out is taken at its most cautious.
+# A provider entry that leaves these out is taken at its most cautious: its reasoning is
+# taken as hidden, since a provider wrongly taken to stream it loses its reasoning's price
+# uncounted when a client leaves, while one wrongly taken to hide it is only read to its
+# end, and the client pays the provider's own count for the request, within its hold.
 PROVIDER_LIMIT_DEFAULTS = {"limit_field": "max_tokens", "limit_covers_reasoning": False,
+                           "reasoning_streamed": False,
                            "thinking_off": {"thinking": {"type": "disabled"}}}
 
 # Public id -> route and price (USD per million tokens). `extra_body` is merged into the

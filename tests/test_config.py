@@ -168,6 +168,27 @@ def test_a_bad_setting_in_the_instance_file_is_named(tmp_path):
                     "SILK_OPEN_TOPUP": "yes"})
 
 
+def test_reasoning_streamed_is_checked_and_cautious_when_left_out(tmp_path):
+    """A provider that leaves reasoning_streamed out is taken to hide its reasoning (a
+    client's hang-up then reads its stream to the provider's usage); the built-ins stream
+    theirs; anything but true or false stops the gateway."""
+    from silk import create_app
+    from silk.config import ConfigError
+    from silk.defaults import PROVIDERS
+
+    url = f"sqlite:///{tmp_path}/x.db"
+    added = {"name": "Added", "base_url": "http://127.0.0.1:9", "env": "ADDEDX"}
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url,
+                      "SILK_PROVIDERS": {**PROVIDERS, "added": added}})
+    providers = app.extensions["silk.catalogue"].providers
+    assert not providers["added"].reasoning_streamed
+    assert all(providers[pid].reasoning_streamed for pid in ("deepseek", "ark", "mimo"))
+    with pytest.raises(ConfigError, match="provider 'added': reasoning_streamed must be true "
+                                          "or false"):
+        create_app({"SQLALCHEMY_DATABASE_URI": url, "SILK_PROVIDERS": {
+            **PROVIDERS, "added": {**added, "reasoning_streamed": "no"}}})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("variable", "value", "line"), [
     ("SILK_DB_POOL_SIZE", "abc", "SILK_DB_POOL_SIZE='abc' is not allowed: use a whole number"),

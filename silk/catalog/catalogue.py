@@ -24,6 +24,8 @@ class Provider:
     keys: tuple[str, ...]
     limit_field: str = "max_tokens"  # the one output bound the provider obeys
     limit_covers_reasoning: bool = False  # whether that bound includes the chain of thought
+    # Whether it streams the reasoning it bills; if not, only its final usage counts it.
+    reasoning_streamed: bool = False
     thinking_off: Mapping = field(default_factory=dict)  # the body that stops thinking
     anthropic_base_url: str = ""  # where it serves Anthropic Messages natively ("" if not)
 
@@ -166,6 +168,7 @@ def limit_rule(spec: Mapping) -> dict:
     """A provider's output-limit rule from its config entry, cautious where it says nothing."""
     rule = {name: spec.get(name, default) for name, default in PROVIDER_LIMIT_DEFAULTS.items()}
     rule["limit_covers_reasoning"] = bool(rule["limit_covers_reasoning"])
+    rule["reasoning_streamed"] = bool(rule["reasoning_streamed"])
     rule["thinking_off"] = dict(rule["thinking_off"] or {})
     return rule
 

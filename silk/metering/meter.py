@@ -105,6 +105,13 @@ class Meter:
         # after, its count lacks.
         self.counted_through = 0
         self.delivered_any = False
+        # The provider bills reasoning it never streams (silk.defaults.PROVIDERS'
+        # reasoning_streamed): only its usage counts it.
+        self.hides_reasoning = False
+        self.client_left = False  # the client is gone; the upstream is read to its usage
+        # Settled without the provider's count on a provider that hides its reasoning: the
+        # reasoning it bills was not charged, at an amount nobody reported.
+        self.reasoning_unknown = False
         self.billed: Usage | None = None
         self.estimated = False
         self.settlement: Settlement | None = None
@@ -146,13 +153,21 @@ class Meter:
         self.prompt_counted = prompt
 
     def delivered(self, tokens: int) -> None:
-        """Output reached the client: `tokens` estimated from its text (may be 0)."""
+        """Output reached the client: `tokens` estimated from its text (may be 0); once the
+        client left, nothing more reaches it."""
+        if self.client_left:
+            return
         self.delivered_tokens += tokens
         self.delivered_any = True
 
+    def left(self) -> None:
+        """The client is gone, and the upstream is read on for its usage: what comes now is
+        not delivered, and however the upstream ends, the request ended as client_gone."""
+        self.client_left = True
+
     def ended(self, how: str) -> Bill:
         """The request ended as `how` (a key of ENDINGS): bill what was delivered."""
-        status, http_status = ENDINGS[how]
+        status, http_status = ENDINGS["client_gone" if self.client_left else how]
         return self._settle(status, http_status, billable=True)
 
     def refused(self, http_status: int) -> Bill:
@@ -199,6 +214,10 @@ class Meter:
             estimated = True
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated
+        # Its reasoning is not in the estimate, and the hold's bound is no count of it: the
+        # client pays what is known (the output may have held no reasoning at all), and
+        # the unknown is counted (silk.ops.metrics) rather than lost without a trace.
+        self.reasoning_unknown = billable and self.hides_reasoning and self.usage is None
         elapsed = time.perf_counter() - self.started
         first = self.first_token_at
         outcome = Outcome(

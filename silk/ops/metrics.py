@@ -54,6 +54,7 @@ class _Metrics:
     tokens: object
     cost: object
     written_off: object
+    reasoning_unknown: object
     settled: object
     open_streams: object
     failovers: object
@@ -100,6 +101,11 @@ def _families() -> _Metrics:
             written_off=Counter("silk_written_off_usd", "USD of usage not charged (beyond "
                                 "what its hold or the balance could pay), by model.",
                                 ("model",)),
+            reasoning_unknown=Counter(
+                "silk_written_off_unknown", "Requests settled without the provider's "
+                "count on a provider that hides its reasoning (its stream ended before its "
+                "usage): the reasoning it bills was not charged, at an amount nobody "
+                "reported, by model and provider.", ("model", "provider")),
             settled=Counter("silk_requests_settled", "Chat requests settled, by model, "
                             "provider and outcome (ok, cut, client_closed, timeout, "
                             "upstream_error, error).", ("model", "provider", "outcome")),
@@ -222,6 +228,8 @@ def settled(meter, outcome) -> None:
     model = meter.hold.model
     provider = outcome.provider or meter.provider
     families.settled.labels(model, provider, outcome.status).inc()
+    if meter.reasoning_unknown:
+        families.reasoning_unknown.labels(model, provider).inc()
     usage = meter.billed
     if usage is not None and outcome.billable:
         cached = usage.cache_hit_tokens

@@ -151,6 +151,8 @@ def remember_settlement(meter, outcome) -> None:
         "estimated": outcome.estimated,
         "upstream_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
     }
+    if meter.reasoning_unknown:  # the provider's hidden reasoning was not charged
+        fields["reasoning_unknown"] = True
     if len(_settled) >= _MAX_PENDING:  # lines that were never written must not pile up
         _settled.clear()
     _settled[hold.request_id] = fields

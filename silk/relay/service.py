@@ -79,11 +79,13 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
                                      metrics.route_failover)
         meter.served_by(route.provider, route.name, route.cost_at(admitted))
         this_g().silk_route = route.name  # named in the answer's x-silk-provider header
+        provider = extensions["silk.catalogue"].providers[route.provider]
+        meter.hides_reasoning = model.thinking and not provider.reasoning_streamed
         if call.stream:
             metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
             return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"],
-                               call.dialect)
+                               call.dialect, drain=meter.hides_reasoning)
         return finish(response, call, meter, route.upstream)
     except SilkError as err:
         metrics.upstream_answered(meter.provider, model.id,

@@ -7,6 +7,7 @@ stream ends, in a `finally`, so a client that leaves still settles its request.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Generator, Iterator
 
 import orjson
@@ -20,6 +21,8 @@ from silk.relay.pace import pace
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.sse import DONE, MAX_EVENT, SSEParser
 from silk.upstream.dialects import scrub
+
+log = logging.getLogger("silk.relay")
 
 _READ_SIZE = 65536
 _CUT = ("cut", "The provider ended the stream early.", "upstream_stream_cut")
@@ -62,12 +65,18 @@ class RelayStream:
     A WSGI server calls `close()` when the client is gone; a generator closed before it
     started runs no `finally`, so the hold and the upstream connection are released here.
     `batch` says whether more events of the current upstream read are to come.
+
+    `drain`: the provider bills reasoning it never streams, so its final usage is the only
+    count of it. A client that leaves after output reached it does not close the upstream
+    then: the rest is read (nothing is sent) until its usage and end, within the read
+    timeout, and the provider's count is billed, capped by the hold as always.
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
-                 max_event: int = MAX_EVENT, dialect: str = "chat"):
+                 max_event: int = MAX_EVENT, dialect: str = "chat", *, drain: bool = False):
         self._response = response
         self._meter = meter
+        self._drain = drain
         self.batch = Batch()
         relay = _relay_anthropic if dialect == "anthropic" else _relay
         self._events = relay(response, meter, upstream_model, max_event, self.batch)
@@ -76,11 +85,35 @@ class RelayStream:
         return self._events
 
     def close(self) -> None:
-        """End the stream now: stop relaying, settle if nobody did, close the upstream."""
-        self._events.close()
-        if not self._meter.finished:
-            self._meter.ended("client_gone")
-            self._response.close()
+        """End the stream now: stop relaying (or read on to the provider's usage, see
+        `drain`), settle if nobody did, close the upstream."""
+        meter = self._meter
+        try:
+            if self._drain and meter.delivered_any and not meter.finished:
+                self._read_to_the_end()
+        finally:
+            self._events.close()
+            if not meter.finished:
+                meter.ended("client_gone")
+                self._response.close()
+
+    def _read_to_the_end(self) -> None:
+        """Relay the rest to nobody: the relay settles once the upstream ends, cut or timed
+        out included, and bills its usage if it came.
+
+        It runs in the request's greenlet, inside the WSGI server's close, so the worker's
+        other requests go on, the request still counts as served (silk.inflight), and a
+        gunicorn worker told to stop waits for it as for any open request (its
+        graceful_timeout); one killed meanwhile settles from what was delivered, in the
+        relay's `finally`.
+        """
+        self._meter.left()
+        try:
+            for _event in self._events:
+                pass
+        except Exception:  # noqa: BLE001 - the relay settled in its finally; nobody to tell
+            log.exception("reading a left stream to its usage failed",
+                          extra={"fields": {"request_id": self._meter.hold.request_id}})
 
     def abort(self) -> None:
         """End the stream because the surface failed to encode it: the gateway's error."""

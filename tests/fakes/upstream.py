@@ -67,6 +67,11 @@ of it matches the reply), never streamed and beyond any limit; ``modalities`` wi
 ``max_tokens`` bound the answer alone (as Ark's ``max_tokens``), for a provider entry whose
 limit does not cover the thinking.
 
+``hide_reasoning`` makes any provider one that never sends its reasoning and bills it all
+the same, as OpenAI's o-series and Gemini's OpenAI API do: the reasoning is made (it counts
+toward ``cut_after`` and waits ``chunk_delay`` as ``excluded`` reasoning does), but only the
+final usage's ``completion_tokens`` and ``reasoning_tokens`` tell of it.
+
 Fault options (see :data:`OPTION_TYPES`) come from four layers, later ones winning: constructor
 defaults < :meth:`FakeUpstream.behave` < one queued entry (per key if one is queued for the
 request's key, else per provider) < the ``[[fake: k=v ...]]`` directive(s) in the LAST
@@ -274,6 +279,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "thinking_display": _thinking_display,  # Anthropic: the thinking sealed, not as text
     "reasoning_field": _reasoning_field,  # stream: the delta field(s) reasoning comes in
     "reasoning_unbounded": _to_bool,    # compat: max_tokens bounds the answer alone
+    "hide_reasoning": _to_bool,         # bill the reasoning, never send it (OpenAI's o-series)
 }
 
 
@@ -746,7 +752,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": body["model"],
                 "finish": opts.get("finish_reason") or ("tool_calls" if tools else finish),
                 "tools": tools,
-                "shown": reasoning_shown(body) if provider == "compat" else "streamed",
+                "shown": ("excluded" if opts.get("hide_reasoning")
+                          else reasoning_shown(body) if provider == "compat" else "streamed"),
                 "audio": audio}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"

@@ -1,0 +1,159 @@
+"""A provider that bills reasoning it never streams (OpenAI's o-series, Gemini's OpenAI API):
+its final usage is the only count of it, so a client that leaves mid-stream does not close
+the upstream; the gateway reads on to that usage and bills it.
+
+DeepSeek is configured here as such a provider (`reasoning_streamed: false`) and the fake
+is told to hide its reasoning (`hide_reasoning`): forty reasoning tokens billed upstream,
+none of them in the stream.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from silk.defaults import MODELS, PROVIDERS
+from silk.pricing import Usage, quote
+from tests.chat.helpers import messages, set_quota_left, sse_events
+from tests.ops.helpers import sample
+
+HIDING = "hide_reasoning reasoning_pieces=40"
+
+
+def _providers(streamed: bool) -> dict:
+    return {**PROVIDERS, "deepseek": {**PROVIDERS["deepseek"], "reasoning_streamed": streamed}}
+
+
+HIDDEN = {"SILK_PROVIDERS": _providers(False)}
+
+
+@pytest.fixture
+def app_config(request):
+    """DeepSeek as a provider that hides its reasoning, unless a test gives its own."""
+    return dict(getattr(request, "param", HIDDEN))
+
+
+def _price(app, usage: Usage) -> int:
+    cat = app.extensions["silk.catalogue"]
+    return quote(cat.model("deepseek-reasoner").price, usage, cat.tiers["free"], 0).total
+
+
+def _leave_after(app, acct, directive: str, events: int = 5):
+    """Stream deepseek-reasoner, read `events` data events, then leave as a client does
+    (the server closes the response)."""
+    response = app.test_client().post(
+        "/v1/chat/completions", headers=acct.headers, buffered=False,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", directive)})
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    received = b""
+    while received.count(b"data: ") < events:
+        received += next(chunks)
+    response.close()
+    return received
+
+
+def _unknown(client) -> float:
+    text = client.get("/metrics").text
+    return sample(text, "silk_written_off_unknown_total", model="deepseek-reasoner",
+                  provider="deepseek") or 0.0
+
+
+def test_a_client_that_leaves_pays_the_providers_final_usage(app, client, accounts, upstream):
+    """Billed from what was delivered, the forty reasoning tokens the provider bills were
+    written off unseen; the upstream is read to its usage and the client pays its count."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    before = _unknown(client)
+    received = _leave_after(app, acct, f"{HIDING} pieces=30 chunk_delay=0.01")
+    assert b"reasoning" not in received
+    assert upstream.disconnects == []  # read to its end, not closed
+    assert upstream.requests[-1].outcome == "ok"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and not record.estimated
+    assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
+    assert record.written_off_units == 0
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
+    assert _unknown(client) == before
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_PROVIDERS": _providers(True)}],
+                         indirect=True)
+def test_a_provider_that_streams_its_reasoning_is_closed_when_the_client_leaves(
+        app, accounts, upstream):
+    """Where the reasoning streams, the delivered text counts it: the upstream is closed at
+    once, as before, and the client pays what reached it."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    _leave_after(app, acct, "reasoning_pieces=40 pieces=300 chunk_delay=0.01")
+    [gone] = upstream.wait_for(lambda: upstream.disconnects, timeout=5)
+    assert gone.chunks_sent < 300
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.estimated
+    assert record.completion_tokens < 300
+    assert accounts.audit() == []
+
+
+@pytest.mark.parametrize("app_config", [{**HIDDEN, "SILK_MODELS": {
+    **MODELS, "deepseek-reasoner": {**MODELS["deepseek-reasoner"], "thinking": False}}}],
+    indirect=True)
+def test_a_model_that_cannot_think_is_not_read_on(app, accounts, upstream):
+    """A model marked `thinking: false` has no hidden reasoning to wait for."""
+    acct = accounts.make(credit="1")
+    _leave_after(app, acct, "pieces=300 chunk_delay=0.01")
+    upstream.wait_for(lambda: upstream.disconnects, timeout=5)
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.estimated
+
+
+def test_a_stream_cut_before_its_usage_bills_what_was_delivered_and_counts_the_rest(
+        app, client, accounts, upstream):
+    """The provider's count never came: the client pays the delivered text (the hold's
+    bound is no count of the reasoning, which may have been none), and the request is
+    counted as written off at an unknown amount, not lost without a trace."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    before = _unknown(client)
+    # the role chunk, forty hidden reasoning pieces, then four of the answer's: cut
+    events = sse_events(app.test_client().post(
+        "/v1/chat/completions", headers=acct.headers, buffered=True,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", f"{HIDING} pieces=30 cut_after=45")}).data)
+    assert events[-1]["error"]["code"] == "upstream_stream_cut"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    assert record.completion_tokens == 4
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 4))
+    assert accounts.audit() == []
+    assert _unknown(client) == before + 1
+
+
+def test_a_left_stream_cut_before_its_usage_still_settles_what_was_delivered(
+        app, client, accounts, upstream):
+    """Read on after the client left, the provider cut before its usage: the client still
+    pays what reached it, once, the hold is released, and the unknown is counted."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    before = _unknown(client)
+    _leave_after(app, acct, f"{HIDING} pieces=30 chunk_delay=0.01 cut_after=60")
+    assert upstream.disconnects == []
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.estimated
+    assert 3 <= record.completion_tokens < 19  # what was delivered, not what came after
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens,
+                                                  record.completion_tokens))
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
+    assert _unknown(client) == before + 1
+
+
+def test_a_left_stream_gone_silent_ends_at_the_read_timeout(app, accounts, upstream):
+    """Reading on is bounded by the stream's read timeout: a provider that falls silent
+    is given up on, and what was delivered is billed."""
+    app.extensions["silk.upstreams"]["deepseek"].timeout = (2.0, 0.5)
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    _leave_after(app, acct, f"{HIDING} pieces=30 chunk_delay=0.01 stall_after=20")
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.estimated
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
