@@ -8,7 +8,8 @@ channel (SILK_INVALIDATION_CHANNEL) and every worker's subscriber, a daemon thre
 greenlet under gevent), drops the same entries within a round trip. A subscriber that
 loses Redis reconnects and then drops everything it guards, as it may have missed
 messages; while Redis is away the TTL is the bound again. Publishing never fails the
-change that triggered it.
+change that triggered it. Open streams of a changed key or account check it again before
+their next upstream read (silk.relay.revocation).
 
 Messages are short strings: `key <sha256>`, `account <id>`, `tiers`.
 """
@@ -53,8 +54,12 @@ def _announce(message: str) -> None:
 
 
 def drop(app: Flask, message: str) -> None:
-    """Drop this process's cached answers that `message` makes stale (`*`: all of them)."""
+    """Drop this process's cached answers that `message` makes stale (`*`: all of them),
+    and mark the open streams it concerns (silk.relay.revocation)."""
+    from silk.relay import revocation
+
     kind, _, value = message.partition(" ")
+    revocation.changed(app, kind, value)  # open streams of the key or account check it
     keys = app.extensions.get("silk.keycache")
     tier_table = app.extensions.get("silk.tiers")
     if kind == "key" and keys is not None:

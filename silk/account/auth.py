@@ -260,6 +260,24 @@ def authenticate() -> Principal:
     return principal
 
 
+def still_serving(key_hash: str) -> Principal | None:
+    """The key's principal as this process knows it now (the key cache, reloaded once
+    stale): None once the key is revoked or gone, or its account disabled."""
+    return key_cache().fetch(key_hash, _load, _lifetime)
+
+
+def why_refused(key_id: int) -> str:
+    """Why a key that served no longer does, as an error code: `account_disabled`, else
+    `key_revoked` (revoked, or gone)."""
+    row = db.session.execute(
+        select(ApiKey.revoked_at, Account.disabled)
+        .join(Account, Account.id == ApiKey.account_id).where(ApiKey.id == key_id)).first()
+    db.session.close()
+    if row is not None and row.revoked_at is None and row.disabled:
+        return "account_disabled"
+    return "key_revoked"
+
+
 def require_owner() -> Principal:
     """Return the caller's principal if it holds an owner key, else 403 (`owner_key_required`)."""
     principal = authenticate()

@@ -216,7 +216,8 @@ def _error_event(failed: Failed, reported: dict | None) -> bytes:
     bill = failed.bill
     usage = usage_object(bill, reported)
     event = stream_error(failed.message + bill.charge_note("prompt", "completion"),
-                         failed.code)
+                         failed.code,
+                         "authentication_error" if failed.refused else "api_error")
     event["usage"] = usage
     try:
         return orjson.dumps(event, default=float)

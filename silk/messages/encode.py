@@ -186,7 +186,7 @@ def _translated_stream(events: Iterable, model: str, request_id: str,
                 "delta": {"stop_reason": stop[0], "stop_sequence": stop[1]},
                 "usage": usage_object(item.bill)}) + STOP
         elif type(item) is Failed:
-            yield blocks.broken() + event("error", _error_event(item.message, item.bill))
+            yield blocks.broken() + event("error", _failed_event(item))
 
 
 def _native_stream(events: Iterable) -> Iterator[bytes]:
@@ -218,7 +218,7 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
             yield event("message_delta", {**delta, "usage": usage_object(
                 item.bill, reported)}) + STOP
         elif type(item) is Failed:
-            yield event("error", _error_event(item.message, item.bill))
+            yield event("error", _failed_event(item))
 
 
 def _with_counts(usage, counts: dict) -> dict | None:
@@ -228,6 +228,13 @@ def _with_counts(usage, counts: dict) -> dict | None:
     if not isinstance(usage, dict):
         return None
     return {name: counts.get(name, value) for name, value in usage.items()}
+
+
+def _failed_event(failed: Failed) -> dict:
+    """The error event of a stream that ended early: Anthropic's authentication_error once
+    the key was revoked (or its account disabled), else api_error."""
+    return _error_event(failed.message, failed.bill,
+                        "authentication_error" if failed.refused else "api_error")
 
 
 def _error_event(message: str, bill: Bill, kind: str = "api_error") -> dict:

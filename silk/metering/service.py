@@ -70,7 +70,7 @@ class Hold:
 class Outcome:
     """How a request ended, as the relay saw it."""
 
-    status: str  # ok, cut, client_closed, timeout, upstream_error, rejected, swept
+    status: str  # ok, cut, client_closed, timeout, upstream_error, revoked, rejected, swept
     http_status: int = 200
     usage: Usage | None = None
     reasoning_tokens: int = 0

@@ -108,7 +108,7 @@ def _families() -> _Metrics:
                 "reported, by model and provider.", ("model", "provider")),
             settled=Counter("silk_requests_settled", "Chat requests settled, by model, "
                             "provider and outcome (ok, cut, client_closed, timeout, "
-                            "upstream_error, error).", ("model", "provider", "outcome")),
+                            "upstream_error, revoked, error).", ("model", "provider", "outcome")),
             open_streams=Gauge("silk_open_streams", "Streams to clients open now, by model.",
                                ("model",), multiprocess_mode="livesum"),
             failovers=Counter("silk_upstream_failovers", "Requests moved to a provider's next "

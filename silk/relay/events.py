@@ -54,12 +54,19 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The stream ended early (`reason`: cut, timeout, upstream_error); it is settled."""
+    """The stream ended early (`reason`: cut, timeout, upstream_error, revoked); it is
+    settled."""
 
     reason: str
     message: str  # what went wrong, for the client; the surface adds what was charged
     code: str
     bill: Bill
+
+    @property
+    def refused(self) -> bool:
+        """The client's access ended (its key revoked, its account disabled), not the
+        provider's answer: the surface says so as its authentication error."""
+        return self.reason == "revoked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from silk.limits import Ticket
 from silk.metering.meter import Meter
 from silk.metering.service import reserve
 from silk.ops import metrics
-from silk.relay import admission, anthropic
+from silk.relay import admission, anthropic, revocation
 from silk.relay.call import Call
 from silk.relay.events import Completion
 from silk.relay.routes import open_route
@@ -85,7 +85,8 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
             metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
             return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"],
-                               call.dialect, drain=meter.hides_reasoning)
+                               call.dialect, revocation.open_streams(app).watch(principal),
+                               drain=meter.hides_reasoning)
         return finish(response, call, meter, route.upstream)
     except SilkError as err:
         metrics.upstream_answered(meter.provider, model.id,

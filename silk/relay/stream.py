@@ -18,6 +18,7 @@ from silk.ops import metrics
 from silk.relay import anthropic
 from silk.relay.events import FLUSH, Chunk, Comment, Done, Event, Failed
 from silk.relay.pace import pace
+from silk.relay.revocation import NOT_WATCHED, Watch
 from silk.relay.tokens import delivered_tokens, usage_from
 from silk.sse import DONE, MAX_EVENT, SSEParser
 from silk.upstream.dialects import scrub
@@ -64,7 +65,8 @@ class RelayStream:
 
     A WSGI server calls `close()` when the client is gone; a generator closed before it
     started runs no `finally`, so the hold and the upstream connection are released here.
-    `batch` says whether more events of the current upstream read are to come.
+    `batch` says whether more events of the current upstream read are to come. `watch`
+    ends the stream once its key no longer serves (silk.relay.revocation).
 
     `drain`: the provider bills reasoning it never streams, so its final usage is the only
     count of it. A client that leaves after output reached it does not close the upstream
@@ -73,13 +75,15 @@ class RelayStream:
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
-                 max_event: int = MAX_EVENT, dialect: str = "chat", *, drain: bool = False):
+                 max_event: int = MAX_EVENT, dialect: str = "chat",
+                 watch: Watch = NOT_WATCHED, *, drain: bool = False):
         self._response = response
         self._meter = meter
+        self._watch = watch
         self._drain = drain
         self.batch = Batch()
         relay = _relay_anthropic if dialect == "anthropic" else _relay
-        self._events = relay(response, meter, upstream_model, max_event, self.batch)
+        self._events = relay(response, meter, upstream_model, max_event, self.batch, watch)
 
     def __iter__(self) -> Iterator[Event]:
         return self._events
@@ -93,6 +97,7 @@ class RelayStream:
                 self._read_to_the_end()
         finally:
             self._events.close()
+            self._watch.close()
             if not meter.finished:
                 meter.ended("client_gone")
                 self._response.close()
@@ -142,12 +147,14 @@ def _read(raw, parser: SSEParser,
 
 
 def _relay(response: requests.Response, meter: Meter, upstream_model: str,
-           max_event: int, batch: Batch) -> Generator[Event, None, None]:
+           max_event: int, batch: Batch, watch: Watch) -> Generator[Event, None, None]:
     """Yield upstream events as they arrive; settle in `finally`, however the stream ends.
 
     Usage is recorded from every chunk that carries it (a provider may repeat it, or put the
     running total in every chunk); the Meter bills each count at its largest. The events of
-    a read that carried several are handed out with `batch.open`, then a Flush.
+    a read that carried several are handed out with `batch.open`, then a Flush. Before each
+    read, a stream whose `watch` was marked checks its key; one that no longer serves ends
+    as `revoked`, billed for what was delivered.
     """
     parser = SSEParser(max_event)
     raw = response.raw
@@ -157,6 +164,10 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
+            if watch.check:  # its key or account changed: does the key still serve?
+                failure = watch.verdict()
+                if failure:
+                    break
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
@@ -214,6 +225,7 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
         if not meter.finished:  # an unexpected exception inside this generator
             meter.ended("error")
         response.close()
+        watch.close()
         metrics.stream_closed(meter.hold.model)
 
 
@@ -226,7 +238,8 @@ def _reported_error(data: dict) -> str:
 
 
 def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: str,
-                     max_event: int, batch: Batch) -> Generator[Event, None, None]:
+                     max_event: int, batch: Batch,
+                     watch: Watch) -> Generator[Event, None, None]:
     """`_relay` for a provider answering in Anthropic Messages events.
 
     `message_stop` ends the answer (it is not passed on: the surface ends its stream on
@@ -244,6 +257,10 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
+            if watch.check:  # its key or account changed: does the key still serve?
+                failure = watch.verdict()
+                if failure:
+                    break
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
@@ -311,4 +328,5 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
         if not meter.finished:
             meter.ended("error")
         response.close()
+        watch.close()
         metrics.stream_closed(meter.hold.model)

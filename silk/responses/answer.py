@@ -354,13 +354,14 @@ class Builder:
                 "failed": "response.failed"}[status]
         return final, lambda: closing + self._event(kind, response=final)
 
-    def failed(self, message: str, bill: Bill) -> tuple[dict, Callable[[], bytes]]:
+    def failed(self, message: str, bill: Bill,
+               code: str = "server_error") -> tuple[dict, Callable[[], bytes]]:
         """The failed Response of a broken stream, and the events that end it: the waiting
-        items (see the module docstring), then the error, stating what was charged (made
-        when called, as done's are)."""
+        items (see the module docstring), then the error (`code`: server_error, or why the
+        key no longer serves), stating what was charged (made when called, as done's are)."""
         self._status = "incomplete"
         closing = self._release(ending=True)
-        error = {"code": "server_error", "message": message + bill.charge_note()}
+        error = {"code": code, "message": message + bill.charge_note()}
         final = self.response("failed", usage_object(bill), error)
         return final, lambda: closing + self._event("response.failed", response=final)
 

@@ -64,7 +64,8 @@ def _typed(events: Iterable, builder: Builder, on_done: Callable[[dict], None] |
             if type(event) is Done:
                 final, closing = builder.done(event.bill)
             else:
-                final, closing = builder.failed(event.message, event.bill)
+                final, closing = builder.failed(event.message, event.bill,
+                                                event.code if event.refused else "server_error")
             if on_done is not None:
                 on_done(final)
             yield closing()

@@ -9,6 +9,7 @@ key checks in Redis (SILK_AUTH_FAILURES_PER_MINUTE=0), so they leave no keys beh
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -16,7 +17,8 @@ import pytest
 import requests
 from sqlalchemy import update
 
-from tests.reliability.helpers import gateways, wait_until
+from tests.chat.helpers import set_quota_left
+from tests.reliability.helpers import assert_money_exact, gateways, wait_until
 
 BUDGET = 1.0  # seconds a change may take to reach every worker and host
 
@@ -263,3 +265,101 @@ def test_a_redis_outage_does_not_fail_a_revocation(app_config, app, client, acco
     assert time.monotonic() - start < 2
     assert client.get("/v1/balance", headers={"Authorization": f"Bearer {spare['key']}"}
                       ).status_code == 401
+
+
+# An open stream of a revoked key ends as a new request is refused: with Redis within a
+# second in every worker, without it within 1.5 x the key cache TTL (silk.relay.revocation).
+
+SLOW_STREAM = {"model": "deepseek-chat", "stream": True, "messages": [
+    {"role": "user", "content": "go [[fake: pieces=400 chunk_delay=0.02]]"}]}
+
+
+def _stream_until_it_ends(response, start: float) -> tuple[float, dict]:
+    """Read a test client's stream to its end: seconds from `start`, and its last event."""
+    body = b"".join(response.response)
+    took = time.monotonic() - start
+    response.close()
+    last = [block for block in body.decode().split("\n\n") if block.startswith("data: ")][-1]
+    return took, json.loads(last[6:])
+
+
+def _open_slow_stream(other, key: str):
+    response = other.post("/v1/chat/completions", json=SLOW_STREAM, buffered=False,
+                          headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    pieces = iter(response.response)
+    received = b""
+    while received.count(b"data: ") < 6:  # the role chunk and five words
+        received += next(pieces)
+    return response
+
+
+def test_a_stream_in_another_worker_ends_within_a_second_of_its_revocation(
+        with_redis, app, peer, client, accounts, stop_app_subscriber):
+    user = accounts.make(credit="1")
+    spare = client.post("/v1/keys", json={"name": "leaked"}, headers=user.headers).json
+    other = peer.test_client()
+    other.get("/v1/models")
+    wait_until(lambda: _listening(app) and _listening(peer))
+    response = _open_slow_stream(other, spare["key"])
+    start = time.monotonic()
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=user.headers).status_code == 200
+    took, last = _stream_until_it_ends(response, start)
+    assert last["error"]["code"] == "key_revoked" and took < BUDGET
+    [record] = accounts.usage_records(user.id)
+    assert record.status == "revoked" and record.completion_tokens == last["usage"][
+        "completion_tokens"]
+
+
+def test_without_redis_a_stream_in_another_worker_ends_within_the_ttl_and_a_half(
+        app, peer, client, accounts):
+    peer.config["SILK_KEY_CACHE_TTL"] = 0.5
+    user = accounts.make(credit="1")
+    spare = client.post("/v1/keys", json={"name": "leaked"}, headers=user.headers).json
+    other = peer.test_client()
+    response = _open_slow_stream(other, spare["key"])
+    start = time.monotonic()
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=user.headers).status_code == 200
+    took, last = _stream_until_it_ends(response, start)
+    assert last["error"]["code"] == "key_revoked" and took < 0.75 + 0.5
+    [record] = accounts.usage_records(user.id)
+    assert record.status == "revoked"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_redis_too", [True, False])
+def test_streams_of_a_revoked_key_end_under_gunicorn(app, database_url, gateway_env,
+                                                     redis_url, accounts, tmp_path,
+                                                     with_redis_too):
+    """Two gevent workers: the stream may run in the worker that did not revoke the key.
+    Without Redis the key cache TTL (1 s here) bounds it: 1.5 s and a read."""
+    env = {**gateway_env, "SILK_AUTH_FAILURES_PER_MINUTE": "0"}
+    if with_redis_too:
+        env.update(REDIS_URL=redis_url, SILK_INVALIDATION_CHANNEL=_channel())
+    else:
+        env["SILK_KEY_CACHE_TTL"] = "1"
+    with gateways(database_url, env, 1, tmp_path, workers=2) as (gateway,):
+        if with_redis_too:
+            wait_until(lambda: _subscribers(redis_url, env["SILK_INVALIDATION_CHANNEL"]) == 2)
+        user = accounts.make(credit="1")
+        set_quota_left(app, user.id)
+        spare = ask(gateway.url, user.key, "/v1/keys", "POST", json={"name": "leaked"}).json()
+        streams = [requests.post(gateway.url + "/v1/chat/completions", json=SLOW_STREAM,
+                                 stream=True, timeout=10,
+                                 headers={"Authorization": f"Bearer {spare['key']}"})
+                   for _ in range(4)]  # on both workers, most likely
+        for stream in streams:
+            assert stream.status_code == 200
+        start = time.monotonic()
+        assert ask(gateway.url, user.key, f"/v1/keys/{spare['id']}", "DELETE").ok
+        bound = BUDGET if with_redis_too else 1.5 + 0.5
+        for stream in streams:
+            body = stream.content  # to its end
+            last = [b for b in body.decode().split("\n\n") if b.startswith("data: ")][-1]
+            assert json.loads(last[6:])["error"]["code"] == "key_revoked"
+        took = time.monotonic() - start
+        assert took < bound, took
+        records = wait_until(lambda: len(accounts.usage_records(user.id)) == 4
+                             and accounts.usage_records(user.id))
+        assert {r.status for r in records} == {"revoked"}
+        assert_money_exact(accounts, user.id, "1")

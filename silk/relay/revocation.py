@@ -1,0 +1,174 @@
+"""End an open stream once its key is revoked or its account disabled, as a new request is.
+
+A stream's key, hold and caps are checked when it begins; an operator who revokes a leaked
+key expects the leak to stop, open streams included. Each open stream is registered here,
+by key and account, in a per-process registry that holds it weakly (so it never holds more
+than the streams open now). A stream is marked to check its key again:
+
+* when silk.invalidation drops the key's or the account's cached lookup: at once in the
+  process that made the change, and with REDIS_URL in every other worker within a round
+  trip (on reconnecting, a subscriber marks every stream, as it may have missed a change);
+* every half SILK_KEY_CACHE_TTL, by a timer that runs while streams are open. It bounds a
+  change no message announced (no Redis, Redis away, a change made in the database): the
+  key cache forgets it within the TTL, so such a stream ends within 1.5 x the TTL (15 s by
+  default).
+
+A marked stream checks before its next upstream read, through the key cache (a fresh entry
+costs no query; a change dropped the entry). A key that no longer serves ends the stream
+as `revoked`: the surface's failure event with code `key_revoked` or `account_disabled`,
+what was delivered billed, the upstream closed. Between marks the relay pays one attribute
+check per upstream read. A database that does not answer the check leaves the stream
+running (it was admitted) until the next mark.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+
+from flask import Flask
+
+from silk.account import auth
+
+log = logging.getLogger("silk.revocation")
+
+_STATE = "silk.openstreams"
+_SHORTEST = 0.25  # seconds: the timer's shortest period, whatever the TTL
+_WARN_EVERY = 60.0  # seconds between warnings that the check could not reach the database
+
+# Why a stream ended, by the code of silk.account.auth.why_refused: (reason, message, code).
+ENDED = {
+    "key_revoked": ("revoked", "This API key was revoked while the answer streamed.",
+                    "key_revoked"),
+    "account_disabled": ("revoked", "This API key's account was disabled while the answer "
+                         "streamed.", "account_disabled"),
+}
+
+
+class Watch:
+    """One open stream's key and account; `check` is set when the key should be checked."""
+
+    __slots__ = ("check", "key_hash", "key_id", "account_id", "_streams", "__weakref__")
+
+    def __init__(self, streams: OpenStreams | None, key_hash: str, key_id: int,
+                 account_id: int) -> None:
+        self.check = False
+        self.key_hash = key_hash
+        self.key_id = key_id
+        self.account_id = account_id
+        self._streams = streams
+
+    def verdict(self) -> tuple[str, str, str] | None:
+        """Check the key now: None while it serves, else how the stream ends."""
+        self.check = False  # first: a mark made during the check is kept for the next read
+        return None if self._streams is None else self._streams.verdict(self)
+
+    def close(self) -> None:
+        """The stream ended: stop watching it."""
+        if self._streams is not None:
+            self._streams.discard(self)
+
+
+NOT_WATCHED = Watch(None, "", 0, 0)  # a stream no registry marks (no key to check)
+
+
+class OpenStreams:
+    """This process's open streams of one app, weakly held, and the timer that marks them."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pid = os.getpid()
+        self._open: weakref.WeakSet[Watch] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._timer: threading.Thread | None = None
+        self._warned_at = -_WARN_EVERY
+
+    def watch(self, principal: auth.Principal) -> Watch:
+        """Register a stream of `principal`'s key; the timer runs while any is open."""
+        watch = Watch(self, principal.key_hash, principal.key_id, principal.account_id)
+        with self._lock:
+            self._open.add(watch)
+            if self._timer is None:
+                self._timer = threading.Thread(target=self._run, name="silk-stream-watch",
+                                               daemon=True)
+                self._timer.start()
+        return watch
+
+    def discard(self, watch: Watch) -> None:
+        with self._lock:
+            self._open.discard(watch)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def mark(self, *, key_hash: str | None = None, account_id: int | None = None) -> int:
+        """Mark the open streams of a key or an account (neither: all); how many."""
+        with self._lock:
+            streams = list(self._open)
+        marked = 0
+        for watch in streams:
+            if ((key_hash is None and account_id is None) or watch.key_hash == key_hash
+                    or watch.account_id == account_id):
+                watch.check = True
+                marked += 1
+        return marked
+
+    def verdict(self, watch: Watch) -> tuple[str, str, str] | None:
+        """None while the stream's key serves, else how the stream ends."""
+        cache = self.app.extensions.get("silk.keycache")
+        if cache is not None:
+            fresh, principal = cache.get(watch.key_hash)
+            if fresh and principal is not None:
+                return None  # known good within the TTL, and no change dropped it since
+        try:
+            with self.app.app_context():
+                if auth.still_serving(watch.key_hash) is not None:
+                    return None
+                return ENDED[auth.why_refused(watch.key_id)]
+        except Exception:  # noqa: BLE001 - the stream was admitted; the next mark tries again
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY:
+                self._warned_at = now
+                log.warning("could not check the keys of open streams; they go on",
+                            exc_info=True)
+            return None
+
+    def _period(self) -> float:
+        cache = self.app.extensions.get("silk.keycache")
+        ttl = cache.ttl if cache is not None else self.app.config["SILK_KEY_CACHE_TTL"]
+        return max(float(ttl) / 2, _SHORTEST)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._period())
+            with self._lock:
+                if not self._open:
+                    self._timer = None
+                    return
+                streams = list(self._open)
+            for watch in streams:
+                watch.check = True
+
+
+def open_streams(app: Flask) -> OpenStreams:
+    """This process's registry of `app`'s open streams (a fork starts its own)."""
+    streams = app.extensions.get(_STATE)
+    if streams is None or streams.pid != os.getpid():
+        streams = app.extensions[_STATE] = OpenStreams(app)
+    return streams
+
+
+def changed(app: Flask, kind: str, value: str) -> None:
+    """silk.invalidation's message `kind value` arrived: mark the streams it concerns."""
+    streams = app.extensions.get(_STATE)
+    if streams is None or streams.pid != os.getpid():
+        return
+    if kind == "key":
+        streams.mark(key_hash=value)
+    elif kind == "account" and value.isdigit():
+        streams.mark(account_id=int(value))
+    elif kind == "*":
+        streams.mark()
