@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
@@ -388,6 +389,9 @@ def _span_problems(cfg) -> list[str]:
 
 
 _LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+# A budget_field: keys joined by dots, none of them a field the gateway itself writes.
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_GATEWAY_FIELDS = ("model", "messages", "stream", "stream_options", "n", *_LIMIT_FIELDS)
 
 
 def _routes_problems(mid: str, model, providers) -> list[str]:
@@ -468,6 +472,14 @@ def _limit_problems(pid: str, provider) -> list[str]:
     if not isinstance(provider.get("thinking_off", {}), dict | type(None)):
         problems.append(f"provider {pid!r}: thinking_off must be an object (the body that "
                         "switches thinking off) or null")
+    field = provider.get("budget_field")
+    if field is not None and not (isinstance(field, str) and all(
+            _KEY.match(key) for key in field.split("."))
+            and field.split(".")[0] not in _GATEWAY_FIELDS):
+        problems.append(f"provider {pid!r}: budget_field must be null or where the provider "
+                        "reads a number of thinking tokens, a key or keys joined by dots "
+                        "(thinking.budget_tokens, reasoning.max_tokens, thinking_budget), "
+                        f"not one of {list(_GATEWAY_FIELDS)}; got {field!r}")
     return problems
 
 
@@ -475,7 +487,9 @@ def _route_problems(mid: str, model, provider) -> list[str]:
     """What is wrong with a model's route, above all thinking that nothing would bound.
 
     On a provider whose limit leaves thinking out, a route that enables thinking needs a
-    reasoning budget, and any other thinking model needs the provider's thinking_off.
+    reasoning budget, and any other thinking model needs the provider's thinking_off; a
+    budget needs the provider's budget_field, which the gateway sends it in (the route may
+    set a smaller one there, not a larger).
     """
     budget = model.get("reasoning_budget", 0)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 0:
@@ -489,8 +503,10 @@ def _route_problems(mid: str, model, provider) -> list[str]:
     if provider is None or _limit_problems("", provider) or not model.get("thinking", True):
         return []
     rule = limit_rule(provider)
-    if rule["limit_covers_reasoning"] or budget:
+    if rule["limit_covers_reasoning"]:
         return []
+    if budget:
+        return _budget_problems(mid, extra, budget, rule)
     if thinking_enabled(extra):
         return [f"model {mid!r}: its extra_body enables thinking, which its provider's "
                 f"{rule['limit_field']} does not bound: give it a reasoning_budget"]
@@ -498,6 +514,34 @@ def _route_problems(mid: str, model, provider) -> list[str]:
         return [f"model {mid!r}: its provider's {rule['limit_field']} does not bound "
                 "thinking and the provider has no thinking_off: give the model a "
                 "reasoning_budget or thinking: false"]
+    return []
+
+
+def _budget_problems(mid: str, extra: dict, budget: int, rule: dict) -> list[str]:
+    """What keeps a reasoning budget from bounding the thinking: a provider that names no
+    budget_field (nothing would tell it the budget), or a route whose extra_body sets that
+    field past the budget or is not an object where the field's path needs one."""
+    field = rule["budget_field"]
+    if not field:
+        return [f"model {mid!r}: its provider's {rule['limit_field']} does not bound thinking "
+                "and the provider has no budget_field (where it reads a number of thinking "
+                "tokens), so nothing would keep the thinking within the reasoning_budget: "
+                "set the provider's budget_field, or give the model thinking: false"]
+    *parents, name = field.split(".")
+    where = extra
+    for depth, key in enumerate(parents, 1):
+        if key not in where:
+            return []
+        where = where[key]
+        if not isinstance(where, dict):
+            return [f"model {mid!r}: its extra_body's {'.'.join(parents[:depth])} must be "
+                    f"an object: its provider reads the thinking budget in {field}"]
+    value = where.get(name)
+    if name in where and not (isinstance(value, int) and not isinstance(value, bool)
+                              and 0 < value <= budget):
+        return [f"model {mid!r}: its extra_body sets {field} to {value!r}, which must be a "
+                f"whole number from 1 to the reasoning_budget ({budget}), or unset (the "
+                "gateway sends the budget there)"]
     return []
 
 

@@ -2,21 +2,31 @@
 
 # Each provider's output limit is data: `limit_field` is the one request field the provider
 # obeys as its output bound (the gateway sends exactly it, set to the bound it reserved
-# against), `limit_covers_reasoning` whether that bound includes the chain of thought, and
-# `thinking_off` the body that switches thinking off where the bound does not cover it.
+# against), `limit_covers_reasoning` whether that bound includes the chain of thought,
+# `thinking_off` the body that switches thinking off where the bound does not cover it, and
+# `budget_field` where the provider reads a number of thinking tokens (a key, or a dotted
+# path into objects: `thinking.budget_tokens` as Anthropic's dialect, `reasoning.max_tokens`
+# on OpenRouter, `thinking_budget` on DashScope, `chat_template_kwargs.thinking_budget` on
+# SGLang, `nvext.max_thinking_tokens` on NVIDIA NIM, `extra_body.google.thinking_config.
+# thinking_budget` on Gemini's OpenAI endpoint; null: none). Where the bound leaves thinking
+# out, the gateway writes a model's reasoning_budget there in every request, so the provider
+# thinks no more than the hold covers; without one such a model cannot be configured.
 # `reasoning_streamed` says whether the provider streams the chain of thought it bills
 # (`reasoning_content`): one that does not (OpenAI's o-series, Gemini's OpenAI API) reports
 # it only in the final usage, so a stream whose client leaves is read to that usage
 # (silk.relay.stream) rather than billed from the delivered text alone.
 # What the providers document:
 # - DeepSeek: `max_tokens` bounds the whole answer, chain of thought included (thinking
-#   mode); `max_completion_tokens` is not read. `thinking` {enabled|disabled}.
+#   mode); `max_completion_tokens` is not read. `thinking` {enabled|disabled}; no budget key.
 # - Volcengine Ark: `max_tokens` bounds the answer only, not the chain of thought;
 #   `max_completion_tokens` bounds answer plus chain of thought, and when it is set
 #   `max_tokens` is ignored (the two are mutually exclusive). `thinking`
-#   {enabled|disabled|auto}; `reasoning_effort` from minimal (no thinking) to high.
+#   {enabled|disabled|auto}; `reasoning_effort` from minimal (no thinking) to high; no key
+#   takes a number of thinking tokens.
 # - Xiaomi MiMo: its OpenAI-compatible bound is `max_completion_tokens`, thinking plus
-#   answer; `thinking` {enabled|disabled}, on by default for mimo-v2.5 and mimo-v2.5-pro.
+#   answer; `thinking` {enabled|disabled}, on by default for mimo-v2.5 and mimo-v2.5-pro;
+#   no budget key.
+# All three bound the thinking with their limit, so none needs a budget_field.
 PROVIDERS = {
     "deepseek": {"name": "DeepSeek", "base_url": "https://api.deepseek.com", "env": "DEEPSEEK",
                  "limit_field": "max_tokens", "limit_covers_reasoning": True,
@@ -36,16 +46,17 @@ PROVIDERS = {
 # end, and the client pays the provider's own count for the request, within its hold.
 PROVIDER_LIMIT_DEFAULTS = {"limit_field": "max_tokens", "limit_covers_reasoning": False,
                            "reasoning_streamed": False,
-                           "thinking_off": {"thinking": {"type": "disabled"}}}
+                           "thinking_off": {"thinking": {"type": "disabled"}},
+                           "budget_field": None}
 
 # Public id -> route and price (USD per million tokens). `extra_body` is merged into the
 # upstream request, the operator's word over the client's. `max_output_tokens` is the most
 # a request may ask for; each request's bound is sent in its provider's `limit_field` and
 # reserved against. `thinking: false` marks a model that cannot think. `reasoning_budget`
 # matters only on a provider whose limit does not cover reasoning: there a route that
-# enables thinking names the thinking tokens it may spend, which are reserved too (its
-# extra_body sets them in the provider's budget key); without a budget, thinking is
-# switched off for every request.
+# enables thinking names the thinking tokens it may spend, which are reserved too and sent
+# in the provider's `budget_field` (the route's extra_body may set a smaller number there,
+# never a larger one); without a budget, thinking is switched off for every request.
 MODELS = {
     "deepseek-chat": {
         "provider": "deepseek", "upstream": "deepseek-v4-flash",

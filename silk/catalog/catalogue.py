@@ -27,6 +27,8 @@ class Provider:
     # Whether it streams the reasoning it bills; if not, only its final usage counts it.
     reasoning_streamed: bool = False
     thinking_off: Mapping = field(default_factory=dict)  # the body that stops thinking
+    # Where it reads a number of thinking tokens, a key or a dotted path (None: nowhere).
+    budget_field: str | None = None
     anthropic_base_url: str = ""  # where it serves Anthropic Messages natively ("" if not)
 
     @property

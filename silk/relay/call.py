@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from silk.catalog.catalogue import Model, Provider
@@ -47,9 +47,10 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
 
     The bound reserved is the bound sent: one limit, in the field the provider obeys
     (silk.defaults.PROVIDERS), times the choices asked for. Where that field leaves the chain
-    of thought unbounded, the route's reasoning budget is reserved too and the client may
-    not size the thinking past it (_bound_thinking), or thinking is off: every switch that
-    could turn it on is taken out and the provider's thinking_off sent.
+    of thought unbounded, the route's reasoning budget is reserved too, the client may not
+    size the thinking past it (_bound_thinking) and the budget is sent where the provider
+    reads it (_send_budget), or thinking is off: every switch that could turn it on is taken
+    out and the provider's thinking_off sent.
     A stream always asks for the final usage, which the request is billed from.
     """
     body["model"] = model.upstream
@@ -61,6 +62,8 @@ def bound_body(body: dict, model: Model, provider: Provider, *, limit: int,
         if model.reasoning_budget:
             reasoning = model.reasoning_budget
             _bound_thinking(body, reasoning, model.extra_body)
+            if provider.budget_field:  # config refuses a budget on a provider without one
+                _send_budget(body, provider.budget_field, reasoning)
         else:  # nothing would bound the thinking: there is none
             for name in THINKING_SWITCHES:
                 body.pop(name, None)
@@ -88,7 +91,8 @@ def _bound_thinking(body: dict, budget: int, route: Mapping) -> None:
     none, so only `none` is sent; OpenRouter's `reasoning` object, sized by an effort
     unless it has `max_tokens`, gets one unless it switches thinking off, and its
     `include_reasoning: true` (thinking at the default effort) is not sent. What the route's
-    extra_body sets is the operator's and stays as it is.
+    extra_body sets is the operator's and stays as it is (but for the provider's own budget
+    key: _send_budget).
     """
     if "reasoning_effort" not in route and body.get("reasoning_effort") != _EFFORT_OFF:
         body.pop("reasoning_effort", None)
@@ -114,6 +118,36 @@ def _bound_thinking(body: dict, budget: int, route: Mapping) -> None:
         if "thinking_budget" in kwargs:
             kwargs["thinking_budget"] = _capped(kwargs["thinking_budget"], budget)
         body["chat_template_kwargs"] = kwargs
+
+
+def _send_budget(body: dict, field: str, budget: int) -> None:
+    """The model's budget in the provider's own budget key (`field`, a dotted path), in
+    place, so that the provider thinks no more than the hold covers whatever else the
+    client or the route's extra_body sends: a whole number from 1 to the budget there is
+    kept, anything else becomes the budget. Objects on the way are made where missing or
+    not objects. It goes even beside a switch that turns thinking off: which switch a
+    provider obeys over a budget is its own."""
+    *parents, name = field.split(".")
+    where = _inner(body, parents, make=True)
+    if where is not None:  # always, being made where missing
+        where[name] = _capped(where.get(name), budget)
+
+
+def _inner(body: dict, path: Sequence[str], *, make: bool) -> dict | None:
+    """The object at `path` in `body` (`body` itself for none), each object on the way
+    copied so that the route's extra_body, merged in by reference, is never changed; one
+    missing or not an object is made empty if `make`, else there is none (None)."""
+    where = body
+    for part in path:
+        inner = where.get(part)
+        if not isinstance(inner, Mapping):
+            if not make:
+                return None
+            inner = {}
+        copied = dict(inner)
+        where[part] = copied
+        where = copied
+    return where
 
 
 def _bounded_reasoning(reasoning: dict, budget: int) -> dict:

@@ -24,38 +24,50 @@ from tests.conftest import UPSTREAM_KEYS
 
 JSON = {"Accept": "application/json"}
 LIMITS = ("max_tokens", "max_completion_tokens")
-# An operator's provider whose limit leaves thinking unbounded (Ark read by `max_tokens`).
-ANSWER_ONLY = {"name": "Ark answer-only", "base_url": "http://127.0.0.1:1", "env": "ARKX",
+# An operator's provider whose limit leaves thinking unbounded: the fake's compat with
+# `reasoning_unbounded` (its `max_tokens` bounds the answer alone), which thinks as long as
+# it likes unless `thinking.budget_tokens` (its budget_field) or another key sizes it.
+ANSWER_ONLY = {"name": "Answer-only", "base_url": "http://127.0.0.1:1", "env": "ANSWERX",
                "limit_field": "max_tokens", "limit_covers_reasoning": False,
+               "budget_field": "thinking.budget_tokens",
                "thinking_off": {"thinking": {"type": "disabled"}}}
+# think-budget's route enables thinking and sizes it nowhere: the gateway sends the budget.
 OPERATOR_MODELS = {
-    "think-budget": {"provider": "ark_answer_only", "upstream": "doubao-seed-2.0-pro",
+    "think-budget": {"provider": "answer_only", "upstream": "doubao-seed-2.0-pro",
                      "extra_body": {"thinking": {"type": "enabled"}}, "reasoning_budget": 64,
                      "input": "0.11", "output": "0.43", "max_output_tokens": 1000},
-    "think-none": {"provider": "ark_answer_only", "upstream": "doubao-seed-2.0-pro",
+    "think-none": {"provider": "answer_only", "upstream": "doubao-seed-2.0-pro",
                    "input": "0.11", "output": "0.43", "max_output_tokens": 1000},
 }
 
 
 def _catalogue(fake):
-    providers = {**PROVIDERS, "ark_answer_only": ANSWER_ONLY}
-    upstreams = {pid: {"base_url": fake.base_url("ark" if pid == "ark_answer_only" else pid),
-                       "keys": []} for pid in providers}
+    providers = {**PROVIDERS, "answer_only": ANSWER_ONLY}
+    upstreams = {pid: {"base_url": fake.base_url(_fake_of(pid)), "keys": []}
+                 for pid in providers}
     return build_catalogue({"SILK_PROVIDERS": providers, "SILK_UPSTREAMS": upstreams,
                             "SILK_MODELS": {**MODELS, **OPERATOR_MODELS}, "SILK_TIERS": TIERS})
 
 
+def _fake_of(provider: str) -> str:
+    return "compat" if provider == "answer_only" else provider
+
+
 def _ask(fake, provider: str, body: bytes) -> dict:
-    upstream = "ark" if provider == "ark_answer_only" else provider
+    upstream = _fake_of(provider)
     response = requests.post(fake.chat_url(upstream), data=body, timeout=10, headers={
-        "Authorization": f"Bearer {UPSTREAM_KEYS[upstream][0]}",
+        "Authorization": f"Bearer {(UPSTREAM_KEYS.get(upstream) or ['compat-good'])[0]}",
         "Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def test_every_combination_bills_at_most_what_was_held(upstream):
-    """Each model, thinking switch, effort, limit field(s) and n: the provider stays in the hold."""
+    """Each model, thinking switch, effort, limit field(s) and n: the provider stays in the hold.
+
+    The answer-only provider would think 100 tokens: think-budget is held for its limit plus
+    64, and its route sets no budget, so the gateway must send one (in the provider's
+    budget_field) or the provider bills past the hold (3 + 64 held, 103 reported)."""
     cat = _catalogue(upstream)
     thinking = (None, {"type": "enabled"}, {"type": "auto"}, {"type": "disabled"})
     efforts = (None, "high")
@@ -66,7 +78,7 @@ def test_every_combination_bills_at_most_what_was_held(upstream):
             cat.models.values(), thinking, efforts, limits, (None, 2)):
         provider = cat.provider_of(model)
         request = {"model": model.id, "messages": messages(
-            "walk", "pieces=50 reasoning_pieces=40"), **limit}
+            "walk", "pieces=50 reasoning_pieces=100 reasoning_unbounded"), **limit}
         for name, value in (("thinking", think), ("reasoning_effort", effort), ("n", n)):
             if value is not None:
                 request[name] = value
@@ -80,6 +92,8 @@ def test_every_combination_bills_at_most_what_was_held(upstream):
         if not provider.limit_covers_reasoning and not model.reasoning_budget:
             assert sent["thinking"] == {"type": "disabled"}, case
             assert "reasoning_effort" not in sent, case
+        elif not provider.limit_covers_reasoning:
+            assert sent["thinking"] == {"type": "enabled", "budget_tokens": 64}, case
         usage = _ask(upstream, provider.id, plan.call.body)["usage"]
         assert usage["completion_tokens"] <= plan.call.max_output, case
         assert plan.call.max_output == (bound + (
@@ -103,7 +117,7 @@ def test_stream_options_sent_upstream_are_only_include_usage(upstream):
 def test_config_refuses_thinking_nothing_bounds():
     """A route that enables thinking its provider's limit does not bound needs a budget."""
     cfg = {"SQLALCHEMY_DATABASE_URI": "sqlite://", "SILK_UPSTREAMS": {},
-           "SILK_PROVIDERS": {**PROVIDERS, "ark_answer_only": ANSWER_ONLY},
+           "SILK_PROVIDERS": {**PROVIDERS, "answer_only": ANSWER_ONLY},
            "SILK_MODELS": {**MODELS, **OPERATOR_MODELS}, "SILK_TIERS": TIERS,
            "SILK_DEFAULT_TIER": "free", "SILK_REGISTRATION": "invite", "SILK_TOPUP_MAX": "1"}
     validate(cfg)
@@ -112,9 +126,33 @@ def test_config_refuses_thinking_nothing_bounds():
     with pytest.raises(ConfigError, match="think-budget.*reasoning_budget"):
         validate(bad)
     bad = copy.deepcopy(cfg)
-    bad["SILK_PROVIDERS"]["ark_answer_only"]["thinking_off"] = None
+    bad["SILK_PROVIDERS"]["answer_only"]["thinking_off"] = None
     with pytest.raises(ConfigError, match="think-none.*thinking_off"):
         validate(bad)
+    # The budget reaches the provider only where it reads it: a provider that names no
+    # budget_field (Ark read by `max_tokens` has no such key) cannot hold thinking to it.
+    bad = copy.deepcopy(cfg)
+    del bad["SILK_PROVIDERS"]["answer_only"]["budget_field"]
+    with pytest.raises(ConfigError, match="think-budget.*budget_field"):
+        validate(bad)
+    for field in (5, "", "thinking..budget_tokens", "max_tokens", "messages.0"):
+        bad = copy.deepcopy(cfg)
+        bad["SILK_PROVIDERS"]["answer_only"]["budget_field"] = field
+        with pytest.raises(ConfigError, match="'answer_only': budget_field"):
+            validate(bad)
+    # The route may set the budget's key lower, never higher nor as a non-object.
+    for extra in ({"thinking": {"type": "enabled", "budget_tokens": 65}},
+                  {"thinking": {"type": "enabled", "budget_tokens": "lots"}},
+                  {"thinking": {"type": "enabled", "budget_tokens": -1}},
+                  {"thinking": True}):
+        bad = copy.deepcopy(cfg)
+        bad["SILK_MODELS"]["think-budget"]["extra_body"] = extra
+        with pytest.raises(ConfigError, match="think-budget.*thinking"):
+            validate(bad)
+    good = copy.deepcopy(cfg)
+    good["SILK_MODELS"]["think-budget"]["extra_body"] = {
+        "thinking": {"type": "enabled", "budget_tokens": 64}}
+    validate(good)
     bad = copy.deepcopy(cfg)
     bad["SILK_MODELS"]["deepseek-chat"]["extra_body"] = {"max_tokens": 10}
     with pytest.raises(ConfigError, match="deepseek-chat.*output limit"):

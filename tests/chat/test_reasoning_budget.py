@@ -2,12 +2,16 @@
 answer's limit plus the budget, so the client cannot size the thinking past it.
 
 The provider is the fake's `compat` entered by an operator who says its `max_tokens` bounds
-the answer alone (the `reasoning_unbounded` option), with a route that enables thinking and
-sets its budget in `thinking.budget_tokens`. Like OpenRouter, `compat` sizes the thinking by
-the `reasoning` object or an effort over any other budget key.
+the answer alone (the `reasoning_unbounded` option) and that it reads its thinking budget in
+`thinking.budget_tokens` (its budget_field), with a route that enables thinking and sets its
+budget there, and one that enables it and sizes it nowhere. Like OpenRouter, `compat` sizes
+the thinking by the `reasoning` object or an effort over any other budget key, and thinks
+without bound when nothing sizes it.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 
@@ -17,9 +21,11 @@ from tests.chat.helpers import messages, set_quota_left, sse_events
 from tests.responses.helpers import post as post_response
 
 UNCOVERED = {"name": "Compat uncovered", "base_url": "http://127.0.0.1:9", "env": "COMPATB",
-             "limit_field": "max_tokens", "limit_covers_reasoning": False}
+             "limit_field": "max_tokens", "limit_covers_reasoning": False,
+             "budget_field": "thinking.budget_tokens"}
 BUDGET = 8
 MODEL = "compat-budgeted"
+UNSIZED = "compat-unsized"  # its route enables thinking and sets no budget
 JSON = {"Accept": "application/json"}
 DIRECTIVE = "pieces=5 reasoning_pieces=40 reasoning_unbounded"
 
@@ -32,19 +38,40 @@ def app_config(monkeypatch, upstream):
             "SILK_MODELS": {**MODELS, MODEL: {
                 "provider": "uncovered", "upstream": MODEL, "reasoning_budget": BUDGET,
                 "extra_body": {"thinking": {"type": "enabled", "budget_tokens": BUDGET}},
+                "input": "0.55", "output": "2.19", "max_output_tokens": 4096}, UNSIZED: {
+                "provider": "uncovered", "upstream": UNSIZED, "reasoning_budget": BUDGET,
+                "extra_body": {"thinking": {"type": "enabled"}},
                 "input": "0.55", "output": "2.19", "max_output_tokens": 4096}}}
 
 
-def _post(client, acct, stream=False, **extra):
-    body = {"model": MODEL, "messages": messages("answer me", DIRECTIVE), "stream": stream,
+def _post(client, acct, stream=False, model=MODEL, **extra):
+    body = {"model": model, "messages": messages("answer me", DIRECTIVE), "stream": stream,
             "max_tokens": 5, **extra}
     headers = acct.headers if stream else {**acct.headers, **JSON}
     return client.post("/v1/chat/completions", headers=headers, json=body, buffered=stream)
 
 
-def _price(app, usage: Usage) -> int:
+def _price(app, usage: Usage, model: str = MODEL) -> int:
     cat = app.extensions["silk.catalogue"]
-    return quote(cat.model(MODEL).price, usage, cat.tiers["free"], 0).total
+    return quote(cat.model(model).price, usage, cat.tiers["free"], 0).total
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_gateway_sends_the_budget_the_route_leaves_out(app, client, accounts, upstream,
+                                                           stream):
+    """Held for 5 answer tokens plus the budget of 8, but the route enables thinking without
+    sizing it: the provider thought 40, 45 were reported and 32 written off. The gateway now
+    writes the budget into the provider's budget_field itself."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    response = _post(client, acct, stream=stream, model=UNSIZED)
+    assert response.status_code == 200
+    [record] = accounts.usage_records(acct.id)
+    assert record.written_off_units == 0 and record.completion_tokens == 5 + BUDGET
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 5 + BUDGET), UNSIZED)
+    assert accounts.audit() == []
+    assert upstream.requests[-1].body["thinking"] == {"type": "enabled",
+                                                      "budget_tokens": BUDGET}
 
 
 # (what the client sent, its `reasoning` as sent, thinking tokens spent)
@@ -132,3 +159,49 @@ def test_a_responses_effort_stays_in_the_hold(app, client, accounts, upstream):
     assert record.written_off_units == 0 and record.completion_tokens == 5 + BUDGET
     assert "reasoning_effort" not in upstream.requests[-1].body
     assert accounts.audit() == []
+
+
+# (the provider's budget_field, the route's extra_body, what the client sent, what is sent)
+SENT = [
+    ("thinking.budget_tokens", {"thinking": {"type": "enabled"}}, {},
+     {"thinking": {"type": "enabled", "budget_tokens": BUDGET}}),
+    ("reasoning.max_tokens", {"reasoning": {"enabled": True}}, {},
+     {"reasoning": {"enabled": True, "max_tokens": BUDGET}}),
+    ("reasoning.max_tokens", {}, {"reasoning": {"max_tokens": 3}},
+     {"reasoning": {"max_tokens": 3}}),
+    ("thinking_budget", {"enable_thinking": True}, {"thinking_budget": 4000},
+     {"enable_thinking": True, "thinking_budget": BUDGET}),
+    ("chat_template_kwargs.thinking_budget",
+     {"chat_template_kwargs": {"enable_thinking": True}}, {},
+     {"chat_template_kwargs": {"enable_thinking": True, "thinking_budget": BUDGET}}),
+    ("nvext.max_thinking_tokens", {}, {"nvext": {"top_k": 5}},
+     {"nvext": {"top_k": 5, "max_thinking_tokens": BUDGET}}),
+    ("extra_body.google.thinking_config.thinking_budget", {}, {"extra_body": {"google": {
+        "thinking_config": {"include_thoughts": True, "thinking_budget": -1}}}},
+     {"extra_body": {"google": {"thinking_config": {"include_thoughts": True,
+                                                     "thinking_budget": BUDGET}}}}),
+    # A route's smaller budget is kept; a key on the way that is not an object is replaced.
+    ("thinking.budget_tokens", {"thinking": {"type": "enabled", "budget_tokens": 2}}, {},
+     {"thinking": {"type": "enabled", "budget_tokens": 2}}),
+    ("thinking.budget_tokens", {}, {"thinking": True}, {"thinking": {"budget_tokens": BUDGET}}),
+]
+
+
+@pytest.mark.parametrize(("field", "route", "asked", "sent"), SENT,
+                         ids=[f"{field}-{asked}" for field, _, asked, _ in SENT])
+def test_the_budget_goes_where_the_provider_reads_it(field, route, asked, sent):
+    """Whatever the route and the client send, the provider's budget_field carries a budget
+    within the model's; the route's extra_body, merged by reference, is left as it was."""
+    from silk.catalog.catalogue import Model, Provider
+    from silk.pricing import Price
+    from silk.relay.call import bound_body
+
+    provider = Provider(id="p", name="P", base_url="http://x", keys=(), budget_field=field)
+    kept = copy.deepcopy(route)
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=99,
+                  reasoning_budget=BUDGET, extra_body=route)
+    body = {"model": "m", "messages": [], **asked}
+    assert bound_body(body, model, provider, limit=5, stream=False) == 5 + BUDGET
+    assert {name: body[name] for name in sent} == sent
+    assert route == kept
+
