@@ -18,9 +18,15 @@ THINKING_SWITCHES = ("reasoning_effort", "reasoning", "include_reasoning", "enab
 # vLLM's and SGLang's switches, read by the model's chat template.
 _TEMPLATE_SWITCHES = ("enable_thinking", "thinking")
 # Where a client names a number of thinking tokens, besides Anthropic's
-# `thinking.budget_tokens`, OpenRouter's `reasoning.max_tokens` and the chat template's
-# `thinking_budget` (SGLang's): Qwen's (DashScope's) and vLLM's.
+# `thinking.budget_tokens`, OpenRouter's `reasoning.max_tokens`, the chat template's
+# `thinking_budget` (SGLang's), NVIDIA NIM's `nvext.max_thinking_tokens` and Gemini's
+# `thinking_config.thinking_budget`: Qwen's (DashScope's) and vLLM's.
 _BUDGETS = ("thinking_budget", "thinking_token_budget")
+# Where Gemini's OpenAI endpoint reads its `thinking_config` (`thinking_budget`, or the
+# `thinking_level` effort): inside the body's own `extra_body`, as its documents send it;
+# the other two are the same object a client may send one or two levels up.
+_THINKING_CONFIGS = (("extra_body", "google", "thinking_config"),
+                     ("google", "thinking_config"), ("thinking_config",))
 # An effort names no number of tokens; only the one that asks for no thinking is sent.
 _EFFORT_OFF = "none"
 
@@ -90,9 +96,9 @@ def _bound_thinking(body: dict, budget: int, route: Mapping) -> None:
     A budget the client names is capped at the route's in its own key; an effort names
     none, so only `none` is sent; OpenRouter's `reasoning` object, sized by an effort
     unless it has `max_tokens`, gets one unless it switches thinking off, and its
-    `include_reasoning: true` (thinking at the default effort) is not sent. What the route's
-    extra_body sets is the operator's and stays as it is (but for the provider's own budget
-    key: _send_budget).
+    `include_reasoning: true` (thinking at the default effort) is not sent, nor is Gemini's
+    `thinking_level`. What the route's extra_body sets is the operator's and stays as it is
+    (but for the provider's own budget key: _send_budget).
     """
     if "reasoning_effort" not in route and body.get("reasoning_effort") != _EFFORT_OFF:
         body.pop("reasoning_effort", None)
@@ -118,6 +124,15 @@ def _bound_thinking(body: dict, budget: int, route: Mapping) -> None:
         if "thinking_budget" in kwargs:
             kwargs["thinking_budget"] = _capped(kwargs["thinking_budget"], budget)
         body["chat_template_kwargs"] = kwargs
+    nvext = _inner(body, ("nvext",), make=False) if "nvext" not in route else None
+    if nvext is not None and "max_thinking_tokens" in nvext:
+        nvext["max_thinking_tokens"] = _capped(nvext["max_thinking_tokens"], budget)
+    for path in _THINKING_CONFIGS:
+        config = _inner(body, path, make=False) if path[0] not in route else None
+        if config is not None:
+            config.pop("thinking_level", None)
+            if "thinking_budget" in config:
+                config["thinking_budget"] = _capped(config["thinking_budget"], budget)
 
 
 def _send_budget(body: dict, field: str, budget: int) -> None:

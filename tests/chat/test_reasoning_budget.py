@@ -205,3 +205,25 @@ def test_the_budget_goes_where_the_provider_reads_it(field, route, asked, sent):
     assert {name: body[name] for name in sent} == sent
     assert route == kept
 
+
+def test_gemini_and_nvidia_budgets_are_capped(app, client, accounts, upstream):
+    """Gemini's thinking_config (in the body's extra_body, as Gemini's OpenAI endpoint reads
+    it, or a level up) and NVIDIA NIM's nvext are sized within the budget; Gemini's
+    thinking_level names no number of tokens and is not sent."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    config = {"thinking_budget": 4000, "thinking_level": "high", "include_thoughts": True}
+    response = _post(client, acct, extra_body={"google": {"thinking_config": config}},
+                     google={"thinking_config": {"thinking_budget": 3}},
+                     thinking_config={"thinking_level": "low"},
+                     nvext={"max_thinking_tokens": 4000, "top_k": 5})
+    assert response.status_code == 200
+    sent = upstream.requests[-1].body
+    assert sent["extra_body"] == {"google": {"thinking_config": {
+        "thinking_budget": BUDGET, "include_thoughts": True}}}
+    assert sent["google"] == {"thinking_config": {"thinking_budget": 3}}
+    assert sent["thinking_config"] == {}
+    assert sent["nvext"] == {"max_thinking_tokens": BUDGET, "top_k": 5}
+    [record] = accounts.usage_records(acct.id)
+    assert record.written_off_units == 0 and record.completion_tokens == 5 + BUDGET
+    assert accounts.audit() == []
