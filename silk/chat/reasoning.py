@@ -11,6 +11,8 @@ the relay counts as it arrives, and the gateway keeps from the client what it as
 
 from __future__ import annotations
 
+import time
+
 # What the client asked of the reasoning: left out of the answer, or held until it ends.
 HIDDEN = "hidden"
 HELD = "held"
@@ -89,6 +91,15 @@ class Withheld:
                 delta.update(self._held.pop(index))
                 changed = True
         return changed
+
+    def release(self, stream_id: str, model: str) -> list[dict]:
+        """The chunks that give back what is still held when the stream ends without its
+        choice speaking again (cut, failed): it was made and billed, so it is delivered."""
+        held, self._held = self._held, {}
+        return [{"id": stream_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": model, "choices": [{"index": index, "delta": fields,
+                                              "finish_reason": None}]}
+                for index, fields in held.items()]
 
     def _hold(self, index, name: str, value) -> None:
         """Add a piece to what is held of a choice's field: text joined, details listed."""

@@ -171,6 +171,8 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
             elif type(event) is Comment:
                 yield encode_comment(event.text)
             elif type(event) is Done:
+                if keep is not None:
+                    yield from _released(keep, stream_id, request_id, upstream_model)
                 if client_wants_usage:
                     ours = {"id": stream_id or f"chatcmpl-{request_id}",
                             "object": "chat.completion.chunk", "created": int(time.time()),
@@ -180,11 +182,22 @@ def encode_stream(events: Iterable, *, client_wants_usage: bool, model: str,
                 else:
                     yield DONE_EVENT
             elif type(event) is Failed:
+                if keep is not None:
+                    yield from _released(keep, stream_id, request_id, upstream_model)
                 yield encode_data(_error_event(event, reported))
     except Exception:
         if on_error is not None:
             on_error()
         raise
+
+
+def _released(keep: reasoning.Withheld, stream_id: str | None, request_id: str,
+              model: str) -> Generator[bytes, None, None]:
+    """The reasoning still held at the stream's end, as chunks of the stream."""
+    for data in keep.release(stream_id or f"chatcmpl-{request_id}", model):
+        written = _written(data)
+        if written is not None:
+            yield encode_data(written)
 
 
 def _written(data: dict) -> bytes | None:

@@ -110,8 +110,9 @@ def test_reasoning_held_until_it_ends_is_counted_as_it_comes(app, client, accoun
     """SGLang's stream_reasoning false holds the reasoning back and sends it whole once it
     ends: a stream cut while the model thought billed none of it. The provider is asked to
     stream it; the gateway counts it as it comes and holds it back from the client itself,
-    which gets it in one piece once the reasoning ends, or none if the stream is cut
-    before."""
+    which gets it in one piece once the reasoning ends, or, if the stream is cut before,
+    just before the error event: it was billed, and a cut stream had dropped it (twelve
+    tokens charged, none delivered)."""
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
     events = sse_events(_post(client, acct, "reasoning_pieces=200 pieces=5 cut_after=13",
@@ -120,7 +121,10 @@ def test_reasoning_held_until_it_ends_is_counted_as_it_comes(app, client, accoun
     [record] = accounts.usage_records(acct.id)
     assert record.status == "cut" and record.completion_tokens == 12
     assert "stream_reasoning" not in upstream.requests[-1].body
-    assert _reasoning(events) == []
+    held = " ".join(f"t{n}" for n in range(12))
+    assert _reasoning(events) == [held] and _reasoning(events[-2:-1]) == [held]
+    assert events[-2]["id"] == events[0]["id"] and events[-2]["model"] == events[0]["model"]
+    assert events[-1]["usage"]["completion_tokens"] == 12
     events = sse_events(_post(client, acct, "reasoning_pieces=5 pieces=3",
                               stream_reasoning=False).data)
     assert events[-1] == "[DONE]"
