@@ -50,13 +50,56 @@ def shown(body: dict) -> str | None:
 
 
 def hide_in_answer(data: dict) -> None:
-    """Take the reasoning out of a JSON answer's messages, in place."""
+    """Take the reasoning out of a JSON answer's messages, in place, and its log
+    probabilities with it."""
     choices = data.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, dict) else None
         if isinstance(message, dict):
-            for name in FIELDS:
-                message.pop(name, None)
+            hidden = [message.pop(name, None) for name in FIELDS]
+            if any(value is not None for value in hidden):
+                _score_visible(choice, message.get("content"))
+
+
+def _score_visible(choice: dict, text) -> bool:
+    """Keep of a choice whose reasoning was taken out only the log probabilities of its
+    visible `text`; True if they changed.
+
+    vLLM scores every token it makes, the reasoning's included, in the stream's chunk that
+    carries it and in a JSON answer's `logprobs.content` (reasoning first), and Cerebras'
+    parsed reasoning has its own `reasoning_logprobs`. The entries kept are the last ones
+    whose tokens make up the text (whitespace before it aside); if none do, none are kept.
+    """
+    changed = choice.pop("reasoning_logprobs", None) is not None
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        return changed
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+    kept = _scored_tail(entries, text) if isinstance(entries, list) else None
+    if kept is None:
+        choice["logprobs"] = None
+    elif len(kept) != len(entries or ()):
+        choice["logprobs"] = {**logprobs, "content": kept}
+    else:
+        return changed
+    return True
+
+
+def _scored_tail(entries: list, text) -> list | None:
+    """The last of `entries` whose tokens join into `text` (after whitespace); None if
+    there is no such run or no text."""
+    if not isinstance(text, str) or not text:
+        return None
+    joined = ""
+    for start in range(len(entries) - 1, -1, -1):
+        token = entries[start].get("token") if isinstance(entries[start], dict) else None
+        if not isinstance(token, str):
+            return None
+        joined = token + joined
+        if len(joined) >= len(text):
+            ahead = joined[:len(joined) - len(text)]
+            return entries[start:] if joined.endswith(text) and not ahead.strip() else None
+    return None
 
 
 class Withheld:
@@ -79,13 +122,16 @@ class Withheld:
             if not isinstance(delta, dict):
                 continue
             index = choice.get("index", 0)
+            taken = False
             for name in FIELDS:
                 value = delta.get(name)
                 if value is not None:
                     del delta[name]
-                    changed = True
+                    taken = changed = True
                     if self._keep:
                         self._hold(index, name, value)
+            if taken and _score_visible(choice, delta.get("content")):
+                changed = True
             if self._keep and self._held and index in self._held and (
                     _speaks(delta) or choice.get("finish_reason") is not None):
                 delta.update(self._held.pop(index))

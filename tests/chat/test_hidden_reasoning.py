@@ -175,3 +175,47 @@ def test_a_reasoning_switch_is_not_billed_as_prompt_on_a_cut_stream(app, client,
     assert switched.prompt_tokens == plain.prompt_tokens
     assert switched.cost_units == plain.cost_units
     assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
+def _scored(events) -> list:
+    return [entry["token"] for event in events if isinstance(event, dict)
+            for choice in event.get("choices") or ()
+            for entry in (choice.get("logprobs") or {}).get("content") or ()]
+
+
+@pytest.mark.parametrize("hiding", [*HIDING, {"stream_reasoning": False}],
+                         ids=["exclude", "include_reasoning", "reasoning_format", "held"])
+def test_the_log_probabilities_of_withheld_reasoning_are_withheld(app, client, accounts,
+                                                                  upstream, hiding):
+    """A provider that scores each token it streams (vLLM) scores the reasoning too, and a
+    JSON answer's logprobs cover the reasoning then the reply: the gateway took the
+    reasoning out and passed its log probabilities, token by token (five reasoning tokens
+    of eight), to a client that had asked not to see it. Reasoning held until it ends comes
+    without them, as SGLang sends it; a JSON answer then shows the reasoning, scored."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    events = sse_events(_post(client, acct, "reasoning_pieces=5 pieces=3", **hiding,
+                              logprobs=True).data)
+    assert events[-1] == "[DONE]"
+    assert _scored(events) == ["w0", " w1", " w2"]
+    assert not any(choice.get("logprobs") for event in events if isinstance(event, dict)
+                   for choice in event.get("choices") or ()
+                   if not (choice.get("delta") or {}).get("content"))
+    answer = _post(client, acct, "reasoning_pieces=5 pieces=3", stream=False, **hiding,
+                   logprobs=True).json
+    shown = ["t0", " t1", " t2", " t3", " t4"] if "stream_reasoning" in hiding else []
+    assert [entry["token"] for entry in answer["choices"][0]["logprobs"]["content"]] == [
+        *shown, "w0", " w1", " w2"]
+    assert accounts.audit() == []
+
+
+def test_shown_reasoning_keeps_its_log_probabilities(app, client, accounts, upstream):
+    """A client that sees the reasoning gets every token's log probability, as sent."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    events = sse_events(_post(client, acct, "reasoning_pieces=2 pieces=2", logprobs=True).data)
+    assert _scored(events) == ["t0", " t1", "w0", " w1"]
+    answer = _post(client, acct, "reasoning_pieces=2 pieces=2", stream=False,
+                   logprobs=True).json
+    assert [entry["token"] for entry in answer["choices"][0]["logprobs"]["content"]] == [
+        "t0", " t1", "w0", " w1"]

@@ -60,7 +60,11 @@ budget; without either, the first whole number of ``thinking.budget_tokens``,
 bounds it (a negative one does not: Gemini's -1 asks for dynamic thinking);
 a ``prediction`` (OpenAI's Predicted Outputs) is billed as completion tokens and
 ``completion_tokens_details.rejected_prediction_tokens``, one per word of its content (none
-of it matches the reply), never streamed and beyond any limit; ``modalities`` with
+of it matches the reply), never streamed and beyond any limit; ``logprobs: true``
+gives every piece it streams (reasoning and reply) a ``logprobs`` entry for that piece, as
+vLLM does (the reasoning held back for ``stream_reasoning: false`` comes without, as SGLang
+sends it), and a JSON answer's ``logprobs.content`` the reasoning's pieces, then the
+reply's (none of the reasoning's when it is excluded); ``modalities`` with
 ``audio`` answers in ``delta.audio`` (a JSON answer's ``message.audio``), each piece's
 ``transcript`` with ``data``, content null, its pieces reported as
 ``completion_tokens_details.audio_tokens``. The ``reasoning_unbounded`` option makes its
@@ -437,6 +441,13 @@ def reasoning_shown(body: Mapping[str, Any]) -> str:
     return "held" if body.get("stream_reasoning") is False else "streamed"
 
 
+def logprob(piece: str) -> dict[str, Any]:
+    """The log probability entry of one piece (a token), as OpenAI-compatible servers write
+    it."""
+    return {"token": piece, "logprob": -0.25, "bytes": list(piece.encode()),
+            "top_logprobs": []}
+
+
 def rejected_prediction(body: Mapping[str, Any]) -> int:
     """Prediction tokens ``compat`` bills and never sends: a word each of the content."""
     prediction = body.get("prediction")
@@ -754,6 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "tools": tools,
                 "shown": ("excluded" if opts.get("hide_reasoning")
                           else reasoning_shown(body) if provider == "compat" else "streamed"),
+                "logprobs": provider == "compat" and body.get("logprobs") is True,
                 "audio": audio}
         if provider == "deepseek":
             meta["system_fingerprint"] = "fp_fake_upstream"
@@ -804,6 +816,9 @@ class _Handler(BaseHTTPRequestHandler):
             doc["choices"][0]["logprobs"] = {"content": [
                 {"token": "\ud83d" if odd else piece, "logprob": -0.5 if odd else float("-inf"),
                  "top_logprobs": []} for piece in content]}
+        if meta["logprobs"]:
+            scored = [*(reasoning if meta["shown"] != "excluded" else ()), *content]
+            doc["choices"][0]["logprobs"] = {"content": [logprob(piece) for piece in scored]}
         if "system_fingerprint" in meta:
             doc["system_fingerprint"] = meta["system_fingerprint"]
         if provider == "ark":
@@ -868,7 +883,13 @@ class _Handler(BaseHTTPRequestHandler):
             for piece in reasoning:
                 counts[0] += 1
                 # made and billed; kept back (None) unless the reasoning is streamed
-                yield chunk(dict.fromkeys(fields, piece)) if meta["shown"] == "streamed" else None
+                if meta["shown"] != "streamed":
+                    yield None
+                    continue
+                reasoning_chunk = chunk(dict.fromkeys(fields, piece))
+                if meta["logprobs"]:
+                    reasoning_chunk["choices"][0]["logprobs"] = {"content": [logprob(piece)]}
+                yield reasoning_chunk
             if reasoning and meta["shown"] == "held":  # whole, once it ended
                 yield chunk(dict.fromkeys(fields, "".join(reasoning)))
             for piece in content:
@@ -876,6 +897,8 @@ class _Handler(BaseHTTPRequestHandler):
                 piece_chunk = chunk({"content": piece} if not meta["audio"] else {
                     "content": None, "audio": {"id": "audio_" + meta["id"],
                                                "data": "UklGRg==", "transcript": piece}})
+                if meta["logprobs"]:
+                    piece_chunk["choices"][0]["logprobs"] = {"content": [logprob(piece)]}
                 if opts.get("infinite_logprobs"):  # json.dumps writes it as -Infinity
                     piece_chunk["choices"][0]["logprobs"] = {"content": [
                         {"token": piece, "logprob": float("-inf"), "top_logprobs": []}]}
