@@ -126,16 +126,22 @@ def presented_key() -> str | None:
 
     An Authorization header that is not `Bearer <key>` (a bare key, another scheme, nothing
     after `Bearer`) is a 401 saying so, unless the key came another documented way: a proxy
-    in front may use the header for itself.
+    in front may use the header for itself. A header sent several times reaches the app as
+    one, its values joined by commas (gunicorn, werkzeug), which no key contains: the same
+    key repeated is that key, different keys are a 401 saying several were sent.
     """
     req = this_request()
     header = req.headers.get("Authorization", "").strip()
     if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    value = req.headers.get("X-Api-Key", "").strip() or req.args.get(
-        "api_key", "").strip()
+        bearer = _one_key(_bearer_keys(header), "Authorization headers")
+        if bearer:
+            return bearer
+    value = req.headers.get("X-Api-Key", "").strip()
+    if "," in value:
+        value = _one_key(_listed(value), "X-Api-Key headers") or ""
+    if not value:
+        value = _one_key(_listed(",".join(req.args.getlist("api_key"))),
+                         "api_key query parameters") or ""
     if value:
         return value
     if header:
@@ -144,6 +150,49 @@ def presented_key() -> str | None:
             "'Authorization: Bearer <key>', e.g. 'Bearer sk-...'.",
             code="invalid_authorization_header")
     return None
+
+
+def _bearer_keys(header: str) -> list[str]:
+    """The keys of the `Bearer <key>` credentials in an Authorization header (several if
+    the header was sent several times)."""
+    keys = []
+    for part in header.split(",") if "," in header else (header,):
+        scheme, _, value = part.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            keys.append(value.strip())
+    return keys
+
+
+def _listed(value: str) -> list[str]:
+    """The keys of a header or parameter sent several times, joined by commas."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _one_key(keys: list[str], where: str) -> str | None:
+    """The one key among those sent one way; 401 if they differ."""
+    if not keys:
+        return None
+    if any(key != keys[0] for key in keys[1:]):
+        raise AuthenticationFailed(
+            f"Several different API keys were sent ({where}); send one key, once.",
+            code="several_api_keys")
+    return keys[0]
+
+
+def _also_sent(secret: str) -> str:
+    """For a refused key: a note naming where a different key was also sent, if one was,
+    since only the first of Authorization, X-Api-Key and ?api_key= is checked."""
+    req = this_request()
+    sources = (("the Authorization header", _bearer_keys(req.headers.get("Authorization", ""))),
+               ("the X-Api-Key header", _listed(req.headers.get("X-Api-Key", ""))),
+               ("the api_key query parameter", _listed(",".join(req.args.getlist("api_key")))))
+    used = next((name for name, keys in sources if secret in keys), None)
+    other = next((name for name, keys in sources
+                  if name != used and any(key != secret for key in keys)), None)
+    if used is None or other is None:
+        return ""
+    return (f" The key checked is the one in {used}; {other} carried a different key, which "
+            "is not checked (Authorization is read first, then X-Api-Key, then api_key).")
 
 
 def _malformed(header: str) -> str:
@@ -246,9 +295,10 @@ def authenticate() -> Principal:
     cache = key_cache()
     principal = cache.fetch(key_hash, _load, _lifetime)
     if principal is None:
-        raise _reject("Invalid API key.")
+        raise _reject("Invalid API key." + _also_sent(secret))
     if principal.expires_at is not None and principal.expires_at <= utcnow():
-        raise _reject("This API key has expired.", code="expired_api_key")
+        raise _reject("This API key has expired." + _also_sent(secret),
+                      code="expired_api_key")
     if cache.due_for_touch(principal.key_id):
         # A lock wait here must not stop the worker, nor the answer wait for the disk.
         with write_begin(db.engine, durable=False) as conn:

@@ -173,3 +173,55 @@ def test_no_key_at_all_is_still_missing(client, accounts):
         response = client.get("/v1/models", headers=headers)
         assert response.status_code == 401
         assert response.json["error"]["code"] == "missing_api_key"
+
+
+OTHER = "sk-" + "o" * 43
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/messages", "/v1/responses"])
+def test_several_different_keys_in_one_header_are_a_401_saying_so(client, accounts, path):
+    """Repeated headers reach the app as one, joined by commas (gunicorn and werkzeug's
+    server join with ',', its test client with ', '): "Bearer a,Bearer b" was checked as
+    one key and refused as an invalid key, counted as a failed guess."""
+    acct = accounts.make()
+    for headers in ({"Authorization": f"Bearer {acct.key},Bearer {OTHER}"},
+                    {"Authorization": f"Bearer {OTHER}, Bearer {acct.key}"},
+                    {"X-Api-Key": f"{acct.key},{OTHER}"}):
+        response = (client.get(path, headers=headers) if path == "/v1/models" else
+                    client.post(path, headers={**headers, "anthropic-version": "2023-06-01"},
+                                json={"model": "deepseek-chat", "max_tokens": 5,
+                                      "input": "hi", "messages": []}))
+        assert response.status_code == 401, response.json
+        error = response.json["error"]
+        assert error["type"] == "authentication_error"
+        assert "several" in error["message"].lower(), error
+        assert acct.key not in error["message"] and OTHER not in error["message"]
+        if path != "/v1/messages":
+            assert error["code"] == "several_api_keys"
+        else:
+            assert response.json["type"] == "error"
+
+
+def test_the_same_key_repeated_is_one_key(client, accounts):
+    acct = accounts.make()
+    for headers in ({"Authorization": f"Bearer {acct.key},Bearer {acct.key}"},
+                    {"X-Api-Key": f"{acct.key}, {acct.key}"},
+                    {"Authorization": f"Basic dXNlcjpwYXNz,Bearer {acct.key}"}):
+        assert client.get("/v1/models", headers=headers).status_code == 200, headers
+
+
+def test_an_invalid_bearer_key_beside_a_different_x_api_key_says_which_was_checked(
+        client, accounts):
+    """The Anthropic SDKs send x-api-key and, with an auth token set, Authorization too:
+    when the two differ the Authorization header's key is checked (it is read first) and a
+    bad one was a bare "Invalid API key."."""
+    acct = accounts.make()
+    response = client.post("/v1/messages", headers={
+        "Authorization": f"Bearer {OTHER}", "x-api-key": acct.key,
+        "anthropic-version": "2023-06-01"}, json={})
+    assert response.status_code == 401
+    message = response.json["error"]["message"]
+    assert "Authorization" in message and "X-Api-Key" in message and "different" in message
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {OTHER}",
+                                                  "X-Api-Key": OTHER})
+    assert response.json["error"]["message"] == "Invalid API key."

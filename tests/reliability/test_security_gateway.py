@@ -117,6 +117,35 @@ def test_request_sizes_are_bounded_under_gunicorn(app, accounts, upstream, gatew
     assert accounts.audit() == []
 
 
+def test_repeated_key_headers_under_gunicorn(app, accounts, upstream, gateway):
+    """gunicorn hands a repeated header to the app as one, its values joined by ','; two
+    Authorization headers with different keys were checked as the key "a,Bearer b" and
+    refused as invalid, a failed guess. They are a 401 saying several keys were sent; the
+    same key twice is that key."""
+    acct = accounts.make(credit="1")
+    other = "sk-" + "o" * 43
+    host, port = gateway.url.removeprefix("http://").split(":")
+
+    def get(*headers: str) -> tuple[int, dict]:
+        lines = "".join(f"{header}\r\n" for header in headers)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"GET /v1/balance HTTP/1.1\r\nHost: x\r\n{lines}"
+                         "Connection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), json.loads(rest)
+
+    for headers in ((f"Authorization: Bearer {acct.key}", f"Authorization: Bearer {other}"),
+                    (f"x-api-key: {other}", f"x-api-key: {acct.key}")):
+        status, answer = get(*headers)
+        assert status == 401, answer
+        assert answer["error"]["code"] == "several_api_keys"
+        assert acct.key not in answer["error"]["message"]
+    status, answer = get(f"Authorization: Bearer {acct.key}", f"Authorization: Bearer {acct.key}")
+    assert status == 200 and answer["balance"] == 1
+    assert upstream.requests == []
 
 
 def _read_answer(sock: socket.socket) -> bytes:
