@@ -28,9 +28,11 @@ _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 _NOT_PROMPT = frozenset(("model", "max_tokens", "stream", "temperature", "top_p", "top_k",
                          "metadata", "stop_sequences", "thinking"))
 # What stands in for a block whose content is not in the request (a PDF, a document or file
-# fetched by URL or id): what a provider reads from it cannot be bounded before it does.
+# fetched by URL or id): what a provider reads from it cannot be bounded before it does;
+# translated, also for a block whose content no chat model reads (a server tool's result).
 OMITTED = ("[A {kind} was left out here: the gateway sends a provider only text and images "
            "that the request itself holds.]")
+_NOTE_HEAD, _NOTE_TAIL = OMITTED.split("{kind}")
 # The request fields sent natively: Anthropic's whose cost the hold covers. The rest are
 # not sent: what a provider may charge beyond tokens (server-side tools' sandboxes, other
 # service tiers or speeds), what it may read or run beyond the request (a conversation it
@@ -71,7 +73,8 @@ def to_call(model: Model, provider: Provider, request: dict, *, stream: bool,
         return Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                     prompt_estimate=estimate, max_output=max_output, surface=SURFACE,
                     dialect="anthropic")
-    if not chat["messages"]:  # every block was empty or one a chat model does not read
+    if not any(_reads(message) for message in chat["messages"]):
+        # every block was empty, or one a chat model does not read (a note stands for it)
         raise InvalidRequest("Invalid 'messages': nothing in them is sent to the model (no "
                              "text, image, tool call or result).", param="messages")
     max_output = bound_body(chat, model, provider, limit=request["max_tokens"], stream=stream)
@@ -143,11 +146,12 @@ def bounded(block) -> bool:
     """Whether all a content block makes the model read is in the request: not a document
     by URL, file id or base64 (a PDF's pages are read as images, as many as it has), nor a
     block of a type the gateway does not read with such a document, an image or a file
-    anywhere inside (a web fetch's result: the hold counts the block as one image)."""
+    anywhere inside (a web fetch's result: the hold counts the block as one image). A
+    document whose source is text, or blocks of text and images (`_held`), is bounded."""
     if not isinstance(block, dict) or block.get("type") == "image":
         return True
     source = block.get("source")
-    if "file_id" in block or isinstance(source, dict) and source.get("type") != "text":
+    if "file_id" in block or isinstance(source, dict) and not _held(source):
         return False
     return block.get("type") in _READ or not _holds_media(block)
 
@@ -162,6 +166,34 @@ def _holds_media(value) -> bool:
     if "file_id" in value or isinstance(source, dict) and source.get("type") != "text":
         return True
     return any(_holds_media(item) for item in value.values())
+
+
+def _held(source: dict) -> bool:
+    """Whether a document's source is in the request: text, or a content source of text
+    and of images by URL or base64 (each counted as an image, `_images`)."""
+    if source.get("type") == "text":
+        return True
+    content = source.get("content")
+    return source.get("type") == "content" and (isinstance(content, str) or isinstance(
+        content, list) and all(_text_block(item) or _image_block(item) for item in content))
+
+
+def _text_block(item) -> bool:
+    return isinstance(item, dict) and item.get("type") == "text" and isinstance(
+        item.get("text"), str)
+
+
+def _image_block(item) -> bool:
+    """An image block whose source `_image` reads: base64 with its type and data, or a URL."""
+    if not isinstance(item, dict) or item.get("type") != "image":
+        return False
+    source = item.get("source")
+    if not isinstance(source, dict):
+        return False
+    if source.get("type") == "url":
+        return isinstance(source.get("url"), str)
+    return source.get("type") == "base64" and isinstance(
+        source.get("media_type"), str) and isinstance(source.get("data"), str)
 
 
 def _omitted(block: dict) -> dict:
@@ -214,10 +246,18 @@ def native_prompt_bound(request: dict, image_allowance: int) -> int:
 
 
 def _images(block: dict) -> int:
-    if block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+    """The images a native provider may read in a block: those in a tool result or in a
+    document made of blocks (at least the one a document is held as); one for any other
+    block that is not text, thinking or a call."""
+    kind = block.get("type")
+    if kind == "tool_result" and isinstance(block.get("content"), list):
         return sum(_images(part) for part in block["content"])
-    return 0 if block.get("type") in ("text", "thinking", "redacted_thinking",
-                                      "tool_use", "tool_result") else 1
+    source = block.get("source")
+    if kind == "document" and isinstance(source, dict) and isinstance(
+            source.get("content"), list):
+        return max(1, sum(1 for item in source["content"] if _image_block(item)))
+    return 0 if kind in ("text", "thinking", "redacted_thinking", "tool_use",
+                         "tool_result") else 1
 
 
 def to_chat_body(request: dict) -> dict:
@@ -260,26 +300,63 @@ def _chat_tool(tool: dict) -> dict:
 
 
 def _text(content) -> str:
-    """The text of a string or of its blocks (cache_control and the like dropped)."""
+    """The text of a string or of its blocks (cache_control and the like dropped; images,
+    which a system message cannot hold, too)."""
     if isinstance(content, str):
         return content
-    texts = (_block_text(block) for block in content if isinstance(block, dict))
-    return "\n".join(text for text in texts if text is not None)
+    parts = (part for block in content if isinstance(block, dict) for part in _readable(block))
+    return "\n".join(part["text"] for part in parts if part["type"] == "text")
 
 
-def _block_text(block: dict) -> str | None:
-    """What a chat model reads of a non-image block: its text, a plain-text document's
-    data, a note for a document the gateway does not send (`bounded`), or None."""
+def _readable(block: dict) -> list[dict]:
+    """What a chat model reads of a block other than a tool result, as chat parts: its text;
+    an image; a document's text (and a content document's images) under its title and
+    context; a search result's text under its title and source. Thinking and calls are read
+    in the assistant's turn; a block not sent (`bounded`), or of a type whose content no
+    chat model reads (a server tool's result, a tool reference), is a note (OMITTED)."""
+    kind = block.get("type")
+    if kind == "image":
+        return [_image(block)]
     if isinstance(block.get("text"), str):
-        return block["text"]
+        return [_part(block["text"])]
+    if kind in ("thinking", "redacted_thinking", "tool_use"):
+        return []
     if not bounded(block):
-        return OMITTED.format(kind=str(block.get("type") or "block"))
+        return [_omitted(block)]
     source = block.get("source")
-    if block.get("type") == "document" and isinstance(source, dict) and isinstance(
-            source.get("data"), str):
-        title = block.get("title")
-        return f"{title}\n{source['data']}" if isinstance(title, str) else source["data"]
-    return None
+    if kind == "document" and isinstance(source, dict):
+        head = [value for value in (block.get("title"), block.get("context"))
+                if isinstance(value, str) and value]
+        inner = source.get("data") if source.get("type") == "text" else source.get("content")
+        if isinstance(inner, str):
+            return [_part("\n".join([*head, inner]))]
+        if source.get("type") == "content" and isinstance(inner, list):  # held: `bounded`
+            parts = [_image(item) if item["type"] == "image" else _part(item["text"])
+                     for item in inner]
+            return [_part("\n".join(head)), *parts] if head else parts
+    elif kind == "search_result":
+        content = block.get("content")
+        if isinstance(content, list) and all(_text_block(item) for item in content):
+            head = [block["title"]] if isinstance(block.get("title"), str) else []
+            if isinstance(block.get("source"), str):
+                head.append("Source: " + block["source"])
+            return [_part("\n".join([*head, *(item["text"] for item in content)]))]
+    return [_omitted(block)]
+
+
+def _part(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def _reads(message: dict) -> bool:
+    """Whether a chat message holds anything but notes of blocks left out (OMITTED)."""
+    content = message.get("content")
+    if message["role"] not in ("user", "system") or not isinstance(content, str | list):
+        return True
+    parts = [_part(content)] if isinstance(content, str) else content
+    return any(part["type"] != "text" or not all(
+        line.startswith(_NOTE_HEAD) and line.endswith(_NOTE_TAIL)
+        for line in part["text"].split("\n")) for part in parts)
 
 
 def _chat_messages(message: dict) -> list[dict]:
@@ -300,10 +377,8 @@ def _chat_messages(message: dict) -> list[dict]:
             out.append({"role": "tool", "tool_call_id": block["tool_use_id"],
                         "content": result})
             parts.extend(images)
-        elif kind == "image":
-            parts.append(_image(block))
-        elif (text := _block_text(block)) is not None:
-            parts.append({"type": "text", "text": text})
+        else:
+            parts.extend(_readable(block))
     if parts:
         if all(part["type"] == "text" for part in parts):
             out.append({"role": "user", "content": "\n".join(p["text"] for p in parts)})
@@ -340,8 +415,9 @@ def _tool_result(block: dict) -> tuple[str, list[dict]]:
     """A tool result's text for a tool message, and its images for the user turn after."""
     content = block.get("content")
     if isinstance(content, list):
-        text = _text(content)
-        images = [_image(part) for part in content if part.get("type") == "image"]
+        parts = [part for item in content for part in _readable(item)]
+        text = "\n".join(part["text"] for part in parts if part["type"] == "text")
+        images = [part for part in parts if part["type"] != "text"]
     else:
         text, images = content or "", []
     if block.get("is_error"):

@@ -74,6 +74,39 @@ def test_sdk_tool_use_round_trip_thinking_and_images(gateway, accounts, upstream
     assert accounts.audit() == []
 
 
+def test_sdk_search_results_and_documents_reach_a_chat_model(gateway, accounts, upstream):
+    """The SDK's own param types: a search result (in a tool's result too) and documents of
+    text and of blocks go to a chat model as text under their title and source."""
+    from anthropic.types import (
+        DocumentBlockParam,
+        SearchResultBlockParam,
+        ToolResultBlockParam,
+    )
+
+    acct = accounts.make(credit="5")
+    sdk = _sdk(gateway, acct.key)
+    found = SearchResultBlockParam(type="search_result", source="https://kb.example/a",
+                                   title="A", content=[{"type": "text", "text": "alpha"}],
+                                   citations={"enabled": True})
+    plain = DocumentBlockParam(type="document", title="notes", context="wiki", source={
+        "type": "text", "media_type": "text/plain", "data": "beta"})
+    blocks = DocumentBlockParam(type="document", source={"type": "content", "content": [
+        {"type": "text", "text": "gamma"}]})
+    result = ToolResultBlockParam(type="tool_result", tool_use_id="t1", content=[found])
+    message = sdk.messages.create(model="deepseek-chat", max_tokens=100, messages=[
+        {"role": "user", "content": [found, plain, blocks, {"type": "text", "text": "go"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read",
+                                           "input": {}}]},
+        {"role": "user", "content": [result]}], tools=[READ])
+    assert message.content[-1].text == "Hello from the fake upstream ."
+    sent = upstream.requests[-1].body["messages"]
+    text = "A\nSource: https://kb.example/a\nalpha"
+    assert sent[0] == {"role": "user", "content": "\n".join(
+        [text, "notes\nwiki\nbeta", "gamma", "go"])}
+    assert sent[-1] == {"role": "tool", "tool_call_id": "t1", "content": text}
+    assert accounts.audit() == []
+
+
 BASH = {"name": "Bash", "description": "Run a command",
         "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}
 

@@ -351,6 +351,84 @@ def test_documents_plain_text_is_read_and_the_rest_left_out(client, accounts, up
         ["notes\na b c", OMITTED.format(kind="document"), "summarise"])
 
 
+# Anthropic's shapes (anthropic.types): a search result, a plain-text document, a document
+# made of blocks, and blocks no chat model reads (a server tool's result, a tool reference).
+SEARCH = {"type": "search_result", "source": "https://kb.example/refunds", "title": "Refunds",
+          "content": [{"type": "text", "text": "Refunds take 5 days."},
+                      {"type": "text", "text": "Ask support."}],
+          "citations": {"enabled": True}}
+TEXT_DOC = {"type": "document", "title": "notes", "context": "from the wiki",
+            "source": {"type": "text", "media_type": "text/plain", "data": "a b c"}}
+BLOCKS_DOC = {"type": "document", "title": "slides", "source": {"type": "content", "content": [
+    {"type": "text", "text": "page one"},
+    {"type": "image", "source": {"type": "url", "url": "https://example.com/p.png"}}]}}
+WEB = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+    {"type": "web_search_result", "url": "https://x.test", "title": "X",
+     "encrypted_content": "EqQ"}]}
+
+
+def _research() -> list[dict]:
+    return [
+        {"role": "user", "content": [SEARCH, TEXT_DOC, BLOCKS_DOC, WEB,
+                                     {"type": "text", "text": "go"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "find",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+            SEARCH, {"type": "tool_reference", "tool_name": "find"}]}]}]
+
+
+def test_search_results_and_documents_are_read_and_the_rest_noted(app, client, accounts,
+                                                                   upstream):
+    """A search result and a document of text or of blocks (alone or in a tool's result)
+    hold text a chat model reads: they were dropped unseen (a search result, tools' results
+    made of them) or left out (a document of blocks). They go as text under their title and
+    source; a block no chat model reads gets the note other left-out blocks get."""
+    from silk.messages.translate import OMITTED
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    body = request(messages=_research())
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    found = "Refunds\nSource: https://kb.example/refunds\nRefunds take 5 days.\nAsk support."
+    sent = upstream.requests[-1].body["messages"]
+    assert sent[0]["content"] == [
+        {"type": "text", "text": found}, {"type": "text", "text": "notes\nfrom the wiki\na b c"},
+        {"type": "text", "text": "slides"}, {"type": "text", "text": "page one"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/p.png"}},
+        {"type": "text", "text": OMITTED.format(kind="web_search_tool_result")},
+        {"type": "text", "text": "go"}]
+    assert sent[2] == {"role": "tool", "tool_call_id": "t1", "content": "\n".join(
+        [found, OMITTED.format(kind="tool_reference")])}
+    usage = response.json["usage"]
+    assert usage["input_tokens"] == chat_prompt_tokens(body)
+    cost = expected_cost("deepseek-chat", usage["input_tokens"], usage["output_tokens"])
+    assert Decimal(response.headers["x-silk-cost"]) == cost > 0
+    assert accounts.audit() == []
+
+
+def test_a_cut_stream_bills_the_search_results_text(app, client, accounts, upstream):
+    """A stream cut before the provider's usage bills the gateway's estimate of the prompt:
+    it reads the search results' text (100 words each here) as the model did."""
+    from silk.messages.translate import to_chat_body
+    from silk.relay.tokens import prompt_estimate
+
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    words = {"type": "text", "text": " ".join(f"fact{i}" for i in range(100))}
+    search = {**SEARCH, "content": [words]}
+    body = request(stream=True, messages=[{"role": "user", "content": [
+        search, {"type": "text", "text": "go [[fake: pieces=20 cut_after=4 no_usage]]"}]}])
+    events = sse(_post(client, acct, body, buffered=True).data)
+    assert events[-1][0] == "error"
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "cut" and record.estimated
+    allowance = app.config["SILK_IMAGE_TOKEN_ALLOWANCE"]
+    assert record.prompt_tokens == prompt_estimate(to_chat_body(body),
+                                                   image_allowance=allowance) > 100
+    assert accounts.audit() == [] and accounts.row(acct.id).reserved_units == 0
+
+
 @pytest.fixture
 def cache_priced(app_config):
     """deepseek-chat with a cache-hit price, as DeepSeek lists one."""

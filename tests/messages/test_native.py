@@ -306,6 +306,40 @@ def test_every_field_a_provider_may_read_counts_in_the_prompt_bound():
     assert unpriced.prompt_bound == plain.prompt_bound
 
 
+def test_documents_of_blocks_go_native_and_search_results_count_in_the_estimate(
+        native, app, client, accounts):
+    """A document made of text and image blocks holds all the provider reads: it goes as
+    it came (it was left out), each of its images held at the allowance; a search result's
+    text is in the estimate a cut stream is billed at (count_tokens too): the estimate read
+    the translated body, which dropped search results."""
+    from silk.catalog.catalogue import Model, Provider
+    from silk.messages.translate import to_call
+    from silk.pricing import Price
+
+    acct = accounts.make(credit="1")
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/p.png"}}
+    slides = {"type": "document", "title": "slides", "source": {"type": "content", "content": [
+        {"type": "text", "text": "page one"}, image, image, image]}}
+    found = {"type": "search_result", "source": "https://kb.example", "title": "kb",
+             "content": [{"type": "text", "text": " ".join(f"fact{i}" for i in range(200))}]}
+    body = request(messages=[{"role": "user", "content": [
+        slides, found, {"type": "text", "text": "go"}]}])
+    response = _post(client, acct, body)
+    assert response.status_code == 200, response.json
+    assert native.requests[-1].body["messages"][0]["content"] == body["messages"][0]["content"]
+    counted = client.post("/v1/messages/count_tokens", headers={**acct.headers, **HEADERS},
+                          json={k: v for k, v in body.items() if k != "max_tokens"})
+    assert counted.json["input_tokens"] > 200
+
+    model = Model(id="m", provider="p", upstream="u", price=Price(1, 1), max_output_tokens=9000)
+    provider = Provider(id="p", name="P", base_url="http://x", keys=(),
+                        anthropic_base_url="http://x/anthropic", limit_covers_reasoning=True)
+    call = to_call(model, provider, body, stream=True, image_allowance=1000)
+    assert call.prompt_bound > 3 * 1000 + len(json.dumps(body["messages"]))
+    assert call.prompt_estimate > 200
+    assert accounts.audit() == []
+
+
 def test_fields_that_reach_beyond_the_request_are_not_sent(native, app, client, accounts):
     """A conversation the provider holds (`thread`), another model when the asked one
     declines (`fallbacks`), a compaction (whose tokens Anthropic leaves out of `usage`) and
