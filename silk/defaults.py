@@ -125,7 +125,8 @@ class Defaults:
     SILK_UPSTREAM_READ_TIMEOUT = 300.0  # seconds of silence before a provider counts as hung
     # A JSON answer's first body byte may take the read timeout plus the output its hold
     # allows at this many tokens a second (a provider may send it only once it is complete),
-    # at most SILK_UPSTREAM_MAX_ANSWER_WAIT seconds; a stream waits the read timeout only.
+    # at most SILK_UPSTREAM_MAX_ANSWER_WAIT seconds, counted from its first try: a key or
+    # route it fails over to gets what is left; a stream waits the read timeout only.
     SILK_UPSTREAM_MIN_TOKENS_PER_SECOND = 10.0
     SILK_UPSTREAM_MAX_ANSWER_WAIT = 1800.0
     SILK_UPSTREAM_POOL_SIZE = 1000  # pooled connections per provider and worker

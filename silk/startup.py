@@ -56,7 +56,8 @@ def longest_answer(config) -> int:
     """Seconds a JSON request admitted just before its worker is told to stop may still run:
     its provider may be silent until the answer's body begins for up to the larger of
     SILK_UPSTREAM_READ_TIMEOUT and SILK_UPSTREAM_MAX_ANSWER_WAIT (silk.upstream.client's
-    first_byte_wait), plus ANSWER_MARGIN. A worker killed sooner loses an answer the
+    first_byte_wait, one wait however many keys and routes the request fails over to:
+    silk.relay.routes), plus ANSWER_MARGIN. A worker killed sooner loses an answer the
     provider bills, and its hold is swept at the estimate."""
     wait = max(float(config["SILK_UPSTREAM_READ_TIMEOUT"]),
                float(config["SILK_UPSTREAM_MAX_ANSWER_WAIT"]))

@@ -3,7 +3,9 @@
 The hold was sized before any route was chosen, so a route's body carries the same output
 bound as the call's; the relay moves on to the next route on the same failures that move a
 request on to a provider's next key, and only before the first byte: never once a provider
-took the whole request and went silent, as it may be generating it.
+took the whole request and went silent, as it may be generating it. A JSON answer waits for
+its body once, across routes and keys, as long as one route's wait: the longest answer
+stays within what SILK_GRACEFUL_TIMEOUT allows a stopping worker (silk.startup).
 """
 
 from __future__ import annotations
@@ -84,20 +86,27 @@ def open_route(call: Call, clients: Mapping[str, UpstreamClient],
         (rested if breakers.get(route.name).resting() else first).append(route)
     last: SilkError | None = None
     failed: str | None = None
+    # A JSON answer's body must begin within one wait (the first route's `first_byte_wait`),
+    # however many keys and routes it takes: each is given what is left of it.
+    began, deadline = time.monotonic(), None
     for route in first + rested:
         body = body_for(call, route, providers)
         if body is None:
             continue
+        if deadline is not None and time.monotonic() >= deadline:
+            break  # the wait is spent: the client gets the last failure
         breaker = breakers.get(route.name)
         if route in first and not breaker.allow():
             continue  # another request is probing it
         if failed is not None:  # moving on from a route that failed
             on_failover(call.model.id, failed, (last.code if last else None) or "unknown")
+        client = clients[route.provider]
+        if deadline is None and not call.stream:
+            deadline = began + client.first_byte_wait(call.max_output)
         started = time.perf_counter()
         try:
-            response = clients[route.provider].open(body, stream=call.stream,
-                                                    max_output=call.max_output,
-                                                    dialect=call.dialect)
+            response = client.open(body, stream=call.stream, max_output=call.max_output,
+                                   dialect=call.dialect, deadline=deadline)
         except SilkError as err:
             if not may_try_elsewhere(err):
                 _ended_here(err, route.name, breaker, time.perf_counter() - started)

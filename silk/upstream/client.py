@@ -27,6 +27,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 # stayed silent may be generating it, and is not sent it again (see `open`).
 FAILOVER_STATUSES = frozenset({401, 402, 403, 429, 500, 502, 503, 504, 520, 529})
 _MAX_ERROR_BODY = 64 * 1024
+# The least a key is given of a wait nearly spent: a timer of 0 would not wait at all.
+_LEAST_WAIT = 0.001
 
 OnFailover = Callable[[str, str], None]  # (provider id, why the last key failed)
 
@@ -120,13 +122,16 @@ class UpstreamClient:
         headers = self._headers[(key, stream) if dialect == "chat" else (key, stream, dialect)]
         return {**headers, "Content-Length": str(len(body)), "User-Agent": "SilkGateway"}
 
-    def open(self, body: bytes, *, stream: bool, max_output: int,
-             dialect: str = "chat") -> requests.Response:
+    def open(self, body: bytes, *, stream: bool, max_output: int, dialect: str = "chat",
+             deadline: float | None = None) -> requests.Response:
         """POST the body in `dialect` (chat, or anthropic where the provider serves it),
         failing over across keys until one answers 200; else raise.
 
         `max_output` is the output the body allows: a JSON answer may be silent while it is
-        generated (`first_byte_wait`); a stream's every silence is the read timeout.
+        generated, and its body must begin by `deadline` (time.monotonic(); by default
+        `first_byte_wait` from now). Each key is given what is left of that wait, its
+        connect timeout too; none is tried once it is spent, so failing over never makes a
+        JSON answer wait longer. A stream's every silence is the read timeout.
         """
         keys = self.keys_in_order()
         if not keys:
@@ -139,15 +144,26 @@ class UpstreamClient:
                 raise ServiceUnavailable("This model's provider has no Anthropic endpoint "
                                          "configured.", code="provider_not_configured")
             transport = self.anthropic
-        first_byte = None if stream else self.first_byte_wait(max_output)
+        if stream:
+            deadline = None
+        elif deadline is None:
+            deadline = time.monotonic() + self.first_byte_wait(max_output)
         last: SilkError | None = None
         for attempt, key in enumerate(keys):
+            timeout, first_byte = self._urllib3_timeout, None
+            if deadline is not None:
+                first_byte = deadline - time.monotonic()
+                if first_byte <= 0 and last is not None:
+                    break  # the answer's wait is spent: the last failure is the answer
+                first_byte = max(first_byte, _LEAST_WAIT)
+                if first_byte < self.timeout[0]:
+                    timeout = urllib3.Timeout(connect=first_byte, read=self.timeout[1])
             if attempt:
                 self.on_failover(self.provider.id, last.code if last else "unknown")
             try:
                 response = transport.post(body, self._request_headers(key, body, stream,
                                                                       dialect),
-                                          self._urllib3_timeout, first_byte=first_byte)
+                                          timeout, first_byte=first_byte)
             except SilentAfterRequest:
                 # Another key or route would generate it a second time, and the provider
                 # bills the operator for each: the client gets the timeout instead.

@@ -18,6 +18,7 @@ import functools
 import re
 import socket
 import ssl
+import time
 import zlib
 from collections.abc import Callable
 
@@ -131,18 +132,20 @@ class Transport:
              first_byte: float | None = None) -> requests.Response:
         """Send the body and read the answer's head; its body is read as the caller asks.
 
-        `first_byte`, when longer than the read timeout, bounds each wait from the request's
-        end to the body's first byte instead: a provider may send an answer only once it is
-        complete. Raises `requests.Timeout` or `requests.ConnectionError` as
+        `first_byte`: the body must begin within this many seconds of the call (the connect
+        included); until it does, each wait lasts what is left of them, not the read timeout
+        (sending the request, at most the read timeout too): a provider may send an answer
+        only once it is complete. Raises `requests.Timeout` or `requests.ConnectionError` as
         HTTPAdapter.send does.
         """
+        until = None if first_byte is None else time.monotonic() + first_byte
         message = self.head(headers, len(body)) + body
         conn = self._connection(timeout)
         read_timeout = timeout.read_timeout
         silence = Silence(read_timeout) if read_timeout and cooperative() else None
         waits = None
-        if read_timeout and first_byte and first_byte > read_timeout:
-            waits = (first_byte, read_timeout)
+        if read_timeout and until is not None:
+            waits = (until, read_timeout)
         answer = AnswerReader(self.pool, conn, silence, waits)
         answer.begin(message)
         return UpstreamResponse(answer, self.url, self.adapter)
@@ -263,8 +266,8 @@ class AnswerReader:
                  silence: Silence | None = None,
                  first_byte: tuple[float, float] | None = None):
         """`silence` bounds each wait for the socket when the socket has no timeout;
-        `first_byte` is (the bound of each wait from the request's end to the body's first
-        byte, the read timeout that bounds them again once the body begins)."""
+        `first_byte` is (the time.monotonic() by which the body must begin, the read timeout
+        that bounds each wait again once it has)."""
         self._pool = pool
         self._conn: HTTPConnection | None = conn
         self._silence = silence
@@ -352,19 +355,28 @@ class AnswerReader:
         elif self._conn is not None:
             self._conn.sock.settimeout(seconds)
 
+    def _bound_by_first_byte(self, first_byte: tuple[float, float]) -> None:
+        """Bound the next wait by what is left until the body must begin (sending the
+        request, by the read timeout too)."""
+        until, read_timeout = first_byte
+        left = max(until - time.monotonic(), 0.001)
+        self._bound(left if self.sent else min(left, read_timeout))
+
     def _send_and_read_until(self, message: bytes | None, done: Callable[[], bool]) -> None:
         """Send `message` if any, then read until `done()`; a failure drops the connection
         and is raised as requests' exception."""
         try:
             if message is not None:
+                if self._first_byte is not None:
+                    self._bound_by_first_byte(self._first_byte)
                 if self._silence is None:
                     self._conn.sock.sendall(message)
                 else:
                     self._silence.wait(self._conn.sock.sendall, message)
                 self.sent = True
-                if self._first_byte is not None:
-                    self._bound(self._first_byte[0])
             while not done():
+                if self._first_byte is not None:
+                    self._bound_by_first_byte(self._first_byte)
                 self._fill()
         except BaseException as exc:
             self.discard()

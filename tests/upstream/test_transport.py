@@ -356,6 +356,17 @@ def test_the_first_body_byte_may_take_the_wait_given(serve, parts):
     assert server.accepted == 1
 
 
+def test_the_first_body_byte_waits_once_however_the_head_and_body_come(serve):
+    """The head after 0.5 s, the body 0.5 s later: each wait is under `first_byte`, the two
+    are not, and the body must begin within it (a JSON answer's one wait)."""
+    server, transport = serve(_silent_then(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                                           b"whole", quiet=0.5))
+    response = scripted.post(transport, timeout=scripted.SHORT_READ, first_byte=0.8)
+    with scripted.lasting(0.2, 0.45), pytest.raises(requests.ReadTimeout):
+        response.raw.read1()
+    assert server.peers[0].eof.wait(WAIT)
+
+
 def test_the_wait_for_the_first_body_byte_is_bounded_too(serve):
     server, transport = serve(scripted.never_answer)
     with scripted.lasting(0.55, 1.5), pytest.raises(SilentAfterRequest):
