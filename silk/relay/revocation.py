@@ -13,6 +13,9 @@ than the streams open now). A stream is marked to check its key again:
   key cache forgets it within the TTL, so such a stream ends within 1.5 x the TTL (15 s by
   default).
 
+A stream is also marked when it is registered, as a change made after its request's key
+check (while the provider was called) found no stream to mark.
+
 A marked stream checks before its next upstream read, through the key cache (a fresh entry
 costs no query; a change dropped the entry). A key that no longer serves ends the stream
 as `revoked`: the surface's failure event with code `key_revoked` or `account_disabled`,
@@ -89,6 +92,10 @@ class OpenStreams:
     def watch(self, principal: auth.Principal) -> Watch:
         """Register a stream of `principal`'s key; the timer runs while any is open."""
         watch = Watch(self, principal.key_hash, principal.key_id, principal.account_id)
+        # The key was checked when the request began, but a change made since (while the
+        # provider was called) marked no stream of it: the first read checks it. Unchanged,
+        # the key cache's fresh entry answers without a query.
+        watch.check = True
         with self._lock:
             self._open.add(watch)
             if self._timer is None:

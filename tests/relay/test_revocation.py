@@ -228,3 +228,44 @@ def test_streams_are_held_weakly_and_the_timer_stops_with_the_last(app, client, 
     assert len(streams) == 0
     wait_until(lambda: streams._timer is None, timeout=2)
     assert [r.status for r in accounts.usage_records(owner.id)] == ["client_closed"] * 3
+
+
+def test_a_key_revoked_while_its_stream_waits_for_the_provider_ends_it_at_once(
+        app, client, accounts, upstream):
+    """Revoked after the request's key check but before its stream is registered (the
+    provider has not answered yet): the mark finds no stream to end, so the stream checks
+    its key on its first read, not at the timer's next mark (30 s here)."""
+    import threading
+
+    app.extensions.pop("silk.keycache", None)
+    app.config["SILK_KEY_CACHE_TTL"] = 60.0  # the timer marks every 30 s
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    spare = client.post("/v1/keys", json={"name": "leaked"}, headers=owner.headers).json
+    path, body = REQUESTS["chat"]
+    body = {**body, "messages": [{"role": "user", "content": f"go [[fake: {SLOW} delay=1]]"}]}
+    revoked = threading.Event()
+
+    def revoke() -> None:
+        # the request is waiting for the provider's headers by now
+        upstream.wait_for(lambda: upstream.requests, timeout=5)
+        deleted = app.test_client().delete(f"/v1/keys/{spare['id']}", headers=owner.headers)
+        assert deleted.status_code == 200
+        revoked.set()
+
+    thread = threading.Thread(target=revoke)
+    thread.start()
+    response = client.post(path, json=body, buffered=False,
+                           headers={"Authorization": f"Bearer {spare['key']}"})
+    thread.join(timeout=10)
+    assert revoked.is_set() and response.status_code == 200
+    start = time.monotonic()
+    received = b"".join(response.response)
+    response.close()
+    assert time.monotonic() - start < 2  # not the 8 s of the whole answer
+    _, last = events(received)[-1]
+    assert isinstance(last, dict) and last["error"]["code"] == "key_revoked"
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "revoked"
+    assert record.completion_tokens == _words("chat", received)
+    assert_money_exact(accounts, owner.id, "1")
