@@ -87,18 +87,24 @@ def _score_visible(choice: dict, text) -> bool:
 
 def _scored_tail(entries: list, text) -> list | None:
     """The last of `entries` whose tokens join into `text` (after whitespace); None if
-    there is no such run or no text."""
+    there is no such run or no text.
+
+    The run is found by counting its characters from the end and joined once: joining
+    token by token would copy the text found so far at each token (seconds of a worker for
+    a long answer)."""
     if not isinstance(text, str) or not text:
         return None
-    joined = ""
+    length = 0
     for start in range(len(entries) - 1, -1, -1):
         token = entries[start].get("token") if isinstance(entries[start], dict) else None
         if not isinstance(token, str):
             return None
-        joined = token + joined
-        if len(joined) >= len(text):
-            ahead = joined[:len(joined) - len(text)]
-            return entries[start:] if joined.endswith(text) and not ahead.strip() else None
+        length += len(token)
+        if length >= len(text):
+            tail = entries[start:]
+            joined = "".join(entry["token"] for entry in tail)
+            ahead = joined[:length - len(text)]
+            return tail if joined.endswith(text) and not ahead.strip() else None
     return None
 
 
