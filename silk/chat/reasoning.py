@@ -128,6 +128,8 @@ class Withheld:
             if not isinstance(delta, dict):
                 continue
             index = choice.get("index", 0)
+            if not isinstance(index, int):  # a provider's odd index: held as choice 0's
+                index = 0
             taken = False
             for name in FIELDS:
                 value = delta.get(name)

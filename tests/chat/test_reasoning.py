@@ -84,3 +84,14 @@ def test_a_long_answer_s_scores_are_found_in_linear_time():
     reasoning.hide_in_answer(data)
     assert time.perf_counter() - started < 1.5
     assert len(data["choices"][0]["logprobs"]["content"]) == tokens
+
+
+def test_a_choice_index_that_is_no_number_is_held_as_choice_0():
+    """A provider's odd `index` (a list, an object) is not a key to hold reasoning under:
+    the chunk is still read, its reasoning held and given back when the choice speaks."""
+    withheld = reasoning.Withheld(reasoning.HELD)
+    thinking = {"choices": [{"index": [1], "delta": {"reasoning_content": "hmm"}}]}
+    assert withheld.chunk(thinking)
+    answer = {"choices": [{"index": {"a": 1}, "delta": {"content": "Hi"}}]}
+    withheld.chunk(answer)
+    assert answer["choices"][0]["delta"] == {"content": "Hi", "reasoning_content": "hmm"}
