@@ -59,7 +59,6 @@ def drop(app: Flask, message: str) -> None:
     from silk.relay import revocation
 
     kind, _, value = message.partition(" ")
-    revocation.changed(app, kind, value)  # open streams of the key or account check it
     keys = app.extensions.get("silk.keycache")
     tier_table = app.extensions.get("silk.tiers")
     if kind == "key" and keys is not None:
@@ -75,6 +74,8 @@ def drop(app: Flask, message: str) -> None:
             if cache is not None:
                 cache.clear()
         _drop_snapshots(app, None)
+    # After the entries are gone, so a stream's check cannot find the stale one.
+    revocation.changed(app, kind, value)  # open streams of the key or account check it
 
 
 def _drop_snapshots(app: Flask, account_id: int | None) -> None:

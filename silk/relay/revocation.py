@@ -149,15 +149,20 @@ class OpenStreams:
         return max(float(ttl) / 2, _SHORTEST)
 
     def _run(self) -> None:
-        while True:
-            time.sleep(self._period())
+        try:
+            while True:
+                time.sleep(self._period())
+                with self._lock:
+                    if not self._open:
+                        self._timer = None  # in the lock: a stream added now starts another
+                        return
+                    streams = list(self._open)
+                for watch in streams:
+                    watch.check = True
+        except BaseException:  # a timer that failed must not stop the next from starting
             with self._lock:
-                if not self._open:
-                    self._timer = None
-                    return
-                streams = list(self._open)
-            for watch in streams:
-                watch.check = True
+                self._timer = None
+            raise
 
 
 def open_streams(app: Flask) -> OpenStreams:
