@@ -69,9 +69,10 @@ class RelayStream:
     ends the stream once its key no longer serves (silk.relay.revocation).
 
     `drain`: the provider bills reasoning it never streams, so its final usage is the only
-    count of it. A client that leaves after output reached it does not close the upstream
-    then: the rest is read (nothing is sent) until its usage and end, within the read
-    timeout, and the provider's count is billed, capped by the hold as always.
+    count of it, and no output yet is no measure of what it made (a model may think for
+    long, billed, before its first visible token). A client that leaves does not close the
+    upstream then: the rest is read (nothing is sent) until its usage and end, within the
+    read timeout, and the provider's count is billed, capped by the hold as always.
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
@@ -93,7 +94,7 @@ class RelayStream:
         `drain`), settle if nobody did, close the upstream."""
         meter = self._meter
         try:
-            if self._drain and meter.delivered_any and not meter.finished:
+            if self._drain and not meter.finished:
                 self._read_to_the_end()
         finally:
             self._events.close()

@@ -157,3 +157,20 @@ def test_a_left_stream_gone_silent_ends_at_the_read_timeout(app, accounts, upstr
     [record] = accounts.usage_records(acct.id)
     assert record.status == "client_closed" and record.estimated
     assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
+
+
+def test_a_client_that_leaves_before_any_output_pays_the_providers_final_usage(
+        app, client, accounts, upstream):
+    """On such a provider no output yet is no measure of what was made: the model may have
+    thought for a long while, billed upstream, before its first visible token. A client that
+    leaves then is read on too and pays the provider's count; released whole, it would have
+    cost the operator forty reasoning tokens for nothing."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    _leave_after(app, acct, f"{HIDING} pieces=30 first_token_delay=0.3", events=0)
+    assert upstream.disconnects == []
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and not record.estimated
+    assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
