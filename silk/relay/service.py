@@ -85,8 +85,7 @@ def start(call: Call, principal: Principal, request_id: str) -> RelayStream | Co
             metrics.upstream_answered(route.provider, model.id,
                                       time.perf_counter() - meter.started, 200)
             return RelayStream(response, meter, route.upstream, config["SILK_SSE_MAX_EVENT"],
-                               call.dialect, revocation.open_streams(app).watch(principal),
-                               drain=meter.hides_reasoning)
+                               call.dialect, revocation.open_streams(app).watch(principal))
         return finish(response, call, meter, route.upstream)
     except SilkError as err:
         metrics.upstream_answered(meter.provider, model.id,

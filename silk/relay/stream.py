@@ -68,20 +68,20 @@ class RelayStream:
     `batch` says whether more events of the current upstream read are to come. `watch`
     ends the stream once its key no longer serves (silk.relay.revocation).
 
-    `drain`: the provider bills reasoning it never streams, so its final usage is the only
-    count of it, and no output yet is no measure of what it made (a model may think for
-    long, billed, before its first visible token). A client that leaves does not close the
-    upstream then: the rest is read (nothing is sent) until its usage and end, within the
-    read timeout, and the provider's count is billed, capped by the hold as always.
+    On a provider that bills reasoning it never streams (the Meter's `hides_reasoning`),
+    its final usage is the only count of it, and no output yet is no measure of what it
+    made (a model may think for long, billed, before its first visible token). A client
+    that leaves does not close the upstream then: the rest is read (nothing is sent) until
+    its usage and end, within the read timeout, and the provider's count is billed, capped
+    by the hold as always.
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
                  max_event: int = MAX_EVENT, dialect: str = "chat",
-                 watch: Watch = NOT_WATCHED, *, drain: bool = False):
+                 watch: Watch = NOT_WATCHED):
         self._response = response
         self._meter = meter
         self._watch = watch
-        self._drain = drain
         self.batch = Batch()
         relay = _relay_anthropic if dialect == "anthropic" else _relay
         self._events = relay(response, meter, upstream_model, max_event, self.batch, watch)
@@ -90,11 +90,11 @@ class RelayStream:
         return self._events
 
     def close(self) -> None:
-        """End the stream now: stop relaying (or read on to the provider's usage, see
-        `drain`), settle if nobody did, close the upstream."""
+        """End the stream now: stop relaying (or read on to the provider's usage, where it
+        hides its reasoning), settle if nobody did, close the upstream."""
         meter = self._meter
         try:
-            if self._drain and not meter.finished:
+            if meter.hides_reasoning and not meter.finished:
                 self._read_to_the_end()
         finally:
             self._events.close()
