@@ -1,5 +1,6 @@
 """Several upstream keys: failover before the first byte, never after; failing keys rest."""
 
+import math
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -109,9 +110,9 @@ def test_a_huge_or_odd_retry_after_rests_a_key_at_most_the_cap(app, client, acco
     acct, admin = accounts.make(credit="1"), accounts.make(admin=True)
     upstream.enqueue(key="sk-ds-good", status=status, retry_after=retry_after)
     upstream.enqueue(key="sk-ds-second", status=status, retry_after=retry_after)
-    asked = time.time()
     failed = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                          json={"model": "deepseek-chat", "messages": messages()})
+    answered = time.time()  # each rest starts when its key's error came, before this
     assert failed.status_code == status, failed.json
     assert int(failed.headers.get("retry-after", "1")) <= 60
     keys = [k for k in client.get("/v1/admin/providers", headers=admin.headers).json["keys"]
@@ -119,7 +120,7 @@ def test_a_huge_or_odd_retry_after_rests_a_key_at_most_the_cap(app, client, acco
     assert len(keys) == 2 and all(k["state"] == "resting" for k in keys)
     for key in keys:
         until = datetime.fromisoformat(key["resting_until"]).timestamp()
-        assert until <= asked + 1.0 + 1  # the cap (the report shows whole seconds)
+        assert until <= answered + 1.0 + 1  # the cap (the report shows whole seconds)
     time.sleep(1.1)
     keys = [k for k in client.get("/v1/admin/providers", headers=admin.headers).json["keys"]
             if k["provider"] == "deepseek"]
@@ -158,13 +159,15 @@ def test_an_http_date_retry_after_rests_the_key_until_then(app, client, accounts
         upstream.enqueue(key=key, status=429, retry_after=value)
     failed = client.post("/v1/chat/completions", headers={**acct.headers, **JSON},
                          json={"model": "deepseek-chat", "messages": messages()})
+    answered = time.time()  # a loaded machine's slow answer shortens what is left
+    late = math.ceil(answered - asked)
     assert failed.status_code == 429, failed.json
-    assert told[0] <= int(failed.headers["retry-after"]) <= told[1]
+    assert max(1, told[0] - late) <= int(failed.headers["retry-after"]) <= told[1]
     for until in _resting_until(client, admin):
         if rest is None:
             assert until is None
         else:
-            assert until is not None and asked + rest[0] <= until <= asked + rest[1]
+            assert until is not None and asked + rest[0] <= until <= answered + rest[1]
     assert accounts.audit() == []
 
 
