@@ -32,7 +32,7 @@ ENDINGS = {
     "timeout": ("timeout", 502),  # the upstream went silent past the read timeout
     "upstream_error": ("upstream_error", 502),  # the upstream reported an error mid-stream
     "client_gone": ("client_closed", 499),  # the client left before the end
-    "revoked": ("revoked", 401),  # the key was revoked, or its account disabled, meanwhile
+    "revoked": ("revoked", 401),  # the key was revoked or expired, or its account disabled
     "error": ("error", 500),  # the gateway failed while relaying
 }
 

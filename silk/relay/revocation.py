@@ -1,4 +1,5 @@
-"""End an open stream once its key is revoked or its account disabled, as a new request is.
+"""End an open stream once its key is revoked, expires or its account is disabled, as a new
+request would be refused.
 
 A stream's key, hold and caps are checked when it begins; an operator who revokes a leaked
 key expects the leak to stop, open streams included. Each open stream is registered here,
@@ -14,14 +15,16 @@ than the streams open now). A stream is marked to check its key again:
   default).
 
 A stream is also marked when it is registered, as a change made after its request's key
-check (while the provider was called) found no stream to mark.
+check (while the provider was called) found no stream to mark, and at its key's expiry: the
+timer wakes then if that comes before its next period (a key's expiry cannot be changed).
 
 A marked stream checks before its next upstream read, through the key cache (a fresh entry
 costs no query; a change dropped the entry). A key that no longer serves ends the stream
 as `revoked`: the surface's failure event with code `key_revoked` or `account_disabled`,
 what was delivered billed, the upstream closed. Between marks the relay pays one attribute
 check per upstream read. A database that does not answer the check leaves the stream
-running (it was admitted) until the next mark.
+running (it was admitted) until the next mark. An expired key ends its stream as `revoked`
+too, with code `expired_api_key`; that needs no query.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import os
 import threading
 import time
 import weakref
+from datetime import datetime
 
 from flask import Flask
 
 from silk.account import auth
+from silk.database import utcnow
 
 log = logging.getLogger("silk.revocation")
 
@@ -48,21 +53,29 @@ ENDED = {
                     "key_revoked"),
     "account_disabled": ("revoked", "This API key's account was disabled while the answer "
                          "streamed.", "account_disabled"),
+    "expired_api_key": ("revoked", "This API key expired while the answer streamed.",
+                        "expired_api_key"),
 }
 
 
 class Watch:
     """One open stream's key and account; `check` is set when the key should be checked."""
 
-    __slots__ = ("check", "key_hash", "key_id", "account_id", "_streams", "__weakref__")
+    __slots__ = ("check", "key_hash", "key_id", "account_id", "expires_at", "_streams",
+                 "__weakref__")
 
     def __init__(self, streams: OpenStreams | None, key_hash: str, key_id: int,
-                 account_id: int) -> None:
+                 account_id: int, expires_at: datetime | None = None) -> None:
         self.check = False
         self.key_hash = key_hash
         self.key_id = key_id
         self.account_id = account_id
+        self.expires_at = expires_at
         self._streams = streams
+
+    def expired(self, now: datetime) -> bool:
+        """True once the key's expiry has come."""
+        return self.expires_at is not None and self.expires_at <= now
 
     def verdict(self) -> tuple[str, str, str] | None:
         """Check the key now: None while it serves, else how the stream ends."""
@@ -87,17 +100,21 @@ class OpenStreams:
         self._open: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._timer: threading.Thread | None = None
+        self._woken = threading.Event()  # set when a stream with an expiring key opens
         self._warned_at = -_WARN_EVERY
 
     def watch(self, principal: auth.Principal) -> Watch:
         """Register a stream of `principal`'s key; the timer runs while any is open."""
-        watch = Watch(self, principal.key_hash, principal.key_id, principal.account_id)
+        watch = Watch(self, principal.key_hash, principal.key_id, principal.account_id,
+                      principal.expires_at)
         # The key was checked when the request began, but a change made since (while the
         # provider was called) marked no stream of it: the first read checks it. Unchanged,
         # the key cache's fresh entry answers without a query.
         watch.check = True
         with self._lock:
             self._open.add(watch)
+            if watch.expires_at is not None:
+                self._woken.set()
             if self._timer is None:
                 self._timer = threading.Thread(target=self._run, name="silk-stream-watch",
                                                daemon=True)
@@ -125,6 +142,8 @@ class OpenStreams:
 
     def verdict(self, watch: Watch) -> tuple[str, str, str] | None:
         """None while the stream's key serves, else how the stream ends."""
+        if watch.expired(utcnow()):
+            return ENDED["expired_api_key"]
         cache = self.app.extensions.get("silk.keycache")
         if cache is not None:
             fresh, principal = cache.get(watch.key_hash)
@@ -148,10 +167,26 @@ class OpenStreams:
         ttl = cache.ttl if cache is not None else self.app.config["SILK_KEY_CACHE_TTL"]
         return max(float(ttl) / 2, _SHORTEST)
 
+    def _sleep(self) -> None:
+        """Until the next period, or the soonest expiry yet to come of an open stream's key
+        if sooner (a stream registered meanwhile with a sooner one wakes it to look again)."""
+        deadline = time.monotonic() + self._period()
+        while True:
+            now = utcnow()
+            with self._lock:
+                self._woken.clear()
+                expiries = [watch.expires_at for watch in self._open
+                            if watch.expires_at is not None and watch.expires_at > now]
+            left = deadline - time.monotonic()
+            if expiries:  # just past it, so that the check sees it come
+                left = min(left, (min(expiries) - now).total_seconds() + 0.01)
+            if left <= 0 or not self._woken.wait(left):
+                return
+
     def _run(self) -> None:
         try:
             while True:
-                time.sleep(self._period())
+                self._sleep()
                 with self._lock:
                     if not self._open:
                         self._timer = None  # in the lock: a stream added now starts another

@@ -269,3 +269,45 @@ def test_a_key_revoked_while_its_stream_waits_for_the_provider_ends_it_at_once(
     assert record.status == "revoked"
     assert record.completion_tokens == _words("chat", received)
     assert_money_exact(accounts, owner.id, "1")
+
+
+@pytest.mark.parametrize("surface", ["chat", "responses"])
+def test_a_key_that_expires_mid_stream_ends_it_at_its_expiry(app, client, accounts, upstream,
+                                                             surface):
+    """A key that expired while its stream ran was refused for new requests but streamed
+    on to the end. The timer wakes at the expiry (not at its next period, 30 s here) and
+    the stream ends in its surface's failure event, billed for what was delivered."""
+    from datetime import timedelta
+
+    from silk.database import utcnow
+
+    app.extensions.pop("silk.keycache", None)
+    app.config["SILK_KEY_CACHE_TTL"] = 60.0  # the timer's period: 30 s
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    expires = utcnow() + timedelta(seconds=3)  # after the stream began, on a slow machine too
+    made = client.post("/v1/keys", json={"name": "short", "expires_at": expires.isoformat()
+                                         + "Z"}, headers=owner.headers)
+    assert made.status_code == 201, made.json
+    response, rest, received = start_stream(client, surface, made.json["key"])
+    for piece in rest:
+        received += piece
+    ended = utcnow()
+    response.close()
+    assert expires <= ended < expires + timedelta(seconds=4)  # not the 8 s of the answer
+    name, last = events(received)[-1]
+    assert isinstance(last, dict)
+    if surface == "chat":
+        assert last["error"]["code"] == "expired_api_key"
+        assert last["error"]["message"].startswith("This API key expired")
+        told = last["usage"]["completion_tokens"]
+    else:
+        assert name == "response.failed"
+        assert last["response"]["error"]["code"] == "expired_api_key"
+        told = last["response"]["usage"]["output_tokens"]
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "revoked" and record.http_status == 401 and record.estimated
+    # an estimate of the delivered text (some of the fake's words are two tokens)
+    assert record.completion_tokens == told >= _words(surface, received)
+    assert_money_exact(accounts, owner.id, "1")
+    assert _open_streams(app) == 0
