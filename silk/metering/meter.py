@@ -195,6 +195,7 @@ class Meter:
                 self.on_ended(self)
 
     def _settle_once(self, status: str, http_status: int, billable: bool) -> Bill:
+        answered = billable  # the upstream answered: it may have billed reasoning it hid
         estimated = False
         usage = self.usage
         if usage is None and billable and self.delivered_any:
@@ -216,9 +217,10 @@ class Meter:
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated
         # Its reasoning is not in the estimate, and the hold's bound is no count of it: the
-        # client pays what is known (the output may have held no reasoning at all), and
-        # the unknown is counted (silk.ops.metrics) rather than lost without a trace.
-        self.reasoning_unknown = billable and self.hides_reasoning and self.usage is None
+        # client pays what is known (the output may have held no reasoning at all; with no
+        # output delivered, nothing), and the unknown is counted (silk.ops.metrics) rather
+        # than lost without a trace.
+        self.reasoning_unknown = answered and self.hides_reasoning and self.usage is None
         elapsed = time.perf_counter() - self.started
         first = self.first_token_at
         outcome = Outcome(

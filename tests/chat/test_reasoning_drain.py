@@ -174,3 +174,20 @@ def test_a_client_that_leaves_before_any_output_pays_the_providers_final_usage(
     assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
     assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
     assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
+
+
+def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
+        app, client, accounts, upstream):
+    """Left before any output and read on, the provider cut before its count: nothing was
+    delivered, so nothing is charged, but the reasoning the provider billed is unknown and
+    is counted as written off, as it is when something was delivered."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    before = _unknown(client)
+    _leave_after(app, acct, f"{HIDING} pieces=30 first_token_delay=0.3 cut_after=20",
+                 events=0)
+    assert upstream.disconnects == []  # read on, not closed
+    [record] = accounts.usage_records(acct.id)
+    assert record.status == "client_closed" and record.cost_units == 0
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
+    assert _unknown(client) == before + 1
