@@ -109,7 +109,9 @@ class Meter:
         # The provider bills reasoning it never streams (silk.defaults.PROVIDERS'
         # reasoning_streamed): only its usage counts it.
         self.hides_reasoning = False
-        self.client_left = False  # the client is gone; the upstream is read to its usage
+        # Set once nothing more reaches the client (it left, or its key was revoked) while
+        # the upstream is read on to its usage: how the request ends, however that does.
+        self.ending: str | None = None
         # Settled without the provider's count on a provider that hides its reasoning: the
         # reasoning it bills was not charged, at an amount nobody reported.
         self.reasoning_unknown = False
@@ -156,19 +158,21 @@ class Meter:
     def delivered(self, tokens: int) -> None:
         """Output reached the client: `tokens` estimated from its text (may be 0); once the
         client left, nothing more reaches it."""
-        if self.client_left:
+        if self.ending is not None:
             return
         self.delivered_tokens += tokens
         self.delivered_any = True
 
-    def left(self) -> None:
-        """The client is gone, and the upstream is read on for its usage: what comes now is
-        not delivered, and however the upstream ends, the request ended as client_gone."""
-        self.client_left = True
+    def left(self, how: str = "client_gone") -> None:
+        """Nothing more reaches the client (it is gone, or its key no longer serves), and
+        the upstream is read on for its usage: what comes now is not delivered, and however
+        the upstream ends, the request ended as `how` (the first such ending)."""
+        if self.ending is None:
+            self.ending = how
 
     def ended(self, how: str) -> Bill:
         """The request ended as `how` (a key of ENDINGS): bill what was delivered."""
-        status, http_status = ENDINGS["client_gone" if self.client_left else how]
+        status, http_status = ENDINGS[self.ending or how]
         return self._settle(status, http_status, billable=True)
 
     def refused(self, http_status: int) -> Bill:

@@ -73,7 +73,8 @@ class RelayStream:
     made (a model may think for long, billed, before its first visible token). A client
     that leaves does not close the upstream then: the rest is read (nothing is sent) until
     its usage and end, within the read timeout, and the provider's count is billed, capped
-    by the hold as always.
+    by the hold as always. A stream whose key no longer serves is read on the same way, its
+    client sent nothing more until the failure event that tells it the provider's count.
     """
 
     def __init__(self, response: requests.Response, meter: Meter, upstream_model: str,
@@ -155,19 +156,26 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     running total in every chunk); the Meter bills each count at its largest. The events of
     a read that carried several are handed out with `batch.open`, then a Flush. Before each
     read, a stream whose `watch` was marked checks its key; one that no longer serves ends
-    as `revoked`, billed for what was delivered.
+    as `revoked`, billed for what was delivered, or, where the provider hides its reasoning
+    (billed, and counted only by its final usage), sends nothing more and is read on to that
+    usage before it ends so: else revoking one's own key mid-thought would leave the
+    thinking unpaid.
     """
     parser = SSEParser(max_event)
     raw = response.raw
     failure: tuple[str, str, str] | None = None
     done = False
     first = True
+    withheld: tuple[str, str, str] | None = None  # the key's ending, the rest read unsent
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
-            if watch.check:  # its key or account changed: does the key still serve?
+            if watch.check and not withheld:  # its key or account changed: still serving?
                 failure = watch.verdict()
-                if failure:
+                if failure and meter.hides_reasoning:
+                    withheld, failure = failure, None
+                    meter.left(withheld[0])
+                elif failure:
                     break
             events, failure = _read(raw, parser, meter)
             if failure:
@@ -176,7 +184,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
             batch.open = several
             for kind, payload in events:
                 if kind == "comment":
-                    yield Comment(payload)
+                    if not withheld:
+                        yield Comment(payload)
                     continue
                 if payload == DONE:
                     done = True
@@ -186,10 +195,12 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
                 except orjson.JSONDecodeError:
                     data = lenient(payload)
                     if data is None:
-                        yield Chunk(payload, None)  # not ours to judge; the client sees it
+                        if not withheld:  # not ours to judge; the client sees it
+                            yield Chunk(payload, None)
                         continue
                 if not isinstance(data, dict):
-                    yield Chunk(payload, None)
+                    if not withheld:
+                        yield Chunk(payload, None)
                     continue
                 if "error" in data and "choices" not in data:
                     failure = ("upstream_error", _reported_error(data), "upstream_error")
@@ -201,18 +212,24 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
                     meter.delivered(delivered_tokens(data))
                 usage = data.get("usage")
                 if usage is None:
-                    yield Chunk(payload, data)
+                    if not withheld:
+                        yield Chunk(payload, data)
                     continue
                 parsed = usage_from(usage)
                 if parsed:
                     meter.usage_seen(*parsed)
-                yield Chunk(payload, data, parsed is not None)
+                if not withheld:
+                    yield Chunk(payload, data, parsed is not None)
             if several:
                 batch.open = False
-                yield FLUSH
+                if not withheld:
+                    yield FLUSH
             if failure:
                 break
-        if done:
+        if withheld:  # the provider's usage came, or never will
+            reason, message, code = withheld
+            yield Failed(reason, message, code, meter.ended(reason))
+        elif done:
             yield Done(meter.ended("done"))
         else:
             reason, message, code = failure or _CUT
@@ -255,12 +272,16 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     first = True
     seen: dict = {}
     delivery = anthropic.Delivery()
+    withheld: tuple[str, str, str] | None = None  # the key's ending, the rest read unsent
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
-            if watch.check:  # its key or account changed: does the key still serve?
+            if watch.check and not withheld:  # its key or account changed: still serving?
                 failure = watch.verdict()
-                if failure:
+                if failure and meter.hides_reasoning:
+                    withheld, failure = failure, None
+                    meter.left(withheld[0])
+                elif failure:
                     break
             events, failure = _read(raw, parser, meter)
             if failure:
@@ -269,7 +290,8 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
             batch.open = several
             for kind, payload in events:
                 if kind == "comment":
-                    yield Comment(payload)
+                    if not withheld:
+                        yield Comment(payload)
                     continue
                 try:
                     data = orjson.loads(payload)
@@ -311,13 +333,18 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
                     tokens = delivery.tokens(data)
                     if tokens or what == "content_block_delta":
                         meter.delivered(tokens)
-                yield Chunk(payload, data, counted)
+                if not withheld:
+                    yield Chunk(payload, data, counted)
             if several:
                 batch.open = False
-                yield FLUSH
+                if not withheld:
+                    yield FLUSH
             if failure:
                 break
-        if done:
+        if withheld:  # the provider's usage came, or never will
+            reason, message, code = withheld
+            yield Failed(reason, message, code, meter.ended(reason))
+        elif done:
             yield Done(meter.ended("done"))
         else:
             reason, message, code = failure or _CUT

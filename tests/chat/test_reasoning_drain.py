@@ -9,6 +9,8 @@ none of them in the stream.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from silk.defaults import MODELS, PROVIDERS
@@ -191,3 +193,80 @@ def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
     assert record.status == "client_closed" and record.cost_units == 0
     assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
     assert _unknown(client) == before + 1
+def _spare_key(client, owner) -> dict:
+    """A second key of `owner`'s account, made (and later revoked) by the owner itself."""
+    return client.post("/v1/keys", json={"name": "thinking"}, headers=owner.headers).json
+
+
+def test_a_key_revoked_while_the_model_thinks_still_pays_the_providers_final_usage(
+        app, client, accounts, upstream):
+    """An account's own key, revoked by its owner while the model thinks unseen, ends the
+    stream as revoked; ended at once, the delivered text alone would be billed and the
+    forty reasoning tokens the provider bills written off: revoking a key of one's own
+    would be a way out of paying for the thinking that leaving is not. Such a stream sends
+    nothing more, is read to the provider's usage, and ends with the failure event
+    charging the provider's count."""
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    spare = _spare_key(client, owner)
+    response = app.test_client().post(
+        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
+        buffered=False,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", f"{HIDING} pieces=30 chunk_delay=0.03")})
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    received = next(chunks)  # the role chunk: the model thinks now, for 40 x 0.03 s
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
+    for piece in chunks:
+        received += piece
+    response.close()
+    events = sse_events(received)
+    last = events[-1]
+    assert last["error"]["code"] == "key_revoked"
+    texts = [(c.get("delta") or {}).get("content") or ""
+             for e in events[:-1] for c in e.get("choices") or ()]
+    assert "".join(texts) == ""  # nothing of the answer reached a revoked key
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "revoked" and not record.estimated
+    assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
+    assert last["usage"]["completion_tokens"] == 70
+    assert accounts.row(owner.id).reserved_units == 0 and accounts.audit() == []
+
+
+def test_a_key_revoked_while_a_left_stream_is_read_on_still_pays_the_providers_final_usage(
+        app, client, accounts, upstream):
+    """The client left and the stream is read on to the provider's usage; its key revoked
+    meanwhile does not end that reading early (which would bill only what was delivered)."""
+    import threading
+
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    spare = _spare_key(client, owner)
+    response = app.test_client().post(
+        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
+        buffered=False,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", f"{HIDING} pieces=30 chunk_delay=0.03")})
+    assert response.status_code == 200
+    next(iter(response.response))  # the role chunk; the model thinks for 40 x 0.03 s
+    revoked = threading.Event()
+
+    def revoke() -> None:
+        time.sleep(0.2)  # while the left stream is read on (it takes 2 s)
+        deleted = app.test_client().delete(f"/v1/keys/{spare['id']}", headers=owner.headers)
+        assert deleted.status_code == 200
+        revoked.set()
+
+    thread = threading.Thread(target=revoke)
+    thread.start()
+    response.close()  # reads the upstream on to its end
+    thread.join(timeout=10)
+    assert revoked.is_set()
+    assert upstream.disconnects == [] and upstream.requests[-1].outcome == "ok"
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "client_closed" and not record.estimated
+    assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
+    assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
+    assert accounts.row(owner.id).reserved_units == 0 and accounts.audit() == []
