@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from silk.defaults import PROVIDERS
 from tests.chat.helpers import expected_cost, set_quota_left, units
 from tests.reliability.helpers import assert_money_exact, wait_until
 
@@ -311,3 +312,42 @@ def test_a_key_that_expires_mid_stream_ends_it_at_its_expiry(app, client, accoun
     assert record.completion_tokens == told >= _words(surface, received)
     assert_money_exact(accounts, owner.id, "1")
     assert _open_streams(app) == 0
+
+
+def test_a_native_stream_of_a_provider_that_hides_its_reasoning_is_read_to_its_usage(
+        native, database_url, app_config, request, upstream):
+    """Where the provider bills reasoning only its final usage counts, a revoked key's
+    stream sends nothing more but is read on to that usage, which it is charged."""
+    app_config["SILK_PROVIDERS"] = {
+        **PROVIDERS, "deepseek": {**PROVIDERS["deepseek"], "reasoning_streamed": False}}
+    app, client = request.getfixturevalue("app"), request.getfixturevalue("client")
+    accounts = request.getfixturevalue("accounts")
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    spare = client.post("/v1/keys", json={"name": "leaked"}, headers=owner.headers).json
+    path, body = REQUESTS["messages"]
+    body = {**body, "model": "deepseek-reasoner",
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "go [[fake: pieces=100 chunk_delay=0.02]]"}]}
+    response = client.post(path, json=body, buffered=False,
+                           headers={"Authorization": f"Bearer {spare['key']}",
+                                    "anthropic-version": "2023-06-01"})
+    assert response.status_code == 200
+    pieces = iter(response.response)
+    received = b""
+    while _words("messages", received) < 5:
+        received += next(pieces)
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
+    before = _words("messages", received)
+    for piece in pieces:
+        received += piece
+    response.close()
+    assert _words("messages", received) <= before + 3  # at most the rest of one read
+    name, last = events(received)[-1]
+    assert name == "error" and last["error"]["type"] == "authentication_error"
+    assert upstream.disconnects == []  # read to its end
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "revoked" and not record.estimated
+    assert record.completion_tokens >= 100  # the provider's count: all it made
+    assert last["usage"]["output_tokens"] == record.completion_tokens
+    assert_money_exact(accounts, owner.id, "1")
