@@ -193,6 +193,8 @@ def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
     assert record.status == "client_closed" and record.cost_units == 0
     assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
     assert _unknown(client) == before + 1
+
+
 def _spare_key(client, owner) -> dict:
     """A second key of `owner`'s account, made (and later revoked) by the owner itself."""
     return client.post("/v1/keys", json={"name": "thinking"}, headers=owner.headers).json
