@@ -21,7 +21,9 @@ timer wakes then if that comes before its next period (a key's expiry cannot be 
 A marked stream checks before its next upstream read, through the key cache (a fresh entry
 costs no query; a change dropped the entry). A key that no longer serves ends the stream
 as `revoked`: the surface's failure event with code `key_revoked` or `account_disabled`,
-what was delivered billed, the upstream closed. Between marks the relay pays one attribute
+what was delivered billed, the upstream closed. Where the provider hides its reasoning, the
+client is sent nothing more and the upstream is read on to its usage, which is billed, so
+that revoking one's own key mid-thought does not leave the thinking unpaid. Between marks the relay pays one attribute
 check per upstream read. A database that does not answer the check leaves the stream
 running (it was admitted) until the next mark. An expired key ends its stream as `revoked`
 too, with code `expired_api_key`; that needs no query.
