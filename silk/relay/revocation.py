@@ -23,7 +23,9 @@ costs no query; a change dropped the entry). A key that no longer serves ends th
 as `revoked`: the surface's failure event with code `key_revoked` or `account_disabled`,
 what was delivered billed, the upstream closed. Where the provider hides its reasoning, the
 client is sent nothing more and the upstream is read on to its usage, which is billed, so
-that revoking one's own key mid-thought does not leave the thinking unpaid. Between marks the relay pays one attribute
+that revoking one's own key mid-thought does not leave the thinking unpaid; such a stream
+also checks after each read, so a mark made while it waited out the thinking keeps the
+answer that read brought from the client. Between marks the relay pays one attribute
 check per upstream read. A database that does not answer the check leaves the stream
 running (it was admitted) until the next mark. An expired key ends its stream as `revoked`
 too, with code `expired_api_key`; that needs no query.

@@ -159,7 +159,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     as `revoked`, billed for what was delivered, or, where the provider hides its reasoning
     (billed, and counted only by its final usage), sends nothing more and is read on to that
     usage before it ends so: else revoking one's own key mid-thought would leave the
-    thinking unpaid.
+    thinking unpaid. Such a stream looks at its mark after each read too, so the answer
+    that ends a long unseen thought does not reach a key revoked meanwhile.
     """
     parser = SSEParser(max_event)
     raw = response.raw
@@ -180,6 +181,7 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
+            withheld = withheld or _withheld_after(watch, meter)
             several = len(events) > 1
             batch.open = several
             for kind, payload in events:
@@ -247,6 +249,22 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
         metrics.stream_closed(meter.hold.model)
 
 
+def _withheld_after(watch: Watch, meter: Meter) -> tuple[str, str, str] | None:
+    """After a read, where the provider hides its reasoning: the key's ending if it was
+    marked meanwhile and no longer serves (the read's events are then not sent), else None.
+
+    A mark made while the relay waited in its read (the model thinking unseen, for minutes
+    maybe) is otherwise looked at only before the next one, and this read's answer would
+    reach the revoked key first. Charging is unchanged: the provider's usage counts it.
+    """
+    if not (watch.check and meter.hides_reasoning):
+        return None
+    ending = watch.verdict()
+    if ending:
+        meter.left(ending[0])
+    return ending
+
+
 def _reported_error(data: dict) -> str:
     """The message of an error event the provider sent inside its stream, scrubbed."""
     message = ""
@@ -286,6 +304,7 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
+            withheld = withheld or _withheld_after(watch, meter)
             several = len(events) > 1
             batch.open = several
             for kind, payload in events:

@@ -272,3 +272,49 @@ def test_a_key_revoked_while_a_left_stream_is_read_on_still_pays_the_providers_f
     assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
     assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
     assert accounts.row(owner.id).reserved_units == 0 and accounts.audit() == []
+
+
+def test_a_key_revoked_while_the_relay_waits_for_the_model_sends_none_of_its_answer(
+        app, client, accounts, upstream):
+    """Revoked while the relay is blocked in its read (the model thinks unseen, the
+    provider sends nothing): that read's answer text is the first thing after the
+    revocation, and it reached the revoked key before its mark was looked at. The mark
+    is looked at again once the read returns, so nothing of the answer goes out; the
+    stream is read on and charged the provider's count as before."""
+    import threading
+
+    owner = accounts.make(credit="1")
+    set_quota_left(app, owner.id)
+    spare = _spare_key(client, owner)
+    response = app.test_client().post(
+        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
+        buffered=False,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", "hide_reasoning reasoning_pieces=100 pieces=30 "
+                                            "chunk_delay=0.03")})
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    received = [next(chunks)]  # the role chunk: the model thinks now, for 100 x 0.03 s
+    pulling = threading.Event()
+
+    def pull() -> None:  # as a server does: the relay reads on at once, blocked meanwhile
+        pulling.set()
+        received.extend(chunks)
+
+    puller = threading.Thread(target=pull)
+    puller.start()
+    pulling.wait(5)
+    time.sleep(0.5)  # the relay is in its read now (the thinking lasts 3 s)
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
+    puller.join(timeout=30)
+    response.close()
+    events = sse_events(b"".join(received))
+    assert events[-1]["error"]["code"] == "key_revoked"
+    texts = [(c.get("delta") or {}).get("content") or ""
+             for e in events[:-1] for c in e.get("choices") or ()]
+    assert "".join(texts) == ""  # nothing of the answer reached a revoked key
+    [record] = accounts.usage_records(owner.id)
+    assert record.status == "revoked" and not record.estimated
+    assert (record.completion_tokens, record.reasoning_tokens) == (130, 100)
+    assert events[-1]["usage"]["completion_tokens"] == 130
+    assert accounts.row(owner.id).reserved_units == 0 and accounts.audit() == []
