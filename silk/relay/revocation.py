@@ -38,7 +38,7 @@ import os
 import threading
 import time
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Flask
 
@@ -104,7 +104,10 @@ class OpenStreams:
         self._open: weakref.WeakSet[Watch] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._timer: threading.Thread | None = None
-        self._woken = threading.Event()  # set when a stream with an expiring key opens
+        # Set when a stream opens whose key expires before the timer next wakes (at
+        # _waking_at): only then, so a burst of such streams does not rescan them all.
+        self._woken = threading.Event()
+        self._waking_at: datetime | None = None
         self._warned_at = -_WARN_EVERY
 
     def watch(self, principal: auth.Principal) -> Watch:
@@ -117,7 +120,8 @@ class OpenStreams:
         watch.check = True
         with self._lock:
             self._open.add(watch)
-            if watch.expires_at is not None:
+            if watch.expires_at is not None and (self._waking_at is None
+                                                 or watch.expires_at < self._waking_at):
                 self._woken.set()
             if self._timer is None:
                 self._timer = threading.Thread(target=self._run, name="silk-stream-watch",
@@ -181,9 +185,10 @@ class OpenStreams:
                 self._woken.clear()
                 expiries = [watch.expires_at for watch in self._open
                             if watch.expires_at is not None and watch.expires_at > now]
-            left = deadline - time.monotonic()
-            if expiries:  # just past it, so that the check sees it come
-                left = min(left, (min(expiries) - now).total_seconds() + 0.01)
+                left = deadline - time.monotonic()
+                if expiries:  # just past it, so that the check sees it come
+                    left = min(left, (min(expiries) - now).total_seconds() + 0.01)
+                self._waking_at = now + timedelta(seconds=max(left, 0.0))
             if left <= 0 or not self._woken.wait(left):
                 return
 

@@ -181,7 +181,8 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
-            withheld = withheld or _withheld_after(watch, meter)
+            if watch.check and not withheld:  # marked during the read
+                withheld = _withheld_after(watch, meter)
             several = len(events) > 1
             batch.open = several
             for kind, payload in events:
@@ -257,7 +258,7 @@ def _withheld_after(watch: Watch, meter: Meter) -> tuple[str, str, str] | None:
     maybe) is otherwise looked at only before the next one, and this read's answer would
     reach the revoked key first. Charging is unchanged: the provider's usage counts it.
     """
-    if not (watch.check and meter.hides_reasoning):
+    if not meter.hides_reasoning:
         return None
     ending = watch.verdict()
     if ending:
@@ -304,7 +305,8 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
             events, failure = _read(raw, parser, meter)
             if failure:
                 break
-            withheld = withheld or _withheld_after(watch, meter)
+            if watch.check and not withheld:  # marked during the read
+                withheld = _withheld_after(watch, meter)
             several = len(events) > 1
             batch.open = several
             for kind, payload in events:
