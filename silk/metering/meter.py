@@ -57,8 +57,11 @@ class Bill:
         surface names the two counts as its clients know them)."""
         if self.usage is None:
             return " Nothing was charged."
-        basis = "an estimate of" if self.estimated else "the provider's count of"
-        return (f" Charged ${Decimal(self.cost_usd):f} for {basis} what was delivered "
+        # The provider's count is of all it made: where a left or revoked stream was read
+        # on to it, more than reached the client.
+        basis = ("an estimate of what was delivered" if self.estimated
+                 else "the provider's count of its answer")
+        return (f" Charged ${Decimal(self.cost_usd):f} for {basis} "
                 f"({self.usage.prompt_tokens} {prompt} and {self.usage.completion_tokens} "
                 f"{output} tokens).")
 

@@ -234,6 +234,8 @@ def test_a_key_revoked_while_the_model_thinks_still_pays_the_providers_final_usa
     assert (record.completion_tokens, record.reasoning_tokens) == (70, 40)
     assert record.cost_units == _price(app, Usage(record.prompt_tokens, 70))
     assert last["usage"]["completion_tokens"] == 70
+    # the count is of the whole answer, most of which the client never saw
+    assert "for the provider's count of its answer (" in last["error"]["message"]
     assert accounts.row(owner.id).reserved_units == 0 and accounts.audit() == []
 
 

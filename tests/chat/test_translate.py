@@ -122,7 +122,7 @@ def test_a_failed_stream_ends_with_one_error_event_stating_the_charge():
     assert event["error"]["code"] == "upstream_stream_cut"
     assert event["error"]["message"] == (
         "The provider ended the stream early. Charged $0.0000112 for the provider's count "
-        "of what was delivered (40 prompt and 20 completion tokens).")
+        "of its answer (40 prompt and 20 completion tokens).")
     nothing = Bill(None, estimated=False, as_reported=False, settlement=None)
     [event] = sse_events(_encode([Failed("timeout", "Too slow.", "upstream_timeout",
                                          nothing)]))
