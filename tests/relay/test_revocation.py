@@ -94,14 +94,16 @@ def test_a_key_revoked_mid_stream_ends_it_in_the_surface_s_failure_event(
     spare = client.post("/v1/keys", json={"name": "leaked"}, headers=owner.headers).json
     response, rest, received = start_stream(client, surface, spare["key"])
     before = _words(surface, received)
-    start = time.monotonic()
     assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
+    revoked = time.monotonic()  # from here: the delete itself may be slow on a loaded machine
     for piece in rest:
         received += piece
-    took = time.monotonic() - start
+    took = time.monotonic() - revoked
     response.close()
     delivered = _words(surface, received)
-    assert took < 1 and delivered <= before + 3  # at most the rest of one upstream read
+    # Ended at its next read, not read on to its end (8 s more): at most the rest of one
+    # upstream read reached the client, in a few seconds at most even on a loaded machine.
+    assert took < 4 and delivered <= before + 3
     [gone] = upstream.wait_for(lambda: upstream.disconnects, timeout=5)
     assert gone.chunks_sent < PIECES  # the upstream was closed, not read to its end
 
@@ -213,21 +215,27 @@ def test_streams_are_held_weakly_and_the_timer_stops_with_the_last(app, client, 
     from silk.relay.revocation import open_streams
 
     app.extensions.pop("silk.keycache", None)
-    app.config["SILK_KEY_CACHE_TTL"] = 0.5  # the timer marks every 0.25 s
+    app.config["SILK_KEY_CACHE_TTL"] = 2.0  # the timer marks every second
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
     opened = [start_stream(client, "chat", owner.key) for _ in range(3)]
     streams = open_streams(app)
     assert len(streams) == 3
-    wait_until(lambda: all(watch.check for watch in list(streams._open)), timeout=2)
-    for _, rest, _ in opened:  # marked by the timer: each checks its key, goes on
-        received = next(rest) + next(rest) + next(rest)
-        assert b"error" not in received
-    assert not any(watch.check for watch in list(streams._open))
+    wait_until(lambda: all(watch.check for watch in list(streams._open)), timeout=5)
+    # Marked by the timer: each checks its key and goes on. The timer marks them again a
+    # period later, perhaps while they are read on a loaded machine: then another round.
+    for _ in range(10):
+        for _, rest, _ in opened:
+            received = next(rest) + next(rest) + next(rest)
+            assert b"error" not in received
+        if not any(watch.check for watch in list(streams._open)):
+            break
+    else:
+        raise AssertionError("the streams never checked their marks")
     for response, _, _ in opened:
         response.close()
     assert len(streams) == 0
-    wait_until(lambda: streams._timer is None, timeout=2)
+    wait_until(lambda: streams._timer is None, timeout=5)
     assert [r.status for r in accounts.usage_records(owner.id)] == ["client_closed"] * 3
 
 
@@ -263,7 +271,7 @@ def test_a_key_revoked_while_its_stream_waits_for_the_provider_ends_it_at_once(
     start = time.monotonic()
     received = b"".join(response.response)
     response.close()
-    assert time.monotonic() - start < 2  # not the 8 s of the whole answer
+    assert time.monotonic() - start < 4  # not the 8 s of the whole answer
     _, last = events(received)[-1]
     assert isinstance(last, dict) and last["error"]["code"] == "key_revoked"
     [record] = accounts.usage_records(owner.id)
