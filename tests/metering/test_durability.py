@@ -25,13 +25,14 @@ from tests.chat.helpers import (
     sse_events,
     units,
 )
-from tests.metering.test_leases import LEASE, PRICE, _hold, _reservation, _sweep
+from tests.metering.test_leases import PRICE, _hold, _reservation, _sweep
 from tests.ops.helpers import sample
 from tests.reliability.helpers import assert_money_exact, block_database, wait_until
 from tests.support import databases
 from tests.support.gateway import ROOT
 
 CHAT = "/v1/chat/completions"
+LEASE = 1  # second: these tests wait for leases to run out, none for a renewal
 
 
 @pytest.fixture
