@@ -54,23 +54,23 @@ def test_one_wait_past_the_limit_is_a_timeout_in_the_waiting_greenlet(pair):
 
 def test_waits_each_shorter_than_the_limit_never_time_out(pair):
     left, right = pair
-    silence = Silence(0.2)
-    sender = _send_later(right, [0.12] * 6)  # 0.72 s in all, never 0.2 s of silence
+    silence = Silence(0.6)  # each wait 0.4 s short of it: a loaded machine's pauses fit
+    sender = _send_later(right, [0.2] * 5)  # 1 s in all, never 0.6 s of silence
     received = b""
-    while len(received) < 6:
+    while len(received) < 5:
         received += silence.wait(left.recv, 10)
     silence.stop()
     sender.get(timeout=5)
-    assert received == b"x" * 6
+    assert received == b"x" * 5
     assert silence._timer is None
 
 
 def test_time_between_waits_is_not_silence(pair):
     left, right = pair
-    silence = Silence(0.2)
-    sender = _send_later(right, [0.05, 0.3])
+    silence = Silence(0.5)
+    sender = _send_later(right, [0.05, 0.4])
     assert silence.wait(left.recv, 10) == b"x"
-    gevent.sleep(0.5)  # a slow client: the greenlet is elsewhere, well past the limit
+    gevent.sleep(1.0)  # a slow client: the greenlet is elsewhere, well past the limit
     assert silence._timer is None  # the timer found no wait in progress and stopped
     assert silence.wait(left.recv, 10) == b"x"  # sent meanwhile: read at once, no error
     silence.stop()
@@ -79,16 +79,18 @@ def test_time_between_waits_is_not_silence(pair):
 
 def test_a_wait_that_starts_late_in_the_timers_period_gets_its_whole_limit(pair):
     left, right = pair
-    silence = Silence(0.3)
+    silence = Silence(1.0)
     _send_later(right, [0.0]).get(timeout=5)
     assert silence.wait(left.recv, 10) == b"x"  # starts the timer
-    gevent.sleep(0.2)  # the next wait begins 0.2 s into the timer's 0.3 s
-    sender = _send_later(right, [0.25])  # 0.25 s of silence: within the limit
+    gevent.sleep(0.6)  # the next wait begins 0.6 s into the timer's 1 s
+    # 0.6 s of silence: within the limit, though past what is left of the timer's period
+    # (0.4 s), with 0.4 s to spare for a loaded machine's pauses.
+    sender = _send_later(right, [0.6])
     assert silence.wait(left.recv, 10) == b"x"
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         silence.wait(left.recv, 10)
-    assert 0.29 <= time.monotonic() - started < 0.7
+    assert 0.99 <= time.monotonic() - started < 1.8
     sender.get(timeout=5)
 
 
