@@ -16,12 +16,14 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from silk.database import system_utcnow
 from tests.chat.helpers import set_quota_left
 from tests.reliability.helpers import (
     assert_audit_cli_green,
@@ -131,10 +133,11 @@ def test_database_restart_mid_load(app, accounts, upstream, gateway_env, databas
             while not stop.is_set():
                 i += 1
                 stream = (worker + i) % 2 == 0
+                began = time.monotonic()
                 status, answer = call(gateway.url, acct.key,
                                       body(f"load {worker} {i}", "pieces=6 chunk_delay=0.02",
                                            stream=stream), timeout=30)
-                answers.append((time.monotonic(), status, answer))
+                answers.append((began, status, answer))
 
         threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(6)]
         for thread in threads:
@@ -151,7 +154,10 @@ def test_database_restart_mid_load(app, accounts, upstream, gateway_env, databas
             not_ready = requests.get(gateway.url + "/readyz", timeout=10).status_code
             time.sleep(1.0)
         restarted = time.monotonic()
-        time.sleep(3.0)
+        # Requests begun 2 s after it find the pools recovered: wait for a few of them to
+        # end, however long each takes on a loaded machine, rather than a fixed time.
+        wait_until(lambda: sum(began > restarted + 2.0 for began, _, _ in list(answers)) >= 6,
+                   timeout=60)
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -171,7 +177,7 @@ def test_database_restart_mid_load(app, accounts, upstream, gateway_env, databas
             assert error["code"] == "database_unavailable" and error["type"] == "api_error"
         elif answer.startswith("data:"):
             assert stream_ok(answer), answer[-300:]
-    late = [status for moment, status, _ in answers if moment > restarted + 2.0]
+    late = [status for began, status, _ in answers if began > restarted + 2.0]
     assert late and set(late) == {200}  # pooled connections recovered by themselves
     assert ready.status_code == 200
     # Settlements that met the outage were retried: nothing is left open or half-written.
@@ -247,12 +253,15 @@ def test_killed_worker_hold_is_swept_by_the_cli(app, accounts, upstream, gateway
                                                 database_url, tmp_path):
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
-    env = {**gateway_env, "SILK_RESERVATION_TTL": "4"}
+    # A lease long enough for the first `silk sweep` to start and look while it runs: a CLI
+    # takes seconds to start on a loaded machine (one swept a lease of 4 s by then).
+    env = {**gateway_env, "SILK_RESERVATION_TTL": "10"}
     with Gateway(database_url, env, workers=2, log_path=tmp_path / "gunicorn.log") as gateway:
-        killed = time.monotonic()
         _kill_the_streaming_worker(app, gateway, acct)
         assert "settled 0 reservation" in cli(gateway.env, "sweep").stdout  # its lease runs
-        time.sleep(max(0.0, killed + 4.5 - time.monotonic()))
+        [hold] = open_reservations(app)  # renewed no more: its lease ends at expires_at
+        wait_until(lambda: system_utcnow() > hold.expires_at + timedelta(seconds=0.5),
+                   timeout=30)
         assert len(open_reservations(app)) == 1  # no automatic sweep in this gateway
         assert accounts.audit() == []  # an open hold is accounted for, not a discrepancy
         result = cli(gateway.env, "sweep")
