@@ -106,7 +106,7 @@ def test_hang_up_before_response_headers(app, accounts, served, upstream, acct, 
                                          status, billed, estimated):
     sock = raw_request(served.url, acct.key, _payload(f"delay=1.5 pieces=6 {answer}",
                                                       stream=stream))
-    time.sleep(0.3)
+    upstream.wait_for(lambda: upstream.requests, timeout=10)  # asked, however loaded
     hang_up(sock)  # the gateway is still waiting for the provider's headers
     [record] = _settled(app, accounts, acct)
     # A finished non-streamed answer was produced and paid for upstream, so it is billed.
@@ -121,8 +121,8 @@ def test_hang_up_during_a_slow_first_token(app, accounts, served, upstream, acct
                                            keepalive):
     sock = raw_request(served.url, acct.key, _payload(
         "first_token_delay=2.5 pieces=6 chunk_delay=0.3", model=model))
-    time.sleep(0.5)
-    hang_up(sock)
+    upstream.wait_for(lambda: upstream.requests, timeout=10)  # asked, however loaded
+    hang_up(sock)  # the first token is 2.5 s away
     started = time.monotonic()
     [gone] = upstream.wait_for(lambda: upstream.disconnects, timeout=10)
     abandoned_after = time.monotonic() - started
