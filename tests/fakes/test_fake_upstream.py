@@ -496,13 +496,15 @@ def test_delay_before_headers(fake):
 
 
 def test_first_token_delay_sends_deepseek_keepalives(fake):
-    resp = post(fake, "deepseek", body("[[fake: first_token_delay=0.3 keepalive_interval=0.05]]",
+    resp = post(fake, "deepseek", body("[[fake: first_token_delay=0.6 keepalive_interval=0.05]]",
                                        stream=True), stream=True)
     start = time.monotonic()
     events, comments, done, _ = read_sse(resp)
-    assert time.monotonic() - start >= 0.25
+    assert time.monotonic() - start >= 0.55
     assert done and len(events) == 8
-    assert 3 <= len(comments) <= 6 and set(comments) == {": keep-alive"}
+    # One every 0.05 s, 11 at most; fewer if the fake's thread is kept from running on a
+    # loaded machine (its deadline passes meanwhile), but several.
+    assert 3 <= len(comments) <= 12 and set(comments) == {": keep-alive"}
 
 
 def test_first_token_delay_without_keepalive_for_others(fake):
@@ -660,7 +662,9 @@ def test_two_hundred_concurrent_streams(fake):
     elapsed = time.monotonic() - start
     assert all(results)
     assert len(fake.requests) == 200
-    assert elapsed < 5, f"streams were not served concurrently ({elapsed:.1f}s)"
+    # One after another they would take 110 s, ten at a time 11 s; all at once about one,
+    # or several on a loaded machine.
+    assert elapsed < 10, f"streams were not served concurrently ({elapsed:.1f}s)"
 
 
 # ----------------------------------------------------------------- an operator's provider
