@@ -152,7 +152,9 @@ def test_a_left_stream_cut_before_its_usage_still_settles_what_was_delivered(
 def test_a_left_stream_gone_silent_ends_at_the_read_timeout(app, accounts, upstream):
     """Reading on is bounded by the stream's read timeout: a provider that falls silent
     is given up on, and what was delivered is billed."""
-    app.extensions["silk.upstreams"]["deepseek"].timeout = (2.0, 0.5)
+    # 1.5 s: the provider's events before its silence come 0.01 s apart, and the test
+    # process (the fake provider's too) may pause that long on a loaded machine.
+    app.extensions["silk.upstreams"]["deepseek"].timeout = (2.0, 1.5)
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
     _leave_after(app, acct, f"{HIDING} pieces=30 chunk_delay=0.01 stall_after=20")
