@@ -197,6 +197,17 @@ def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
     assert _unknown(client) == before + 1
 
 
+def _think(app, spare: dict, directive: str):
+    """Stream deepseek-reasoner with the `spare` key; the answer as the test client has it."""
+    response = app.test_client().post(
+        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
+        buffered=False,
+        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
+              "messages": messages("think", directive)})
+    assert response.status_code == 200
+    return response
+
+
 def _spare_key(client, owner) -> dict:
     """A second key of `owner`'s account, made (and later revoked) by the owner itself."""
     return client.post("/v1/keys", json={"name": "thinking"}, headers=owner.headers).json
@@ -213,12 +224,7 @@ def test_a_key_revoked_while_the_model_thinks_still_pays_the_providers_final_usa
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
     spare = _spare_key(client, owner)
-    response = app.test_client().post(
-        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
-        buffered=False,
-        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
-              "messages": messages("think", f"{HIDING} pieces=30 chunk_delay=0.03")})
-    assert response.status_code == 200
+    response = _think(app, spare, f"{HIDING} pieces=30 chunk_delay=0.03")
     chunks = iter(response.response)
     received = next(chunks)  # the role chunk: the model thinks now, for 40 x 0.03 s
     assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
@@ -250,12 +256,7 @@ def test_a_key_revoked_while_a_left_stream_is_read_on_still_pays_the_providers_f
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
     spare = _spare_key(client, owner)
-    response = app.test_client().post(
-        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
-        buffered=False,
-        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
-              "messages": messages("think", f"{HIDING} pieces=30 chunk_delay=0.03")})
-    assert response.status_code == 200
+    response = _think(app, spare, f"{HIDING} pieces=30 chunk_delay=0.03")
     next(iter(response.response))  # the role chunk; the model thinks for 40 x 0.03 s
     revoked = threading.Event()
 
@@ -290,13 +291,8 @@ def test_a_key_revoked_while_the_relay_waits_for_the_model_sends_none_of_its_ans
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
     spare = _spare_key(client, owner)
-    response = app.test_client().post(
-        "/v1/chat/completions", headers={"Authorization": f"Bearer {spare['key']}"},
-        buffered=False,
-        json={"model": "deepseek-reasoner", "stream": True, "max_tokens": 400,
-              "messages": messages("think", "hide_reasoning reasoning_pieces=100 pieces=30 "
-                                            "chunk_delay=0.03")})
-    assert response.status_code == 200
+    response = _think(app, spare, "hide_reasoning reasoning_pieces=100 pieces=30 "
+                                  "chunk_delay=0.03")
     chunks = iter(response.response)
     received = [next(chunks)]  # the role chunk: the model thinks now, for 100 x 0.03 s
     pulling = threading.Event()
