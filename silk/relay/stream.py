@@ -26,6 +26,7 @@ from silk.upstream.dialects import scrub
 log = logging.getLogger("silk.relay")
 
 _READ_SIZE = 65536
+Ending = tuple[str, str, str]  # how a stream ends: reason, message, error code
 _CUT = ("cut", "The provider ended the stream early.", "upstream_stream_cut")
 _TIMEOUT = ("timeout", "The provider stopped sending in time.", "upstream_timeout")
 
@@ -130,7 +131,7 @@ class RelayStream:
 
 
 def _read(raw, parser: SSEParser,
-          meter: Meter) -> tuple[list[tuple[str, bytes]], tuple[str, str, str] | None]:
+          meter: Meter) -> tuple[list[tuple[str, bytes]], Ending | None]:
     """The events of the stream's next upstream read, or why there are none (cut or timeout).
 
     Once the stream has delivered output the read is paced while the worker runs late
@@ -164,19 +165,16 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
     """
     parser = SSEParser(max_event)
     raw = response.raw
-    failure: tuple[str, str, str] | None = None
+    failure: Ending | None = None
     done = False
     first = True
-    withheld: tuple[str, str, str] | None = None  # the key's ending, the rest read unsent
+    withheld: Ending | None = None  # the key's ending, the rest read unsent
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
             if watch.check and not withheld:  # its key or account changed: still serving?
-                failure = watch.verdict()
-                if failure and meter.hides_reasoning:
-                    withheld, failure = failure, None
-                    meter.left(withheld[0])
-                elif failure:
+                failure, withheld = _verdict_before(watch, meter)
+                if failure:
                     break
             events, failure = _read(raw, parser, meter)
             if failure:
@@ -250,7 +248,20 @@ def _relay(response: requests.Response, meter: Meter, upstream_model: str,
         metrics.stream_closed(meter.hold.model)
 
 
-def _withheld_after(watch: Watch, meter: Meter) -> tuple[str, str, str] | None:
+def _verdict_before(watch: Watch, meter: Meter) -> tuple[Ending | None, Ending | None]:
+    """Before a read of a marked stream: (the ending that stops it now, the ending that has
+    the rest read unsent). A key that no longer serves ends the stream at once, but where
+    the provider hides its reasoning, which only its final usage counts, the stream is read
+    on to that usage unsent, so that revoking one's own key mid-thought cannot leave the
+    thinking unpaid."""
+    ending = watch.verdict()
+    if ending and meter.hides_reasoning:
+        meter.left(ending[0])
+        return None, ending
+    return ending, None
+
+
+def _withheld_after(watch: Watch, meter: Meter) -> Ending | None:
     """After a read, where the provider hides its reasoning: the key's ending if it was
     marked meanwhile and no longer serves (the read's events are then not sent), else None.
 
@@ -286,21 +297,18 @@ def _relay_anthropic(response: requests.Response, meter: Meter, upstream_model: 
     """
     parser = SSEParser(max_event)
     raw = response.raw
-    failure: tuple[str, str, str] | None = None
+    failure: Ending | None = None
     done = False
     first = True
     seen: dict = {}
     delivery = anthropic.Delivery()
-    withheld: tuple[str, str, str] | None = None  # the key's ending, the rest read unsent
+    withheld: Ending | None = None  # the key's ending, the rest read unsent
     metrics.stream_opened(meter.hold.model)
     try:
         while not done:
             if watch.check and not withheld:  # its key or account changed: still serving?
-                failure = watch.verdict()
-                if failure and meter.hides_reasoning:
-                    withheld, failure = failure, None
-                    meter.left(withheld[0])
-                elif failure:
+                failure, withheld = _verdict_before(watch, meter)
+                if failure:
                     break
             events, failure = _read(raw, parser, meter)
             if failure:

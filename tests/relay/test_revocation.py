@@ -66,9 +66,11 @@ def _words(surface: str, raw: bytes) -> int:
     return len(text_of(surface, raw).split())
 
 
-def start_stream(client, surface: str, key: str):
-    """Open a slow stream with `key` and read it until five words arrived."""
-    path, body = REQUESTS[surface]
+def start_stream(client, surface: str, key: str, body: dict | None = None):
+    """Open a slow stream with `key` (the surface's usual request, or `body`) and read it
+    until five words arrived."""
+    path, usual = REQUESTS[surface]
+    body = usual if body is None else body
     response = client.post(path, json=body, buffered=False,
                            headers={"Authorization": f"Bearer {key}",
                                     "anthropic-version": "2023-06-01"})
@@ -333,18 +335,10 @@ def test_a_native_stream_of_a_provider_that_hides_its_reasoning_is_read_to_its_u
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
     spare = client.post("/v1/keys", json={"name": "leaked"}, headers=owner.headers).json
-    path, body = REQUESTS["messages"]
-    body = {**body, "model": "deepseek-reasoner",
+    body = {**REQUESTS["messages"][1], "model": "deepseek-reasoner",
             "thinking": {"type": "enabled", "budget_tokens": 1024},
             "messages": [{"role": "user", "content": "go [[fake: pieces=100 chunk_delay=0.02]]"}]}
-    response = client.post(path, json=body, buffered=False,
-                           headers={"Authorization": f"Bearer {spare['key']}",
-                                    "anthropic-version": "2023-06-01"})
-    assert response.status_code == 200
-    pieces = iter(response.response)
-    received = b""
-    while _words("messages", received) < 5:
-        received += next(pieces)
+    response, pieces, received = start_stream(client, "messages", spare["key"], body)
     assert client.delete(f"/v1/keys/{spare['id']}", headers=owner.headers).status_code == 200
     before = _words("messages", received)
     for piece in pieces:
