@@ -357,12 +357,15 @@ def test_the_first_body_byte_may_take_the_wait_given(serve, parts):
 
 
 def test_the_first_body_byte_waits_once_however_the_head_and_body_come(serve):
-    """The head after 0.5 s, the body 0.5 s later: each wait is under `first_byte`, the two
-    are not, and the body must begin within it (a JSON answer's one wait)."""
+    """The head after 1.2 s, the body 1.2 s later: each wait is under `first_byte` (1.8 s),
+    the two are not, and the body must begin within it (a JSON answer's one wait). The read
+    waits what is left of it, about 0.6 s: not the read timeout (0.1 s), nor a fresh
+    `first_byte` (the body would come), with slack for a test process paused a few tenths."""
     server, transport = serve(_silent_then(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                                           b"whole", quiet=0.5))
-    response = scripted.post(transport, timeout=scripted.SHORT_READ, first_byte=0.8)
-    with scripted.lasting(0.2, 0.45), pytest.raises(requests.ReadTimeout):
+                                           b"whole", quiet=1.2))
+    response = scripted.post(transport, timeout=urllib3.Timeout(connect=2, read=0.1),
+                             first_byte=1.8)
+    with scripted.lasting(0.3, 1.15), pytest.raises(requests.ReadTimeout):
         response.raw.read1()
     assert server.peers[0].eof.wait(WAIT)
 
