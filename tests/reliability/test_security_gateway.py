@@ -202,7 +202,7 @@ def test_a_body_that_does_not_arrive_is_cut_off(app, accounts, upstream, gateway
         finally:
             stop.set()
             sock.close()
-        assert waited < 4, waited
+        assert waited < 6, waited  # 1 s and a streamed request; the socket gives up at 8
         assert reply == b"" or reply.split(b" ")[1] == b"408", reply[:200]
         if reply:
             assert b'"request_timeout"' in reply
