@@ -23,6 +23,8 @@ What each rule says:
   covers; the worst-case bound (silk.pricing.worst_case) prices the rest.
 - balance check (`covers`): money open holds set aside is theirs; an amount must fit in
   the rest (`spendable`).
+- balance ceiling (`holds`): a credit must leave the balance within what its BIGINT column
+  holds (`MOST_UNITS`); a removal always does.
 - key budget (`key_covers`): a key's spend cap per UTC day, per UTC month and in total
   bounds what the key spent in that period plus its open holds plus the amount asked;
   open holds count against the current day and month, as they settle into them. A key's
@@ -286,6 +288,17 @@ def spendable(o: Arithmetic[N, M], balance: N, reserved: N) -> N:
 def covers(o: Arithmetic[N, M], balance: N, reserved: N, amount: N) -> N:
     """Balance check: `amount` fits in the money open holds have not set aside."""
     return o.at_least(spendable(o, balance, reserved), amount)
+
+
+# The most a balance holds, in units: its column is a BIGINT (about 9.2e9 USD). SQLite
+# would store a sum past it as a float, PostgreSQL refuse it.
+MOST_UNITS = 2**63 - 1
+
+
+def holds(o: Arithmetic[N, M], balance: N, amount: N) -> N:
+    """Balance ceiling: `balance` plus `amount` stays within MOST_UNITS (written so that no
+    step of it can pass MOST_UNITS itself)."""
+    return o.at_least(o.minus(o.number(MOST_UNITS), o.greatest(amount, o.number(0))), balance)
 
 
 def fell_below(o: Arithmetic[N, M], before: N, after: N, threshold: N) -> N:

@@ -268,8 +268,10 @@ class Common:
         self.engine = engine
         sql = self.sql.for_sqlalchemy()
         covered = rules.covers(sql, "balance_units", "reserved_units", sql.param("p_taken"))
+        fits = rules.holds(sql, "balance_units", sql.param("p_amount"))
         self._credit = (update(ACCOUNTS)
-                        .where(ACCOUNTS.c.id == bindparam("p_account"), text(covered))
+                        .where(ACCOUNTS.c.id == bindparam("p_account"), text(covered),
+                               text(fits))
                         .values(balance_units=ACCOUNTS.c.balance_units + bindparam("p_amount"))
                         .returning(ACCOUNTS.c.balance_units, ACCOUNTS.c.alert_balance_units))
 
@@ -278,7 +280,8 @@ class Common:
         """Add (or, negative, remove) money inside the caller's transaction.
 
         A removal never takes money that open holds have set aside (the balance check),
-        so the balance stays covered and non-negative.
+        so the balance stays covered and non-negative; an addition never takes it past
+        what its column holds (the balance ceiling).
         """
         row = conn.execute(self._credit, {"p_account": account_id, "p_amount": amount_units,
                                           "p_taken": -amount_units}).first()
@@ -286,6 +289,11 @@ class Common:
             exists = conn.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.id == account_id))
             if exists.first() is None:
                 raise NotFound("Account not found.")
+            if amount_units > 0:
+                raise InvalidRequest(
+                    "The credit would take the balance past the most an account can hold "
+                    f"(${units_to_usd(rules.MOST_UNITS)}).", param="amount",
+                    code="balance_too_large")
             raise InvalidRequest("The adjustment would take the balance below zero.",
                                  param="amount", code="balance_would_go_negative")
         balance: int = row.balance_units

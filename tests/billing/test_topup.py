@@ -286,3 +286,39 @@ class TestLargeBalances:
         ledger = read(client.get(f"/v1/admin/accounts/{admin.id}/ledger",
                                  headers=admin.headers))["data"]
         assert ledger[0]["balance_after"] == exact
+
+
+class TestTheLargestBalance:
+    @pytest.fixture
+    def app_config(self, app_config):
+        app_config["SILK_TOPUP_MAX"] = "1000000000"  # the most one credit may add
+        return app_config
+
+    def test_a_credit_past_the_largest_balance_is_refused_and_the_books_stay_whole(
+            self, client, accounts):
+        """A balance is a BIGINT of nano-dollars: ten credits of $1e9 would pass 2**63 - 1,
+        which SQLite silently made a float (1e19, the ledger no longer exact) and
+        PostgreSQL refused with a 500."""
+        admin = accounts.make(admin=True)
+        for _ in range(9):
+            assert topup(client, admin, {"amount": 10**9}).status_code == 200
+        held = accounts.balance_units(admin.id)
+        assert held == 9 * 10**18
+        for kind in ("topup", "refund", "adjustment"):
+            response = client.post(f"/v1/admin/accounts/{admin.id}/credits",
+                                   headers=admin.headers,
+                                   json={"amount": "1000000000", "kind": kind})
+            assert response.status_code == 400, response.get_data()
+            assert response.json["error"]["code"] == "balance_too_large"
+        response = topup(client, admin, {"amount": 10**9})
+        assert response.status_code == 400 and response.json["error"]["param"] == "amount"
+        assert accounts.balance_units(admin.id) == held
+        assert type(accounts.balance_units(admin.id)) is int
+        # What still fits is credited, to the last nano-dollar a balance can hold.
+        room = 2**63 - 1 - held
+        response = client.post(f"/v1/admin/accounts/{admin.id}/credits", headers=admin.headers,
+                               json={"amount": str(Decimal(room) / 10**9),
+                                     "kind": "adjustment"})
+        assert response.status_code == 200, response.get_data()
+        assert accounts.balance_units(admin.id) == 2**63 - 1
+        assert accounts.audit() == []
