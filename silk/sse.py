@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 DONE = b"[DONE]"
+# What ends a line for an SSE reader: CRLF, a lone CR or LF. The parser splits only at LF,
+# so a CR may be left inside a line it passes on.
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 MAX_EVENT = 8 * 1024 * 1024  # bytes of one pending line or event, unless told otherwise
@@ -95,13 +100,29 @@ class SSEParser:
         return events
 
 
+def data_field(payload: bytes) -> bytes:
+    """A payload as `data:` lines, one per line of it (no final newline).
+
+    An upstream may write one event's data over several lines, as SSE allows (the parser
+    joins them with newlines, which JSON reads as whitespace): written on one line, each
+    newline would end the field early for the client, and a CR, which the parser leaves
+    inside a line, would too. A reader joins the lines back with newlines.
+    """
+    if b"\n" in payload or b"\r" in payload:
+        payload = _LINE_BREAK.sub(b"\ndata: ", payload)
+    return b"data: " + payload
+
+
 def encode_data(payload: bytes) -> bytes:
     """Frame one data payload as an SSE event."""
-    return b"data: " + payload + b"\n\n"
+    return data_field(payload) + b"\n\n"
 
 
 def encode_comment(text: bytes) -> bytes:
-    """Frame a comment (used to pass keep-alives through proxies)."""
+    """Frame a comment (used to pass keep-alives through proxies); a CR the parser left in
+    it starts another comment line, never a field the client would read."""
+    if b"\r" in text or b"\n" in text:
+        text = _LINE_BREAK.sub(b"\n: ", text)
     return b": " + text + b"\n\n"
 
 

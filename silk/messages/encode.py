@@ -23,6 +23,7 @@ from silk.pricing import Usage
 from silk.relay.anthropic import merge_usage
 from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 from silk.relay.finish import INTERRUPTED
+from silk.sse import data_field
 
 # Chat completions' finish reasons as Anthropic's stop reasons; any other reads as end_turn.
 # An answer the provider interrupted (silk.relay.finish) ends a stream with an
@@ -206,7 +207,7 @@ def _native_stream(events: Iterable) -> Iterator[bytes]:
                 merge_usage(counts, data["message"].get("usage"), output=False)
             if not isinstance(kind, str) or not _EVENT_NAME.fullmatch(kind):
                 continue  # no name an SSE line could carry: a newline would forge events
-            yield b"event: " + kind.encode() + b"\ndata: " + item.payload + b"\n\n"
+            yield b"event: " + kind.encode() + b"\n" + data_field(item.payload) + b"\n\n"
         elif type(item) is Flush:
             yield b""
         elif type(item) is Comment:

@@ -67,6 +67,26 @@ def sse_events(raw: bytes) -> list:
     return events
 
 
+def strict_sse(raw: bytes) -> list[tuple[str | None, str]]:
+    """An SSE body read as the spec reads it (and the anthropic SDK does): a line ends at CR,
+    LF or CRLF; an event's data lines are joined with newlines; a line that is no field of
+    the protocol is a fault here. (name, data) for each event with data."""
+    events: list[tuple[str | None, str]] = []
+    name, data = None, []
+    for line in raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line:
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = None, []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        else:
+            assert line.startswith(":"), f"not an SSE field: {line!r}"
+    return events
+
+
 def set_quota_left(app, account_id: int, left: int = 0) -> None:
     """Mark this month's free quota as used up but for `left` tokens."""
     from silk.account.models import Account

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from silk.sse import EventTooLarge, SSEParser
-from tests.chat.helpers import messages, sse_events
+from silk.sse import EventTooLarge, SSEParser, encode_comment, encode_data
+from tests.chat.helpers import messages, sse_events, strict_sse
 
 STREAM = (b": keep-alive\r\n\r\ndata: {\"a\": 1}\n\ndata: one\ndata: two\r\n\r\n"
           b"event: x\nid: 7\ndata:three\n\n: ping\n\ndata: [DONE]\n\n")
@@ -95,3 +96,31 @@ def test_an_upstream_event_beyond_the_bound_ends_the_stream_as_cut(client, accou
     assert record.status == "cut"
     assert accounts.row(acct.id).reserved_units == 0
     assert accounts.audit() == []
+
+
+def test_a_payload_of_several_lines_goes_out_as_as_many_data_lines():
+    """A reader joins an event's data lines with newlines; one line holding a newline or a
+    CR (a line break to a reader) would end the field early and leave a stray line."""
+    assert encode_data(b'{"a":\n1,\r\n"b":\r2}') == \
+        b'data: {"a":\ndata: 1,\ndata: "b":\ndata: 2}\n\n'
+    assert encode_data(b'{"a": 1}') == b'data: {"a": 1}\n\n'
+    # A comment keeps every line a comment: a CR left in it forges no data event.
+    assert encode_comment(b'keep-alive\rdata: {"x": 1}') == \
+        b': keep-alive\n: data: {"x": 1}\n\n'
+
+
+def test_an_event_the_provider_writes_over_several_data_lines_reaches_the_client_whole(
+        client, accounts, upstream):
+    acct = accounts.make(credit="1")
+    response = client.post("/v1/chat/completions", headers=acct.headers, buffered=True,
+                           json={"model": "deepseek-chat", "stream": True,
+                                 "stream_options": {"include_usage": True},
+                                 "messages": messages("hi", "multiline_data")})
+    assert response.status_code == 200
+    events = [data for _, data in strict_sse(response.data)]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(data) for data in events[:-1]]
+    assert "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks
+                   if chunk["choices"]) == "Hello from the fake upstream ."
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []

@@ -27,6 +27,7 @@ message_delta (``stop_reason`` and the cumulative ``output_tokens`` only), messa
 ``text_in_start=block`` sends the reply whole in its block's ``content_block_start`` (no
 text deltas), ``text_in_start=message`` in ``message_start``'s ``content`` (no text block):
 shapes Anthropic never sends, which a provider could.
+``multiline_data`` writes each event's JSON over several ``data:`` lines, as SSE allows.
 ``cut_after=n`` counts events; ``stall_after=n`` falls silent after n events until the
 client leaves; ``stream_error`` sends an ``error`` event after
 message_start; ``usage_json`` is merged into the usage reported (message_delta's in a
@@ -244,14 +245,15 @@ def _stream(handler, opts: dict, rid: str, model: str, usage: dict | None,
         last = name == "message_stop"
         if last:
             handler.record.outcome = "ok"
-        handler._event(_sse(name, data), last=last)
+        handler._event(_sse(name, data, opts.get("multiline_data", False)), last=last)
     if cut_after is not None:
         handler.record.outcome = "cut"
         handler._cut(opts.get("rst", False))
 
 
-def _sse(name: str, data: dict) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+def _sse(name: str, data: dict, multiline: bool = False) -> bytes:
+    text = json.dumps(data, indent=1) if multiline else json.dumps(data)
+    return f"event: {name}\ndata: {text.replace(chr(10), chr(10) + 'data: ')}\n\n".encode()
 
 
 def _block_start(index: int, block: dict) -> tuple[str, dict]:

@@ -107,6 +107,8 @@ message and ends the body there, as providers report a failure mid-stream; ``lon
 sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the rest.
 ``infinite_logprobs`` gives each reply chunk a ``logprobs`` entry of ``-Infinity``, written
 as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send;
+``multiline_data`` writes each streamed event's JSON indented over several ``data:``
+lines, as SSE allows (the client joins them with newlines).
 ``lone_surrogates`` gives each a logprob token of half an emoji (``\\ud83d``), which orjson
 neither reads nor writes. A JSON answer then carries the same logprobs, one per reply piece.
 ``message_json`` (a JSON object) is merged into a JSON answer's message, for shapes a
@@ -284,6 +286,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning_field": _reasoning_field,  # stream: the delta field(s) reasoning comes in
     "reasoning_unbounded": _to_bool,    # compat: max_tokens bounds the answer alone
     "hide_reasoning": _to_bool,         # bill the reasoning, never send it (OpenAI's o-series)
+    "multiline_data": _to_bool,         # stream: each event's JSON over several data: lines
 }
 
 
@@ -306,6 +309,13 @@ def normalize_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     if "reasoning_pieces" in out:
         out["reasoning"] = pieces_reply(out.pop("reasoning_pieces"), "t")
     return out
+
+
+def sse_data(data: Any, multiline: bool = False) -> bytes:
+    """One data event; `multiline` writes its JSON indented, a line per `data:` field, as
+    SSE allows (a client joins the lines with newlines, which JSON reads as whitespace)."""
+    text = json.dumps(data, indent=1) if multiline else json.dumps(data)
+    return ("data: " + text.replace("\n", "\ndata: ") + "\n\n").encode()
 
 
 def parse_directives(text: str) -> dict[str, Any]:
@@ -949,7 +959,7 @@ class _Handler(BaseHTTPRequestHandler):
             if event is None:
                 kept += 1
                 continue
-            self._event(("data: " + json.dumps(event) + "\n\n").encode())
+            self._event(sse_data(event, opts.get("multiline_data", False)))
         if cut_after is not None:
             self.record.outcome = "cut"
             self._cut(opts.get("rst", False))

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.chat.helpers import expected_cost, set_quota_left, units
+from tests.chat.helpers import expected_cost, set_quota_left, strict_sse, units
 from tests.fakes.anthropic import prompt_tokens
 from tests.messages.helpers import HEADERS, request, sse
 
@@ -463,3 +463,22 @@ def test_a_stream_billed_as_reported_shows_the_providers_cache_writes(
             usage["cache_creation_input_tokens"]) == (prompt_tokens(body) - 3, 3, 40)
     assert record.cost_units == units(expected_cost("deepseek-chat", record.prompt_tokens, 5))
     assert accounts.audit() == []
+
+
+def test_an_event_the_provider_writes_over_several_data_lines_reaches_the_client_whole(
+        native, app, client, accounts):
+    """SSE lets a provider split one event's data over several `data:` lines (the reader
+    joins them with newlines); relayed as one `data:` line holding those newlines, the
+    client read only the first line of each event's JSON."""
+    acct = accounts.make(credit="1")
+    body = request("hi", "multiline_data", stream=True)
+    response = _post(client, acct, body, buffered=True)
+    assert response.status_code == 200
+    events = [(name, json.loads(data)) for name, data in strict_sse(response.data)]
+    assert [name for name, _ in events][:2] == ["message_start", "ping"]
+    assert all(name == data["type"] for name, data in events)
+    text = "".join(data["delta"]["text"] for name, data in events
+                   if name == "content_block_delta")
+    assert text == "Hello from the fake upstream ."
+    assert events[-1][0] == "message_stop"
+    assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
