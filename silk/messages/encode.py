@@ -23,6 +23,7 @@ from silk.pricing import Usage
 from silk.relay.anthropic import merge_usage
 from silk.relay.events import Chunk, Comment, Completion, Done, Failed, Flush
 from silk.relay.finish import INTERRUPTED
+from silk.relay.tokens import thought
 from silk.sse import data_field
 
 # Chat completions' finish reasons as Anthropic's stop reasons; any other reads as end_turn.
@@ -88,8 +89,8 @@ def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[byte
             continue
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = thought(delta)
+        if reasoning:
             out += blocks.text("thinking", {"type": "thinking", "thinking": "",
                                             "signature": ""}, reasoning)
         text = delta.get("content")
@@ -258,9 +259,9 @@ def encode_message(completion: Completion, *, model: str, request_id: str,
     message = choice.get("message") if isinstance(choice, dict) else None
     message = message if isinstance(message, dict) else {}
     content: list[dict] = []
-    if isinstance(message.get("reasoning_content"), str) and message["reasoning_content"]:
-        content.append({"type": "thinking", "thinking": message["reasoning_content"],
-                        "signature": ""})
+    reasoning = thought(message)
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     if isinstance(message.get("content"), str) and message["content"]:
         content.append({"type": "text", "text": message["content"]})
     calls = message.get("tool_calls")

@@ -231,6 +231,18 @@ def delivered_tokens(chunk: dict) -> int:
     return tokens
 
 
+def thought(delta: Mapping) -> str:
+    """The thinking a chat delta (or a whole answer's message) carries, for a surface that
+    shows it: DeepSeek's `reasoning_content`, else vLLM's and OpenRouter's `reasoning`
+    (a server that sends both sends the same text twice); "" for none. Both are billed
+    (delivered_tokens), so both are delivered."""
+    for name in ("reasoning_content", "reasoning"):
+        value = delta.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def _function_delta(function: dict) -> int:
     """A piece of a streamed call: its arguments' text, and its name's framing."""
     return _text_estimate(function.get("arguments")) + (2 if function.get("name") else 0)

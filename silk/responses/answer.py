@@ -28,6 +28,7 @@ from silk.jsonio import whole_object
 from silk.metering.meter import Bill
 from silk.pricing import Usage
 from silk.relay.finish import INTERRUPTED
+from silk.relay.tokens import thought
 
 # Request fields a Response echoes back, with OpenAI's default when the request left one out.
 ECHOED: dict[str, Any] = {"instructions": None, "metadata": {}, "parallel_tool_calls": True,
@@ -126,8 +127,8 @@ class Builder:
     def delta(self, delta: dict) -> bytes:
         """One chat delta: reasoning, text and tool-call pieces, each into its item."""
         out = b""
-        reasoning = delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
+        reasoning = thought(delta)
+        if reasoning:
             out += self._text("reasoning", reasoning)
         content = delta.get("content")
         if isinstance(content, str) and content:
