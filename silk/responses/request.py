@@ -32,6 +32,8 @@ class Translated:
     body: dict
     # flattened tool name -> (namespace, name), for function calls in a namespace
     names: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # where the carried conversation's messages are in body["messages"] (start, end)
+    carried: tuple[int, int] = (0, 0)
 
 
 def input_items(value) -> list[dict]:
@@ -67,7 +69,9 @@ def chat_body(request: dict, carried: list[dict], model: Model, provider: Provid
     messages: list[dict] = []
     if request.get("instructions"):
         messages.append({"role": "system", "content": request["instructions"]})
+    start = len(messages)
     _messages(carried, "previous_response_id", flat, messages)
+    out.carried = (start, len(messages))
     _messages(input_items(request["input"]), "input", flat, messages)
     if not messages:
         raise bad("input", "must hold at least one item")

@@ -17,7 +17,7 @@ from silk.relay import service as relay
 from silk.relay.stream import RelayStream
 from silk.relay.surface import Answer, SurfaceStream, allowed_model
 from silk.responses import store
-from silk.responses.answer import Builder
+from silk.responses.answer import ECHOED, Builder
 from silk.responses.encode import encode_completion, encode_stream
 from silk.responses.request import input_items
 from silk.responses.schemas import schema_for
@@ -69,9 +69,10 @@ def start(principal: Principal, raw: bytes) -> SurfaceStream | Answer:
                       events=stream)
     keep = None
     if body.get("store") is not False:
-        keep = _keeper(engine, principal,
-                       store.with_ids(response_id, input_items(body["input"])),
-                       config["SILK_RESPONSES_RETENTION_DAYS"])
+        items = store.with_ids(response_id, input_items(body["input"]))
+        store.room(items, {name: body[name] for name in ECHOED if body.get(name) is not None},
+                   translated.own())
+        keep = _keeper(engine, principal, items, config["SILK_RESPONSES_RETENTION_DAYS"])
     started = relay.start(translated.call, principal, this_g().request_id)
     if isinstance(started, RelayStream):
         return SurfaceStream(started, encode_stream, builder, on_done=keep)

@@ -14,13 +14,19 @@ from sqlalchemy import Select, delete, insert, literal, select
 from sqlalchemy.engine import Engine
 
 from silk.database import utcnow
-from silk.errors import NotFound
+from silk.errors import InvalidRequest, NotFound
+from silk.jsonio import dumps_bytes
 from silk.responses.models import StoredResponse
 from silk.sqlite_writes import write_begin
 
 _TABLE = StoredResponse.__table__
 _INSERT = insert(_TABLE)  # built once (SQLAlchemy caches its compiled form); saves bind values
 MAX_CHAIN = 1000  # responses a conversation may go back through previous_response_id
+# What a stored response may keep, in bytes of JSON, beside what its request sent upstream:
+# this many times the bytes sent (items are wordier than the chat messages they become), and
+# this many more (the fields echoed back, ids, metadata).
+KEPT_PER_SENT = 8
+KEPT_BESIDE = 16 * 1024
 
 
 def missing(response_id: str, param: str | None = None) -> NotFound:
@@ -33,6 +39,25 @@ def with_ids(response_id: str, items: list[dict]) -> list[dict]:
     """The input items as kept: each with an id (given, or made from the response's)."""
     return [item if isinstance(item.get("id"), str) else
             {**item, "id": f"in_{response_id[5:]}_{index}"} for index, item in enumerate(items)]
+
+
+def room(items: list[dict], echoed: dict, sent: int) -> None:
+    """Refuse (400) to keep a response whose input items and echoed fields are far larger
+    than what its request sent upstream.
+
+    What the gateway neither sends nor reads (a field it does not know, metadata) costs
+    nothing: kept without bound, it would be free room in the database, and each
+    continuation would load every earlier response's into a worker's memory. What is sent
+    is billed, and the provider's context bounds a conversation's.
+    """
+    kept = len(dumps_bytes(items)) + len(dumps_bytes(echoed))
+    allowed = KEPT_PER_SENT * sent + KEPT_BESIDE
+    if kept > allowed:
+        raise InvalidRequest(
+            f"Invalid 'store': this response would keep {kept} bytes (its input items, "
+            f"metadata and the other fields echoed back), more than the {allowed} allowed "
+            "for what it sends the model: leave out what the model does not read (unknown "
+            "fields, large metadata), or send store: false.", param="store")
 
 
 def save(engine: Engine, account_id: int, key_id: int, response: dict, items: list[dict],

@@ -24,6 +24,13 @@ class ResponsesCall:
 
     call: Call
     names: dict[str, tuple[str, str]]
+    continued: list[dict]  # the messages of the conversation it continues, as sent
+
+    def own(self) -> int:
+        """Bytes of the body sent that came from this request, not from the conversation it
+        continues."""
+        return len(self.call.body) - (len(orjson.dumps(self.continued)) if self.continued
+                                      else 0)
 
 
 def to_call(model: Model, provider: Provider, request: dict, carried: list[dict], *,
@@ -43,4 +50,5 @@ def to_call(model: Model, provider: Provider, request: dict, carried: list[dict]
     call = Call(model=model, body=orjson.dumps(body), stream=stream, prompt_bound=bound,
                 prompt_estimate=estimate, max_output=max_output,
                 surface="responses")
-    return ResponsesCall(call, translated.names)
+    start, end = translated.carried
+    return ResponsesCall(call, translated.names, body["messages"][start:end])

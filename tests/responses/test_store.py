@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from types import SimpleNamespace
@@ -398,3 +399,75 @@ def test_a_json_request_the_upstream_fails_after_the_hold_creates_no_response(
     assert _kept(app) == 0
     assert accounts.balance_units(acct.id) == 10**9
     assert accounts.audit() == []
+
+
+def _stored_bytes(app) -> int:
+    with app.app_context():
+        rows = db.session.execute(select(StoredResponse.input_items, StoredResponse.response))
+        size = sum(len(json.dumps(items)) + len(json.dumps(response))
+                   for items, response in rows)
+        db.session.remove()
+    return size
+
+
+PAD = "x" * 1_000_000  # a megabyte the model never reads
+
+
+@pytest.mark.parametrize("padded", [
+    {"input": [{"role": "user", "content": "hi", "notes": PAD}]},
+    {"input": [{"role": "user", "content": [{"type": "input_text", "text": "hi",
+                                             "notes": PAD}]}]},
+    {"input": "hi", "metadata": {"notes": PAD}},
+    {"input": "hi", "prompt_cache_key": PAD},
+    {"input": "hi", "reasoning": {"summary": "auto", "notes": PAD}},
+    {"input": "hi", "text": {"verbosity": "low", "notes": PAD}},
+])
+def test_a_response_keeps_no_more_than_a_bound_of_what_was_sent_and_paid_for(
+        app, client, accounts, upstream, padded):
+    """What the gateway neither sends nor reads (a field it does not know, metadata) costs
+    nothing, so stored it was free room in the operator's database: a megabyte a request
+    for the price of `hi`, and each continuation loaded every earlier one's into a worker's
+    memory. Beyond a bound of what the request sent it is a 400 before any hold; with
+    store false it is accepted (nothing is kept)."""
+    acct = accounts.make(credit="1")
+    before = accounts.row(acct.id)
+    refused = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5, **padded})
+    assert refused.status_code == 400, refused.data[:300]
+    assert refused.json["error"]["param"] == "store"
+    assert _kept(app) == 0 and upstream.requests == []
+    after = accounts.row(acct.id)
+    assert (after.balance_units, after.reserved_units) == (before.balance_units, 0)
+    unkept = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5,
+                                 "store": False, **padded})
+    assert unkept.status_code == 200
+    assert _kept(app) == 0
+    # The same request without the padding is kept, as every request is.
+    plain = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5, "input": "hi"})
+    assert plain.status_code == 200 and _kept(app) == 1
+    assert _stored_bytes(app) < 16_384
+
+
+def test_a_large_conversation_is_kept_whole(app, client, accounts, upstream):
+    """What is sent is kept, however large: the bound is on what is not."""
+    acct = accounts.make(credit="10")
+    items = [{"id": f"m{i}", "role": "user", "content": [{"type": "input_text", "text": "a"}]}
+             for i in range(3000)]
+    made = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5,
+                               "input": items, "metadata": {"run": "1"}})
+    assert made.status_code == 200, made.data[:300]
+    assert _kept(app) == 1
+
+
+def test_what_a_continuation_resends_does_not_make_room_for_more(app, client, accounts,
+                                                                 upstream):
+    """The bound is on what the request itself sent: the conversation it continues, sent
+    again, is kept already (each earlier response holds its own)."""
+    acct = accounts.make(credit="10")
+    first = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5,
+                                "input": "word " * 40_000})
+    assert first.status_code == 200
+    continued = post(client, acct, {"model": "deepseek-chat", "max_output_tokens": 5,
+                                    "input": "hi", "previous_response_id": first.json["id"],
+                                    "metadata": {"notes": "x" * 200_000}})
+    assert continued.status_code == 400 and continued.json["error"]["param"] == "store"
+    assert _kept(app) == 1
