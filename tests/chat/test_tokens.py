@@ -1,8 +1,10 @@
 """The prompt estimate reads everything the model is sent, and never exceeds the bound."""
 
 import base64
+import random
 import re
 import string
+import uuid
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,10 +124,16 @@ _MARK_CHARS = set(string.punctuation + "".join(
     chr(c) for c in (*range(0, 9), 11, 12, *range(14, 32), 127)))
 
 
-def _as_defined(text: str) -> int:
+def _as_defined(text: str, splits: bool = False) -> int:
     if not text:
         return 0
     marks = sum(1 for c in text if c in _MARK_CHARS)
+    digits = len(re.findall("[0-9]", text))
+    if splits and digits * 50 > len(text.encode("utf-8", "surrogatepass")):
+        # each switch between an ASCII letter and digit, each group of three digits
+        switches = len(re.findall(r"(?<=[A-Za-z])(?=[0-9])|(?<=[0-9])(?=[A-Za-z])", text))
+        digit_runs = len(re.findall("[0-9]+", text))
+        marks += switches + max(0, (digits + 2) // 3 - digit_runs)
     if text.isascii():
         return max((len(text) + 3) // 4, len(text.split()) + marks)
     wide = (len(text.encode("utf-8")) - len(text)) // 2
@@ -136,13 +144,31 @@ def _as_defined(text: str) -> int:
 # Every kind of character the estimate tells apart: letters, digits, ASCII whitespace
 # (str.split's, \x1c-\x1f included), marks, controls, DEL, non-ASCII spaces, two-, three-
 # and four-byte UTF-8.
-_ALPHABET = "ab 7\t\n\r\x0b\x0c\x1c\x1f\x00\x01\x7f!.,{}\"'\x85\xa0é—中文🤖"
+_ALPHABET = "abZ 70\t\n\r\x0b\x0c\x1c\x1f\x00\x01\x7f!.,{}\"'\x85\xa0é—中文🤖"
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=_ALPHABET, max_size=40) | st.text(max_size=40))
 def test_the_estimate_counts_as_defined(text):
     assert estimate_text(text) == _as_defined(text)
+    assert estimate_text(text, splits=True) == _as_defined(text, splits=True)
+
+
+def test_a_prompt_of_ids_or_numbers_is_not_estimated_by_its_length():
+    """Tokenizers split letters from digits and digits into groups of three: an id of 32
+    random hex digits is about 20 tokens in OpenAI's tokenizers, 8 by length alone, and a
+    client that hangs up after the first token paid for that. A number of 12 digits is 4."""
+    chance = random.Random(7)
+    ids = " ".join(uuid.UUID(int=chance.getrandbits(128)).hex for _ in range(500))
+    numbers = "123456789012 " * 1000
+    for text, least in ((ids, 15 * 500), (numbers, 4000)):
+        assert estimate_text(text, splits=True) >= least > estimate_text(text)
+        assert prompt_estimate(_base_with(text), image_allowance=0) >= least + prompt_estimate(
+            _base(), image_allowance=0)
+
+
+def _base_with(text: str) -> dict:
+    return {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": text}]}
 
 
 def test_a_long_non_ascii_text_is_estimated_as_defined():
