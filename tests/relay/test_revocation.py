@@ -296,16 +296,20 @@ def test_a_key_that_expires_mid_stream_ends_it_at_its_expiry(app, client, accoun
     app.config["SILK_KEY_CACHE_TTL"] = 60.0  # the timer's period: 30 s
     owner = accounts.make(credit="1")
     set_quota_left(app, owner.id)
-    expires = utcnow() + timedelta(seconds=3)  # after the stream began, on a slow machine too
+    # After the stream began, on a loaded machine too (3 s once was not), and well before
+    # the answer's end: 1,000 words at 0.02 s, 20 s.
+    expires = utcnow() + timedelta(seconds=6)
     made = client.post("/v1/keys", json={"name": "short", "expires_at": expires.isoformat()
                                          + "Z"}, headers=owner.headers)
     assert made.status_code == 201, made.json
-    response, rest, received = start_stream(client, surface, made.json["key"])
+    body = json.loads(json.dumps(REQUESTS[surface][1]).replace(SLOW,
+                                                               "pieces=1000 chunk_delay=0.02"))
+    response, rest, received = start_stream(client, surface, made.json["key"], body)
     for piece in rest:
         received += piece
     ended = utcnow()
     response.close()
-    assert expires <= ended < expires + timedelta(seconds=4)  # not the 8 s of the answer
+    assert expires <= ended < expires + timedelta(seconds=4)  # not the 20 s of the answer
     name, last = events(received)[-1]
     assert isinstance(last, dict)
     if surface == "chat":
