@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import ROUND_HALF_UP, Decimal
 
+from silk.defaults import MODELS, PROVIDERS
 from tests.fakes.upstream import count_prompt_tokens
 
 PRICES = {  # USD per million tokens, from the seed document
@@ -101,3 +102,20 @@ def set_quota_left(app, account_id: int, left: int = 0) -> None:
         account.quota_month, account.quota_used = month_of(utcnow()), quota - left
         db.session.commit()
         db.session.remove()
+
+
+COMPAT_MODEL = "compat-reasoner"
+
+
+def compat_config(monkeypatch, upstream, **flags) -> dict:
+    """App config adding a provider an operator would (`SILK_PROVIDERS`): the fake's
+    `compat`, an OpenAI-compatible server whose limit covers reasoning, with `flags` on its
+    entry, and its model COMPAT_MODEL."""
+    monkeypatch.setenv("COMPATX_BASE_URL", upstream.base_url("compat"))
+    monkeypatch.setenv("COMPATX_API_KEY", "compat-good")
+    compat = {"name": "Compat", "base_url": "http://127.0.0.1:9", "env": "COMPATX",
+              "limit_field": "max_tokens", "limit_covers_reasoning": True, **flags}
+    return {"SILK_PROVIDERS": {**PROVIDERS, "compat": compat},
+            "SILK_MODELS": {**MODELS, COMPAT_MODEL: {
+                "provider": "compat", "upstream": COMPAT_MODEL, "input": "0.55",
+                "output": "2.19", "max_output_tokens": 4096}}}

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from silk.defaults import MODELS, PROVIDERS
 from silk.pricing import Usage, quote
-from tests.chat.helpers import messages, set_quota_left, sse_events
+from tests.chat.helpers import COMPAT_MODEL, compat_config, messages, set_quota_left, sse_events
 
-COMPAT = {"name": "Compat", "base_url": "http://127.0.0.1:9", "env": "COMPATX",
-          "limit_field": "max_tokens", "limit_covers_reasoning": True}
-MODEL = "compat-reasoner"
+MODEL = COMPAT_MODEL
 # The request fields by which such a server leaves the reasoning out of its answer.
 HIDING = [{"reasoning": {"effort": "high", "exclude": True}}, {"include_reasoning": False},
           {"reasoning_format": "hidden"}]
@@ -28,12 +25,7 @@ SHOWN = [{"reasoning": {"effort": "high", "exclude": False}}, {"include_reasonin
 
 @pytest.fixture
 def app_config(monkeypatch, upstream):
-    monkeypatch.setenv("COMPATX_BASE_URL", upstream.base_url("compat"))
-    monkeypatch.setenv("COMPATX_API_KEY", "compat-good")
-    return {"SILK_PROVIDERS": {**PROVIDERS, "compat": COMPAT},
-            "SILK_MODELS": {**MODELS, MODEL: {
-                "provider": "compat", "upstream": MODEL, "input": "0.55", "output": "2.19",
-                "max_output_tokens": 4096}}}
+    return compat_config(monkeypatch, upstream)
 
 
 def _post(client, acct, directive, stream=True, **extra):

@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from silk.defaults import MODELS, PROVIDERS
-from tests.chat.helpers import set_quota_left
+from tests.chat.helpers import COMPAT_MODEL, compat_config, set_quota_left
 from tests.messages.helpers import HEADERS, sse
 from tests.responses.helpers import typed_events
 
-COMPAT = {"name": "Compat", "base_url": "http://127.0.0.1:9", "env": "COMPATX",
-          "limit_field": "max_tokens", "limit_covers_reasoning": True,
-          "reasoning_streamed": True}
-MODEL = "compat-reasoner"
+MODEL = COMPAT_MODEL
 THOUGHT = "t0 t1 t2 t3 t4"
 ASK = "think first [[fake: reasoning_pieces=5 pieces=3]]"
 
 
 @pytest.fixture
 def app_config(monkeypatch, upstream):
-    monkeypatch.setenv("COMPATX_BASE_URL", upstream.base_url("compat"))
-    monkeypatch.setenv("COMPATX_API_KEY", "compat-good")
-    return {"SILK_PROVIDERS": {**PROVIDERS, "compat": COMPAT},
-            "SILK_MODELS": {**MODELS, MODEL: {
-                "provider": "compat", "upstream": MODEL, "input": "0.55", "output": "2.19",
-                "max_output_tokens": 4096}}}
+    return compat_config(monkeypatch, upstream, reasoning_streamed=True)
 
 
 def _billed_reasoning(accounts, acct) -> int:
