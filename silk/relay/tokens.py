@@ -179,13 +179,11 @@ def _message_estimate(message: dict, image_allowance: int) -> int:
                 continue
             kind = part.get("type")
             if kind == "text":
-                text = part.get("text")
-                total += (estimate_text(text, splits=True) if isinstance(text, str)
-                          else _json_estimate(text))
+                total += _prompt_value(part.get("text"))
             elif kind == "image_url":
                 total += image_estimate(part.get("image_url"), image_allowance)
             elif kind == "refusal":
-                total += _text_estimate(part.get("refusal"))
+                total += _prompt_value(part.get("refusal"))
             else:  # audio: its length is not read, so the allowance held for it
                 total += image_allowance
     elif content is not None:
@@ -207,10 +205,14 @@ def _call_estimate(function: dict) -> int:
     """A tool call: its function's name and arguments (a JSON string, read as text)."""
     total = 2  # the call's framing
     for field in ("name", "arguments"):
-        value = function.get(field)
-        total += (estimate_text(value, splits=True) if isinstance(value, str)
-                  else _json_estimate(value))
+        total += _prompt_value(function.get(field))
     return total
+
+
+def _prompt_value(value) -> int:
+    """A prompt field: its text as the prompt counts text, or the JSON text of any other
+    value (0 for null)."""
+    return estimate_text(value, splits=True) if isinstance(value, str) else _json_estimate(value)
 
 
 def _json_estimate(value, *, splits: bool = True) -> int:

@@ -161,14 +161,23 @@ def test_a_prompt_of_ids_or_numbers_is_not_estimated_by_its_length():
     chance = random.Random(7)
     ids = " ".join(uuid.UUID(int=chance.getrandbits(128)).hex for _ in range(500))
     numbers = "123456789012 " * 1000
+    base = prompt_estimate(_base(), image_allowance=0)
     for text, least in ((ids, 15 * 500), (numbers, 4000)):
         assert estimate_text(text, splits=True) >= least > estimate_text(text)
-        assert prompt_estimate(_base_with(text), image_allowance=0) >= least + prompt_estimate(
-            _base(), image_allowance=0)
+        for message in _messages_with(text):  # wherever a prompt carries text
+            body = {"messages": [{"role": "user", "content": "hi"}, message]}
+            assert prompt_estimate(body, image_allowance=0) >= least + base, message.keys()
 
 
-def _base_with(text: str) -> dict:
-    return {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": text}]}
+def _messages_with(text: str) -> list[dict]:
+    """A message carrying `text` in each place a prompt's text may be."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": text}}
+    return [{"role": "user", "content": text},
+            {"role": "user", "content": [{"type": "text", "text": text}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": text}]},
+            {"role": "assistant", "content": None, "reasoning_content": text},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": text}]
 
 
 def test_a_long_non_ascii_text_is_estimated_as_defined():
