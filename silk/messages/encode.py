@@ -93,8 +93,8 @@ def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[byte
         if reasoning:
             out += blocks.text("thinking", {"type": "thinking", "thinking": "",
                                             "signature": ""}, reasoning)
-        text = delta.get("content")
-        if isinstance(text, str) and text:
+        text = _said(delta)
+        if text:
             out += blocks.text("text", {"type": "text", "text": ""}, text)
         calls = delta.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
@@ -102,6 +102,15 @@ def _translated_chunk(data: dict, blocks: Blocks, request_id: str) -> tuple[byte
         if choice.get("finish_reason"):
             finish = choice
     return out, finish
+
+
+def _said(delta: dict) -> str:
+    """The answer's text in a chat delta (or a whole answer's message): its content, then
+    OpenAI's refusal, which is billed as output and has no other place in Anthropic's
+    blocks (its stop reason says refusal only when the provider's content filter ended it)."""
+    text, refusal = delta.get("content"), delta.get("refusal")
+    text = text if isinstance(text, str) else ""
+    return text + refusal if isinstance(refusal, str) else text
 
 
 def _tool_delta(call, blocks: Blocks, request_id: str) -> bytes:
@@ -262,8 +271,9 @@ def encode_message(completion: Completion, *, model: str, request_id: str,
     reasoning = thought(message)
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    if isinstance(message.get("content"), str) and message["content"]:
-        content.append({"type": "text", "text": message["content"]})
+    text = _said(message)
+    if text:
+        content.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
     for position, call in enumerate(calls if isinstance(calls, list) else ()):
         function = call.get("function") if isinstance(call, dict) else None

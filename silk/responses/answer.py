@@ -84,6 +84,9 @@ class Builder:
         self.finish: str | None = None
         self._sequence = 0
         self._open: Any = None  # the item receiving deltas (a dict), or None
+        # Its kind: reasoning, message, refusal (a message whose part is a refusal) or
+        # function_call.
+        self._kind: str | None = None
         self._call: dict | None = None  # the open item, a function_call that may still grow
         self._waiting: list[dict] = []  # items to come, only while there is such a call
         self._calls: dict[int, dict] = {}  # the provider's tool call index -> its latest
@@ -125,7 +128,8 @@ class Builder:
     # -- deltas
 
     def delta(self, delta: dict) -> bytes:
-        """One chat delta: reasoning, text and tool-call pieces, each into its item."""
+        """One chat delta: reasoning, text, refusal and tool-call pieces, each into its item
+        (a refusal is billed as output, so it is delivered as OpenAI's refusal part)."""
         out = b""
         reasoning = thought(delta)
         if reasoning:
@@ -133,6 +137,9 @@ class Builder:
         content = delta.get("content")
         if isinstance(content, str) and content:
             out += self._text("message", content)
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            out += self._text("refusal", refusal)
         calls = delta.get("tool_calls")
         for position, call in enumerate(calls if isinstance(calls, list) else ()):
             if isinstance(call, dict):
@@ -141,8 +148,9 @@ class Builder:
         return out
 
     def _text(self, kind: str, text: str) -> bytes:
-        """Reasoning or answer text: the open or last waiting item of its kind, else a new one."""
-        if self._open is not None and self._open["type"] == kind:
+        """Reasoning, answer or refusal text: the open or last waiting item of its kind, else
+        a new one."""
+        if self._kind == kind:
             return self._write(text)
         if self._waiting and self._waiting[-1]["type"] == kind:
             self._waiting[-1]["text"] += text
@@ -219,7 +227,7 @@ class Builder:
         if name in self.names:
             item["namespace"], item["name"] = self.names[name]
         entry["item"] = item
-        out += self._add(item)
+        out += self._add(item, "function_call")
         self._call = item
         return out
 
@@ -240,7 +248,8 @@ class Builder:
             return b""
         frame = self._frame
         if frame is None or frame[0] is not item:
-            frame = self._frame = (item, *_delta_frame(item, len(self.output) - 1))
+            frame = self._frame = (item, *_delta_frame(item, str(self._kind),
+                                                       len(self.output) - 1))
         sequence = self._sequence
         self._sequence = sequence + 1
         return b"".join((frame[1], str(sequence).encode(), frame[2], _json(text), frame[3]))
@@ -252,22 +261,24 @@ class Builder:
         item, text = self._open, "".join(self._runs) + "".join(self._pieces)
         self._runs.clear()
         self._pieces.clear()
-        if item["type"] == "reasoning":
+        if self._kind == "reasoning":
             item["summary"][0]["text"] += text
-        elif item["type"] == "message":
+        elif self._kind == "message":
             item["content"][0]["text"] += text
+        elif self._kind == "refusal":
+            item["content"][0]["refusal"] += text
         else:
             item["arguments"] += text
 
     def _into(self, kind: str) -> bytes:
         """Make sure the open item is of `kind`, closing another and opening one if not."""
-        if self._open is not None and self._open["type"] == kind:
+        if self._kind == kind:
             return b""
         out = self._close()
         suffix = f"{self.id[5:]}_{len(self.output)}"
         if kind == "reasoning":
             item: dict = {"id": f"rs_{suffix}", "type": "reasoning", "summary": []}
-            out += self._add(item)
+            out += self._add(item, kind)
             part: dict = {"type": "summary_text", "text": ""}
             item["summary"].append(part)
             out += self._event("response.reasoning_summary_part.added", item_id=item["id"],
@@ -276,17 +287,18 @@ class Builder:
         else:
             item = {"id": f"msg_{suffix}", "type": "message", "status": "in_progress",
                     "role": "assistant", "content": []}
-            out += self._add(item)
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            out += self._add(item, kind)
+            part = ({"type": "refusal", "refusal": ""} if kind == "refusal" else
+                    {"type": "output_text", "text": "", "annotations": [], "logprobs": []})
             item["content"].append(part)
             out += self._event("response.content_part.added", item_id=item["id"],
                                output_index=len(self.output) - 1, content_index=0,
                                part=dict(part))
         return out
 
-    def _add(self, item: dict) -> bytes:
+    def _add(self, item: dict, kind: str) -> bytes:
         self.output.append(item)
-        self._open = item
+        self._open, self._kind = item, kind
         if not self.events:
             return b""
         return self._event("response.output_item.added", output_index=len(self.output) - 1,
@@ -295,7 +307,7 @@ class Builder:
     def _close(self) -> bytes:
         """Finish the open item: its done events, then output_item.done."""
         self._gather()
-        item, self._open = self._open, None
+        item, kind, self._open, self._kind = self._open, self._kind, None, None
         self._call = None
         if item is None:
             return b""
@@ -305,17 +317,22 @@ class Builder:
             return b""
         index = len(self.output) - 1
         out = b""
-        if item["type"] == "reasoning":
+        if kind == "reasoning":
             part = item["summary"][0]
             out += self._event("response.reasoning_summary_text.done", item_id=item["id"],
                                output_index=index, summary_index=0, text=part["text"])
             out += self._event("response.reasoning_summary_part.done", item_id=item["id"],
                                output_index=index, summary_index=0, part=dict(part))
-        elif item["type"] == "message":
+        elif kind in ("message", "refusal"):
             part = item["content"][0]
-            out += self._event("response.output_text.done", item_id=item["id"],
-                               output_index=index, content_index=0, text=part["text"],
-                               logprobs=[])
+            if kind == "message":
+                out += self._event("response.output_text.done", item_id=item["id"],
+                                   output_index=index, content_index=0, text=part["text"],
+                                   logprobs=[])
+            else:
+                out += self._event("response.refusal.done", item_id=item["id"],
+                                   output_index=index, content_index=0,
+                                   refusal=part["refusal"])
             out += self._event("response.content_part.done", item_id=item["id"],
                                output_index=index, content_index=0, part=_copy(part))
         else:
@@ -372,13 +389,14 @@ _LOOSE = 32  # an open item's deltas joined into one string when they are this m
 # Each kind of item's delta event: its type, and the fields between the item's id and the text.
 _DELTAS = {"reasoning": ("response.reasoning_summary_text.delta", b',"summary_index":0', b"}"),
            "message": ("response.output_text.delta", b',"content_index":0', b',"logprobs":[]}'),
+           "refusal": ("response.refusal.delta", b',"content_index":0', b"}"),
            "function_call": ("response.function_call_arguments.delta", b"", b"}")}
 
 
-def _delta_frame(item: dict, index: int) -> tuple[bytes, bytes, bytes]:
+def _delta_frame(item: dict, kind: str, index: int) -> tuple[bytes, bytes, bytes]:
     """The bytes of an item's delta event before its sequence number, between that and the
     text, and after the text: `Builder._event`'s, field for field."""
-    kind, position, tail = _DELTAS[item["type"]]
+    kind, position, tail = _DELTAS[kind]
     return (b"event: " + kind.encode() + b'\ndata: {"type":' + _json(kind)
             + b',"sequence_number":',
             b',"item_id":' + _json(item["id"]) + b',"output_index":' + str(index).encode()

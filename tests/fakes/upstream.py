@@ -109,6 +109,8 @@ sends, after the role chunk, one ``data:`` line of n bytes (not JSON) before the
 as Python's json writes it: JSON no strict parser reads, as some OpenAI-compatible servers send;
 ``multiline_data`` writes each streamed event's JSON indented over several ``data:``
 lines, as SSE allows (the client joins them with newlines).
+``refusal`` sends the reply as OpenAI's refusal: each piece in ``delta.refusal`` with
+content null (a JSON answer's ``message.refusal``), counted as the reply's pieces are.
 ``lone_surrogates`` gives each a logprob token of half an emoji (``\\ud83d``), which orjson
 neither reads nor writes. A JSON answer then carries the same logprobs, one per reply piece.
 ``message_json`` (a JSON object) is merged into a JSON answer's message, for shapes a
@@ -287,6 +289,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "reasoning_unbounded": _to_bool,    # compat: max_tokens bounds the answer alone
     "hide_reasoning": _to_bool,         # bill the reasoning, never send it (OpenAI's o-series)
     "multiline_data": _to_bool,         # stream: each event's JSON over several data: lines
+    "refusal": _to_bool,                # the reply as OpenAI's refusal, content null
 }
 
 
@@ -809,6 +812,8 @@ class _Handler(BaseHTTPRequestHandler):
             message["content"] = None
             message["tool_calls"] = [{"id": tool["id"], "type": "function", "function": {
                 "name": tool["name"], "arguments": tool["arguments"]}} for tool in meta["tools"]]
+        if opts.get("refusal"):
+            message["content"], message["refusal"] = None, message["content"]
         if reasoning and meta["shown"] != "excluded":
             field = "reasoning" if provider == "compat" else "reasoning_content"
             message[field] = "".join(reasoning)
@@ -907,6 +912,8 @@ class _Handler(BaseHTTPRequestHandler):
                 piece_chunk = chunk({"content": piece} if not meta["audio"] else {
                     "content": None, "audio": {"id": "audio_" + meta["id"],
                                                "data": "UklGRg==", "transcript": piece}})
+                if opts.get("refusal"):
+                    piece_chunk["choices"][0]["delta"] = {"content": None, "refusal": piece}
                 if meta["logprobs"]:
                     piece_chunk["choices"][0]["logprobs"] = {"content": [logprob(piece)]}
                 if opts.get("infinite_logprobs"):  # json.dumps writes it as -Infinity

@@ -28,7 +28,8 @@ def post(client, acct, body: dict, **headers):
 
 _DELTAS = {"response.output_text.delta": "text",
            "response.reasoning_summary_text.delta": "text",
-           "response.function_call_arguments.delta": "arguments"}
+           "response.function_call_arguments.delta": "arguments",
+           "response.refusal.delta": "refusal"}
 
 
 def output_items(events: list[dict]) -> list[dict]:

@@ -363,6 +363,7 @@ SDK_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
     ("long [[fake: pieces=20]]", {"max_output_tokens": 3}),
     ("cut [[fake: pieces=10 cut_after=4]]", {}),
     ("busy [[fake: pieces=4 finish_reason=insufficient_system_resource]]", {}),
+    ("no [[fake: refusal]]", {}),
 ])
 def test_every_event_and_response_is_what_the_openai_sdk_types_require(client, accounts,
                                                                        upstream, text, extra):
