@@ -105,8 +105,8 @@ class Meter:
         self.prompt_counted: Usage | None = None
         self.reasoning_tokens = 0
         self.delivered_tokens = 0  # estimated from the text the client received
-        # delivered_tokens when the provider last counted the largest output: what came
-        # after, its count lacks.
+        # delivered_tokens when the provider first reported the largest output count: what
+        # came after, its count lacks.
         self.counted_through = 0
         self.delivered_any = False
         # The provider bills reasoning it never streams (silk.defaults.PROVIDERS'
@@ -143,10 +143,12 @@ class Meter:
         (cache hits: those of the largest prompt count, see `_largest`).
 
         A provider's counts only grow as its answer does, so a report below an earlier one
-        (a bug, or a lie) takes back nothing the earlier one counted and was delivered.
+        (a bug, or a lie) takes back nothing the earlier one counted and was delivered; one
+        that repeats the largest output count counts nothing delivered since that count
+        first came (a stale count repeated: the output after it is still uncounted).
         """
         before = self.usage
-        if before is None or usage.completion_tokens >= before.completion_tokens:
+        if before is None or usage.completion_tokens > before.completion_tokens:
             self.counted_through = self.delivered_tokens
         largest = usage if before is None else _largest(before, usage)
         own = largest == usage and reasoning_tokens >= self.reasoning_tokens

@@ -181,6 +181,25 @@ def test_output_after_the_providers_last_count_is_billed(app, client, accounts, 
     assert accounts.audit() == []
 
 
+@pytest.mark.parametrize("directive", ["cut_after=42", "no_usage"], ids=["cut", "done"])
+def test_a_count_repeated_unchanged_does_not_cover_what_came_after_it(app, client, accounts,
+                                                                      upstream, directive):
+    """A provider that repeats its prompt-only count (completion 0) after every piece has
+    counted none of them: the pieces are billed from their estimate, however the stream
+    ends (cut before its final usage, or done without one)."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    # role, early usage, 20 x (piece, the early usage again), then the cut
+    msgs = messages("counted stale", f"pieces=20 early_usage stale_usage {directive}")
+    _stream(client, acct, "deepseek-chat", msgs, stream_options={"include_usage": True})
+    [record] = accounts.usage_records(acct.id)
+    assert (record.prompt_tokens, record.completion_tokens) == (prompt_tokens(msgs), 20)
+    assert record.estimated
+    cost = _price(app, "deepseek-chat", Usage(prompt_tokens(msgs), 20))
+    assert record.cost_units == cost
+    assert accounts.audit() == []
+
+
 def test_a_final_count_after_an_early_one_is_billed_as_reported(app, client, accounts,
                                                                 upstream):
     acct = accounts.make(credit="1")

@@ -96,7 +96,8 @@ alone honours ``stream_options.chunk_include_usage``: every chunk then carries t
 far (cumulative, the prompt and the pieces sent up to and including it).
 ``early_usage`` sends, right after the role chunk, a ``choices: []`` chunk whose usage counts
 the prompt alone (completion 0), as a provider that reports the prompt first; the final usage
-chunk still comes as above (``no_usage`` drops only that one).
+chunk still comes as above (``no_usage`` drops only that one). ``stale_usage`` sends that
+early chunk again after every reply piece: a provider repeating a count it does not update.
 ``cut_after=n`` counts those data events; ``[DONE]`` is never sent after a cut.
 ``stall_after=n`` falls silent after n data events, until the client leaves. ``together=n``
 writes the events n at a time, each group in one write (one read for the gateway), as a
@@ -269,6 +270,7 @@ OPTION_TYPES: dict[str, Callable[[Any], Any]] = {
     "repeat_usage": _non_negative(int),  # send the final usage chunk n more times
     "last_usage_json": str,             # stream: merged into the last usage chunk's alone
     "early_usage": _to_bool,            # stream: a prompt-only usage chunk after the role chunk
+    "stale_usage": _to_bool,            # stream: that early chunk again after every reply piece
     "infinite_logprobs": _to_bool,      # reply pieces carry a logprob of -Infinity
     "lone_surrogates": _to_bool,        # reply pieces carry a logprob token of half an emoji
     "cache_hit": _non_negative(int),    # prompt tokens reported as cache hits
@@ -923,6 +925,11 @@ class _Handler(BaseHTTPRequestHandler):
                     piece_chunk["choices"][0]["logprobs"] = {"content": [
                         {"token": "\ud83d", "logprob": -0.5, "top_logprobs": []}]}
                 yield piece_chunk
+                if early is not None and opts.get("stale_usage"):
+                    stale = chunk({})
+                    stale["choices"] = []
+                    stale["usage"] = early
+                    yield stale
             for index, call in tool_call_deltas(meta["tools"], opts.get("tool_stream")):
                 counts[1] += 1
                 yield chunk({"tool_calls": [{"index": index, **call}]})
