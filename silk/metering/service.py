@@ -234,9 +234,11 @@ def decide(hold: Hold, outcome: Outcome) -> Decision:
     cost = quote(price, usage, hold.tier, hold.quota_tokens)
     beyond = 0
     if (sent_prompt, sent_completion) != (prompt, completion):
+        # Priced as counted: a prompt count past a tier's edge is in that dearer tier.
+        asked_price = hold.tiered.for_prompt(sent_prompt) if hold.tiered else price
         with localcontext(_WIDE):
-            asked = quote(price, Usage(sent_prompt, sent_completion, sent_hit), hold.tier,
-                          hold.quota_tokens)
+            asked = quote(asked_price, Usage(sent_prompt, sent_completion, sent_hit),
+                          hold.tier, hold.quota_tokens)
         beyond = max(asked.total - cost.total, 0)
     charged = min(cost.total, hold.hold_units)
     written_off = min(cost.total - charged + beyond, _BIGINT)

@@ -150,3 +150,38 @@ def test_a_model_name_with_control_characters_settles(app, client, accounts, ups
     record = _settled_exactly(accounts, acct)
     assert record.upstream_model == "abc"
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("ok", prompt, 5)
+
+
+
+# doubao-seed-2.0-pro priced by prompt length, its edge above any prompt bound here.
+_TIERED = {"doubao-seed-2.0-pro": {"tiers": [
+    {"max_prompt_tokens": 100_000, "input": "0.11", "output": "0.43"},
+    {"input": "0.50", "output": "2.00"}]}}
+
+
+def _tiered_models() -> dict:
+    from silk.defaults import MODELS
+
+    return {**MODELS, "doubao-seed-2.0-pro": {**MODELS["doubao-seed-2.0-pro"],
+                                              **_TIERED["doubao-seed-2.0-pro"]}}
+
+
+@pytest.mark.parametrize("app_config", [{"SILK_MODELS": _tiered_models()}], ids=["tiered"])
+def test_a_prompt_count_past_a_tier_edge_writes_off_at_that_tiers_price(
+        app, client, accounts, upstream, app_config):
+    """Capped at the bound, the prompt pays its short tier; what was capped away is priced
+    as the provider counted it, in the dear tier its count reaches."""
+    acct = accounts.make(credit="1")
+    set_quota_left(app, acct.id)
+    msgs = messages("absurd", "pieces=5 usage_json='{\"prompt_tokens\": 1000000}'")
+    body = {"model": "doubao-seed-2.0-pro", "max_tokens": MAX_TOKENS, "messages": msgs,
+            "stream": False}
+    assert client.post("/v1/chat/completions", headers=acct.headers,
+                       json=body).status_code == 200
+    [record] = accounts.usage_records(acct.id)
+    assert record.completion_tokens == 5 and record.prompt_tokens < 100_000
+    charged = record.prompt_tokens * 110 + 5 * 430  # units at the short tier
+    assert record.cost_units == charged
+    # 1,000,000 prompt tokens and 5 output tokens at the dear tier, less what was charged
+    assert record.written_off_units == 1_000_000 * 500 + 5 * 2000 - charged
+    assert accounts.audit() == []
