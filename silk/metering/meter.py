@@ -207,7 +207,11 @@ class Meter:
         answered = billable  # the upstream answered: it may have billed reasoning it hid
         estimated = False
         usage = self.usage
-        if usage is None and billable and self.delivered_any:
+        # A client that left once the provider had taken its request pays for the prompt
+        # whether or not any output reached it: leaving before the first token (during a
+        # long prompt's keep-alives) must not make the prompt free, nor warm the provider's
+        # cache for free. A provider that fails before any output is paid nothing.
+        if usage is None and billable and (self.delivered_any or status == "client_closed"):
             # The output is the gateway's estimate; the prompt is the provider's count if
             # it came, else the estimate too.
             prompt = self.prompt_counted

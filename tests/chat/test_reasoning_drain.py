@@ -182,9 +182,10 @@ def test_a_client_that_leaves_before_any_output_pays_the_providers_final_usage(
 
 def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
         app, client, accounts, upstream):
-    """Left before any output and read on, the provider cut before its count: nothing was
-    delivered, so nothing is charged, but the reasoning the provider billed is unknown and
-    is counted as written off, as it is when something was delivered."""
+    """Left before any output and read on, the provider cut before its count: the client
+    pays the prompt at its estimate (it left once the provider had taken it), no output,
+    and the reasoning the provider billed is unknown and is counted as written off, as it
+    is when something was delivered."""
     acct = accounts.make(credit="1")
     set_quota_left(app, acct.id)
     before = _unknown(client)
@@ -192,7 +193,8 @@ def test_a_client_that_left_before_any_output_counts_a_cut_before_the_usage(
                  events=0)
     assert upstream.disconnects == []  # read on, not closed
     [record] = accounts.usage_records(acct.id)
-    assert record.status == "client_closed" and record.cost_units == 0
+    assert (record.status, record.completion_tokens) == ("client_closed", 0)
+    assert record.estimated and record.prompt_tokens > 0 and record.cost_units > 0
     assert accounts.row(acct.id).reserved_units == 0 and accounts.audit() == []
     assert _unknown(client) == before + 1
 

@@ -93,13 +93,32 @@ def test_delivered_text_without_usage_is_billed_by_estimate(app, accounts, how):
     assert record.cost_units == PROMPT_ESTIMATE * 140 + 7 * 280
 
 
-@pytest.mark.parametrize("how", ["cut", "client_gone", "timeout", "error"])
+@pytest.mark.parametrize("how", ["cut", "timeout", "error", "revoked"])
 def test_nothing_delivered_is_charged_nothing(app, accounts, how):
+    """The provider (or the gateway) failed before any output: nobody chose to stop."""
     acct = _account(app, accounts)
     settled: list = []
     bill = _meter(app, acct.id, f"nothing-{how}", settled).ended(how)
     record = _settled_once(accounts, acct, settled, bill)
     assert record.cost_units == 0 and bill.usage is None and bill.cost_usd == 0
+
+
+@pytest.mark.parametrize("counted", [False, True])
+def test_a_client_that_left_before_any_output_pays_the_prompt(app, accounts, counted):
+    """The provider had taken the request (it answered): a client that hangs up before the
+    first token pays the prompt it sent, at the provider's count if it came, else at its
+    estimate; never any output."""
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, f"left-{counted}", settled)
+    if counted:  # the prompt's count came first (a provider that reports it early)
+        meter.prompt_seen(Usage(PROMPT_ESTIMATE + 5, 0))
+    bill = meter.ended("client_gone")
+    record = _settled_once(accounts, acct, settled, bill)
+    prompt = PROMPT_ESTIMATE + 5 if counted else PROMPT_ESTIMATE
+    assert (record.status, record.prompt_tokens, record.completion_tokens) == (
+        "client_closed", prompt, 0)
+    assert record.estimated and record.cost_units == prompt * 140
 
 
 @pytest.mark.parametrize("end", ["refused", "failed"])
