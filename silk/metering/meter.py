@@ -36,6 +36,9 @@ ENDINGS = {
     "error": ("error", 500),  # the gateway failed while relaying
 }
 
+# Endings (recorded statuses) the client's side chose, after the provider took the prompt.
+_LEFT = frozenset(("client_closed", "revoked"))
+
 
 @dataclass(frozen=True, slots=True)
 class Bill:
@@ -207,11 +210,12 @@ class Meter:
         answered = billable  # the upstream answered: it may have billed reasoning it hid
         estimated = False
         usage = self.usage
-        # A client that left once the provider had taken its request pays for the prompt
-        # whether or not any output reached it: leaving before the first token (during a
-        # long prompt's keep-alives) must not make the prompt free, nor warm the provider's
-        # cache for free. A provider that fails before any output is paid nothing.
-        if usage is None and billable and (self.delivered_any or status == "client_closed"):
+        # A request the client's side ended once the provider had taken it (the client
+        # left, its key was revoked or expired) pays for the prompt whether or not any
+        # output reached it: leaving before the first token (during a long prompt's
+        # keep-alives) must not make the prompt free, nor warm the provider's cache for
+        # free. A provider (or the gateway) that fails before any output is paid nothing.
+        if usage is None and billable and (self.delivered_any or status in _LEFT):
             # The output is the gateway's estimate; the prompt is the provider's count if
             # it came, else the estimate too.
             prompt = self.prompt_counted

@@ -93,7 +93,7 @@ def test_delivered_text_without_usage_is_billed_by_estimate(app, accounts, how):
     assert record.cost_units == PROMPT_ESTIMATE * 140 + 7 * 280
 
 
-@pytest.mark.parametrize("how", ["cut", "timeout", "error", "revoked"])
+@pytest.mark.parametrize("how", ["cut", "timeout", "upstream_error", "error"])
 def test_nothing_delivered_is_charged_nothing(app, accounts, how):
     """The provider (or the gateway) failed before any output: nobody chose to stop."""
     acct = _account(app, accounts)
@@ -103,21 +103,24 @@ def test_nothing_delivered_is_charged_nothing(app, accounts, how):
     assert record.cost_units == 0 and bill.usage is None and bill.cost_usd == 0
 
 
+@pytest.mark.parametrize("how,status", [("client_gone", "client_closed"),
+                                        ("revoked", "revoked")])
 @pytest.mark.parametrize("counted", [False, True])
-def test_a_client_that_left_before_any_output_pays_the_prompt(app, accounts, counted):
-    """The provider had taken the request (it answered): a client that hangs up before the
-    first token pays the prompt it sent, at the provider's count if it came, else at its
-    estimate; never any output."""
+def test_a_client_that_left_before_any_output_pays_the_prompt(app, accounts, how, status,
+                                                              counted):
+    """The provider had taken the request (it answered): a client that hangs up, or whose
+    key was revoked, before the first token pays the prompt it sent, at the provider's
+    count if it came, else at its estimate; never any output."""
     acct = _account(app, accounts)
     settled: list = []
-    meter = _meter(app, acct.id, f"left-{counted}", settled)
+    meter = _meter(app, acct.id, f"left-{how}-{counted}", settled)
     if counted:  # the prompt's count came first (a provider that reports it early)
         meter.prompt_seen(Usage(PROMPT_ESTIMATE + 5, 0))
-    bill = meter.ended("client_gone")
+    bill = meter.ended(how)
     record = _settled_once(accounts, acct, settled, bill)
     prompt = PROMPT_ESTIMATE + 5 if counted else PROMPT_ESTIMATE
     assert (record.status, record.prompt_tokens, record.completion_tokens) == (
-        "client_closed", prompt, 0)
+        status, prompt, 0)
     assert record.estimated and record.cost_units == prompt * 140
 
 

@@ -279,6 +279,9 @@ def test_a_key_revoked_while_its_stream_waits_for_the_provider_ends_it_at_once(
     [record] = accounts.usage_records(owner.id)
     assert record.status == "revoked"
     assert record.completion_tokens == _words("chat", received)
+    # The provider had taken the prompt: it is paid, whether output came or not (a key
+    # revoked at once must not make a long prompt free).
+    assert record.estimated and record.prompt_tokens > 0 and record.cost_units > 0
     assert_money_exact(accounts, owner.id, "1")
 
 
