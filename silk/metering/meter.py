@@ -216,20 +216,26 @@ class Meter:
         # keep-alives) must not make the prompt free, nor warm the provider's cache for
         # free. A provider (or the gateway) that fails before any output is paid nothing.
         if usage is None and billable and (self.delivered_any or status in _LEFT):
-            # The output is the gateway's estimate; the prompt is the provider's count if
-            # it came, else the estimate too.
+            # The output is the gateway's estimate, at most the bound sent upstream: the
+            # provider made no more, so an estimate above it is no loss to write off (the
+            # prompt's estimate is within its bound already). The prompt is the provider's
+            # count if it came, else the estimate too.
             prompt = self.prompt_counted
-            usage = (Usage(prompt.prompt_tokens, self.delivered_tokens, prompt.cache_hit_tokens,
+            output = min(self.delivered_tokens, self.hold.output_bound)
+            usage = (Usage(prompt.prompt_tokens, output, prompt.cache_hit_tokens,
                            prompt.cache_write_tokens)
                      if prompt is not None
-                     else Usage(self.hold.prompt_estimate, self.delivered_tokens))
+                     else Usage(self.hold.prompt_estimate, output))
             estimated = True
         elif usage is not None and billable and self.delivered_tokens > self.counted_through:
             # Output came after the provider's last count (one sent before the answer, or a
-            # count followed by more text): its estimate is added to the count.
+            # count followed by more text): its estimate is added to the count, up to the
+            # bound (a count beyond it is the provider's, capped and written off by decide).
             uncounted = self.delivered_tokens - self.counted_through
-            usage = Usage(usage.prompt_tokens, usage.completion_tokens + uncounted,
-                          usage.cache_hit_tokens, usage.cache_write_tokens)
+            completion = max(usage.completion_tokens,
+                             min(usage.completion_tokens + uncounted, self.hold.output_bound))
+            usage = Usage(usage.prompt_tokens, completion, usage.cache_hit_tokens,
+                          usage.cache_write_tokens)
             estimated = True
         billable = billable and usage is not None
         self.billed, self.estimated = usage, estimated

@@ -148,6 +148,26 @@ def test_counts_beyond_the_hold_are_billed_capped(app, accounts):
     assert record.written_off_units == (10**6 - 50) * 280
 
 
+@pytest.mark.parametrize("counted", [None, 0, 45, 60])
+def test_an_estimate_beyond_the_output_bound_is_capped_not_written_off(app, accounts,
+                                                                        counted):
+    """Output the gateway estimated (a stream cut before its count, or text after the
+    provider's last count) past the bound sent upstream is no loss: the provider made at
+    most the bound. It is billed at the bound and nothing is written off; a provider's own
+    count past it (60 here) is capped and written off as ever."""
+    acct = _account(app, accounts)
+    settled: list = []
+    meter = _meter(app, acct.id, f"over-{counted}", settled)
+    meter.first_token("deepseek-v4-flash")
+    if counted is not None:
+        meter.usage_seen(Usage(40, counted), 0)
+    meter.delivered(500)  # "!!!!..." counts a token a mark; a tokenizer merges them
+    bill = meter.ended("cut")
+    record = _settled_once(accounts, acct, settled, bill)
+    assert record.estimated and record.completion_tokens == 50  # the output bound
+    assert (record.written_off_units > 0) == (counted == 60)
+
+
 def test_the_bill_carries_the_reasoning_charged(app, accounts):
     """Reasoning is part of the output billed: a report of more reasoning than output is
     billed (and told) at the output, not as the provider wrote it."""
