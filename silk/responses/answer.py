@@ -396,8 +396,8 @@ _DELTAS = {"reasoning": ("response.reasoning_summary_text.delta", b',"summary_in
 def _delta_frame(item: dict, kind: str, index: int) -> tuple[bytes, bytes, bytes]:
     """The bytes of an item's delta event before its sequence number, between that and the
     text, and after the text: `Builder._event`'s, field for field."""
-    kind, position, tail = _DELTAS[kind]
-    return (b"event: " + kind.encode() + b'\ndata: {"type":' + _json(kind)
+    event, position, tail = _DELTAS[kind]
+    return (b"event: " + event.encode() + b'\ndata: {"type":' + _json(event)
             + b',"sequence_number":',
             b',"item_id":' + _json(item["id"]) + b',"output_index":' + str(index).encode()
             + position + b',"delta":',
